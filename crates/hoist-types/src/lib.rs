@@ -1,0 +1,110 @@
+//! Core types of hoist: digests, media types, descriptors, platforms, references,
+//! manifests and image configs.
+//!
+//! Everything here is pure logic with no I/O. A [`Digest`] is parsed once, strictly,
+//! because it becomes a file name; manifests are parsed from the exact bytes served and
+//! never re-serialised for storage.
+
+mod config;
+mod descriptor;
+mod digest;
+mod manifest;
+mod media_type;
+mod platform;
+mod reference;
+pub mod schema1;
+
+pub use config::{History, ImageConfig, RootFs, RunConfig, chain_ids};
+pub use descriptor::{ANNOTATION_REF_NAME, Descriptor};
+pub use digest::{Algorithm, Digest, Hasher};
+pub use manifest::{
+    ImageIndex, ImageManifest, MAX_CONFIG_SIZE, MAX_INDEX_DEPTH, MAX_MANIFEST_SIZE, MAX_SMALL_BODY,
+    Manifest,
+};
+pub use media_type::{Compression, MediaType};
+pub use platform::Platform;
+pub use reference::{DEFAULT_REGISTRY, DEFAULT_TAG, Reference};
+
+/// Errors from parsing and validating hoist's types.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TypeError {
+    /// A digest that is not `sha256:<64 hex>` or `sha512:<128 hex>` in lower case.
+    #[error("invalid digest {input:?}: {reason}")]
+    InvalidDigest {
+        /// The input (truncated).
+        input: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// An image reference that does not follow Docker's grammar.
+    #[error("invalid image reference {input:?}: {reason}")]
+    InvalidReference {
+        /// The input (truncated).
+        input: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A platform that is not `os/arch[/variant]`.
+    #[error("invalid platform {input:?}: {reason}")]
+    InvalidPlatform {
+        /// The input.
+        input: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A document that is not valid JSON of the expected shape.
+    #[error("invalid {what}: {source}")]
+    Json {
+        /// What was parsed.
+        what: &'static str,
+        /// The parser's error.
+        source: serde_json::Error,
+    },
+    /// A document over its size limit.
+    #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
+    TooLarge {
+        /// What.
+        what: &'static str,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// A manifest whose structure is invalid.
+    #[error("invalid manifest: {reason}")]
+    InvalidManifest {
+        /// Why.
+        reason: String,
+    },
+    /// The media type in the document contradicts the one declared for it.
+    #[error("manifest declares media type {document} but was served as {declared}")]
+    MediaTypeMismatch {
+        /// Declared by the server or the referring descriptor.
+        declared: String,
+        /// Declared inside the document.
+        document: String,
+    },
+    /// A schema 1 manifest that cannot be read or converted.
+    #[error("invalid schema 1 manifest: {reason}")]
+    Schema1 {
+        /// Why.
+        reason: String,
+    },
+    /// The number of layers differs from the number of diff IDs in the config.
+    #[error("image has {layers} layers but its config lists {diff_ids} diff IDs")]
+    LayerCountMismatch {
+        /// Layers in the manifest.
+        layers: usize,
+        /// Diff IDs in the config.
+        diff_ids: usize,
+    },
+    /// Content does not hash to the expected digest.
+    #[error("digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// Expected.
+        expected: Digest,
+        /// Computed.
+        actual: Digest,
+    },
+}
