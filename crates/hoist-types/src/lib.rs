@@ -11,6 +11,7 @@ mod digest;
 mod manifest;
 mod media_type;
 mod platform;
+pub mod progress;
 mod reference;
 pub mod schema1;
 
@@ -23,6 +24,7 @@ pub use manifest::{
 };
 pub use media_type::{Compression, MediaType};
 pub use platform::Platform;
+pub use progress::{BlobKind, NoProgress, Progress, ProgressEvent};
 pub use reference::{DEFAULT_REGISTRY, DEFAULT_TAG, Reference};
 
 /// Errors from parsing and validating hoist's types.
