@@ -36,12 +36,12 @@ echo "install-deps.sh: installing ${missing[*]}" >&2
 export DEBIAN_FRONTEND=noninteractive
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
-if ! "${SUDO[@]}" apt-get update -qq >"$log" 2>&1; then
+if ! "${SUDO[@]}" apt-get -o DPkg::Lock::Timeout=300 update -qq >"$log" 2>&1; then
   cat "$log" >&2
   echo "install-deps.sh: apt-get update failed" >&2
   exit 1
 fi
-if ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends \
+if ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends \
      "${missing[@]}" >"$log" 2>&1; then
   cat "$log" >&2
   echo "install-deps.sh: apt-get install ${missing[*]} failed" >&2

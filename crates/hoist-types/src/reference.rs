@@ -182,17 +182,22 @@ impl Reference {
         })
     }
 
-    /// The short form Docker shows: `alpine:latest` for Docker Hub library images.
-    pub fn familiar(&self) -> String {
-        let name = if self.registry == DEFAULT_REGISTRY {
+    /// The short repository name Docker shows: `alpine` for Docker Hub library images,
+    /// `user/app` for other Docker Hub images, else `registry/repository`.
+    pub fn familiar_name(&self) -> String {
+        if self.registry == DEFAULT_REGISTRY {
             self.repository
                 .strip_prefix("library/")
                 .unwrap_or(&self.repository)
                 .to_owned()
         } else {
             self.name()
-        };
-        let mut s = name;
+        }
+    }
+
+    /// The short form Docker shows: `alpine:latest` for Docker Hub library images.
+    pub fn familiar(&self) -> String {
+        let mut s = self.familiar_name();
         if let Some(t) = &self.tag {
             s.push(':');
             s.push_str(t);

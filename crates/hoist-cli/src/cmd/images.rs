@@ -1,0 +1,230 @@
+//! `hoist images`, `hoist tag`, `hoist rmi`.
+
+use std::time::SystemTime;
+
+use bytesize::ByteSize;
+use hoist_store::ImageRecord;
+use hoist_types::Reference;
+use serde_json::json;
+
+use crate::cmd::print_json;
+use crate::opts::{Format, GlobalArgs};
+
+/// Arguments of `hoist images`.
+#[derive(Debug, clap::Args)]
+pub struct ImagesArgs {
+    /// Only images of this repository (e.g. `alpine`, `127.0.0.1:5000/ns/repo`).
+    pub repository: Option<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+    /// Show manifest digests.
+    #[arg(long)]
+    pub digests: bool,
+    /// Show full image IDs.
+    #[arg(long)]
+    pub no_trunc: bool,
+}
+
+/// Arguments of `hoist tag`.
+#[derive(Debug, clap::Args)]
+pub struct TagArgs {
+    /// The image: a name, an ID or an ID prefix.
+    pub source: String,
+    /// The new name.
+    pub target: String,
+}
+
+/// Arguments of `hoist rmi`.
+#[derive(Debug, clap::Args)]
+pub struct RmiArgs {
+    /// Images: names, IDs or ID prefixes.
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// Remove an image even when several names point at it.
+    #[arg(short, long)]
+    pub force: bool,
+}
+
+fn ago(created: Option<&str>) -> String {
+    let Some(t) = created.and_then(|c| humantime::parse_rfc3339_weak(c).ok()) else {
+        return "N/A".into();
+    };
+    let Ok(d) = SystemTime::now().duration_since(t) else {
+        return "in the future".into();
+    };
+    let s = d.as_secs();
+    let (n, unit) = match s {
+        0..=59 => return "Less than a minute ago".into(),
+        60..=3599 => (s / 60, "minute"),
+        3600..=86_399 => (s / 3600, "hour"),
+        86_400..=1_209_599 => (s / 86_400, "day"),
+        1_209_600..=5_183_999 => (s / 604_800, "week"),
+        5_184_000..=63_071_999 => (s / 2_592_000, "month"),
+        _ => (s / 31_536_000, "year"),
+    };
+    format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
+}
+
+/// One row per name (or one `<none>` row for an unnamed image).
+fn rows<'a>(
+    images: &'a [ImageRecord],
+    filter: Option<&Reference>,
+) -> Vec<(Option<Reference>, &'a ImageRecord)> {
+    let mut out = Vec::new();
+    for img in images {
+        if img.names.is_empty() {
+            if filter.is_none() {
+                out.push((None, img));
+            }
+            continue;
+        }
+        for n in &img.names {
+            if filter.is_none_or(|f| f.name() == n.name()) {
+                out.push((Some(n.clone()), img));
+            }
+        }
+    }
+    out.sort_by(|a, b| {
+        (
+            a.0.as_ref().map(Reference::name),
+            a.0.as_ref().and_then(|r| r.tag().map(str::to_owned)),
+        )
+            .cmp(&(
+                b.0.as_ref().map(Reference::name),
+                b.0.as_ref().and_then(|r| r.tag().map(str::to_owned)),
+            ))
+    });
+    out
+}
+
+/// `hoist images`.
+pub fn images(a: ImagesArgs, g: &GlobalArgs) -> anyhow::Result<()> {
+    let store = g.open_store()?;
+    let images = store.images()?;
+    let filter = a
+        .repository
+        .as_deref()
+        .map(Reference::parse_repository)
+        .transpose()?;
+    let rows = rows(&images, filter.as_ref());
+    if a.format == Format::Json {
+        let v: Vec<_> = rows
+            .iter()
+            .map(|(name, img)| {
+                json!({
+                    "Repository": name.as_ref().map(Reference::name),
+                    "Tag": name.as_ref().and_then(|n| n.tag()),
+                    "Id": img.id,
+                    "Digest": img.index.as_ref().unwrap_or(&img.manifest).digest,
+                    "Created": img.created,
+                    "Size": img.size,
+                    "Platform": img.platform.to_string(),
+                })
+            })
+            .collect();
+        return print_json(&v);
+    }
+    let mut table = vec![{
+        let mut h = vec!["REPOSITORY", "TAG"];
+        if a.digests {
+            h.push("DIGEST");
+        }
+        h.extend(["IMAGE ID", "CREATED", "SIZE"]);
+        h.into_iter().map(String::from).collect::<Vec<_>>()
+    }];
+    for (name, img) in rows {
+        let mut row = vec![
+            name.as_ref()
+                .map(|n| n.familiar_name())
+                .unwrap_or_else(|| "<none>".into()),
+            name.as_ref()
+                .and_then(|n| n.tag().map(str::to_owned))
+                .unwrap_or_else(|| "<none>".into()),
+        ];
+        if a.digests {
+            row.push(
+                img.index
+                    .as_ref()
+                    .unwrap_or(&img.manifest)
+                    .digest
+                    .to_string(),
+            );
+        }
+        row.push(if a.no_trunc {
+            img.id.to_string()
+        } else {
+            img.id.short().to_owned()
+        });
+        row.push(ago(img.created.as_deref()));
+        row.push(ByteSize(img.size).to_string());
+        table.push(row);
+    }
+    print_table(&table);
+    Ok(())
+}
+
+/// Print rows with columns padded to their widest cell.
+pub fn print_table(rows: &[Vec<String>]) {
+    let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
+    let widths: Vec<usize> = (0..cols)
+        .map(|c| {
+            rows.iter()
+                .filter_map(|r| r.get(c))
+                .map(|s| s.chars().count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect();
+    for r in rows {
+        let mut line = String::new();
+        for (i, cell) in r.iter().enumerate() {
+            if i + 1 == r.len() {
+                line.push_str(cell);
+            } else {
+                line.push_str(&format!("{cell:<w$}   ", w = widths[i]));
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+}
+
+/// `hoist tag`.
+pub fn tag(a: TagArgs, g: &GlobalArgs) -> anyhow::Result<()> {
+    let store = g.open_store()?;
+    let target = Reference::parse(&a.target)?;
+    anyhow::ensure!(
+        target.digest().is_none(),
+        "a new name cannot carry a digest: {target}"
+    );
+    store.tag(&a.source, &target)?;
+    Ok(())
+}
+
+/// `hoist rmi`.
+pub fn rmi(a: RmiArgs, g: &GlobalArgs) -> anyhow::Result<()> {
+    let store = g.open_store()?;
+    let mut failed = 0;
+    for i in &a.images {
+        match store.remove_image(i, a.force) {
+            Ok(r) => {
+                for u in r.untagged {
+                    println!("Untagged: {u}");
+                }
+                for d in r.deleted {
+                    println!("Deleted: {d}");
+                }
+            }
+            Err(e) => {
+                eprintln!("hoist: error: removing {i}: {e}");
+                failed += 1;
+            }
+        }
+    }
+    anyhow::ensure!(
+        failed == 0,
+        "{failed} of {} images could not be removed",
+        a.images.len()
+    );
+    Ok(())
+}

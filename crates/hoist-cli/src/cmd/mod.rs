@@ -1,0 +1,17 @@
+//! One module per command.
+
+pub mod images;
+pub mod inspect;
+pub mod login;
+pub mod pull;
+pub mod tags;
+
+use std::io::Write;
+
+/// Print a value as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    serde_json::to_writer_pretty(&mut out, v)?;
+    writeln!(out)?;
+    Ok(())
+}

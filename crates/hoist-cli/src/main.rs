@@ -1,0 +1,90 @@
+//! `hoist`: pull, store, inspect and (later) unpack container images.
+//!
+//! This binary is a thin layer: argument parsing, output formatting and progress
+//! display. Every capability lives in the libraries.
+
+mod cmd;
+mod opts;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::{CommandFactory, Parser, Subcommand};
+
+use crate::opts::GlobalArgs;
+
+/// hoist: a fast, safe container-image tool.
+#[derive(Debug, Parser)]
+#[command(name = "hoist", version, about, long_about = None, propagate_version = true)]
+struct Cli {
+    #[command(flatten)]
+    global: GlobalArgs,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Pull an image from a registry into the local store.
+    Pull(cmd::pull::Args),
+    /// List images in the local store.
+    Images(cmd::images::ImagesArgs),
+    /// Add a name to an image in the store.
+    Tag(cmd::images::TagArgs),
+    /// Remove images (or names) from the store.
+    Rmi(cmd::images::RmiArgs),
+    /// Describe an image in the store, or in a registry with `docker://`.
+    Inspect(cmd::inspect::Args),
+    /// List the tags of a repository in a registry.
+    Tags(cmd::tags::TagsArgs),
+    /// List the repositories of a registry (`/v2/_catalog`).
+    Catalog(cmd::tags::CatalogArgs),
+    /// Store credentials for a registry.
+    Login(cmd::login::LoginArgs),
+    /// Remove stored credentials for a registry.
+    Logout(cmd::login::LogoutArgs),
+    /// Print shell completions.
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli.global.init_logging();
+    let result = match cli.command {
+        Command::Completions { shell } => {
+            clap_complete::generate(shell, &mut Cli::command(), "hoist", &mut std::io::stdout());
+            Ok(())
+        }
+        command => run(command, &cli.global),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("hoist: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(command: Command, g: &GlobalArgs) -> anyhow::Result<()> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(async {
+        match command {
+            Command::Pull(a) => cmd::pull::run(a, g).await,
+            Command::Images(a) => cmd::images::images(a, g),
+            Command::Tag(a) => cmd::images::tag(a, g),
+            Command::Rmi(a) => cmd::images::rmi(a, g),
+            Command::Inspect(a) => cmd::inspect::run(a, g).await,
+            Command::Tags(a) => cmd::tags::tags(a, g).await,
+            Command::Catalog(a) => cmd::tags::catalog(a, g).await,
+            Command::Login(a) => cmd::login::login(a, g).await,
+            Command::Logout(a) => cmd::login::logout(a),
+            Command::Completions { .. } => unreachable!("handled before the runtime starts"),
+        }
+    })
+}

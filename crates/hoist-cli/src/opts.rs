@@ -1,0 +1,144 @@
+//! Options shared by several commands.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::Context as _;
+use clap::{ArgAction, Args, ValueEnum};
+use hoist_registry::{ClientOptions, Credentials};
+use hoist_store::Store;
+
+/// Options every command takes.
+#[derive(Debug, Args)]
+pub struct GlobalArgs {
+    /// The store directory [default: /var/lib/hoist as root, else $XDG_DATA_HOME/hoist].
+    #[arg(long, global = true, env = "HOIST_STORE", value_name = "DIR")]
+    pub store: Option<PathBuf>,
+    /// No progress output.
+    #[arg(short, long, global = true)]
+    pub quiet: bool,
+    /// How progress is shown on stderr.
+    #[arg(long, global = true, value_enum, default_value_t = ProgressMode::Auto)]
+    pub progress: ProgressMode,
+    /// More logging on stderr (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = ArgAction::Count)]
+    pub verbose: u8,
+}
+
+/// Progress styles.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ProgressMode {
+    /// Bars on a terminal, plain lines otherwise.
+    Auto,
+    /// Bars.
+    Tty,
+    /// Plain lines.
+    Plain,
+    /// One JSON object per line.
+    Json,
+    /// Nothing.
+    None,
+}
+
+/// Output formats of read commands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, Default)]
+pub enum Format {
+    /// A table or plain text.
+    #[default]
+    Table,
+    /// JSON.
+    Json,
+}
+
+impl GlobalArgs {
+    /// Set up tracing on stderr.
+    pub fn init_logging(&self) {
+        let level = match self.verbose {
+            0 => "warn",
+            1 => "info",
+            2 => "debug",
+            _ => "trace",
+        };
+        let filter = tracing_subscriber::EnvFilter::try_from_env("HOIST_LOG")
+            .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+        let _ = tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(std::io::stderr)
+            .try_init();
+    }
+
+    /// Open the store.
+    pub fn open_store(&self) -> anyhow::Result<Store> {
+        let root = self.store.clone().unwrap_or_else(Store::default_root);
+        Store::open(&root).with_context(|| format!("opening the store at {}", root.display()))
+    }
+
+    /// The effective progress mode.
+    pub fn progress_mode(&self) -> ProgressMode {
+        if self.quiet {
+            ProgressMode::None
+        } else {
+            self.progress
+        }
+    }
+}
+
+/// How to reach a registry.
+#[derive(Debug, Args, Clone)]
+pub struct RegistryArgs {
+    /// Verify TLS certificates (`--tls-verify=false` accepts any certificate).
+    #[arg(long, default_value_t = true, action = ArgAction::Set, value_name = "BOOL")]
+    pub tls_verify: bool,
+    /// Use plain HTTP (loopback registries fall back to it automatically).
+    #[arg(long)]
+    pub plain_http: bool,
+    /// A directory of CA certificates (*.crt) and client.cert/client.key for the registry.
+    #[arg(long, value_name = "DIR")]
+    pub cert_dir: Option<PathBuf>,
+    /// Credentials, `USER:PASSWORD`.
+    #[arg(
+        long,
+        value_name = "USER:PASSWORD",
+        env = "HOIST_CREDS",
+        hide_env_values = true
+    )]
+    pub creds: Option<String>,
+    /// The credentials file to read [default: $REGISTRY_AUTH_FILE, containers auth.json, ~/.docker/config.json].
+    #[arg(long, value_name = "FILE")]
+    pub authfile: Option<PathBuf>,
+    /// Connect timeout in seconds.
+    #[arg(long, default_value_t = 30, value_name = "SECS")]
+    pub connect_timeout: u64,
+}
+
+impl RegistryArgs {
+    /// The registry client options these arguments describe.
+    pub fn client_options(&self) -> anyhow::Result<ClientOptions> {
+        let mut o = ClientOptions {
+            tls_verify: self.tls_verify,
+            cert_dir: self.cert_dir.clone(),
+            auth_file: self.authfile.clone(),
+            connect_timeout: Duration::from_secs(self.connect_timeout),
+            ..ClientOptions::default()
+        };
+        if self.plain_http {
+            o.plain_http = Some(true);
+        }
+        if let Some(c) = &self.creds {
+            o.credentials = Some(parse_creds(c)?);
+        }
+        Ok(o)
+    }
+}
+
+/// Parse `USER:PASSWORD`.
+pub fn parse_creds(s: &str) -> anyhow::Result<Credentials> {
+    let (u, p) = s
+        .split_once(':')
+        .context("credentials must be given as USER:PASSWORD")?;
+    anyhow::ensure!(!u.is_empty(), "credentials have an empty user name");
+    Ok(Credentials {
+        username: u.to_owned(),
+        password: p.to_owned(),
+    })
+}

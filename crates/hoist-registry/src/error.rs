@@ -1,0 +1,261 @@
+//! The one error type of this crate. Every message names the URL, digest or path involved.
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use hoist_types::{Digest, TypeError};
+
+/// Errors from talking to a registry or reading credential files.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum RegistryError {
+    /// The registry name is not `host[:port]`.
+    #[error("invalid registry name {registry:?}: {reason}")]
+    InvalidRegistry {
+        /// The name as given.
+        registry: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// A repository name, tag or other argument that cannot go into a URL.
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidArgument {
+        /// What it is ("repository", "tag or digest").
+        what: &'static str,
+        /// The value (truncated).
+        value: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The TCP connection or the request failed before a response arrived.
+    #[error("{method} {url}: connection failed: {source}")]
+    Connect {
+        /// Method.
+        method: &'static str,
+        /// URL.
+        url: String,
+        /// The transport's error.
+        source: reqwest::Error,
+    },
+    /// A TLS failure, such as an untrusted or invalid certificate. Never downgraded to HTTP.
+    #[error(
+        "{url}: TLS error: {reason} (trust the registry's CA with --cert-dir or /etc/containers/certs.d/HOST/, or skip verification with --tls-verify=false)"
+    )]
+    Tls {
+        /// URL.
+        url: String,
+        /// rustls' description.
+        reason: String,
+    },
+    /// The TLS or client-certificate configuration could not be loaded.
+    #[error("TLS configuration {path}: {reason}")]
+    TlsConfig {
+        /// The certificate or key file (or directory).
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// No response headers or body data arrived within the idle timeout.
+    #[error("{url}: no data for {after:?} while {what}")]
+    Timeout {
+        /// URL.
+        url: String,
+        /// What was awaited ("waiting for the response", "reading the body").
+        what: &'static str,
+        /// The timeout.
+        after: Duration,
+    },
+    /// Reading the body failed mid-way.
+    #[error("{url}: reading the body failed: {source}")]
+    Body {
+        /// URL.
+        url: String,
+        /// The transport's error.
+        source: reqwest::Error,
+    },
+    /// Authentication failed or is required but no usable credentials exist.
+    #[error("{url}: unauthorized: {message}")]
+    Unauthorized {
+        /// The registry or token-server URL that refused.
+        url: String,
+        /// The reason, with the registry's error code and message when it gave one.
+        message: String,
+    },
+    /// The registry understood who we are and refused (HTTP 403).
+    #[error("{url}: access denied: {message}")]
+    Denied {
+        /// URL.
+        url: String,
+        /// The registry's error code and message.
+        message: String,
+    },
+    /// The manifest, tag, blob or repository does not exist (HTTP 404).
+    #[error("{url}: not found: {what}")]
+    NotFound {
+        /// URL.
+        url: String,
+        /// What was missing, with the registry's error code and message when it gave one.
+        what: String,
+    },
+    /// Any other unexpected HTTP status.
+    #[error("{method} {url}: HTTP {status}: {message}")]
+    Http {
+        /// Method.
+        method: &'static str,
+        /// URL.
+        url: String,
+        /// The status code.
+        status: u16,
+        /// The registry's error code and message, or the status' reason phrase.
+        message: String,
+        /// `Retry-After`, when the server sent one (429, 503).
+        retry_after: Option<Duration>,
+    },
+    /// A body or declared length over its limit.
+    #[error("{url}: {what} exceeds the limit of {limit} bytes")]
+    TooLarge {
+        /// URL.
+        url: String,
+        /// What ("manifest", "token response", "blob sha256:…").
+        what: String,
+        /// The limit in bytes.
+        limit: u64,
+    },
+    /// A blob whose size differs from its descriptor.
+    #[error("{url}: blob {digest} is {actual} bytes, expected {expected}")]
+    SizeMismatch {
+        /// URL.
+        url: String,
+        /// The blob's digest.
+        digest: Digest,
+        /// From the descriptor.
+        expected: u64,
+        /// Received or declared by the server.
+        actual: u64,
+    },
+    /// Content that does not hash to the expected digest.
+    #[error("{url}: digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// URL.
+        url: String,
+        /// Expected (reference, descriptor or `Docker-Content-Digest`).
+        expected: Digest,
+        /// Computed over the exact bytes.
+        actual: Digest,
+    },
+    /// A manifest that cannot be parsed.
+    #[error("{url}: {source}")]
+    Manifest {
+        /// URL.
+        url: String,
+        /// The parser's error.
+        source: TypeError,
+    },
+    /// A response that breaks the protocol (bad JSON, bad header, bad Content-Range).
+    #[error("{url}: invalid response: {reason}")]
+    InvalidResponse {
+        /// URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// A redirect that is refused (https→http, bad scheme, bad Location).
+    #[error("redirect from {from} to {to:?} refused: {reason}")]
+    RedirectRefused {
+        /// URL that redirected.
+        from: String,
+        /// The Location (raw).
+        to: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// More redirects than allowed.
+    #[error("{url}: more than {limit} redirects")]
+    TooManyRedirects {
+        /// The first URL.
+        url: String,
+        /// The limit.
+        limit: usize,
+    },
+    /// A pagination link that is refused or a listing that does not end.
+    #[error("{url}: pagination: {reason}")]
+    Pagination {
+        /// The page URL.
+        url: String,
+        /// Why.
+        reason: String,
+    },
+    /// A credential file that cannot be read, parsed or written.
+    #[error("credentials file {path}: {reason}")]
+    AuthFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
+    /// I/O on a credential file.
+    #[error("credentials file {path}: {source}")]
+    AuthFileIo {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// A `docker-credential-*` helper that is missing or failed.
+    #[error("credential helper docker-credential-{helper} ({action} for {server}): {reason}")]
+    CredentialHelper {
+        /// Helper name (the part after `docker-credential-`).
+        helper: String,
+        /// `get`, `store` or `erase`.
+        action: &'static str,
+        /// The server URL asked about.
+        server: String,
+        /// Why.
+        reason: String,
+    },
+    /// The client could not be built.
+    #[error("building the HTTP client for {registry}: {source}")]
+    ClientBuild {
+        /// Registry.
+        registry: String,
+        /// The builder's error.
+        source: reqwest::Error,
+    },
+}
+
+impl RegistryError {
+    /// The thing asked for does not exist (404).
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, RegistryError::NotFound { .. })
+    }
+
+    /// Authentication failed or was refused (401/403).
+    pub fn is_unauthorized(&self) -> bool {
+        matches!(
+            self,
+            RegistryError::Unauthorized { .. } | RegistryError::Denied { .. }
+        )
+    }
+
+    /// A transient failure worth retrying: connection and body errors, timeouts, 408,
+    /// 429 and 5xx.
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            RegistryError::Connect { .. }
+            | RegistryError::Body { .. }
+            | RegistryError::Timeout { .. } => true,
+            RegistryError::Http { status, .. } => {
+                matches!(status, 408 | 429) || (500..=599).contains(status)
+            }
+            _ => false,
+        }
+    }
+
+    /// The server's `Retry-After`, when it sent one.
+    pub fn retry_after(&self) -> Option<Duration> {
+        match self {
+            RegistryError::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,135 @@
+//! An async client for the OCI Distribution API, read side: `/v2/` ping, bearer and basic
+//! auth, manifests, streamed blobs, tags and the catalog, plus credential files.
+//!
+//! ```no_run
+//! # async fn demo() -> Result<(), hoist_registry::RegistryError> {
+//! use hoist_registry::{ClientOptions, RegistryClient};
+//! let client = RegistryClient::new("docker.io", ClientOptions::default())?;
+//! let m = client.get_manifest("library/alpine", "latest").await?;
+//! println!("{} {}", m.media_type, m.digest);
+//! # Ok(()) }
+//! ```
+//!
+//! Security (guide §4): credentials go only to the registry's origin and to a token realm on
+//! the same host (or `auth.docker.io` for Docker Hub), over https or to loopback; redirects
+//! are followed by hand and lose `Authorization` when scheme, host or port change; https is
+//! never downgraded to http; a TLS error is never retried over plain HTTP. Bodies read into
+//! memory are bounded (manifests 4 MiB, token and error bodies 1 MiB).
+
+mod api;
+mod auth;
+pub mod auth_config;
+mod client;
+mod error;
+mod headers;
+mod tls;
+mod token;
+
+use std::fmt;
+use std::path::PathBuf;
+use std::time::Duration;
+
+pub use api::{BlobResponse, FetchedManifest};
+pub use client::RegistryClient;
+pub use error::RegistryError;
+
+/// How many redirects one request may follow.
+pub const MAX_REDIRECTS: usize = 10;
+/// How many pages `list_tags` and `catalog` may follow.
+pub const MAX_PAGES: usize = 10_000;
+
+/// Options for a [`RegistryClient`].
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Verify the server's certificate (default). `false` accepts any certificate, as
+    /// `--tls-verify=false` asks.
+    pub tls_verify: bool,
+    /// `None`: https, except for loopback registries (127.0.0.0/8, `::1`, `localhost`),
+    /// where plain http is used when the server does not speak TLS at all. `Some(true)`:
+    /// http only. `Some(false)`: https only.
+    pub plain_http: Option<bool>,
+    /// Like skopeo's `--cert-dir`: `*.crt` CA files and a `client.cert`/`client.key`
+    /// pair. When set, the certs.d roots are not consulted.
+    pub cert_dir: Option<PathBuf>,
+    /// Roots holding `<host[:port]>/` directories of `*.crt` CAs and client pairs.
+    pub certs_d_roots: Vec<PathBuf>,
+    /// Explicit credentials (`--creds user:pass`); override credential files.
+    pub credentials: Option<Credentials>,
+    /// Explicit credential file (`--authfile`); else the lookup order of [`auth_config`].
+    pub auth_file: Option<PathBuf>,
+    /// TCP + TLS connect timeout.
+    pub connect_timeout: Duration,
+    /// Idle timeout: the longest wait for response headers or for the next body chunk.
+    /// There is no total timeout: big blobs are slow but healthy.
+    pub read_timeout: Duration,
+    /// `User-Agent`.
+    pub user_agent: String,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            tls_verify: true,
+            plain_http: None,
+            cert_dir: None,
+            certs_d_roots: vec![
+                PathBuf::from("/etc/docker/certs.d"),
+                PathBuf::from("/etc/containers/certs.d"),
+            ],
+            credentials: None,
+            auth_file: None,
+            connect_timeout: Duration::from_secs(30),
+            read_timeout: Duration::from_secs(60),
+            user_agent: concat!("hoist/", env!("CARGO_PKG_VERSION")).to_owned(),
+        }
+    }
+}
+
+/// A username and password. When `username` is `<token>`, `password` is an identity
+/// (OAuth2 refresh) token.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Credentials {
+    /// User name, or `<token>`.
+    pub username: String,
+    /// Password or identity token.
+    pub password: String,
+}
+
+impl Credentials {
+    /// Parse `user:password` as `--creds` takes it (split at the first `:`).
+    pub fn from_user_pass(s: &str) -> Option<Credentials> {
+        let (u, p) = s.split_once(':')?;
+        (!u.is_empty()).then(|| Credentials {
+            username: u.to_owned(),
+            password: p.to_owned(),
+        })
+    }
+
+    /// Whether the password is an identity token.
+    pub fn is_identity_token(&self) -> bool {
+        self.username == auth::TOKEN_USERNAME
+    }
+}
+
+impl fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Credentials")
+            .field("username", &self.username)
+            .field("password", &"<redacted>")
+            .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn creds_parse_and_redact() {
+        let c = Credentials::from_user_pass("u:p:q").unwrap();
+        assert_eq!((c.username.as_str(), c.password.as_str()), ("u", "p:q"));
+        assert!(Credentials::from_user_pass("nocolon").is_none());
+        assert!(Credentials::from_user_pass(":p").is_none());
+        assert!(!format!("{c:?}").contains("p:q"));
+    }
+}

@@ -1,0 +1,234 @@
+//! `index.json`: the OCI index that makes the store readable by skopeo and umoci.
+//!
+//! The image records are the truth about hoist's names; `index.json` is rewritten from
+//! them after every change, as the last write. Entries hoist writes carry the annotation
+//! [`ANNOTATION_IMAGE_ID`]; entries written by other tools (say `skopeo copy … oci:ROOT:x`)
+//! are kept as they are, unless they carry a name hoist manages, in which case hoist's
+//! entry wins.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+
+use hoist_types::{ANNOTATION_REF_NAME, Descriptor, Digest, MediaType};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+
+use crate::record::ImageRecord;
+use crate::{Store, StoreError, fsutil};
+
+/// Annotation on hoist's `index.json` entries: the image ID (config digest).
+pub const ANNOTATION_IMAGE_ID: &str = "io.hoist.image.id";
+
+const MAX_INDEX_FILE: u64 = 64 * 1024 * 1024;
+
+/// The file as read; unknown top-level fields are kept.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct IndexFile {
+    schema_version: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    media_type: Option<String>,
+    #[serde(default)]
+    manifests: Vec<Value>,
+    #[serde(flatten)]
+    rest: Map<String, Value>,
+}
+
+impl IndexFile {
+    pub(crate) fn empty() -> IndexFile {
+        IndexFile {
+            schema_version: 2,
+            media_type: Some(MediaType::OciIndex.as_str().to_owned()),
+            manifests: Vec::new(),
+            rest: Map::new(),
+        }
+    }
+
+    pub(crate) fn to_bytes(&self) -> Vec<u8> {
+        let mut v = serde_json::to_vec_pretty(self).expect("index serialises");
+        v.push(b'\n');
+        v
+    }
+
+    /// Name → image ID for hoist's entries.
+    pub(crate) fn owners(&self) -> BTreeMap<String, Digest> {
+        self.manifests
+            .iter()
+            .filter_map(|e| {
+                let id = e.get("annotations")?.get(ANNOTATION_IMAGE_ID)?.as_str()?;
+                Some((ref_name(e)?.to_owned(), Digest::parse(id).ok()?))
+            })
+            .collect()
+    }
+
+    /// The ref names of all entries, in order (for tests and diagnostics).
+    pub(crate) fn ref_names(&self) -> Vec<String> {
+        self.manifests
+            .iter()
+            .filter_map(|e| ref_name(e).map(str::to_owned))
+            .collect()
+    }
+}
+
+fn ref_name(entry: &Value) -> Option<&str> {
+    entry.get("annotations")?.get(ANNOTATION_REF_NAME)?.as_str()
+}
+
+fn is_hoist_entry(entry: &Value) -> bool {
+    entry
+        .get("annotations")
+        .and_then(|a| a.get(ANNOTATION_IMAGE_ID))
+        .is_some()
+}
+
+/// The index entry for one name of a record.
+fn entry_for(rec: &ImageRecord, name: &str) -> Descriptor {
+    let mut d = Descriptor::new(
+        rec.manifest.media_type.clone(),
+        rec.manifest.digest.clone(),
+        rec.manifest.size,
+    );
+    if !rec.platform.os.is_empty() && !rec.platform.architecture.is_empty() {
+        d.platform = Some(rec.platform.clone());
+    }
+    let mut ann = BTreeMap::new();
+    ann.insert(ANNOTATION_REF_NAME.to_owned(), name.to_owned());
+    ann.insert(ANNOTATION_IMAGE_ID.to_owned(), rec.id.to_string());
+    d.annotations = Some(ann);
+    d
+}
+
+/// Build the new index from the old one and the records.
+pub(crate) fn project(old: IndexFile, records: &[ImageRecord]) -> IndexFile {
+    let mut ours: BTreeMap<String, &ImageRecord> = BTreeMap::new();
+    for rec in records {
+        for n in &rec.names {
+            // Records are repaired before this is called, so names are unique; if not,
+            // the first record (by ID) wins, as in `resolve`.
+            ours.entry(n.to_string()).or_insert(rec);
+        }
+    }
+    let taken: BTreeSet<&str> = ours.keys().map(String::as_str).collect();
+    let mut manifests: Vec<Value> = old
+        .manifests
+        .into_iter()
+        .filter(|e| !is_hoist_entry(e) && !ref_name(e).is_some_and(|n| taken.contains(n)))
+        .collect();
+    for (name, rec) in &ours {
+        manifests.push(serde_json::to_value(entry_for(rec, name)).expect("descriptor serialises"));
+    }
+    IndexFile {
+        schema_version: 2,
+        media_type: Some(MediaType::OciIndex.as_str().to_owned()),
+        manifests,
+        rest: old.rest,
+    }
+}
+
+impl Store {
+    pub(crate) fn index_path(&self) -> PathBuf {
+        self.root().join("index.json")
+    }
+
+    /// Read `index.json`; an empty index if it is missing.
+    pub(crate) fn read_index(&self) -> Result<IndexFile, StoreError> {
+        let path = self.index_path();
+        let Some(bytes) = fsutil::read_optional(&path, MAX_INDEX_FILE)? else {
+            return Ok(IndexFile::empty());
+        };
+        let idx: IndexFile = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+            what: "OCI index",
+            path: path.clone(),
+            reason: e.to_string(),
+        })?;
+        if idx.schema_version != 2 {
+            return Err(StoreError::Corrupt {
+                what: "OCI index",
+                path,
+                reason: format!("schemaVersion is {}, not 2", idx.schema_version),
+            });
+        }
+        Ok(idx)
+    }
+
+    /// Rewrite `index.json` from the records. Call with the store lock held.
+    pub(crate) fn write_index(&self, records: &[ImageRecord]) -> Result<(), StoreError> {
+        let old = self.read_index()?;
+        let new = project(old, records);
+        fsutil::write_atomic(&self.index_path(), &new.to_bytes())
+    }
+
+    /// The ref names listed in `index.json`, in file order.
+    pub fn index_ref_names(&self) -> Result<Vec<String>, StoreError> {
+        Ok(self.read_index()?.ref_names())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hoist_types::{Platform, Reference};
+
+    fn rec(id_byte: char, names: &[&str]) -> ImageRecord {
+        let id = Digest::parse(&format!("sha256:{}", id_byte.to_string().repeat(64))).unwrap();
+        ImageRecord {
+            id: id.clone(),
+            names: names.iter().map(|n| Reference::parse(n).unwrap()).collect(),
+            repo_digests: vec![],
+            manifest: Descriptor::new(MediaType::OciManifest, id, 10),
+            index: None,
+            config_media_type: MediaType::OciConfig,
+            config_size: 1,
+            layers: vec![],
+            diff_ids: vec![],
+            chain_ids: vec![],
+            platform: Platform::new("linux", "amd64", None),
+            created: None,
+            size: 1,
+            added: "1970-01-01T00:00:00Z".into(),
+            source: None,
+            config_parent: None,
+        }
+    }
+
+    #[test]
+    fn projection_keeps_foreign_and_replaces_ours() {
+        let d = format!("sha256:{}", "f".repeat(64));
+        let old: IndexFile = serde_json::from_str(&format!(
+            r#"{{"schemaVersion":2,"annotations":{{"x":"y"}},"manifests":[
+              {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":1,
+                "annotations":{{"org.opencontainers.image.ref.name":"foreign"}},"data":"e30="}},
+              {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":1,
+                "annotations":{{"org.opencontainers.image.ref.name":"docker.io/library/a:latest"}}}},
+              {{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{d}","size":1,
+                "annotations":{{"org.opencontainers.image.ref.name":"docker.io/library/gone:1",
+                                "io.hoist.image.id":"{d}"}}}}]}}"#
+        ))
+        .unwrap();
+        let records = [
+            rec('a', &["a", "b:2"]),
+            rec('c', &["127.0.0.1:5000/ns/r:t"]),
+        ];
+        let new = project(old, &records);
+        assert_eq!(
+            new.ref_names(),
+            [
+                "foreign",
+                "127.0.0.1:5000/ns/r:t",
+                "docker.io/library/a:latest",
+                "docker.io/library/b:2"
+            ]
+        );
+        // Unknown fields of foreign entries and of the index survive.
+        assert_eq!(new.manifests[0]["data"], "e30=");
+        assert_eq!(new.rest["annotations"]["x"], "y");
+        let v: Value = serde_json::from_slice(&new.to_bytes()).unwrap();
+        assert_eq!(v["schemaVersion"], 2);
+        assert_eq!(v["mediaType"], "application/vnd.oci.image.index.v1+json");
+        assert_eq!(v["manifests"][1]["platform"]["architecture"], "amd64");
+        assert_eq!(
+            v["manifests"][1]["annotations"][ANNOTATION_IMAGE_ID],
+            format!("sha256:{}", "c".repeat(64))
+        );
+    }
+}

@@ -1,0 +1,332 @@
+//! hoist's local content-addressable image store.
+//!
+//! The store is an [OCI image layout] with hoist's own metadata beside it, so `skopeo`
+//! (`oci:ROOT:NAME`) and `umoci` (`--layout ROOT`) read it directly. The code is
+//! synchronous `std`; the async pull engine calls it from blocking threads.
+//!
+//! # On-disk layout, version 1
+//!
+//! ```text
+//! ROOT/
+//!   oci-layout                      {"imageLayoutVersion":"1.0.0"}
+//!   index.json                      OCI index: one entry per tag, the image manifest's
+//!                                   descriptor + platform, annotated with
+//!                                   org.opencontainers.image.ref.name = the full
+//!                                   normalised reference ("127.0.0.1:5000/ns/repo:tag")
+//!                                   and io.hoist.image.id = the image ID; written last
+//!   blobs/
+//!     sha256/<hex>                  content-addressed blobs (manifests, configs, layers)
+//!     sha512/<hex>
+//!   hoist/
+//!     version                       "1": this layout's version; others are refused
+//!     images/<alg>-<hex>.json       image records (ImageRecord), keyed by config digest
+//!     ingest/                       temp files of blob writes in progress, each locked
+//!                                   by its writer; stale unlocked ones (older than 1 h)
+//!                                   are removed when a store is opened
+//!     locks/
+//!       store.lock                  exclusive for every change of records/index.json,
+//!                                   shared for consistent reads
+//!       blob-<alg>-<hex>.lock       per-digest ingest locks (Store::lock_blob)
+//! ```
+//!
+//! # Rules that keep it consistent
+//!
+//! - Every write goes to a temp file in the target's directory, is fsynced, renamed into
+//!   place, and the directory fsynced. A blob becomes visible only after its size and
+//!   digest have been checked.
+//! - Image records are the truth about names. `index.json` is a projection of them
+//!   (plus entries written by other tools, which are kept), rewritten last, under the
+//!   store lock, after every change. A crash between the two leaves a stale
+//!   `index.json` that the next change rewrites; a name caught on two records by a crash
+//!   in the middle of a tag move is given to the record `index.json` names, and repaired
+//!   by the next change.
+//! - Cross-process locks are `flock`-style locks from [`std::fs::File::lock`]; each lock
+//!   opens its own file description, so threads of one process exclude each other too.
+//!
+//! [OCI image layout]: https://github.com/opencontainers/image-spec/blob/main/image-layout.md
+
+mod blob;
+mod error;
+mod fsutil;
+mod image;
+mod index;
+mod query;
+mod record;
+
+use std::fs;
+use std::io;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hoist_types::{Digest, Reference};
+
+pub use blob::{BlobLock, BlobWriter, INGEST_GRACE};
+pub use error::StoreError;
+pub use index::ANNOTATION_IMAGE_ID;
+pub use query::MIN_PREFIX;
+pub use record::{ImageCommit, ImageRecord, RemoveReport};
+
+use fsutil::LockMode;
+
+/// The layout version this code reads and writes (`hoist/version`).
+pub const LAYOUT_VERSION: &str = "1";
+/// The OCI image layout version written to `oci-layout`.
+pub const OCI_LAYOUT_VERSION: &str = "1.0.0";
+
+/// A handle on a store directory. Cheap to clone; `Send + Sync`. It holds no open files:
+/// every operation takes the locks it needs, so handles in different threads and
+/// processes may work on one store at once.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    root: PathBuf,
+}
+
+impl Store {
+    /// The default store directory: `/var/lib/hoist` for root, else
+    /// `$XDG_DATA_HOME/hoist`, else `$HOME/.local/share/hoist` (and, with no home at all,
+    /// `hoist-<uid>` in the temp directory). `$HOIST_STORE` is the CLI's business.
+    pub fn default_root() -> PathBuf {
+        let euid = fsutil::effective_uid();
+        if euid == Some(0) {
+            return PathBuf::from("/var/lib/hoist");
+        }
+        let abs = |v: Option<std::ffi::OsString>| {
+            v.map(PathBuf::from)
+                .filter(|p| p.is_absolute() && !p.as_os_str().is_empty())
+        };
+        if let Some(x) = abs(std::env::var_os("XDG_DATA_HOME")) {
+            return x.join("hoist");
+        }
+        if let Some(h) = abs(std::env::var_os("HOME")) {
+            return h.join(".local/share/hoist");
+        }
+        std::env::temp_dir().join(format!("hoist-{}", euid.unwrap_or(u32::MAX)))
+    }
+
+    /// Open the store at `root`, creating the layout if absent (directories 0755).
+    ///
+    /// Checks the layout version (a newer or unknown one is refused), refuses a non-empty
+    /// directory that is neither an OCI layout nor a store, adopts an existing OCI layout
+    /// (its `index.json` entries are kept), and removes stale temp files.
+    pub fn open(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
+        let root = root.into();
+        match fs::metadata(&root) {
+            Ok(m) if !m.is_dir() => {
+                return Err(StoreError::Io {
+                    action: "use as a store directory",
+                    path: root,
+                    source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
+                });
+            }
+            Ok(_) => check_is_store_or_empty(&root)?,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {}
+            Err(e) => return Err(StoreError::read(root, e)),
+        }
+        let store = Store {
+            inner: Arc::new(Inner { root }),
+        };
+        // hoist/ first: a half-initialised store is then still recognised as one.
+        fsutil::create_dir(&store.locks_dir())?;
+        let _lock = store.lock_store(LockMode::Exclusive)?;
+        store.check_version()?;
+        store.init_layout()?;
+        let _ = store.clean_ingest(INGEST_GRACE)?;
+        Ok(store)
+    }
+
+    /// The store's root directory.
+    pub fn root(&self) -> &Path {
+        &self.inner.root
+    }
+
+    /// All images, sorted by ID. Names are as the store currently resolves them.
+    pub fn images(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        let _lock = self.lock_store(LockMode::Shared)?;
+        self.snapshot()
+    }
+
+    /// The image with this ID (config digest), if present.
+    pub fn image(&self, id: &Digest) -> Result<Option<ImageRecord>, StoreError> {
+        let _lock = self.lock_store(LockMode::Shared)?;
+        Ok(self.snapshot()?.into_iter().find(|r| &r.id == id))
+    }
+
+    /// Find an image the way `docker inspect` does: a name (parsed with
+    /// [`Reference::parse`], so `alpine` is `docker.io/library/alpine:latest`; a
+    /// `name@digest` matches a repo digest), a full `sha256:…` image ID or manifest/index
+    /// digest, or a unique image-ID hex prefix of at least [`MIN_PREFIX`] characters
+    /// (optionally `sha256:`-prefixed). An ambiguous prefix is an error listing the
+    /// candidates.
+    pub fn resolve(&self, s: &str) -> Result<ImageRecord, StoreError> {
+        let q = query::parse_query(s)?;
+        let _lock = self.lock_store(LockMode::Shared)?;
+        let records = self.snapshot()?;
+        let owners = query::name_owners(&records, &Default::default());
+        query::find(&records, &owners, s, &q).cloned()
+    }
+
+    /// The parent of image `id`: the config's `parent` when that image is present,
+    /// else the image whose chain IDs are the longest strict prefix of this one's.
+    pub fn parent(&self, id: &Digest) -> Result<Option<Digest>, StoreError> {
+        let _lock = self.lock_store(LockMode::Shared)?;
+        let records = self.snapshot()?;
+        let rec =
+            records
+                .iter()
+                .find(|r| &r.id == id)
+                .ok_or_else(|| StoreError::ImageNotFound {
+                    query: id.to_string(),
+                })?;
+        Ok(query::parent_of(&records, rec))
+    }
+
+    /// The images whose parent (as [`Store::parent`] defines it) is `id`, sorted by ID.
+    pub fn children(&self, id: &Digest) -> Result<Vec<Digest>, StoreError> {
+        let _lock = self.lock_store(LockMode::Shared)?;
+        let records = self.snapshot()?;
+        if !records.iter().any(|r| &r.id == id) {
+            return Err(StoreError::ImageNotFound {
+                query: id.to_string(),
+            });
+        }
+        Ok(query::children_of(&records, id))
+    }
+
+    /// Records with each name given to exactly one owner (see the module docs).
+    fn snapshot(&self) -> Result<Vec<ImageRecord>, StoreError> {
+        let mut records = self.load_records()?;
+        self.dedupe_names(&mut records)?;
+        Ok(records)
+    }
+
+    /// Give each name claimed by several records to one owner; returns the IDs of the
+    /// records that lost a name.
+    fn dedupe_names(&self, records: &mut [ImageRecord]) -> Result<Vec<Digest>, StoreError> {
+        let mut seen = std::collections::BTreeSet::<&Reference>::new();
+        let dup = records
+            .iter()
+            .flat_map(|r| r.names.iter())
+            .any(|n| !seen.insert(n));
+        if !dup {
+            return Ok(Vec::new());
+        }
+        let index_owners = self.read_index()?.owners();
+        let owners = query::name_owners(records, &index_owners);
+        let mut changed = Vec::new();
+        for rec in records.iter_mut() {
+            let before = rec.names.len();
+            rec.names.retain(|n| owners.get(n) == Some(&rec.id));
+            if rec.names.len() != before {
+                changed.push(rec.id.clone());
+            }
+        }
+        Ok(changed)
+    }
+
+    fn hoist_dir(&self) -> PathBuf {
+        self.root().join("hoist")
+    }
+
+    fn images_dir(&self) -> PathBuf {
+        self.hoist_dir().join("images")
+    }
+
+    fn ingest_dir(&self) -> PathBuf {
+        self.hoist_dir().join("ingest")
+    }
+
+    fn locks_dir(&self) -> PathBuf {
+        self.hoist_dir().join("locks")
+    }
+
+    fn lock_store(&self, mode: LockMode) -> Result<fs::File, StoreError> {
+        fsutil::lock_file(&self.locks_dir().join("store.lock"), mode)
+    }
+
+    /// Refuse a layout version other than ours. Called with the store lock held.
+    fn check_version(&self) -> Result<(), StoreError> {
+        let path = self.hoist_dir().join("version");
+        if let Some(bytes) = fsutil::read_optional(&path, 4096)? {
+            let found = String::from_utf8_lossy(&bytes).trim().to_owned();
+            if found != LAYOUT_VERSION {
+                return Err(StoreError::UnsupportedVersion {
+                    path,
+                    found,
+                    supported: LAYOUT_VERSION,
+                });
+            }
+        }
+        let path = self.root().join("oci-layout");
+        if let Some(bytes) = fsutil::read_optional(&path, 4096)? {
+            let v: serde_json::Value =
+                serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                    what: "oci-layout file",
+                    path: path.clone(),
+                    reason: e.to_string(),
+                })?;
+            let found = v
+                .get("imageLayoutVersion")
+                .and_then(|x| x.as_str())
+                .unwrap_or("");
+            if found != OCI_LAYOUT_VERSION {
+                return Err(StoreError::UnsupportedVersion {
+                    path,
+                    found: found.to_owned(),
+                    supported: OCI_LAYOUT_VERSION,
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// Create whatever is missing and remove stale temp files. Called with the store
+    /// lock held, so no metadata write is in flight and every metadata temp file is junk.
+    fn init_layout(&self) -> Result<(), StoreError> {
+        let root = self.root();
+        for dir in [
+            root.join("blobs/sha256"),
+            root.join("blobs/sha512"),
+            self.images_dir(),
+            self.ingest_dir(),
+        ] {
+            fsutil::create_dir(&dir)?;
+        }
+        let layout = root.join("oci-layout");
+        if !layout.exists() {
+            let body = format!("{{\"imageLayoutVersion\":\"{OCI_LAYOUT_VERSION}\"}}");
+            fsutil::write_atomic(&layout, body.as_bytes())?;
+        }
+        let index = self.index_path();
+        if index.exists() {
+            self.read_index()?;
+        } else {
+            fsutil::write_atomic(&index, &index::IndexFile::empty().to_bytes())?;
+        }
+        let version = self.hoist_dir().join("version");
+        if !version.exists() {
+            fsutil::write_atomic(&version, format!("{LAYOUT_VERSION}\n").as_bytes())?;
+        }
+        for dir in [root.to_owned(), self.hoist_dir(), self.images_dir()] {
+            blob::clean_temp_dir(&dir, std::time::Duration::ZERO, false)?;
+        }
+        Ok(())
+    }
+}
+
+/// An existing directory must be empty, an OCI layout, or (part of) a store.
+fn check_is_store_or_empty(root: &Path) -> Result<(), StoreError> {
+    let mut entries = fs::read_dir(root).map_err(|e| StoreError::read(root, e))?;
+    let empty = entries.next().is_none();
+    if empty || root.join("oci-layout").exists() || root.join("hoist").is_dir() {
+        Ok(())
+    } else {
+        Err(StoreError::NotAStore {
+            path: root.to_owned(),
+        })
+    }
+}

@@ -1,0 +1,86 @@
+//! Moving images between places. For now: the pull engine, registry → local store.
+//! The transports of containers/image (`oci:`, archives, `dir:`) and the copy engine
+//! come next and will live here, one module per transport.
+
+pub mod inspect;
+pub mod pull;
+
+pub use inspect::{InspectInfo, Inspected, inspect_local, inspect_remote};
+pub use pull::{DEFAULT_JOBS, PullOptions, PullReport, Resolved, pull, resolve};
+
+use hoist_types::Digest;
+
+/// Errors from moving images.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TransportError {
+    /// The registry failed or refused.
+    #[error(transparent)]
+    Registry(#[from] hoist_registry::RegistryError),
+    /// The local store failed or refused.
+    #[error(transparent)]
+    Store(#[from] hoist_store::StoreError),
+    /// A document was invalid.
+    #[error(transparent)]
+    Types(#[from] hoist_types::TypeError),
+    /// No entry of an index fits the wanted platform.
+    #[error("{reference}: no image for platform {wanted} (available: {available})")]
+    NoMatchingPlatform {
+        /// The reference.
+        reference: String,
+        /// The platform asked for.
+        wanted: String,
+        /// What the index offers.
+        available: String,
+    },
+    /// Indexes nest deeper than allowed.
+    #[error("{reference}: indexes nest deeper than {depth} levels")]
+    IndexTooDeep {
+        /// The reference.
+        reference: String,
+        /// The limit.
+        depth: usize,
+    },
+    /// An index refers to itself.
+    #[error("index {digest} refers back to itself")]
+    IndexCycle {
+        /// The repeated digest.
+        digest: Digest,
+    },
+    /// Content of the wrong size.
+    #[error("{what}: expected {expected} bytes, got {actual}")]
+    SizeMismatch {
+        /// What.
+        what: String,
+        /// Declared.
+        expected: u64,
+        /// Seen.
+        actual: u64,
+    },
+    /// A foreign (non-distributable) layer, which hoist does not fetch by default.
+    #[error("layer {digest} is a foreign layer; fetching from its external urls is disabled")]
+    ForeignLayer {
+        /// The layer.
+        digest: Digest,
+    },
+    /// Local I/O failed.
+    #[error("{what}: {source}")]
+    Io {
+        /// What was being done.
+        what: String,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// Something hoist does not do (yet), named.
+    #[error("not supported: {what}")]
+    Unsupported {
+        /// What.
+        what: String,
+    },
+    /// A worker task panicked or was cancelled.
+    #[error("internal task failed: {what}")]
+    Task {
+        /// The join error.
+        what: String,
+    },
+}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# The test command: on a fresh Debian machine with a Rust toolchain, installs what the
+# tests need (Debian packages through apt-get, crates through cargo) and runs every check:
+# formatting, clippy with warnings denied, and all tests, including those against the
+# real Distribution registry, skopeo and umoci that the tests start on 127.0.0.1.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "installing test dependencies (apt-get)"
+scripts/install-deps.sh
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings denied)"
+cargo clippy --workspace --all-targets -- -D warnings
+
+step "cargo doc (warnings denied)"
+RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
+
+step "cargo test"
+# CI=true makes tests that need the real registry, skopeo or umoci fail instead of skip.
+cargo test --workspace -- --test-threads="${HOIST_TEST_THREADS:-4}"
