@@ -8,6 +8,8 @@
 //! - [`registry`]: the real Distribution registry (`/usr/bin/docker-registry`, Debian's 2.8) started on
 //!   a free loopback port, per test, in three flavours: [`Registry::plain`], [`Registry::tls_basic`]
 //!   (HTTPS with a test CA plus htpasswd) and [`Registry::token`] (bearer tokens from [`token`]).
+//! - [`fake`]: a tiny programmable registry ([`FakeRegistry`]) that serves whatever a test put in
+//!   it, wrong digests and broken framing included, and counts the requests.
 //! - [`token`]: a Docker token server (ES256 JWTs with `x5c`, anonymous/basic/OAuth2 flows) that counts
 //!   the requests it serves.
 //! - [`images`]: a deterministic generator of OCI and Docker v2s2 images written into OCI layouts,
@@ -38,12 +40,14 @@
 //! ```
 
 pub mod certs;
+pub mod fake;
 pub mod http;
 pub mod images;
 pub mod registry;
 pub mod skopeo;
 pub mod token;
 
+pub use fake::{FakeRegistry, FakeResponse};
 pub use registry::Registry;
 pub use token::TokenServer;
 

@@ -57,6 +57,22 @@ pub enum TransportError {
         /// Seen.
         actual: u64,
     },
+    /// An image config that cannot be parsed or does not fit its manifest.
+    #[error("config {digest}: {source}")]
+    InvalidConfig {
+        /// The config's digest.
+        digest: Digest,
+        /// What is wrong.
+        source: hoist_types::TypeError,
+    },
+    /// A registry served a blob whose bytes are not the descriptor's (digest or size).
+    #[error("{url}: {source}")]
+    BadBlob {
+        /// Where the bytes came from.
+        url: String,
+        /// The verification failure (boxed: it is large and rare).
+        source: Box<hoist_store::StoreError>,
+    },
     /// A foreign (non-distributable) layer, which hoist does not fetch by default.
     #[error("layer {digest} is a foreign layer; fetching from its external urls is disabled")]
     ForeignLayer {

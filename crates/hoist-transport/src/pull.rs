@@ -9,8 +9,8 @@
 //!    digest are checked before the blob becomes visible. Blobs the store already has
 //!    are skipped. A per-digest lock makes concurrent pulls of the same blob, in this
 //!    process or in others, download it once.
-//! 4. Store the config, then the manifest (and index), then commit the image record
-//!    and its tag, last.
+//! 4. Store the config (only now: a pull that fails on a layer leaves no config behind),
+//!    then the manifest (and index), then commit the image record and its tag, last.
 //!
 //! Docker schema 1 manifests are converted: their layers are fetched, their diff IDs
 //! computed by decompressing, and a schema 2 manifest and config are synthesised.
@@ -20,7 +20,7 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 
 use hoist_registry::{FetchedManifest, RegistryClient};
-use hoist_store::{ImageCommit, ImageRecord, Store};
+use hoist_store::{ImageCommit, ImageRecord, Store, StoreError};
 use hoist_types::schema1::Schema1Manifest;
 use hoist_types::{
     BlobKind, Descriptor, Digest, ImageConfig, MAX_CONFIG_SIZE, MAX_INDEX_DEPTH, Manifest,
@@ -95,13 +95,22 @@ pub async fn pull(
                 total_bytes: m.config.size + m.layers.iter().map(|l| l.size).sum::<u64>(),
             });
             let config = fetch_config(&client, store, repo, &m.config, progress).await?;
-            let cfg = ImageConfig::parse(&config)?;
-            cfg.check_layer_count(m.layers.len())?;
+            let invalid_config = |source| TransportError::InvalidConfig {
+                digest: m.config.digest.clone(),
+                source,
+            };
+            let cfg = ImageConfig::parse(&config).map_err(invalid_config)?;
+            cfg.check_layer_count(m.layers.len())
+                .map_err(invalid_config)?;
             check_layers(&m.layers)?;
             fetch_layers(
                 &client, store, repo, &m.layers, opts.jobs, progress, &mut stats,
             )
             .await?;
+            // The config becomes visible only once every layer is in: a failed pull
+            // leaves nothing of this image behind but the layers it verified.
+            let (s, d) = (store.clone(), m.config.digest.clone());
+            blocking(move || s.put_blob(&d, &config)).await??;
             let desc = Descriptor::new(
                 current.media_type.clone(),
                 current.digest.clone(),
@@ -278,11 +287,8 @@ async fn fetch_config(
         });
         return Ok(bytes);
     }
+    // Verified here, stored by the caller once the layers are in.
     let bytes = client.get_blob_bytes(repo, desc, MAX_CONFIG_SIZE).await?;
-    let d = desc.digest.clone();
-    let s = store.clone();
-    let b = bytes.clone();
-    blocking(move || s.put_blob(&d, &b)).await??;
     progress.event(&ProgressEvent::BlobDone {
         digest: &desc.digest,
         size: desc.size,
@@ -425,7 +431,16 @@ async fn fetch_blob(
         what: e.to_string(),
     })?;
     body_result?;
-    write_result?;
+    write_result.map_err(|e| match e {
+        // The registry served content that is not this blob: say where it came from.
+        TransportError::Store(
+            source @ (StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. }),
+        ) => TransportError::BadBlob {
+            url: resp.url.clone(),
+            source: Box::new(source),
+        },
+        other => other,
+    })?;
     progress.event(&ProgressEvent::BlobDone {
         digest: &desc.digest,
         size: desc.size,
