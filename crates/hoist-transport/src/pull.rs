@@ -120,7 +120,14 @@ pub async fn pull(
         }
         Manifest::Schema1(m) => {
             convert_schema1(
-                &client, store, repo, reference, m, opts, progress, &mut stats,
+                &client,
+                store,
+                repo,
+                (reference, &current.digest),
+                m,
+                opts,
+                progress,
+                &mut stats,
             )
             .await?
         }
@@ -455,7 +462,7 @@ async fn convert_schema1(
     client: &RegistryClient,
     store: &Store,
     repo: &str,
-    reference: &Reference,
+    (reference, digest): (&Reference, &Digest),
     m: &Schema1Manifest,
     opts: &PullOptions,
     progress: &dyn Progress,
@@ -475,7 +482,7 @@ async fn convert_schema1(
     }
     progress.event(&ProgressEvent::Resolved {
         reference: &reference.to_string(),
-        digest: &Digest::sha256_of(b""),
+        digest,
         layers: layers.len(),
         total_bytes: layers.iter().map(|l| l.size).sum(),
     });
