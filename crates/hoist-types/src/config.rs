@@ -46,7 +46,7 @@ pub struct ImageConfig {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 #[serde(rename_all = "PascalCase")]
 pub struct RunConfig {
-    /// User (name or uid[:gid]).
+    /// User (`name` or `uid[:gid]`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
     /// Environment, `KEY=VALUE`.
