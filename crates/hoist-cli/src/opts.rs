@@ -5,7 +5,7 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use clap::{ArgAction, Args, ValueEnum};
-use hoist_registry::{ClientOptions, Credentials};
+use hoist_registry::{ClientOptions, Credentials, RetryPolicy};
 use hoist_store::Store;
 
 /// Options every command takes.
@@ -109,6 +109,27 @@ pub struct RegistryArgs {
     /// Connect timeout in seconds.
     #[arg(long, default_value_t = 30, value_name = "SECS")]
     pub connect_timeout: u64,
+    /// Idle timeout: the longest wait for response headers or for the next bytes of a
+    /// body (`60`, `90s`, `500ms`). There is no total timeout.
+    #[arg(long, default_value = "60s", value_parser = parse_duration, value_name = "DURATION")]
+    pub read_timeout: Duration,
+    /// How many times a failed request is retried (5xx, 408, 429, connection errors,
+    /// broken bodies; other 4xx are not). 0 turns retries off.
+    #[arg(long, default_value_t = 3, env = "HOIST_RETRY_TIMES", value_name = "N")]
+    pub retry_times: u32,
+    /// The first wait before a retry (`500ms`, `2s`); it doubles with each retry (with
+    /// jitter), up to 30s. A server's Retry-After is honoured up to 60s.
+    #[arg(long, default_value = "500ms", value_parser = parse_duration, env = "HOIST_RETRY_DELAY", value_name = "DURATION")]
+    pub retry_delay: Duration,
+}
+
+/// A duration: a number of seconds, or a humantime span (`500ms`, `2s`, `1m`).
+pub fn parse_duration(s: &str) -> Result<Duration, String> {
+    let s = s.trim();
+    if let Ok(secs) = s.parse::<u64>() {
+        return Ok(Duration::from_secs(secs));
+    }
+    humantime::parse_duration(s).map_err(|e| format!("{s:?}: {e} (try 30, 30s or 500ms)"))
 }
 
 impl RegistryArgs {
@@ -119,6 +140,13 @@ impl RegistryArgs {
             cert_dir: self.cert_dir.clone(),
             auth_file: self.authfile.clone(),
             connect_timeout: Duration::from_secs(self.connect_timeout),
+            read_timeout: self.read_timeout,
+            retry: RetryPolicy {
+                max_retries: self.retry_times,
+                initial_delay: self.retry_delay,
+                max_delay: self.retry_delay.max(RetryPolicy::default().max_delay),
+                ..RetryPolicy::default()
+            },
             ..ClientOptions::default()
         };
         if self.plain_http {

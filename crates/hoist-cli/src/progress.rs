@@ -87,6 +87,10 @@ impl Progress for Bars {
             ProgressEvent::BlobStart {
                 digest, size, kind, ..
             } => {
+                if st.blobs.contains_key(*digest) {
+                    // The same blob from another endpoint (a mirror fell back): keep its bar.
+                    return;
+                }
                 let pb = self.multi.insert_from_back(1, ProgressBar::new(*size));
                 pb.set_style(Self::blob_style());
                 pb.set_prefix(kind.as_str());
@@ -206,6 +210,8 @@ impl Progress for Lines {
                     .insert((*digest).clone(), Instant::now());
                 if self.json {
                     json!({"event":"blob_start","digest":digest,"size":size,"kind":kind.as_str(),"endpoint":endpoint}).to_string()
+                } else if *endpoint == "unpack" {
+                    format!("{} {digest}: unpacking {}", kind.as_str(), ByteSize(*size))
                 } else {
                     format!(
                         "{} {digest}: fetching {} from {endpoint}",

@@ -94,23 +94,44 @@ impl BlobResponse {
             }
             Ok(Ok(c)) => c,
         };
-        if let Some(c) = &c {
-            self.received += c.len() as u64;
-            if self.received > self.expected {
-                return Err(RegistryError::SizeMismatch {
+        match &c {
+            Some(c) => {
+                self.received += c.len() as u64;
+                if self.received > self.expected {
+                    return Err(RegistryError::SizeMismatch {
+                        url: self.url.clone(),
+                        digest: self.digest.clone(),
+                        expected: self.start + self.expected,
+                        actual: self.start + self.received,
+                    });
+                }
+            }
+            None if self.received < self.expected => {
+                return Err(RegistryError::ShortBody {
                     url: self.url.clone(),
                     digest: self.digest.clone(),
+                    received: self.start + self.received,
                     expected: self.start + self.expected,
-                    actual: self.start + self.received,
                 });
             }
+            None => {}
         }
         Ok(c)
+    }
+
+    /// The offset in the blob just past the last byte delivered.
+    pub fn position(&self) -> u64 {
+        self.start + self.received
     }
 
     /// Bytes delivered so far.
     pub fn received(&self) -> u64 {
         self.received
+    }
+
+    /// Bytes this body carries when complete.
+    pub fn expected_len(&self) -> u64 {
+        self.expected
     }
 }
 
@@ -234,6 +255,17 @@ impl RegistryClient {
         reference: &str,
     ) -> Result<FetchedManifest, RegistryError> {
         validate_repo(repo)?;
+        validate_reference(reference)?;
+        let what = format!("{}/v2/{repo}/manifests/{reference}", self.base_url());
+        self.retrying(&what, || self.get_manifest_once(repo, reference))
+            .await
+    }
+
+    async fn get_manifest_once(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<FetchedManifest, RegistryError> {
         let by_digest = validate_reference(reference)?;
         let url = self
             .url(&format!("v2/{repo}/manifests/{reference}"))
@@ -301,6 +333,17 @@ impl RegistryClient {
         reference: &str,
     ) -> Result<Option<Descriptor>, RegistryError> {
         validate_repo(repo)?;
+        validate_reference(reference)?;
+        let what = format!("{}/v2/{repo}/manifests/{reference}", self.base_url());
+        self.retrying(&what, || self.head_manifest_once(repo, reference))
+            .await
+    }
+
+    async fn head_manifest_once(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<Option<Descriptor>, RegistryError> {
         let by_digest = validate_reference(reference)?;
         let url = self
             .url(&format!("v2/{repo}/manifests/{reference}"))
@@ -352,7 +395,9 @@ impl RegistryClient {
             (Some(digest), Some(size), Some(mt)) if !mt.is_schema1() && size > 0 => {
                 Ok(Some(Descriptor::new(mt, digest, size)))
             }
-            _ => Ok(Some(self.get_manifest(repo, reference).await?.descriptor())),
+            _ => Ok(Some(
+                self.get_manifest_once(repo, reference).await?.descriptor(),
+            )),
         }
     }
 
@@ -364,6 +409,16 @@ impl RegistryClient {
         digest: &Digest,
     ) -> Result<Option<u64>, RegistryError> {
         validate_repo(repo)?;
+        let what = format!("{}/v2/{repo}/blobs/{digest}", self.base_url());
+        self.retrying(&what, || self.head_blob_once(repo, digest))
+            .await
+    }
+
+    async fn head_blob_once(
+        &self,
+        repo: &str,
+        digest: &Digest,
+    ) -> Result<Option<u64>, RegistryError> {
         let url = self.url(&format!("v2/{repo}/blobs/{digest}")).await?;
         let resp = self
             .execute(Req {
@@ -440,6 +495,25 @@ impl RegistryClient {
                 reason: "outside the blob or empty",
             });
         }
+        let what = format!("{}/v2/{repo}/blobs/{}", self.base_url(), desc.digest);
+        self.retrying(&what, || {
+            self.fetch_blob_once(repo, desc, start, end_excl, partial)
+        })
+        .await
+    }
+
+    /// One attempt of [`fetch_blob`](Self::fetch_blob), up to the response headers.
+    /// Checks strictly: a 206 must carry `Content-Range: bytes START-END/SIZE` for exactly
+    /// the range asked, and `Content-Length` (when sent) must be exactly the bytes to come.
+    async fn fetch_blob_once(
+        &self,
+        repo: &str,
+        desc: &Descriptor,
+        start: u64,
+        end_excl: u64,
+        partial: bool,
+    ) -> Result<BlobResponse, RegistryError> {
+        let base = self.base().await?.clone();
         let url = self
             .url(&format!("v2/{repo}/blobs/{}", desc.digest))
             .await?;
@@ -456,47 +530,136 @@ impl RegistryClient {
                 headers,
             })
             .await?;
-        let resp = self
-            .check_status(resp, &Method::GET, || {
-                format!("blob {} in {repo}", desc.digest)
-            })
-            .await?;
+        let what = || format!("blob {} in {repo}", desc.digest);
+        self.blob_response(resp, Some(&base), &what, desc, start, end_excl, partial)
+            .await
+    }
+
+    /// Stream a foreign layer from one of its descriptor's `urls`, from byte `offset`.
+    /// No credentials are ever sent, to the URL or to anything it redirects to; only
+    /// http and https URLs are followed. Checked like [`get_blob_from`](Self::get_blob_from).
+    pub async fn get_foreign_blob(
+        &self,
+        url: &str,
+        desc: &Descriptor,
+        offset: u64,
+    ) -> Result<BlobResponse, RegistryError> {
+        let u = Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .filter(|u| u.username().is_empty() && u.password().is_none())
+            .ok_or_else(|| RegistryError::InvalidArgument {
+                what: "foreign layer URL",
+                value: url.chars().take(300).collect(),
+                reason: "must be an http or https URL without user info",
+            })?;
+        if offset >= desc.size && desc.size > 0 {
+            return Err(RegistryError::InvalidArgument {
+                what: "byte range",
+                value: format!("{offset}.. of {} ({})", desc.size, desc.digest),
+                reason: "outside the blob or empty",
+            });
+        }
+        let partial = offset > 0;
+        self.retrying(url, || async {
+            let mut headers = HeaderMap::new();
+            if partial {
+                let r = format!("bytes={offset}-{}", desc.size - 1);
+                headers.insert(header::RANGE, HeaderValue::from_str(&r).expect("ascii"));
+            }
+            let resp = self
+                .send_following_redirects(&Method::GET, &u, &headers, None)
+                .await?;
+            let what = || format!("foreign layer {} at {url}", desc.digest);
+            self.blob_response(resp, None, &what, desc, offset, desc.size, partial)
+                .await
+        })
+        .await
+    }
+
+    /// Check a blob response strictly and wrap it: see
+    /// [`fetch_blob_once`](Self::fetch_blob_once). `base`: the registry's origin, so that
+    /// a refusal from another origin (a presigned URL) is told apart.
+    #[allow(clippy::too_many_arguments)]
+    async fn blob_response(
+        &self,
+        resp: Response,
+        base: Option<&Url>,
+        what: &(dyn Fn() -> String + Sync),
+        desc: &Descriptor,
+        start: u64,
+        end_excl: u64,
+        partial: bool,
+    ) -> Result<BlobResponse, RegistryError> {
+        let status = resp.status();
+        let requested = format!("{start}-{}", end_excl.saturating_sub(1));
+        if matches!(status.as_u16(), 401 | 403) && base.is_some_and(|b| !same_origin(resp.url(), b))
+        {
+            // Object storage refusing a presigned URL (expired, or signed for another
+            // request): going back to the registry's URL gets a fresh one.
+            let url = resp.url().to_string();
+            let message =
+                crate::client::read_error_message(resp, self.inner.opts.read_timeout).await;
+            return Err(RegistryError::RedirectTargetRefused {
+                url,
+                status: status.as_u16(),
+                message,
+            });
+        }
+        if status == StatusCode::RANGE_NOT_SATISFIABLE && partial {
+            return Err(RegistryError::RangeMismatch {
+                url: resp.url().to_string(),
+                requested,
+                answered: "416 Range Not Satisfiable".into(),
+            });
+        }
+        let resp = self.check_status(resp, &Method::GET, what).await?;
         let url = resp.url().to_string();
         let size = declared_length(resp.headers());
         let actual_start = if resp.status() == StatusCode::PARTIAL_CONTENT {
-            let cr = resp
+            let raw = resp
                 .headers()
                 .get(header::CONTENT_RANGE)
                 .and_then(|v| v.to_str().ok())
-                .and_then(parse_content_range);
-            match cr {
-                Some((a, b)) if a == start && b < end_excl => a,
+                .unwrap_or("")
+                .to_owned();
+            match parse_content_range(&raw) {
+                Some((a, b, total))
+                    if a == start && b + 1 == end_excl && total.is_none_or(|t| t == desc.size) =>
+                {
+                    a
+                }
                 _ => {
-                    return Err(RegistryError::InvalidResponse {
+                    return Err(RegistryError::RangeMismatch {
                         url,
-                        reason: format!(
-                            "206 with a Content-Range that does not match bytes={start}-{}",
-                            end_excl.saturating_sub(1)
-                        ),
+                        requested,
+                        answered: if raw.is_empty() {
+                            "206 without Content-Range".into()
+                        } else {
+                            format!(
+                                "Content-Range: {}",
+                                raw.chars().take(100).collect::<String>()
+                            )
+                        },
                     });
                 }
             }
         } else {
             0
         };
-        let expected = if actual_start == 0 && resp.status() != StatusCode::PARTIAL_CONTENT {
+        let expected = if resp.status() != StatusCode::PARTIAL_CONTENT {
             desc.size
         } else {
             end_excl - actual_start
         };
         if let Some(n) = size
-            && n > expected
+            && n != expected
         {
             return Err(RegistryError::SizeMismatch {
                 url,
                 digest: desc.digest.clone(),
-                expected,
-                actual: n,
+                expected: actual_start + expected,
+                actual: actual_start + n,
             });
         }
         Ok(BlobResponse {
@@ -526,7 +689,21 @@ impl RegistryClient {
                 limit,
             });
         }
-        let mut b = self.get_blob(repo, desc).await?;
+        validate_repo(repo)?;
+        let what = format!("{}/v2/{repo}/blobs/{}", self.base_url(), desc.digest);
+        self.retrying(&what, || self.get_blob_bytes_once(repo, desc, limit))
+            .await
+    }
+
+    async fn get_blob_bytes_once(
+        &self,
+        repo: &str,
+        desc: &Descriptor,
+        limit: u64,
+    ) -> Result<Vec<u8>, RegistryError> {
+        let mut b = self
+            .fetch_blob_once(repo, desc, 0, desc.size, false)
+            .await?;
         let mut buf = Vec::with_capacity(desc.size.min(limit) as usize);
         while let Some(c) = b.chunk().await? {
             buf.extend_from_slice(&c);
@@ -584,30 +761,9 @@ impl RegistryClient {
         let mut total = 0u64;
         let mut url = first;
         for _ in 0..MAX_PAGES {
-            let resp = self
-                .execute(Req {
-                    method: Method::GET,
-                    url: url.clone(),
-                    scope: scope.clone(),
-                    headers: HeaderMap::new(),
-                })
+            let (page_url, next, body) = self
+                .retrying(url.as_str(), || self.page_once(&url, &scope, what))
                 .await?;
-            let resp = self
-                .check_status(resp, &Method::GET, || what.to_owned())
-                .await?;
-            let page_url = resp.url().clone();
-            let next = resp
-                .headers()
-                .get(header::LINK)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_link_next);
-            let body = read_limited(
-                resp,
-                MAX_LIST_PAGE,
-                "listing page",
-                self.inner.opts.read_timeout,
-            )
-            .await?;
             total += body.len() as u64;
             if total > MAX_LIST_TOTAL {
                 return Err(RegistryError::TooLarge {
@@ -652,6 +808,42 @@ impl RegistryClient {
             url: url.to_string(),
             reason: format!("more than {MAX_PAGES} pages"),
         })
+    }
+}
+
+impl RegistryClient {
+    /// One page of a listing: its final URL, the next link, the body.
+    async fn page_once(
+        &self,
+        url: &Url,
+        scope: &Option<String>,
+        what: &str,
+    ) -> Result<(Url, Option<String>, Vec<u8>), RegistryError> {
+        let resp = self
+            .execute(Req {
+                method: Method::GET,
+                url: url.clone(),
+                scope: scope.clone(),
+                headers: HeaderMap::new(),
+            })
+            .await?;
+        let resp = self
+            .check_status(resp, &Method::GET, || what.to_owned())
+            .await?;
+        let page_url = resp.url().clone();
+        let next = resp
+            .headers()
+            .get(header::LINK)
+            .and_then(|v| v.to_str().ok())
+            .and_then(parse_link_next);
+        let body = read_limited(
+            resp,
+            MAX_LIST_PAGE,
+            "listing page",
+            self.inner.opts.read_timeout,
+        )
+        .await?;
+        Ok((page_url, next, body))
     }
 }
 

@@ -3,6 +3,7 @@
 
 use std::collections::HashMap;
 use std::fmt;
+use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -14,8 +15,9 @@ use crate::auth::{
     self, AuthScheme, basic_header, may_send_credentials, redirect_step, same_origin,
 };
 use crate::headers::{parse_retry_after, parse_www_authenticate};
+use crate::retry::Backoff;
 use crate::tls::{self, TlsFailure};
-use crate::{ClientOptions, Credentials, MAX_REDIRECTS, RegistryError, auth_config};
+use crate::{ClientOptions, Credentials, Endpoint, MAX_REDIRECTS, RegistryError, auth_config};
 
 /// Token responses and error bodies are read up to this size.
 const MAX_SMALL_BODY: u64 = hoist_types::MAX_SMALL_BODY;
@@ -34,6 +36,8 @@ pub(crate) struct Inner {
     pub(crate) registry: String,
     /// `host[:port]` the requests go to.
     host: String,
+    /// The API root's path below the host: empty, or `a/b/` (always ending in `/`).
+    path: String,
     pub(crate) docker_hub: bool,
     loopback: bool,
     pub(crate) opts: ClientOptions,
@@ -139,6 +143,39 @@ impl RegistryClient {
     /// gives it; `docker.io` goes to `registry-1.docker.io`). No network traffic yet.
     pub fn new(registry: &str, opts: ClientOptions) -> Result<Self, RegistryError> {
         let (host, docker_hub) = parse_registry(registry)?;
+        Self::build(registry, host, docker_hub, String::new(), opts)
+    }
+
+    /// A client for a mirror (or any [`Endpoint`]): its host, API root path, scheme and
+    /// TLS choice. Explicit `opts.credentials` are dropped, since they belong to the
+    /// registry the user named; credentials for the mirror's own host are looked up in
+    /// the credential files as usual.
+    pub fn for_endpoint(
+        endpoint: &Endpoint,
+        mut opts: ClientOptions,
+    ) -> Result<Self, RegistryError> {
+        let (host, docker_hub) = parse_registry(&endpoint.host)?;
+        let path = endpoint
+            .api_root_path()
+            .map_err(|reason| RegistryError::InvalidRegistry {
+                registry: endpoint.to_string(),
+                reason,
+            })?;
+        if let Some(p) = endpoint.plain_http {
+            opts.plain_http = Some(p);
+        }
+        opts.tls_verify = opts.tls_verify && endpoint.tls_verify.unwrap_or(true);
+        opts.credentials = None;
+        Self::build(&endpoint.host, host, docker_hub, path, opts)
+    }
+
+    fn build(
+        registry: &str,
+        host: String,
+        docker_hub: bool,
+        path: String,
+        opts: ClientOptions,
+    ) -> Result<Self, RegistryError> {
         let loopback = Url::parse(&format!("http://{host}/"))
             .ok()
             .and_then(|u| u.host().map(|h| auth::is_loopback(&h)))
@@ -161,6 +198,7 @@ impl RegistryClient {
             inner: Arc::new(Inner {
                 registry: name,
                 host,
+                path,
                 docker_hub,
                 loopback,
                 opts,
@@ -187,9 +225,9 @@ impl RegistryClient {
         let u = match self.inner.base.get() {
             Some(u) => u.as_str().to_owned(),
             None if self.inner.opts.plain_http == Some(true) => {
-                format!("http://{}/", self.inner.host)
+                format!("http://{}/{}", self.inner.host, self.inner.path)
             }
-            None => format!("https://{}/", self.inner.host),
+            None => format!("https://{}/{}", self.inner.host, self.inner.path),
         };
         u.trim_end_matches('/').to_owned()
     }
@@ -204,11 +242,13 @@ impl RegistryClient {
 
     async fn resolve_base(&self) -> Result<Url, RegistryError> {
         let mk = |scheme: &str| {
-            Url::parse(&format!("{scheme}://{}/", self.inner.host)).map_err(|_| {
-                RegistryError::InvalidRegistry {
-                    registry: self.inner.registry.clone(),
-                    reason: "not a valid host[:port]",
-                }
+            Url::parse(&format!(
+                "{scheme}://{}/{}",
+                self.inner.host, self.inner.path
+            ))
+            .map_err(|_| RegistryError::InvalidRegistry {
+                registry: self.inner.registry.clone(),
+                reason: "not a valid host[:port]",
             })
         };
         let (https, http) = (mk("https")?, mk("http")?);
@@ -318,7 +358,15 @@ impl RegistryClient {
     }
 
     /// `GET /v2/`: checks the registry answers and records its authentication challenge.
+    /// Transient failures are retried under the client's [`RetryPolicy`].
+    ///
+    /// [`RetryPolicy`]: crate::RetryPolicy
     pub async fn ping(&self) -> Result<(), RegistryError> {
+        let what = format!("{}/v2/", self.base_url());
+        self.retrying(&what, || self.ping_once()).await
+    }
+
+    async fn ping_once(&self) -> Result<(), RegistryError> {
         let base = self.base().await?.clone();
         let url = base.join("v2/").expect("static path");
         let resp = self
@@ -433,12 +481,12 @@ impl RegistryClient {
             if basic && auth.is_none() && self.credentials().await?.is_none() {
                 return Err(self.rejected(&last_url, &msg).await);
             }
-            if auth.is_some() {
+            if let Some(used) = &auth {
                 if renewed {
                     return Err(self.rejected(&last_url, &msg).await);
                 }
                 renewed = true;
-                self.forget_token(scope.as_deref().unwrap_or(""));
+                self.forget_token(scope.as_deref().unwrap_or(""), used);
             } else if !changed && scope_override.is_none() {
                 return Err(self.rejected(&last_url, &msg).await);
             }
@@ -464,9 +512,50 @@ impl RegistryClient {
         }
     }
 
-    fn forget_token(&self, scope: &str) {
+    /// Drop the cached token for `scope` if it is still the one that was refused
+    /// (`used`): a parallel request may have renewed it already.
+    fn forget_token(&self, scope: &str, used: &str) {
         let mut t = self.inner.tokens.lock().unwrap_or_else(|p| p.into_inner());
-        t.retain(|k, _| !k.ends_with(&format!(" {scope}")));
+        t.retain(|k, v| !(k.ends_with(&format!(" {scope}")) && v.header == used));
+    }
+
+    /// Run `op` until it succeeds, fails for good, or the retry policy is spent. Each
+    /// retry is reported to `tracing` and to the client's progress reporter. A transient
+    /// failure that outlives the policy comes back as [`RegistryError::GaveUp`].
+    pub(crate) async fn retrying<T, F, Fut>(
+        &self,
+        what: &str,
+        mut op: F,
+    ) -> Result<T, RegistryError>
+    where
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<T, RegistryError>>,
+    {
+        let mut backoff = Backoff::new(&self.inner.opts.retry);
+        loop {
+            let err = match op().await {
+                Ok(v) => return Ok(v),
+                Err(e) => e,
+            };
+            match backoff.next(&err) {
+                Some(delay) => {
+                    let attempt = backoff.retries() + 1;
+                    tracing::info!(what, attempt, %err, ?delay, "retrying");
+                    if let Some(p) = &self.inner.opts.progress {
+                        p.retry(what, attempt, &err, delay);
+                    }
+                    tokio::time::sleep(delay).await;
+                }
+                None if backoff.retries() > 0 && err.is_retryable() => {
+                    return Err(RegistryError::GaveUp {
+                        attempts: backoff.retries() + 1,
+                        elapsed: backoff.elapsed(),
+                        source: Box::new(err),
+                    });
+                }
+                None => return Err(err),
+            }
+        }
     }
 
     /// The `Authorization` value for a request to the registry, if any.
@@ -712,6 +801,7 @@ mod tests {
         send(c.get_blob_from("r", &d, 1));
         send(c.get_blob_range("r", &d, 1, 2));
         send(c.get_blob_bytes("r", &d, 1));
+        send(c.get_foreign_blob("http://x/y", &d, 0));
         send(c.list_tags("r"));
         send(c.catalog());
         send(async move {

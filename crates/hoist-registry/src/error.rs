@@ -122,7 +122,7 @@ pub enum RegistryError {
         limit: u64,
     },
     /// A blob whose size differs from its descriptor.
-    #[error("{url}: blob {digest} is {actual} bytes, expected {expected}")]
+    #[error("{url}: blob {digest} is {actual} bytes, expected {expected} bytes")]
     SizeMismatch {
         /// URL.
         url: String,
@@ -213,6 +213,65 @@ pub enum RegistryError {
         /// Why.
         reason: String,
     },
+    /// A blob body that ended cleanly before all its bytes arrived (a truncated body
+    /// without a transport error). Retryable: the download resumes from `received`.
+    #[error(
+        "{url}: size mismatch: the body of blob {digest} ended after {received} bytes, expected {expected} bytes"
+    )]
+    ShortBody {
+        /// URL.
+        url: String,
+        /// The blob.
+        digest: Digest,
+        /// Bytes of the blob received (an offset in the blob: a resumed body counts from
+        /// its start).
+        received: u64,
+        /// The blob's size (or the end of the requested range).
+        expected: u64,
+    },
+    /// A `Range` request answered with a `Content-Range` (or a 416) that does not match:
+    /// the server's range support cannot be trusted, so the caller restarts the blob
+    /// without `Range`.
+    #[error("{url}: asked for bytes {requested}, the server answered {answered}")]
+    RangeMismatch {
+        /// URL.
+        url: String,
+        /// The range asked for (`START-END`).
+        requested: String,
+        /// What came back: the `Content-Range`, or the status.
+        answered: String,
+    },
+    /// A redirect target on another origin (object storage, a CDN) refused a blob request
+    /// with 401 or 403: typically a presigned URL that expired. Retryable: the next
+    /// attempt starts again from the registry's URL and gets a fresh one.
+    #[error("{url}: the redirect target refused the request with HTTP {status}: {message}")]
+    RedirectTargetRefused {
+        /// The redirect target.
+        url: String,
+        /// 401 or 403.
+        status: u16,
+        /// Its error message.
+        message: String,
+    },
+    /// A transient failure that persisted through every retry the policy allows.
+    #[error("{source} (gave up after {attempts} attempts in {elapsed:.1?})")]
+    GaveUp {
+        /// Attempts made, the first included.
+        attempts: u32,
+        /// Time spent.
+        elapsed: Duration,
+        /// The last failure.
+        #[source]
+        source: Box<RegistryError>,
+    },
+    /// A mirror or registry configuration file that cannot be read or parsed.
+    #[error("registry configuration {path}: {reason}")]
+    Config {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        reason: String,
+    },
     /// The client could not be built.
     #[error("building the HTTP client for {registry}: {source}")]
     ClientBuild {
@@ -237,13 +296,17 @@ impl RegistryError {
         )
     }
 
-    /// A transient failure worth retrying: connection and body errors, timeouts, 408,
-    /// 429 and 5xx.
+    /// A transient failure worth retrying: connection and body errors, timeouts, bodies
+    /// that end early or are longer than declared, a refused redirect target (an expired
+    /// presigned URL), 408, 429 and 5xx. Other 4xx are not retried.
     pub fn is_retryable(&self) -> bool {
         match self {
             RegistryError::Connect { .. }
             | RegistryError::Body { .. }
-            | RegistryError::Timeout { .. } => true,
+            | RegistryError::Timeout { .. }
+            | RegistryError::ShortBody { .. }
+            | RegistryError::SizeMismatch { .. }
+            | RegistryError::RedirectTargetRefused { .. } => true,
             RegistryError::Http { status, .. } => {
                 matches!(status, 408 | 429) || (500..=599).contains(status)
             }
@@ -256,6 +319,14 @@ impl RegistryError {
         match self {
             RegistryError::Http { retry_after, .. } => *retry_after,
             _ => None,
+        }
+    }
+
+    /// The failure itself, through a [`RegistryError::GaveUp`] wrapper.
+    pub fn root(&self) -> &RegistryError {
+        match self {
+            RegistryError::GaveUp { source, .. } => source.root(),
+            e => e,
         }
     }
 }

@@ -310,13 +310,24 @@ pub fn parse_rfc3339(v: &str) -> Option<SystemTime> {
     }
 }
 
-/// `Content-Range: bytes START-END/TOTAL` (TOTAL may be `*`): returns (start, end inclusive).
-pub fn parse_content_range(v: &str) -> Option<(u64, u64)> {
+/// `Content-Range: bytes START-END/TOTAL`: returns (start, end inclusive, total), the
+/// total `None` when sent as `*`. Strict: digits only, `START <= END < TOTAL`.
+pub fn parse_content_range(v: &str) -> Option<(u64, u64, Option<u64>)> {
+    let num = |s: &str| -> Option<u64> {
+        let s = s.trim();
+        (!s.is_empty() && s.bytes().all(|c| c.is_ascii_digit()))
+            .then(|| s.parse().ok())
+            .flatten()
+    };
     let rest = v.trim().strip_prefix("bytes ")?;
-    let (range, _total) = rest.split_once('/')?;
+    let (range, total) = rest.split_once('/')?;
     let (a, b) = range.split_once('-')?;
-    let (a, b) = (a.trim().parse().ok()?, b.trim().parse().ok()?);
-    (a <= b).then_some((a, b))
+    let (a, b) = (num(a)?, num(b)?);
+    let total = match total.trim() {
+        "*" => None,
+        t => Some(num(t)?),
+    };
+    (a <= b && total.is_none_or(|t| b < t)).then_some((a, b, total))
 }
 
 #[cfg(test)]
@@ -463,9 +474,15 @@ mod tests {
 
     #[test]
     fn content_range() {
-        assert_eq!(parse_content_range("bytes 10-19/100"), Some((10, 19)));
-        assert_eq!(parse_content_range("bytes 0-0/*"), Some((0, 0)));
+        assert_eq!(
+            parse_content_range("bytes 10-19/100"),
+            Some((10, 19, Some(100)))
+        );
+        assert_eq!(parse_content_range("bytes 0-0/*"), Some((0, 0, None)));
         assert_eq!(parse_content_range("bytes 5-1/9"), None);
+        assert_eq!(parse_content_range("bytes 5-9/9"), None, "end past total");
+        assert_eq!(parse_content_range("bytes +5-9/90"), None);
+        assert_eq!(parse_content_range("bytes 5-9/x"), None);
         assert_eq!(parse_content_range("items 0-1/2"), None);
     }
 }

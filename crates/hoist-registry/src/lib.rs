@@ -22,6 +22,8 @@ pub mod auth_config;
 mod client;
 mod error;
 mod headers;
+pub mod mirrors;
+pub mod retry;
 mod tls;
 mod token;
 
@@ -32,6 +34,8 @@ use std::time::Duration;
 pub use api::{BlobResponse, FetchedManifest};
 pub use client::RegistryClient;
 pub use error::RegistryError;
+pub use mirrors::{Endpoint, Mirror, MirrorConfig, MirrorSources};
+pub use retry::{Backoff, RetryPolicy, SharedProgress};
 
 /// How many redirects one request may follow.
 pub const MAX_REDIRECTS: usize = 10;
@@ -64,6 +68,11 @@ pub struct ClientOptions {
     pub read_timeout: Duration,
     /// `User-Agent`.
     pub user_agent: String,
+    /// How failed requests are retried (`--retry-times`, `--retry-delay`).
+    pub retry: RetryPolicy,
+    /// Where the client reports the retries it makes ([`hoist_types::ProgressEvent::Retry`]);
+    /// `None` reports them only to `tracing`.
+    pub progress: Option<SharedProgress>,
 }
 
 impl Default for ClientOptions {
@@ -81,6 +90,8 @@ impl Default for ClientOptions {
             connect_timeout: Duration::from_secs(30),
             read_timeout: Duration::from_secs(60),
             user_agent: concat!("hoist/", env!("CARGO_PKG_VERSION")).to_owned(),
+            retry: RetryPolicy::default(),
+            progress: None,
         }
     }
 }

@@ -14,6 +14,8 @@ fn opts() -> ClientOptions {
     ClientOptions {
         connect_timeout: Duration::from_secs(5),
         read_timeout: Duration::from_secs(10),
+        // These tests look at single answers; retries have their own tests.
+        retry: hoist_registry::RetryPolicy::none(),
         ..ClientOptions::default()
     }
 }

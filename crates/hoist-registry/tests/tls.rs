@@ -131,6 +131,8 @@ fn opts() -> ClientOptions {
         read_timeout: Duration::from_secs(5),
         // Never read the machine's certs.d in tests.
         certs_d_roots: vec![],
+        // These tests look at single answers; retries have their own tests.
+        retry: hoist_registry::RetryPolicy::none(),
         ..ClientOptions::default()
     }
 }

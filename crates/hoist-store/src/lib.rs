@@ -23,6 +23,16 @@
 //!     ingest/                       temp files of blob writes in progress, each locked
 //!                                   by its writer; stale unlocked ones (older than 1 h)
 //!                                   are removed when a store is opened
+//!       partial-<alg>-<hex>         a resumable download (module `partial`): the bytes
+//!                                   received so far, locked by its writer (who also
+//!                                   holds the blob's lock); kept when a pull fails or is
+//!                                   killed, resumed by the next pull of that blob
+//!       partial-<alg>-<hex>.meta    its record, a 512-byte JSON object padded with
+//!                                   spaces, rewritten in place after the data it counts:
+//!                                   {"v":1,"digest":"<alg>:<hex>","size":N,"offset":M},
+//!                                   M = valid bytes; partials untouched for 7 days and
+//!                                   unlocked are removed by Store::clean_partials (gc,
+//!                                   and Store::open)
 //!     locks/
 //!       store.lock                  exclusive for every change of records/index.json,
 //!                                   shared for consistent reads
@@ -50,6 +60,7 @@ mod error;
 mod fsutil;
 mod image;
 mod index;
+mod partial;
 mod query;
 mod record;
 
@@ -63,6 +74,7 @@ use hoist_types::{Digest, Reference};
 pub use blob::{BlobLock, BlobWriter, INGEST_GRACE};
 pub use error::StoreError;
 pub use index::ANNOTATION_IMAGE_ID;
+pub use partial::{PARTIAL_GRACE, PartialBlob, PartialInfo, SliceWriter};
 pub use query::MIN_PREFIX;
 pub use record::{ImageCommit, ImageRecord, RemoveReport};
 
@@ -136,6 +148,7 @@ impl Store {
         store.check_version()?;
         store.init_layout()?;
         let _ = store.clean_ingest(INGEST_GRACE)?;
+        let _ = store.clean_partials(PARTIAL_GRACE)?;
         Ok(store)
     }
 

@@ -21,15 +21,28 @@
 //!   headers, body and its framing ([`Framing`]: exact `Content-Length`, chunked, or a
 //!   `Content-Length` that promises more than is sent).
 //!
-//! Every request is recorded ([`FakeRegistry::requests`]) and counted per path
-//! ([`FakeRegistry::hits`]). Paths are compared as sent (the request target without its query).
+//! - Blob GETs honour a single `Range: bytes=A-B` / `bytes=A-` with 206 and `Content-Range`
+//!   (416 when unsatisfiable).
 //!
-//! # Growing it
+//! Every request is recorded ([`FakeRegistry::requests`], with its `Range` and
+//! `Authorization` headers and the listener it reached) and counted per path
+//! ([`FakeRegistry::hits`]). Paths are compared as sent (the request target without its query).
+//! Blob bodies are counted too: [`FakeRegistry::blob_bytes_sent`] (bytes handed to the
+//! connection) and [`FakeRegistry::blob_gets`] (GETs answered with content).
+//!
+//! # Faults
+//! [`FakeRegistry::inject`] adds per-request faults ([`Fault`]): statuses, 429/503 with
+//! `Retry-After` (seconds or HTTP date), resets after N bytes, wrong `Content-Length`,
+//! truncated bodies, drips, stalls, wrong bytes, 307 redirects to a second listener of the
+//! fake (another port: another origin, with presigned-style `?sig=N` URLs that can expire,
+//! [`FakeRegistry::presigned_uses`]), Range answered with 200 or with a wrong
+//! `Content-Range`, delays. [`FakeRegistry::require_token`] turns on bearer-token auth with
+//! tokens from the fake's own `/token`, each good for N requests. See [`Fault`] for the rules.
+//!
+//! # How it is built
 //! Each request goes through one decision point, `Inner::respond`, which turns
-//! (method, path, state) into a [`FakeResponse`], and one renderer that turns a [`FakeResponse`]
-//! into bytes on the wire. Per-request faults (answers that change with the hit count, resets,
-//! 429 with `Retry-After`, slow drips) belong in those two places: a route becoming a script of
-//! responses, and [`Framing`] gaining variants.
+//! (method, path, headers, state) into a plan: a [`FakeResponse`] and what to do to its body;
+//! and one renderer that turns the plan into bytes on the wire.
 //!
 //! ```no_run
 //! use hoist_testkit::fake::{FakeRegistry, FakeResponse};
@@ -56,11 +69,21 @@ use std::time::Duration;
 use axum::Router;
 use axum::body::{Body, Bytes};
 use axum::extract::{Request, State};
-use axum::http::{HeaderName, HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use futures_util::StreamExt as _;
 
 use crate::images::{BuiltImage, BuiltIndex, sha256_digest};
+
+#[path = "fake_faults.rs"]
+mod faults;
+
+use faults::{BodyFault, plan};
+pub use faults::{Fault, FaultRule, RetryAfter, Target, TokenAuth, http_date};
+
+/// How long a reset waits after its last byte before breaking the connection: time for
+/// the server to flush what it sent.
+const RESET_DELAY: Duration = Duration::from_millis(10);
 
 /// Size of the pieces a [`Framing::Chunked`] or [`Framing::DeclaredLength`] body is sent in.
 const STREAM_PIECE: usize = 64 * 1024;
@@ -163,6 +186,12 @@ pub struct FakeRequest {
     pub query: Option<String>,
     /// The status answered.
     pub status: u16,
+    /// The `Range` header, if any.
+    pub range: Option<String>,
+    /// The `Authorization` header, if any.
+    pub authorization: Option<String>,
+    /// Whether it reached the storage listener (the target of [`Fault::Redirect`]).
+    pub storage: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -182,10 +211,49 @@ struct FakeState {
     routes: HashMap<String, FakeResponse>,
     log: Vec<FakeRequest>,
     no_content_digest: bool,
+    faults: Vec<FaultRule>,
+    auth: Option<TokenAuth>,
+    /// token → requests made with it.
+    tokens: HashMap<String, u64>,
+    tokens_issued: u64,
+    /// Presigned signature → uses.
+    sig_uses: HashMap<u64, u64>,
+    next_sig: u64,
+    presigned_uses: Option<u64>,
+    /// digest → GETs answered with content.
+    blob_gets: HashMap<String, usize>,
+    registry_addr: Option<SocketAddr>,
+    storage_addr: Option<SocketAddr>,
 }
 
 struct Inner {
     state: Mutex<FakeState>,
+    /// digest → body bytes handed to connections (updated by the body streams).
+    bytes_sent: Mutex<HashMap<String, u64>>,
+}
+
+/// An answer and what to do to its body.
+struct Plan {
+    resp: FakeResponse,
+    /// A stored blob's bytes (or a slice of them), shared rather than copied; replaces
+    /// `resp.body` when set.
+    shared: Option<Bytes>,
+    body: BodyFault,
+    /// The blob digest whose bytes this body carries (counted).
+    count: Option<String>,
+    delay: Option<Duration>,
+}
+
+impl Plan {
+    fn plain(resp: FakeResponse) -> Plan {
+        Plan {
+            resp,
+            shared: None,
+            body: BodyFault::None,
+            count: None,
+            delay: None,
+        }
+    }
 }
 
 impl Inner {
@@ -193,21 +261,53 @@ impl Inner {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// The one decision point: what to answer for `method path`.
-    fn respond(&self, method: &Method, path: &str, query: Option<&str>) -> FakeResponse {
+    /// The one decision point: what to answer for `method path` on the registry or the
+    /// storage listener.
+    fn respond(
+        &self,
+        method: &Method,
+        path: &str,
+        query: Option<&str>,
+        headers: &HeaderMap,
+        storage: bool,
+    ) -> Plan {
+        let hv = |h: header::HeaderName| {
+            headers
+                .get(h)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string)
+        };
+        let (range, authorization) = (hv(header::RANGE), hv(header::AUTHORIZATION));
         let mut st = self.lock();
-        let resp = st
-            .routes
-            .get(path)
-            .cloned()
-            .unwrap_or_else(|| serve(&st, method, path));
+        let plan = plan(
+            &mut st,
+            method,
+            path,
+            query,
+            range.as_deref(),
+            authorization.as_deref(),
+            storage,
+        );
         st.log.push(FakeRequest {
             method: method.as_str().to_string(),
             path: path.to_string(),
             query: query.map(str::to_string),
-            status: resp.status,
+            status: plan.resp.status,
+            range,
+            authorization,
+            storage,
         });
-        resp
+        if let Some(d) = &plan.count
+            && method == Method::GET
+        {
+            *st.blob_gets.entry(d.clone()).or_default() += 1;
+        }
+        plan
+    }
+
+    fn add_bytes(&self, digest: &str, n: usize) {
+        let mut b = self.bytes_sent.lock().unwrap_or_else(|p| p.into_inner());
+        *b.entry(digest.to_string()).or_default() += n as u64;
     }
 }
 
@@ -239,8 +339,9 @@ fn serve(st: &FakeState, method: &Method, path: &str) -> FakeResponse {
         };
     }
     if let Some((repo, digest)) = rest.rsplit_once("/blobs/") {
+        // The bytes are attached by `plan` (shared, not copied).
         return match st.blobs.get(&(repo.to_string(), digest.to_string())) {
-            Some(b) => FakeResponse::ok(b.to_vec())
+            Some(_) => FakeResponse::ok(Vec::new())
                 .header("Content-Type", "application/octet-stream")
                 .header("Docker-Distribution-API-Version", "registry/2.0"),
             None => FakeResponse::error(404, "BLOB_UNKNOWN", "blob unknown to registry"),
@@ -249,8 +350,119 @@ fn serve(st: &FakeState, method: &Method, path: &str) -> FakeResponse {
     FakeResponse::error(404, "NAME_UNKNOWN", "repository name not known to registry")
 }
 
-/// Turn a [`FakeResponse`] into an HTTP response.
-fn render(r: FakeResponse) -> Response {
+type PieceStream =
+    std::pin::Pin<Box<dyn futures_util::Stream<Item = std::io::Result<Bytes>> + Send>>;
+
+/// Turn a plan into an HTTP response.
+fn render(plan: Plan, inner: &Arc<Inner>) -> Response {
+    let Plan {
+        resp: r,
+        shared,
+        body: fault,
+        count,
+        ..
+    } = plan;
+    if fault == BodyFault::None && count.is_none() {
+        return render_plain(r);
+    }
+    let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let mut resp = Response::new(Body::empty());
+    *resp.status_mut() = status;
+    for (k, v) in &r.headers {
+        match (
+            HeaderName::from_bytes(k.as_bytes()),
+            HeaderValue::from_str(v),
+        ) {
+            (Ok(k), Ok(v)) => {
+                resp.headers_mut().append(k, v);
+            }
+            _ => return internal_error(&format!("fake registry: invalid header {k:?}: {v:?}")),
+        }
+    }
+    let body = shared.unwrap_or_else(|| Bytes::from(r.body));
+    let len = body.len() as u64;
+    let head = |n: u64| body.slice(..(n.min(len) as usize));
+    let cut = |delay: Duration| -> PieceStream {
+        Box::pin(futures_util::stream::once(async move {
+            tokio::time::sleep(delay).await;
+            Err(std::io::Error::other("fake registry: connection broken"))
+        }))
+    };
+    let (declared, stream): (Option<u64>, PieceStream) = match fault {
+        BodyFault::None => match r.framing {
+            Framing::ContentLength => (Some(len), Box::pin(pieces(body.clone()))),
+            Framing::Chunked => (None, Box::pin(pieces(body.clone()))),
+            Framing::DeclaredLength(n) if n > len => (
+                Some(n),
+                Box::pin(pieces(body.clone()).chain(cut(CUT_DELAY))),
+            ),
+            Framing::DeclaredLength(n) => (Some(n), Box::pin(pieces(body.clone()))),
+        },
+        BodyFault::ResetAfter(n) => (Some(len), Box::pin(pieces(head(n)).chain(cut(RESET_DELAY)))),
+        BodyFault::ContentLength(n) if n > len => (
+            Some(n),
+            Box::pin(pieces(body.clone()).chain(cut(CUT_DELAY))),
+        ),
+        BodyFault::ContentLength(n) => (Some(n), Box::pin(pieces(head(n)))),
+        BodyFault::Truncate(n) => (None, Box::pin(pieces(head(n)))),
+        BodyFault::StallAfter(n) => (
+            Some(len),
+            Box::pin(pieces(head(n)).chain(futures_util::stream::pending())),
+        ),
+        BodyFault::Throttle(rate) => {
+            let start = tokio::time::Instant::now();
+            let s = futures_util::stream::unfold(0usize, move |i| {
+                let body = body.clone();
+                async move {
+                    if i >= body.len() {
+                        return None;
+                    }
+                    // Each piece leaves when the cap allows the bytes before it.
+                    let due = Duration::from_secs_f64(i as f64 / rate as f64);
+                    tokio::time::sleep_until(start + due).await;
+                    let end = (i + STREAM_PIECE).min(body.len());
+                    Some((Ok(body.slice(i..end)), end))
+                }
+            });
+            (Some(len), Box::pin(s))
+        }
+        BodyFault::Drip(every) => {
+            let s = futures_util::stream::unfold(0usize, move |i| {
+                let body = body.clone();
+                async move {
+                    if i >= body.len() {
+                        return None;
+                    }
+                    if i > 0 {
+                        tokio::time::sleep(every).await;
+                    }
+                    Some((Ok(body.slice(i..i + 1)), i + 1))
+                }
+            });
+            (Some(len), Box::pin(s))
+        }
+    };
+    if let Some(n) = declared {
+        resp.headers_mut()
+            .insert(header::CONTENT_LENGTH, HeaderValue::from(n));
+    }
+    let stream: PieceStream = match count {
+        Some(d) => {
+            let inner = inner.clone();
+            Box::pin(stream.inspect(move |r| {
+                if let Ok(b) = r {
+                    inner.add_bytes(&d, b.len());
+                }
+            }))
+        }
+        None => stream,
+    };
+    *resp.body_mut() = Body::from_stream(stream);
+    resp
+}
+
+/// Turn a [`FakeResponse`] into an HTTP response, as it says.
+fn render_plain(r: FakeResponse) -> Response {
     let status = StatusCode::from_u16(r.status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut resp = Response::new(Body::empty());
     *resp.status_mut() = status;
@@ -288,14 +500,17 @@ fn render(r: FakeResponse) -> Response {
     resp
 }
 
-/// The body in [`STREAM_PIECE`] pieces, as a stream.
-fn pieces(body: Vec<u8>) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send {
-    let body = Bytes::from(body);
-    let chunks: Vec<std::io::Result<Bytes>> = (0..body.len())
-        .step_by(STREAM_PIECE)
-        .map(|i| Ok(body.slice(i..(i + STREAM_PIECE).min(body.len()))))
-        .collect();
-    futures_util::stream::iter(chunks)
+/// The body in [`STREAM_PIECE`] pieces (slices, not copies), as a stream.
+fn pieces(
+    body: impl Into<Bytes>,
+) -> impl futures_util::Stream<Item = std::io::Result<Bytes>> + Send {
+    let body: Bytes = body.into();
+    let len = body.len();
+    futures_util::stream::iter(
+        (0..len)
+            .step_by(STREAM_PIECE)
+            .map(move |i| Ok(body.slice(i..(i + STREAM_PIECE).min(len)))),
+    )
 }
 
 fn internal_error(msg: &str) -> Response {
@@ -305,13 +520,32 @@ fn internal_error(msg: &str) -> Response {
 }
 
 async fn handle(State(inner): State<Arc<Inner>>, req: Request) -> Response {
+    answer(inner, req, false).await
+}
+
+async fn handle_storage(State(inner): State<Arc<Inner>>, req: Request) -> Response {
+    answer(inner, req, true).await
+}
+
+async fn answer(inner: Arc<Inner>, req: Request, storage: bool) -> Response {
     let uri = req.uri();
-    render(inner.respond(req.method(), uri.path(), uri.query()))
+    let plan = inner.respond(
+        req.method(),
+        uri.path(),
+        uri.query(),
+        req.headers(),
+        storage,
+    );
+    if let Some(d) = plan.delay {
+        tokio::time::sleep(d).await;
+    }
+    render(plan, &inner)
 }
 
 /// A running fake registry; stopped on drop.
 pub struct FakeRegistry {
     addr: SocketAddr,
+    storage_addr: SocketAddr,
     inner: Arc<Inner>,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -335,11 +569,23 @@ impl FakeRegistry {
     pub fn try_start() -> std::io::Result<FakeRegistry> {
         let inner = Arc::new(Inner {
             state: Mutex::new(FakeState::default()),
+            bytes_sent: Mutex::new(HashMap::new()),
         });
         let listener = std::net::TcpListener::bind("127.0.0.1:0")?;
         listener.set_nonblocking(true)?;
         let addr = listener.local_addr()?;
+        let storage_listener = std::net::TcpListener::bind("127.0.0.1:0")?;
+        storage_listener.set_nonblocking(true)?;
+        let storage_addr = storage_listener.local_addr()?;
+        {
+            let mut st = inner.lock();
+            st.registry_addr = Some(addr);
+            st.storage_addr = Some(storage_addr);
+        }
         let app = Router::new().fallback(handle).with_state(inner.clone());
+        let storage_app = Router::new()
+            .fallback(handle_storage)
+            .with_state(inner.clone());
         let (tx, rx) = tokio::sync::oneshot::channel::<()>();
         let (ready_tx, ready_rx) = std::sync::mpsc::channel::<std::io::Result<()>>();
         let thread = std::thread::Builder::new()
@@ -356,7 +602,10 @@ impl FakeRegistry {
                     }
                 };
                 rt.block_on(async move {
-                    let listener = match tokio::net::TcpListener::from_std(listener) {
+                    let listeners = tokio::net::TcpListener::from_std(listener).and_then(|l| {
+                        Ok((l, tokio::net::TcpListener::from_std(storage_listener)?))
+                    });
+                    let (listener, storage_listener) = match listeners {
                         Ok(l) => l,
                         Err(e) => {
                             let _ = ready_tx.send(Err(e));
@@ -368,6 +617,7 @@ impl FakeRegistry {
                     // that keeps one alive cannot hang the test's drop.
                     tokio::select! {
                         _ = axum::serve(listener, app) => {}
+                        _ = axum::serve(storage_listener, storage_app) => {}
                         _ = rx => {}
                     }
                 });
@@ -377,6 +627,7 @@ impl FakeRegistry {
             .map_err(|_| std::io::Error::other("fake registry thread died at start"))??;
         Ok(FakeRegistry {
             addr,
+            storage_addr,
             inner,
             shutdown: Some(tx),
             thread: Some(thread),
@@ -498,9 +749,74 @@ impl FakeRegistry {
         self.inner.lock().log.clone()
     }
 
-    /// Forgets the recorded requests (hit counts restart at zero).
+    /// Forgets the recorded requests (hit counts restart at zero), and the blob byte and
+    /// GET counters.
     pub fn reset_hits(&self) {
-        self.inner.lock().log.clear();
+        let mut st = self.inner.lock();
+        st.log.clear();
+        st.blob_gets.clear();
+        drop(st);
+        self.inner
+            .bytes_sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+    }
+
+    /// Adds a fault rule (see [`Fault`]). Rules are tried in the order added.
+    pub fn inject(&self, rule: FaultRule) {
+        self.inner.lock().faults.push(rule);
+    }
+
+    /// Removes every fault rule.
+    pub fn clear_faults(&self) {
+        self.inner.lock().faults.clear();
+    }
+
+    /// Turns bearer-token auth on (`Some`) or off. Tokens come from `GET /token` on the
+    /// registry listener; the challenge names it as the realm.
+    pub fn require_token(&self, auth: Option<TokenAuth>) {
+        let mut st = self.inner.lock();
+        st.auth = auth;
+        st.tokens.clear();
+    }
+
+    /// Tokens issued by `/token` so far.
+    pub fn tokens_issued(&self) -> u64 {
+        self.inner.lock().tokens_issued
+    }
+
+    /// How many requests each presigned URL of [`Fault::Redirect`] is good for (`None`:
+    /// unlimited); after that the storage listener answers 403 "Request has expired".
+    pub fn presigned_uses(&self, uses: Option<u64>) {
+        self.inner.lock().presigned_uses = uses;
+    }
+
+    /// `http://127.0.0.1:PORT` of the storage listener (the redirect target).
+    pub fn storage_url(&self) -> String {
+        format!("http://{}", self.storage_addr)
+    }
+
+    /// Body bytes of blob `digest` handed to connections so far, on both listeners, all
+    /// requests together (a reset body counts what was sent before the break).
+    pub fn blob_bytes_sent(&self, digest: &str) -> u64 {
+        self.inner
+            .bytes_sent
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(digest)
+            .copied()
+            .unwrap_or(0)
+    }
+
+    /// GETs of blob `digest` answered with content (200 or 206), on both listeners.
+    pub fn blob_gets(&self, digest: &str) -> usize {
+        self.inner
+            .lock()
+            .blob_gets
+            .get(digest)
+            .copied()
+            .unwrap_or(0)
     }
 }
 

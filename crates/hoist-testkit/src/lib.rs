@@ -9,7 +9,12 @@
 //!   a free loopback port, per test, in three flavours: [`Registry::plain`], [`Registry::tls_basic`]
 //!   (HTTPS with a test CA plus htpasswd) and [`Registry::token`] (bearer tokens from [`token`]).
 //! - [`fake`]: a tiny programmable registry ([`FakeRegistry`]) that serves whatever a test put in
-//!   it, wrong digests and broken framing included, and counts the requests.
+//!   it, wrong digests and broken framing included, and counts the requests. It injects
+//!   per-request faults ([`fake::Fault`]: resets, 5xx, 429 with `Retry-After`, wrong lengths,
+//!   truncation, drips, throttling, wrong bytes, redirects to a second origin with expiring
+//!   presigned URLs, Range answered with 200 or a wrong `Content-Range`, expiring tokens) and
+//!   counts the bytes it sends per blob. `examples/fake_registry.rs` serves an OCI layout or a
+//!   generated blob from it, for measurements.
 //! - [`token`]: a Docker token server (ES256 JWTs with `x5c`, anonymous/basic/OAuth2 flows) that counts
 //!   the requests it serves.
 //! - [`images`]: a deterministic generator of OCI and Docker v2s2 images written into OCI layouts,

@@ -211,6 +211,9 @@ fn requests_are_counted_per_path() {
             path: "/v2/r/blobs/sha256:bb".into(),
             query: Some("x=1".into()),
             status: 404,
+            range: None,
+            authorization: None,
+            storage: false,
         }
     );
     assert_eq!(log[2].method, "HEAD");

@@ -1,12 +1,22 @@
-//! Moving images between places. For now: the pull engine, registry → local store.
-//! The transports of containers/image (`oci:`, archives, `dir:`) and the copy engine
-//! come next and will live here, one module per transport.
+//! Moving images between places. For now: the pull engine, registry → local store, with
+//! retries, resume within and across runs, parallel Range downloads of large blobs, one
+//! download per blob across processes, and mirrors. The transports of containers/image
+//! (`oci:`, archives, `dir:`) and the copy engine come next and will live here, one module
+//! per transport.
 
+mod blob;
 pub mod inspect;
 pub mod pull;
+mod ranged;
+mod schema1;
+mod sources;
 
+pub use blob::MIN_PROGRESS;
 pub use inspect::{InspectInfo, Inspected, inspect_local, inspect_remote};
-pub use pull::{DEFAULT_JOBS, PullOptions, PullReport, Resolved, pull, resolve};
+pub use pull::{
+    DEFAULT_JOBS, DEFAULT_RANGE_CONNECTIONS, DEFAULT_RANGE_THRESHOLD, PullOptions, PullReport,
+    Resolved, pull, resolve,
+};
 
 use hoist_types::Digest;
 
@@ -99,4 +109,15 @@ pub enum TransportError {
         /// The join error.
         what: String,
     },
+}
+
+/// Run blocking work (store I/O, hashing) off the runtime's workers.
+pub(crate) async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, TransportError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| TransportError::Task {
+            what: e.to_string(),
+        })
 }

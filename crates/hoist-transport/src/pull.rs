@@ -1,37 +1,47 @@
-//! The pull engine: registry → local store.
+//! The pull engine: registry (or its mirrors) → local store.
 //!
-//! 1. Resolve the reference: fetch the manifest; an index selects the platform's
+//! 1. Resolve the reference: fetch the manifest (a tag is asked of the first source that
+//!    may resolve tags: a mirror, else the registry); an index selects the platform's
 //!    manifest (nested indexes are followed to a bounded depth, each digest once).
+//!    Manifests named by digest are taken from the store when present.
 //! 2. Fetch the config (at most 4 MiB, verified) and check that the layer count equals
 //!    the diff ID count before any layer is fetched.
-//! 3. Fetch missing layers with bounded concurrency. Each layer is streamed through
-//!    one pass that hashes and writes a temp file in the store's ingest area; size and
-//!    digest are checked before the blob becomes visible. Blobs the store already has
-//!    are skipped. A per-digest lock makes concurrent pulls of the same blob, in this
-//!    process or in others, download it once.
+//! 3. Fetch missing layers with bounded concurrency (module `blob`): resumable, retried,
+//!    from the mirrors in order then the registry, large ones over several Range
+//!    connections. Blobs the store already has are skipped.
 //! 4. Store the config (only now: a pull that fails on a layer leaves no config behind),
 //!    then the manifest (and index), then commit the image record and its tag, last.
 //!
-//! Docker schema 1 manifests are converted: their layers are fetched, their diff IDs
-//! computed by decompressing, and a schema 2 manifest and config are synthesised.
+//! **One download per blob**: every blob is fetched under its digest's store lock, so
+//! concurrent pulls, in this process or in others, download it once; the second waits and
+//! finds it present. The locks of the manifests reached by digest and of the config are
+//! held until the pull is committed (they are stored last), so a second pull of the same
+//! image waits for the first and then finds everything in the store. Locks are always
+//! taken in the order manifests → config → layers, and a layer lock is never held while
+//! waiting for another, so pulls cannot deadlock. A tag is mutable, so it is always asked.
 
-use std::collections::HashSet;
-use std::io::{Read, Write};
+use std::collections::{BTreeMap, HashSet};
+use std::future::Future;
 use std::sync::Arc;
 
-use hoist_registry::{FetchedManifest, RegistryClient};
-use hoist_store::{ImageCommit, ImageRecord, Store, StoreError};
-use hoist_types::schema1::Schema1Manifest;
+use hoist_registry::{FetchedManifest, MirrorConfig, RegistryClient};
+use hoist_store::{BlobLock, ImageCommit, ImageRecord, Store};
 use hoist_types::{
     BlobKind, Descriptor, Digest, ImageConfig, MAX_CONFIG_SIZE, MAX_INDEX_DEPTH, Manifest,
-    MediaType, Platform, Progress, ProgressEvent, Reference,
+    Platform, Progress, ProgressEvent, Reference,
 };
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::Semaphore;
 
-use crate::TransportError;
+use crate::blob::{Ctx, fetch_blob};
+use crate::sources::Sources;
+use crate::{TransportError, blocking};
 
 /// Default number of layers fetched at once.
 pub const DEFAULT_JOBS: usize = 6;
+/// Blobs at least this large are fetched over several Range connections.
+pub const DEFAULT_RANGE_THRESHOLD: u64 = 64 * 1024 * 1024;
+/// Connections per large blob.
+pub const DEFAULT_RANGE_CONNECTIONS: usize = 4;
 
 /// What to pull and how.
 #[derive(Debug, Clone)]
@@ -40,8 +50,18 @@ pub struct PullOptions {
     pub platform: Platform,
     /// How many blobs are fetched at once (at least 1).
     pub jobs: usize,
-    /// Registry client settings (TLS, credentials, timeouts).
+    /// Registry client settings (TLS, credentials, timeouts, retries); mirrors get them
+    /// too, except explicit credentials.
     pub registry: hoist_registry::ClientOptions,
+    /// Mirrors tried, in order, before the registry ([`MirrorConfig::empty`]: none).
+    pub mirrors: MirrorConfig,
+    /// Blobs of at least this many bytes are fetched over several Range connections.
+    pub range_threshold: u64,
+    /// Connections per large blob (1: never split).
+    pub range_connections: usize,
+    /// Fetch foreign (non-distributable) layers from their `urls`, never with
+    /// credentials. Off by default: such a layer is an error.
+    pub foreign_layers: bool,
 }
 
 impl Default for PullOptions {
@@ -50,6 +70,10 @@ impl Default for PullOptions {
             platform: Platform::host(),
             jobs: DEFAULT_JOBS,
             registry: hoist_registry::ClientOptions::default(),
+            mirrors: MirrorConfig::empty(),
+            range_threshold: DEFAULT_RANGE_THRESHOLD,
+            range_connections: DEFAULT_RANGE_CONNECTIONS,
+            foreign_layers: false,
         }
     }
 }
@@ -65,8 +89,44 @@ pub struct PullReport {
     pub blobs_fetched: usize,
     /// Blobs skipped because the store had them.
     pub blobs_skipped: usize,
-    /// Bytes downloaded for blobs.
+    /// Bytes of blobs that crossed the wire.
     pub bytes_fetched: u64,
+    /// Blobs whose download went on from a partial kept by an earlier run.
+    pub blobs_resumed: usize,
+    /// Bytes reused from such partials (not downloaded again).
+    pub bytes_resumed: u64,
+    /// Where each downloaded blob (config and layers) came from: the URL that served its
+    /// last bytes.
+    pub endpoints: BTreeMap<Digest, String>,
+}
+
+/// Store locks a pull holds until it is committed.
+#[derive(Default)]
+struct Held {
+    locks: Vec<BlobLock>,
+    digests: HashSet<Digest>,
+}
+
+impl Held {
+    async fn lock(&mut self, store: &Store, d: &Digest) -> Result<(), TransportError> {
+        if self.digests.contains(d) {
+            return Ok(());
+        }
+        let (s, dd) = (store.clone(), d.clone());
+        self.locks.push(blocking(move || s.lock_blob(&dd)).await??);
+        self.digests.insert(d.clone());
+        Ok(())
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct Stats {
+    fetched: usize,
+    skipped: usize,
+    bytes: u64,
+    resumed: usize,
+    resumed_bytes: u64,
+    endpoints: BTreeMap<Digest, String>,
 }
 
 /// Pull `reference` into `store`.
@@ -76,13 +136,20 @@ pub async fn pull(
     opts: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<PullReport, TransportError> {
-    let client = RegistryClient::new(reference.registry(), opts.registry.clone())?;
-    client.ping().await?;
-    let repo = reference.repository();
+    let sources = Sources::new(reference, opts);
+    let mut held = Held::default();
     let Resolved {
         indexes,
         image: current,
-    } = resolve(&client, reference, &opts.platform).await?;
+    } = resolve_for_pull(
+        &sources,
+        store,
+        reference,
+        &opts.platform,
+        progress,
+        &mut held,
+    )
+    .await?;
     let resolved_digest = indexes.first().unwrap_or(&current).digest.clone();
 
     let mut stats = Stats::default();
@@ -94,7 +161,15 @@ pub async fn pull(
                 layers: m.layers.len(),
                 total_bytes: m.config.size + m.layers.iter().map(|l| l.size).sum::<u64>(),
             });
-            let config = fetch_config(&client, store, repo, &m.config, progress).await?;
+            held.lock(store, &m.config.digest).await?;
+            let ctx = Ctx {
+                store,
+                sources: &sources,
+                opts,
+                progress,
+                held: &held.digests,
+            };
+            let config = fetch_config(&ctx, &m.config, &mut stats).await?;
             let invalid_config = |source| TransportError::InvalidConfig {
                 digest: m.config.digest.clone(),
                 source,
@@ -102,11 +177,8 @@ pub async fn pull(
             let cfg = ImageConfig::parse(&config).map_err(invalid_config)?;
             cfg.check_layer_count(m.layers.len())
                 .map_err(invalid_config)?;
-            check_layers(&m.layers)?;
-            fetch_layers(
-                &client, store, repo, &m.layers, opts.jobs, progress, &mut stats,
-            )
-            .await?;
+            check_layers(&m.layers, opts.foreign_layers)?;
+            fetch_layers(&ctx, &m.layers, &mut stats).await?;
             // The config becomes visible only once every layer is in: a failed pull
             // leaves nothing of this image behind but the layers it verified.
             let (s, d) = (store.clone(), m.config.digest.clone());
@@ -119,17 +191,15 @@ pub async fn pull(
             (desc, current.bytes.clone())
         }
         Manifest::Schema1(m) => {
-            convert_schema1(
-                &client,
+            let ctx = Ctx {
                 store,
-                repo,
-                (reference, &current.digest),
-                m,
+                sources: &sources,
                 opts,
                 progress,
-                &mut stats,
-            )
-            .await?
+                held: &held.digests,
+            };
+            crate::schema1::convert_schema1(&ctx, (reference, &current.digest), m, &mut stats)
+                .await?
         }
         Manifest::Index(_) => unreachable!("indexes are resolved above"),
     };
@@ -141,6 +211,7 @@ pub async fn pull(
     let index_desc = indexes
         .first()
         .map(|i| Descriptor::new(i.media_type.clone(), i.digest.clone(), i.bytes.len() as u64));
+    let repo = reference.repository();
     let name = reference.tag().map(|_| {
         Reference::from_parts(reference.registry(), repo, reference.tag(), None)
             .expect("parts of a valid reference")
@@ -162,12 +233,16 @@ pub async fn pull(
         })
     })
     .await??;
+    drop(held);
     Ok(PullReport {
         image,
         resolved_digest,
         blobs_fetched: stats.fetched,
         blobs_skipped: stats.skipped,
         bytes_fetched: stats.bytes,
+        blobs_resumed: stats.resumed,
+        bytes_resumed: stats.resumed_bytes,
+        endpoints: stats.endpoints,
     })
 }
 
@@ -188,17 +263,99 @@ impl Resolved {
     }
 }
 
-/// Resolve `reference` through indexes to the manifest for `platform`. Nested indexes
-/// are followed to [`MAX_INDEX_DEPTH`], each digest at most once.
+/// Resolve `reference` through indexes to the manifest for `platform`, with one client.
+/// Nested indexes are followed to [`MAX_INDEX_DEPTH`], each digest at most once.
 pub async fn resolve(
     client: &RegistryClient,
     reference: &Reference,
     platform: &Platform,
 ) -> Result<Resolved, TransportError> {
     let repo = reference.repository();
-    let mut current = client
-        .get_manifest(repo, &reference.manifest_reference())
-        .await?;
+    resolve_with(
+        reference,
+        platform,
+        |r: String, _: Option<Descriptor>| async move { Ok(client.get_manifest(repo, &r).await?) },
+    )
+    .await
+}
+
+/// Resolve through the pull's sources, taking manifests named by digest from the store
+/// when present (under their lock, which is then held until the pull commits).
+async fn resolve_for_pull(
+    sources: &Sources,
+    store: &Store,
+    reference: &Reference,
+    platform: &Platform,
+    progress: &dyn Progress,
+    held: &mut Held,
+) -> Result<Resolved, TransportError> {
+    let held = tokio::sync::Mutex::new(held);
+    resolve_with(
+        reference,
+        platform,
+        |r: String, entry: Option<Descriptor>| {
+            let held = &held;
+            async move {
+                if let Some(entry) = &entry {
+                    held.lock().await.lock(store, &entry.digest).await?;
+                    if let Some(m) = manifest_from_store(store, entry).await? {
+                        return Ok(m);
+                    }
+                }
+                let by_tag = entry.is_none() && reference.digest().is_none();
+                let what = format!("manifest {}@{r}", reference.repository());
+                let (m, _) = sources
+                    .first_ok(by_tag, progress, &what, |c, repo| {
+                        let r = r.clone();
+                        async move { Ok(c.get_manifest(&repo, &r).await?) }
+                    })
+                    .await?;
+                Ok(m)
+            }
+        },
+    )
+    .await
+}
+
+/// A manifest named by `entry` read from the store, if there and valid.
+async fn manifest_from_store(
+    store: &Store,
+    entry: &Descriptor,
+) -> Result<Option<FetchedManifest>, TransportError> {
+    let (s, d) = (store.clone(), entry.digest.clone());
+    if blocking(move || s.has_blob(&d)).await??.is_none() {
+        return Ok(None);
+    }
+    let (s, d) = (store.clone(), entry.digest.clone());
+    let Ok(bytes) = blocking(move || s.read_blob(&d, hoist_types::MAX_MANIFEST_SIZE)).await? else {
+        return Ok(None);
+    };
+    let Ok((manifest, media_type)) = Manifest::parse(&bytes, Some(&entry.media_type)) else {
+        return Ok(None);
+    };
+    match Manifest::digest_of(&bytes, &media_type) {
+        Ok(digest) if digest == entry.digest => Ok(Some(FetchedManifest {
+            bytes,
+            media_type,
+            digest,
+            manifest,
+        })),
+        _ => Ok(None),
+    }
+}
+
+/// The resolution walk, over any way of fetching a manifest: `fetch(reference, entry)`
+/// with the index entry when the manifest is reached through an index.
+async fn resolve_with<F, Fut>(
+    reference: &Reference,
+    platform: &Platform,
+    mut fetch: F,
+) -> Result<Resolved, TransportError>
+where
+    F: FnMut(String, Option<Descriptor>) -> Fut,
+    Fut: Future<Output = Result<FetchedManifest, TransportError>>,
+{
+    let mut current = fetch(reference.manifest_reference(), None).await?;
     let mut indexes: Vec<FetchedManifest> = Vec::new();
     let mut seen: HashSet<Digest> = HashSet::new();
     loop {
@@ -233,7 +390,12 @@ pub async fn resolve(
                     .join(", "),
             })?
             .clone();
-        let child = client.get_manifest(repo, &entry.digest.to_string()).await?;
+        if seen.contains(&entry.digest) {
+            return Err(TransportError::IndexCycle {
+                digest: entry.digest.clone(),
+            });
+        }
+        let child = fetch(entry.digest.to_string(), Some(entry.clone())).await?;
         if child.bytes.len() as u64 != entry.size {
             return Err(TransportError::SizeMismatch {
                 what: format!("manifest {} of {reference}", entry.digest),
@@ -249,15 +411,11 @@ pub async fn resolve(
     })
 }
 
-#[derive(Default)]
-struct Stats {
-    fetched: usize,
-    skipped: usize,
-    bytes: u64,
-}
-
-/// Foreign layers are not fetched (their `urls` point outside the registry).
-fn check_layers(layers: &[Descriptor]) -> Result<(), TransportError> {
+/// Foreign layers are fetched only when asked (from their `urls`, or the registry).
+fn check_layers(layers: &[Descriptor], foreign_allowed: bool) -> Result<(), TransportError> {
+    if foreign_allowed {
+        return Ok(());
+    }
     if let Some(l) = layers.iter().find(|l| l.media_type.is_foreign_layer()) {
         return Err(TransportError::ForeignLayer {
             digest: l.digest.clone(),
@@ -266,12 +424,12 @@ fn check_layers(layers: &[Descriptor]) -> Result<(), TransportError> {
     Ok(())
 }
 
+/// The config's bytes: from the store, or fetched and verified (the caller stores it
+/// once the layers are in; its lock is held meanwhile).
 async fn fetch_config(
-    client: &RegistryClient,
-    store: &Store,
-    repo: &str,
+    ctx: &Ctx<'_>,
     desc: &Descriptor,
-    progress: &dyn Progress,
+    stats: &mut Stats,
 ) -> Result<Vec<u8>, TransportError> {
     if desc.size > MAX_CONFIG_SIZE {
         return Err(TransportError::SizeMismatch {
@@ -281,40 +439,56 @@ async fn fetch_config(
         });
     }
     let d = desc.digest.clone();
-    let s = store.clone();
+    let s = ctx.store.clone();
     if blocking(move || s.has_blob(&d)).await??.is_some() {
         let d = desc.digest.clone();
-        let s = store.clone();
+        let s = ctx.store.clone();
         let bytes = blocking(move || s.read_blob(&d, MAX_CONFIG_SIZE)).await??;
-        progress.event(&ProgressEvent::BlobDone {
+        ctx.progress.event(&ProgressEvent::BlobDone {
             digest: &desc.digest,
             size: desc.size,
             kind: BlobKind::Config,
             skipped: true,
         });
+        stats.skipped += 1;
         return Ok(bytes);
     }
-    // Verified here, stored by the caller once the layers are in.
-    let bytes = client.get_blob_bytes(repo, desc, MAX_CONFIG_SIZE).await?;
-    progress.event(&ProgressEvent::BlobDone {
+    let what = format!("config {}", desc.digest);
+    let (bytes, src) = ctx
+        .sources
+        .first_ok(false, ctx.progress, &what, |c, repo| async move {
+            Ok(c.get_blob_bytes(&repo, desc, MAX_CONFIG_SIZE).await?)
+        })
+        .await?;
+    let endpoint = match ctx.sources.client(src).await {
+        Ok(c) => format!("{}/v2/{}/blobs/{}", c.base_url(), src.repo, desc.digest),
+        Err(_) => src.label.clone(),
+    };
+    ctx.progress.event(&ProgressEvent::BlobStart {
+        digest: &desc.digest,
+        size: desc.size,
+        kind: BlobKind::Config,
+        endpoint: &endpoint,
+    });
+    ctx.progress.event(&ProgressEvent::BlobDone {
         digest: &desc.digest,
         size: desc.size,
         kind: BlobKind::Config,
         skipped: false,
     });
+    stats.fetched += 1;
+    stats.bytes += desc.size;
+    stats.endpoints.insert(desc.digest.clone(), endpoint);
     Ok(bytes)
 }
 
-async fn fetch_layers(
-    client: &RegistryClient,
-    store: &Store,
-    repo: &str,
+/// Fetch the missing layers, `jobs` at a time, each digest once.
+pub(crate) async fn fetch_layers(
+    ctx: &Ctx<'_>,
     layers: &[Descriptor],
-    jobs: usize,
-    progress: &dyn Progress,
     stats: &mut Stats,
 ) -> Result<(), TransportError> {
-    let sem = Arc::new(Semaphore::new(jobs.max(1)));
+    let sem = Arc::new(Semaphore::new(ctx.opts.jobs.max(1)));
     let mut unique: Vec<&Descriptor> = Vec::new();
     let mut seen = HashSet::new();
     for l in layers {
@@ -326,220 +500,27 @@ async fn fetch_layers(
         let sem = sem.clone();
         async move {
             let _permit = sem.acquire().await.expect("semaphore never closed");
-            fetch_blob(client, store, repo, desc, BlobKind::Layer, progress).await
+            fetch_blob(ctx, desc, BlobKind::Layer)
+                .await
+                .map(|r| (desc, r))
         }
     });
     // Run them together on this task (progress is borrowed); hashing and writing
     // happen on blocking threads, so the runtime's workers never stall.
     let results = futures_util::future::try_join_all(futures).await?;
-    for r in results {
+    for (desc, r) in results {
         match r {
-            Some(n) => {
+            Some(f) => {
                 stats.fetched += 1;
-                stats.bytes += n;
+                stats.bytes += f.wire;
+                if f.resumed > 0 {
+                    stats.resumed += 1;
+                    stats.resumed_bytes += f.resumed;
+                }
+                stats.endpoints.insert(desc.digest.clone(), f.endpoint);
             }
             None => stats.skipped += 1,
         }
     }
     Ok(())
-}
-
-/// Fetch one blob into the store unless present. Returns the bytes downloaded, or
-/// `None` when the blob was already there.
-async fn fetch_blob(
-    client: &RegistryClient,
-    store: &Store,
-    repo: &str,
-    desc: &Descriptor,
-    kind: BlobKind,
-    progress: &dyn Progress,
-) -> Result<Option<u64>, TransportError> {
-    let skipped = |p: &dyn Progress| {
-        p.event(&ProgressEvent::BlobDone {
-            digest: &desc.digest,
-            size: desc.size,
-            kind,
-            skipped: true,
-        })
-    };
-    let (s, d) = (store.clone(), desc.digest.clone());
-    if blocking(move || s.has_blob(&d)).await??.is_some() {
-        skipped(progress);
-        return Ok(None);
-    }
-    // One download per blob across processes: hold the digest's lock, then look again.
-    let (s, d) = (store.clone(), desc.digest.clone());
-    let _lock = blocking(move || s.lock_blob(&d)).await??;
-    let (s, d) = (store.clone(), desc.digest.clone());
-    if blocking(move || s.has_blob(&d)).await??.is_some() {
-        skipped(progress);
-        return Ok(None);
-    }
-
-    let mut resp = client.get_blob(repo, desc).await?;
-    if let Some(len) = resp.size
-        && len != desc.size
-    {
-        return Err(TransportError::SizeMismatch {
-            what: format!("blob {} from {}", desc.digest, resp.url),
-            expected: desc.size,
-            actual: len,
-        });
-    }
-    progress.event(&ProgressEvent::BlobStart {
-        digest: &desc.digest,
-        size: desc.size,
-        kind,
-        endpoint: &resp.url,
-    });
-    let (s, d, size) = (store.clone(), desc.digest.clone(), desc.size);
-    let mut writer = blocking(move || s.blob_writer(&d, Some(size))).await??;
-    let (tx, mut rx) = mpsc::channel::<bytes::Bytes>(32);
-    let write_task = tokio::task::spawn_blocking(move || -> Result<(), TransportError> {
-        while let Some(chunk) = rx.blocking_recv() {
-            writer
-                .write_all(&chunk)
-                .map_err(|source| TransportError::Io {
-                    what: "writing a blob to the store".into(),
-                    source,
-                })?;
-        }
-        writer.commit()?;
-        Ok(())
-    });
-    let mut done: u64 = 0;
-    let body = async {
-        while let Some(chunk) = resp.chunk().await? {
-            done += chunk.len() as u64;
-            if done > desc.size {
-                return Err(TransportError::SizeMismatch {
-                    what: format!(
-                        "blob {} from {} (body longer than declared)",
-                        desc.digest, resp.url
-                    ),
-                    expected: desc.size,
-                    actual: done,
-                });
-            }
-            if tx.send(chunk).await.is_err() {
-                // The writer stopped; its error is reported below.
-                break;
-            }
-            progress.event(&ProgressEvent::BlobProgress {
-                digest: &desc.digest,
-                done,
-            });
-        }
-        Ok(())
-    };
-    let body_result = body.await;
-    drop(tx);
-    let write_result = write_task.await.map_err(|e| TransportError::Task {
-        what: e.to_string(),
-    })?;
-    body_result?;
-    write_result.map_err(|e| match e {
-        // The registry served content that is not this blob: say where it came from.
-        TransportError::Store(
-            source @ (StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. }),
-        ) => TransportError::BadBlob {
-            url: resp.url.clone(),
-            source: Box::new(source),
-        },
-        other => other,
-    })?;
-    progress.event(&ProgressEvent::BlobDone {
-        digest: &desc.digest,
-        size: desc.size,
-        kind,
-        skipped: false,
-    });
-    Ok(Some(done))
-}
-
-#[allow(clippy::too_many_arguments)]
-async fn convert_schema1(
-    client: &RegistryClient,
-    store: &Store,
-    repo: &str,
-    (reference, digest): (&Reference, &Digest),
-    m: &Schema1Manifest,
-    opts: &PullOptions,
-    progress: &dyn Progress,
-    stats: &mut Stats,
-) -> Result<(Descriptor, Vec<u8>), TransportError> {
-    let content = m.content_layers()?;
-    // Schema 1 carries no sizes: learn them with HEAD.
-    let mut layers = Vec::with_capacity(content.len());
-    for d in &content {
-        let size = client.head_blob(repo, d).await?.ok_or_else(|| {
-            TransportError::Registry(hoist_registry::RegistryError::NotFound {
-                url: format!("{}/v2/{repo}/blobs/{d}", client.base_url()),
-                what: format!("schema 1 layer {d}"),
-            })
-        })?;
-        layers.push(Descriptor::new(MediaType::DockerLayerGzip, d.clone(), size));
-    }
-    progress.event(&ProgressEvent::Resolved {
-        reference: &reference.to_string(),
-        digest,
-        layers: layers.len(),
-        total_bytes: layers.iter().map(|l| l.size).sum(),
-    });
-    fetch_layers(client, store, repo, &layers, opts.jobs, progress, stats).await?;
-    let s = store.clone();
-    let digests = content.clone();
-    let diff_ids = blocking(move || {
-        digests
-            .iter()
-            .map(|d| diff_id_of_gzip_blob(&s, d))
-            .collect::<Result<Vec<_>, _>>()
-    })
-    .await??;
-    let config = m.to_config(&diff_ids)?;
-    let sizes: Vec<u64> = layers.iter().map(|l| l.size).collect();
-    let manifest = m.to_manifest(&config, &sizes)?;
-    let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| TransportError::Io {
-        what: "encoding the converted schema 1 manifest".into(),
-        source: std::io::Error::other(e),
-    })?;
-    let (s, d, c) = (store.clone(), manifest.config.digest.clone(), config);
-    blocking(move || s.put_blob(&d, &c)).await??;
-    Ok((
-        Descriptor::new(
-            MediaType::DockerManifest,
-            Digest::sha256_of(&manifest_bytes),
-            manifest_bytes.len() as u64,
-        ),
-        manifest_bytes,
-    ))
-}
-
-/// The diff ID of a gzip layer blob in the store: the digest of its decompressed bytes.
-fn diff_id_of_gzip_blob(store: &Store, d: &Digest) -> Result<Digest, TransportError> {
-    let f = store.open_blob(d)?;
-    let mut dec = flate2::read::MultiGzDecoder::new(std::io::BufReader::new(f));
-    let mut h = hoist_types::Algorithm::Sha256.hasher();
-    let mut buf = vec![0u8; 256 * 1024];
-    loop {
-        let n = dec.read(&mut buf).map_err(|source| TransportError::Io {
-            what: format!("decompressing layer {d}"),
-            source,
-        })?;
-        if n == 0 {
-            break;
-        }
-        h.update(&buf[..n]);
-    }
-    Ok(h.finish())
-}
-
-async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, TransportError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| TransportError::Task {
-            what: e.to_string(),
-        })
 }

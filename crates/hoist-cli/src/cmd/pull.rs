@@ -1,11 +1,15 @@
 //! `hoist pull`.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
 use bytesize::ByteSize;
-use hoist_transport::{DEFAULT_JOBS, PullOptions};
-use hoist_types::{Platform, Reference};
+use hoist_registry::{MirrorSources, SharedProgress};
+use hoist_transport::{
+    DEFAULT_JOBS, DEFAULT_RANGE_CONNECTIONS, DEFAULT_RANGE_THRESHOLD, PullOptions,
+};
+use hoist_types::{Platform, Progress, Reference};
 
 use crate::opts::{GlobalArgs, RegistryArgs};
 use crate::progress::reporter;
@@ -21,6 +25,17 @@ pub struct Args {
     /// How many layers are fetched at once.
     #[arg(short = 'j', long, default_value_t = DEFAULT_JOBS)]
     pub jobs: usize,
+    /// Connections used for one large blob (Range slices fetched in parallel); 1 never
+    /// splits a blob.
+    #[arg(long, default_value_t = DEFAULT_RANGE_CONNECTIONS, value_name = "N")]
+    pub range_connections: usize,
+    /// Blobs at least this large are split over --range-connections (`64MiB`, `1GB`).
+    #[arg(long, default_value_t = ByteSize(DEFAULT_RANGE_THRESHOLD), value_name = "SIZE")]
+    pub range_threshold: ByteSize,
+    /// Fetch foreign (non-distributable) layers from the URLs in their descriptors,
+    /// without credentials. Off by default: such layers are an error.
+    #[arg(long)]
+    pub foreign_layers: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -37,21 +52,45 @@ pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
         None => Platform::host(),
     };
     anyhow::ensure!(a.jobs >= 1, "-j must be at least 1");
+    anyhow::ensure!(
+        a.range_connections >= 1,
+        "--range-connections must be at least 1"
+    );
     let store = g.open_store()?;
+    let mirrors = MirrorSources::from_env()
+        .load()
+        .context("reading the mirror configuration")?;
+    let progress: Arc<dyn Progress> = Arc::from(reporter(g.progress_mode()));
+    let mut registry = a.registry.client_options()?;
+    registry.progress = Some(SharedProgress(progress.clone()));
     let opts = PullOptions {
         platform,
         jobs: a.jobs,
-        registry: a.registry.client_options()?,
+        registry,
+        mirrors,
+        range_threshold: a.range_threshold.as_u64(),
+        range_connections: a.range_connections,
+        foreign_layers: a.foreign_layers,
     };
-    let progress = reporter(g.progress_mode());
     let start = Instant::now();
     let report = hoist_transport::pull(&store, &reference, &opts, progress.as_ref())
         .await
-        .with_context(|| format!("pulling {reference}"))?;
+        .with_context(|| format!("pulling {reference}"));
+    drop(opts);
     drop(progress);
+    let report = report?;
     if !g.quiet {
+        let resumed = if report.blobs_resumed > 0 {
+            format!(
+                ", {} resumed ({} kept from an earlier run)",
+                report.blobs_resumed,
+                ByteSize(report.bytes_resumed)
+            )
+        } else {
+            String::new()
+        };
         eprintln!(
-            "pulled {reference} in {:.2}s: {} blobs fetched ({}), {} already present",
+            "pulled {reference} in {:.2}s: {} blobs fetched ({}){resumed}, {} already present",
             start.elapsed().as_secs_f64(),
             report.blobs_fetched,
             ByteSize(report.bytes_fetched),
