@@ -43,6 +43,12 @@ enum Command {
     Login(cmd::login::LoginArgs),
     /// Remove stored credentials for a registry.
     Logout(cmd::login::LogoutArgs),
+    /// Unpack an image from the store into a directory (or an OCI runtime bundle).
+    Unpack(cmd::unpack::Args),
+    /// Write an image's flattened root filesystem as a tar (whiteouts applied).
+    Export(cmd::export::Args),
+    /// Build a root filesystem (directory, ext4 or erofs; flattened or per layer), cached.
+    Rootfs(cmd::rootfs::Args),
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -101,6 +107,9 @@ fn run(command: Command, g: &GlobalArgs) -> anyhow::Result<()> {
             Command::Catalog(a) => cmd::tags::catalog(a, g).await,
             Command::Login(a) => cmd::login::login(a, g).await,
             Command::Logout(a) => cmd::login::logout(a),
+            Command::Unpack(a) => cmd::unpack::run(a, g),
+            Command::Export(a) => cmd::export::run(a, g),
+            Command::Rootfs(a) => cmd::rootfs::run(a, g),
             Command::Completions { .. } => unreachable!("handled before the runtime starts"),
         }
     })

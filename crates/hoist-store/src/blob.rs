@@ -146,6 +146,28 @@ impl Store {
         }
     }
 
+    /// Take the exclusive lock `hoist/locks/<name>.lock`, blocking until it is free.
+    /// `name` is 1 to 200 characters of `[a-z0-9._-]`, not starting with `.` (so it
+    /// cannot name another directory); anything else is refused.
+    pub fn lock_named(&self, name: &str) -> Result<NamedLock, StoreError> {
+        let valid = !name.is_empty()
+            && name.len() <= 200
+            && !name.starts_with('.')
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b"._-".contains(&b));
+        let path = self.locks_dir().join(format!("{name}.lock"));
+        if !valid {
+            return Err(StoreError::io(
+                "lock",
+                path,
+                io::Error::new(io::ErrorKind::InvalidInput, "invalid lock name"),
+            ));
+        }
+        let file = fsutil::lock_file(&path, LockMode::Exclusive)?;
+        Ok(NamedLock { _file: file, path })
+    }
+
     fn blob_lock_path(&self, d: &Digest) -> PathBuf {
         self.locks_dir()
             .join(format!("blob-{}-{}.lock", d.algorithm(), d.hex()))
@@ -331,6 +353,20 @@ pub struct BlobLock {
 }
 
 impl BlobLock {
+    /// The lock file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+/// An exclusive named lock ([`Store::lock_named`]), released on drop.
+#[derive(Debug)]
+pub struct NamedLock {
+    _file: File,
+    path: PathBuf,
+}
+
+impl NamedLock {
     /// The lock file.
     pub fn path(&self) -> &Path {
         &self.path

@@ -37,6 +37,25 @@
 //!       store.lock                  exclusive for every change of records/index.json,
 //!                                   shared for consistent reads
 //!       blob-<alg>-<hex>.lock       per-digest ingest locks (Store::lock_blob)
+//!       rootfs-<entry>.lock         one per rootfs cache entry (Store::lock_named), held
+//!                                   while that entry is built, so it is built once
+//!     rootfs/                       root filesystems built from images (hoist-unpack,
+//!                                   hoist-mkfs), a cache: every entry can be rebuilt
+//!       <kind>-<format>-<alg>-<hex>/  one entry; kind "flat" is keyed by the top chain
+//!                                   ID, kind "layer" by a layer's diff ID; format is
+//!                                   dir, dir-rootless, ext4 or erofs
+//!         entry.json                what the entry is: kind, format, key, diff IDs and
+//!                                   chain IDs it covers, artifact name, size, creation
+//!                                   time; the roots a GC marks from are the image
+//!                                   records whose chain IDs (flat) or diff IDs (layer)
+//!                                   contain the key
+//!         rootfs/ | rootfs.ext4 | rootfs.erofs | layer/ | layer.ext4 | layer.erofs
+//!                                   the artifact
+//!       .tmp-<entry>.<pid>.<n>/     an entry being built; renamed into place complete
+//!                                   (artifact and entry.json), so an entry directory
+//!                                   that exists is whole; one left by a killed build is
+//!                                   removed by the next build of that entry (under its
+//!                                   lock); a GC may remove any whose lock is free
 //! ```
 //!
 //! # Rules that keep it consistent
@@ -71,7 +90,7 @@ use std::sync::Arc;
 
 use hoist_types::{Digest, Reference};
 
-pub use blob::{BlobLock, BlobWriter, INGEST_GRACE};
+pub use blob::{BlobLock, BlobWriter, INGEST_GRACE, NamedLock};
 pub use error::StoreError;
 pub use index::ANNOTATION_IMAGE_ID;
 pub use partial::{PARTIAL_GRACE, PartialBlob, PartialInfo, SliceWriter};
@@ -155,6 +174,12 @@ impl Store {
     /// The store's root directory.
     pub fn root(&self) -> &Path {
         &self.inner.root
+    }
+
+    /// `ROOT/hoist/rootfs`: where root filesystems built from this store's images are
+    /// cached (see the layout above). Not created by [`Store::open`]; its users create it.
+    pub fn rootfs_dir(&self) -> PathBuf {
+        self.hoist_dir().join("rootfs")
     }
 
     /// All images, sorted by ID. Names are as the store currently resolves them.

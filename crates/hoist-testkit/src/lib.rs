@@ -22,6 +22,10 @@
 //! - [`skopeo`]: helpers to push layouts with `skopeo copy` and to `skopeo inspect` references.
 //! - [`certs`]: the test CA, token-signing certificate and htpasswd lines (via `openssl`/`htpasswd`).
 //! - [`http`]: a tiny blocking HTTP/1.1 client for plain-HTTP pokes at a registry or token server.
+//! - [`tree`]: directory-tree snapshots and comparison (path, type, mode, owner, size, content
+//!   hash, link target, xattrs, hardlinks), and the overlayfs merge of per-layer trees.
+//! - [`evil`]: evil layer tars (path escapes, symlink and hardlink tricks, bad whiteouts, parser
+//!   differentials, bombs), generated in code, aimed at a sentinel directory.
 //!
 //! The peers are Debian packages; `scripts/install-deps.sh` installs them. A test that needs them
 //! starts with [`require_peers!`], which skips (with a printed reason) when a peer is missing, unless
@@ -45,12 +49,14 @@
 //! ```
 
 pub mod certs;
+pub mod evil;
 pub mod fake;
 pub mod http;
 pub mod images;
 pub mod registry;
 pub mod skopeo;
 pub mod token;
+pub mod tree;
 
 pub use fake::{FakeRegistry, FakeResponse};
 pub use registry::Registry;

@@ -1,10 +1,13 @@
 //! One module per command.
 
+pub mod export;
 pub mod images;
 pub mod inspect;
 pub mod login;
 pub mod pull;
+pub mod rootfs;
 pub mod tags;
+pub mod unpack;
 
 use std::io::Write;
 

@@ -1,0 +1,86 @@
+//! `hoist rootfs`: a root filesystem (directory, ext4 or erofs; flattened or per layer) from
+//! an image in the store, cached; prints the result as JSON.
+
+use std::path::PathBuf;
+
+use anyhow::Context as _;
+use clap::ValueEnum;
+use hoist_mkfs::{BuildOptions, Format, Size};
+use hoist_unpack::UnpackOptions;
+
+use crate::cmd::print_json;
+use crate::opts::GlobalArgs;
+use crate::progress::reporter;
+
+/// Formats of `--format`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum FormatArg {
+    /// A directory tree.
+    Dir,
+    /// An ext4 image (written through a loop mount, or mke2fs -d).
+    Ext4,
+    /// An erofs image (mkfs.erofs).
+    Erofs,
+}
+
+/// Arguments of `hoist rootfs`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The image in the store: a name, an ID or an ID prefix.
+    pub image: String,
+    /// What to build.
+    #[arg(long, value_enum, default_value_t = FormatArg::Dir)]
+    pub format: FormatArg,
+    /// One artifact per layer (overlayfs whiteouts), to stack base → top as overlay lowers.
+    #[arg(long)]
+    pub per_layer: bool,
+    /// Also write the result here: a file for a flattened image, a directory otherwise.
+    #[arg(short, long, value_name = "PATH")]
+    pub output: Option<PathBuf>,
+    /// Size of ext4 images: auto (the tree plus headroom) or e.g. 2G, 512M.
+    #[arg(long, default_value = "auto")]
+    pub size: Size,
+    /// Rebuild even when the result is cached.
+    #[arg(long)]
+    pub force: bool,
+    /// Directories in rootless mode (owners in the user.rootlesscontainers xattr) [default
+    /// when not root]. Images always carry the real owners.
+    #[arg(long)]
+    pub rootless: bool,
+}
+
+/// Run it.
+pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
+    let store = g.open_store()?;
+    let image = store.resolve(&a.image)?;
+    let opts = BuildOptions {
+        format: Some(match a.format {
+            FormatArg::Dir => Format::Dir,
+            FormatArg::Ext4 => Format::Ext4,
+            FormatArg::Erofs => Format::Erofs,
+        }),
+        per_layer: a.per_layer,
+        size: a.size,
+        force: a.force,
+        output: a.output.clone(),
+        unpack: UnpackOptions {
+            rootless: a.rootless || !hoist_unpack::is_root(),
+            ..UnpackOptions::default()
+        },
+        ..BuildOptions::default()
+    };
+    let progress = reporter(g.progress_mode());
+    let result =
+        hoist_mkfs::build_rootfs(&store, &image, &opts, progress.as_ref()).with_context(|| {
+            format!(
+                "building the {} root filesystem of {}",
+                a.format
+                    .to_possible_value()
+                    .map(|v| v.get_name().to_string())
+                    .unwrap_or_default(),
+                a.image
+            )
+        })?;
+    drop(progress);
+    print_json(&result)
+}

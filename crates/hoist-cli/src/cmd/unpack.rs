@@ -1,0 +1,88 @@
+//! `hoist unpack`: an image from the store into a root filesystem directory or an OCI
+//! runtime bundle.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::Context as _;
+use bytesize::ByteSize;
+use hoist_unpack::{IdMap, UnpackOptions};
+
+use crate::opts::GlobalArgs;
+use crate::progress::reporter;
+
+/// Arguments of `hoist unpack`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The image in the store: a name, an ID or an ID prefix.
+    pub image: String,
+    /// The target directory: created; it must be absent or empty.
+    pub dir: PathBuf,
+    /// Write an OCI runtime bundle: DIR/rootfs and DIR/config.json.
+    #[arg(long)]
+    pub bundle: bool,
+    #[command(flatten)]
+    pub owners: OwnerArgs,
+}
+
+/// How ownership is applied (shared by `unpack` and `rootfs`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct OwnerArgs {
+    /// Rootless mode: owners recorded in the user.rootlesscontainers xattr, devices skipped
+    /// [default when not root].
+    #[arg(long)]
+    pub rootless: bool,
+    /// Map layer uids to host uids, CONTAINER:HOST:SIZE (repeatable; root mode).
+    #[arg(long = "uid-map", value_name = "C:H:N")]
+    pub uid_map: Vec<IdMap>,
+    /// Map layer gids to host gids, CONTAINER:HOST:SIZE (repeatable; root mode).
+    #[arg(long = "gid-map", value_name = "C:H:N")]
+    pub gid_map: Vec<IdMap>,
+}
+
+impl OwnerArgs {
+    /// The unpack options these arguments describe.
+    pub fn options(&self) -> anyhow::Result<UnpackOptions> {
+        let rootless = self.rootless || !hoist_unpack::is_root();
+        anyhow::ensure!(
+            !rootless || (self.uid_map.is_empty() && self.gid_map.is_empty()),
+            "--uid-map and --gid-map apply in root mode only (rootless mode records owners instead)"
+        );
+        Ok(UnpackOptions {
+            rootless,
+            uid_map: self.uid_map.clone(),
+            gid_map: self.gid_map.clone(),
+            ..UnpackOptions::default()
+        })
+    }
+}
+
+/// Run it.
+pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
+    let store = g.open_store()?;
+    let image = store.resolve(&a.image)?;
+    let opts = a.owners.options()?;
+    let progress = reporter(g.progress_mode());
+    let start = Instant::now();
+    let report = if a.bundle {
+        hoist_unpack::unpack_bundle(&store, &image, &a.dir, &opts, progress.as_ref())
+    } else {
+        hoist_unpack::unpack_image(&store, &image, &a.dir, &opts, progress.as_ref())
+    }
+    .with_context(|| format!("unpacking {} into {}", a.image, a.dir.display()))?;
+    drop(progress);
+    if !g.quiet {
+        eprintln!(
+            "unpacked {} ({}) into {}{} in {:.2}s: {} layers, {}{}",
+            a.image,
+            image.id.short(),
+            a.dir.display(),
+            if a.bundle { " (bundle)" } else { "" },
+            start.elapsed().as_secs_f64(),
+            report.layers.len(),
+            ByteSize(report.tar_bytes()),
+            if opts.rootless { ", rootless" } else { "" },
+        );
+    }
+    Ok(())
+}

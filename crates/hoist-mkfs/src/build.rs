@@ -1,0 +1,643 @@
+//! The rootfs builder: an image in the store in, a root filesystem out (a directory, an ext4
+//! or an erofs image; flattened or one per layer), cached in the store: flattened results by
+//! the top chain ID, per-layer ones by diff ID. This is matchlock's `Builder`.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use hoist_store::{ImageRecord, Store};
+use hoist_types::{Digest, Progress, ProgressEvent};
+use hoist_unpack::cache::{
+    ArtifactFormat, Cache, CacheEntry, EntryKey, EntryKind, EntryRecord, now_secs,
+};
+use hoist_unpack::{Rootfs, UnpackOptions, WhiteoutMode};
+use serde::Serialize;
+
+use crate::MkfsError;
+use crate::mkfs::{FsType, make_erofs, make_ext4};
+use crate::mounted::Outcome;
+use crate::size::{Size, Usage};
+
+/// What to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Format {
+    /// A directory tree.
+    Dir,
+    /// An ext4 image.
+    Ext4,
+    /// An erofs image.
+    Erofs,
+}
+
+impl Format {
+    /// `dir`, `ext4` or `erofs`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Format::Dir => "dir",
+            Format::Ext4 => "ext4",
+            Format::Erofs => "erofs",
+        }
+    }
+
+    fn fs_type(self) -> Option<FsType> {
+        match self {
+            Format::Dir => None,
+            Format::Ext4 => Some(FsType::Ext4),
+            Format::Erofs => Some(FsType::Erofs),
+        }
+    }
+}
+
+/// How to build.
+#[derive(Debug, Clone, Default)]
+pub struct BuildOptions {
+    /// The artifact format.
+    pub format: Option<Format>,
+    /// One artifact per layer (whiteouts in overlayfs form), stacked base → top.
+    pub per_layer: bool,
+    /// The size of ext4 images.
+    pub size: Size,
+    /// Rebuild even when cached.
+    pub force: bool,
+    /// Also write the result here (a file for a flattened image, a directory otherwise).
+    pub output: Option<PathBuf>,
+    /// Unpack options (rootless mode and limits). Images (ext4, erofs) always carry the
+    /// layers' real owners and devices, so they need root whatever the mode.
+    pub unpack: UnpackOptions,
+    /// How ext4 images are written.
+    pub ext4_writer: Ext4Writer,
+}
+
+/// How ext4 images are written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Ext4Writer {
+    /// By the kernel, through a loop mount in a private mount namespace (falls back to
+    /// [`Ext4Writer::MkfsDir`] where loop mounts are refused).
+    #[default]
+    Kernel,
+    /// By `mke2fs -d` from an unpacked directory.
+    MkfsDir,
+}
+
+/// One layer of the image, and its artifact when built per layer.
+#[derive(Debug, Clone, Serialize)]
+pub struct LayerResult {
+    /// The layer blob digest.
+    pub digest: Digest,
+    /// Its diff ID.
+    pub diff_id: Digest,
+    /// Its chain ID.
+    pub chain_id: Digest,
+    /// Its media type.
+    pub media_type: String,
+    /// Compressed size.
+    pub size: u64,
+    /// The per-layer artifact.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub path: Option<PathBuf>,
+    /// The per-layer artifact's type (`dir`, `ext4`, `erofs`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fs_type: Option<&'static str>,
+    /// Whether the per-layer artifact came from the cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub cached: Option<bool>,
+}
+
+/// The run config a runtime needs.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct RunInfo {
+    /// `User` (`name` or `uid[:gid]`).
+    pub user: Option<String>,
+    /// `WorkingDir`.
+    pub workdir: Option<String>,
+    /// `Entrypoint`.
+    pub entrypoint: Vec<String>,
+    /// `Cmd`.
+    pub cmd: Vec<String>,
+    /// `Env`.
+    pub env: Vec<String>,
+}
+
+/// What [`build_rootfs`] produced (printed as JSON by `hoist rootfs`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BuildResult {
+    /// The image ID.
+    pub image: Digest,
+    /// `dir`, `ext4` or `erofs`.
+    pub format: &'static str,
+    /// One artifact per layer?
+    pub per_layer: bool,
+    /// The root filesystem: the flattened artifact, or (per layer) the base layer's.
+    pub rootfs_path: PathBuf,
+    /// Artifacts to stack, base → top (one for a flattened build).
+    pub lower_paths: Vec<PathBuf>,
+    /// Their types.
+    pub lower_fs_types: Vec<&'static str>,
+    /// The image's layers, base first.
+    pub layers: Vec<LayerResult>,
+    /// The top chain ID (the flattened cache key).
+    pub chain_id: Digest,
+    /// Bytes of the artifacts (image files' sizes; files in directories).
+    pub size: u64,
+    /// True when everything came from the cache.
+    pub cached: bool,
+    /// The run config.
+    pub run_config: RunInfo,
+}
+
+fn status(progress: &dyn Progress, message: &str) {
+    progress.event(&ProgressEvent::Status { message });
+}
+
+/// The chain ID of an image with no layers.
+fn empty_chain() -> Digest {
+    Digest::sha256_of(b"")
+}
+
+/// Builds (or finds in the cache) the root filesystem of `image`.
+pub fn build_rootfs(
+    store: &Store,
+    image: &ImageRecord,
+    opts: &BuildOptions,
+    progress: &dyn Progress,
+) -> Result<BuildResult, MkfsError> {
+    let format = opts.format.unwrap_or(Format::Dir);
+    if image.layers.len() != image.diff_ids.len() {
+        return Err(hoist_unpack::UnpackError::LayerCount {
+            image: image.id.clone(),
+            layers: image.layers.len(),
+            diff_ids: image.diff_ids.len(),
+        }
+        .into());
+    }
+    let root = hoist_unpack::is_root();
+    if format != Format::Dir && !root {
+        return Err(MkfsError::NeedsRoot {
+            what: "building ext4 and erofs images",
+            why: "the image must carry the layers' owners and device nodes, which only root can create",
+        });
+    }
+    if opts.per_layer && !root {
+        return Err(MkfsError::NeedsRoot {
+            what: "--per-layer",
+            why: "overlayfs whiteouts are 0/0 device nodes and trusted.overlay.* xattrs",
+        });
+    }
+    let config = hoist_unpack::image_config(store, image)?;
+    let rc = config.run_config();
+    let run_config = RunInfo {
+        user: rc.user.clone(),
+        workdir: rc.working_dir.clone(),
+        entrypoint: rc.entrypoint.clone().unwrap_or_default(),
+        cmd: rc.cmd.clone().unwrap_or_default(),
+        env: rc.env.clone().unwrap_or_default(),
+    };
+    let chain_id = image.chain_ids.last().cloned().unwrap_or_else(empty_chain);
+    let mut layers: Vec<LayerResult> = image
+        .layers
+        .iter()
+        .zip(&image.diff_ids)
+        .zip(&image.chain_ids)
+        .map(|((d, diff), chain)| LayerResult {
+            digest: d.digest.clone(),
+            diff_id: diff.clone(),
+            chain_id: chain.clone(),
+            media_type: d.media_type.to_string(),
+            size: d.size,
+            path: None,
+            fs_type: None,
+            cached: None,
+        })
+        .collect();
+    let cache = Cache::new(store)?;
+    let ctx = Ctx {
+        store,
+        image,
+        opts,
+        format,
+        progress,
+        cache: &cache,
+    };
+    let (lower_paths, size, cached) = if opts.per_layer {
+        ctx.per_layer(&mut layers)?
+    } else {
+        ctx.flat(&chain_id)?
+    };
+    let fs_type = format.as_str();
+    Ok(BuildResult {
+        image: image.id.clone(),
+        format: fs_type,
+        per_layer: opts.per_layer,
+        rootfs_path: lower_paths.first().cloned().unwrap_or_default(),
+        lower_fs_types: vec![fs_type; lower_paths.len()],
+        lower_paths,
+        layers,
+        chain_id,
+        size,
+        cached,
+        run_config,
+    })
+}
+
+struct Ctx<'a> {
+    store: &'a Store,
+    image: &'a ImageRecord,
+    opts: &'a BuildOptions,
+    format: Format,
+    progress: &'a dyn Progress,
+    cache: &'a Cache,
+}
+
+/// Root mode options for trees that feed mkfs (the images carry real owners).
+fn root_mode(opts: &UnpackOptions) -> UnpackOptions {
+    UnpackOptions {
+        rootless: false,
+        ..opts.clone()
+    }
+}
+
+fn tree_bytes(dir: &Path) -> Result<u64, MkfsError> {
+    Ok(Usage::of(dir)?.file_bytes)
+}
+
+fn copy_file_atomic(src: &Path, dest: &Path) -> Result<(), MkfsError> {
+    let dir = match dest.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+        _ => PathBuf::from("."),
+    };
+    let tmp = dir.join(format!(
+        ".{}.hoist-{}.tmp",
+        dest.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+        std::process::id()
+    ));
+    fs::copy(src, &tmp).map_err(|e| MkfsError::io("copy to", &tmp, e))?;
+    fs::rename(&tmp, dest).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        MkfsError::io("rename into", dest, e)
+    })
+}
+
+impl Ctx<'_> {
+    fn artifact_format(&self) -> ArtifactFormat {
+        match self.format {
+            Format::Dir if self.opts.unpack.rootless && !self.opts.per_layer => {
+                ArtifactFormat::DirRootless
+            }
+            Format::Dir => ArtifactFormat::Dir,
+            Format::Ext4 => ArtifactFormat::Ext4,
+            Format::Erofs => ArtifactFormat::Erofs,
+        }
+    }
+
+    /// Runs mkfs on `tree` into `image`; returns the image size. `--size` applies to
+    /// flattened ext4 images; per-layer ones are sized automatically.
+    fn mkfs(&self, tree: &Path, image: &Path) -> Result<u64, MkfsError> {
+        let size = if self.opts.per_layer {
+            Size::Auto
+        } else {
+            self.opts.size
+        };
+        match self.format.fs_type() {
+            Some(FsType::Ext4) => make_ext4(tree, image, size),
+            Some(FsType::Erofs) => make_erofs(tree, image),
+            None => unreachable!("directories need no mkfs"),
+        }
+    }
+
+    /// A flattened build: `(lower_paths, size, cached)`.
+    fn flat(&self, chain: &Digest) -> Result<(Vec<PathBuf>, u64, bool), MkfsError> {
+        let n = self.image.layers.len();
+        if self.format == Format::Dir
+            && let Some(out) = &self.opts.output
+        {
+            status(
+                self.progress,
+                &format!("unpacking {} layers into {}", n, out.display()),
+            );
+            hoist_unpack::unpack_image(
+                self.store,
+                self.image,
+                out,
+                &self.opts.unpack,
+                self.progress,
+            )?;
+            return Ok((vec![out.clone()], tree_bytes(out)?, false));
+        }
+        let key = EntryKey {
+            kind: EntryKind::Flat,
+            format: self.artifact_format(),
+            key: chain.clone(),
+        };
+        let artifact = key.format.artifact_name(EntryKind::Flat);
+        // An explicit ext4 size that differs from the cached image's is a rebuild.
+        let resize = match (self.format, self.opts.size) {
+            (Format::Ext4, Size::Bytes(b)) => {
+                self.cache.lookup(&key)?.is_some_and(|e| e.record.size != b)
+            }
+            _ => false,
+        };
+        let (entry, cached) = self
+            .cache
+            .get_or_build(&key, self.opts.force || resize, |tmp| {
+                self.build_flat(tmp, artifact, chain)
+            })?;
+        self.publish_output(&entry, cached)
+    }
+
+    fn build_flat(
+        &self,
+        tmp: &Path,
+        artifact: &str,
+        chain: &Digest,
+    ) -> Result<EntryRecord, MkfsError> {
+        let n = self.image.layers.len();
+        let size = if self.format == Format::Dir {
+            let dir = tmp.join(artifact);
+            make_dir(&dir)?;
+            status(self.progress, &format!("unpacking {n} layers"));
+            hoist_unpack::unpack_into(
+                self.store,
+                self.image,
+                &dir,
+                &self.opts.unpack,
+                self.progress,
+            )?;
+            tree_bytes(&dir)?
+        } else if let Some(size) = self.try_mounted(tmp, artifact, &|mnt: &Path| {
+            status(
+                self.progress,
+                &format!("writing {n} layers into the mounted ext4 image"),
+            );
+            hoist_unpack::unpack_into(
+                self.store,
+                self.image,
+                mnt,
+                &root_mode(&self.opts.unpack),
+                self.progress,
+            )?;
+            Ok(())
+        })? {
+            size
+        } else {
+            // A cached root-mode directory of the same chain is a ready source.
+            let dir_key = EntryKey {
+                kind: EntryKind::Flat,
+                format: ArtifactFormat::Dir,
+                key: chain.clone(),
+            };
+            let cached_dir = self.cache.lookup(&dir_key)?;
+            let tree = match &cached_dir {
+                Some(e) => e.artifact(),
+                None => {
+                    let t = tmp.join("tree");
+                    make_dir(&t)?;
+                    status(self.progress, &format!("unpacking {n} layers"));
+                    hoist_unpack::unpack_into(
+                        self.store,
+                        self.image,
+                        &t,
+                        &root_mode(&self.opts.unpack),
+                        self.progress,
+                    )?;
+                    t
+                }
+            };
+            status(
+                self.progress,
+                &format!("building the {} image", self.format.as_str()),
+            );
+            let size = self.mkfs(&tree, &tmp.join(artifact))?;
+            if cached_dir.is_none() {
+                hoist_unpack::cache::remove_tree(&tree)?;
+            }
+            size
+        };
+        Ok(EntryRecord {
+            version: 1,
+            kind: EntryKind::Flat,
+            format: self.artifact_format(),
+            key: chain.clone(),
+            diff_ids: self.image.diff_ids.clone(),
+            chain_ids: self.image.chain_ids.clone(),
+            artifact: artifact.to_string(),
+            size,
+            created: now_secs(),
+        })
+    }
+
+    /// Writes an ext4 image through a loop mount ([`crate::mounted`]); `None` when the
+    /// format is not ext4, the kernel writer is off, or this host refuses loop mounts (then
+    /// mke2fs -d is used).
+    fn try_mounted(
+        &self,
+        tmp: &Path,
+        artifact: &str,
+        apply: &(dyn Fn(&Path) -> Result<(), MkfsError> + Sync),
+    ) -> Result<Option<u64>, MkfsError> {
+        if self.format != Format::Ext4 || self.opts.ext4_writer != Ext4Writer::Kernel {
+            return Ok(None);
+        }
+        let work = tmp.join("work");
+        make_dir(&work)?;
+        let size = if self.opts.per_layer {
+            Size::Auto
+        } else {
+            self.opts.size
+        };
+        let hint: u64 = self.image.layers.iter().map(|l| l.size).sum();
+        let out = crate::mounted::build(&tmp.join(artifact), &work, size, hint, apply)?;
+        hoist_unpack::cache::remove_tree(&work)?;
+        match out {
+            Outcome::Built(bytes) => Ok(Some(bytes)),
+            Outcome::Unavailable(reason) => {
+                status(
+                    self.progress,
+                    &format!("loop mounts unavailable ({reason}); using mke2fs -d"),
+                );
+                let _ = std::fs::remove_file(tmp.join(artifact));
+                Ok(None)
+            }
+        }
+    }
+
+    /// Copies a cached flattened image to `--output` if asked; `(lower_paths, size, cached)`.
+    fn publish_output(
+        &self,
+        entry: &CacheEntry,
+        cached: bool,
+    ) -> Result<(Vec<PathBuf>, u64, bool), MkfsError> {
+        let path = match &self.opts.output {
+            Some(out) => {
+                copy_file_atomic(&entry.artifact(), out)?;
+                out.clone()
+            }
+            None => entry.artifact(),
+        };
+        Ok((vec![path], entry.record.size, cached))
+    }
+
+    /// A per-layer build: `(lower_paths, size, cached)`.
+    fn per_layer(
+        &self,
+        layers: &mut [LayerResult],
+    ) -> Result<(Vec<PathBuf>, u64, bool), MkfsError> {
+        let format = self.artifact_format();
+        let artifact = format.artifact_name(EntryKind::Layer);
+        let mut paths = Vec::new();
+        let mut total = 0;
+        let mut all_cached = true;
+        let out_dir = match &self.opts.output {
+            Some(o) => {
+                fs::create_dir_all(o).map_err(|e| MkfsError::io("create directory", o, e))?;
+                Some(o.clone())
+            }
+            None => None,
+        };
+        for (i, layer) in layers.iter_mut().enumerate() {
+            let key = EntryKey {
+                kind: EntryKind::Layer,
+                format,
+                key: layer.diff_id.clone(),
+            };
+            let (entry, cached) = self.cache.get_or_build(&key, self.opts.force, |tmp| {
+                self.build_layer(i, tmp, artifact, &layer.diff_id)
+            })?;
+            all_cached &= cached;
+            let path = match (&out_dir, self.format) {
+                (Some(dir), Format::Dir) => {
+                    // Directories are applied afresh (copying a tree safely is no cheaper).
+                    let dest = dir.join(format!("{:02}-{}", i + 1, layer.diff_id.short()));
+                    let dest_str = dest.clone();
+                    hoist_unpack::cache::remove_tree(&dest)?;
+                    make_dir(&dest)?;
+                    let mut rootfs = Rootfs::open(&dest, &self.overlay_opts())?;
+                    hoist_unpack::apply_layers(
+                        self.store,
+                        self.image,
+                        i..i + 1,
+                        &mut rootfs,
+                        self.progress,
+                    )?;
+                    rootfs.finish()?;
+                    dest_str
+                }
+                (Some(dir), _) => {
+                    let dest = dir.join(format!(
+                        "{:02}-{}.{}",
+                        i + 1,
+                        layer.diff_id.short(),
+                        self.format.as_str()
+                    ));
+                    copy_file_atomic(&entry.artifact(), &dest)?;
+                    dest
+                }
+                (None, _) => entry.artifact(),
+            };
+            total += entry.record.size;
+            layer.path = Some(path.clone());
+            layer.fs_type = Some(self.format.as_str());
+            layer.cached = Some(cached);
+            paths.push(path);
+        }
+        Ok((paths, total, all_cached))
+    }
+
+    fn overlay_opts(&self) -> UnpackOptions {
+        UnpackOptions {
+            whiteouts: WhiteoutMode::Overlay,
+            ..root_mode(&self.opts.unpack)
+        }
+    }
+
+    fn build_layer(
+        &self,
+        i: usize,
+        tmp: &Path,
+        artifact: &str,
+        diff_id: &Digest,
+    ) -> Result<EntryRecord, MkfsError> {
+        let n = self.image.layers.len();
+        let overlay = self.overlay_opts();
+        let direct = self.try_mounted(tmp, artifact, &|mnt: &Path| {
+            status(
+                self.progress,
+                &format!("writing layer {}/{n} into the mounted ext4 image", i + 1),
+            );
+            let mut rootfs = Rootfs::open(mnt, &overlay)?;
+            hoist_unpack::apply_layers(
+                self.store,
+                self.image,
+                i..i + 1,
+                &mut rootfs,
+                self.progress,
+            )?;
+            rootfs.finish()?;
+            Ok(())
+        })?;
+        if let Some(size) = direct {
+            return Ok(EntryRecord {
+                version: 1,
+                kind: EntryKind::Layer,
+                format: self.artifact_format(),
+                key: diff_id.clone(),
+                diff_ids: vec![diff_id.clone()],
+                chain_ids: Vec::new(),
+                artifact: artifact.to_string(),
+                size,
+                created: now_secs(),
+            });
+        }
+        let tree = if self.format == Format::Dir {
+            tmp.join(artifact)
+        } else {
+            tmp.join("tree")
+        };
+        make_dir(&tree)?;
+        status(
+            self.progress,
+            &format!(
+                "unpacking layer {}/{n} {} (overlayfs form)",
+                i + 1,
+                self.image.layers[i].digest.short()
+            ),
+        );
+        let mut rootfs = Rootfs::open(&tree, &self.overlay_opts())?;
+        hoist_unpack::apply_layers(self.store, self.image, i..i + 1, &mut rootfs, self.progress)?;
+        rootfs.finish()?;
+        let size = if self.format == Format::Dir {
+            tree_bytes(&tree)?
+        } else {
+            status(
+                self.progress,
+                &format!(
+                    "building the {} image of layer {}/{n}",
+                    self.format.as_str(),
+                    i + 1
+                ),
+            );
+            let size = self.mkfs(&tree, &tmp.join(artifact))?;
+            hoist_unpack::cache::remove_tree(&tree)?;
+            size
+        };
+        Ok(EntryRecord {
+            version: 1,
+            kind: EntryKind::Layer,
+            format: self.artifact_format(),
+            key: diff_id.clone(),
+            diff_ids: vec![diff_id.clone()],
+            chain_ids: Vec::new(),
+            artifact: artifact.to_string(),
+            size,
+            created: now_secs(),
+        })
+    }
+}
+
+fn make_dir(p: &Path) -> Result<(), MkfsError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    fs::create_dir(p).map_err(|e| MkfsError::io("create directory", p, e))?;
+    fs::set_permissions(p, fs::Permissions::from_mode(0o755))
+        .map_err(|e| MkfsError::io("chmod", p, e))
+}

@@ -1,0 +1,96 @@
+//! The crate's one error type.
+
+use std::io;
+use std::path::PathBuf;
+
+use hoist_store::StoreError;
+use hoist_unpack::UnpackError;
+
+/// Everything that can go wrong building root filesystem images. Messages name the tool,
+/// the image file or the path concerned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum MkfsError {
+    /// A program hoist runs is not installed.
+    #[error(
+        "{tool} not found in $PATH, /usr/sbin or /sbin: install the Debian package {package} (apt-get install {package})"
+    )]
+    ToolMissing {
+        /// The program.
+        tool: &'static str,
+        /// The Debian package that provides it.
+        package: &'static str,
+    },
+    /// A program failed.
+    #[error("{tool} failed building {image} ({status}): {stderr}")]
+    ToolFailed {
+        /// The program.
+        tool: &'static str,
+        /// The image being built.
+        image: PathBuf,
+        /// Its exit status.
+        status: String,
+        /// The end of its stderr.
+        stderr: String,
+    },
+    /// A program could not be started.
+    #[error("cannot run {tool}: {source}")]
+    Spawn {
+        /// The program.
+        tool: &'static str,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A filesystem operation failed.
+    #[error("cannot {action} {path}: {source}")]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// A `--size` that does not parse.
+    #[error("invalid size {input:?}: want auto, a number of bytes, or a number with K, M, G or T")]
+    InvalidSize {
+        /// The input.
+        input: String,
+    },
+    /// The requested size cannot hold the tree.
+    #[error(
+        "{size} bytes cannot hold the root filesystem of {image}: it needs about {needed} bytes (use --size auto)"
+    )]
+    TooSmall {
+        /// The requested size.
+        size: u64,
+        /// The estimate.
+        needed: u64,
+        /// The image file.
+        image: PathBuf,
+    },
+    /// Something needs root.
+    #[error("{what} needs root: {why}")]
+    NeedsRoot {
+        /// What was asked.
+        what: &'static str,
+        /// Why root is needed.
+        why: &'static str,
+    },
+    /// Unpacking failed.
+    #[error(transparent)]
+    Unpack(#[from] UnpackError),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+}
+
+impl MkfsError {
+    pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
+        MkfsError::Io {
+            action,
+            path: path.into(),
+            source,
+        }
+    }
+}

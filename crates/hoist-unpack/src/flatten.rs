@@ -1,0 +1,612 @@
+//! Flattened export: all layers merged into one tar, whiteouts applied, streamed.
+//!
+//! Two passes over the layer blobs, nothing extracted to disk:
+//!
+//! 1. **Model.** Every layer is read with the one parser and applied to an in-memory tree
+//!    (paths → directories or leaves sharing "inodes", so hardlinks stay hardlinks) by the
+//!    same rules as the filesystem unpack: symlinks in parent paths resolve inside the root,
+//!    an entry replaces what was at its path, whiteouts and opaque directories hide lower
+//!    layers only, hardlink targets must exist. Each layer's diff ID is checked.
+//! 2. **Emit.** The layers are read again; each node of the final tree is written at the
+//!    position of the entry that created it (so hardlink targets precede their links and a
+//!    file's data is streamed straight from its layer), under its resolved path, with its
+//!    final metadata.
+//!
+//! The output is what `hoist unpack` would produce, as a tar.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::io::Write;
+
+use hoist_store::{ImageRecord, Store};
+use hoist_types::{Progress, ProgressEvent};
+
+use crate::image::check_layers;
+use crate::path::{join, split, subtree_range};
+use crate::stream::{ChannelReader, LayerStream, piped};
+use crate::tar::{Entry, EntryKind, TarReader, Timestamp};
+use crate::whiteout::{self, Whiteout};
+use crate::writer::{Header, TarWriter};
+use crate::{Limits, UnpackError};
+
+/// Symlinks followed in one lookup before `ELOOP`, as Linux.
+const MAX_LINKS: usize = 40;
+
+/// What an export wrote.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ExportReport {
+    /// Entries in the output.
+    pub entries: u64,
+    /// Bytes of the output tar.
+    pub bytes: u64,
+}
+
+/// A position in the layer stream: (layer, entry index).
+type Pos = (usize, u64);
+
+#[derive(Debug, Clone)]
+enum Node {
+    /// A directory: its metadata (`None`: created implicitly) and when it was created.
+    Dir { meta: Option<Box<Entry>>, born: Pos },
+    /// A non-directory: an index into `Model::inodes`.
+    Leaf(usize),
+}
+
+#[derive(Debug)]
+struct Inode {
+    entry: Entry,
+    born: Pos,
+}
+
+/// The in-memory tree of pass 1.
+#[derive(Debug, Default)]
+struct Model {
+    nodes: BTreeMap<Vec<u8>, Node>,
+    inodes: Vec<Inode>,
+    root_meta: Option<(Box<Entry>, Pos)>,
+    /// Paths written by the current layer (as written in the tar, as the unpack does).
+    written: BTreeSet<Vec<u8>>,
+}
+
+fn parent_error(path: &[u8], parent: &[u8]) -> UnpackError {
+    UnpackError::BadParent {
+        path: crate::error::show(path),
+        parent: crate::error::show(parent),
+        reason: "is not a directory inside the root (a file, or a symlink that leads nowhere inside it)",
+    }
+}
+
+impl Model {
+    fn written_at_or_below(&self, p: &[u8]) -> bool {
+        self.written.contains(p) || self.written.range(subtree_range(p)).next().is_some()
+    }
+
+    /// Resolves a directory path inside the root, following symlinks as `openat2(
+    /// RESOLVE_IN_ROOT)` does; missing literal components are created (when `create`) as
+    /// the unpack creates missing parents. Returns the resolved path, or `None` when missing
+    /// and not created.
+    fn resolve_dir(
+        &mut self,
+        dir: &[u8],
+        create: Option<Pos>,
+        entry: &[u8],
+    ) -> Result<Option<Vec<u8>>, UnpackError> {
+        let mut stack: Vec<Vec<u8>> = Vec::new();
+        let mut queue: VecDeque<(Vec<u8>, bool)> = dir
+            .split(|b| *b == b'/')
+            .filter(|c| !c.is_empty())
+            .map(|c| (c.to_vec(), true))
+            .collect();
+        let mut links = 0;
+        let mut literal_prefix_len = 0usize;
+        while let Some((c, literal)) = queue.pop_front() {
+            if literal {
+                literal_prefix_len += c.len() + usize::from(literal_prefix_len > 0);
+            }
+            if c == b"." {
+                continue;
+            }
+            if c == b".." {
+                stack.pop();
+                continue;
+            }
+            let mut cur = stack.join(&b'/');
+            if !cur.is_empty() {
+                cur.push(b'/');
+            }
+            cur.extend_from_slice(&c);
+            match self.nodes.get(&cur) {
+                Some(Node::Dir { .. }) => stack.push(c),
+                Some(Node::Leaf(i)) => {
+                    let EntryKind::Symlink(target) = &self.inodes[*i].entry.kind else {
+                        return Err(parent_error(
+                            entry,
+                            &dir[..literal_prefix_len.min(dir.len())],
+                        ));
+                    };
+                    links += 1;
+                    if links > MAX_LINKS {
+                        return Err(UnpackError::entry_io(
+                            entry,
+                            "resolve the directory",
+                            std::io::Error::from_raw_os_error(40),
+                        ));
+                    }
+                    if target.starts_with(b"/") {
+                        stack.clear();
+                    }
+                    let mut expanded: VecDeque<(Vec<u8>, bool)> = target
+                        .split(|b| *b == b'/')
+                        .filter(|x| !x.is_empty())
+                        .map(|x| (x.to_vec(), false))
+                        .collect();
+                    expanded.extend(queue.drain(..));
+                    queue = expanded;
+                }
+                None => {
+                    let Some(born) = create else {
+                        return Ok(None);
+                    };
+                    if !literal {
+                        return Err(parent_error(
+                            entry,
+                            &dir[..literal_prefix_len.min(dir.len())],
+                        ));
+                    }
+                    self.nodes
+                        .insert(cur.clone(), Node::Dir { meta: None, born });
+                    self.written.insert(dir[..literal_prefix_len].to_vec());
+                    stack.push(c);
+                }
+            }
+        }
+        Ok(Some(stack.join(&b'/')))
+    }
+
+    /// Removes `p` and everything below it.
+    fn remove_subtree(&mut self, p: &[u8]) {
+        self.nodes.remove(p);
+        let doomed: Vec<Vec<u8>> = self
+            .nodes
+            .range(subtree_range(p))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in doomed {
+            self.nodes.remove(&k);
+        }
+    }
+
+    /// Removes what is below the directory at resolved path `real` (literal path `lit`)
+    /// that the current layer did not write, as the unpack's opaque handling does.
+    fn remove_lower_below(&mut self, real: &[u8], lit: &[u8]) {
+        let children: Vec<(Vec<u8>, bool)> = self
+            .nodes
+            .range(subtree_range(real))
+            .filter(|(k, _)| !k[real.len() + usize::from(!real.is_empty())..].contains(&b'/'))
+            .map(|(k, n)| (k.clone(), matches!(n, Node::Dir { .. })))
+            .collect();
+        for (child, is_dir) in children {
+            let name = &child[real.len() + usize::from(!real.is_empty())..];
+            let lit_child = join(lit, name);
+            if self.written_at_or_below(&lit_child) {
+                if is_dir {
+                    self.remove_lower_below(&child, &lit_child);
+                }
+            } else {
+                self.remove_subtree(&child);
+            }
+        }
+    }
+
+    /// Resolved path of a non-root path's parent + name; `None` when the parent is missing.
+    fn locate(&mut self, path: &[u8], create: Option<Pos>) -> Result<Option<Vec<u8>>, UnpackError> {
+        let (dir, name) = split(path);
+        Ok(self.resolve_dir(dir, create, path)?.map(|d| join(&d, name)))
+    }
+
+    fn apply(&mut self, mut e: Entry, pos: Pos) -> Result<(), UnpackError> {
+        match whiteout::classify(&e.path).map_err(|p| UnpackError::bad(&e.path, p.as_str()))? {
+            Whiteout::Meta => return Ok(()),
+            Whiteout::Remove(target) => {
+                if self.written_at_or_below(&target) {
+                    if let Some(real) = self.dir_nofollow(&target)? {
+                        self.remove_lower_below(&real, &target);
+                    }
+                    return Ok(());
+                }
+                if let Some(real) = self.locate(&target, None)? {
+                    self.remove_subtree(&real);
+                }
+                return Ok(());
+            }
+            Whiteout::Opaque(dir) => {
+                if let Some(real) = self.dir_nofollow(&dir)? {
+                    self.remove_lower_below(&real, &dir);
+                }
+                return Ok(());
+            }
+            Whiteout::None => {}
+        }
+        if e.path.is_empty() {
+            if e.kind != EntryKind::Dir {
+                return Err(UnpackError::bad(
+                    b".",
+                    "a non-directory entry would replace the root",
+                ));
+            }
+            let born = self.root_meta.as_ref().map_or(pos, |(_, b)| *b);
+            self.root_meta = Some((Box::new(e), born));
+            return Ok(());
+        }
+        let real = self
+            .locate(&e.path, Some(pos))?
+            .expect("created when missing");
+        let lit = std::mem::take(&mut e.path);
+        match &e.kind {
+            EntryKind::Dir => {
+                let born = match self.nodes.get(&real) {
+                    Some(Node::Dir { born, .. }) => *born,
+                    Some(Node::Leaf(_)) => {
+                        self.remove_subtree(&real);
+                        pos
+                    }
+                    None => pos,
+                };
+                e.path = real.clone();
+                self.nodes.insert(
+                    real,
+                    Node::Dir {
+                        meta: Some(Box::new(e)),
+                        born,
+                    },
+                );
+            }
+            EntryKind::Hardlink(target) => {
+                let inode = self.link_target(target, &lit)?;
+                if !matches!(self.nodes.get(&real), Some(Node::Leaf(i)) if *i == inode) {
+                    self.remove_subtree(&real);
+                    // The target may have been below what was just removed.
+                    let inode = self.link_target(target, &lit)?;
+                    self.nodes.insert(real, Node::Leaf(inode));
+                }
+            }
+            _ => {
+                self.remove_subtree(&real);
+                e.path = real.clone();
+                self.inodes.push(Inode {
+                    entry: e,
+                    born: pos,
+                });
+                self.nodes.insert(real, Node::Leaf(self.inodes.len() - 1));
+            }
+        }
+        self.written.insert(lit);
+        Ok(())
+    }
+
+    /// A directory opened without following its last component (`None` when missing, not
+    /// a directory, or a symlink).
+    fn dir_nofollow(&mut self, path: &[u8]) -> Result<Option<Vec<u8>>, UnpackError> {
+        if path.is_empty() {
+            return Ok(Some(Vec::new()));
+        }
+        let (dir, name) = split(path);
+        let Ok(Some(d)) = self.resolve_dir(dir, None, path) else {
+            return Ok(None);
+        };
+        let real = join(&d, name);
+        Ok(matches!(self.nodes.get(&real), Some(Node::Dir { .. })).then_some(real))
+    }
+
+    fn link_target(&mut self, target: &[u8], path: &[u8]) -> Result<usize, UnpackError> {
+        let missing = || UnpackError::bad(path, "hardlink target does not exist");
+        let real = self.locate(target, None)?.ok_or_else(missing)?;
+        match self.nodes.get(&real) {
+            Some(Node::Leaf(i)) => Ok(*i),
+            Some(Node::Dir { .. }) => Err(UnpackError::bad(path, "hardlink to a directory")),
+            None => Err(missing()),
+        }
+    }
+}
+
+/// What pass 2 writes at one position.
+#[derive(Debug, Default)]
+struct Plan {
+    /// Directories created here (implicitly or by the entry), parents first.
+    dirs: Vec<Vec<u8>>,
+    /// The inode born here and all its final paths (sorted; the first carries the data).
+    leaf: Option<(usize, Vec<Vec<u8>>)>,
+    root: bool,
+}
+
+/// Streams a flattened tar of `image` (all layers merged, whiteouts applied) to `out`. Each
+/// layer is read twice (model, then emit) and its diff ID checked in the first pass, before
+/// anything is written.
+pub fn export<W: Write>(
+    store: &Store,
+    image: &ImageRecord,
+    out: W,
+    limits: &Limits,
+    progress: &dyn Progress,
+) -> Result<ExportReport, UnpackError> {
+    check_layers(image)?;
+    export_layers(store, image, image.layers.len(), out, limits, progress)
+}
+
+/// Reads layer `i` of `image` with `consume` (decompressing on a second thread) and checks
+/// its diff ID.
+fn read_layer<T>(
+    store: &Store,
+    image: &ImageRecord,
+    i: usize,
+    limits: &Limits,
+    progress: &dyn Progress,
+    consume: impl FnOnce(&mut TarReader<ChannelReader>) -> Result<T, UnpackError>,
+) -> Result<T, UnpackError> {
+    let desc = &image.layers[i];
+    let blob = store.open_blob(&desc.digest)?;
+    let stream = LayerStream::open(
+        blob,
+        &desc.media_type,
+        image.diff_ids[i].algorithm(),
+        limits,
+        Some(&desc.digest),
+        progress,
+    )?;
+    let (v, pumped) = piped(stream, limits, consume)?;
+    if pumped.digest != image.diff_ids[i] {
+        return Err(UnpackError::DiffIdMismatch {
+            expected: image.diff_ids[i].clone(),
+            actual: pumped.digest,
+        });
+    }
+    Ok(v)
+}
+
+/// Like [`export`], for the first `count` layers of `image` only.
+pub fn export_layers<W: Write>(
+    store: &Store,
+    image: &ImageRecord,
+    count: usize,
+    out: W,
+    limits: &Limits,
+    progress: &dyn Progress,
+) -> Result<ExportReport, UnpackError> {
+    check_layers(image)?;
+    let count = count.min(image.layers.len());
+    // Pass 1: the model.
+    let mut model = Model::default();
+    for i in 0..count {
+        let wrap = |e: UnpackError| e.in_layer(i + 1, &image.layers[i].digest);
+        let message = format!(
+            "reading layer {}/{count} {}",
+            i + 1,
+            image.layers[i].digest.short()
+        );
+        progress.event(&ProgressEvent::Status { message: &message });
+        model.written.clear();
+        read_layer(store, image, i, limits, progress, |tar| {
+            let mut idx = 0u64;
+            while let Some(e) = tar.next_entry()? {
+                model.apply(e, (i, idx))?;
+                idx += 1;
+            }
+            Ok(())
+        })
+        .map_err(wrap)?;
+    }
+    // The plan: what to write at each position.
+    let mut plan: HashMap<Pos, Plan> = HashMap::new();
+    let mut names: HashMap<usize, Vec<Vec<u8>>> = HashMap::new();
+    for (path, node) in &model.nodes {
+        match node {
+            Node::Dir { born, .. } => plan.entry(*born).or_default().dirs.push(path.clone()),
+            Node::Leaf(i) => names.entry(*i).or_default().push(path.clone()),
+        }
+    }
+    for (inode, mut paths) in names {
+        paths.sort();
+        plan.entry(model.inodes[inode].born).or_default().leaf = Some((inode, paths));
+    }
+    if let Some((_, born)) = &model.root_meta {
+        plan.entry(*born).or_default().root = true;
+    }
+    // Pass 2: emit.
+    let mut w = TarWriter::new(out);
+    let mut report = ExportReport::default();
+    let mut buf = vec![0u8; 1 << 20];
+    let default_dir = |path: &[u8], t: Timestamp| Entry {
+        path: path.to_vec(),
+        kind: EntryKind::Dir,
+        size: 0,
+        mode: 0o755,
+        uid: 0,
+        gid: 0,
+        mtime: t,
+        xattrs: Vec::new(),
+    };
+    let out_err = |source| UnpackError::Output { source };
+    for i in 0..count {
+        let wrap = |e: UnpackError| e.in_layer(i + 1, &image.layers[i].digest);
+        let message = format!(
+            "writing layer {}/{count} {}",
+            i + 1,
+            image.layers[i].digest.short()
+        );
+        progress.event(&ProgressEvent::Status { message: &message });
+        read_layer(store, image, i, limits, progress, |tar| {
+            let mut idx = 0u64;
+            while let Some(e) = tar.next_entry()? {
+                let Some(p) = plan.remove(&(i, idx)) else {
+                    idx += 1;
+                    continue;
+                };
+                idx += 1;
+                if p.root
+                    && let Some((meta, _)) = &model.root_meta
+                {
+                    write_meta(&mut w, b"", meta, None).map_err(out_err)?;
+                    report.entries += 1;
+                }
+                for d in &p.dirs {
+                    let fallback;
+                    let meta = match model.nodes.get(d) {
+                        Some(Node::Dir { meta: Some(m), .. }) => m.as_ref(),
+                        _ => {
+                            fallback = default_dir(d, e.mtime);
+                            &fallback
+                        }
+                    };
+                    write_meta(&mut w, d, meta, None).map_err(out_err)?;
+                    report.entries += 1;
+                }
+                if let Some((inode, paths)) = p.leaf {
+                    let meta = &model.inodes[inode].entry;
+                    let first = &paths[0];
+                    write_meta(&mut w, first, meta, None).map_err(out_err)?;
+                    if meta.kind == EntryKind::File {
+                        let mut left = meta.size;
+                        while left > 0 {
+                            let n = tar.read_data(&mut buf)?;
+                            w.data(&buf[..n]).map_err(out_err)?;
+                            left -= n as u64;
+                        }
+                        w.pad(meta.size).map_err(out_err)?;
+                    }
+                    report.entries += 1;
+                    for other in &paths[1..] {
+                        write_meta(&mut w, other, meta, Some(first)).map_err(out_err)?;
+                        report.entries += 1;
+                    }
+                }
+            }
+            Ok(())
+        })
+        .map_err(wrap)?;
+    }
+    report.bytes = w.written() + 1024;
+    w.finish().map_err(out_err)?;
+    Ok(report)
+}
+
+fn write_meta<W: Write>(
+    w: &mut TarWriter<W>,
+    path: &[u8],
+    e: &Entry,
+    link: Option<&[u8]>,
+) -> std::io::Result<()> {
+    w.header(&Header {
+        path,
+        kind: &e.kind,
+        link,
+        size: if link.is_none() && e.kind == EntryKind::File {
+            e.size
+        } else {
+            0
+        },
+        mode: e.mode,
+        uid: e.uid,
+        gid: e.gid,
+        mtime: e.mtime,
+        xattrs: &e.xattrs,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(path: &str, kind: EntryKind) -> Entry {
+        Entry {
+            path: path.as_bytes().to_vec(),
+            kind,
+            size: 0,
+            mode: 0o644,
+            uid: 0,
+            gid: 0,
+            mtime: Timestamp::default(),
+            xattrs: Vec::new(),
+        }
+    }
+
+    fn paths(m: &Model) -> Vec<String> {
+        m.nodes
+            .keys()
+            .map(|k| String::from_utf8_lossy(k).into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn model_follows_the_unpack_rules() {
+        let mut m = Model::default();
+        let layer1 = [
+            entry("usr", EntryKind::Dir),
+            entry("usr/lib", EntryKind::Dir),
+            entry("lib", EntryKind::Symlink(b"/usr/lib".to_vec())),
+            entry("usr/lib/a", EntryKind::File),
+            entry("lib/b", EntryKind::File),
+            entry("lib/h", EntryKind::Hardlink(b"usr/lib/a".to_vec())),
+            entry("opt/x/y", EntryKind::File),
+        ];
+        for (i, e) in layer1.into_iter().enumerate() {
+            m.apply(e, (0, i as u64)).unwrap();
+        }
+        assert_eq!(
+            paths(&m),
+            [
+                "lib",
+                "opt",
+                "opt/x",
+                "opt/x/y",
+                "usr",
+                "usr/lib",
+                "usr/lib/a",
+                "usr/lib/b",
+                "usr/lib/h"
+            ]
+        );
+        m.written.clear();
+        let layer2 = [
+            entry("usr/lib/.wh.a", EntryKind::File),
+            entry("opt/new", EntryKind::File),
+            entry("opt/.wh..wh..opq", EntryKind::File),
+            entry("lib", EntryKind::Dir),
+        ];
+        for (i, e) in layer2.into_iter().enumerate() {
+            m.apply(e, (1, i as u64)).unwrap();
+        }
+        // a is gone but its hardlink h keeps the inode; opt keeps only new; lib is a dir now.
+        assert_eq!(
+            paths(&m),
+            [
+                "lib",
+                "opt",
+                "opt/new",
+                "usr",
+                "usr/lib",
+                "usr/lib/b",
+                "usr/lib/h"
+            ]
+        );
+        let Some(Node::Leaf(h)) = m.nodes.get(&b"usr/lib/h"[..]) else {
+            panic!()
+        };
+        assert_eq!(m.inodes[*h].entry.path, b"usr/lib/a");
+        // A dangling symlink as a parent is an error, as in the unpack.
+        m.apply(
+            entry("dangling", EntryKind::Symlink(b"nowhere".to_vec())),
+            (1, 9),
+        )
+        .unwrap();
+        assert!(
+            m.apply(entry("dangling/f", EntryKind::File), (1, 10))
+                .is_err()
+        );
+        assert!(
+            m.apply(
+                entry("h2", EntryKind::Hardlink(b"usr/lib/a".to_vec())),
+                (1, 11)
+            )
+            .is_err()
+        );
+    }
+}
