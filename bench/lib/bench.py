@@ -1,0 +1,534 @@
+#!/usr/bin/env python3
+"""Time hoist against its peers, side by side, and write a markdown report.
+
+Called by bench/run, which has already built hoist, started a registry and pushed the
+images. Each case runs hoist and the peer alternately (hoist, peer, hoist, peer, ...):
+WARMUP uncounted pairs, then RUNS counted ones. Before every run an untimed `prepare`
+step gives it a cold state: fresh store, layout and target directories on tmpfs. A run is
+timed from fork to exit; its peak RSS comes from GNU time (`/usr/bin/time -f %M`), which
+for a shell pipeline of several programs is the largest of them.
+"""
+
+import argparse
+import json
+import os
+import platform
+import re
+import shlex
+import shutil
+import statistics
+import subprocess
+import sys
+import time
+
+IMAGES = {  # layout tag -> registry repository:tag
+    "debian": "bench/debian:latest",
+    "multi": "bench/multi:latest",
+    "multi-zstd": "bench/multi:zstd",
+    "big1g": "bench/big:1g",
+    "big64m": "bench/big:64m",
+}
+TARGETS = {  # scenario number -> (kind, value, text)
+    1: ("ratio", 1.5, "≥ 1.5"),
+    2: ("ratio", 2.0, "≥ 2.0"),
+    3: ("ratio", 2.0, "≥ 2.0"),
+    4: ("ratio", 1.5, "≥ 1.5"),
+    6: ("wall", 0.050, "≤ 50 ms"),
+    8: ("rss", 100e6, "RSS ≤ 100 MB"),  # bytes
+}
+SCENARIOS = {
+    1: "pull into a store",
+    2: "pull + unpack to a rootfs dir",
+    3: "unpack from the local store",
+    4: "ext4 rootfs",
+    5: "erofs rootfs",
+    6: "warm `hoist rootfs`",
+    7: "copy to docker-archive:",
+    8: "pull of one big layer",
+}
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def sh(cmd, **kw):
+    """Run an untimed shell step; raise on failure."""
+    r = subprocess.run(["bash", "-c", cmd], capture_output=True, text=True, **kw)
+    if r.returncode != 0:
+        raise RuntimeError(f"`{cmd}` failed ({r.returncode}): {r.stderr.strip()[-800:]}")
+    return r.stdout
+
+
+def q(*parts):
+    return " ".join(shlex.quote(str(p)) for p in parts)
+
+
+def conn_flag(pull_help):
+    """A `hoist pull` option for Range-sliced downloads of one blob, whatever its name
+    (--connections N, --parallel-range, ...): (flag, takes_a_value) or None. Options that
+    take a number are preferred."""
+    found = []
+    for m in re.finditer(r"^[ \t]+(?:-\w, )?(--[a-z0-9-]+)(?:[ =]<([A-Za-z_]+)>)?[ \t]*\n(?:[ \t]*\n)?[ \t]+(.*)$",
+                         pull_help, re.M):
+        flag, val, desc = m.group(1), m.group(2), m.group(3)
+        if flag in ("--jobs", "--connect-timeout", "--help"):
+            continue
+        if re.search(r"\b(connections?|ranges?|slices?|segments?|split)\b", flag.replace("-", " ") + " " + desc, re.I):
+            found.append((flag, val is not None))
+    found.sort(key=lambda f: (not f[1], "connection" not in f[0]))
+    return found[0] if found else None
+
+
+class Tool:
+    """One side of a case: a prepare step and the timed command (both shell text)."""
+
+    def __init__(self, label, cmd, prepare="true", check=None, na=None):
+        self.label, self.cmd, self.prepare, self.check, self.na = label, cmd, prepare, check, na
+        self.times, self.rss, self.error = [], [], None
+
+    def run(self, logf, tmpdir):
+        if self.na or self.error:
+            return
+        try:
+            sh(self.prepare)
+        except RuntimeError as e:
+            self.error = f"prepare failed: {e}"
+            return
+        rssf = os.path.join(tmpdir, "rss")
+        logf.write(f"$ {self.cmd}\n")
+        logf.flush()
+        t0 = time.perf_counter()
+        r = subprocess.run(["/usr/bin/time", "-f", "%M", "-o", rssf, "bash", "-c", self.cmd],
+                           stdout=logf, stderr=logf, stdin=subprocess.DEVNULL)
+        dt = time.perf_counter() - t0
+        if r.returncode != 0:
+            logf.flush()
+            self.error = f"exit status {r.returncode}: " + tail(logf.name)
+            return
+        with open(rssf) as f:
+            rss_kb = int(f.read().split()[-1])
+        if self.check:
+            try:
+                sh(self.check)
+            except RuntimeError as e:
+                self.error = f"result check failed: {e}"
+                return
+        return dt, rss_kb
+
+    def stats(self):
+        if not self.times:
+            return None
+        return statistics.median(self.times), min(self.times), max(self.times)
+
+
+def tail(path, n=300):
+    with open(path, errors="replace") as f:
+        data = f.read()
+    lines = [l for l in data.strip().splitlines() if l and not l.startswith("$ ")]
+    return (lines[-1] if lines else "(no output)")[-n:]
+
+
+class Case:
+    def __init__(self, num, image, hoist, peer, variant="", setup=None):
+        self.num, self.image, self.hoist, self.peer, self.variant = num, image, hoist, peer, variant
+        self.setup = setup  # an untimed step run once before the case (e.g. warm the cache)
+
+    @property
+    def name(self):
+        return f"s{self.num}-{self.image}" + (f"-{self.variant}" if self.variant else "")
+
+
+class Bench:
+    def __init__(self, a):
+        self.a = a
+        self.hoist = a.hoist
+        self.reg = a.registry
+        self.shm = a.shm
+        self.layout = a.layout
+        self.caps = self.detect()
+        self.seeds = {}
+        self.refsize = {}
+
+    # -------------------------------------------------------------- hoist's abilities
+    def detect(self):
+        def help_of(*cmd):
+            r = subprocess.run([self.hoist, *cmd, "--help"], capture_output=True, text=True)
+            return r.stdout if r.returncode == 0 else None
+
+        caps = {c: help_of(c) is not None for c in ["pull", "unpack", "rootfs", "copy", "save", "export"]}
+        rh = help_of("rootfs") or ""
+        caps["rootfs-formats"] = {f for f in ("dir", "ext4", "erofs") if re.search(rf"\b{f}\b", rh)}
+        ph = help_of("pull") or ""
+        caps["conn-flag"] = conn_flag(ph)
+        log(f"hoist abilities: {json.dumps({k: (sorted(v) if isinstance(v, set) else v) for k, v in caps.items()})}")
+        return caps
+
+    def ref(self, image):
+        return f"{self.reg}/{IMAGES[image]}"
+
+    def H(self, store, *args):
+        return q(self.hoist, "--store", store, "-q", *args)
+
+    def skopeo(self, image, dest):
+        return q("skopeo", "copy", "-q", "--src-tls-verify=false", f"docker://{self.ref(image)}", dest)
+
+    def d(self, *parts):
+        return os.path.join(self.shm, *parts)
+
+    # -------------------------------------------------------------- seeds (untimed)
+    def seed_store(self, image):
+        """A store holding IMAGE, pulled once; runs copy it."""
+        key = ("store", image)
+        if key not in self.seeds:
+            s = self.d(f"seed-store-{image}")
+            sh(f"rm -rf {q(s)} && {self.H(s, 'pull', self.ref(image))} >/dev/null")
+            self.seeds[key] = s
+        return self.seeds[key]
+
+    def seed_oci(self, image):
+        """An OCI layout holding IMAGE as :latest, copied by skopeo once; runs copy it."""
+        key = ("oci", image)
+        if key not in self.seeds:
+            o = self.d(f"seed-oci-{image}")
+            sh(f"rm -rf {q(o)} && {self.skopeo(image, 'oci:' + o + ':latest')}")
+            self.seeds[key] = o
+        return self.seeds[key]
+
+    def ext4_size(self, image):
+        """The unpacked tree's bytes and entries, and mke2fs arguments for the peer: MiB =
+        1.3 x the tree + 64 MiB, and inodes = entries + 25% + 1024 (the headroom hoist gives
+        itself; mke2fs's default of one inode per 16 KiB runs out on the multi image)."""
+        if image not in self.refsize:
+            b = self.d(f"ref-{image}")
+            sh(f"rm -rf {q(b)} && umoci unpack --image {q(self.seed_oci(image) + ':latest')} {q(b)} >/dev/null")
+            du = int(sh(f"du -sb {q(b + '/rootfs')}").split()[0])
+            n = int(sh(f"find {q(b + '/rootfs')} | wc -l"))
+            self.refsize[image] = (du, n, (du * 13 // 10) // (1 << 20) + 64, n + n // 4 + 1024)
+            sh(f"rm -rf {q(b)}")
+        return self.refsize[image]
+
+    # -------------------------------------------------------------- cases
+    def cases(self):
+        quick = self.a.quick
+        small = ["debian"]
+        main = small if quick else ["debian", "multi"]
+        big = "big64m" if quick else "big1g"
+        c = self.caps
+        out = []
+        S, O, T, B, F = self.d("run-store"), self.d("run-oci"), self.d("run-target"), self.d("run-bundle"), \
+            self.d("run-out")
+        clean = q("rm", "-rf", S, O, T, B, F)
+        osrel_h = f"test -e {q(T + '/etc/os-release')}"
+        osrel_p = f"test -e {q(B + '/rootfs/etc/os-release')}"
+        na_cmd = lambda cmd: f"n/a (hoist has no `{cmd}` command yet)"
+
+        def copy_store(img):
+            return lambda: f"{clean} && cp -a {q(self.seed_store(img))} {q(S)}"
+
+        def copy_oci(img):
+            return lambda: f"{clean} && cp -a {q(self.seed_oci(img))} {q(O)}"
+
+        # 1. pull
+        for img in (small if quick else ["debian", "multi", "multi-zstd"]):
+            out.append(Case(1, img,
+                            Tool("hoist pull", self.H(S, "pull", self.ref(img)), clean),
+                            Tool("skopeo copy", self.skopeo(img, f"oci:{O}:latest"), clean)))
+        # 2. pull + unpack
+        for img in main:
+            h = Tool("hoist pull + unpack",
+                     f"{self.H(S, 'pull', self.ref(img))} >/dev/null && {self.H(S, 'unpack', self.ref(img), T)}",
+                     clean, check=osrel_h, na=None if c["unpack"] else na_cmd("unpack"))
+            p = Tool("skopeo copy + umoci unpack",
+                     f"{self.skopeo(img, f'oci:{O}:latest')} && umoci unpack --image {q(O + ':latest')} {q(B)}",
+                     clean, check=osrel_p)
+            out.append(Case(2, img, h, p))
+        # 3. unpack from the store / layout
+        for img in (small if quick else ["debian", "multi", "multi-zstd"]):
+            h = Tool("hoist unpack", self.H(S, "unpack", self.ref(img), T), copy_store(img), check=osrel_h,
+                     na=None if c["unpack"] else na_cmd("unpack"))
+            p = Tool("umoci unpack", f"umoci unpack --image {q(O + ':latest')} {q(B)}", copy_oci(img),
+                     check=osrel_p,
+                     na="n/a (umoci 0.4.7 cannot unpack zstd layers)" if "zstd" in img else None)
+            out.append(Case(3, img, h, p))
+        # 4, 5. ext4 and erofs images
+        for num, fmt in [(4, "ext4"), (5, "erofs")]:
+            for img in main:
+                na = None if c["rootfs"] else na_cmd("rootfs")
+                if not na and fmt not in c["rootfs-formats"]:
+                    na = f"n/a (hoist rootfs has no {fmt} format yet)"
+                h = Tool(f"hoist rootfs --format {fmt}", self.H(S, "rootfs", self.ref(img), "--format", fmt),
+                         copy_store(img), na=na)
+                if fmt == "ext4":
+                    mk = lambda img=img: (f"mke2fs -q -t ext4 -N {self.ext4_size(img)[3]} -d {q(B + '/rootfs')} "
+                                          f"-F {q(F)} {self.ext4_size(img)[2]}M")
+                    label = "umoci unpack + mke2fs -d"
+                else:
+                    mk = lambda: f"mkfs.erofs --quiet {q(F)} {q(B + '/rootfs')}"
+                    label = "umoci unpack + mkfs.erofs"
+                p = Tool(label, None, copy_oci(img))
+                p.cmd_fn = lambda img=img, mk=mk: f"umoci unpack --image {q(O + ':latest')} {q(B)} >/dev/null && {mk()}"
+                out.append(Case(num, img, h, p))
+        # 6. warm rootfs, hoist alone
+        for img in main:
+            for fmt in ("dir", "ext4", "erofs"):
+                na = None if c["rootfs"] else na_cmd("rootfs")
+                if not na and fmt not in c["rootfs-formats"]:
+                    na = f"n/a (hoist rootfs has no {fmt} format yet)"
+                W = self.d(f"warm-store-{img}")
+                h = Tool(f"hoist rootfs --format {fmt} (warm)", self.H(W, "rootfs", self.ref(img), "--format", fmt),
+                         na=na)
+                case = Case(6, img, h, Tool("(none)", None, na="hoist alone"), variant=fmt)
+                # dir first: the ext4 and erofs builds start from the cached tree, as they would
+                case.setup = (lambda img=img, W=W, fmt=fmt:
+                              (f"test -d {q(W)} || cp -a {q(self.seed_store(img))} {q(W)}; "
+                               f"{self.H(W, 'rootfs', self.ref(img), '--format', fmt)} >/dev/null"))
+                out.append(case)
+        # 7. docker-archive
+        for img in main:
+            name = IMAGES[img]
+            if c["copy"]:
+                hc, na = self.H(S, "copy", f"docker://{self.ref(img)}", f"docker-archive:{F}:{name}"), None
+            elif c["save"]:
+                hc, na = (f"{self.H(S, 'pull', self.ref(img))} >/dev/null && "
+                          f"{self.H(S, 'save', '-o', F, self.ref(img))}"), None
+            else:
+                hc, na = None, na_cmd("copy")
+            out.append(Case(7, img, Tool("hoist copy", hc, clean, na=na),
+                            Tool("skopeo copy", self.skopeo(img, f"docker-archive:{F}:{name}"), clean)))
+        # 8. the big image, 1 and 4 connections
+        flag = c["conn-flag"]
+        for n in (1, 4):
+            args = ["pull", self.ref(big)]
+            na = None
+            if flag and flag[1]:
+                args = ["pull", flag[0], str(n), self.ref(big)]
+            elif flag and n == 4:
+                args = ["pull", flag[0], self.ref(big)]
+            elif not flag and n == 4:
+                na = "n/a (hoist pull has no Range-sliced download option yet)"
+            out.append(Case(8, big, Tool(f"hoist pull ({n} conn)", self.H(S, *args), clean, na=na),
+                            Tool("skopeo copy", self.skopeo(big, f"oci:{O}:latest"), clean), variant=f"{n}conn"))
+        if self.a.only:
+            out = [x for x in out if re.search(self.a.only, x.name)]
+        return out
+
+    # -------------------------------------------------------------- running
+    def run_case(self, case, logdir):
+        log(f"{case.name}: {case.hoist.label} vs {case.peer.label}")
+        for t in (case.hoist, case.peer):
+            if callable(t.prepare):
+                t.prepare = t.prepare()
+            if getattr(t, "cmd_fn", None):
+                t.cmd = t.cmd_fn()
+        if case.setup and not case.hoist.na:
+            try:
+                sh(case.setup())
+            except RuntimeError as e:
+                case.hoist.error = f"setup failed: {e}"
+        tmpdir = self.d("tmp")
+        os.makedirs(tmpdir, exist_ok=True)
+        logs = {id(t): open(os.path.join(logdir, f"{case.name}.{side}.log"), "w")
+                for side, t in (("hoist", case.hoist), ("peer", case.peer))}
+        try:
+            for i in range(self.a.warmup + self.a.runs):
+                for t in (case.hoist, case.peer):  # alternate run by run
+                    r = t.run(logs[id(t)], tmpdir)
+                    if r and i >= self.a.warmup:
+                        t.times.append(r[0])
+                        t.rss.append(r[1])
+        finally:
+            for f in logs.values():
+                f.close()
+        for t in (case.hoist, case.peer):
+            s = t.stats()
+            if s:
+                log(f"  {t.label}: median {s[0]:.3f}s min {s[1]:.3f}s max {s[2]:.3f}s, "
+                    f"peak RSS {max(t.rss) / 1024:.0f} MiB")
+            elif t.error:
+                log(f"  {t.label}: {t.error}")
+        sh(f"rm -rf {q(self.d('run-store'), self.d('run-oci'), self.d('run-target'), self.d('run-bundle'), self.d('run-out'))}")
+
+
+# ------------------------------------------------------------------ report
+
+
+def fmt_t(s):
+    med, lo, hi = s
+    return f"{med:.3f} ({lo:.3f}–{hi:.3f})"
+
+
+def cell(t):
+    if t.na:
+        return t.na
+    if t.error and not t.times:
+        return f"failed: {t.error}"
+    return fmt_t(t.stats())
+
+
+def verdict(case):
+    tgt = TARGETS.get(case.num)
+    if not tgt or (case.num == 8 and case.variant != "1conn"):
+        return ""
+    kind, val, text = tgt
+    h, p = case.hoist.stats(), case.peer.stats()
+    if kind == "ratio":
+        if case.peer.na:
+            return ""
+        if not (h and p):
+            return f"{text}: —"
+        return f"{text}: " + ("met" if p[0] / h[0] >= val else "**missed**")
+    if kind == "wall":
+        if not h:
+            return f"{text}: —"
+        return f"{text}: " + ("met" if h[0] <= val else "**missed**")
+    if kind == "rss":
+        if not case.hoist.rss:
+            return f"{text}: —"
+        return f"{text}: " + ("met" if max(case.hoist.rss) * 1024 <= val else "**missed**")
+    return ""
+
+
+def table(cases):
+    rows = ["| # | scenario | image | hoist | hoist s: median (min–max) | peer | peer s: median (min–max) "
+            "| peer/hoist | target | peak RSS MiB hoist / peer |",
+            "|---|---|---|---|---|---|---|---|---|---|"]
+    for c in cases:
+        h, p = c.hoist.stats(), c.peer.stats()
+        ratio = f"{p[0] / h[0]:.2f}×" if h and p else "—"
+        rss = " / ".join(f"{max(t.rss) / 1024:.0f}" if t.rss else "—" for t in (c.hoist, c.peer))
+        scen = SCENARIOS[c.num] + (f" ({c.variant})" if c.variant else "")
+        rows.append(f"| {c.num} | {scen} | {c.image} | {c.hoist.label} | {cell(c.hoist)} | {c.peer.label} | "
+                    f"{cell(c.peer)} | {ratio} | {verdict(c)} | {rss} |")
+    return "\n".join(rows)
+
+
+def raw(cases):
+    out = []
+    for c in cases:
+        for t in (c.hoist, c.peer):
+            if t.times:
+                out.append(f"- `{c.name}` {t.label}: " + ", ".join(f"{x:.3f}" for x in t.times) +
+                           f" s; peak RSS " + ", ".join(f"{r / 1024:.0f}" for r in t.rss) + " MiB")
+    return "\n".join(out)
+
+
+def machine():
+    cpu = "unknown CPU"
+    with open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    with open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+    return cpu, os.cpu_count(), mem_kb / (1 << 20), platform.release()
+
+
+def versions():
+    def dpkg(p):
+        r = subprocess.run(["dpkg-query", "-W", "-f", "${Version}", p], capture_output=True, text=True)
+        return r.stdout.strip() or "?"
+    return ", ".join(f"{p} {dpkg(p)}" for p in ["skopeo", "umoci", "e2fsprogs", "erofs-utils", "docker-registry"])
+
+
+def image_facts(b, images):
+    rows = ["| image | registry ref | layers | compressed MB | rootfs entries | rootfs MB | manifest digest |",
+            "|---|---|---|---|---|---|---|"]
+    with open(os.path.join(b.layout, "index.json")) as f:
+        idx = json.load(f)
+    for img in images:
+        m = [x for x in idx["manifests"] if x["annotations"]["org.opencontainers.image.ref.name"] == img]
+        if not m:
+            continue
+        with open(os.path.join(b.layout, "blobs", "sha256", m[0]["digest"][7:])) as f:
+            man = json.load(f)
+        comp = sum(l["size"] for l in man["layers"])
+        ent = mb = "—"
+        if img in b.refsize:
+            du, n = b.refsize[img][:2]
+            ent, mb = str(n), f"{du / 1e6:.0f}"
+        rows.append(f"| {img} | {IMAGES[img]} | {len(man['layers'])} | {comp / 1e6:.1f} | {ent} | {mb} | "
+                    f"`{m[0]['digest'][:19]}…` |")
+    return "\n".join(rows)
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--hoist", required=True)
+    ap.add_argument("--registry", required=True)
+    ap.add_argument("--layout", required=True)
+    ap.add_argument("--shm", required=True)
+    ap.add_argument("--runs", type=int, default=5)
+    ap.add_argument("--warmup", type=int, default=1)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--only", default="")
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--logdir", required=True)
+    ap.add_argument("--commit", default="?")
+    ap.add_argument("--build-note", default="")
+    a = ap.parse_args()
+    os.makedirs(a.logdir, exist_ok=True)
+    os.makedirs(a.shm, exist_ok=True)
+    b = Bench(a)
+    cases = b.cases()
+    load0 = open("/proc/loadavg").read().split()[:3]
+    t0 = time.time()
+    for c in cases:
+        try:
+            b.run_case(c, a.logdir)
+        except RuntimeError as e:  # a seed (untimed pull or copy) failed: report, go on
+            for t in (c.hoist, c.peer):
+                if not t.na and not t.times:
+                    t.error = t.error or str(e)
+            log(f"  {c.name}: {e}")
+    elapsed = time.time() - t0
+    load1 = open("/proc/loadavg").read().split()[:3]
+    images = sorted({c.image for c in cases}, key=list(IMAGES).index)
+    for img in images:  # entries and size of each image's rootfs, for the report
+        try:
+            if img not in b.refsize and "big" not in img:
+                b.ext4_size(img)
+        except RuntimeError:
+            pass
+    cpu, cores, mem, kernel = machine()
+    hv = subprocess.run([a.hoist, "--version"], capture_output=True, text=True).stdout.strip()
+    tbl = table(cases)
+    print(tbl)
+    mode = "quick (1 run, no warm-up, small images)" if a.quick else f"{a.warmup} warm-up + {a.runs} counted runs"
+    doc = f"""# hoist bench, {time.strftime('%Y-%m-%d %H:%M %Z')}
+
+- machine: {cpu}, {cores} cores, {mem:.1f} GiB RAM, kernel {kernel}, Debian {open('/etc/debian_version').read().strip()}
+- hoist: {hv}, commit {a.commit}{('; ' + a.build_note) if a.build_note else ''}
+- peers: {versions()}
+- mode: {mode} per case, hoist and peer alternating run by run; total {elapsed / 60:.1f} min
+- load average at start {' '.join(load0)}, at end {' '.join(load1)}. Other engineers compile on this
+  machine (2 cores) while it runs, which adds noise; the ratios are the figures to read, not
+  the absolute times.
+- cold state: every run starts from a fresh store / layout / target directory on tmpfs
+  (`/dev/shm`), made by an untimed prepare step; the registry (Distribution 2.8 on
+  127.0.0.1, plain HTTP) serves from its disk storage through a warm page cache.
+
+## Images
+
+{image_facts(b, images)}
+
+## Results
+
+{tbl}
+
+Ratios are peer median / hoist median: above 1, hoist is faster. "peak RSS" is the largest
+of the counted runs (for a chain of programs, the largest program in it).
+
+## Raw times (counted runs)
+
+{raw(cases)}
+"""
+    os.makedirs(os.path.dirname(a.out), exist_ok=True)
+    with open(a.out, "w") as f:
+        f.write(doc)
+    log(f"report written to {a.out}")
+
+
+if __name__ == "__main__":
+    main()
