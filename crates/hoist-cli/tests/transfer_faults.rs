@@ -345,7 +345,15 @@ fn big() -> (Env, FakeRegistry, hoist_testkit::images::BuiltImage) {
     (Env::new(), fake, img)
 }
 
-const SPLIT: [&str; 4] = ["--range-threshold", "1MiB", "--range-connections", "3"];
+/// Slices at once: on loopback the probe would find one connection fast enough.
+const SPLIT: [&str; 6] = [
+    "--range-threshold",
+    "1MiB",
+    "--range-connections",
+    "3",
+    "--range-probe",
+    "0s",
+];
 
 #[test]
 fn a_large_blob_goes_over_several_range_connections() {
@@ -368,6 +376,62 @@ fn a_large_blob_goes_over_several_range_connections() {
         ]
     );
     assert_eq!(fake.blob_bytes_sent(&d), size);
+}
+
+#[test]
+fn a_fast_connection_keeps_a_large_blob_to_itself() {
+    // The default probe (1 s): loopback moves 10 MiB well within it, far above 128 MiB/s.
+    let (env, fake, img) = big();
+    let (d, size) = layer(&img, 0);
+    let blob = fake.image_ref("ns/big:v1");
+    let args = [
+        blob.as_str(),
+        "--range-threshold",
+        "1MiB",
+        "--range-connections",
+        "3",
+    ];
+    env.pull_ok(&args);
+    env.assert_pulled(&img);
+    let ranges = blob_gets_with_range(&fake, &blob_path("ns/big", &d));
+    assert_eq!(ranges, vec![None], "one plain GET, no slices");
+    assert_eq!(fake.blob_bytes_sent(&d), size);
+}
+
+#[test]
+fn a_slow_connection_hands_the_rest_to_range_slices() {
+    // The first response crawls at 2 MiB/s: after the 300 ms probe about 0.6 MiB is in,
+    // and the rest goes over Range slices from there (the slices are not throttled).
+    let (env, fake, img) = big();
+    let (d, size) = layer(&img, 0);
+    fake.inject(Fault::Throttle(2 * MIB as u64).on_blob(&d).times(1));
+    let blob = fake.image_ref("ns/big:v1");
+    let args = [
+        blob.as_str(),
+        "--range-threshold",
+        "1MiB",
+        "--range-connections",
+        "3",
+        "--range-probe",
+        "300ms",
+    ];
+    env.pull_ok(&args);
+    env.assert_pulled(&img);
+    let ranges = blob_gets_with_range(&fake, &blob_path("ns/big", &d));
+    assert_eq!(ranges[0], None, "the probe is a plain GET: {ranges:?}");
+    assert!(ranges.len() >= 3, "slices after the probe: {ranges:?}");
+    let starts: Vec<u64> = ranges[1..]
+        .iter()
+        .map(|r| {
+            let r = r.as_deref().expect("slices ask for a Range");
+            r["bytes=".len()..r.find('-').unwrap()].parse().unwrap()
+        })
+        .collect();
+    let first = *starts.iter().min().unwrap();
+    assert!(
+        first > 0 && first < size / 2,
+        "the slices go on from the probe's offset: {ranges:?}"
+    );
 }
 
 #[test]

@@ -17,11 +17,15 @@
 //! - **Verification**: size and digest are checked before the blob is published. A
 //!   mismatch after a resumed or spliced download is retried once from 0; otherwise the
 //!   source is given up on.
-//! - Blobs of at least `range_threshold` bytes go over several Range connections
-//!   ([`crate::ranged`]).
+//! - Blobs of at least `range_threshold` bytes first stream over one connection for
+//!   `range_probe`; if that connection moved less than [`FAST_LINK`] bytes a second, the
+//!   rest goes over several Range connections ([`crate::ranged`]). A fast connection is
+//!   bound by the CPU (hashing, writing), where slices would only add a read-back pass and
+//!   more work for the registry; a slow one (a per-connection limit, a long path) is where
+//!   slices pay.
 
 use std::collections::HashSet;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use hoist_registry::{Backoff, BlobResponse, RegistryClient, RegistryError};
@@ -35,6 +39,18 @@ use crate::{PullOptions, TransportError, blocking};
 /// An attempt that moved a blob forward by this much counts as progress: the download
 /// goes on at once, and the retry count starts again.
 pub const MIN_PROGRESS: u64 = 64 * 1024;
+
+/// A connection at least this fast (bytes a second) during the probe of a large blob keeps
+/// the blob to itself: 128 MiB/s, about a saturated 1 Gbit/s link.
+pub const FAST_LINK: u64 = 128 * 1024 * 1024;
+
+/// How [`sequential`] ended.
+enum Seq {
+    /// The blob is in (`Ok`), or this source failed.
+    Done(Result<(), TransportError>),
+    /// The probe found the connection slow: slice the rest.
+    Slow,
+}
 
 /// What a pull shares with each blob fetch.
 pub(crate) struct Ctx<'a> {
@@ -288,24 +304,38 @@ async fn download(
     track: &mut Track,
     rangeable: bool,
 ) -> Result<(PartialBlob, Result<(), TransportError>), TransportError> {
-    let remaining = desc.size - partial.offset();
-    let partial = if rangeable
-        && ctx.opts.range_connections > 1
-        && desc.size >= ctx.opts.range_threshold
-        && remaining >= crate::ranged::MIN_SLICE * 2
-    {
-        match crate::ranged::download(ctx, opener, desc, kind, partial, track).await? {
-            (p, crate::ranged::Ranged::Done) => return Ok((p, Ok(()))),
-            (p, crate::ranged::Ranged::Failed(e)) => return Ok((p, Err(e))),
-            (p, crate::ranged::Ranged::Unsupported) => p,
-        }
-    } else {
-        partial
+    let sliceable = |p: &PartialBlob| {
+        rangeable
+            && ctx.opts.range_connections > 1
+            && desc.size >= ctx.opts.range_threshold
+            && desc.size - p.offset() >= crate::ranged::MIN_SLICE * 2
     };
-    sequential(ctx, opener, desc, kind, partial, track).await
+    let mut partial = partial;
+    if sliceable(&partial) {
+        if !ctx.opts.range_probe.is_zero() {
+            let probe = Some(ctx.opts.range_probe);
+            match sequential(ctx, opener, desc, kind, partial, track, probe).await? {
+                (p, Seq::Done(r)) => return Ok((p, r)),
+                (p, Seq::Slow) => partial = p,
+            }
+        }
+        if sliceable(&partial) {
+            match crate::ranged::download(ctx, opener, desc, kind, partial, track).await? {
+                (p, crate::ranged::Ranged::Done) => return Ok((p, Ok(()))),
+                (p, crate::ranged::Ranged::Failed(e)) => return Ok((p, Err(e))),
+                (p, crate::ranged::Ranged::Unsupported) => partial = p,
+            }
+        }
+    }
+    match sequential(ctx, opener, desc, kind, partial, track, None).await? {
+        (p, Seq::Done(r)) => Ok((p, r)),
+        (p, Seq::Slow) => Ok((p, Ok(()))),
+    }
 }
 
 /// Stream the rest of the blob over one connection at a time, resuming after failures.
+/// With `probe`, the first response streams for that long and then, if it was slower
+/// than [`FAST_LINK`], the blob is handed back as [`Seq::Slow`] (else it goes on).
 async fn sequential(
     ctx: &Ctx<'_>,
     opener: &Opener<'_>,
@@ -313,7 +343,8 @@ async fn sequential(
     kind: BlobKind,
     mut partial: PartialBlob,
     track: &mut Track,
-) -> Result<(PartialBlob, Result<(), TransportError>), TransportError> {
+    mut probe: Option<Duration>,
+) -> Result<(PartialBlob, Seq), TransportError> {
     let mut backoff = Backoff::new(&ctx.opts.registry.retry);
     let mut use_range = true;
     let mut high = partial.offset();
@@ -321,7 +352,7 @@ async fn sequential(
     loop {
         let offset = partial.offset();
         if offset == desc.size {
-            return Ok((partial, Ok(())));
+            return Ok((partial, Seq::Done(Ok(()))));
         }
         let ask = if use_range { offset } else { 0 };
         let mut resp = match opener.open(desc, ask).await {
@@ -333,7 +364,7 @@ async fn sequential(
                 retry_note(ctx, &blob_url(opener, desc), 1, &e, Duration::ZERO);
                 continue;
             }
-            Err(e) => return Ok((partial, Err(e.into()))),
+            Err(e) => return Ok((partial, Seq::Done(Err(e.into())))),
         };
         if resp.start != partial.offset() {
             // A 200 to a Range request: the whole blob again. Never splice.
@@ -344,11 +375,27 @@ async fn sequential(
             track.spliced = true;
         }
         track.announce(desc, kind, &resp.url, ctx.progress);
-        let (p, wire, net) = stream_into(&mut resp, partial, &desc.digest, ctx.progress).await?;
-        partial = p;
-        track.wire += wire;
+        let mut deadline = probe.take().map(|w| (Instant::now(), w));
+        let net = loop {
+            let until = deadline.map(|(t0, w)| t0 + w);
+            let before = partial.offset();
+            let (p, wire, net, paused) =
+                stream_into(&mut resp, partial, &desc.digest, ctx.progress, until).await?;
+            partial = p;
+            track.wire += wire;
+            match deadline.take() {
+                Some((t0, _)) if paused => {
+                    let rate = (partial.offset() - before) as f64 / t0.elapsed().as_secs_f64();
+                    if rate < FAST_LINK as f64 {
+                        return Ok((partial, Seq::Slow));
+                    }
+                    // Fast enough alone: go on with this response.
+                }
+                _ => break net,
+            }
+        };
         let e = match net {
-            Ok(()) => return Ok((partial, Ok(()))),
+            Ok(()) => return Ok((partial, Seq::Done(Ok(())))),
             Err(e) => e,
         };
         let now = partial.offset();
@@ -377,7 +424,7 @@ async fn sequential(
                 } else {
                     e
                 };
-                return Ok((partial, Err(err.into())));
+                return Ok((partial, Seq::Done(Err(err.into()))));
             }
         }
     }
@@ -428,7 +475,8 @@ async fn stream_into(
     partial: PartialBlob,
     digest: &Digest,
     progress: &dyn Progress,
-) -> Result<(PartialBlob, u64, Result<(), RegistryError>), TransportError> {
+    until: Option<Instant>,
+) -> Result<(PartialBlob, u64, Result<(), RegistryError>, bool), TransportError> {
     let (tx, mut rx) = mpsc::channel::<Bytes>(32);
     let writer = tokio::task::spawn_blocking(move || {
         let mut partial = partial;
@@ -445,7 +493,12 @@ async fn stream_into(
         (partial, result)
     });
     let mut wire = 0u64;
+    let mut paused = false;
     let net = loop {
+        if until.is_some_and(|t| Instant::now() >= t) {
+            paused = true;
+            break Ok(());
+        }
         match resp.chunk().await {
             Ok(Some(chunk)) => {
                 wire += chunk.len() as u64;
@@ -470,5 +523,5 @@ async fn stream_into(
         drop(partial);
         return Err(e.into());
     }
-    Ok((partial, wire, net))
+    Ok((partial, wire, net, paused))
 }

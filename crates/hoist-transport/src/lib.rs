@@ -11,11 +11,11 @@ mod ranged;
 mod schema1;
 mod sources;
 
-pub use blob::MIN_PROGRESS;
+pub use blob::{FAST_LINK, MIN_PROGRESS};
 pub use inspect::{InspectInfo, Inspected, inspect_local, inspect_remote};
 pub use pull::{
-    DEFAULT_JOBS, DEFAULT_RANGE_CONNECTIONS, DEFAULT_RANGE_THRESHOLD, PullOptions, PullReport,
-    Resolved, pull, resolve,
+    DEFAULT_JOBS, DEFAULT_RANGE_CONNECTIONS, DEFAULT_RANGE_PROBE, DEFAULT_RANGE_THRESHOLD,
+    PullOptions, PullReport, Resolved, pull, resolve,
 };
 
 use hoist_types::Digest;

@@ -23,6 +23,7 @@
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
+use std::time::Duration;
 
 use hoist_registry::{FetchedManifest, MirrorConfig, RegistryClient};
 use hoist_store::{BlobLock, ImageCommit, ImageRecord, Store};
@@ -42,6 +43,9 @@ pub const DEFAULT_JOBS: usize = 6;
 pub const DEFAULT_RANGE_THRESHOLD: u64 = 64 * 1024 * 1024;
 /// Connections per large blob.
 pub const DEFAULT_RANGE_CONNECTIONS: usize = 4;
+/// How long a large blob streams over one connection before its rate decides whether
+/// the rest is worth slicing.
+pub const DEFAULT_RANGE_PROBE: Duration = Duration::from_secs(1);
 
 /// What to pull and how.
 #[derive(Debug, Clone)]
@@ -59,6 +63,10 @@ pub struct PullOptions {
     pub range_threshold: u64,
     /// Connections per large blob (1: never split).
     pub range_connections: usize,
+    /// A large blob first streams over one connection for this long; the rest is sliced
+    /// only if that connection was slower than [`crate::FAST_LINK`] bytes a second (a
+    /// fast connection is CPU-bound, and slicing would only add work). Zero slices at once.
+    pub range_probe: Duration,
     /// Fetch foreign (non-distributable) layers from their `urls`, never with
     /// credentials. Off by default: such a layer is an error.
     pub foreign_layers: bool,
@@ -73,6 +81,7 @@ impl Default for PullOptions {
             mirrors: MirrorConfig::empty(),
             range_threshold: DEFAULT_RANGE_THRESHOLD,
             range_connections: DEFAULT_RANGE_CONNECTIONS,
+            range_probe: DEFAULT_RANGE_PROBE,
             foreign_layers: false,
         }
     }

@@ -1,7 +1,7 @@
 //! `hoist pull`.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytesize::ByteSize;
@@ -11,7 +11,7 @@ use hoist_transport::{
 };
 use hoist_types::{Platform, Progress, Reference};
 
-use crate::opts::{GlobalArgs, RegistryArgs};
+use crate::opts::{GlobalArgs, RegistryArgs, parse_duration};
 use crate::progress::reporter;
 
 /// Arguments of `hoist pull`.
@@ -32,6 +32,11 @@ pub struct Args {
     /// Blobs at least this large are split over --range-connections (`64MiB`, `1GB`).
     #[arg(long, default_value_t = ByteSize(DEFAULT_RANGE_THRESHOLD), value_name = "SIZE")]
     pub range_threshold: ByteSize,
+    /// How long a large blob streams over one connection first: a connection slower than
+    /// 128 MiB/s then has the rest split over --range-connections, a faster one keeps it
+    /// (`1s`, `500ms`; `0s` splits at once).
+    #[arg(long, default_value = "1s", value_name = "DURATION", value_parser = parse_duration)]
+    pub range_probe: Duration,
     /// Fetch foreign (non-distributable) layers from the URLs in their descriptors,
     /// without credentials. Off by default: such layers are an error.
     #[arg(long)]
@@ -70,6 +75,7 @@ pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
         mirrors,
         range_threshold: a.range_threshold.as_u64(),
         range_connections: a.range_connections,
+        range_probe: a.range_probe,
         foreign_layers: a.foreign_layers,
     };
     let start = Instant::now();
