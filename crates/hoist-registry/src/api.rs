@@ -187,11 +187,11 @@ pub(crate) fn validate_reference(reference: &str) -> Result<Option<Digest>, Regi
     }
 }
 
-fn pull_scope(repo: &str) -> Option<String> {
+pub(crate) fn pull_scope(repo: &str) -> Option<String> {
     Some(format!("repository:{repo}:pull"))
 }
 
-fn header_digest(resp: &Response) -> Result<Option<Digest>, RegistryError> {
+pub(crate) fn header_digest(resp: &Response) -> Result<Option<Digest>, RegistryError> {
     match resp.headers().get("docker-content-digest") {
         None => Ok(None),
         Some(v) => {
@@ -209,7 +209,7 @@ fn header_digest(resp: &Response) -> Result<Option<Digest>, RegistryError> {
     }
 }
 
-fn content_type(resp: &Response) -> Option<MediaType> {
+pub(crate) fn content_type(resp: &Response) -> Option<MediaType> {
     resp.headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -217,7 +217,12 @@ fn content_type(resp: &Response) -> Option<MediaType> {
 }
 
 /// Verify manifest bytes against an expected digest, mapping the errors.
-fn verify(url: &str, bytes: &[u8], mt: &MediaType, expected: &Digest) -> Result<(), RegistryError> {
+pub(crate) fn verify(
+    url: &str,
+    bytes: &[u8],
+    mt: &MediaType,
+    expected: &Digest,
+) -> Result<(), RegistryError> {
     Manifest::verify_digest(bytes, mt, expected).map_err(|e| match e {
         TypeError::DigestMismatch { expected, actual } => RegistryError::DigestMismatch {
             url: url.to_owned(),
@@ -232,7 +237,7 @@ fn verify(url: &str, bytes: &[u8], mt: &MediaType, expected: &Digest) -> Result<
 }
 
 impl RegistryClient {
-    async fn url(&self, path: &str) -> Result<Url, RegistryError> {
+    pub(crate) async fn url(&self, path: &str) -> Result<Url, RegistryError> {
         let base = self.base().await?;
         base.join(path).map_err(|_| RegistryError::InvalidArgument {
             what: "path",

@@ -7,6 +7,8 @@ use std::future::Future;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
+use bytes::Bytes;
+
 use reqwest::header::{self, HeaderMap, HeaderValue};
 use reqwest::{Method, Response, StatusCode};
 use url::Url;
@@ -442,6 +444,16 @@ impl RegistryClient {
     /// followed. Returns the final response, whatever its status (except a 401 from the
     /// registry, which becomes [`RegistryError::Unauthorized`]).
     pub(crate) async fn execute(&self, req: Req) -> Result<Response, RegistryError> {
+        self.execute_body(req, None).await
+    }
+
+    /// [`execute`](Self::execute) with a body held in memory (a manifest), sent again as
+    /// needed when authentication is renewed or a redirect is followed.
+    pub(crate) async fn execute_body(
+        &self,
+        req: Req,
+        body: Option<Bytes>,
+    ) -> Result<Response, RegistryError> {
         let base = self.base().await?.clone();
         let mut scope_override: Option<String> = None;
         let mut renewed = false;
@@ -450,7 +462,13 @@ impl RegistryClient {
             let scope = scope_override.clone().or_else(|| req.scope.clone());
             let auth = self.authorization(&base, scope.as_deref()).await?;
             let resp = self
-                .send_following_redirects(&req.method, &req.url, &req.headers, auth.as_deref())
+                .send_following_redirects_body(
+                    &req.method,
+                    &req.url,
+                    &req.headers,
+                    auth.as_deref(),
+                    body.as_ref(),
+                )
                 .await?;
             if resp.status() != StatusCode::UNAUTHORIZED || !same_origin(resp.url(), &base) {
                 return Ok(resp);
@@ -514,7 +532,7 @@ impl RegistryClient {
 
     /// Drop the cached token for `scope` if it is still the one that was refused
     /// (`used`): a parallel request may have renewed it already.
-    fn forget_token(&self, scope: &str, used: &str) {
+    pub(crate) fn forget_token(&self, scope: &str, used: &str) {
         let mut t = self.inner.tokens.lock().unwrap_or_else(|p| p.into_inner());
         t.retain(|k, v| !(k.ends_with(&format!(" {scope}")) && v.header == used));
     }
@@ -559,7 +577,7 @@ impl RegistryClient {
     }
 
     /// The `Authorization` value for a request to the registry, if any.
-    async fn authorization(
+    pub(crate) async fn authorization(
         &self,
         base: &Url,
         scope: Option<&str>,
@@ -584,6 +602,20 @@ impl RegistryClient {
         headers: &HeaderMap,
         auth: Option<&str>,
     ) -> Result<Response, RegistryError> {
+        self.send_following_redirects_body(method, url, headers, auth, None)
+            .await
+    }
+
+    /// [`send_following_redirects`](Self::send_following_redirects) with an in-memory body,
+    /// sent again to each redirect target.
+    pub(crate) async fn send_following_redirects_body(
+        &self,
+        method: &Method,
+        url: &Url,
+        headers: &HeaderMap,
+        auth: Option<&str>,
+        body: Option<&Bytes>,
+    ) -> Result<Response, RegistryError> {
         let mut url = url.clone();
         let mut auth = auth.map(str::to_owned);
         for hop in 0..=MAX_REDIRECTS {
@@ -597,11 +629,14 @@ impl RegistryClient {
                 v.set_sensitive(true);
                 hm.insert(header::AUTHORIZATION, v);
             }
-            let rb = self
+            let mut rb = self
                 .inner
                 .http
                 .request(method.clone(), url.clone())
                 .headers(hm);
+            if let Some(b) = body {
+                rb = rb.body(b.clone());
+            }
             let resp = match self.send_raw(rb).await {
                 Ok(Ok(r)) => r,
                 Ok(Err(e)) => return Err(transport_error(e, method, &url)),
@@ -804,6 +839,18 @@ mod tests {
         send(c.get_foreign_blob("http://x/y", &d, 0));
         send(c.list_tags("r"));
         send(c.catalog());
+        send(c.blob_exists("r", &d));
+        send(c.mount_blob("r", "f", &d));
+        send(c.push_blob("r", &d, crate::BlobBody::from_bytes(Vec::new())));
+        send(c.push_blob_or_mount(
+            "r",
+            "f",
+            &d,
+            crate::BlobBody::from_registry(c.clone(), "f", &d),
+        ));
+        send(c.delete_upload("r", "/v2/r/blobs/uploads/x"));
+        send(c.put_manifest("r", "t", b"{}", &hoist_types::MediaType::OciManifest));
+        send(c.referrers("r", &d.digest, None));
         send(async move {
             let mut b = c.get_blob("r", &d).await.unwrap();
             b.chunk().await

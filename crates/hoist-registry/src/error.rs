@@ -272,6 +272,87 @@ pub enum RegistryError {
         /// Why.
         reason: String,
     },
+    /// The registry refused a push request (an upload, a mount or a manifest) with a 4xx
+    /// other than 401, 403 and 404: the error names its code, e.g. `DIGEST_INVALID`,
+    /// `SIZE_INVALID`, `BLOB_UPLOAD_INVALID`, `MANIFEST_INVALID`, `MANIFEST_BLOB_UNKNOWN`,
+    /// `TAG_INVALID`.
+    #[error("{method} {url}: the registry refused {what}: HTTP {status}: {message}")]
+    PushRejected {
+        /// Method.
+        method: &'static str,
+        /// URL.
+        url: String,
+        /// What was pushed ("blob sha256:… to REPO", "manifest REPO:TAG").
+        what: String,
+        /// The status code.
+        status: u16,
+        /// The Distribution error code (`errors[0].code`), when the body had one.
+        code: Option<String>,
+        /// The registry's error code and message, or the status' reason phrase.
+        message: String,
+    },
+    /// Reading the bytes of a blob to push from the caller's source (file, reader,
+    /// stream, source registry) failed.
+    #[error("reading blob {digest} to push failed at byte {offset}: {reason}")]
+    UploadSource {
+        /// The blob.
+        digest: Digest,
+        /// Bytes read before the failure.
+        offset: u64,
+        /// The source's error.
+        reason: String,
+    },
+    /// The source of a blob to push gave more or fewer bytes than its descriptor says.
+    #[error(
+        "the source of blob {digest} is not {expected} bytes as its descriptor says (it gave {actual})"
+    )]
+    SourceSize {
+        /// The blob.
+        digest: Digest,
+        /// The descriptor's size.
+        expected: u64,
+        /// Bytes the source gave (for a longer source: as far as it was read).
+        actual: u64,
+    },
+    /// The bytes of a blob to push do not hash to its digest. The upload is abandoned
+    /// before the registry can complete it.
+    #[error("the source of blob {expected} does not match its digest: its bytes hash to {actual}")]
+    SourceDigest {
+        /// The descriptor's digest.
+        expected: Digest,
+        /// The digest of the bytes the source gave.
+        actual: Digest,
+    },
+    /// An upload failed in a way that needs the blob's bytes again, and its body is a
+    /// one-shot reader or stream already read past the bytes kept for replay. Push from a
+    /// file or a reopenable source to let hoist retry.
+    #[error(
+        "{url}: pushing blob {digest} failed and cannot be retried: its source is a one-shot stream already read to byte {offset} (cause: {cause})"
+    )]
+    NotReplayable {
+        /// The upload URL.
+        url: String,
+        /// The blob.
+        digest: Digest,
+        /// How far the source had been read.
+        offset: u64,
+        /// The failure that needed a replay.
+        #[source]
+        cause: Box<RegistryError>,
+    },
+    /// The registry does not implement an optional API (the referrers API of OCI
+    /// Distribution 1.1, for example).
+    #[error("{url}: {what} is not supported by this registry (HTTP {status}: {message})")]
+    Unsupported {
+        /// URL.
+        url: String,
+        /// The API.
+        what: &'static str,
+        /// The status code that says so.
+        status: u16,
+        /// The registry's message.
+        message: String,
+    },
     /// The client could not be built.
     #[error("building the HTTP client for {registry}: {source}")]
     ClientBuild {

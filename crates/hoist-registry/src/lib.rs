@@ -1,5 +1,7 @@
-//! An async client for the OCI Distribution API, read side: `/v2/` ping, bearer and basic
-//! auth, manifests, streamed blobs, tags and the catalog, plus credential files.
+//! An async client for the OCI Distribution API: `/v2/` ping, bearer and basic auth,
+//! manifests, streamed blobs, tags and the catalog, credential files; and the push side
+//! (blob existence, cross-repository mounts, monolithic and chunked uploads from files or
+//! streams, manifest and index puts, referrers; see `upload.rs` and `push.rs`).
 //!
 //! ```no_run
 //! # async fn demo() -> Result<(), hoist_registry::RegistryError> {
@@ -23,9 +25,12 @@ mod client;
 mod error;
 mod headers;
 pub mod mirrors;
+mod push;
 pub mod retry;
 mod tls;
 mod token;
+pub mod upload;
+mod upload_body;
 
 use std::fmt;
 use std::path::PathBuf;
@@ -35,7 +40,10 @@ pub use api::{BlobResponse, FetchedManifest};
 pub use client::RegistryClient;
 pub use error::RegistryError;
 pub use mirrors::{Endpoint, Mirror, MirrorConfig, MirrorSources};
+pub use push::Referrers;
 pub use retry::{Backoff, RetryPolicy, SharedProgress};
+pub use upload::{MountOutcome, PushedBlob, UploadMethod, UploadOptions};
+pub use upload_body::{BlobBody, ByteStream};
 
 /// How many redirects one request may follow.
 pub const MAX_REDIRECTS: usize = 10;
@@ -71,8 +79,11 @@ pub struct ClientOptions {
     /// How failed requests are retried (`--retry-times`, `--retry-delay`).
     pub retry: RetryPolicy,
     /// Where the client reports the retries it makes ([`hoist_types::ProgressEvent::Retry`]);
-    /// `None` reports them only to `tracing`.
+    /// `None` reports them only to `tracing`. Uploads also report the bytes they send
+    /// ([`hoist_types::ProgressEvent::BlobProgress`]) here.
     pub progress: Option<SharedProgress>,
+    /// How blobs are pushed: monolithic threshold and chunk size.
+    pub upload: UploadOptions,
 }
 
 impl Default for ClientOptions {
@@ -92,6 +103,7 @@ impl Default for ClientOptions {
             user_agent: concat!("hoist/", env!("CARGO_PKG_VERSION")).to_owned(),
             retry: RetryPolicy::default(),
             progress: None,
+            upload: UploadOptions::default(),
         }
     }
 }

@@ -95,7 +95,9 @@ impl RegistryClient {
                     if let Some(s) = service {
                         q.append_pair("service", s);
                     }
-                    if let Some(s) = scope {
+                    // Several scopes (a push with a cross-repository mount) go as
+                    // several `scope` parameters, as Docker's token servers expect.
+                    for s in scope.iter().flat_map(|s| s.split_whitespace()) {
                         q.append_pair("scope", s);
                     }
                     q.append_pair("account", &c.username);
@@ -128,7 +130,9 @@ impl RegistryClient {
                     if let Some(s) = service {
                         q.append_pair("service", s);
                     }
-                    if let Some(s) = scope {
+                    // Several scopes (a push with a cross-repository mount) go as
+                    // several `scope` parameters, as Docker's token servers expect.
+                    for s in scope.iter().flat_map(|s| s.split_whitespace()) {
                         q.append_pair("scope", s);
                     }
                 }

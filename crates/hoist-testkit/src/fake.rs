@@ -30,6 +30,14 @@
 //! Blob bodies are counted too: [`FakeRegistry::blob_bytes_sent`] (bytes handed to the
 //! connection) and [`FakeRegistry::blob_gets`] (GETs answered with content).
 //!
+//! # Pushes
+//! Off by default (writes get 405). [`FakeRegistry::accept_pushes`] turns on blob uploads
+//! (monolithic, chunked), cross-repository mounts and manifest puts, as Distribution
+//! answers them; [`FakeRegistry::reject_chunked_uploads`] and
+//! [`FakeRegistry::deny_mounts_from`] make it refuse chunks or mounts, and the faults
+//! reach push requests too ([`Target::Upload`]). Every push request is recorded
+//! ([`FakeRegistry::upload_requests`]). See `fake_uploads.rs` for the rules.
+//!
 //! # Faults
 //! [`FakeRegistry::inject`] adds per-request faults ([`Fault`]): statuses, 429/503 with
 //! `Retry-After` (seconds or HTTP date), resets after N bytes, wrong `Content-Length`,
@@ -77,9 +85,12 @@ use crate::images::{BuiltImage, BuiltIndex, sha256_digest};
 
 #[path = "fake_faults.rs"]
 mod faults;
+#[path = "fake_uploads.rs"]
+mod uploads;
 
 use faults::{BodyFault, plan};
 pub use faults::{Fault, FaultRule, RetryAfter, Target, TokenAuth, http_date};
+pub use uploads::UploadRecord;
 
 /// How long a reset waits after its last byte before breaking the connection: time for
 /// the server to flush what it sent.
@@ -224,6 +235,8 @@ struct FakeState {
     blob_gets: HashMap<String, usize>,
     registry_addr: Option<SocketAddr>,
     storage_addr: Option<SocketAddr>,
+    /// The push side.
+    uploads: uploads::Uploads,
 }
 
 struct Inner {
@@ -269,6 +282,7 @@ impl Inner {
         path: &str,
         query: Option<&str>,
         headers: &HeaderMap,
+        body: &Bytes,
         storage: bool,
     ) -> Plan {
         let hv = |h: header::HeaderName| {
@@ -284,10 +298,21 @@ impl Inner {
             method,
             path,
             query,
-            range.as_deref(),
-            authorization.as_deref(),
+            (range.as_deref(), authorization.as_deref()),
+            (headers, body),
             storage,
         );
+        if !storage {
+            uploads::record(
+                &mut st,
+                method,
+                path,
+                query,
+                headers,
+                body,
+                plan.resp.status,
+            );
+        }
         st.log.push(FakeRequest {
             method: method.as_str().to_string(),
             path: path.to_string(),
@@ -527,13 +552,30 @@ async fn handle_storage(State(inner): State<Arc<Inner>>, req: Request) -> Respon
     answer(inner, req, true).await
 }
 
+/// Request bodies of pushes are read up to this size.
+const MAX_PUSH_BODY: usize = 1 << 30;
+
 async fn answer(inner: Arc<Inner>, req: Request, storage: bool) -> Response {
-    let uri = req.uri();
+    let (parts, body) = req.into_parts();
+    let body = if !storage && uploads::is_push(&parts.method, parts.uri.path()) {
+        match axum::body::to_bytes(body, MAX_PUSH_BODY).await {
+            Ok(b) => b,
+            Err(e) => {
+                let mut resp = Response::new(Body::from(format!("fake registry: body: {e}")));
+                *resp.status_mut() = StatusCode::BAD_REQUEST;
+                return resp;
+            }
+        }
+    } else {
+        Bytes::new()
+    };
+    let uri = &parts.uri;
     let plan = inner.respond(
-        req.method(),
+        &parts.method,
         uri.path(),
         uri.query(),
-        req.headers(),
+        &parts.headers,
+        &body,
         storage,
     );
     if let Some(d) = plan.delay {
@@ -749,11 +791,12 @@ impl FakeRegistry {
         self.inner.lock().log.clone()
     }
 
-    /// Forgets the recorded requests (hit counts restart at zero), and the blob byte and
-    /// GET counters.
+    /// Forgets the recorded requests (hit counts restart at zero, push requests included),
+    /// and the blob byte and GET counters.
     pub fn reset_hits(&self) {
         let mut st = self.inner.lock();
         st.log.clear();
+        st.uploads.log.clear();
         st.blob_gets.clear();
         drop(st);
         self.inner
@@ -779,6 +822,41 @@ impl FakeRegistry {
         let mut st = self.inner.lock();
         st.auth = auth;
         st.tokens.clear();
+    }
+
+    /// Serve the push side (uploads, mounts, manifest puts; default off: 405).
+    pub fn accept_pushes(&self, on: bool) {
+        self.inner.lock().uploads.enabled = on;
+    }
+
+    /// Answer every `PATCH` that carries a `Content-Range` with 416, as registries that
+    /// take only monolithic or streamed uploads do.
+    pub fn reject_chunked_uploads(&self, on: bool) {
+        self.inner.lock().uploads.reject_chunked = on;
+    }
+
+    /// Refuse mounts from `repo`: 401 with an `insufficient_scope` challenge when token
+    /// auth is on (what Distribution answers to a user who cannot pull `repo`), else 403.
+    pub fn deny_mounts_from(&self, repo: &str) {
+        self.inner
+            .lock()
+            .uploads
+            .deny_mount_from
+            .insert(repo.to_string());
+    }
+
+    /// Every push request so far (uploads, mounts, manifest puts), oldest first.
+    pub fn upload_requests(&self) -> Vec<UploadRecord> {
+        self.inner.lock().uploads.log.clone()
+    }
+
+    /// The bytes of blob `digest` in `repo`, pushed or put.
+    pub fn blob(&self, repo: &str, digest: &str) -> Option<Vec<u8>> {
+        self.inner
+            .lock()
+            .blobs
+            .get(&(repo.to_string(), digest.to_string()))
+            .map(|b| b.to_vec())
     }
 
     /// Tokens issued by `/token` so far.

@@ -22,9 +22,9 @@
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use axum::body::Bytes;
-use axum::http::Method;
+use axum::http::{HeaderMap, Method};
 
-use super::{FakeResponse, FakeState, Plan, serve};
+use super::{FakeResponse, FakeState, Plan, serve, uploads};
 
 /// The answer to one request, faults included.
 pub(super) fn plan(
@@ -32,11 +32,12 @@ pub(super) fn plan(
     method: &Method,
     path: &str,
     query: Option<&str>,
-    range: Option<&str>,
-    authorization: Option<&str>,
+    (range, authorization): (Option<&str>, Option<&str>),
+    (headers, body): (&HeaderMap, &Bytes),
     storage: bool,
 ) -> Plan {
     let info = ReqInfo {
+        method: method.as_str(),
         path,
         range,
         blob: blob_of(path),
@@ -93,7 +94,12 @@ pub(super) fn plan(
                 .map(|(repo, _)| repo);
             let mut challenge = format!("Bearer realm=\"{realm}\",service=\"fake-registry\"");
             if let Some(repo) = repo {
-                challenge.push_str(&format!(",scope=\"repository:{repo}:pull\""));
+                let actions = if matches!(*method, Method::GET | Method::HEAD) {
+                    "pull"
+                } else {
+                    "pull,push"
+                };
+                challenge.push_str(&format!(",scope=\"repository:{repo}:{actions}\""));
             }
             return Plan::plain(
                 FakeResponse::error(401, "UNAUTHORIZED", "authentication required")
@@ -133,10 +139,13 @@ pub(super) fn plan(
         let (repo, digest) = info.blob.expect("checked above");
         serve(st, method, &format!("/v2/{repo}/blobs/{digest}"))
     } else {
-        st.routes
-            .get(path)
-            .cloned()
-            .unwrap_or_else(|| serve(st, method, path))
+        match st.routes.get(path).cloned() {
+            Some(r) => r,
+            None if st.uploads.enabled && uploads::is_push(method, path) => {
+                uploads::answer(st, method, path, query, headers, body)
+            }
+            None => serve(st, method, path),
+        }
     };
     let mut shared = None;
     if let Some((repo, digest)) = info.blob.filter(|_| !routed && resp.status == 200) {
@@ -265,6 +274,9 @@ pub enum Target {
     AnyBlob,
     /// Every manifest request.
     Manifests,
+    /// Push requests with this method (`POST`, `PATCH`, `PUT`, `GET`, `DELETE`) to
+    /// `/v2/REPO/blobs/uploads/…` (registry listener).
+    Upload(String),
 }
 
 /// A fault, its target and its count (see the module docs).
@@ -279,6 +291,10 @@ pub struct FaultRule {
 }
 
 impl Fault {
+    /// [`Target::Upload`]: push requests with `method`.
+    pub fn on_upload(self, method: &str) -> FaultRule {
+        self.on(Target::Upload(method.to_string()))
+    }
     /// A rule hitting the first request to `target` (change with [`FaultRule::times`]).
     pub fn on(self, target: Target) -> FaultRule {
         FaultRule {
@@ -348,6 +364,9 @@ impl FaultRule {
             Target::Blob(d) => req.blob.is_some_and(|(_, b)| b == d),
             Target::AnyBlob => req.blob.is_some(),
             Target::Manifests => !req.storage && req.path.contains("/manifests/"),
+            Target::Upload(m) => {
+                !req.storage && req.path.contains("/blobs/uploads") && req.method == m
+            }
         }
     }
 
@@ -364,6 +383,7 @@ impl FaultRule {
 /// What the fake knows about a request when choosing faults.
 #[derive(Debug)]
 pub(super) struct ReqInfo<'a> {
+    pub method: &'a str,
     pub path: &'a str,
     pub range: Option<&'a str>,
     /// (repository, digest) for blob requests.
@@ -379,7 +399,9 @@ pub(super) fn blob_of(path: &str) -> Option<(&str, &str)> {
         .strip_prefix("/v2/")
         .or_else(|| path.strip_prefix("/storage/"))?;
     let (repo, digest) = rest.rsplit_once("/blobs/")?;
-    (!repo.is_empty() && !digest.is_empty()).then_some((repo, digest))
+    // Upload sessions (`/blobs/uploads/ID`) are not blobs.
+    let upload = digest == "uploads" || digest.starts_with("uploads/");
+    (!repo.is_empty() && !digest.is_empty() && !upload).then_some((repo, digest))
 }
 
 /// What the renderer does to a body.
@@ -534,5 +556,7 @@ mod tests {
         );
         assert_eq!(blob_of("/v2/a/manifests/x"), None);
         assert_eq!(blob_of("/v2/blobs/x"), None);
+        assert_eq!(blob_of("/v2/a/blobs/uploads/u1"), None);
+        assert_eq!(blob_of("/v2/a/blobs/uploads/"), None);
     }
 }
