@@ -49,6 +49,14 @@ enum Command {
     Export(cmd::export::Args),
     /// Build a root filesystem (directory, ext4 or erofs; flattened or per layer), cached.
     Rootfs(cmd::rootfs::Args),
+    /// Remove what no image, name or work in flight needs; report what was freed.
+    Gc(cmd::gc::Args),
+    /// Check the store: re-hash blobs, find missing, corrupt and orphaned content.
+    Fsck(cmd::fsck::Args),
+    /// Show disk usage by kind, shared and unique per image, and what gc would reclaim.
+    Df(cmd::df::Args),
+    /// Show the history of an image: the steps that made it and their layers.
+    History(cmd::history::Args),
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -110,6 +118,10 @@ fn run(command: Command, g: &GlobalArgs) -> anyhow::Result<()> {
             Command::Unpack(a) => cmd::unpack::run(a, g),
             Command::Export(a) => cmd::export::run(a, g),
             Command::Rootfs(a) => cmd::rootfs::run(a, g),
+            Command::Gc(a) => cmd::gc::run(a, g),
+            Command::Fsck(a) => cmd::fsck::run(a, g),
+            Command::Df(a) => cmd::df::run(a, g),
+            Command::History(a) => cmd::history::run(a, g),
             Command::Completions { .. } => unreachable!("handled before the runtime starts"),
         }
     })

@@ -25,8 +25,15 @@ impl Store {
             .join(d.hex())
     }
 
-    /// `Some(size)` if the blob is present.
+    /// `Some(size)` if the blob is present. On a leased handle ([`Store::leased`]) the
+    /// digest is added to the lease first, so a blob found present stays present.
     pub fn has_blob(&self, d: &Digest) -> Result<Option<u64>, StoreError> {
+        self.protect([d])?;
+        self.stat_blob(d)
+    }
+
+    /// `Some(size)` if the blob is present, without touching a lease.
+    pub(crate) fn stat_blob(&self, d: &Digest) -> Result<Option<u64>, StoreError> {
         let path = self.blob_path(d);
         match fs::metadata(&path) {
             Ok(m) if m.is_file() => Ok(Some(m.len())),
@@ -36,8 +43,10 @@ impl Store {
         }
     }
 
-    /// Open a blob for reading. Its content is not verified here.
+    /// Open a blob for reading (on a leased handle, leased first). Its content is not
+    /// verified here.
     pub fn open_blob(&self, d: &Digest) -> Result<File, StoreError> {
+        self.protect([d])?;
         let path = self.blob_path(d);
         File::open(&path).map_err(|e| {
             if e.kind() == io::ErrorKind::NotFound {
@@ -83,6 +92,7 @@ impl Store {
         expected: &Digest,
         expected_size: Option<u64>,
     ) -> Result<BlobWriter, StoreError> {
+        self.protect([expected])?;
         let dir = self.ingest_dir();
         let stem = format!("{}-{}", expected.algorithm(), expected.hex());
         let (file, temp) = fsutil::create_temp(&dir, &stem)?;
@@ -150,6 +160,32 @@ impl Store {
     /// `name` is 1 to 200 characters of `[a-z0-9._-]`, not starting with `.` (so it
     /// cannot name another directory); anything else is refused.
     pub fn lock_named(&self, name: &str) -> Result<NamedLock, StoreError> {
+        let path = self.named_lock_path(name)?;
+        let file = fsutil::lock_file(&path, LockMode::Exclusive)?;
+        Ok(NamedLock { _file: file, path })
+    }
+
+    /// Like [`Store::lock_named`] but without waiting: `None` when someone else holds it.
+    pub fn try_lock_named(&self, name: &str) -> Result<Option<NamedLock>, StoreError> {
+        let path = self.named_lock_path(name)?;
+        let file = match fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)
+        {
+            Ok(f) => f,
+            Err(e) => return Err(StoreError::io("open lock file", &path, e)),
+        };
+        match file.try_lock() {
+            Ok(()) => Ok(Some(NamedLock { _file: file, path })),
+            Err(fs::TryLockError::WouldBlock) => Ok(None),
+            Err(fs::TryLockError::Error(e)) => Err(StoreError::io("lock", &path, e)),
+        }
+    }
+
+    fn named_lock_path(&self, name: &str) -> Result<PathBuf, StoreError> {
         let valid = !name.is_empty()
             && name.len() <= 200
             && !name.starts_with('.')
@@ -164,8 +200,7 @@ impl Store {
                 io::Error::new(io::ErrorKind::InvalidInput, "invalid lock name"),
             ));
         }
-        let file = fsutil::lock_file(&path, LockMode::Exclusive)?;
-        Ok(NamedLock { _file: file, path })
+        Ok(path)
     }
 
     fn blob_lock_path(&self, d: &Digest) -> PathBuf {

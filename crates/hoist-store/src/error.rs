@@ -30,6 +30,26 @@ pub enum StoreError {
         /// The OS error.
         source: io::Error,
     },
+    /// The store was opened read-only and a change was asked for.
+    #[error(
+        "the store at {path} is read-only for this process (no write access): this command needs to change it"
+    )]
+    ReadOnly {
+        /// The store's root.
+        path: PathBuf,
+    },
+    /// The filesystem holding the store is full (or a quota is exhausted).
+    #[error(
+        "no space left to {action} {path} ({source}): free space on the store's filesystem, e.g. with `hoist gc`, and try again"
+    )]
+    NoSpace {
+        /// What was being done.
+        action: &'static str,
+        /// The path concerned.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
     /// The directory is not empty and holds neither an OCI layout nor a hoist store.
     #[error(
         "{path} is not empty and is neither an OCI image layout nor a hoist store; refusing to use it as a store"
@@ -224,6 +244,11 @@ impl StoreError {
             io::ErrorKind::PermissionDenied | io::ErrorKind::ReadOnlyFilesystem => {
                 StoreError::NotWritable { path, source }
             }
+            io::ErrorKind::StorageFull | io::ErrorKind::QuotaExceeded => StoreError::NoSpace {
+                action,
+                path,
+                source,
+            },
             _ => StoreError::Io {
                 action,
                 path,

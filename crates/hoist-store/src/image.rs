@@ -12,7 +12,7 @@ use hoist_types::{
 
 use crate::fsutil::{self, LockMode};
 use crate::query::{self, Query};
-use crate::record::{ImageCommit, ImageRecord, RemoveReport};
+use crate::record::{ImageCommit, ImageManifest, ImageRecord, NameTarget, RemoveReport};
 use crate::{Store, StoreError};
 
 /// Records loaded under the exclusive lock, and what changed.
@@ -29,17 +29,18 @@ impl Txn {
         self.records.iter_mut().find(|r| &r.id == id)
     }
 
-    /// Put `name` on `id` alone.
-    fn move_name(&mut self, name: &Reference, id: &Digest) {
+    /// Put `name` on `id` alone, pointing at the manifest `v` of that image.
+    fn move_name(&mut self, name: &Reference, id: &Digest, v: &ImageManifest) {
         for rec in &mut self.records {
             let has = rec.names.contains(name);
-            if &rec.id == id && !has {
-                rec.names.push(name.clone());
-                rec.names.sort();
-                self.dirty.insert(rec.id.clone());
-                self.gaining = Some(rec.id.clone());
-            } else if &rec.id != id && has {
-                rec.names.retain(|n| n != name);
+            if &rec.id == id {
+                if !has || rec.target_of(name) != *v {
+                    rec.set_target(name, v);
+                    self.dirty.insert(rec.id.clone());
+                    self.gaining = Some(rec.id.clone());
+                }
+            } else if has {
+                rec.drop_name(name);
                 self.dirty.insert(rec.id.clone());
             }
         }
@@ -97,12 +98,29 @@ impl Store {
     pub fn commit_image(&self, c: ImageCommit) -> Result<ImageRecord, StoreError> {
         let fresh = self.build_record(&c)?;
         let id = fresh.id.clone();
+        let needed = fresh.blobs();
         self.transact(|txn| {
+            // Checked again under the lock, which a GC holds while it sweeps: a record
+            // never names a blob that was collected after it was checked above.
+            for d in &needed {
+                if self.stat_blob(d)?.is_none() {
+                    return Err(StoreError::BlobNotFound {
+                        digest: d.clone(),
+                        path: self.blob_path(d),
+                    });
+                }
+            }
             let merged = match txn.records.iter().find(|r| r.id == id) {
                 Some(old) => merge(old, fresh),
                 None => fresh,
             };
-            let names = merged.names.clone();
+            let names: Vec<Reference> = c
+                .name
+                .as_ref()
+                .and_then(|n| n.tag().and_then(|t| n.with_tag(t).ok()))
+                .into_iter()
+                .collect();
+            let variant = merged.latest();
             match txn.get_mut(&id) {
                 Some(slot) => *slot = merged,
                 None => txn.records.push(merged),
@@ -110,7 +128,7 @@ impl Store {
             txn.dirty.insert(id.clone());
             txn.gaining = Some(id.clone());
             for n in &names {
-                txn.move_name(n, &id);
+                txn.move_name(n, &id, &variant);
             }
             Ok(txn
                 .records
@@ -222,9 +240,19 @@ impl Store {
             media_type: mt,
             ..mdesc.clone()
         };
+        let targets = name
+            .iter()
+            .map(|n| NameTarget {
+                name: n.clone(),
+                manifest: manifest.digest.clone(),
+                index: c.index.as_ref().map(|i| i.digest.clone()),
+            })
+            .collect();
         Ok(ImageRecord {
             id: m.config.digest.clone(),
             names: name.into_iter().collect(),
+            targets,
+            manifests: Vec::new(),
             repo_digests,
             manifest,
             index: c.index.clone(),
@@ -262,8 +290,9 @@ impl Store {
         let q = query::parse_query(image)?;
         self.transact(|txn| {
             let owners = query::name_owners(&txn.records, &Default::default());
-            let id = query::find(&txn.records, &owners, image, &q)?.id.clone();
-            txn.move_name(&name, &id);
+            let (rec, v) = query::find_variant(&txn.records, &owners, image, &q)?;
+            let id = rec.id.clone();
+            txn.move_name(&name, &id, &v);
             Ok(())
         })
     }
@@ -276,7 +305,7 @@ impl Store {
             let mut found = false;
             for rec in &mut txn.records {
                 if rec.names.contains(&name) {
-                    rec.names.retain(|n| n != &name);
+                    rec.drop_name(&name);
                     txn.dirty.insert(rec.id.clone());
                     found = true;
                 }
@@ -307,7 +336,7 @@ impl Store {
                     && let Some(id) = owners.get(reference).cloned()
                 {
                     let rec = txn.get_mut(&id).expect("owner exists");
-                    rec.names.retain(|n| n != reference);
+                    rec.drop_name(reference);
                     let now_unnamed = rec.names.is_empty();
                     txn.dirty.insert(id.clone());
                     report.untagged.push(reference.clone());
@@ -369,27 +398,34 @@ fn tag_only(name: &Reference) -> Result<Reference, StoreError> {
     }
 }
 
-/// Merge a fresh commit of an image into its existing record: names and repo digests
-/// accumulate, the rest comes from the fresh commit, `added` is kept.
-fn merge(old: &ImageRecord, fresh: ImageRecord) -> ImageRecord {
-    let mut names = old.names.clone();
-    for n in &fresh.names {
-        if !names.contains(n) {
-            names.push(n.clone());
-        }
-    }
-    names.sort();
+/// Merge a fresh commit of an image into its existing record: names, manifests and repo
+/// digests accumulate (the fresh manifest becomes the latest, its name points at it, the
+/// other names keep theirs), the rest comes from the fresh commit, `added` is kept.
+pub(crate) fn merge(old: &ImageRecord, fresh: ImageRecord) -> ImageRecord {
+    let v = fresh.latest();
     let mut repo_digests = old.repo_digests.clone();
     for r in &fresh.repo_digests {
         if !repo_digests.contains(r) {
             repo_digests.push(r.clone());
         }
     }
-    ImageRecord {
-        names,
+    let fresh_names = fresh.names.clone();
+    let mut rec = ImageRecord {
+        names: old.names.clone(),
+        targets: old.targets.clone(),
+        manifests: old.manifests.clone(),
+        manifest: old.manifest.clone(),
+        index: old.index.clone(),
+        layers: old.layers.clone(),
+        size: old.size,
         repo_digests,
         added: old.added.clone(),
         source: fresh.source.clone().or_else(|| old.source.clone()),
         ..fresh
+    };
+    rec.add_variant(&v, true);
+    for n in &fresh_names {
+        rec.set_target(n, &v);
     }
+    rec
 }

@@ -9,7 +9,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use hoist_types::{ANNOTATION_REF_NAME, Descriptor, Digest, MediaType};
+use hoist_types::{ANNOTATION_REF_NAME, Descriptor, Digest, MediaType, Reference};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
@@ -61,6 +61,36 @@ impl IndexFile {
             .collect()
     }
 
+    /// Every entry that parses as a descriptor, with whether hoist manages it.
+    pub(crate) fn descriptors(&self) -> Vec<(Descriptor, bool)> {
+        self.manifests
+            .iter()
+            .filter_map(|e| {
+                let d = serde_json::from_value::<Descriptor>(e.clone()).ok()?;
+                Some((d, is_hoist_entry(e)))
+            })
+            .collect()
+    }
+
+    /// Entries that do not parse as descriptors (for fsck).
+    pub(crate) fn invalid_entries(&self) -> usize {
+        self.manifests
+            .iter()
+            .filter(|e| serde_json::from_value::<Descriptor>((*e).clone()).is_err())
+            .count()
+    }
+
+    /// Keep the entries `keep` accepts (given the entry as a descriptor, if it is one).
+    pub(crate) fn retain_entries(&mut self, keep: impl Fn(Option<&Descriptor>) -> bool) {
+        self.manifests.retain(|e| {
+            keep(
+                serde_json::from_value::<Descriptor>(e.clone())
+                    .ok()
+                    .as_ref(),
+            )
+        });
+    }
+
     /// The ref names of all entries, in order (for tests and diagnostics).
     pub(crate) fn ref_names(&self) -> Vec<String> {
         self.manifests
@@ -82,17 +112,14 @@ fn is_hoist_entry(entry: &Value) -> bool {
 }
 
 /// The index entry for one name of a record.
-fn entry_for(rec: &ImageRecord, name: &str) -> Descriptor {
-    let mut d = Descriptor::new(
-        rec.manifest.media_type.clone(),
-        rec.manifest.digest.clone(),
-        rec.manifest.size,
-    );
+fn entry_for(rec: &ImageRecord, name: &Reference) -> Descriptor {
+    let target = rec.target_of(name).manifest;
+    let mut d = Descriptor::new(target.media_type, target.digest, target.size);
     if !rec.platform.os.is_empty() && !rec.platform.architecture.is_empty() {
         d.platform = Some(rec.platform.clone());
     }
     let mut ann = BTreeMap::new();
-    ann.insert(ANNOTATION_REF_NAME.to_owned(), name.to_owned());
+    ann.insert(ANNOTATION_REF_NAME.to_owned(), name.to_string());
     ann.insert(ANNOTATION_IMAGE_ID.to_owned(), rec.id.to_string());
     d.annotations = Some(ann);
     d
@@ -100,12 +127,12 @@ fn entry_for(rec: &ImageRecord, name: &str) -> Descriptor {
 
 /// Build the new index from the old one and the records.
 pub(crate) fn project(old: IndexFile, records: &[ImageRecord]) -> IndexFile {
-    let mut ours: BTreeMap<String, &ImageRecord> = BTreeMap::new();
+    let mut ours: BTreeMap<String, (&Reference, &ImageRecord)> = BTreeMap::new();
     for rec in records {
         for n in &rec.names {
             // Records are repaired before this is called, so names are unique; if not,
             // the first record (by ID) wins, as in `resolve`.
-            ours.entry(n.to_string()).or_insert(rec);
+            ours.entry(n.to_string()).or_insert((n, rec));
         }
     }
     let taken: BTreeSet<&str> = ours.keys().map(String::as_str).collect();
@@ -114,8 +141,9 @@ pub(crate) fn project(old: IndexFile, records: &[ImageRecord]) -> IndexFile {
         .into_iter()
         .filter(|e| !is_hoist_entry(e) && !ref_name(e).is_some_and(|n| taken.contains(n)))
         .collect();
-    for (name, rec) in &ours {
-        manifests.push(serde_json::to_value(entry_for(rec, name)).expect("descriptor serialises"));
+    for (reference, rec) in ours.values() {
+        let entry = entry_for(rec, reference);
+        manifests.push(serde_json::to_value(entry).expect("descriptor serialises"));
     }
     IndexFile {
         schema_version: 2,
@@ -158,6 +186,11 @@ impl Store {
         fsutil::write_atomic(&self.index_path(), &new.to_bytes())
     }
 
+    /// Write `index.json` as given. Call with the store lock held.
+    pub(crate) fn write_index_file(&self, idx: &IndexFile) -> Result<(), StoreError> {
+        fsutil::write_atomic(&self.index_path(), &idx.to_bytes())
+    }
+
     /// The ref names listed in `index.json`, in file order.
     pub fn index_ref_names(&self) -> Result<Vec<String>, StoreError> {
         Ok(self.read_index()?.ref_names())
@@ -167,7 +200,7 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hoist_types::{Platform, Reference};
+    use hoist_types::Platform;
 
     fn rec(id_byte: char, names: &[&str]) -> ImageRecord {
         let id = Digest::parse(&format!("sha256:{}", id_byte.to_string().repeat(64))).unwrap();
@@ -188,6 +221,8 @@ mod tests {
             added: "1970-01-01T00:00:00Z".into(),
             source: None,
             config_parent: None,
+            manifests: vec![],
+            targets: vec![],
         }
     }
 

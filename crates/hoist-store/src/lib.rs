@@ -19,7 +19,19 @@
 //!     sha512/<hex>
 //!   hoist/
 //!     version                       "1": this layout's version; others are refused
-//!     images/<alg>-<hex>.json       image records (ImageRecord), keyed by config digest
+//!     images/<alg>-<hex>.json       image records (ImageRecord), keyed by config digest;
+//!                                   each lists every manifest committed for the image
+//!                                   ("manifests": manifest + index + layers; absent when
+//!                                   there is one) and what each name points at
+//!                                   ("targets": name → manifest and index digests). A
+//!                                   name keeps the manifest it was committed or tagged
+//!                                   with, so the OCI and Docker variants of one image (one
+//!                                   config) can both be named. Records written before
+//!                                   these fields existed are read as one manifest with
+//!                                   every name on it (the format is otherwise unchanged,
+//!                                   so the layout version stays 1)
+//!     leases/<pid>-<n>-<nanos>.lease  leases of work in flight (module `lease`): a digest
+//!                                   per line, flock()ed by the owner; GC roots
 //!     ingest/                       temp files of blob writes in progress, each locked
 //!                                   by its writer; stale unlocked ones (older than 1 h)
 //!                                   are removed when a store is opened
@@ -71,17 +83,55 @@
 //!   by the next change.
 //! - Cross-process locks are `flock`-style locks from [`std::fs::File::lock`]; each lock
 //!   opens its own file description, so threads of one process exclude each other too.
+//! - Committing an image re-checks, under the exclusive store lock, that every blob it
+//!   names is present; a GC holds that lock for its whole mark and sweep. So a record
+//!   never names a collected blob.
+//!
+//! # Garbage collection, leases, fsck
+//!
+//! [`Store::gc`] marks from the roots: every image record (all its manifests and indexes,
+//! config and layers; its top chain ID and diff IDs for the rootfs cache), the
+//! `index.json` entries other tools wrote, and every digest held by a live lease. It
+//! sweeps, under the exclusive store lock, blobs nothing marks, rootfs entries no image
+//! needs (renamed out of sight under the entry's lock, and skipped while a build holds
+//! it; the trees are deleted after the lock is released), partial downloads unused for a
+//! grace period (24 h by default) or whose blob is stored, temp files of dead writers,
+//! and files of dead leases. Marking is pure (module `mark`, table-tested).
+//!
+//! Work in flight runs on a leased handle ([`Store::leased`]): every blob it looks at or
+//! writes, and every image it resolves, is added to its lease *before* the store is
+//! consulted, under the shared store lock. A GC holds the lock exclusively from reading
+//! the leases to the end of its sweep, so an addition is either seen by the GC or made
+//! after the sweep, when the check that follows it sees the sweep's result. The pull
+//! engine and `hoist rootfs` run leased; a lease dies with its process (the flock goes;
+//! the next GC or open removes the file).
+//!
+//! [`Store::fsck`] re-hashes every blob (on two threads, without the lock), then under
+//! the lock checks every manifest, index, config and layer a record reaches (present,
+//! size, and the manifest's own config and layers), finds orphans, temp files, broken
+//! records, stale or dangling `index.json` entries, broken or unused rootfs entries and
+//! dead leases; resumable partial downloads are listed, not counted as problems. With
+//! `repair` it removes what is corrupt or orphaned (an image that needs a missing or
+//! corrupt blob goes too, to be pulled again) and rewrites `index.json` last.
+//! [`Store::disk_usage`] reports bytes by kind, shared and unique per image, and what a
+//! GC would reclaim.
 //!
 //! [OCI image layout]: https://github.com/opencontainers/image-spec/blob/main/image-layout.md
 
 mod blob;
 mod error;
+mod fsck;
 mod fsutil;
+mod gc;
 mod image;
 mod index;
+mod lease;
+mod mark;
 mod partial;
 mod query;
 mod record;
+mod rootfs;
+mod usage;
 
 use std::fs;
 use std::io;
@@ -92,10 +142,16 @@ use hoist_types::{Digest, Reference};
 
 pub use blob::{BlobLock, BlobWriter, INGEST_GRACE, NamedLock};
 pub use error::StoreError;
+pub use fsck::{FsckOptions, FsckReport, Problem, ProblemKind, Resumable};
+pub use gc::{Amount, DEFAULT_INGEST_GRACE, GcItem, GcOptions, GcReport};
 pub use index::ANNOTATION_IMAGE_ID;
 pub use partial::{PARTIAL_GRACE, PartialBlob, PartialInfo, SliceWriter};
 pub use query::MIN_PREFIX;
-pub use record::{ImageCommit, ImageRecord, RemoveReport};
+pub use record::{
+    ImageCommit, ImageManifest, ImageRecord, NameTarget, RemoveReport, ResolvedImage,
+};
+pub use rootfs::RootfsKind;
+pub use usage::{DiskUsage, ImageUsage};
 
 use fsutil::LockMode;
 
@@ -115,7 +171,15 @@ pub struct Store {
 #[derive(Debug)]
 struct Inner {
     root: PathBuf,
+    /// Opened without write access ([`Store::open`] on a store it may only read).
+    read_only: bool,
+    /// The lease of a leased handle ([`Store::leased`]).
+    lease: Option<lease::Lease>,
 }
+
+/// Temp files whose writer is gone are removed only once they are this old: a writer
+/// locks its temp file just after creating it.
+pub(crate) const TEMP_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(60);
 
 impl Store {
     /// The default store directory: `/var/lib/hoist` for root, else
@@ -143,7 +207,12 @@ impl Store {
     ///
     /// Checks the layout version (a newer or unknown one is refused), refuses a non-empty
     /// directory that is neither an OCI layout nor a store, adopts an existing OCI layout
-    /// (its `index.json` entries are kept), and removes stale temp files.
+    /// (its `index.json` entries are kept), and removes what crashed processes left:
+    /// metadata temp files, ingest temp files older than [`INGEST_GRACE`] that no process
+    /// holds locked (live ingests are never touched), partial downloads untouched for
+    /// [`PARTIAL_GRACE`], and files of dead leases. A whole store this process cannot
+    /// write (a read-only mount, permission denied) is opened read-only
+    /// ([`Store::is_read_only`]): reads work, changes fail with [`StoreError::ReadOnly`].
     pub fn open(root: impl Into<PathBuf>) -> Result<Store, StoreError> {
         let root = root.into();
         match fs::metadata(&root) {
@@ -159,16 +228,55 @@ impl Store {
             Err(e) => return Err(StoreError::read(root, e)),
         }
         let store = Store {
-            inner: Arc::new(Inner { root }),
+            inner: Arc::new(Inner {
+                root: root.clone(),
+                read_only: false,
+                lease: None,
+            }),
         };
+        match store.open_writable() {
+            Ok(()) => Ok(store),
+            Err(e @ StoreError::NotWritable { .. }) => {
+                // A whole store this process may only read (a read-only mount, another
+                // user's store): open it for reading; changes fail with a clear error.
+                let complete =
+                    store.hoist_dir().join("version").is_file() && store.index_path().is_file();
+                if !complete {
+                    return Err(e);
+                }
+                let ro = Store {
+                    inner: Arc::new(Inner {
+                        root,
+                        read_only: true,
+                        lease: None,
+                    }),
+                };
+                ro.check_version()?;
+                Ok(ro)
+            }
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Whether this handle was opened read-only (the store is not writable by this
+    /// process); every change then fails with [`StoreError::ReadOnly`].
+    pub fn is_read_only(&self) -> bool {
+        self.inner.read_only
+    }
+
+    fn open_writable(&self) -> Result<(), StoreError> {
         // hoist/ first: a half-initialised store is then still recognised as one.
-        fsutil::create_dir(&store.locks_dir())?;
-        let _lock = store.lock_store(LockMode::Exclusive)?;
-        store.check_version()?;
-        store.init_layout()?;
-        let _ = store.clean_ingest(INGEST_GRACE)?;
-        let _ = store.clean_partials(PARTIAL_GRACE)?;
-        Ok(store)
+        fsutil::create_dir(&self.locks_dir())?;
+        let _lock = self.lock_store(LockMode::Exclusive)?;
+        self.check_version()?;
+        self.init_layout()?;
+        let _ = self.clean_ingest(INGEST_GRACE)?;
+        let _ = self.clean_partials(PARTIAL_GRACE)?;
+        // Files of leases whose owner died.
+        for (path, _) in self.scan_leases()?.dead {
+            fsutil::remove_if_exists(&path)?;
+        }
+        Ok(())
     }
 
     /// The store's root directory.
@@ -200,12 +308,36 @@ impl Store {
     /// digest, or a unique image-ID hex prefix of at least [`MIN_PREFIX`] characters
     /// (optionally `sha256:`-prefixed). An ambiguous prefix is an error listing the
     /// candidates.
+    ///
+    /// The record is returned as seen through the query (see [`Store::resolve_image`]):
+    /// its `manifest`, `index`, `layers` and `size` are those of the manifest the query
+    /// reaches.
     pub fn resolve(&self, s: &str) -> Result<ImageRecord, StoreError> {
+        Ok(self.resolve_image(s)?.record)
+    }
+
+    /// Like [`Store::resolve`], and say which manifest (and index) the query reaches: a
+    /// name → the manifest it was committed (or tagged) with; a manifest or index digest
+    /// (alone or as `name@digest`) → that manifest; an image ID or ID prefix → the image's
+    /// latest manifest.
+    pub fn resolve_image(&self, s: &str) -> Result<ResolvedImage, StoreError> {
         let q = query::parse_query(s)?;
         let _lock = self.lock_store(LockMode::Shared)?;
         let records = self.snapshot()?;
         let owners = query::name_owners(&records, &Default::default());
-        query::find(&records, &owners, s, &q).cloned()
+        let (rec, v) = query::find_variant(&records, &owners, s, &q)?;
+        // A leased handle keeps what it resolved: blobs and rootfs cache keys.
+        self.protect_locked(
+            rec.blobs()
+                .iter()
+                .chain(&rec.diff_ids)
+                .chain(&rec.chain_ids),
+        )?;
+        Ok(ResolvedImage {
+            record: rec.pinned(&v),
+            manifest: v.manifest,
+            index: v.index,
+        })
     }
 
     /// The parent of image `id`: the config's `parent` when that image is present,
@@ -221,6 +353,19 @@ impl Store {
                     query: id.to_string(),
                 })?;
         Ok(query::parent_of(&records, rec))
+    }
+
+    /// Every image's parent (as [`Store::parent`] defines it), from one consistent
+    /// snapshot, by image ID.
+    pub fn parents(
+        &self,
+    ) -> Result<std::collections::BTreeMap<Digest, Option<Digest>>, StoreError> {
+        let _lock = self.lock_store(LockMode::Shared)?;
+        let records = self.snapshot()?;
+        Ok(records
+            .iter()
+            .map(|r| (r.id.clone(), query::parent_of(&records, r)))
+            .collect())
     }
 
     /// The images whose parent (as [`Store::parent`] defines it) is `id`, sorted by ID.
@@ -259,6 +404,8 @@ impl Store {
         for rec in records.iter_mut() {
             let before = rec.names.len();
             rec.names.retain(|n| owners.get(n) == Some(&rec.id));
+            let names = rec.names.clone();
+            rec.targets.retain(|t| names.contains(&t.name));
             if rec.names.len() != before {
                 changed.push(rec.id.clone());
             }
@@ -283,7 +430,25 @@ impl Store {
     }
 
     fn lock_store(&self, mode: LockMode) -> Result<fs::File, StoreError> {
-        fsutil::lock_file(&self.locks_dir().join("store.lock"), mode)
+        let path = self.locks_dir().join("store.lock");
+        if self.inner.read_only {
+            if mode == LockMode::Exclusive {
+                return Err(StoreError::ReadOnly {
+                    path: self.root().to_owned(),
+                });
+            }
+            // Readers of a read-only store still respect a writer elsewhere (a
+            // read-only bind mount of a live store).
+            let target = if path.exists() {
+                path
+            } else {
+                self.hoist_dir()
+            };
+            let f = fs::File::open(&target).map_err(|e| StoreError::read(&target, e))?;
+            f.lock_shared().map_err(|e| StoreError::read(&target, e))?;
+            return Ok(f);
+        }
+        fsutil::lock_file(&path, mode)
     }
 
     /// Refuse a layout version other than ours. Called with the store lock held.

@@ -118,6 +118,7 @@ impl Store {
     /// record is missing, invalid or for another size is started afresh; a valid one is
     /// re-hashed up to its offset (its bytes are checked again by the digest at commit).
     pub fn open_partial(&self, d: &Digest, size: u64) -> Result<PartialBlob, StoreError> {
+        self.protect([d])?;
         let (data_path, meta_path) = self.partial_paths(d);
         let open = |p: &Path| {
             OpenOptions::new()
@@ -234,7 +235,15 @@ impl Store {
             count += 1;
             bytes += p.file_len;
         }
-        // Records without data.
+        for path in self.orphan_partial_records()? {
+            fsutil::remove_if_exists(&path)?;
+        }
+        Ok((count, bytes))
+    }
+
+    /// Records (`.meta`) of partial downloads whose data file is gone.
+    pub(crate) fn orphan_partial_records(&self) -> Result<Vec<PathBuf>, StoreError> {
+        let mut out = Vec::new();
         if let Ok(entries) = fs::read_dir(self.ingest_dir()) {
             for e in entries.flatten() {
                 let name = e.file_name();
@@ -242,15 +251,16 @@ impl Store {
                     continue;
                 };
                 if partial_digest(stem).is_some() && !e.path().with_file_name(stem).exists() {
-                    fsutil::remove_if_exists(&e.path())?;
+                    out.push(e.path());
                 }
             }
         }
-        Ok((count, bytes))
+        out.sort();
+        Ok(out)
     }
 }
 
-fn meta_path(data: &Path) -> PathBuf {
+pub(crate) fn meta_path(data: &Path) -> PathBuf {
     let mut s = data.as_os_str().to_owned();
     s.push(".meta");
     PathBuf::from(s)

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use hoist_types::{Algorithm, Digest, Reference};
 
 use crate::StoreError;
-use crate::record::ImageRecord;
+use crate::record::{ImageManifest, ImageRecord};
 
 /// Shortest image-ID prefix accepted, in hex characters.
 pub const MIN_PREFIX: usize = 4;
@@ -88,6 +88,29 @@ pub(crate) fn name_owners(
         }
     }
     out
+}
+
+/// Find the record `q` designates, and the manifest of it that `q` reaches: a tag → the
+/// manifest it points at; a manifest or index digest → that manifest; an ID or prefix →
+/// the latest.
+pub(crate) fn find_variant<'a>(
+    records: &'a [ImageRecord],
+    owners: &BTreeMap<Reference, Digest>,
+    input: &str,
+    q: &Query,
+) -> Result<(&'a ImageRecord, ImageManifest), StoreError> {
+    let rec = find(records, owners, input, q)?;
+    let by_digest = |d: &Digest| rec.variant_with_digest(d).unwrap_or_else(|| rec.latest());
+    let v = match q {
+        Query::Digest(d) => by_digest(d),
+        Query::Name { reference, .. } => match (reference.digest(), reference.tag()) {
+            (Some(d), _) => by_digest(d),
+            (None, Some(_)) if rec.names.contains(reference) => rec.target_of(reference),
+            _ => rec.latest(),
+        },
+        Query::Prefix { .. } => rec.latest(),
+    };
+    Ok((rec, v))
 }
 
 /// Find the record `q` designates.
@@ -235,6 +258,8 @@ mod tests {
             added: String::new(),
             source: None,
             config_parent: None,
+            manifests: vec![],
+            targets: vec![],
         }
     }
 

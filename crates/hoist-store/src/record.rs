@@ -69,18 +69,215 @@ pub struct ImageRecord {
     /// The config's `parent` field (Docker's local builds), when it is a valid digest.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub config_parent: Option<Digest>,
+    /// Every manifest committed for this image, oldest first (`manifest`, `index` and
+    /// `layers` above are the last one). Two manifests share a config when, say, the OCI
+    /// and the Docker variant of one image are both pulled, or one manifest is reached
+    /// through two indexes. Empty in records written before per-name manifests existed:
+    /// read as the one manifest above (see [`ImageRecord::variants`]).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub manifests: Vec<ImageManifest>,
+    /// What each name points at: one of [`manifests`](Self::manifests). A name without
+    /// an entry (older records) points at the last manifest.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub targets: Vec<NameTarget>,
+}
+
+/// One manifest of an image, with the index it was chosen from.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImageManifest {
+    /// The image manifest.
+    pub manifest: Descriptor,
+    /// The index it was chosen from, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<Descriptor>,
+    /// Its layer descriptors, base first (two manifests of one config may compress their
+    /// layers differently).
+    pub layers: Vec<Descriptor>,
+}
+
+impl ImageManifest {
+    /// The manifest a name or pull points at: the index when there is one.
+    pub fn top(&self) -> &Descriptor {
+        self.index.as_ref().unwrap_or(&self.manifest)
+    }
+
+    /// Whether this is the variant with this manifest and index digest.
+    fn is(&self, manifest: &Digest, index: Option<&Digest>) -> bool {
+        &self.manifest.digest == manifest && self.index.as_ref().map(|i| &i.digest) == index
+    }
+}
+
+/// A name of an image and the manifest (and index) it was committed with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct NameTarget {
+    /// The name (a tag).
+    #[serde(with = "one_ref")]
+    pub name: Reference,
+    /// The image manifest's digest.
+    pub manifest: Digest,
+    /// The index's digest, if it was reached through one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub index: Option<Digest>,
+}
+
+/// What [`Store::resolve_image`] found: the image, and the exact manifest (and index) the
+/// query reaches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedImage {
+    /// The image record, as seen through the query: its `manifest`, `index`, `layers`
+    /// and `size` are those of the manifest below.
+    pub record: ImageRecord,
+    /// The image manifest the query reaches.
+    pub manifest: Descriptor,
+    /// The index it was chosen from, if any.
+    pub index: Option<Descriptor>,
 }
 
 impl ImageRecord {
-    /// Whether `d` names this image: its ID, its manifest, its index, or a repo digest.
+    /// Whether `d` names this image: its ID, one of its manifests or indexes, or a repo
+    /// digest.
     pub fn matches_digest(&self, d: &Digest) -> bool {
         &self.id == d
-            || &self.manifest.digest == d
-            || self.index.as_ref().is_some_and(|i| &i.digest == d)
+            || self.variant_with_digest(d).is_some()
             || self
                 .repo_digests
                 .iter()
                 .any(|r| r.rsplit_once('@').is_some_and(|(_, x)| x == d.to_string()))
+    }
+
+    /// Every manifest of this image, oldest first; the last is `manifest`/`index`/`layers`.
+    pub fn variants(&self) -> Vec<ImageManifest> {
+        let latest = self.latest();
+        let mut out: Vec<ImageManifest> = self
+            .manifests
+            .iter()
+            .filter(|v| {
+                !v.is(
+                    &latest.manifest.digest,
+                    latest.index.as_ref().map(|i| &i.digest),
+                )
+            })
+            .cloned()
+            .collect();
+        out.push(latest);
+        out
+    }
+
+    /// The last manifest committed (`manifest`, `index`, `layers`).
+    pub fn latest(&self) -> ImageManifest {
+        ImageManifest {
+            manifest: self.manifest.clone(),
+            index: self.index.clone(),
+            layers: self.layers.clone(),
+        }
+    }
+
+    /// The manifest `name` points at; the last one for a name without a target (older
+    /// records) or not on this image.
+    pub fn target_of(&self, name: &Reference) -> ImageManifest {
+        self.targets
+            .iter()
+            .find(|t| &t.name == name)
+            .and_then(|t| {
+                self.variants()
+                    .into_iter()
+                    .find(|v| v.is(&t.manifest, t.index.as_ref()))
+            })
+            .unwrap_or_else(|| self.latest())
+    }
+
+    /// The last variant whose manifest or index has digest `d`.
+    pub fn variant_with_digest(&self, d: &Digest) -> Option<ImageManifest> {
+        self.variants()
+            .into_iter()
+            .rev()
+            .find(|v| &v.manifest.digest == d || v.index.as_ref().is_some_and(|i| &i.digest == d))
+    }
+
+    /// This record as seen through one of its manifests: `manifest`, `index`, `layers` and
+    /// `size` are that manifest's.
+    pub fn pinned(&self, v: &ImageManifest) -> ImageRecord {
+        let mut r = self.clone();
+        r.size = self.config_size + v.layers.iter().map(|l| l.size).sum::<u64>();
+        r.manifest = v.manifest.clone();
+        r.index = v.index.clone();
+        r.layers = v.layers.clone();
+        r
+    }
+
+    /// Every blob this image needs: config, manifests, indexes and layers of all its
+    /// variants (each once, in a stable order).
+    pub fn blobs(&self) -> Vec<Digest> {
+        let mut out = vec![self.id.clone()];
+        for v in self.variants() {
+            out.push(v.manifest.digest.clone());
+            out.extend(v.index.iter().map(|i| i.digest.clone()));
+            out.extend(v.layers.iter().map(|l| l.digest.clone()));
+        }
+        let mut seen = std::collections::HashSet::new();
+        out.retain(|d| seen.insert(d.clone()));
+        out
+    }
+
+    /// Make `name` point at `v` (added to the variants when new), and carry the name.
+    pub(crate) fn set_target(&mut self, name: &Reference, v: &ImageManifest) {
+        self.add_variant(v, false);
+        self.targets.retain(|t| &t.name != name);
+        self.targets.push(NameTarget {
+            name: name.clone(),
+            manifest: v.manifest.digest.clone(),
+            index: v.index.as_ref().map(|i| i.digest.clone()),
+        });
+        self.targets.sort_by(|a, b| a.name.cmp(&b.name));
+        if !self.names.contains(name) {
+            self.names.push(name.clone());
+            self.names.sort();
+        }
+    }
+
+    /// Drop `name` and its target.
+    pub(crate) fn drop_name(&mut self, name: &Reference) {
+        self.names.retain(|n| n != name);
+        self.targets.retain(|t| &t.name != name);
+    }
+
+    /// Add a variant; with `latest`, it becomes `manifest`/`index`/`layers`.
+    pub(crate) fn add_variant(&mut self, v: &ImageManifest, latest: bool) {
+        if latest {
+            // Names of older records carry no target: pin them to the manifest they
+            // point at now, before the latest changes.
+            let current = self.latest();
+            for n in self.names.clone() {
+                if !self.targets.iter().any(|t| t.name == n) {
+                    self.targets.push(NameTarget {
+                        name: n,
+                        manifest: current.manifest.digest.clone(),
+                        index: current.index.as_ref().map(|i| i.digest.clone()),
+                    });
+                }
+            }
+            self.targets.sort_by(|a, b| a.name.cmp(&b.name));
+        }
+        let mut all = self.variants();
+        let idx = v.index.as_ref().map(|i| &i.digest);
+        let known = all.iter().any(|x| x.is(&v.manifest.digest, idx));
+        if latest || !known {
+            all.retain(|x| !x.is(&v.manifest.digest, idx));
+            if latest {
+                all.push(v.clone());
+            } else {
+                // Keep the current latest last.
+                let pos = all.len().saturating_sub(1);
+                all.insert(pos, v.clone());
+            }
+        }
+        let last = all.last().cloned().expect("at least one variant");
+        let pinned = self.pinned(&last);
+        self.manifest = pinned.manifest;
+        self.index = pinned.index;
+        self.layers = pinned.layers;
+        self.size = pinned.size;
+        self.manifests = if all.len() > 1 { all } else { Vec::new() };
     }
 }
 
@@ -107,6 +304,23 @@ mod refs {
         v.iter()
             .map(|s| Reference::parse(s).map_err(D::Error::custom))
             .collect()
+    }
+}
+
+/// A file that cannot be read as what it should be, and why.
+pub(crate) type BrokenFile = (PathBuf, String);
+
+/// Serialise one reference as its full string.
+mod one_ref {
+    use hoist_types::Reference;
+    use serde::{Deserialize, Deserializer, Serializer, de::Error as _};
+
+    pub(super) fn serialize<S: Serializer>(v: &Reference, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(v)
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Reference, D::Error> {
+        Reference::parse(&String::deserialize(d)?).map_err(D::Error::custom)
     }
 }
 
@@ -155,6 +369,32 @@ impl Store {
         }
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
+    }
+
+    /// Read every record that can be read, sorted by ID, and the files that cannot (with
+    /// why), for fsck.
+    pub(crate) fn load_records_tolerant(
+        &self,
+    ) -> Result<(Vec<ImageRecord>, Vec<BrokenFile>), StoreError> {
+        let dir = self.images_dir();
+        let entries = fs::read_dir(&dir).map_err(|e| StoreError::read(&dir, e))?;
+        let mut good = Vec::new();
+        let mut bad = Vec::new();
+        for entry in entries {
+            let entry = entry.map_err(|e| StoreError::read(&dir, e))?;
+            let name = entry.file_name();
+            let Some(id) = name.to_str().and_then(record_id_from_file_name) else {
+                continue;
+            };
+            match self.load_record(&id) {
+                Ok(Some(rec)) => good.push(rec),
+                Ok(None) => {}
+                Err(e) => bad.push((entry.path(), e.to_string())),
+            }
+        }
+        good.sort_by(|a, b| a.id.cmp(&b.id));
+        bad.sort();
+        Ok((good, bad))
     }
 
     /// Write a record atomically.

@@ -145,6 +145,10 @@ pub async fn pull(
     opts: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<PullReport, TransportError> {
+    // A leased handle: every blob this pull looks at or writes is kept by a concurrent
+    // `hoist gc` until the pull is over (hoist-store's `lease` module).
+    let leased = store.leased()?;
+    let store = &leased;
     let sources = Sources::new(reference, opts);
     let mut held = Held::default();
     let Resolved {

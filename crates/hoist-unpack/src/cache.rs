@@ -287,6 +287,8 @@ impl Cache {
         force: bool,
         build: impl FnOnce(&Path) -> Result<EntryRecord, E>,
     ) -> Result<(CacheEntry, bool), E> {
+        // On a leased store handle, a concurrent GC keeps this entry from now on.
+        self.store.protect([&key.key]).map_err(UnpackError::from)?;
         if !force && let Some(e) = self.lookup(key)? {
             return Ok((e, true));
         }

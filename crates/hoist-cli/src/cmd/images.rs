@@ -1,10 +1,11 @@
 //! `hoist images`, `hoist tag`, `hoist rmi`.
 
+use std::collections::BTreeMap;
 use std::time::SystemTime;
 
 use bytesize::ByteSize;
 use hoist_store::ImageRecord;
-use hoist_types::Reference;
+use hoist_types::{Digest, Reference};
 use serde_json::json;
 
 use crate::cmd::print_json;
@@ -24,6 +25,9 @@ pub struct ImagesArgs {
     /// Show full image IDs.
     #[arg(long)]
     pub no_trunc: bool,
+    /// Show images as a tree of parent/child links (shared base layers).
+    #[arg(long)]
+    pub tree: bool,
 }
 
 /// Arguments of `hoist tag`.
@@ -46,7 +50,8 @@ pub struct RmiArgs {
     pub force: bool,
 }
 
-fn ago(created: Option<&str>) -> String {
+/// "3 days ago" for an RFC 3339 time.
+pub fn ago(created: Option<&str>) -> String {
     let Some(t) = created.and_then(|c| humantime::parse_rfc3339_weak(c).ok()) else {
         return "N/A".into();
     };
@@ -107,6 +112,10 @@ pub fn images(a: ImagesArgs, g: &GlobalArgs) -> anyhow::Result<()> {
         .as_deref()
         .map(Reference::parse_repository)
         .transpose()?;
+    if a.tree {
+        let parents = store.parents()?;
+        return print_tree(&images, &parents, &a);
+    }
     let rows = rows(&images, filter.as_ref());
     if a.format == Format::Json {
         let v: Vec<_> = rows
@@ -116,7 +125,7 @@ pub fn images(a: ImagesArgs, g: &GlobalArgs) -> anyhow::Result<()> {
                     "Repository": name.as_ref().map(Reference::name),
                     "Tag": name.as_ref().and_then(|n| n.tag()),
                     "Id": img.id,
-                    "Digest": img.index.as_ref().unwrap_or(&img.manifest).digest,
+                    "Digest": digest_of(name.as_ref(), img),
                     "Created": img.created,
                     "Size": img.size,
                     "Platform": img.platform.to_string(),
@@ -143,13 +152,7 @@ pub fn images(a: ImagesArgs, g: &GlobalArgs) -> anyhow::Result<()> {
                 .unwrap_or_else(|| "<none>".into()),
         ];
         if a.digests {
-            row.push(
-                img.index
-                    .as_ref()
-                    .unwrap_or(&img.manifest)
-                    .digest
-                    .to_string(),
-            );
+            row.push(digest_of(name.as_ref(), img).to_string());
         }
         row.push(if a.no_trunc {
             img.id.to_string()
@@ -161,6 +164,139 @@ pub fn images(a: ImagesArgs, g: &GlobalArgs) -> anyhow::Result<()> {
         table.push(row);
     }
     print_table(&table);
+    Ok(())
+}
+
+/// The digest a name points at (its own manifest, or the index it came through); the
+/// latest manifest for an unnamed image.
+fn digest_of(name: Option<&Reference>, img: &ImageRecord) -> Digest {
+    match name {
+        Some(n) => img.target_of(n).top().digest.clone(),
+        None => img.index.as_ref().unwrap_or(&img.manifest).digest.clone(),
+    }
+}
+
+/// The children of each image, and the roots (images without a parent in the store).
+fn forest(
+    images: &[ImageRecord],
+    parents: &BTreeMap<Digest, Option<Digest>>,
+) -> (Vec<Digest>, BTreeMap<Digest, Vec<Digest>>) {
+    let mut roots = Vec::new();
+    let mut children: BTreeMap<Digest, Vec<Digest>> = BTreeMap::new();
+    for img in images {
+        match parents.get(&img.id).cloned().flatten() {
+            Some(p) if images.iter().any(|i| i.id == p) => {
+                children.entry(p).or_default().push(img.id.clone())
+            }
+            _ => roots.push(img.id.clone()),
+        }
+    }
+    (roots, children)
+}
+
+fn tree_json(
+    id: &Digest,
+    by_id: &BTreeMap<&Digest, &ImageRecord>,
+    children: &BTreeMap<Digest, Vec<Digest>>,
+    depth: usize,
+) -> serde_json::Value {
+    let img = by_id[id];
+    let kids: Vec<serde_json::Value> = if depth > 64 {
+        Vec::new()
+    } else {
+        children
+            .get(id)
+            .map(|c| {
+                c.iter()
+                    .map(|k| tree_json(k, by_id, children, depth + 1))
+                    .collect()
+            })
+            .unwrap_or_default()
+    };
+    json!({
+        "Id": img.id,
+        "Names": img.names.iter().map(ToString::to_string).collect::<Vec<_>>(),
+        "Layers": img.layers.len(),
+        "Size": img.size,
+        "Children": kids,
+    })
+}
+
+/// What the text tree is drawn from.
+struct Tree<'a> {
+    by_id: BTreeMap<&'a Digest, &'a ImageRecord>,
+    children: BTreeMap<Digest, Vec<Digest>>,
+    no_trunc: bool,
+}
+
+impl Tree<'_> {
+    fn lines(&self, id: &Digest, prefix: &str, last: bool, root: bool, out: &mut Vec<String>) {
+        let img = self.by_id[id];
+        let names = if img.names.is_empty() {
+            "<none>".to_owned()
+        } else {
+            img.names
+                .iter()
+                .map(Reference::familiar)
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let shown = if self.no_trunc {
+            img.id.to_string()
+        } else {
+            img.id.short().to_owned()
+        };
+        let branch = match (root, last) {
+            (true, _) => "",
+            (false, true) => "└─ ",
+            (false, false) => "├─ ",
+        };
+        out.push(format!(
+            "{prefix}{branch}{shown}  {names}  ({} layers, {})",
+            img.layers.len(),
+            ByteSize(img.size)
+        ));
+        if prefix.len() > 256 {
+            return; // parents have fewer layers, so no cycle; bound the depth anyway
+        }
+        let kids = self.children.get(id).cloned().unwrap_or_default();
+        let next = match (root, last) {
+            (true, _) => prefix.to_owned(),
+            (false, true) => format!("{prefix}   "),
+            (false, false) => format!("{prefix}│  "),
+        };
+        for (i, k) in kids.iter().enumerate() {
+            self.lines(k, &next, i + 1 == kids.len(), false, out);
+        }
+    }
+}
+
+fn print_tree(
+    images: &[ImageRecord],
+    parents: &BTreeMap<Digest, Option<Digest>>,
+    a: &ImagesArgs,
+) -> anyhow::Result<()> {
+    let (roots, children) = forest(images, parents);
+    let by_id: BTreeMap<&Digest, &ImageRecord> = images.iter().map(|i| (&i.id, i)).collect();
+    if a.format == Format::Json {
+        let v: Vec<_> = roots
+            .iter()
+            .map(|r| tree_json(r, &by_id, &children, 0))
+            .collect();
+        return print_json(&v);
+    }
+    let tree = Tree {
+        by_id,
+        children,
+        no_trunc: a.no_trunc,
+    };
+    let mut out = Vec::new();
+    for r in &roots {
+        tree.lines(r, "", true, true, &mut out);
+    }
+    for l in out {
+        println!("{l}");
+    }
     Ok(())
 }
 

@@ -1,6 +1,10 @@
 //! One module per command.
 
+pub mod df;
 pub mod export;
+pub mod fsck;
+pub mod gc;
+pub mod history;
 pub mod images;
 pub mod inspect;
 pub mod login;

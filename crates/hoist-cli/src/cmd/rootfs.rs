@@ -51,7 +51,9 @@ pub struct Args {
 
 /// Run it.
 pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
-    let store = g.open_store()?;
+    // Leased: a concurrent `hoist gc` keeps the image's blobs and cache entries until the
+    // build is over, even if the image is removed meanwhile.
+    let store = g.open_store()?.leased()?;
     let image = store.resolve(&a.image)?;
     let opts = BuildOptions {
         format: Some(match a.format {
