@@ -27,6 +27,10 @@ struct Cli {
 enum Command {
     /// Pull an image from a registry into the local store.
     Pull(cmd::pull::Args),
+    /// Copy an image between any two places: `docker://`, `oci:`, `dir:`, `hoist:`, archives.
+    Copy(cmd::copy::Args),
+    /// Push an image from the store to a registry (`hoist copy hoist:IMAGE docker://DEST`).
+    Push(cmd::push::Args),
     /// List images in the local store.
     Images(cmd::images::ImagesArgs),
     /// Add a name to an image in the store.
@@ -49,6 +53,10 @@ enum Command {
     Export(cmd::export::Args),
     /// Build a root filesystem (directory, ext4 or erofs; flattened or per layer), cached.
     Rootfs(cmd::rootfs::Args),
+    /// Write images from the store to a docker-archive (or `--format oci-archive`).
+    Save(cmd::save::Args),
+    /// Load every image and tag of a docker-archive or oci-archive into the store.
+    Load(cmd::load::Args),
     /// Remove what no image, name or work in flight needs; report what was freed.
     Gc(cmd::gc::Args),
     /// Check the store: re-hash blobs, find missing, corrupt and orphaned content.
@@ -107,6 +115,8 @@ fn run(command: Command, g: &GlobalArgs) -> anyhow::Result<()> {
     rt.block_on(async {
         match command {
             Command::Pull(a) => cmd::pull::run(a, g).await,
+            Command::Copy(a) => cmd::copy::run(a, g).await,
+            Command::Push(a) => cmd::push::run(a, g).await,
             Command::Images(a) => cmd::images::images(a, g),
             Command::Tag(a) => cmd::images::tag(a, g),
             Command::Rmi(a) => cmd::images::rmi(a, g),
@@ -118,6 +128,8 @@ fn run(command: Command, g: &GlobalArgs) -> anyhow::Result<()> {
             Command::Unpack(a) => cmd::unpack::run(a, g),
             Command::Export(a) => cmd::export::run(a, g),
             Command::Rootfs(a) => cmd::rootfs::run(a, g),
+            Command::Save(a) => cmd::save::run(a, g),
+            Command::Load(a) => cmd::load::run(a, g),
             Command::Gc(a) => cmd::gc::run(a, g),
             Command::Fsck(a) => cmd::fsck::run(a, g),
             Command::Df(a) => cmd::df::run(a, g),

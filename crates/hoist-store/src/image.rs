@@ -71,6 +71,10 @@ impl Store {
             gaining: None,
         };
         let out = f(&mut txn)?;
+        // Records first, index.json last; the marker says a crash may lie in between, and
+        // the next open rewrites index.json from the records (`Store::heal_index`).
+        let marker = self.txn_marker();
+        std::fs::File::create(&marker).map_err(|e| StoreError::io("create", &marker, e))?;
         // The record that gains a name is written before those that lose it: a crash in
         // between leaves the name on two records, which reads resolve through
         // index.json (not yet rewritten, so the old owner keeps it).
@@ -85,7 +89,32 @@ impl Store {
             self.delete_record(id)?;
         }
         self.write_index(&txn.records)?;
+        fsutil::remove_if_exists(&marker)?;
         Ok(out)
+    }
+
+    /// `hoist/txn-pending`: present while a transaction writes records and `index.json`.
+    pub(crate) fn txn_marker(&self) -> std::path::PathBuf {
+        self.hoist_dir().join("txn-pending")
+    }
+
+    /// After a transaction was killed between its record writes and `index.json` (the
+    /// marker is left): rewrite `index.json` from the records, the source of truth. A
+    /// name two records claim stays with its `index.json` owner (the write that moved it
+    /// did not finish). Called by `Store::open` under the exclusive store lock.
+    pub(crate) fn heal_index(&self) -> Result<(), StoreError> {
+        let marker = self.txn_marker();
+        if !marker.exists() {
+            return Ok(());
+        }
+        let mut records = self.load_records()?;
+        for id in self.dedupe_names(&mut records)? {
+            if let Some(rec) = records.iter().find(|r| r.id == id) {
+                self.save_record(rec)?;
+            }
+        }
+        self.write_index(&records)?;
+        fsutil::remove_if_exists(&marker)
     }
 
     /// Record an image whose blobs are all in the store, and point `c.name` at it.

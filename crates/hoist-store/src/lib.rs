@@ -30,6 +30,9 @@
 //!                                   these fields existed are read as one manifest with
 //!                                   every name on it (the format is otherwise unchanged,
 //!                                   so the layout version stays 1)
+//!     txn-pending                   present while a change writes records, then
+//!                                   index.json; one a killed change left makes the next
+//!                                   Store::open rewrite index.json from the records
 //!     leases/<pid>-<n>-<nanos>.lease  leases of work in flight (module `lease`): a digest
 //!                                   per line, flock()ed by the owner; GC roots
 //!     ingest/                       temp files of blob writes in progress, each locked
@@ -267,14 +270,28 @@ impl Store {
     fn open_writable(&self) -> Result<(), StoreError> {
         // hoist/ first: a half-initialised store is then still recognised as one.
         fsutil::create_dir(&self.locks_dir())?;
-        let _lock = self.lock_store(LockMode::Exclusive)?;
-        self.check_version()?;
-        self.init_layout()?;
-        let _ = self.clean_ingest(INGEST_GRACE)?;
-        let _ = self.clean_partials(PARTIAL_GRACE)?;
-        // Files of leases whose owner died.
-        for (path, _) in self.scan_leases()?.dead {
-            fsutil::remove_if_exists(&path)?;
+        let mut doomed = Vec::new();
+        {
+            let _lock = self.lock_store(LockMode::Exclusive)?;
+            self.check_version()?;
+            self.init_layout()?;
+            self.heal_index()?;
+            let _ = self.clean_ingest(INGEST_GRACE)?;
+            let _ = self.clean_partials(PARTIAL_GRACE)?;
+            // Files of leases whose owner died.
+            for (path, _) in self.scan_leases()?.dead {
+                fsutil::remove_if_exists(&path)?;
+            }
+            // Directories of rootfs builds that were killed (their build lock is free);
+            // moved out of sight here, removed below without the store lock.
+            for (path, lock_name) in self.scan_rootfs()?.temps {
+                if let Some(p) = self.retire_rootfs(&path, &lock_name)? {
+                    doomed.push(p);
+                }
+            }
+        }
+        for p in doomed {
+            rootfs::remove_tree(&p)?;
         }
         Ok(())
     }

@@ -50,6 +50,7 @@
 
 pub mod certs;
 pub mod evil;
+pub mod evil_archive;
 pub mod fake;
 pub mod http;
 pub mod images;

@@ -5,11 +5,14 @@
 //! per transport.
 
 mod blob;
+pub mod convert;
+pub mod copy;
 pub mod inspect;
 pub mod pull;
 mod ranged;
 mod schema1;
 mod sources;
+pub mod transports;
 
 pub use blob::{FAST_LINK, MIN_PROGRESS};
 pub use inspect::{InspectInfo, Inspected, inspect_local, inspect_remote};
@@ -102,6 +105,57 @@ pub enum TransportError {
     Unsupported {
         /// What.
         what: String,
+    },
+    /// A `transport:reference` string that does not parse.
+    #[error("invalid image reference {input:?}: {reason}")]
+    InvalidImageRef {
+        /// The string given.
+        input: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// Bytes that are not the digest they were asked for.
+    #[error("{what}: digest mismatch: expected {expected}, got {actual}")]
+    DigestMismatch {
+        /// What was read, and from where.
+        what: String,
+        /// The digest asked for.
+        expected: Digest,
+        /// The digest of the bytes.
+        actual: Digest,
+    },
+    /// A blob a manifest names is absent from a source.
+    #[error("blob {digest} not found in {location}")]
+    BlobNotFound {
+        /// The blob.
+        digest: Digest,
+        /// Where it was looked for (a path or `transport:reference`).
+        location: String,
+    },
+    /// A layout directory (`oci:`, `dir:`) whose content is invalid or unsafe.
+    #[error("{}: {reason}", path.display())]
+    InvalidLayout {
+        /// The file or directory at fault.
+        path: std::path::PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// Signatures were asked to be kept, but the copy changes the manifest they sign.
+    #[error(
+        "cannot preserve the signatures of {digest}: the copy changes the manifest (format or compression conversion)"
+    )]
+    SignaturesWouldBreak {
+        /// The signed manifest.
+        digest: Digest,
+    },
+    /// An archive (`docker-archive:`, `oci-archive:`) that is malformed, unsafe or over a
+    /// limit.
+    #[error("{archive}: {problem}")]
+    BadArchive {
+        /// The archive's path.
+        archive: String,
+        /// What is wrong, naming the entry (boxed: it is large and rare).
+        problem: Box<transports::ArchiveProblem>,
     },
     /// A worker task panicked or was cancelled.
     #[error("internal task failed: {what}")]

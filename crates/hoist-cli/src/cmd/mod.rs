@@ -1,5 +1,6 @@
 //! One module per command.
 
+pub mod copy;
 pub mod df;
 pub mod export;
 pub mod fsck;
@@ -7,9 +8,12 @@ pub mod gc;
 pub mod history;
 pub mod images;
 pub mod inspect;
+pub mod load;
 pub mod login;
 pub mod pull;
+pub mod push;
 pub mod rootfs;
+pub mod save;
 pub mod tags;
 pub mod unpack;
 

@@ -1,0 +1,68 @@
+//! `hoist load`: every image and tag of a docker-archive or oci-archive into the store.
+
+use std::fs::File;
+use std::io::{Seek, SeekFrom};
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use hoist_transport::transports::load_archive;
+use serde_json::json;
+
+use crate::cmd::print_json;
+use crate::opts::{Format, GlobalArgs};
+use crate::progress::reporter;
+
+/// Arguments of `hoist load`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The archive (`-` or absent: stdin, spooled to an anonymous temp file first).
+    #[arg(short, long, value_name = "FILE")]
+    pub input: Option<PathBuf>,
+    /// Output format of the summary.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: Format,
+}
+
+/// Run it.
+pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
+    let store = g.open_store()?;
+    let (file, name) = match a.input.as_deref() {
+        Some(p) if p != Path::new("-") => (
+            File::open(p).with_context(|| format!("opening {}", p.display()))?,
+            p.to_path_buf(),
+        ),
+        _ => {
+            // Random access is needed (the archive is indexed, then read by offset): stdin
+            // goes to a temp file that has no name, so nothing is left behind.
+            let mut f = tempfile::tempfile().context("creating a temp file for stdin")?;
+            std::io::copy(&mut std::io::stdin().lock(), &mut f).context("reading stdin")?;
+            f.seek(SeekFrom::Start(0))?;
+            (f, PathBuf::from("<stdin>"))
+        }
+    };
+    let progress = reporter(g.progress_mode());
+    let (format, loaded) = load_archive(&store, file, &name, progress.as_ref())
+        .with_context(|| format!("loading {}", name.display()))?;
+    drop(progress);
+    match a.format {
+        Format::Json => print_json(&json!({
+            "format": format.as_str(),
+            "images": loaded.iter().map(|l| json!({
+                "Id": l.id.to_string(),
+                "Manifest": l.manifest.to_string(),
+                "Names": l.names.iter().map(ToString::to_string).collect::<Vec<_>>(),
+            })).collect::<Vec<_>>(),
+        }))?,
+        Format::Table => {
+            for l in &loaded {
+                if l.names.is_empty() {
+                    println!("Loaded image ID: {}", l.id);
+                }
+                for n in &l.names {
+                    println!("Loaded image: {}", n.familiar());
+                }
+            }
+        }
+    }
+    Ok(())
+}

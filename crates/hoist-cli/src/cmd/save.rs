@@ -1,0 +1,82 @@
+//! `hoist save`: images from the store into a docker-archive or an oci-archive.
+
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::Context as _;
+use hoist_transport::transports::{ArchiveFormat, Output, SaveImage, save_archive};
+
+use crate::opts::GlobalArgs;
+use crate::progress::reporter;
+
+/// The archive formats `--format` takes.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum SaveFormat {
+    /// What `docker save` writes (`manifest.json`, configs, uncompressed layers).
+    #[default]
+    DockerArchive,
+    /// A tar of an OCI image layout (blobs as stored, compressed layers unchanged).
+    OciArchive,
+}
+
+/// Arguments of `hoist save`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Images in the store: names (saved with that tag), IDs or ID prefixes (untagged).
+    #[arg(required = true)]
+    pub images: Vec<String>,
+    /// The archive to write (`-` for stdout). A file appears only when complete.
+    #[arg(short, long, value_name = "FILE")]
+    pub output: PathBuf,
+    /// The archive format.
+    #[arg(long, value_enum, default_value_t)]
+    pub format: SaveFormat,
+}
+
+/// Run it.
+pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
+    let store = g.open_store()?;
+    let images = a
+        .images
+        .iter()
+        .map(|q| SaveImage::resolve(&store, q).with_context(|| format!("finding {q}")))
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let format = match a.format {
+        SaveFormat::DockerArchive => ArchiveFormat::DockerArchive,
+        SaveFormat::OciArchive => ArchiveFormat::OciArchive,
+    };
+    let progress = reporter(g.progress_mode());
+    let start = Instant::now();
+    let what = || format!("saving {} as {}", a.images.join(" "), format.as_str());
+    if a.output == Path::new("-") {
+        let mut stdout = std::io::stdout().lock();
+        save_archive(
+            &store,
+            &images,
+            format,
+            Output::Stream(&mut stdout),
+            progress.as_ref(),
+        )
+        .with_context(what)?;
+    } else {
+        save_archive(
+            &store,
+            &images,
+            format,
+            Output::Path(&a.output),
+            progress.as_ref(),
+        )
+        .with_context(what)?;
+    }
+    drop(progress);
+    if !g.quiet {
+        eprintln!(
+            "saved {} image(s) to {} ({}) in {:.2}s",
+            images.len(),
+            a.output.display(),
+            format.as_str(),
+            start.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}

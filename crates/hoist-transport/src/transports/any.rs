@@ -1,0 +1,231 @@
+//! Dispatch over the closed set of transports: [`AnySource`] and [`AnyDestination`] hold
+//! one concrete source or destination and forward each call by `match`, so the copy
+//! engine is compiled once, with no `dyn` and no per-pair monomorphisation.
+
+use hoist_store::Store;
+use hoist_types::{Descriptor, Digest, Progress};
+
+use super::dir::{DirDestination, DirSource};
+use super::docker::{DockerDestination, DockerSource};
+use super::docker_archive_copy::{DockerArchiveDestination, DockerArchiveSource};
+use super::hoist::{HoistDestination, HoistSource};
+use super::oci::{OciDestination, OciSource};
+use super::oci_archive_copy::{OciArchiveDestination, OciArchiveSource};
+use super::{
+    BlobLocation, BlobStream, Committed, DestinationCaps, ImageDestination, ImageRef, ImageSource,
+    ManifestRef, ManifestTarget, RawManifest,
+};
+use crate::TransportError;
+use crate::pull::PullOptions;
+
+/// What opening a source or destination needs besides its reference.
+#[derive(Debug, Clone, Default)]
+pub struct OpenOptions {
+    /// The store, for `hoist:` (and as the default when no transport is given).
+    pub store: Option<Store>,
+    /// Registry settings and mirrors, for `docker://`.
+    pub pull: PullOptions,
+    /// Where the image comes from (recorded by a `hoist:` destination).
+    pub source_label: Option<String>,
+}
+
+fn need_store(o: &OpenOptions, r: &ImageRef) -> Result<Store, TransportError> {
+    o.store.clone().ok_or_else(|| TransportError::Unsupported {
+        what: format!("{r}: no store given"),
+    })
+}
+
+/// One source of any transport.
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AnySource {
+    /// `docker://`
+    Docker(DockerSource),
+    /// `oci:`
+    Oci(OciSource),
+    /// `dir:`
+    Dir(DirSource),
+    /// `hoist:`
+    Hoist(HoistSource),
+    /// `oci-archive:`
+    OciArchive(OciArchiveSource),
+    /// `docker-archive:`
+    DockerArchive(DockerArchiveSource),
+}
+
+/// One destination of any transport.
+// One value per copy, matched on every call: boxing the larger variants buys nothing.
+#[allow(clippy::large_enum_variant)]
+#[derive(Debug)]
+#[non_exhaustive]
+pub enum AnyDestination {
+    /// `docker://`
+    Docker(DockerDestination),
+    /// `oci:`
+    Oci(OciDestination),
+    /// `dir:`
+    Dir(DirDestination),
+    /// `hoist:`
+    Hoist(HoistDestination),
+    /// `oci-archive:`
+    OciArchive(OciArchiveDestination),
+    /// `docker-archive:`
+    DockerArchive(DockerArchiveDestination),
+}
+
+impl AnySource {
+    /// Open `r` for reading.
+    pub async fn open(r: &ImageRef, o: &OpenOptions) -> Result<AnySource, TransportError> {
+        Ok(match r {
+            ImageRef::Docker(reference) => {
+                AnySource::Docker(DockerSource::new(reference.clone(), &o.pull))
+            }
+            ImageRef::Oci { dir, name } => {
+                AnySource::Oci(OciSource::open(dir.clone(), name.clone()).await?)
+            }
+            ImageRef::Dir { dir } => AnySource::Dir(DirSource::open(dir.clone()).await?),
+            ImageRef::Hoist { name } => {
+                AnySource::Hoist(HoistSource::open(need_store(o, r)?, name.clone()).await?)
+            }
+            ImageRef::OciArchive { file, name } => {
+                AnySource::OciArchive(OciArchiveSource::open(file.clone(), name.clone()).await?)
+            }
+            ImageRef::DockerArchive { file, selector } => AnySource::DockerArchive(
+                DockerArchiveSource::open(file.clone(), selector.clone()).await?,
+            ),
+        })
+    }
+}
+
+impl AnyDestination {
+    /// Open `r` for writing.
+    pub async fn open(r: &ImageRef, o: &OpenOptions) -> Result<AnyDestination, TransportError> {
+        Ok(match r {
+            ImageRef::Docker(reference) => AnyDestination::Docker(DockerDestination::new(
+                reference.clone(),
+                o.pull.registry.clone(),
+            )),
+            ImageRef::Oci { dir, name } => {
+                AnyDestination::Oci(OciDestination::open(dir.clone(), name.clone()).await?)
+            }
+            ImageRef::Dir { dir } => AnyDestination::Dir(DirDestination::open(dir.clone()).await?),
+            ImageRef::Hoist { name } => AnyDestination::Hoist(HoistDestination::open(
+                need_store(o, r)?,
+                name,
+                o.source_label.clone(),
+            )?),
+            ImageRef::OciArchive { file, name } => AnyDestination::OciArchive(
+                OciArchiveDestination::open(file.clone(), name.clone()).await?,
+            ),
+            ImageRef::DockerArchive { file, selector } => AnyDestination::DockerArchive(
+                DockerArchiveDestination::open(file.clone(), selector.clone()).await?,
+            ),
+        })
+    }
+}
+
+macro_rules! each_dest {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            Self::Docker($s) => $e,
+            Self::Oci($s) => $e,
+            Self::Dir($s) => $e,
+            Self::Hoist($s) => $e,
+            Self::OciArchive($s) => $e,
+            Self::DockerArchive($s) => $e,
+        }
+    };
+}
+
+macro_rules! each {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            Self::Docker($s) => $e,
+            Self::Oci($s) => $e,
+            Self::Dir($s) => $e,
+            Self::Hoist($s) => $e,
+            Self::OciArchive($s) => $e,
+            Self::DockerArchive($s) => $e,
+        }
+    };
+}
+
+impl ImageSource for AnySource {
+    fn describe(&self) -> String {
+        each!(self, s => s.describe())
+    }
+
+    async fn get_manifest(&self, which: &ManifestRef) -> Result<RawManifest, TransportError> {
+        each!(self, s => s.get_manifest(which).await)
+    }
+
+    async fn get_blob(&self, desc: &Descriptor) -> Result<BlobStream, TransportError> {
+        each!(self, s => s.get_blob(desc).await)
+    }
+
+    async fn get_signatures(
+        &self,
+        instance: Option<&Digest>,
+    ) -> Result<Vec<Vec<u8>>, TransportError> {
+        each!(self, s => s.get_signatures(instance).await)
+    }
+
+    async fn tags(&self) -> Result<Vec<String>, TransportError> {
+        each!(self, s => s.tags().await)
+    }
+
+    async fn referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>, TransportError> {
+        each!(self, s => s.referrers(subject).await)
+    }
+
+    fn blob_locations(&self) -> Vec<BlobLocation> {
+        each!(self, s => s.blob_locations())
+    }
+}
+
+impl ImageDestination for AnyDestination {
+    fn describe(&self) -> String {
+        each_dest!(self, d => d.describe())
+    }
+
+    fn capabilities(&self) -> DestinationCaps {
+        each_dest!(self, d => d.capabilities())
+    }
+
+    async fn has_blob(
+        &self,
+        desc: &Descriptor,
+        hints: &[BlobLocation],
+    ) -> Result<bool, TransportError> {
+        each_dest!(self, d => d.has_blob(desc, hints).await)
+    }
+
+    async fn put_blob(
+        &self,
+        desc: &Descriptor,
+        stream: BlobStream,
+        progress: &dyn Progress,
+    ) -> Result<(), TransportError> {
+        each_dest!(self, d => d.put_blob(desc, stream, progress).await)
+    }
+
+    async fn put_manifest(
+        &self,
+        manifest: &RawManifest,
+        target: &ManifestTarget,
+    ) -> Result<(), TransportError> {
+        each_dest!(self, d => d.put_manifest(manifest, target).await)
+    }
+
+    async fn put_signatures(
+        &self,
+        instance: &Digest,
+        signatures: &[Vec<u8>],
+    ) -> Result<(), TransportError> {
+        each_dest!(self, d => d.put_signatures(instance, signatures).await)
+    }
+
+    async fn commit(self) -> Result<Committed, TransportError> {
+        each_dest!(self, d => d.commit().await)
+    }
+}

@@ -1,0 +1,742 @@
+//! Tar mechanics shared by `docker-archive:` and `oci-archive:`: an index of an archive's
+//! entries built in one pass with the project's one tar parser ([`hoist_unpack::TarReader`]),
+//! positioned readers over single entries, a small tar writer, and the problems an
+//! untrusted archive can have.
+//!
+//! An archive is untrusted input. The index refuses (naming the entry):
+//! - anything the parser refuses (paths escaping the archive with `..`, bad headers,
+//!   PAX/ustar contradictions, ...), and more than [`MAX_ENTRIES`] headers;
+//! - two entries with the same cleaned path (a parser differential: which one would a
+//!   peer read?), except repeated directories;
+//! - non-zero bytes after the end-of-archive marker.
+//!
+//! Lookups then refuse links, directories and devices where a blob is expected, and
+//! documents (manifests, configs, `index.json`, `manifest.json`) over 4 MiB.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::io::{self, BufReader, Read, Write};
+use std::os::unix::fs::FileExt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use hoist_types::{Digest, TypeError};
+use hoist_unpack::{EntryKind, Limits, TarReader, UnpackError};
+
+use crate::TransportError;
+
+/// Most tar headers an archive may hold.
+pub const MAX_ENTRIES: u64 = 200_000;
+/// Largest JSON document (manifest, config, `index.json`, `manifest.json`, `repositories`)
+/// read from an archive (the guide's manifest/config limit).
+pub const MAX_DOCUMENT: u64 = hoist_types::MAX_MANIFEST_SIZE;
+
+/// What is wrong with an archive. Every variant names the entry it is about.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ArchiveProblem {
+    /// The tar stream itself is invalid or unsafe (the parser's verdict).
+    #[error("invalid tar: {0}")]
+    Tar(#[from] UnpackError),
+    /// A layer that cannot be read (bad compression, over the size limit).
+    #[error("{entry}: {source}")]
+    Layer {
+        /// The path.
+        entry: String,
+        /// What is wrong.
+        source: UnpackError,
+    },
+    /// More headers than [`MAX_ENTRIES`].
+    #[error("more than {limit} entries")]
+    TooManyEntries {
+        /// The limit.
+        limit: u64,
+    },
+    /// Two entries with one path.
+    #[error("{entry}: duplicate entry")]
+    Duplicate {
+        /// The cleaned path.
+        entry: String,
+    },
+    /// Bytes other than zeros after the end-of-archive marker.
+    #[error("data after the end-of-archive marker at offset {offset}")]
+    TrailingData {
+        /// Where.
+        offset: u64,
+    },
+    /// An entry the format needs is absent.
+    #[error("{entry}: missing ({what})")]
+    Missing {
+        /// The path looked for.
+        entry: String,
+        /// What it should have been.
+        what: &'static str,
+    },
+    /// An entry that must be a regular file is something else (a link, a directory, ...).
+    #[error("{entry}: is a {found}, where a regular file ({what}) is expected")]
+    NotRegular {
+        /// The path.
+        entry: String,
+        /// What it is.
+        found: &'static str,
+        /// What it should have been.
+        what: &'static str,
+    },
+    /// A document over its size limit.
+    #[error("{entry}: {size} bytes, over the {limit}-byte limit")]
+    TooLarge {
+        /// The path.
+        entry: String,
+        /// Its size.
+        size: u64,
+        /// The limit.
+        limit: u64,
+    },
+    /// JSON that does not parse into what the format says.
+    #[error("{entry}: invalid JSON: {source}")]
+    Json {
+        /// The path.
+        entry: String,
+        /// The parser's complaint.
+        source: serde_json::Error,
+    },
+    /// A document that parses but is invalid (a bad digest, media type, config ...).
+    #[error("{entry}: {source}")]
+    Document {
+        /// The path.
+        entry: String,
+        /// What is wrong.
+        source: TypeError,
+    },
+    /// A document that breaks a rule of the format.
+    #[error("{entry}: {reason}")]
+    Invalid {
+        /// The path.
+        entry: String,
+        /// The rule broken.
+        reason: &'static str,
+    },
+    /// Bytes whose digest is not the one the archive's documents declare.
+    #[error("{entry}: digest {actual}, but {expected} was declared")]
+    DigestMismatch {
+        /// The path.
+        entry: String,
+        /// Declared.
+        expected: Digest,
+        /// Computed.
+        actual: Digest,
+    },
+    /// Bytes whose size is not the declared one.
+    #[error("{entry}: {actual} bytes, but {expected} were declared")]
+    SizeMismatch {
+        /// The path.
+        entry: String,
+        /// Declared.
+        expected: u64,
+        /// Found.
+        actual: u64,
+    },
+    /// A config whose diff ID count differs from the image's layer count.
+    #[error("{entry}: the config lists {diff_ids} diff IDs but the image has {layers} layers")]
+    LayerCount {
+        /// The config's path.
+        entry: String,
+        /// Layers listed.
+        layers: usize,
+        /// Diff IDs in the config.
+        diff_ids: usize,
+    },
+    /// No image matches the reference asked for.
+    #[error("no image {wanted} in the archive (it holds: {available})")]
+    NoSuchImage {
+        /// What was asked for.
+        wanted: String,
+        /// What there is.
+        available: String,
+    },
+    /// Several images and no reference to choose one.
+    #[error("the archive holds {count} images; choose one with :REF or :@N")]
+    Ambiguous {
+        /// How many.
+        count: usize,
+    },
+    /// An archive with no image.
+    #[error("the archive holds no image")]
+    Empty,
+    /// Neither format's marker files are present.
+    #[error(
+        "neither a docker-archive (no manifest.json) nor an oci-archive (no index.json and oci-layout)"
+    )]
+    Unrecognised,
+    /// More distinct blobs than one load handles.
+    #[error("more than {limit} distinct layers in one archive")]
+    TooManyLayers {
+        /// The limit.
+        limit: usize,
+    },
+}
+
+/// Wraps a problem with the archive's name.
+pub(crate) fn bad(archive: &Path, problem: ArchiveProblem) -> TransportError {
+    TransportError::BadArchive {
+        archive: archive.display().to_string(),
+        problem: Box::new(problem),
+    }
+}
+
+/// What an indexed entry is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Indexed {
+    /// A regular file: where its data starts in the archive and how long it is.
+    File {
+        /// Offset of the first data byte.
+        offset: u64,
+        /// Data bytes.
+        size: u64,
+    },
+    /// Anything else, by name.
+    Other(&'static str),
+}
+
+/// The entries of an archive file, indexed in one pass; reads entries by offset.
+#[derive(Debug, Clone)]
+pub struct ArchiveIndex {
+    file: Arc<File>,
+    path: PathBuf,
+    entries: BTreeMap<String, Indexed>,
+}
+
+fn kind_name(k: &EntryKind) -> &'static str {
+    match k {
+        EntryKind::File => "regular file",
+        EntryKind::Dir => "directory",
+        EntryKind::Symlink(_) => "symbolic link",
+        EntryKind::Hardlink(_) => "hard link",
+        EntryKind::Char { .. } => "character device",
+        EntryKind::Block { .. } => "block device",
+        EntryKind::Fifo => "fifo",
+    }
+}
+
+impl ArchiveIndex {
+    /// Open and index the archive at `path`.
+    pub fn open(path: &Path) -> Result<ArchiveIndex, TransportError> {
+        let file = File::open(path).map_err(|source| TransportError::Io {
+            what: format!("opening archive {}", path.display()),
+            source,
+        })?;
+        ArchiveIndex::from_file(file, path)
+    }
+
+    /// Index an open archive file (read from its start); `path` names it in errors.
+    pub fn from_file(file: File, path: &Path) -> Result<ArchiveIndex, TransportError> {
+        let len = file
+            .metadata()
+            .map_err(|source| TransportError::Io {
+                what: format!("reading archive {}", path.display()),
+                source,
+            })?
+            .len();
+        let file = Arc::new(file);
+        let reader = BufReader::with_capacity(
+            1 << 20,
+            EntryReader {
+                file: file.clone(),
+                pos: 0,
+                end: len,
+            },
+        );
+        let limits = Limits {
+            max_entries: MAX_ENTRIES,
+            ..Limits::default()
+        };
+        let mut tar = TarReader::new(reader, &limits);
+        let mut entries = BTreeMap::new();
+        let problem = |p| bad(path, p);
+        while let Some(e) = tar.next_entry().map_err(|e| problem(too_many(e)))? {
+            let name = String::from_utf8_lossy(&e.path).into_owned();
+            if name.is_empty() {
+                continue; // "./": the archive's root
+            }
+            let what = match e.kind {
+                EntryKind::File => Indexed::File {
+                    offset: tar.offset(),
+                    size: e.size,
+                },
+                ref k => Indexed::Other(kind_name(k)),
+            };
+            match entries.get(&name) {
+                Some(Indexed::Other("directory")) if what == Indexed::Other("directory") => {}
+                Some(_) => return Err(problem(ArchiveProblem::Duplicate { entry: name })),
+                None => {
+                    entries.insert(name, what);
+                }
+            }
+        }
+        // Only zeros may follow the end marker (tar writers pad to a record size).
+        let mut rest = tar.into_inner();
+        let mut buf = vec![0u8; 64 * 1024];
+        let mut offset = 0u64;
+        loop {
+            let n = rest.read(&mut buf).map_err(|source| TransportError::Io {
+                what: format!("reading archive {}", path.display()),
+                source,
+            })?;
+            if n == 0 {
+                break;
+            }
+            if let Some(i) = buf[..n].iter().position(|b| *b != 0) {
+                return Err(problem(ArchiveProblem::TrailingData {
+                    offset: offset + i as u64,
+                }));
+            }
+            offset += n as u64;
+        }
+        Ok(ArchiveIndex {
+            file,
+            path: path.to_owned(),
+            entries,
+        })
+    }
+
+    /// The archive's path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// An error about this archive.
+    pub(crate) fn bad(&self, p: ArchiveProblem) -> TransportError {
+        bad(&self.path, p)
+    }
+
+    /// Whether an entry of this (cleaned) name exists, of any kind.
+    pub fn contains(&self, name: &str) -> bool {
+        self.entries.contains_key(name)
+    }
+
+    /// Offset and size of the regular file `name`, described as `what` in errors. A
+    /// missing entry, a link or anything non-regular is an error.
+    pub fn file(&self, name: &str, what: &'static str) -> Result<(u64, u64), TransportError> {
+        let key = clean_member(name).ok_or_else(|| {
+            self.bad(ArchiveProblem::Invalid {
+                entry: name.to_owned(),
+                reason: "path escapes the archive or is empty",
+            })
+        })?;
+        match self.entries.get(&key) {
+            Some(Indexed::File { offset, size }) => Ok((*offset, *size)),
+            Some(Indexed::Other(found)) => Err(self.bad(ArchiveProblem::NotRegular {
+                entry: key,
+                found,
+                what,
+            })),
+            None => Err(self.bad(ArchiveProblem::Missing { entry: key, what })),
+        }
+    }
+
+    /// A reader over the regular file `name`.
+    pub fn open_entry(
+        &self,
+        name: &str,
+        what: &'static str,
+    ) -> Result<EntryReader, TransportError> {
+        let (offset, size) = self.file(name, what)?;
+        Ok(EntryReader {
+            file: self.file.clone(),
+            pos: offset,
+            end: offset + size,
+        })
+    }
+
+    /// The whole regular file `name`, at most [`MAX_DOCUMENT`] bytes.
+    pub fn read_document(&self, name: &str, what: &'static str) -> Result<Vec<u8>, TransportError> {
+        let (offset, size) = self.file(name, what)?;
+        if size > MAX_DOCUMENT {
+            return Err(self.bad(ArchiveProblem::TooLarge {
+                entry: name.to_owned(),
+                size,
+                limit: MAX_DOCUMENT,
+            }));
+        }
+        let mut buf = vec![0u8; size as usize];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(|source| TransportError::Io {
+                what: format!("reading {name} in archive {}", self.path.display()),
+                source,
+            })?;
+        Ok(buf)
+    }
+
+    /// Parse the JSON document `name`.
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(
+        &self,
+        name: &str,
+        what: &'static str,
+    ) -> Result<(T, Vec<u8>), TransportError> {
+        let bytes = self.read_document(name, what)?;
+        let v = serde_json::from_slice(&bytes).map_err(|source| {
+            self.bad(ArchiveProblem::Json {
+                entry: name.to_owned(),
+                source,
+            })
+        })?;
+        Ok((v, bytes))
+    }
+
+    /// The first bytes of an entry (up to `n`), for sniffing its compression.
+    pub(crate) fn head(
+        &self,
+        name: &str,
+        what: &'static str,
+        n: usize,
+    ) -> Result<Vec<u8>, TransportError> {
+        let (offset, size) = self.file(name, what)?;
+        let mut buf = vec![0u8; n.min(size as usize)];
+        self.file
+            .read_exact_at(&mut buf, offset)
+            .map_err(|source| TransportError::Io {
+                what: format!("reading {name} in archive {}", self.path.display()),
+                source,
+            })?;
+        Ok(buf)
+    }
+}
+
+/// The parser's entry-count error, reworded as the archive's.
+fn too_many(e: UnpackError) -> ArchiveProblem {
+    match e {
+        UnpackError::Limit {
+            what: "number of tar entries",
+            ..
+        } => ArchiveProblem::TooManyEntries { limit: MAX_ENTRIES },
+        e => ArchiveProblem::Tar(e),
+    }
+}
+
+/// Cleans a member name given by a document inside the archive (`manifest.json`'s
+/// `Layers`, ...) the way the tar parser cleans entry names; `None` if it escapes the
+/// archive or is empty.
+pub fn clean_member(name: &str) -> Option<String> {
+    let cleaned = hoist_unpack::path::clean(name.as_bytes(), &Limits::default()).ok()?;
+    if cleaned.is_empty() {
+        return None;
+    }
+    String::from_utf8(cleaned).ok()
+}
+
+/// Reads one entry's bytes by offset (`pread`), so several readers share one file.
+#[derive(Debug)]
+pub struct EntryReader {
+    file: Arc<File>,
+    pos: u64,
+    end: u64,
+}
+
+impl EntryReader {
+    /// Bytes left.
+    pub fn remaining(&self) -> u64 {
+        self.end - self.pos
+    }
+}
+
+impl Read for EntryReader {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let k = (buf.len() as u64).min(self.end - self.pos) as usize;
+        if k == 0 {
+            return Ok(0);
+        }
+        let n = self.file.read_at(&mut buf[..k], self.pos)?;
+        if n == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "archive shorter than its index (changed while being read?)",
+            ));
+        }
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// A minimal tar writer: regular files and directories, owned by 0:0, mtime 0, ustar
+/// headers (a PAX `path` record when a name does not fit), two zero blocks at the end.
+#[derive(Debug)]
+pub struct TarWriter<W: Write> {
+    out: W,
+}
+
+const ZEROS: [u8; 1024] = [0; 1024];
+
+fn header(name: &str, size: u64, dir: bool) -> io::Result<Vec<u8>> {
+    let mut out = Vec::with_capacity(512);
+    let mut h = tar::Header::new_ustar();
+    if h.set_path(name).is_err() {
+        // Too long for ustar name + prefix: a PAX header carries it.
+        let rec = pax_record("path", name.as_bytes());
+        let mut x = tar::Header::new_ustar();
+        x.set_path("PaxHeader")?;
+        x.set_entry_type(tar::EntryType::XHeader);
+        x.set_size(rec.len() as u64);
+        x.set_mode(0o644);
+        x.set_mtime(0);
+        x.set_cksum();
+        out.extend_from_slice(x.as_bytes());
+        out.extend_from_slice(&rec);
+        out.extend_from_slice(&ZEROS[..pad(rec.len() as u64) as usize]);
+        let short: String = name
+            .chars()
+            .rev()
+            .take(90)
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        h.set_path(short.trim_start_matches('/'))?;
+    }
+    h.set_size(size);
+    h.set_mode(if dir { 0o755 } else { 0o644 });
+    h.set_uid(0);
+    h.set_gid(0);
+    h.set_mtime(0);
+    h.set_entry_type(if dir {
+        tar::EntryType::Directory
+    } else {
+        tar::EntryType::Regular
+    });
+    h.set_cksum();
+    out.extend_from_slice(h.as_bytes());
+    Ok(out)
+}
+
+fn pax_record(key: &str, value: &[u8]) -> Vec<u8> {
+    let body = key.len() + value.len() + 3; // ' ', '=', '\n'
+    let mut len = body + 1;
+    while len.to_string().len() + body != len {
+        len = len.to_string().len() + body;
+    }
+    let mut r = format!("{len} {key}=").into_bytes();
+    r.extend_from_slice(value);
+    r.push(b'\n');
+    r
+}
+
+fn pad(size: u64) -> u64 {
+    (512 - size % 512) % 512
+}
+
+impl<W: Write> TarWriter<W> {
+    /// A writer onto `out`.
+    pub fn new(out: W) -> TarWriter<W> {
+        TarWriter { out }
+    }
+
+    /// A directory entry (`name` without trailing slash).
+    pub fn dir(&mut self, name: &str) -> io::Result<()> {
+        let h = header(&format!("{name}/"), 0, true)?;
+        self.out.write_all(&h)
+    }
+
+    /// A regular file with these bytes.
+    pub fn bytes(&mut self, name: &str, data: &[u8]) -> io::Result<()> {
+        self.out
+            .write_all(&header(name, data.len() as u64, false)?)?;
+        self.out.write_all(data)?;
+        self.out
+            .write_all(&ZEROS[..pad(data.len() as u64) as usize])
+    }
+
+    /// A regular file of exactly `size` bytes read from `data`; a reader that ends early
+    /// or has more is an error. File-to-file copies go through the kernel
+    /// (`copy_file_range`).
+    pub fn copy<R: Read>(&mut self, name: &str, size: u64, data: R) -> io::Result<()> {
+        self.out.write_all(&header(name, size, false)?)?;
+        let mut limited = data.take(size);
+        let n = io::copy(&mut limited, &mut self.out)?;
+        if n != size {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                format!("{name}: {n} bytes where {size} were expected"),
+            ));
+        }
+        let mut probe = [0u8; 1];
+        if limited.into_inner().read(&mut probe)? != 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("{name}: longer than the {size} bytes expected"),
+            ));
+        }
+        self.out.write_all(&ZEROS[..pad(size) as usize])
+    }
+
+    /// Write the end-of-archive marker and return the output.
+    pub fn finish(mut self) -> io::Result<W> {
+        self.out.write_all(&ZEROS)?;
+        self.out.flush()?;
+        Ok(self.out)
+    }
+}
+
+/// Where an archive goes: a file written atomically, or any stream (stdout).
+pub enum Output<'a> {
+    /// A path: written to a temp file beside it, fsynced, renamed into place, directory
+    /// fsynced. Nothing is left on failure.
+    Path(&'a Path),
+    /// A stream, written as produced.
+    Stream(&'a mut dyn Write),
+}
+
+impl std::fmt::Debug for Output<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Output::Path(p) => f.debug_tuple("Path").field(p).finish(),
+            Output::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
+/// Run `f` on a writer for `out`, publishing atomically when it is a path. `spool_dir`
+/// receives the directory for temp files (beside the target, or the system temp dir).
+pub(crate) fn write_output<T>(
+    out: Output<'_>,
+    f: impl FnOnce(&mut dyn Write, &Path) -> Result<T, TransportError>,
+) -> Result<T, TransportError> {
+    match out {
+        Output::Stream(w) => {
+            let mut buffered = io::BufWriter::with_capacity(1 << 20, w);
+            let v = f(&mut buffered, &std::env::temp_dir())?;
+            buffered.flush().map_err(|source| TransportError::Io {
+                what: "writing the archive".into(),
+                source,
+            })?;
+            Ok(v)
+        }
+        Output::Path(path) => {
+            let dir = match path.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+                _ => PathBuf::from("."),
+            };
+            let io_err = |what: String| move |source| TransportError::Io { what, source };
+            let mut temp = tempfile::Builder::new()
+                .prefix(".hoist-archive-")
+                .tempfile_in(&dir)
+                .map_err(io_err(format!("creating a temp file in {}", dir.display())))?;
+            let v = {
+                let mut buffered = io::BufWriter::with_capacity(1 << 20, temp.as_file_mut());
+                let v = f(&mut buffered, &dir)?;
+                buffered
+                    .flush()
+                    .map_err(io_err(format!("writing {}", path.display())))?;
+                v
+            };
+            {
+                use std::os::unix::fs::PermissionsExt as _;
+                std::fs::set_permissions(temp.path(), std::fs::Permissions::from_mode(0o644))
+                    .map_err(io_err(format!("chmod {}", temp.path().display())))?;
+            }
+            temp.as_file()
+                .sync_all()
+                .map_err(io_err(format!("fsync {}", temp.path().display())))?;
+            temp.persist(path)
+                .map_err(|e| io_err(format!("renaming into {}", path.display()))(e.error))?;
+            File::open(&dir)
+                .and_then(|d| d.sync_all())
+                .map_err(io_err(format!("fsync {}", dir.display())))?;
+            Ok(v)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn index_of(bytes: &[u8]) -> Result<ArchiveIndex, TransportError> {
+        let mut f = tempfile::tempfile().unwrap();
+        f.write_all(bytes).unwrap();
+        ArchiveIndex::from_file(f, Path::new("t.tar"))
+    }
+
+    fn written(f: impl FnOnce(&mut TarWriter<Vec<u8>>)) -> Vec<u8> {
+        let mut w = TarWriter::new(Vec::new());
+        f(&mut w);
+        w.finish().unwrap()
+    }
+
+    #[test]
+    fn writes_and_indexes() {
+        let long = format!("blobs/sha512/{}", "a".repeat(128));
+        let t = written(|w| {
+            w.dir("blobs").unwrap();
+            w.bytes("manifest.json", b"[]").unwrap();
+            w.copy("x.tar", 3, &b"abc"[..]).unwrap();
+            w.bytes(&long, b"long").unwrap();
+        });
+        let idx = index_of(&t).unwrap();
+        assert_eq!(idx.read_document("manifest.json", "m").unwrap(), b"[]");
+        let mut s = String::new();
+        idx.open_entry("./x.tar", "l")
+            .unwrap()
+            .read_to_string(&mut s)
+            .unwrap();
+        assert_eq!(s, "abc");
+        assert_eq!(idx.read_document(&long, "l").unwrap(), b"long");
+        let err = idx.file("blobs", "a blob").unwrap_err().to_string();
+        assert!(err.contains("blobs: is a directory"), "{err}");
+        let err = idx.file("nope", "a layer").unwrap_err().to_string();
+        assert!(err.contains("nope: missing (a layer)"), "{err}");
+        let err = idx.file("../x.tar", "a layer").unwrap_err().to_string();
+        assert!(err.contains("escapes"), "{err}");
+    }
+
+    #[test]
+    fn copy_checks_length() {
+        let mut w = TarWriter::new(Vec::new());
+        assert!(w.copy("a", 4, &b"abc"[..]).is_err());
+        let mut w = TarWriter::new(Vec::new());
+        assert!(w.copy("a", 2, &b"abc"[..]).is_err());
+    }
+
+    #[test]
+    fn refuses_duplicates_and_trailing_data() {
+        let t = written(|w| {
+            w.bytes("a", b"1").unwrap();
+            w.bytes("./a", b"2").unwrap();
+        });
+        let err = index_of(&t).unwrap_err().to_string();
+        assert!(err.contains("a: duplicate entry"), "{err}");
+        let t = written(|w| {
+            w.dir("d").unwrap();
+            w.dir("d").unwrap();
+        });
+        assert!(index_of(&t).is_ok());
+        let mut t = written(|w| w.bytes("a", b"1").unwrap());
+        t.extend_from_slice(b"junk");
+        let err = index_of(&t).unwrap_err().to_string();
+        assert!(err.contains("after the end-of-archive"), "{err}");
+    }
+
+    #[test]
+    fn member_names() {
+        let cases = [
+            ("a.tar", Some("a.tar")),
+            ("./blobs//sha256/x", Some("blobs/sha256/x")),
+            ("/abs", Some("abs")),
+            ("../x", None),
+            ("a/../../x", None),
+            ("", None),
+            (".", None),
+        ];
+        for (input, want) in cases {
+            assert_eq!(clean_member(input).as_deref(), want, "{input}");
+        }
+    }
+
+    #[test]
+    fn pax_lengths() {
+        for n in [1usize, 80, 95, 96, 97, 990, 995] {
+            let r = pax_record("path", &vec![b'x'; n]);
+            let (len, _) = std::str::from_utf8(&r).unwrap().split_once(' ').unwrap();
+            assert_eq!(len.parse::<usize>().unwrap(), r.len());
+        }
+    }
+}

@@ -1,0 +1,328 @@
+//! `dir:DIR`: skopeo's directory layout (containers/image "Directory Transport Version
+//! 1.1").
+//!
+//! ```text
+//! DIR/
+//!   version                 "Directory Transport Version: 1.1\n"
+//!   manifest.json           the top manifest (an image manifest or an index), exact bytes
+//!   <hex>                   each blob (config, layers), named by its digest's hex
+//!   <hex>.manifest.json     each instance of an index, by its digest
+//!   signature-<N>           simple-signing signatures of the top manifest, N from 1
+//!   <hex>.signature-<N>     signatures of an instance
+//! ```
+//!
+//! **Source**: every file is untrusted: opened without following a final symlink, a
+//! regular file, documents bounded to 4 MiB; instance manifests are verified against
+//! their digests (blobs by the destination).
+//!
+//! **Destination**: everything is written into a staging directory beside `DIR`
+//! (verified blobs, manifests, signatures, `version`); `commit` puts it in place of `DIR`
+//! (which must be absent, empty, or an earlier `dir:` layout: skopeo's rule). A copy that
+//! fails removes the staging directory and leaves `DIR` as it was.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use hoist_types::{Descriptor, Digest, MAX_MANIFEST_SIZE, Progress};
+
+use super::local::{self, invalid};
+use super::{
+    BlobLocation, BlobStream, Committed, DestinationCaps, ImageDestination, ImageSource,
+    ManifestRef, ManifestTarget, RawManifest, raw_manifest,
+};
+use crate::{TransportError, blocking};
+
+/// The `version` file's content.
+pub const VERSION: &str = "Directory Transport Version: 1.1\n";
+/// Most signatures read per manifest.
+const MAX_SIGNATURES: usize = 256;
+
+fn manifest_file(dir: &Path, instance: Option<&Digest>) -> PathBuf {
+    match instance {
+        None => dir.join("manifest.json"),
+        Some(d) => dir.join(format!("{}.manifest.json", d.hex())),
+    }
+}
+
+fn signature_file(dir: &Path, instance: Option<&Digest>, n: usize) -> PathBuf {
+    match instance {
+        None => dir.join(format!("signature-{n}")),
+        Some(d) => dir.join(format!("{}.signature-{n}", d.hex())),
+    }
+}
+
+/// Reading a `dir:` layout.
+#[derive(Debug)]
+pub struct DirSource {
+    dir: PathBuf,
+    top: RawManifest,
+}
+
+impl DirSource {
+    /// Open the layout at `dir` and read its top manifest.
+    pub async fn open(dir: PathBuf) -> Result<DirSource, TransportError> {
+        blocking(move || {
+            let path = manifest_file(&dir, None);
+            let bytes = local::read_bounded(&path, MAX_MANIFEST_SIZE)?
+                .ok_or_else(|| invalid(&path, "missing: not a dir: layout"))?;
+            let top = raw_manifest(bytes, None, None).map_err(|e| invalid(&path, e.to_string()))?;
+            Ok(DirSource { dir, top })
+        })
+        .await?
+    }
+}
+
+impl ImageSource for DirSource {
+    fn describe(&self) -> String {
+        format!("dir:{}", self.dir.display())
+    }
+
+    async fn get_manifest(&self, which: &ManifestRef) -> Result<RawManifest, TransportError> {
+        match which {
+            ManifestRef::Top => Ok(self.top.clone()),
+            ManifestRef::Digest(d) if d == &self.top.digest => Ok(self.top.clone()),
+            ManifestRef::Digest(d) => {
+                let (path, d) = (manifest_file(&self.dir, Some(d)), d.clone());
+                let location = self.describe();
+                blocking(move || {
+                    let bytes = local::read_bounded(&path, MAX_MANIFEST_SIZE)?.ok_or(
+                        TransportError::BlobNotFound {
+                            digest: d.clone(),
+                            location,
+                        },
+                    )?;
+                    raw_manifest(bytes, None, Some(&d)).map_err(|e| invalid(&path, e.to_string()))
+                })
+                .await?
+            }
+            ManifestRef::Tag(t) => Err(TransportError::Unsupported {
+                what: format!(
+                    "{}: a dir: layout has no tags (asked for {t:?})",
+                    self.describe()
+                ),
+            }),
+        }
+    }
+
+    async fn get_blob(&self, desc: &Descriptor) -> Result<BlobStream, TransportError> {
+        let (path, d, loc) = (
+            self.dir.join(desc.digest.hex()),
+            desc.clone(),
+            self.describe(),
+        );
+        blocking(move || local::blob_stream(&path, &d, &loc)).await?
+    }
+
+    async fn get_signatures(
+        &self,
+        instance: Option<&Digest>,
+    ) -> Result<Vec<Vec<u8>>, TransportError> {
+        let instance = instance.filter(|d| *d != &self.top.digest).cloned();
+        let dir = self.dir.clone();
+        blocking(move || {
+            let mut out = Vec::new();
+            for n in 1..=MAX_SIGNATURES {
+                match local::read_bounded(
+                    &signature_file(&dir, instance.as_ref(), n),
+                    MAX_MANIFEST_SIZE,
+                )? {
+                    Some(b) => out.push(b),
+                    None => break,
+                }
+            }
+            Ok(out)
+        })
+        .await?
+    }
+
+    async fn tags(&self) -> Result<Vec<String>, TransportError> {
+        Ok(Vec::new())
+    }
+}
+
+/// Writing a `dir:` layout (through a staging directory).
+#[derive(Debug)]
+pub struct DirDestination {
+    dir: PathBuf,
+    staging: PathBuf,
+    top: Mutex<Option<Digest>>,
+    committed: bool,
+}
+
+/// Whether `dir` may be replaced by a `dir:` layout: absent, empty, or holding `version`.
+fn check_replaceable(dir: &Path) -> Result<bool, TransportError> {
+    match fs::symlink_metadata(dir) {
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(false),
+        Err(e) => return Err(local::io_err("stat", dir)(e)),
+        Ok(m) if !m.is_dir() => return Err(invalid(dir, "exists and is not a directory")),
+        Ok(_) => {}
+    }
+    let mut it = fs::read_dir(dir).map_err(local::io_err("read directory", dir))?;
+    if it.next().is_none() {
+        return Ok(true);
+    }
+    if fs::symlink_metadata(dir.join("version")).is_ok_and(|m| m.is_file()) {
+        return Ok(true);
+    }
+    Err(invalid(
+        dir,
+        "is a non-empty directory that is not a dir: layout; refusing to overwrite it",
+    ))
+}
+
+impl DirDestination {
+    /// Prepare writing `dir`. It must be absent, empty, or an earlier `dir:` layout.
+    pub async fn open(dir: PathBuf) -> Result<DirDestination, TransportError> {
+        let d = dir.clone();
+        let staging = blocking(move || {
+            check_replaceable(&d)?;
+            let parent = match d.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+                _ => PathBuf::from("."),
+            };
+            local::create_dir_all(&parent)?;
+            let stem = d
+                .file_name()
+                .map(|n| n.to_string_lossy().into_owned())
+                .unwrap_or_else(|| "dir".to_owned());
+            let staging = local::temp_path(&parent, &stem);
+            fs::create_dir(&staging).map_err(local::io_err("create directory", &staging))?;
+            local::write_atomic(&staging.join("version"), VERSION.as_bytes())?;
+            Ok::<_, TransportError>(staging)
+        })
+        .await??;
+        Ok(DirDestination {
+            dir,
+            staging,
+            top: Mutex::new(None),
+            committed: false,
+        })
+    }
+}
+
+impl Drop for DirDestination {
+    fn drop(&mut self) {
+        if !self.committed {
+            let _ = fs::remove_dir_all(&self.staging);
+        }
+    }
+}
+
+impl ImageDestination for DirDestination {
+    fn describe(&self) -> String {
+        format!("dir:{}", self.dir.display())
+    }
+
+    fn capabilities(&self) -> DestinationCaps {
+        DestinationCaps {
+            signatures: true,
+            ..DestinationCaps::default()
+        }
+    }
+
+    async fn has_blob(
+        &self,
+        desc: &Descriptor,
+        _hints: &[BlobLocation],
+    ) -> Result<bool, TransportError> {
+        let (path, size) = (self.staging.join(desc.digest.hex()), desc.size);
+        blocking(move || local::has_file(&path, size)).await?
+    }
+
+    async fn put_blob(
+        &self,
+        desc: &Descriptor,
+        mut stream: BlobStream,
+        progress: &dyn Progress,
+    ) -> Result<(), TransportError> {
+        let path = self.staging.join(desc.digest.hex());
+        let done = Arc::new(AtomicU64::new(0));
+        let (d, counter) = (desc.clone(), done.clone());
+        local::with_progress(&desc.digest, progress, done, move || {
+            local::write_blob_file(&path, &d, &mut stream, &counter)
+        })
+        .await
+    }
+
+    async fn put_manifest(
+        &self,
+        manifest: &RawManifest,
+        target: &ManifestTarget,
+    ) -> Result<(), TransportError> {
+        let path = match target {
+            ManifestTarget::Top => manifest_file(&self.staging, None),
+            ManifestTarget::Instance => manifest_file(&self.staging, Some(&manifest.digest)),
+            ManifestTarget::Tag(t) => {
+                return Err(TransportError::Unsupported {
+                    what: format!(
+                        "{}: a dir: layout has no tags (asked for {t:?})",
+                        self.describe()
+                    ),
+                });
+            }
+        };
+        let bytes = manifest.bytes.clone();
+        blocking(move || local::write_atomic(&path, &bytes)).await??;
+        if *target == ManifestTarget::Top {
+            *self.top.lock().unwrap_or_else(|p| p.into_inner()) = Some(manifest.digest.clone());
+        }
+        Ok(())
+    }
+
+    async fn put_signatures(
+        &self,
+        instance: &Digest,
+        signatures: &[Vec<u8>],
+    ) -> Result<(), TransportError> {
+        let top = self.top.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        // Signatures of the top manifest may come before it is put (it is put last).
+        let inst = (top.as_ref() != Some(instance)).then(|| instance.clone());
+        let (staging, sigs) = (self.staging.clone(), signatures.to_vec());
+        blocking(move || {
+            for (i, s) in sigs.iter().enumerate() {
+                local::write_atomic(&signature_file(&staging, inst.as_ref(), i + 1), s)?;
+            }
+            Ok(())
+        })
+        .await?
+    }
+
+    async fn commit(mut self) -> Result<Committed, TransportError> {
+        let location = self.describe();
+        let digest = self
+            .top
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+            .ok_or_else(|| TransportError::Unsupported {
+                what: format!("{location}: commit without a manifest"),
+            })?;
+        let (dir, staging) = (self.dir.clone(), self.staging.clone());
+        blocking(move || {
+            let parent = staging.parent().unwrap_or(Path::new(".")).to_owned();
+            let old = if check_replaceable(&dir)? {
+                let old = local::temp_path(&parent, "old");
+                fs::rename(&dir, &old).map_err(local::io_err("move aside", &dir))?;
+                Some(old)
+            } else {
+                None
+            };
+            if let Err(e) = fs::rename(&staging, &dir) {
+                if let Some(old) = &old {
+                    let _ = fs::rename(old, &dir);
+                }
+                return Err(local::io_err("rename into", &dir)(e));
+            }
+            local::fsync_dir(&parent)?;
+            if let Some(old) = old {
+                let _ = fs::remove_dir_all(old);
+            }
+            Ok(())
+        })
+        .await??;
+        self.committed = true;
+        Ok(Committed { digest, location })
+    }
+}

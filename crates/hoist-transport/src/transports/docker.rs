@@ -1,0 +1,419 @@
+//! `docker://HOST/REPO[:TAG|@DIGEST]`: a registry, through [`hoist_registry`].
+//!
+//! **Source**: the pull engine's sources (`sources.rs`): the mirrors configured for
+//! the reference in order, then the registry, each client created and pinged on first
+//! use, tags resolved only by sources allowed to. Manifests are read whole (≤ 4 MiB) and
+//! verified against `Docker-Content-Digest` and any digest asked for. A blob is streamed
+//! by a task that survives broken bodies the way the pull engine does: retries with
+//! backoff (`RetryPolicy`), resuming with `Range: bytes=N-` from the byte reached (a
+//! server that answers 200 instead has its first N bytes skipped, never spliced
+//! unchecked: the destination hashes the whole stream), and handing over to the next
+//! source at the same offset. (A copy into the store from a registry goes through the pull
+//! engine itself, with its resume across runs and Range slicing: see [`crate::copy`].)
+//!
+//! **Destination** (push, through [`hoist_registry`]'s push API): for each blob a `HEAD`;
+//! when absent, a cross-repository mount from each repository of the same registry the
+//! source names as holding it ([`BlobLocation`]: a `docker://` source's own repository,
+//! the repositories a store image was pulled from), then an upload (monolithic below the
+//! threshold, chunked above, with the registry client's fallback and retries; the bytes
+//! are counted and hashed as they go, so a source that lies fails before the registry
+//! completes the upload). Instances of an index and referrers are put by digest as they
+//! come; the top manifest is put under the reference's tag (or digest) at `commit`, last.
+//! Simple-signing signatures need a lookaside server, which hoist does not write: carrying
+//! them to a registry is refused (cosign signatures travel as their `.sig` tag).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use std::sync::Mutex;
+
+use hoist_registry::{
+    Backoff, BlobBody, ClientOptions, MountOutcome, RegistryClient, RegistryError, RetryPolicy,
+};
+use hoist_types::{Descriptor, Digest, NoProgress, Progress, Reference};
+
+use super::{
+    BlobLocation, BlobSender, BlobStream, Committed, DestinationCaps, ImageDestination,
+    ImageSource, ManifestRef, ManifestTarget, RawManifest,
+};
+use crate::TransportError;
+use crate::pull::PullOptions;
+use crate::sources::Sources;
+
+/// Reading from a registry (and its mirrors).
+#[derive(Debug)]
+pub struct DockerSource {
+    reference: Reference,
+    sources: Arc<Sources>,
+    retry: RetryPolicy,
+    opts: PullOptions,
+}
+
+impl DockerSource {
+    /// A source for `reference`; `opts` gives the registry settings and mirrors (its
+    /// platform and job count are not used here).
+    pub fn new(reference: Reference, opts: &PullOptions) -> DockerSource {
+        DockerSource {
+            sources: Arc::new(Sources::new(&reference, opts)),
+            retry: opts.registry.retry.clone(),
+            opts: opts.clone(),
+            reference,
+        }
+    }
+
+    /// The reference.
+    pub fn reference(&self) -> &Reference {
+        &self.reference
+    }
+
+    /// The registry's client (created and pinged on first use).
+    pub async fn registry_client(&self) -> Result<RegistryClient, TransportError> {
+        let src = self
+            .sources
+            .usable()
+            .find(|s| !s.is_mirror())
+            .expect("the registry is always a source");
+        Ok(self.sources.client(src).await?.clone())
+    }
+}
+
+impl DockerSource {
+    /// Fetch a blob straight into `store` with the pull engine's fetcher (resume within
+    /// and across runs, Range slices, mirrors, the blob's store lock). `false` when the
+    /// store had it.
+    pub(crate) async fn fetch_into_store(
+        &self,
+        store: &hoist_store::Store,
+        desc: &Descriptor,
+        kind: hoist_types::BlobKind,
+        progress: &dyn hoist_types::Progress,
+    ) -> Result<bool, TransportError> {
+        let held = std::collections::HashSet::new();
+        let ctx = crate::blob::Ctx {
+            store,
+            sources: &self.sources,
+            opts: &self.opts,
+            progress,
+            held: &held,
+        };
+        Ok(crate::blob::fetch_blob(&ctx, desc, kind).await?.is_some())
+    }
+}
+
+impl ImageSource for DockerSource {
+    fn describe(&self) -> String {
+        format!("docker://{}", self.reference)
+    }
+
+    async fn get_manifest(&self, which: &ManifestRef) -> Result<RawManifest, TransportError> {
+        let (r, by_tag) = match which {
+            ManifestRef::Top => (
+                self.reference.manifest_reference(),
+                self.reference.digest().is_none(),
+            ),
+            ManifestRef::Digest(d) => (d.to_string(), false),
+            ManifestRef::Tag(t) => (t.clone(), true),
+        };
+        let what = format!("manifest {}@{r}", self.reference.repository());
+        let (m, _) = self
+            .sources
+            .first_ok(by_tag, &NoProgress, &what, |c, repo| {
+                let r = r.clone();
+                async move { Ok(c.get_manifest(&repo, &r).await?) }
+            })
+            .await?;
+        if let ManifestRef::Digest(d) = which
+            && &m.digest != d
+        {
+            return Err(TransportError::DigestMismatch {
+                what: format!("manifest {what}"),
+                expected: d.clone(),
+                actual: m.digest,
+            });
+        }
+        Ok(m)
+    }
+
+    async fn get_blob(&self, desc: &Descriptor) -> Result<BlobStream, TransportError> {
+        let mut clients: Vec<(RegistryClient, String)> = Vec::new();
+        let mut first_err = None;
+        for s in self.sources.usable() {
+            match self.sources.client(s).await {
+                Ok(c) => clients.push((c.clone(), s.repo.clone())),
+                Err(e) => {
+                    first_err.get_or_insert(e);
+                }
+            }
+        }
+        let Some((c0, repo0)) = clients.first() else {
+            return Err(first_err.unwrap_or_else(|| TransportError::Unsupported {
+                what: format!("blob {}: no source to fetch it from", desc.digest),
+            }));
+        };
+        let origin = format!("{}/v2/{repo0}/blobs/{}", c0.base_url(), desc.digest);
+        let (tx, stream) = BlobStream::channel(desc.size, origin);
+        tokio::spawn(pump(clients, desc.clone(), tx, self.retry.clone()));
+        Ok(stream)
+    }
+
+    async fn tags(&self) -> Result<Vec<String>, TransportError> {
+        let c = self.registry_client().await?;
+        Ok(c.list_tags(self.reference.repository()).await?)
+    }
+
+    async fn referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>, TransportError> {
+        let c = self.registry_client().await?;
+        match c
+            .referrers(self.reference.repository(), subject, None)
+            .await
+        {
+            Ok(r) => Ok(r.descriptors),
+            Err(RegistryError::Unsupported { .. }) => Ok(Vec::new()),
+            Err(e) => Err(e.into()),
+        }
+    }
+
+    fn blob_locations(&self) -> Vec<BlobLocation> {
+        vec![BlobLocation {
+            registry: self.reference.registry().to_owned(),
+            repository: self.reference.repository().to_owned(),
+        }]
+    }
+}
+
+/// Stream one blob from the sources in order into `tx`, resuming after broken bodies.
+async fn pump(
+    clients: Vec<(RegistryClient, String)>,
+    desc: Descriptor,
+    tx: BlobSender,
+    retry: RetryPolicy,
+) {
+    let mut sent = 0u64;
+    let mut last_err: Option<RegistryError> = None;
+    for (client, repo) in &clients {
+        let mut backoff = Backoff::new(&retry);
+        let mut use_range = true;
+        loop {
+            let opened = if sent > 0 && use_range {
+                client.get_blob_from(repo, &desc, sent).await
+            } else {
+                client.get_blob(repo, &desc).await
+            };
+            let mut resp = match opened {
+                Ok(r) => r,
+                Err(e) if matches!(e.root(), RegistryError::RangeMismatch { .. }) && use_range => {
+                    use_range = false;
+                    continue;
+                }
+                Err(e) => match backoff.next(&e) {
+                    Some(delay) => {
+                        tokio::time::sleep(delay).await;
+                        continue;
+                    }
+                    None => {
+                        last_err = Some(e);
+                        break;
+                    }
+                },
+            };
+            let before = sent;
+            let mut pos = resp.start;
+            let broke = loop {
+                match resp.chunk().await {
+                    Ok(Some(c)) => {
+                        let end = pos + c.len() as u64;
+                        if end > sent {
+                            // Skip what was already sent when the server restarted at 0.
+                            let skip = (sent - pos.min(sent)) as usize;
+                            if !tx.send(Ok(c.slice(skip..))).await {
+                                return; // the consumer is gone
+                            }
+                            sent = end;
+                        }
+                        pos = end;
+                    }
+                    Ok(None) => return,
+                    Err(e) => break e,
+                }
+            };
+            if sent >= before + crate::blob::MIN_PROGRESS && broke.is_retryable() {
+                backoff.reset();
+                continue;
+            }
+            match backoff.next(&broke) {
+                Some(delay) => tokio::time::sleep(delay.min(Duration::from_secs(60))).await,
+                None => {
+                    last_err = Some(broke);
+                    break;
+                }
+            }
+        }
+    }
+    let err = last_err
+        .map(TransportError::from)
+        .unwrap_or_else(|| TransportError::BlobNotFound {
+            digest: desc.digest.clone(),
+            location: "the registry".to_owned(),
+        });
+    let _ = tx.send(Err(err)).await;
+}
+
+/// Pushing to a registry.
+#[derive(Debug)]
+pub struct DockerDestination {
+    reference: Reference,
+    opts: ClientOptions,
+    client: tokio::sync::OnceCell<RegistryClient>,
+    top: Mutex<Option<RawManifest>>,
+}
+
+impl DockerDestination {
+    /// A destination for `reference` with the registry settings `opts`.
+    pub fn new(reference: Reference, opts: ClientOptions) -> DockerDestination {
+        DockerDestination {
+            reference,
+            opts,
+            client: tokio::sync::OnceCell::new(),
+            top: Mutex::new(None),
+        }
+    }
+
+    async fn client(&self) -> Result<&RegistryClient, TransportError> {
+        Ok(self
+            .client
+            .get_or_try_init(|| async {
+                let c = RegistryClient::new(self.reference.registry(), self.opts.clone())?;
+                c.ping().await?;
+                Ok::<_, RegistryError>(c)
+            })
+            .await?)
+    }
+
+    fn repo(&self) -> &str {
+        self.reference.repository()
+    }
+}
+
+impl ImageDestination for DockerDestination {
+    fn describe(&self) -> String {
+        format!("docker://{}", self.reference)
+    }
+
+    fn capabilities(&self) -> DestinationCaps {
+        DestinationCaps::default()
+    }
+
+    async fn has_blob(
+        &self,
+        desc: &Descriptor,
+        hints: &[BlobLocation],
+    ) -> Result<bool, TransportError> {
+        let c = self.client().await?;
+        if c.blob_exists(self.repo(), desc).await? {
+            return Ok(true);
+        }
+        for h in hints {
+            if !h.registry.eq_ignore_ascii_case(self.reference.registry())
+                || h.repository == self.repo()
+            {
+                continue;
+            }
+            match c.mount_blob(self.repo(), &h.repository, desc).await {
+                Ok(MountOutcome::Mounted) => return Ok(true),
+                Ok(MountOutcome::NotMounted { reason }) => {
+                    tracing::debug!(digest = %desc.digest, from = %h.repository, %reason, "not mounted");
+                }
+                Err(e) => {
+                    tracing::debug!(digest = %desc.digest, from = %h.repository, %e, "mount failed");
+                }
+            }
+        }
+        Ok(false)
+    }
+
+    async fn put_blob(
+        &self,
+        desc: &Descriptor,
+        stream: BlobStream,
+        _progress: &dyn Progress,
+    ) -> Result<(), TransportError> {
+        // Progress comes from the client's reporter (bytes sent, each counted once).
+        let c = self.client().await?;
+        let rx = stream.into_async().into_receiver();
+        let body = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|chunk| (chunk.map_err(std::io::Error::other), rx))
+        });
+        c.push_blob(self.repo(), desc, BlobBody::from_stream(body))
+            .await?;
+        Ok(())
+    }
+
+    async fn put_manifest(
+        &self,
+        manifest: &RawManifest,
+        target: &ManifestTarget,
+    ) -> Result<(), TransportError> {
+        let reference = match target {
+            ManifestTarget::Top => {
+                *self.top.lock().unwrap_or_else(|p| p.into_inner()) = Some(manifest.clone());
+                return Ok(());
+            }
+            ManifestTarget::Instance => manifest.digest.to_string(),
+            ManifestTarget::Tag(t) => t.clone(),
+        };
+        let c = self.client().await?;
+        c.put_manifest(
+            self.repo(),
+            &reference,
+            &manifest.bytes,
+            &manifest.media_type,
+        )
+        .await?;
+        Ok(())
+    }
+
+    async fn put_signatures(
+        &self,
+        instance: &Digest,
+        signatures: &[Vec<u8>],
+    ) -> Result<(), TransportError> {
+        if signatures.is_empty() {
+            return Ok(());
+        }
+        Err(TransportError::Unsupported {
+            what: format!(
+                "{}: simple-signing signatures of {instance} need a lookaside server, which hoist does not write",
+                self.describe()
+            ),
+        })
+    }
+
+    async fn commit(self) -> Result<Committed, TransportError> {
+        let location = self.describe();
+        let top = self
+            .top
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| TransportError::Unsupported {
+                what: format!("{location}: commit without a manifest"),
+            })?;
+        if let Some(d) = self.reference.digest()
+            && d != &top.digest
+        {
+            return Err(TransportError::DigestMismatch {
+                what: format!("{location}: the manifest to push"),
+                expected: d.clone(),
+                actual: top.digest.clone(),
+            });
+        }
+        let reference = self.reference.manifest_reference();
+        let c = self.client().await?;
+        let digest = c
+            .put_manifest(self.repo(), &reference, &top.bytes, &top.media_type)
+            .await?;
+        Ok(Committed { digest, location })
+    }
+}

@@ -1,0 +1,445 @@
+//! `oci:DIR[:REF]`: an [OCI image layout] directory, as skopeo, umoci and buildah write it.
+//!
+//! ```text
+//! DIR/
+//!   oci-layout        {"imageLayoutVersion":"1.0.0"}
+//!   index.json        an OCI index; each entry a manifest descriptor, named by the
+//!                     annotation org.opencontainers.image.ref.name
+//!   blobs/<alg>/<hex> content-addressed blobs: manifests, configs, layers
+//! ```
+//!
+//! **Source**: `REF` selects the `index.json` entry with that name; without `REF` the
+//! layout must hold exactly one entry. Every file is untrusted: read without following a
+//! final symlink, documents bounded to 4 MiB, manifests verified against their digests
+//! (blobs are verified by the destination).
+//!
+//! **Destination**: blobs are written into `blobs/<alg>/<hex>` verified (temp, fsync,
+//! rename, fsync dir); manifests likewise. `commit` rewrites `index.json` atomically: the
+//! entry named `REF` is replaced (or, without `REF`, an entry is added unless the same
+//! unnamed digest is already listed), other entries and fields are kept, and `oci-layout`
+//! is written if absent. A copy that fails leaves `index.json` as it was. Manifest
+//! formats are kept as they come (a Docker schema 2 image stays one, digest unchanged);
+//! `--format oci` converts.
+//!
+//! [OCI image layout]: https://github.com/opencontainers/image-spec/blob/main/image-layout.md
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex};
+
+use hoist_types::{
+    ANNOTATION_REF_NAME, Descriptor, Digest, ImageIndex, MAX_MANIFEST_SIZE, MediaType, Progress,
+};
+use serde_json::Value;
+
+use super::local::{self, invalid};
+use super::{
+    BlobLocation, BlobStream, Committed, DestinationCaps, ImageDestination, ImageSource,
+    ManifestRef, ManifestTarget, RawManifest, raw_manifest,
+};
+use crate::{TransportError, blocking};
+
+/// What skopeo writes, byte for byte.
+const OCI_LAYOUT: &str = r#"{"imageLayoutVersion": "1.0.0"}"#;
+
+/// Where blob `d` lives in the layout at `dir`.
+pub fn blob_path(dir: &Path, d: &Digest) -> PathBuf {
+    dir.join("blobs").join(d.algorithm().as_str()).join(d.hex())
+}
+
+/// Read and parse `DIR/index.json` (`Ok(None)` when absent).
+fn read_index(dir: &Path) -> Result<Option<(ImageIndex, Value)>, TransportError> {
+    let path = dir.join("index.json");
+    let Some(bytes) = local::read_bounded(&path, MAX_MANIFEST_SIZE)? else {
+        return Ok(None);
+    };
+    let value: Value =
+        serde_json::from_slice(&bytes).map_err(|e| invalid(&path, format!("not JSON: {e}")))?;
+    let index: ImageIndex = serde_json::from_value(value.clone())
+        .map_err(|e| invalid(&path, format!("not an OCI index: {e}")))?;
+    Ok(Some((index, value)))
+}
+
+fn check_layout_file(dir: &Path) -> Result<(), TransportError> {
+    let path = dir.join("oci-layout");
+    let bytes = local::read_bounded(&path, 4096)?
+        .ok_or_else(|| invalid(&path, "missing: not an OCI image layout"))?;
+    let v: Value =
+        serde_json::from_slice(&bytes).map_err(|e| invalid(&path, format!("not JSON: {e}")))?;
+    match v.get("imageLayoutVersion").and_then(Value::as_str) {
+        Some(s) if s.starts_with("1.") => Ok(()),
+        other => Err(invalid(
+            &path,
+            format!("unsupported imageLayoutVersion {other:?}"),
+        )),
+    }
+}
+
+/// Read a manifest blob of the layout, verified against `desc`.
+fn read_manifest(dir: &Path, desc: &Descriptor) -> Result<RawManifest, TransportError> {
+    let path = blob_path(dir, &desc.digest);
+    let bytes = local::read_bounded(&path, MAX_MANIFEST_SIZE)?.ok_or_else(|| {
+        TransportError::BlobNotFound {
+            digest: desc.digest.clone(),
+            location: dir.display().to_string(),
+        }
+    })?;
+    let declared = desc.media_type.is_manifest().then_some(&desc.media_type);
+    raw_manifest(bytes, declared, Some(&desc.digest))
+        .map_err(|e| invalid(&path, format!("manifest {}: {e}", desc.digest)))
+}
+
+/// The index entry named `name`, or the only entry.
+fn select_entry(
+    dir: &Path,
+    index: &ImageIndex,
+    name: Option<&str>,
+) -> Result<Descriptor, TransportError> {
+    let path = dir.join("index.json");
+    match name {
+        Some(n) => index
+            .manifests
+            .iter()
+            .find(|d| d.annotation(ANNOTATION_REF_NAME) == Some(n))
+            .cloned()
+            .ok_or_else(|| invalid(&path, format!("no image named {n:?}"))),
+        None => match index.manifests.as_slice() {
+            [one] => Ok(one.clone()),
+            [] => Err(invalid(&path, "the layout holds no image")),
+            many => Err(invalid(
+                &path,
+                format!(
+                    "the layout holds {} images: name one (oci:DIR:NAME)",
+                    many.len()
+                ),
+            )),
+        },
+    }
+}
+
+/// Reading an OCI image layout.
+#[derive(Debug)]
+pub struct OciSource {
+    dir: PathBuf,
+    name: Option<String>,
+    index: ImageIndex,
+    top: Descriptor,
+}
+
+impl OciSource {
+    /// Open the layout at `dir` and find the image `name` (or the only one).
+    pub async fn open(dir: PathBuf, name: Option<String>) -> Result<OciSource, TransportError> {
+        blocking(move || {
+            check_layout_file(&dir)?;
+            let (index, _) =
+                read_index(&dir)?.ok_or_else(|| invalid(&dir.join("index.json"), "missing"))?;
+            let top = select_entry(&dir, &index, name.as_deref())?;
+            Ok(OciSource {
+                dir,
+                name,
+                index,
+                top,
+            })
+        })
+        .await?
+    }
+
+    fn location(&self) -> String {
+        self.dir.display().to_string()
+    }
+}
+
+impl ImageSource for OciSource {
+    fn describe(&self) -> String {
+        match &self.name {
+            Some(n) => format!("oci:{}:{n}", self.dir.display()),
+            None => format!("oci:{}", self.dir.display()),
+        }
+    }
+
+    async fn get_manifest(&self, which: &ManifestRef) -> Result<RawManifest, TransportError> {
+        let desc = match which {
+            ManifestRef::Top => self.top.clone(),
+            ManifestRef::Digest(d) => self
+                .index
+                .manifests
+                .iter()
+                .find(|e| &e.digest == d)
+                .cloned()
+                .unwrap_or_else(|| {
+                    // An instance of an index: its media type comes from the document.
+                    Descriptor::new(MediaType::Other(String::new()), d.clone(), 0)
+                }),
+            ManifestRef::Tag(t) => select_entry(&self.dir, &self.index, Some(t))?,
+        };
+        let dir = self.dir.clone();
+        blocking(move || read_manifest(&dir, &desc)).await?
+    }
+
+    async fn get_blob(&self, desc: &Descriptor) -> Result<BlobStream, TransportError> {
+        let (path, desc2, loc) = (
+            blob_path(&self.dir, &desc.digest),
+            desc.clone(),
+            self.location(),
+        );
+        blocking(move || local::blob_stream(&path, &desc2, &loc)).await?
+    }
+
+    async fn tags(&self) -> Result<Vec<String>, TransportError> {
+        Ok(self
+            .index
+            .manifests
+            .iter()
+            .filter_map(|d| d.annotation(ANNOTATION_REF_NAME).map(str::to_owned))
+            .collect())
+    }
+}
+
+#[derive(Debug, Default)]
+struct DestState {
+    top: Option<Descriptor>,
+    tags: Vec<(String, Descriptor)>,
+}
+
+/// Writing into an OCI image layout.
+#[derive(Debug)]
+pub struct OciDestination {
+    dir: PathBuf,
+    name: Option<String>,
+    state: Mutex<DestState>,
+}
+
+impl OciDestination {
+    /// Prepare writing into `dir` (created if absent; an existing directory must be
+    /// empty or an OCI layout). A new layout gets its `oci-layout` file at once, so a
+    /// copy that is killed leaves a layout (blobs, no new name) the next copy can resume
+    /// into, not a directory it must refuse.
+    pub async fn open(
+        dir: PathBuf,
+        name: Option<String>,
+    ) -> Result<OciDestination, TransportError> {
+        let d = dir.clone();
+        blocking(move || {
+            // Empty, or holding only temp files of a copy killed before its `oci-layout`
+            // was in place.
+            let fresh = match std::fs::read_dir(&d) {
+                Ok(mut it) => it.all(|e| {
+                    e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".hoist-tmp"))
+                }),
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                    local::create_dir_all(&d)?;
+                    true
+                }
+                Err(e) => return Err(local::io_err("read directory", &d)(e)),
+            };
+            if fresh {
+                local::write_atomic(&d.join("oci-layout"), OCI_LAYOUT.as_bytes())?;
+            } else {
+                check_layout_file(&d)?;
+                read_index(&d)?;
+            }
+            Ok(())
+        })
+        .await??;
+        Ok(OciDestination {
+            dir,
+            name,
+            state: Mutex::new(DestState::default()),
+        })
+    }
+
+    fn state(&self) -> std::sync::MutexGuard<'_, DestState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// `index.json` with `entry` added under `name` (replacing that name's entry), or, without
+/// a name, added unless an unnamed entry with the same digest exists. Other entries are
+/// kept. Serialised in the field order skopeo writes, so both tools produce the same bytes.
+fn updated_index(
+    existing: Option<ImageIndex>,
+    entry: &Descriptor,
+    name: Option<&str>,
+) -> ImageIndex {
+    let mut doc = existing.unwrap_or(ImageIndex {
+        schema_version: 2,
+        media_type: None,
+        artifact_type: None,
+        manifests: Vec::new(),
+        subject: None,
+        annotations: None,
+    });
+    let mut entry = entry.clone();
+    entry.urls = None;
+    let mut ann = entry.annotations.take().unwrap_or_default();
+    ann.retain(|k, _| k != ANNOTATION_REF_NAME);
+    if let Some(n) = name {
+        ann.insert(ANNOTATION_REF_NAME.to_owned(), n.to_owned());
+    }
+    entry.annotations = (!ann.is_empty()).then_some(ann);
+    match name {
+        Some(n) => doc
+            .manifests
+            .retain(|v| v.annotation(ANNOTATION_REF_NAME) != Some(n)),
+        None => doc
+            .manifests
+            .retain(|v| !(v.annotation(ANNOTATION_REF_NAME).is_none() && v.digest == entry.digest)),
+    }
+    doc.manifests.push(entry);
+    doc
+}
+
+impl ImageDestination for OciDestination {
+    fn describe(&self) -> String {
+        match &self.name {
+            Some(n) => format!("oci:{}:{n}", self.dir.display()),
+            None => format!("oci:{}", self.dir.display()),
+        }
+    }
+
+    fn capabilities(&self) -> DestinationCaps {
+        DestinationCaps::default()
+    }
+
+    async fn has_blob(
+        &self,
+        desc: &Descriptor,
+        _hints: &[BlobLocation],
+    ) -> Result<bool, TransportError> {
+        let (path, size) = (blob_path(&self.dir, &desc.digest), desc.size);
+        blocking(move || local::has_file(&path, size)).await?
+    }
+
+    async fn put_blob(
+        &self,
+        desc: &Descriptor,
+        mut stream: BlobStream,
+        progress: &dyn Progress,
+    ) -> Result<(), TransportError> {
+        let path = blob_path(&self.dir, &desc.digest);
+        let done = Arc::new(AtomicU64::new(0));
+        let (d, counter) = (desc.clone(), done.clone());
+        local::with_progress(&desc.digest, progress, done, move || {
+            if let Some(parent) = path.parent() {
+                local::create_dir_all(parent)?;
+            }
+            local::write_blob_file(&path, &d, &mut stream, &counter)
+        })
+        .await
+    }
+
+    async fn put_manifest(
+        &self,
+        manifest: &RawManifest,
+        target: &ManifestTarget,
+    ) -> Result<(), TransportError> {
+        let path = blob_path(&self.dir, &manifest.digest);
+        let bytes = manifest.bytes.clone();
+        let size = bytes.len() as u64;
+        blocking(move || {
+            if local::has_file(&path, size)? {
+                return Ok(());
+            }
+            if let Some(parent) = path.parent() {
+                local::create_dir_all(parent)?;
+            }
+            local::write_atomic(&path, &bytes)
+        })
+        .await??;
+        let desc = manifest.descriptor();
+        let mut st = self.state();
+        match target {
+            ManifestTarget::Top => st.top = Some(desc),
+            ManifestTarget::Instance => {}
+            ManifestTarget::Tag(t) => st.tags.push((t.clone(), desc)),
+        }
+        Ok(())
+    }
+
+    async fn put_signatures(
+        &self,
+        instance: &Digest,
+        signatures: &[Vec<u8>],
+    ) -> Result<(), TransportError> {
+        if signatures.is_empty() {
+            return Ok(());
+        }
+        Err(TransportError::Unsupported {
+            what: format!(
+                "{}: an OCI layout keeps no simple-signing signatures (of {instance})",
+                self.describe()
+            ),
+        })
+    }
+
+    async fn commit(self) -> Result<Committed, TransportError> {
+        let location = self.describe();
+        let st = std::mem::take(&mut *self.state());
+        let top = st.top.ok_or_else(|| TransportError::Unsupported {
+            what: format!("{location}: commit without a manifest"),
+        })?;
+        let (dir, name, digest) = (self.dir, self.name, top.digest.clone());
+        blocking(move || {
+            let layout = dir.join("oci-layout");
+            if std::fs::symlink_metadata(&layout).is_err() {
+                local::write_atomic(&layout, OCI_LAYOUT.as_bytes())?;
+            }
+            let mut doc = read_index(&dir)?.map(|(i, _)| i);
+            for (t, d) in &st.tags {
+                doc = Some(updated_index(doc, d, Some(t)));
+            }
+            let doc = updated_index(doc, &top, name.as_deref());
+            let bytes = serde_json::to_vec(&doc).expect("JSON values serialise");
+            local::write_atomic(&dir.join("index.json"), &bytes)
+        })
+        .await??;
+        Ok(Committed { digest, location })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn d(n: u8) -> Descriptor {
+        Descriptor::new(MediaType::OciManifest, Digest::sha256_of(&[n]), 10)
+    }
+
+    fn names(v: &ImageIndex) -> Vec<(Option<String>, Digest)> {
+        v.manifests
+            .iter()
+            .map(|e| {
+                (
+                    e.annotation(ANNOTATION_REF_NAME).map(str::to_owned),
+                    e.digest.clone(),
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn index_updates() {
+        let a = updated_index(None, &d(1), Some("v1"));
+        let b = updated_index(Some(a), &d(2), Some("v2"));
+        // Same name replaces.
+        let c = updated_index(Some(b), &d(3), Some("v1"));
+        let n = names(&c);
+        assert_eq!(n.len(), 2);
+        assert_eq!(n[1], (Some("v1".into()), d(3).digest));
+        // Unnamed: added once per digest.
+        let e = updated_index(Some(c), &d(4), None);
+        let f = updated_index(Some(e), &d(4), None);
+        assert_eq!(names(&f).len(), 3);
+    }
+
+    #[test]
+    fn index_bytes_match_skopeo() {
+        let doc = updated_index(None, &d(1), Some("x"));
+        let s = String::from_utf8(serde_json::to_vec(&doc).unwrap()).unwrap();
+        let want = format!(
+            r#"{{"schemaVersion":2,"manifests":[{{"mediaType":"application/vnd.oci.image.manifest.v1+json","digest":"{}","size":10,"annotations":{{"org.opencontainers.image.ref.name":"x"}}}}]}}"#,
+            d(1).digest
+        );
+        assert_eq!(s, want);
+    }
+}
