@@ -828,3 +828,173 @@ fn bad_archives_are_refused_by_copy_and_change_nothing() {
         assert_no_temp(env.dir.path());
     }
 }
+
+/// The tags of `repo` on `reg` (none when the registry does not know the repository).
+fn registry_tags(reg: &Registry, repo: &str) -> Vec<String> {
+    let r = hoist_testkit::http::request(
+        reg.addr(),
+        "GET",
+        &format!("/v2/{repo}/tags/list"),
+        &[],
+        b"",
+    )
+    .unwrap();
+    if r.status == 404 {
+        return Vec::new();
+    }
+    assert_eq!(r.status, 200, "{}", String::from_utf8_lossy(&r.body));
+    let mut tags: Vec<String> = r.json().unwrap()["tags"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .map(|t| t.as_str().unwrap().to_owned())
+        .collect();
+    tags.sort();
+    tags
+}
+
+/// A cosign-style signature of `signed` (`sha256:HEX`) in a new OCI layout at `dir`, tagged
+/// `sig`: an OCI image manifest whose one layer is the simple-signing payload, annotated
+/// with a (fake) base64 signature. Returns the manifest's digest.
+fn write_cosign_signature(dir: &Path, signed: &str, image: &str) -> String {
+    let layout = images::OciLayout::create(dir).unwrap();
+    let payload = serde_json::to_vec(&serde_json::json!({
+        "critical": {
+            "identity": { "docker-reference": image },
+            "image": { "docker-manifest-digest": signed },
+            "type": "cosign container image signature",
+        },
+        "optional": null,
+    }))
+    .unwrap();
+    let payload_digest = layout.put_blob(&payload).unwrap();
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "",
+        "os": "",
+        "config": {},
+        "rootfs": { "type": "layers", "diff_ids": [payload_digest] },
+    }))
+    .unwrap();
+    let config_digest = layout.put_blob(&config).unwrap();
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": images::OCI_MANIFEST,
+        "config": {
+            "mediaType": images::OCI_CONFIG,
+            "digest": config_digest,
+            "size": config.len(),
+        },
+        "layers": [{
+            "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+            "digest": payload_digest,
+            "size": payload.len(),
+            "annotations": {
+                "dev.cosignproject.cosign/signature":
+                    "MEUCIQDhoistTestSignatureNotRealButBase64AiBzaWduYXR1cmUgYnl0ZXM=",
+            },
+        }],
+    }))
+    .unwrap();
+    let digest = layout.put_blob(&manifest).unwrap();
+    let desc = images::BlobInfo {
+        media_type: images::OCI_MANIFEST.to_owned(),
+        digest: digest.clone(),
+        size: manifest.len() as u64,
+    };
+    layout.tag(&desc, "sig").unwrap();
+    digest
+}
+
+#[test]
+fn preserve_signatures_carries_the_cosign_sig_tag_between_registries() {
+    require_peers!(Peer::Registry, Peer::Skopeo);
+    let reg = Registry::plain();
+    // An OCI image (so that --format v2s2 really changes its manifest).
+    let built = skopeo::push_spec(&images::sample_multi_layer(), &reg, "src/app:v1").unwrap();
+    let opts = SkopeoOpts::for_registry(&reg);
+    let digest = &built.manifest.digest;
+    let raw = skopeo::skopeo_inspect_raw(&reg.image_ref("src/app:v1"), &opts).unwrap();
+    assert_eq!(&images::sha256_digest(&raw), digest);
+    let sig_tag = format!("sha256-{}.sig", &digest["sha256:".len()..]);
+
+    // The cosign signature, pushed next to the image under its `.sig` tag.
+    let env = Env::new();
+    let sig_dir = env.path("sig");
+    let sig_digest = write_cosign_signature(&sig_dir, digest, &reg.image_ref("src/app"));
+    skopeo::push_with_skopeo(
+        &sig_dir,
+        "sig",
+        &reg.image_ref(&format!("src/app:{sig_tag}")),
+        &opts,
+    )
+    .unwrap();
+    let src_sig =
+        skopeo::skopeo_inspect_raw(&reg.image_ref(&format!("src/app:{sig_tag}")), &opts).unwrap();
+    assert_eq!(images::sha256_digest(&src_sig), sig_digest);
+    assert_eq!(
+        registry_tags(&reg, "src/app"),
+        [sig_tag.clone(), "v1".into()]
+    );
+
+    let src = format!("docker://{}", reg.image_ref("src/app:v1"));
+    // --preserve-signatures: the image with its digest, and the `.sig` tag byte for byte.
+    let out = env.copy(
+        &["--preserve-signatures"],
+        &src,
+        &format!("docker://{}", reg.image_ref("dst/app:v1")),
+    );
+    assert_eq!(&out, digest);
+    assert_eq!(
+        registry_tags(&reg, "dst/app"),
+        [sig_tag.clone(), "v1".into()]
+    );
+    let dst_raw = skopeo::skopeo_inspect_raw(&reg.image_ref("dst/app:v1"), &opts).unwrap();
+    assert_eq!(dst_raw, raw);
+    let dst_sig =
+        skopeo::skopeo_inspect_raw(&reg.image_ref(&format!("dst/app:{sig_tag}")), &opts).unwrap();
+    assert_eq!(dst_sig, src_sig);
+    // The signature's blobs came along: skopeo copies the whole artifact out of dst/app.
+    let back = env.path("back");
+    skopeo::skopeo_copy(
+        &reg.image_ref(&format!("dst/app:{sig_tag}")),
+        &oci(&back, "s"),
+        Some(&opts),
+        None,
+        false,
+    )
+    .unwrap();
+    assert_eq!(layout_digest(&back, "s"), sig_digest);
+    for entry in std::fs::read_dir(sig_dir.join("blobs/sha256")).unwrap() {
+        let entry = entry.unwrap();
+        assert_eq!(
+            std::fs::read(back.join("blobs/sha256").join(entry.file_name())).unwrap(),
+            std::fs::read(entry.path()).unwrap(),
+            "{:?}",
+            entry.file_name()
+        );
+    }
+
+    // Without the flag the signature stays behind.
+    let out = env.copy(
+        &[],
+        &src,
+        &format!("docker://{}", reg.image_ref("plain/app:v1")),
+    );
+    assert_eq!(&out, digest);
+    assert_eq!(registry_tags(&reg, "plain/app"), ["v1".to_owned()]);
+
+    // A conversion would change the signed manifest: refused, nothing tagged.
+    let err = env.fails(&[
+        "copy",
+        "--preserve-signatures",
+        "--format",
+        "v2s2",
+        &src,
+        &format!("docker://{}", reg.image_ref("conv/app:v1")),
+    ]);
+    assert!(
+        err.contains("cannot preserve the signatures") && err.contains(digest.as_str()),
+        "{err}"
+    );
+    assert_eq!(registry_tags(&reg, "conv/app"), Vec::<String>::new());
+}

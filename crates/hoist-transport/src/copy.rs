@@ -329,18 +329,36 @@ impl Engine<'_> {
         let config_bytes = Arc::new(config);
         self.transfer_bytes(&im.config, config_bytes.clone())
             .await?;
+        // Every transfer started is awaited, also after one failed (later ones then do not
+        // start): a transfer dropped mid-way would leave its blocking writer running after
+        // the copy returned, into a destination that is being cleaned up.
         let sem = Semaphore::new(self.opts.jobs.max(1));
+        let failed = std::sync::atomic::AtomicBool::new(false);
         let futures = plan.iter().map(|(l, r, diff_id)| {
-            let sem = &sem;
+            let (sem, failed) = (&sem, &failed);
             async move {
                 let _permit = sem.acquire().await.expect("semaphore never closed");
-                match r {
+                if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                    return None;
+                }
+                let out = match r {
                     None => self.transfer(l, BlobKind::Layer).await.map(|()| l.clone()),
                     Some((from, to)) => self.recompress(l, *from, *to, diff_id.as_ref()).await,
+                };
+                if out.is_err() {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
                 }
+                Some(out)
             }
         });
-        let new_layers = futures_util::future::try_join_all(futures).await?;
+        let mut new_layers = Vec::with_capacity(plan.len());
+        for out in futures_util::future::join_all(futures)
+            .await
+            .into_iter()
+            .flatten()
+        {
+            new_layers.push(out?);
+        }
         self.report().images += 1;
         let changed = new_layers
             .iter()
