@@ -20,6 +20,13 @@ cargo clippy --workspace --all-targets -- -D warnings
 step "cargo doc (warnings denied)"
 RUSTDOCFLAGS="-D warnings" cargo doc --workspace --no-deps --quiet
 
+step "fuzz smoke run: each target for ${HOIST_FUZZ_SECONDS:-10} s (scripts/fuzz.sh)"
+# Installs cargo-fuzz when missing and builds the targets on the stable toolchain. A crash
+# fails the run; its input is in fuzz/artifacts/<target>/. HOIST_FUZZ_SECONDS=0 skips it.
+if [ "${HOIST_FUZZ_SECONDS:-10}" -gt 0 ]; then
+  scripts/fuzz.sh --quick-build --time "${HOIST_FUZZ_SECONDS:-10}"
+fi
+
 step "cargo test"
 # CI=true makes tests that need the real registry, skopeo or umoci fail instead of skip.
 log=$(mktemp)

@@ -116,6 +116,7 @@ impl ImageConfig {
                 limit: MAX_CONFIG_SIZE,
             });
         }
+        crate::check_utf8(bytes, "image config")?;
         serde_json::from_slice(bytes).map_err(|source| TypeError::Json {
             what: "image config",
             source,

@@ -109,4 +109,24 @@ pub enum TypeError {
         /// Computed.
         actual: Digest,
     },
+    /// A JSON document that is not UTF-8. JSON must be; the JSON parser skips the strings
+    /// of fields it ignores without checking them, so this is checked first.
+    #[error("invalid {what}: not UTF-8 (invalid byte at offset {offset})")]
+    NotUtf8 {
+        /// What was parsed.
+        what: &'static str,
+        /// Offset of the first invalid byte.
+        offset: usize,
+    },
+}
+
+/// Refuses a JSON document that is not UTF-8 (found by the `manifest` fuzz target: a
+/// manifest with an invalid byte in a field hoist ignores was accepted).
+pub(crate) fn check_utf8(bytes: &[u8], what: &'static str) -> Result<(), TypeError> {
+    std::str::from_utf8(bytes)
+        .map(|_| ())
+        .map_err(|e| TypeError::NotUtf8 {
+            what,
+            offset: e.valid_up_to(),
+        })
 }

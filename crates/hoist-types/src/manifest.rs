@@ -128,6 +128,7 @@ impl Manifest {
                 limit: MAX_MANIFEST_SIZE,
             });
         }
+        crate::check_utf8(bytes, "manifest")?;
         let probe: Probe = serde_json::from_slice(bytes).map_err(|source| TypeError::Json {
             what: "manifest",
             source,
@@ -238,6 +239,32 @@ mod tests {
         format!(
             r#"{{"schemaVersion":2,{mt}"config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{D1}","size":10}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{D2}","size":20}}]}}"#
         )
+    }
+
+    /// Invalid UTF-8 inside a field hoist ignores (found by the `manifest` fuzz target):
+    /// the JSON parser skips such strings unchecked, so the document is refused up front.
+    #[test]
+    fn refuses_non_utf8() {
+        let doc = image_json(None);
+        for (at, bytes) in [
+            (doc.len() - 1, &b",\"x\":\"\xed\x6c\""[..]),
+            (doc.len() - 1, &b",\"signatures\":[\"\xff\"]"[..]),
+        ] {
+            let mut v = doc.clone().into_bytes();
+            v.splice(at..at, bytes.iter().copied());
+            assert!(
+                matches!(Manifest::parse(&v, None), Err(TypeError::NotUtf8 { .. })),
+                "{}",
+                String::from_utf8_lossy(&v)
+            );
+            let mut ok = doc.clone().into_bytes();
+            ok.splice(at..at, b",\"x\":\"\xc3\xa9\"".iter().copied());
+            assert!(Manifest::parse(&ok, None).is_ok());
+        }
+        assert!(matches!(
+            crate::ImageConfig::parse(b"{\"rootfs\":{},\"z\":\"\x80\"}"),
+            Err(TypeError::NotUtf8 { offset: 18, .. })
+        ));
     }
 
     #[test]

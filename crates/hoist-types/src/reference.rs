@@ -184,14 +184,22 @@ impl Reference {
 
     /// The short repository name Docker shows: `alpine` for Docker Hub library images,
     /// `user/app` for other Docker Hub images, else `registry/repository`.
+    ///
+    /// The short form always parses back to the same repository: `library/` is dropped only
+    /// before a single component (`docker.io/library/a/b` stays `library/a/b`), and a Docker
+    /// Hub repository whose first component would read as a registry host (`foo.bar/baz`,
+    /// `localhost/x`) keeps its `docker.io/` prefix.
     pub fn familiar_name(&self) -> String {
-        if self.registry == DEFAULT_REGISTRY {
-            self.repository
-                .strip_prefix("library/")
-                .unwrap_or(&self.repository)
-                .to_owned()
-        } else {
-            self.name()
+        if self.registry != DEFAULT_REGISTRY {
+            return self.name();
+        }
+        let short = match self.repository.strip_prefix("library/") {
+            Some(rest) if !rest.contains('/') => rest,
+            _ => self.repository.as_str(),
+        };
+        match short.split_once('/') {
+            Some((first, _)) if first.contains(['.', ':']) || first == "localhost" => self.name(),
+            _ => short.to_owned(),
         }
     }
 
@@ -390,6 +398,26 @@ mod tests {
             Reference::parse("alpine").unwrap().familiar(),
             "alpine:latest"
         );
+    }
+
+    /// The familiar form parses back to the same reference (found by the `reference` fuzz
+    /// target; `docker-archive` `RepoTags` are written in this form).
+    #[test]
+    fn familiar_round_trips() {
+        let cases = [
+            ("alpine", "alpine:latest"),
+            ("user/app:1", "user/app:1"),
+            ("docker.io/library/foo/bar:1", "library/foo/bar:1"),
+            ("docker.io/foo.bar/baz:1", "docker.io/foo.bar/baz:1"),
+            ("docker.io/localhost/x", "docker.io/localhost/x:latest"),
+            ("localhost/x", "localhost/x:latest"),
+            ("quay.io/a/b:c", "quay.io/a/b:c"),
+        ];
+        for (input, familiar) in cases {
+            let r = Reference::parse(input).unwrap();
+            assert_eq!(r.familiar(), familiar, "{input}");
+            assert_eq!(Reference::parse(familiar).unwrap(), r, "{input}");
+        }
     }
 
     #[test]

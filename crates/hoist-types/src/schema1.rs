@@ -127,6 +127,7 @@ impl Schema1Manifest {
     /// Parse and check the structure: equal, non-empty layer and history lists, and
     /// each history entry a JSON object.
     pub fn parse(bytes: &[u8]) -> Result<Schema1Manifest, TypeError> {
+        crate::check_utf8(bytes, "schema 1 manifest")?;
         let m: Schema1Manifest =
             serde_json::from_slice(bytes).map_err(|source| TypeError::Json {
                 what: "schema 1 manifest",
@@ -146,7 +147,14 @@ impl Schema1Manifest {
                 ),
             });
         }
-        m.layers()?;
+        // The config that conversion synthesises from the top layer's v1 JSON must be one
+        // hoist reads; checked here, before any layer is fetched (found by the `manifest`
+        // fuzz target: `"config": "a"` converted into a config nothing could parse).
+        let placeholder = vec![Digest::sha256_of(b""); m.content_layers()?.len()];
+        let config = m.to_config(&placeholder)?;
+        crate::ImageConfig::parse(&config).map_err(|e| TypeError::Schema1 {
+            reason: format!("the top layer's v1Compatibility is not a valid image config: {e}"),
+        })?;
         Ok(m)
     }
 
@@ -378,5 +386,30 @@ mod tests {
         let doc =
             format!(r#"{{"schemaVersion":1,"fsLayers":[{{"blobSum":"{L1}"}}],"history":[]}}"#);
         assert!(Schema1Manifest::parse(doc.as_bytes()).is_err());
+    }
+
+    /// A top layer whose v1 JSON would convert into a config hoist cannot read is refused
+    /// when the manifest is parsed (found by the `manifest` fuzz target).
+    #[test]
+    fn rejects_top_v1_json_that_is_no_config() {
+        let doc = |v1: &str| {
+            format!(
+                r#"{{"schemaVersion":1,"fsLayers":[{{"blobSum":"{L1}"}}],"history":[{{"v1Compatibility":{}}}]}}"#,
+                serde_json::to_string(v1).unwrap()
+            )
+        };
+        for (v1, ok) in [
+            (r#"{"id":"a","os":"linux","config":{"Cmd":["sh"]}}"#, true),
+            (r#"{"id":"a","config":"a"}"#, false),
+            (r#"{"id":"a","architecture":5}"#, false),
+            (r#"{"id":"a","history":"x"}"#, true), // replaced by the synthesised history
+            (r#"{"id":"a","rootfs":{"diff_ids":["x"]}}"#, true), // replaced too
+        ] {
+            let r = Schema1Manifest::parse(doc(v1).as_bytes());
+            assert_eq!(r.is_ok(), ok, "{v1}: {r:?}");
+            if !ok {
+                assert!(matches!(r, Err(TypeError::Schema1 { .. })), "{v1}");
+            }
+        }
     }
 }
