@@ -1,8 +1,9 @@
-//! Moving images between places. For now: the pull engine, registry → local store, with
-//! retries, resume within and across runs, parallel Range downloads of large blobs, one
-//! download per blob across processes, and mirrors. The transports of containers/image
-//! (`oci:`, archives, `dir:`) and the copy engine come next and will live here, one module
-//! per transport.
+//! Moving images between places: the pull engine (registry → local store, with retries,
+//! resume within and across runs, parallel Range downloads of large blobs, one download
+//! per blob across processes, and mirrors), the transports of containers/image
+//! (`docker://`, `oci:`, `oci-archive:`, `docker-archive:`, `dir:`, `hoist:`; one module
+//! each under [`transports`]), the copy engine ([`copy`]) with format conversion and
+//! recompression ([`convert`]), `hoist save`/`hoist load`, and inspect.
 
 mod blob;
 pub mod convert;
