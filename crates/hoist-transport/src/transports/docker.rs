@@ -379,15 +379,12 @@ impl ImageDestination for DockerDestination {
         instance: &Digest,
         signatures: &[Vec<u8>],
     ) -> Result<(), TransportError> {
-        if signatures.is_empty() {
-            return Ok(());
-        }
-        Err(TransportError::Unsupported {
-            what: format!(
-                "{}: simple-signing signatures of {instance} need a lookaside server, which hoist does not write",
-                self.describe()
-            ),
-        })
+        super::refuse_signatures(
+            self.describe(),
+            instance,
+            signatures,
+            "simple-signing signatures need a lookaside server, which hoist does not write",
+        )
     }
 
     async fn commit(self) -> Result<Committed, TransportError> {

@@ -291,15 +291,12 @@ impl ImageDestination for DockerArchiveDestination {
         instance: &Digest,
         signatures: &[Vec<u8>],
     ) -> Result<(), TransportError> {
-        if signatures.is_empty() {
-            return Ok(());
-        }
-        Err(TransportError::Unsupported {
-            what: format!(
-                "{}: a docker-archive keeps no simple-signing signatures (of {instance})",
-                self.describe()
-            ),
-        })
+        super::refuse_signatures(
+            self.describe(),
+            instance,
+            signatures,
+            "a docker-archive keeps no simple-signing signatures",
+        )
     }
 
     async fn commit(self) -> Result<Committed, TransportError> {

@@ -284,15 +284,12 @@ impl ImageDestination for HoistDestination {
         instance: &Digest,
         signatures: &[Vec<u8>],
     ) -> Result<(), TransportError> {
-        if signatures.is_empty() {
-            return Ok(());
-        }
-        Err(TransportError::Unsupported {
-            what: format!(
-                "{}: the store keeps no simple-signing signatures (of {instance})",
-                self.describe()
-            ),
-        })
+        super::refuse_signatures(
+            self.describe(),
+            instance,
+            signatures,
+            "the store keeps no simple-signing signatures",
+        )
     }
 
     async fn commit(self) -> Result<Committed, TransportError> {

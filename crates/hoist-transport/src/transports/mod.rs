@@ -303,6 +303,23 @@ fn nonempty_path(s: &str) -> Option<PathBuf> {
     (!s.is_empty()).then(|| PathBuf::from(s))
 }
 
+/// [`ImageDestination::put_signatures`] of a destination that keeps no simple-signing
+/// signatures: nothing to do without any, else a clear refusal naming `location`, the
+/// signed `instance` and `why` (e.g. "an OCI layout keeps no simple-signing signatures").
+pub(crate) fn refuse_signatures(
+    location: String,
+    instance: &Digest,
+    signatures: &[Vec<u8>],
+    why: &str,
+) -> Result<(), TransportError> {
+    if signatures.is_empty() {
+        return Ok(());
+    }
+    Err(TransportError::Unsupported {
+        what: format!("{location}: {why} (of {instance})"),
+    })
+}
+
 /// Check an `org.opencontainers.image.ref.name`: components of `[A-Za-z0-9]` joined by
 /// one of `-._:@+` (or `--`), separated by `/` (the image-layout grammar).
 pub fn check_ref_name(s: &str) -> Result<&str, String> {

@@ -361,15 +361,12 @@ impl ImageDestination for OciDestination {
         instance: &Digest,
         signatures: &[Vec<u8>],
     ) -> Result<(), TransportError> {
-        if signatures.is_empty() {
-            return Ok(());
-        }
-        Err(TransportError::Unsupported {
-            what: format!(
-                "{}: an OCI layout keeps no simple-signing signatures (of {instance})",
-                self.describe()
-            ),
-        })
+        super::refuse_signatures(
+            self.describe(),
+            instance,
+            signatures,
+            "an OCI layout keeps no simple-signing signatures",
+        )
     }
 
     async fn commit(self) -> Result<Committed, TransportError> {

@@ -208,15 +208,12 @@ impl ImageDestination for OciArchiveDestination {
         instance: &Digest,
         signatures: &[Vec<u8>],
     ) -> Result<(), TransportError> {
-        if signatures.is_empty() {
-            return Ok(());
-        }
-        Err(TransportError::Unsupported {
-            what: format!(
-                "{}: an OCI archive keeps no simple-signing signatures (of {instance})",
-                self.describe()
-            ),
-        })
+        super::refuse_signatures(
+            self.describe(),
+            instance,
+            signatures,
+            "an OCI archive keeps no simple-signing signatures",
+        )
     }
 
     async fn commit(self) -> Result<Committed, TransportError> {
