@@ -268,7 +268,7 @@ impl Store {
             report.leased_digests = leases.digests.len();
             s.sweep_blobs(&marks, opts, &mut report)?;
             s.sweep_rootfs(&marks, opts, &mut report, &mut doomed_trees)?;
-            s.sweep_ingest(opts, &mut report)?;
+            s.sweep_ingest(opts, &mut report, &leases)?;
             s.sweep_temps(opts, &mut report, &leases)?;
         }
         for (path, _) in &doomed_trees {
@@ -393,9 +393,22 @@ impl Store {
         Ok(())
     }
 
-    fn sweep_ingest(&self, opts: &GcOptions, report: &mut GcReport) -> Result<(), StoreError> {
+    fn sweep_ingest(
+        &self,
+        opts: &GcOptions,
+        report: &mut GcReport,
+        leases: &crate::lease::LeaseScan,
+    ) -> Result<(), StoreError> {
         let now = SystemTime::now();
         for p in self.partial_blobs()? {
+            // A leased digest is a download in flight, or about to start: its process
+            // leased it (under the shared store lock) before creating the partial, and
+            // locks the file only after creating it. Neither probed nor removed, so this
+            // GC can neither delete a file just created nor hold the lock the download is
+            // about to take.
+            if leases.digests.contains(&p.digest) {
+                continue;
+            }
             let locked = match std::fs::File::open(&p.path) {
                 Ok(f) => f.try_lock().is_err(),
                 Err(_) => continue,
