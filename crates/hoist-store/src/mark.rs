@@ -137,7 +137,7 @@ pub(crate) fn reach(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hoist_types::{MediaType, Platform, Reference, chain_ids};
+    use hoist_types::MediaType;
     use std::collections::HashMap;
 
     fn d(s: &str) -> Digest {
@@ -149,30 +149,9 @@ mod tests {
     }
 
     fn rec(config: &str, manifest: &str, layers: &[&str], names: &[&str]) -> ImageRecord {
-        let diff_ids: Vec<Digest> = layers.iter().map(|l| d(&format!("diff-{l}"))).collect();
-        ImageRecord {
-            id: d(config),
-            names: names.iter().map(|n| Reference::parse(n).unwrap()).collect(),
-            repo_digests: vec![],
-            manifest: desc(MediaType::OciManifest, manifest),
-            index: None,
-            config_media_type: MediaType::OciConfig,
-            config_size: 1,
-            layers: layers
-                .iter()
-                .map(|l| desc(MediaType::OciLayerGzip, l))
-                .collect(),
-            chain_ids: chain_ids(&diff_ids),
-            diff_ids,
-            platform: Platform::new("linux", "amd64", None),
-            created: None,
-            size: 1,
-            added: String::new(),
-            source: None,
-            config_parent: None,
-            manifests: vec![],
-            targets: vec![],
-        }
+        let diff_ids = layers.iter().map(|l| d(&format!("diff-{l}"))).collect();
+        let layers: Vec<Digest> = layers.iter().map(|l| d(l)).collect();
+        crate::record::test_record(d(config), d(manifest), names, &layers, diff_ids)
     }
 
     #[test]

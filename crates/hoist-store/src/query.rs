@@ -221,7 +221,6 @@ pub(crate) fn children_of(records: &[ImageRecord], id: &Digest) -> Vec<Digest> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hoist_types::{Descriptor, MediaType, Platform, chain_ids};
 
     fn d(c: char) -> Digest {
         Digest::parse(&format!("sha256:{}", c.to_string().repeat(64))).unwrap()
@@ -236,31 +235,9 @@ mod tests {
     }
 
     fn rec(id: Digest, names: &[&str], layers: &[char]) -> ImageRecord {
-        let diff_ids: Vec<Digest> = layers.iter().map(|&c| d(c)).collect();
-        ImageRecord {
-            manifest: Descriptor::new(
-                MediaType::OciManifest,
-                Digest::sha256_of(id.hex().as_bytes()),
-                1,
-            ),
-            id,
-            names: names.iter().map(|n| Reference::parse(n).unwrap()).collect(),
-            repo_digests: vec![],
-            index: None,
-            config_media_type: MediaType::OciConfig,
-            config_size: 1,
-            layers: vec![],
-            chain_ids: chain_ids(&diff_ids),
-            diff_ids,
-            platform: Platform::new("linux", "amd64", None),
-            created: None,
-            size: 1,
-            added: String::new(),
-            source: None,
-            config_parent: None,
-            manifests: vec![],
-            targets: vec![],
-        }
+        let diff_ids = layers.iter().map(|&c| d(c)).collect();
+        let manifest = Digest::sha256_of(id.hex().as_bytes());
+        crate::record::test_record(id, manifest, names, &[], diff_ids)
     }
 
     #[test]

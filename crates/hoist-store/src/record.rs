@@ -281,6 +281,41 @@ impl ImageRecord {
     }
 }
 
+/// A minimal record for the crate's table tests: one OCI manifest, gzip layers of size 1,
+/// chain IDs from `diff_ids`, everything else empty.
+#[cfg(test)]
+pub(crate) fn test_record(
+    id: Digest,
+    manifest: Digest,
+    names: &[&str],
+    layers: &[Digest],
+    diff_ids: Vec<Digest>,
+) -> ImageRecord {
+    ImageRecord {
+        id,
+        names: names.iter().map(|n| Reference::parse(n).unwrap()).collect(),
+        repo_digests: vec![],
+        manifest: Descriptor::new(MediaType::OciManifest, manifest, 1),
+        index: None,
+        config_media_type: MediaType::OciConfig,
+        config_size: 1,
+        layers: layers
+            .iter()
+            .map(|l| Descriptor::new(MediaType::OciLayerGzip, l.clone(), 1))
+            .collect(),
+        chain_ids: hoist_types::chain_ids(&diff_ids),
+        diff_ids,
+        platform: Platform::new("linux", "amd64", None),
+        created: None,
+        size: 1,
+        added: String::new(),
+        source: None,
+        config_parent: None,
+        manifests: vec![],
+        targets: vec![],
+    }
+}
+
 /// What [`Store::remove_image`] did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RemoveReport {

@@ -168,37 +168,16 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use hoist_types::{Descriptor, MediaType, Platform, chain_ids};
 
     fn d(s: &str) -> Digest {
         Digest::sha256_of(s.as_bytes())
     }
 
     fn rec(config: &str, layers: &[&str]) -> ImageRecord {
-        let diff_ids: Vec<Digest> = layers.iter().map(|l| d(&format!("diff-{l}"))).collect();
-        ImageRecord {
-            id: d(config),
-            names: vec![],
-            repo_digests: vec![],
-            manifest: Descriptor::new(MediaType::OciManifest, d(&format!("man-{config}")), 1),
-            index: None,
-            config_media_type: MediaType::OciConfig,
-            config_size: 1,
-            layers: layers
-                .iter()
-                .map(|l| Descriptor::new(MediaType::OciLayerGzip, d(l), 1))
-                .collect(),
-            chain_ids: chain_ids(&diff_ids),
-            diff_ids,
-            platform: Platform::new("linux", "amd64", None),
-            created: None,
-            size: 1,
-            added: String::new(),
-            source: None,
-            config_parent: None,
-            manifests: vec![],
-            targets: vec![],
-        }
+        let diff_ids = layers.iter().map(|l| d(&format!("diff-{l}"))).collect();
+        let layers: Vec<Digest> = layers.iter().map(|l| d(l)).collect();
+        let manifest = d(&format!("man-{config}"));
+        crate::record::test_record(d(config), manifest, &[], &layers, diff_ids)
     }
 
     #[test]
