@@ -43,6 +43,33 @@ pub struct ImageManifest {
     pub annotations: Option<BTreeMap<String, String>>,
 }
 
+impl ImageManifest {
+    /// This image manifest as an OCI image manifest over the same config and layer blobs:
+    /// the manifest's media type becomes `application/vnd.oci.image.manifest.v1+json`,
+    /// the config's and layers' are mapped by [`MediaType::docker_to_oci`], every other
+    /// field (digests, sizes, `urls`, annotations, subject) is kept. The bytes are
+    /// compact JSON in the field order of Go's image-spec types, which is what skopeo
+    /// writes when it converts a Docker schema 2 image to OCI, so the result (and its
+    /// digest) is a pure function of the input. Meant for Docker schema 2 manifests; an
+    /// OCI manifest comes back re-serialised with its types unchanged.
+    pub fn to_oci_bytes(&self) -> Vec<u8> {
+        let map = |d: &Descriptor| Descriptor {
+            media_type: d.media_type.docker_to_oci(),
+            ..d.clone()
+        };
+        let oci = ImageManifest {
+            schema_version: 2,
+            media_type: Some(MediaType::OciManifest),
+            artifact_type: self.artifact_type.clone(),
+            config: map(&self.config),
+            layers: self.layers.iter().map(map).collect(),
+            subject: self.subject.clone(),
+            annotations: self.annotations.clone(),
+        };
+        serde_json::to_vec(&oci).expect("a manifest serialises")
+    }
+}
+
 /// An OCI index or a Docker manifest list.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -66,21 +93,11 @@ pub struct ImageIndex {
 }
 
 impl ImageIndex {
-    /// The entry to use for `want`: the first image-manifest entry whose platform matches.
-    /// Entries without a platform are skipped (attestations and the like).
-    pub fn select(&self, want: &Platform) -> Option<&Descriptor> {
-        self.manifests.iter().find(|d| {
-            (d.media_type.is_image_manifest() || d.media_type.is_schema1())
-                && d.platform.as_ref().is_some_and(|p| want.matches(p))
-        })
-    }
-
-    /// The platforms this index offers, in order.
-    pub fn platforms(&self) -> Vec<Platform> {
-        self.manifests
-            .iter()
-            .filter_map(|d| d.platform.clone())
-            .collect()
+    /// The entry to use for `want` (an image manifest, or a nested index to follow), by
+    /// the one rule of [`choose_entry`](crate::choose_entry); the error lists every entry
+    /// and why it was passed over.
+    pub fn choose(&self, want: &Platform) -> Result<&Descriptor, crate::NoPlatformMatch> {
+        crate::choose_entry(&self.manifests, want)
     }
 }
 
@@ -330,6 +347,29 @@ mod tests {
     }
 
     #[test]
+    fn docker_manifest_to_oci_bytes() {
+        let doc = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","size":10,"digest":"{D1}"}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","size":20,"digest":"{D2}"}},{{"mediaType":"application/vnd.docker.image.rootfs.foreign.diff.tar.gzip","size":30,"digest":"{D1}","urls":["https://example.invalid/l"]}}]}}"#
+        );
+        let (Manifest::Image(m), _) = Manifest::parse(doc.as_bytes(), None).unwrap() else {
+            panic!("not an image manifest")
+        };
+        let want = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{D1}","size":10}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{D2}","size":20}},{{"mediaType":"application/vnd.oci.image.layer.nondistributable.v1.tar+gzip","digest":"{D1}","size":30,"urls":["https://example.invalid/l"]}}]}}"#
+        );
+        let got = m.to_oci_bytes();
+        assert_eq!(String::from_utf8(got.clone()).unwrap(), want);
+        // It reads back as an OCI manifest over the same blobs, and converting that again
+        // changes nothing (deterministic bytes, so a deterministic digest).
+        let (Manifest::Image(back), mt) = Manifest::parse(&got, None).unwrap() else {
+            panic!("not an image manifest")
+        };
+        assert_eq!(mt, MediaType::OciManifest);
+        assert_eq!(back.config.digest, m.config.digest);
+        assert_eq!(back.to_oci_bytes(), got);
+    }
+
+    #[test]
     fn too_large() {
         let big = vec![b' '; MAX_MANIFEST_SIZE as usize + 1];
         assert!(matches!(
@@ -339,7 +379,7 @@ mod tests {
     }
 
     #[test]
-    fn select_platform() {
+    fn choose_platform() {
         let oci = "application/vnd.oci.image.manifest.v1+json";
         let doc = format!(
             r#"{{"schemaVersion":2,"manifests":[
@@ -351,14 +391,13 @@ mod tests {
         };
         let p = |s: &str| s.parse::<Platform>().unwrap();
         assert_eq!(
-            idx.select(&p("linux/amd64")).unwrap().digest.to_string(),
+            idx.choose(&p("linux/amd64")).unwrap().digest.to_string(),
             D2
         );
         assert_eq!(
-            idx.select(&p("linux/arm64")).unwrap().digest.to_string(),
+            idx.choose(&p("linux/arm64")).unwrap().digest.to_string(),
             D1
         );
-        assert!(idx.select(&p("linux/s390x")).is_none());
-        assert_eq!(idx.platforms().len(), 2);
+        assert_eq!(idx.choose(&p("linux/s390x")).unwrap_err().entries.len(), 2);
     }
 }

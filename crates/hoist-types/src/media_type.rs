@@ -55,6 +55,12 @@ pub enum Compression {
     Zstd,
 }
 
+/// Docker's uncompressed foreign layer type (not a variant: nothing reads it but the
+/// conversion to OCI).
+const DOCKER_FOREIGN_LAYER: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar";
+/// OCI's uncompressed non-distributable layer type.
+const OCI_NONDISTRIBUTABLE_LAYER: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar";
+
 const TABLE: &[(MediaType, &str)] = &[
     (
         MediaType::OciManifest,
@@ -191,6 +197,25 @@ impl MediaType {
         )
     }
 
+    /// The OCI media type of a Docker schema 2 config or layer type, for converting a
+    /// Docker schema 2 manifest to OCI over the same blobs: the config →
+    /// `application/vnd.oci.image.config.v1+json`, a layer (tar, tar+gzip) → the OCI
+    /// layer type of the same compression, a foreign layer → the OCI non-distributable
+    /// type of the same compression. Every other type (OCI types included) is returned
+    /// as it is.
+    pub fn docker_to_oci(&self) -> MediaType {
+        match self {
+            MediaType::DockerConfig => MediaType::OciConfig,
+            MediaType::DockerLayerGzip => MediaType::OciLayerGzip,
+            MediaType::DockerLayer => MediaType::OciLayer,
+            MediaType::DockerForeignLayerGzip => MediaType::OciLayerNondistributableGzip,
+            MediaType::Other(s) if s == DOCKER_FOREIGN_LAYER => {
+                MediaType::Other(OCI_NONDISTRIBUTABLE_LAYER.to_owned())
+            }
+            other => other.clone(),
+        }
+    }
+
     /// Whether this belongs to the Docker family (used for format conversion).
     pub fn is_docker(&self) -> bool {
         self.as_str().starts_with("application/vnd.docker.")
@@ -237,6 +262,45 @@ mod tests {
         for (mt, s) in TABLE {
             assert_eq!(&MediaType::parse(s), mt);
             assert_eq!(mt.as_str(), *s);
+        }
+    }
+
+    #[test]
+    fn docker_to_oci_table() {
+        let cases = [
+            (
+                "application/vnd.docker.container.image.v1+json",
+                "application/vnd.oci.image.config.v1+json",
+            ),
+            (
+                "application/vnd.docker.image.rootfs.diff.tar.gzip",
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+            ),
+            (
+                "application/vnd.docker.image.rootfs.diff.tar",
+                "application/vnd.oci.image.layer.v1.tar",
+            ),
+            (
+                "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+                "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+            ),
+            (
+                "application/vnd.docker.image.rootfs.foreign.diff.tar",
+                "application/vnd.oci.image.layer.nondistributable.v1.tar",
+            ),
+            // Already OCI, or unknown: unchanged.
+            (
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+                "application/vnd.oci.image.layer.v1.tar+zstd",
+            ),
+            ("application/x-custom", "application/x-custom"),
+        ];
+        for (from, to) in cases {
+            assert_eq!(
+                MediaType::parse(from).docker_to_oci().as_str(),
+                to,
+                "{from}"
+            );
         }
     }
 
