@@ -27,9 +27,11 @@
 //! - [`evil`]: evil layer tars (path escapes, symlink and hardlink tricks, bad whiteouts, parser
 //!   differentials, bombs), generated in code, aimed at a sentinel directory.
 //!
-//! The peers are Debian packages; `scripts/install-deps.sh` installs them. A test that needs them
-//! starts with [`require_peers!`], which skips (with a printed reason) when a peer is missing, unless
-//! the `CI` environment variable is set, in which case it panics.
+//! The peers are Debian packages; `scripts/install-deps.sh` installs them. One skip rule,
+//! [`skip_or_fail`], serves every test that needs something of the machine: a peer
+//! ([`require_peers!`]), root or another program ([`require!`] with a [`Need`]), or a mount the
+//! machine may refuse ([`skip_test!`] after the refusal). Outside CI the test is skipped with a
+//! printed `SKIP` line and its reason; when the `CI` environment variable is set it fails.
 //!
 //! ```no_run
 //! use hoist_testkit::{images, registry::Registry, require_peers, skopeo};
@@ -120,48 +122,109 @@ impl Peer {
 /// The peers a registry of each flavour needs, plus skopeo: the usual set for a registry test.
 pub const REGISTRY_PEERS: &[Peer] = &[Peer::Registry, Peer::Skopeo, Peer::Openssl, Peer::Htpasswd];
 
-/// Checks that every peer in `peers` is installed.
-///
-/// Returns `true` when all are present. When some are missing, it panics if the environment
-/// variable `CI` is set (to anything but empty, `0` or `false`): CI must never silently skip.
-/// Otherwise it prints a `SKIP` line naming the test, the missing programs and the install
-/// command to stderr and returns `false`.
-///
-/// Prefer the [`require_peers!`] macro, which returns from the test for you.
-pub fn peers_available(test_name: &str, peers: &[Peer]) -> bool {
-    let missing: Vec<Peer> = peers
-        .iter()
-        .copied()
-        .filter(|p| !p.is_available())
-        .collect();
-    let ci = std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"));
-    skip_or_panic(test_name, &missing, ci)
+/// Something a test needs from the machine beyond its own code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Need {
+    /// A peer program of `scripts/install-deps.sh`.
+    Peer(Peer),
+    /// An effective uid of 0: device nodes, file owners, loop mounts, `mount(2)`.
+    Root,
+    /// Another program: an absolute path, or a name looked up on `PATH` (`tar`, `unshare`).
+    Tool(&'static str),
 }
 
-fn skip_or_panic(test_name: &str, missing: &[Peer], ci: bool) -> bool {
-    if missing.is_empty() {
+impl Need {
+    /// Why the need is not met on this machine, or `None` when it is.
+    pub fn unmet(self) -> Option<String> {
+        match self {
+            Need::Peer(p) if !p.is_available() => Some(format!(
+                "missing peer program {} (package {}); run scripts/install-deps.sh",
+                p.path(),
+                p.package()
+            )),
+            Need::Peer(_) => None,
+            Need::Root if !rustix::process::geteuid().is_root() => {
+                Some("needs root (effective uid 0)".to_owned())
+            }
+            Need::Root => None,
+            Need::Tool(t) if find_tool(t).is_none() => Some(format!("missing program {t}")),
+            Need::Tool(_) => None,
+        }
+    }
+}
+
+/// `name` as an absolute path, or found in a directory of `PATH`.
+fn find_tool(name: &str) -> Option<std::path::PathBuf> {
+    if name.contains('/') {
+        return Path::new(name).is_file().then(|| name.into());
+    }
+    let path = std::env::var_os("PATH")?;
+    std::env::split_paths(&path)
+        .map(|d| d.join(name))
+        .find(|p| p.is_file())
+}
+
+/// Whether the environment variable `CI` is set (to anything but empty, `0` or `false`).
+pub fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| !matches!(v.trim(), "" | "0" | "false"))
+}
+
+/// The one skip rule: a test (or a part of one) that cannot run here says why.
+///
+/// Outside CI it prints `SKIP <test>: <why>` to stderr and returns. When `CI` is set
+/// ([`in_ci`]) it panics instead: CI has the peers, root and mounts, so a skip there is a
+/// broken machine, and it must not pass as green.
+///
+/// Tests call it through [`require!`], [`require_peers!`] or [`skip_test!`]; a test that
+/// skips only a part (and goes on) calls it with [`this_test!`] as the name.
+pub fn skip_or_fail(test_name: &str, why: &str) {
+    skip_or_fail_in(test_name, why, in_ci());
+}
+
+fn skip_or_fail_in(test_name: &str, why: &str, ci: bool) {
+    if ci {
+        panic!("{test_name}: {why} (CI is set, so this is a failure, not a skip)");
+    }
+    eprintln!("SKIP {test_name}: {why}");
+}
+
+/// Checks every need of a test; `true` when all are met, else applies [`skip_or_fail`]
+/// (which panics in CI) and returns `false`. Prefer the [`require!`] macro.
+pub fn needs_met(test_name: &str, needs: &[Need]) -> bool {
+    needs_met_in(test_name, needs, in_ci())
+}
+
+fn needs_met_in(test_name: &str, needs: &[Need], ci: bool) -> bool {
+    let unmet: Vec<String> = needs.iter().filter_map(|n| n.unmet()).collect();
+    if unmet.is_empty() {
         return true;
     }
-    let list: Vec<String> = missing
-        .iter()
-        .map(|p| format!("{} (package {})", p.path(), p.package()))
-        .collect();
-    let msg = format!(
-        "{test_name}: missing peer program(s): {}; run scripts/install-deps.sh",
-        list.join(", ")
-    );
-    if ci {
-        panic!("{msg} (CI is set, so this is a failure, not a skip)");
-    }
-    eprintln!("SKIP {msg}");
+    skip_or_fail_in(test_name, &unmet.join("; "), ci);
     false
 }
 
-/// The path of the function that calls it (used by [`require_peers!`] to name the test).
+/// Checks that every peer in `peers` is installed: [`needs_met`] with [`Need::Peer`].
+///
+/// Prefer the [`require_peers!`] macro, which returns from the test for you.
+pub fn peers_available(test_name: &str, peers: &[Peer]) -> bool {
+    let needs: Vec<Need> = peers.iter().copied().map(Need::Peer).collect();
+    needs_met(test_name, &needs)
+}
+
+/// The path of the function that calls it (used by the macros to name the test).
 #[doc(hidden)]
 pub fn __fn_name<T>(_: T) -> &'static str {
     let n = std::any::type_name::<T>();
     n.strip_suffix("::__here").unwrap_or(n)
+}
+
+/// The path of the test function it is written in, e.g. `peers::unpack_matches_umoci`.
+#[macro_export]
+macro_rules! this_test {
+    () => {{
+        fn __here() {}
+        $crate::__fn_name(__here)
+    }};
 }
 
 /// Skips the calling test (returns from it) unless the given peers are installed.
@@ -179,16 +242,49 @@ pub fn __fn_name<T>(_: T) -> &'static str {
 #[macro_export]
 macro_rules! require_peers {
     () => {{
-        fn __here() {}
-        if !$crate::peers_available($crate::__fn_name(__here), $crate::REGISTRY_PEERS) {
+        if !$crate::peers_available($crate::this_test!(), $crate::REGISTRY_PEERS) {
             return;
         }
     }};
     ($(Peer::$p:ident),+ $(,)?) => {{
-        fn __here() {}
-        if !$crate::peers_available($crate::__fn_name(__here), &[$($crate::Peer::$p),+]) {
+        if !$crate::peers_available($crate::this_test!(), &[$($crate::Peer::$p),+]) {
             return;
         }
+    }};
+}
+
+/// Skips the calling test (returns from it) unless every [`Need`] is met; in CI an unmet
+/// need is a panic instead (see [`skip_or_fail`]).
+///
+/// ```no_run
+/// # use hoist_testkit::{require, Need, Peer};
+/// # fn t() {
+/// require!(Need::Root, Need::Peer(Peer::Umoci), Need::Tool("tar"));
+/// # }
+/// ```
+#[macro_export]
+macro_rules! require {
+    ($($need:expr),+ $(,)?) => {{
+        if !$crate::needs_met($crate::this_test!(), &[$($need),+]) {
+            return;
+        }
+    }};
+}
+
+/// Skips the calling test (returns from it) with a reason, for what only trying tells
+/// (a `mount` the machine refuses); in CI it panics instead (see [`skip_or_fail`]).
+///
+/// ```no_run
+/// # use hoist_testkit::skip_test;
+/// # fn t(e: std::io::Error) {
+/// skip_test!("mounting a tmpfs is refused here: {e}");
+/// # }
+/// ```
+#[macro_export]
+macro_rules! skip_test {
+    ($($why:tt)+) => {{
+        $crate::skip_or_fail($crate::this_test!(), &format!($($why)+));
+        return;
     }};
 }
 
@@ -198,28 +294,62 @@ mod tests {
 
     #[test]
     fn nothing_missing_runs() {
-        assert!(skip_or_panic("t", &[], true));
-        assert!(skip_or_panic("t", &[], false));
+        assert!(needs_met_in("t", &[], true));
+        assert!(needs_met_in("t", &[], false));
+        assert!(needs_met_in("t", &[Need::Tool("/bin/sh")], true));
+        assert!(needs_met_in("t", &[Need::Tool("sh")], true));
     }
 
     #[test]
     fn missing_outside_ci_skips() {
-        assert!(!skip_or_panic("t", &[Peer::Skopeo], false));
+        let missing = Need::Tool("/nonexistent/hoist-no-such-tool");
+        assert!(!needs_met_in("t", &[missing], false));
+        assert!(!needs_met_in(
+            "t",
+            &[Need::Tool("hoist-no-such-tool")],
+            false
+        ));
     }
 
     #[test]
-    #[should_panic(expected = "missing peer program(s): /usr/bin/skopeo (package skopeo)")]
+    #[should_panic(expected = "missing program /nonexistent/tool (CI is set")]
     fn missing_in_ci_fails() {
-        skip_or_panic("t", &[Peer::Skopeo], true);
+        needs_met_in("t", &[Need::Tool("/nonexistent/tool")], true);
+    }
+
+    #[test]
+    #[should_panic(expected = "t: mount refused (CI is set, so this is a failure, not a skip)")]
+    fn a_skip_in_ci_fails() {
+        skip_or_fail_in("t", "mount refused", true);
+    }
+
+    #[test]
+    fn root_is_what_the_kernel_says() {
+        let root = std::fs::read_to_string("/proc/self/status")
+            .unwrap()
+            .lines()
+            .any(|l| l.starts_with("Uid:") && l.split_whitespace().nth(2) == Some("0"));
+        assert_eq!(Need::Root.unmet().is_none(), root);
+    }
+
+    #[test]
+    fn peers_name_their_package() {
+        let why = Need::Peer(Peer::Skopeo).unmet();
+        if !Peer::Skopeo.is_available() {
+            assert_eq!(
+                why.as_deref(),
+                Some(
+                    "missing peer program /usr/bin/skopeo (package skopeo); run scripts/install-deps.sh"
+                )
+            );
+        } else {
+            assert_eq!(why, None);
+        }
     }
 
     #[test]
     fn macro_names_the_test() {
-        fn __here() {}
-        assert!(
-            __fn_name(__here).ends_with("tests::macro_names_the_test"),
-            "{}",
-            __fn_name(__here)
-        );
+        let name = this_test!();
+        assert!(name.ends_with("tests::macro_names_the_test"), "{name}");
     }
 }

@@ -1,0 +1,196 @@
+//! The one way CLI tests run `hoist`: in a sandbox where no variable of the host's
+//! environment that hoist (or a library it links) reads can change a result.
+//!
+//! Use it from a test file with `mod support;`, then
+//!
+//! ```ignore
+//! let dir = tempfile::tempdir().unwrap();
+//! let out = support::hoist(dir.path())           // assert_cmd::Command, 120 s timeout
+//!     .env("HOIST_STORE", dir.path().join("store"))
+//!     .args(["images", "--format", "json"])
+//!     .output()
+//!     .unwrap();
+//! ```
+//!
+//! [`hoist_std`] gives a `std::process::Command` (to spawn and kill), and [`isolate`] applies
+//! the same rules to any other command (a wrapper such as `setpriv`, or `env` in the tests of
+//! this module). Set test-specific variables *after* the call: the last setting wins.
+//!
+//! What the sandbox `DIR` (the test's own temp dir) holds and what the child sees:
+//!
+//! | variable | value |
+//! |---|---|
+//! | `HOIST_STORE` | `DIR/store`: as root hoist's default store is `/var/lib/hoist`, which a test must never touch (`--store` or a later `.env("HOIST_STORE", …)` overrides it) |
+//! | `HOME` | `DIR/home` (created) |
+//! | `DOCKER_CONFIG` | `DIR/home/.docker` (`config.json` written by `hoist login` lands here) |
+//! | `XDG_CONFIG_HOME` | `DIR/home/.config` |
+//! | `XDG_DATA_HOME` | `DIR/home/.local/share` (the default store of a non-root user, for a test that removes `HOIST_STORE`) |
+//! | `XDG_RUNTIME_DIR` | `DIR/home/run` (containers' `auth.json`) |
+//! | `HOIST_CONFIG` | `DIR/home/.config/hoist/config.toml`, so `/etc/hoist/config.toml` is never read |
+//! | `CONTAINERS_REGISTRIES_CONF` | `DIR/home/.config/containers/registries.conf`, so `/etc/containers/registries.conf{,.d}` are never read |
+//! | `HOIST_CONTAINERD_CERTS_D` | `DIR/home/.config/containerd/certs.d`, so `/etc/containerd/certs.d` is never read |
+//! | `TMPDIR` | `DIR/tmp` (created): hoist's scratch files stay in the sandbox |
+//! | every other `HOIST_*` and `XDG_*` | removed (`HOIST_CREDS`, `HOIST_LOG`, `HOIST_RETRY_*`, …) |
+//! | `REGISTRY_AUTH_FILE` | removed |
+//! | `http_proxy`, `HTTPS_PROXY`, `all_proxy`, `NO_PROXY`, … (any case), `REQUEST_METHOD` | removed (reqwest reads them) |
+//! | `SSL_CERT_FILE`, `SSL_CERT_DIR` | removed (rustls-native-certs reads them) |
+//! | `NO_COLOR`, `CLICOLOR`, `CLICOLOR_FORCE`, `COLORTERM`, `TERM`, `COLUMNS`, `LINES`, `CI` | removed (clap, tracing-subscriber, console/indicatif read them) |
+//! | `PATH` | inherited on purpose: hoist finds `mke2fs`, `mkfs.erofs` and `docker-credential-*` helpers on it, and the peers are where the system put them |
+//!
+//! Not covered by any variable: `/etc/docker/certs.d` and `/etc/containers/certs.d` (TLS
+//! roots per `HOST:PORT`; tests use fresh loopback ports, which no host directory names).
+//!
+//! `tests/env_isolation.rs` keeps this table honest: it scans the sources of every crate
+//! linked into hoist for environment reads and fails on a variable this module does not
+//! handle, and it runs hoist and `env` under a hostile environment.
+
+#![allow(dead_code)]
+
+use std::ffi::OsStr;
+use std::path::{Path, PathBuf};
+use std::process::Command as StdCommand;
+use std::time::Duration;
+
+/// Variables set to a path inside the sandbox: (name, path relative to the sandbox).
+pub const SANDBOXED: &[(&str, &str)] = &[
+    ("HOIST_STORE", "store"),
+    ("HOME", "home"),
+    ("DOCKER_CONFIG", "home/.docker"),
+    ("XDG_CONFIG_HOME", "home/.config"),
+    ("XDG_DATA_HOME", "home/.local/share"),
+    ("XDG_RUNTIME_DIR", "home/run"),
+    ("HOIST_CONFIG", "home/.config/hoist/config.toml"),
+    (
+        "CONTAINERS_REGISTRIES_CONF",
+        "home/.config/containers/registries.conf",
+    ),
+    (
+        "HOIST_CONTAINERD_CERTS_D",
+        "home/.config/containerd/certs.d",
+    ),
+    ("TMPDIR", "tmp"),
+];
+
+/// Variables removed by name (besides every `HOIST_*`, `XDG_*` and `*_proxy` one present).
+pub const REMOVED: &[&str] = &[
+    // hoist's own (clap `env =`, the log filter); also removed by the prefix rule.
+    "HOIST_CREDS",
+    "HOIST_LOG",
+    "HOIST_RETRY_TIMES",
+    "HOIST_RETRY_DELAY",
+    // containers' auth file.
+    "REGISTRY_AUTH_FILE",
+    // reqwest's proxies (it reads both cases) and its CGI guard.
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+    "ALL_PROXY",
+    "all_proxy",
+    "NO_PROXY",
+    "no_proxy",
+    "REQUEST_METHOD",
+    // rustls-native-certs' system roots.
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
+    // colours and terminal size (clap, tracing-subscriber, console/indicatif).
+    "NO_COLOR",
+    "CLICOLOR",
+    "CLICOLOR_FORCE",
+    "COLORTERM",
+    "TERM",
+    "COLUMNS",
+    "LINES",
+    "CI",
+];
+
+/// Prefixes (matched ignoring case) of variables removed whatever their full name.
+pub const REMOVED_PREFIXES: &[&str] = &["HOIST_", "XDG_"];
+
+/// Suffixes (matched ignoring case) of variables removed whatever their full name.
+pub const REMOVED_SUFFIXES: &[&str] = &["_PROXY"];
+
+/// Variables hoist reads that the child inherits on purpose, with the reason.
+pub const INHERITED: &[(&str, &str)] = &[(
+    "PATH",
+    "hoist runs mke2fs, mkfs.erofs and docker-credential-* helpers found on it",
+)];
+
+/// The directories the sandbox creates before the child starts.
+const CREATED: &[&str] = &["home", "tmp"];
+
+/// Where `var` points inside the sandbox `dir`, for the variables of [`SANDBOXED`].
+///
+/// Panics on any other name, so a test cannot ask for a path the child does not use.
+pub fn sandbox_path(dir: &Path, var: &str) -> PathBuf {
+    let rel = SANDBOXED
+        .iter()
+        .find(|(k, _)| *k == var)
+        .unwrap_or_else(|| panic!("{var} is not a sandboxed variable"))
+        .1;
+    dir.join(rel)
+}
+
+/// The store the child uses unless told otherwise (`DIR/store`).
+pub fn store(dir: &Path) -> PathBuf {
+    sandbox_path(dir, "HOIST_STORE")
+}
+
+/// `HOME` of the sandbox `dir` (`DIR/home`).
+pub fn home(dir: &Path) -> PathBuf {
+    sandbox_path(dir, "HOME")
+}
+
+/// Applies the sandbox rules to `cmd`, given the environment the child would inherit.
+///
+/// [`isolate`] passes the test process's own environment; tests of this module pass a
+/// hostile one (after `env_clear`) to prove that none of it gets through.
+pub fn isolate_from<K, V>(
+    cmd: &mut StdCommand,
+    dir: &Path,
+    inherited: impl IntoIterator<Item = (K, V)>,
+) where
+    K: AsRef<OsStr>,
+    V: AsRef<OsStr>,
+{
+    for (k, _) in inherited {
+        let Some(name) = k.as_ref().to_str() else {
+            continue;
+        };
+        let upper = name.to_ascii_uppercase();
+        if REMOVED_PREFIXES.iter().any(|p| upper.starts_with(p))
+            || REMOVED_SUFFIXES.iter().any(|s| upper.ends_with(s))
+        {
+            cmd.env_remove(name);
+        }
+    }
+    for k in REMOVED {
+        cmd.env_remove(k);
+    }
+    for d in CREATED {
+        std::fs::create_dir_all(dir.join(d))
+            .unwrap_or_else(|e| panic!("creating {}: {e}", dir.join(d).display()));
+    }
+    for (k, rel) in SANDBOXED {
+        cmd.env(k, dir.join(rel));
+    }
+}
+
+/// Applies the sandbox rules of this module to `cmd` (see the module docs).
+pub fn isolate(cmd: &mut StdCommand, dir: &Path) {
+    isolate_from(cmd, dir, std::env::vars_os());
+}
+
+/// The `hoist` binary under test, isolated in the sandbox `dir`, as a `std` command.
+pub fn hoist_std(dir: &Path) -> StdCommand {
+    let mut cmd = StdCommand::new(env!("CARGO_BIN_EXE_hoist"));
+    isolate(&mut cmd, dir);
+    cmd
+}
+
+/// The `hoist` binary under test, isolated in the sandbox `dir`, with a 120 s timeout.
+pub fn hoist(dir: &Path) -> assert_cmd::Command {
+    let mut cmd = assert_cmd::Command::from_std(hoist_std(dir));
+    cmd.timeout(Duration::from_secs(120));
+    cmd
+}
