@@ -73,6 +73,18 @@ pub enum ProblemKind {
     UnusedRootfs,
     /// The file of a lease whose owner died.
     DeadLease,
+    /// A Docker schema 2 manifest whose OCI view (what `index.json` lists for its names,
+    /// so that skopeo and umoci can read it) is not recorded, or is missing, corrupt or
+    /// not the one its manifest makes.
+    OciView,
+}
+
+/// An OCI view to (re)write: for manifest `manifest` of image `id`.
+struct ViewFix {
+    id: Digest,
+    manifest: Digest,
+    bytes: Vec<u8>,
+    problem: Problem,
 }
 
 /// One problem found.
@@ -364,10 +376,11 @@ impl Store {
             })
             .collect();
         let mut image_problems = classify_images(&records, &sizes);
-        image_problems.extend(s.check_manifests(&records, &sizes));
+        let (manifest_problems, mut view_fixes) = s.check_manifests(&records, &sizes);
+        image_problems.extend(manifest_problems);
         let broken_ids: BTreeSet<Digest> =
             image_problems.iter().map(|(id, _)| id.clone()).collect();
-        let good: Vec<ImageRecord> = if opts.repair {
+        let mut good: Vec<ImageRecord> = if opts.repair {
             records
                 .iter()
                 .filter(|r| !broken_ids.contains(&r.id))
@@ -542,6 +555,24 @@ impl Store {
                     p.repaired = Some("removed the blob".into());
                 }
             }
+            // OCI views: made again from their manifests (a corrupt one was removed above).
+            for fix in &mut view_fixes {
+                let Some(rec) = good.iter_mut().find(|r| r.id == fix.id) else {
+                    continue;
+                };
+                let d = s.write_derived_blob(&fix.bytes)?;
+                rec.oci_views.retain(|v| v.manifest != fix.manifest);
+                rec.oci_views.push(crate::record::OciView {
+                    manifest: fix.manifest.clone(),
+                    view: hoist_types::Descriptor::new(
+                        hoist_types::MediaType::OciManifest,
+                        d.clone(),
+                        fix.bytes.len() as u64,
+                    ),
+                });
+                s.save_record(rec)?;
+                fix.problem.repaired = Some(format!("wrote the OCI view {d}"));
+            }
             for p in &mut problems {
                 if p.repaired.is_some() {
                     continue;
@@ -598,6 +629,7 @@ impl Store {
             rootfs::remove_tree(&t)?;
         }
         problems.extend(image_problems.into_iter().map(|(_, p)| p));
+        problems.extend(view_fixes.into_iter().map(|f| f.problem));
         problems.extend(blob_problems);
         problems.extend(rootfs_problems.into_iter().map(|(p, _)| p));
         problems.sort_by(|a, b| (a.kind, &a.digest, &a.path).cmp(&(b.kind, &b.digest, &b.path)));
@@ -606,13 +638,16 @@ impl Store {
         Ok(report)
     }
 
-    /// Each image's manifests must parse and name its config and layers.
+    /// Each image's manifests must parse and name its config and layers (problems that
+    /// break the image), and each Docker schema 2 manifest must have its OCI view
+    /// (problems repaired by writing the view again).
     fn check_manifests(
         &self,
         records: &[ImageRecord],
         sizes: &HashMap<Digest, (u64, bool)>,
-    ) -> Vec<(Digest, Problem)> {
+    ) -> (Vec<(Digest, Problem)>, Vec<ViewFix>) {
         let mut out = Vec::new();
+        let mut views = Vec::new();
         for rec in records {
             for v in rec.variants() {
                 let d = &v.manifest.digest;
@@ -622,9 +657,10 @@ impl Store {
                 {
                     continue; // reported already
                 }
-                let why = match self.read_blob(d, MAX_MANIFEST_SIZE) {
+                let bytes = self.read_blob(d, MAX_MANIFEST_SIZE);
+                let why = match &bytes {
                     Err(e) => Some(e.to_string()),
-                    Ok(bytes) => match Manifest::parse(&bytes, Some(&v.manifest.media_type)) {
+                    Ok(bytes) => match Manifest::parse(bytes, Some(&v.manifest.media_type)) {
                         Ok((Manifest::Image(m), _)) if m.config.digest != rec.id => {
                             Some(format!("it names config {}", m.config.digest))
                         }
@@ -636,6 +672,44 @@ impl Store {
                         Err(e) => Some(e.to_string()),
                     },
                 };
+                if why.is_none()
+                    && let Ok(bytes) = &bytes
+                    && let Some(view) = crate::index::oci_view_bytes(bytes, &v.manifest.media_type)
+                {
+                    let want = Digest::sha256_of(&view);
+                    let wrong = match rec.oci_view(d) {
+                        None => Some("has no OCI view".to_owned()),
+                        Some(x) if x.digest != want || x.size != view.len() as u64 => Some(
+                            format!("has OCI view {} in its record, not {want}", x.digest),
+                        ),
+                        Some(x) => match sizes.get(&x.digest) {
+                            None => Some(format!("has its OCI view {want} missing")),
+                            Some((size, _)) if *size != x.size => {
+                                Some(format!("has its OCI view {want} of the wrong size"))
+                            }
+                            Some((_, true)) => Some(format!("has its OCI view {want} corrupt")),
+                            Some(_) => None,
+                        },
+                    };
+                    if let Some(wrong) = wrong {
+                        let who = match rec.names.first() {
+                            Some(n) => format!("image {} ({n})", rec.id),
+                            None => format!("image {}", rec.id),
+                        };
+                        views.push(ViewFix {
+                            id: rec.id.clone(),
+                            manifest: d.clone(),
+                            bytes: view,
+                            problem: Problem::new(
+                                ProblemKind::OciView,
+                                format!(
+                                    "Docker manifest {d} of {who} {wrong}: skopeo and umoci cannot read it"
+                                ),
+                            )
+                            .digest(d),
+                        });
+                    }
+                }
                 if let Some(why) = why {
                     out.push((
                         rec.id.clone(),
@@ -648,7 +722,7 @@ impl Store {
                 }
             }
         }
-        out
+        (out, views)
     }
 }
 
@@ -692,6 +766,8 @@ mod tests {
             config_parent: None,
             manifests: vec![],
             targets: vec![],
+            digest_refs: vec![],
+            oci_views: vec![],
         }
     }
 

@@ -71,6 +71,26 @@ impl Store {
             gaining: None,
         };
         let out = f(&mut txn)?;
+        // A record that lost a name, or whose name moved, drops the manifests nothing
+        // reaches any more (their blobs become garbage).
+        for rec in &mut txn.records {
+            if txn.dirty.contains(&rec.id) {
+                rec.prune();
+            }
+        }
+        // Every Docker schema 2 manifest gets its OCI view before index.json names it.
+        // A record this change does not touch but that lacks a view (written by an older
+        // hoist) gets one too; if its manifest cannot be read, it is left for fsck.
+        for rec in &mut txn.records {
+            match self.ensure_oci_views(rec) {
+                Ok(true) => {
+                    txn.dirty.insert(rec.id.clone());
+                }
+                Ok(false) => {}
+                Err(e) if txn.dirty.contains(&rec.id) => return Err(e),
+                Err(_) => {}
+            }
+        }
         // Records first, index.json last; the marker says a crash may lie in between, and
         // the next open rewrites index.json from the records (`Store::heal_index`).
         let marker = self.txn_marker();
@@ -108,8 +128,16 @@ impl Store {
             return Ok(());
         }
         let mut records = self.load_records()?;
-        for id in self.dedupe_names(&mut records)? {
-            if let Some(rec) = records.iter().find(|r| r.id == id) {
+        let repaired = self.dedupe_names(&mut records)?;
+        for rec in &mut records {
+            let mut changed = false;
+            if repaired.contains(&rec.id) {
+                rec.prune();
+                changed = true;
+            }
+            // The view a killed commit may not have recorded; unreadable: left for fsck.
+            changed |= self.ensure_oci_views(rec).unwrap_or(false);
+            if changed {
                 self.save_record(rec)?;
             }
         }
@@ -269,6 +297,12 @@ impl Store {
             media_type: mt,
             ..mdesc.clone()
         };
+        // A commit without a name (a pull by digest) is a digest reference.
+        let digest_refs = if name.is_none() {
+            vec![pulled.digest.clone()]
+        } else {
+            Vec::new()
+        };
         let targets = name
             .iter()
             .map(|n| NameTarget {
@@ -296,6 +330,8 @@ impl Store {
             added: fsutil::rfc3339(SystemTime::now()),
             source: c.source.clone(),
             config_parent: config.parent.as_deref().and_then(|p| Digest::parse(p).ok()),
+            digest_refs,
+            oci_views: Vec::new(),
         })
     }
 
@@ -349,8 +385,11 @@ impl Store {
 
     /// Remove an image or a name, like `docker rmi`:
     ///
-    /// - a tag name: untag it, and delete the image when no name is left;
-    /// - `name@digest`: drop that repo digest (the image too if it has no name);
+    /// - a tag name: untag it, and delete the image when no name and no digest
+    ///   reference (a pull by digest) is left; otherwise the manifests nothing reaches
+    ///   any more leave the record, so that GC frees their blobs;
+    /// - `name@digest`: drop that repo digest and digest reference (the image too when
+    ///   nothing else names it);
     /// - an ID, digest or ID prefix: delete the image and all its names; when it has
     ///   several names this needs `force`.
     ///
@@ -366,7 +405,7 @@ impl Store {
                 {
                     let rec = txn.get_mut(&id).expect("owner exists");
                     rec.drop_name(reference);
-                    let now_unnamed = rec.names.is_empty();
+                    let now_unnamed = rec.names.is_empty() && rec.digest_refs.is_empty();
                     txn.dirty.insert(id.clone());
                     report.untagged.push(reference.clone());
                     if now_unnamed {
@@ -379,11 +418,15 @@ impl Store {
                     let id = query::find(&txn.records, &owners, s, &q)?.id.clone();
                     let repo_digest = format!("{}@{d}", reference.name());
                     let rec = txn.get_mut(&id).expect("found above");
-                    if !rec.names.is_empty() {
-                        // Still tagged: only this repo digest goes, as with `docker rmi`.
+                    let refs_before = rec.digest_refs.len();
+                    rec.digest_refs.retain(|x| x != d);
+                    let dropped_ref = rec.digest_refs.len() != refs_before;
+                    if !rec.names.is_empty() || !rec.digest_refs.is_empty() {
+                        // Still named: only this repo digest (and digest reference) goes,
+                        // as with `docker rmi`.
                         let before = rec.repo_digests.len();
                         rec.repo_digests.retain(|r| r != &repo_digest);
-                        if rec.repo_digests.len() == before {
+                        if rec.repo_digests.len() == before && !dropped_ref {
                             return Err(StoreError::ImageNotFound {
                                 query: s.to_owned(),
                             });
@@ -439,7 +482,15 @@ pub(crate) fn merge(old: &ImageRecord, fresh: ImageRecord) -> ImageRecord {
         }
     }
     let fresh_names = fresh.names.clone();
+    let mut digest_refs = old.digest_refs.clone();
+    for d in &fresh.digest_refs {
+        if !digest_refs.contains(d) {
+            digest_refs.push(d.clone());
+        }
+    }
     let mut rec = ImageRecord {
+        digest_refs,
+        oci_views: old.oci_views.clone(),
         names: old.names.clone(),
         targets: old.targets.clone(),
         manifests: old.manifests.clone(),

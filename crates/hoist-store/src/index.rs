@@ -9,11 +9,13 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 
-use hoist_types::{ANNOTATION_REF_NAME, Descriptor, Digest, MediaType, Reference};
+use hoist_types::{
+    ANNOTATION_REF_NAME, Descriptor, Digest, MAX_MANIFEST_SIZE, Manifest, MediaType, Reference,
+};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::record::ImageRecord;
+use crate::record::{ImageRecord, OciView};
 use crate::{Store, StoreError, fsutil};
 
 /// Annotation on hoist's `index.json` entries: the image ID (config digest).
@@ -111,9 +113,23 @@ fn is_hoist_entry(entry: &Value) -> bool {
         .is_some()
 }
 
-/// The index entry for one name of a record.
+/// The OCI view of a Docker schema 2 manifest (its exact `bytes`, of media type `mt`):
+/// `None` for any other manifest. Pure.
+pub(crate) fn oci_view_bytes(bytes: &[u8], mt: &MediaType) -> Option<Vec<u8>> {
+    if mt != &MediaType::DockerManifest {
+        return None;
+    }
+    match Manifest::parse(bytes, Some(mt)) {
+        Ok((Manifest::Image(m), MediaType::DockerManifest)) => Some(m.to_oci_bytes()),
+        _ => None,
+    }
+}
+
+/// The index entry for one name of a record: the manifest the name points at, or its
+/// OCI view when it is a Docker schema 2 manifest.
 fn entry_for(rec: &ImageRecord, name: &Reference) -> Descriptor {
     let target = rec.target_of(name).manifest;
+    let target = rec.oci_view(&target.digest).cloned().unwrap_or(target);
     let mut d = Descriptor::new(target.media_type, target.digest, target.size);
     if !rec.platform.os.is_empty() && !rec.platform.architecture.is_empty() {
         d.platform = Some(rec.platform.clone());
@@ -186,6 +202,42 @@ impl Store {
         fsutil::write_atomic(&self.index_path(), &new.to_bytes())
     }
 
+    /// Give every Docker schema 2 manifest of `rec` its OCI view: the view's bytes made
+    /// from the manifest's, written as a blob (atomically, without the blob's lock: the
+    /// bytes are a function of the digest, and the store lock is held), and recorded.
+    /// Returns whether the record changed. Call with the exclusive store lock held, and
+    /// save the record before `index.json` names the view.
+    pub(crate) fn ensure_oci_views(&self, rec: &mut ImageRecord) -> Result<bool, StoreError> {
+        let mut changed = false;
+        for v in rec.variants() {
+            let m = &v.manifest;
+            if m.media_type != MediaType::DockerManifest || rec.oci_view(&m.digest).is_some() {
+                continue;
+            }
+            let bytes = self.read_blob(&m.digest, MAX_MANIFEST_SIZE)?;
+            let Some(view) = oci_view_bytes(&bytes, &m.media_type) else {
+                continue;
+            };
+            let d = self.write_derived_blob(&view)?;
+            rec.oci_views.push(OciView {
+                manifest: m.digest.clone(),
+                view: Descriptor::new(MediaType::OciManifest, d, view.len() as u64),
+            });
+            changed = true;
+        }
+        Ok(changed)
+    }
+
+    /// Store `bytes`, made by the store itself, as a sha256 blob (kept if present with
+    /// the right size); returns its digest. Call with the exclusive store lock held.
+    pub(crate) fn write_derived_blob(&self, bytes: &[u8]) -> Result<Digest, StoreError> {
+        let d = Digest::sha256_of(bytes);
+        if self.stat_blob(&d)? != Some(bytes.len() as u64) {
+            fsutil::write_atomic(&self.blob_path(&d), bytes)?;
+        }
+        Ok(d)
+    }
+
     /// Write `index.json` as given. Call with the store lock held.
     pub(crate) fn write_index_file(&self, idx: &IndexFile) -> Result<(), StoreError> {
         fsutil::write_atomic(&self.index_path(), &idx.to_bytes())
@@ -223,6 +275,8 @@ mod tests {
             config_parent: None,
             manifests: vec![],
             targets: vec![],
+            digest_refs: vec![],
+            oci_views: vec![],
         }
     }
 

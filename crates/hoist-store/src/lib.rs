@@ -151,7 +151,7 @@ pub use index::ANNOTATION_IMAGE_ID;
 pub use partial::{PARTIAL_GRACE, PartialBlob, PartialInfo, SliceWriter};
 pub use query::MIN_PREFIX;
 pub use record::{
-    ImageCommit, ImageManifest, ImageRecord, NameTarget, RemoveReport, ResolvedImage,
+    ImageCommit, ImageManifest, ImageRecord, NameTarget, OciView, RemoveReport, ResolvedImage,
 };
 pub use rootfs::RootfsKind;
 pub use usage::{DiskUsage, ImageUsage};

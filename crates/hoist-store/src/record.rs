@@ -80,6 +80,30 @@ pub struct ImageRecord {
     /// an entry (older records) points at the last manifest.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub targets: Vec<NameTarget>,
+    /// Digest references: the top digest (the index's, else the manifest's) of every
+    /// manifest committed without a name (a pull by digest). Like a name, each keeps its
+    /// manifest in the record; it goes with `hoist rmi REPO@DIGEST` or the image. A
+    /// manifest that no name and no digest reference reaches is dropped from the record
+    /// (see [`ImageRecord::prune`]), so GC frees its layers. Records written before this
+    /// field existed are read with every manifest no name points at as referenced.
+    #[serde(default)]
+    pub digest_refs: Vec<Digest>,
+    /// The OCI views of the Docker schema 2 manifests among the image's manifests: an OCI
+    /// image manifest over the same config and layer blobs, stored as a blob, which
+    /// `index.json` lists for the names that point at the Docker manifest (skopeo and
+    /// umoci read only OCI manifests from a layout). The original manifest stays the
+    /// image's: `hoist:` sources and pushes use it, byte for byte.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub oci_views: Vec<OciView>,
+}
+
+/// The OCI view of one Docker schema 2 manifest (see [`ImageRecord::oci_views`]).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OciView {
+    /// The Docker schema 2 manifest's digest.
+    pub manifest: Digest,
+    /// The OCI image manifest made from it ([`hoist_types::ImageManifest::to_oci_bytes`]).
+    pub view: Descriptor,
 }
 
 /// One manifest of an image, with the index it was chosen from.
@@ -134,8 +158,8 @@ pub struct ResolvedImage {
 }
 
 impl ImageRecord {
-    /// Whether `d` names this image: its ID, one of its manifests or indexes, or a repo
-    /// digest.
+    /// Whether `d` names this image: its ID, one of its manifests, indexes or OCI views,
+    /// or a repo digest.
     pub fn matches_digest(&self, d: &Digest) -> bool {
         &self.id == d
             || self.variant_with_digest(d).is_some()
@@ -186,12 +210,89 @@ impl ImageRecord {
             .unwrap_or_else(|| self.latest())
     }
 
-    /// The last variant whose manifest or index has digest `d`.
+    /// The last variant whose manifest, index or OCI view has digest `d`.
     pub fn variant_with_digest(&self, d: &Digest) -> Option<ImageManifest> {
+        self.variants().into_iter().rev().find(|v| {
+            &v.manifest.digest == d
+                || v.index.as_ref().is_some_and(|i| &i.digest == d)
+                || self
+                    .oci_view(&v.manifest.digest)
+                    .is_some_and(|x| &x.digest == d)
+        })
+    }
+
+    /// The OCI view of the Docker schema 2 manifest `manifest`, if it has one.
+    pub fn oci_view(&self, manifest: &Digest) -> Option<&Descriptor> {
+        self.oci_views
+            .iter()
+            .find(|v| &v.manifest == manifest)
+            .map(|v| &v.view)
+    }
+
+    /// The variants something still reaches: the one each name points at, and each one
+    /// whose top digest (index, else manifest) is a digest reference.
+    fn reached(&self) -> Vec<ImageManifest> {
+        let named: Vec<ImageManifest> = self.names.iter().map(|n| self.target_of(n)).collect();
         self.variants()
             .into_iter()
-            .rev()
-            .find(|v| &v.manifest.digest == d || v.index.as_ref().is_some_and(|i| &i.digest == d))
+            .filter(|v| named.contains(v) || self.digest_refs.contains(&v.top().digest))
+            .collect()
+    }
+
+    /// Drop the manifests no name and no digest reference reaches any more, with their
+    /// OCI views and repo digests, so that GC frees what only they needed. An image that
+    /// nothing reaches at all (a dangling image, after `untag`) keeps its latest
+    /// manifest. Returns whether anything was dropped.
+    pub fn prune(&mut self) -> bool {
+        let all = self.variants();
+        let mut keep = self.reached();
+        if keep.is_empty() {
+            keep.push(self.latest());
+        }
+        if keep.len() == all.len() {
+            return false;
+        }
+        let kept_digest = |d: &Digest| {
+            keep.iter().any(|v| {
+                &v.manifest.digest == d || v.index.as_ref().is_some_and(|i| &i.digest == d)
+            })
+        };
+        let gone: Vec<Digest> = all
+            .iter()
+            .filter(|v| !keep.contains(v))
+            .flat_map(|v| {
+                std::iter::once(v.manifest.digest.clone())
+                    .chain(v.index.as_ref().map(|i| i.digest.clone()))
+            })
+            .filter(|d| !kept_digest(d))
+            .collect();
+        self.repo_digests.retain(|r| {
+            !r.rsplit_once('@')
+                .and_then(|(_, x)| Digest::parse(x).ok())
+                .is_some_and(|d| gone.contains(&d))
+        });
+        self.digest_refs.retain(|d| !gone.contains(d));
+        self.oci_views.retain(|v| kept_digest(&v.manifest));
+        let last = keep.last().cloned().expect("at least one variant");
+        let pinned = self.pinned(&last);
+        self.manifest = pinned.manifest;
+        self.index = pinned.index;
+        self.layers = pinned.layers;
+        self.size = pinned.size;
+        self.manifests = if keep.len() > 1 { keep } else { Vec::new() };
+        true
+    }
+
+    /// Records written before digest references were recorded: every manifest no name
+    /// points at was (for all we know) pulled by digest, so it is referenced.
+    pub(crate) fn adopt_unnamed_variants(&mut self) {
+        let named: Vec<ImageManifest> = self.names.iter().map(|n| self.target_of(n)).collect();
+        for v in self.variants() {
+            let top = v.top().digest.clone();
+            if !named.contains(&v) && !self.digest_refs.contains(&top) {
+                self.digest_refs.push(top);
+            }
+        }
     }
 
     /// This record as seen through one of its manifests: `manifest`, `index`, `layers` and
@@ -205,12 +306,13 @@ impl ImageRecord {
         r
     }
 
-    /// Every blob this image needs: config, manifests, indexes and layers of all its
-    /// variants (each once, in a stable order).
+    /// Every blob this image needs: config, manifests (and their OCI views), indexes and
+    /// layers of all its variants (each once, in a stable order).
     pub fn blobs(&self) -> Vec<Digest> {
         let mut out = vec![self.id.clone()];
         for v in self.variants() {
             out.push(v.manifest.digest.clone());
+            out.extend(self.oci_view(&v.manifest.digest).map(|x| x.digest.clone()));
             out.extend(v.index.iter().map(|i| i.digest.clone()));
             out.extend(v.layers.iter().map(|l| l.digest.clone()));
         }
@@ -313,6 +415,8 @@ pub(crate) fn test_record(
         config_parent: None,
         manifests: vec![],
         targets: vec![],
+        digest_refs: vec![],
+        oci_views: vec![],
     }
 }
 
@@ -371,11 +475,20 @@ impl Store {
         let Some(bytes) = fsutil::read_optional(&path, MAX_RECORD_SIZE)? else {
             return Ok(None);
         };
-        let rec: ImageRecord = serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
-            what: "image record",
-            path: path.clone(),
-            reason: e.to_string(),
-        })?;
+        let mut rec: ImageRecord =
+            serde_json::from_slice(&bytes).map_err(|e| StoreError::Corrupt {
+                what: "image record",
+                path: path.clone(),
+                reason: e.to_string(),
+            })?;
+        /// Whether the record says which manifests digest references keep.
+        #[derive(Deserialize)]
+        struct Probe {
+            digest_refs: Option<serde::de::IgnoredAny>,
+        }
+        if serde_json::from_slice::<Probe>(&bytes).is_ok_and(|p| p.digest_refs.is_none()) {
+            rec.adopt_unnamed_variants();
+        }
         if &rec.id != id {
             return Err(StoreError::Corrupt {
                 what: "image record",

@@ -191,6 +191,8 @@ mod tests {
             config_parent: None,
             manifests: vec![],
             targets: vec![],
+            digest_refs: vec![],
+            oci_views: vec![],
         }
     }
 
