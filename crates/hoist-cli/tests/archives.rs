@@ -3,6 +3,8 @@
 //! docker-archive included), round trips keep digests, and the evil archives of
 //! `hoist_testkit::evil_archive` fail with a clear error and leave the store as it was.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::Output;
@@ -23,9 +25,9 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("home")).unwrap();
-        Env { dir }
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -37,14 +39,8 @@ impl Env {
     }
 
     fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("hoist").unwrap();
-        let home = self.path("home");
-        c.env("HOME", &home)
-            .env("DOCKER_CONFIG", home.join(".docker"))
-            .env("XDG_CONFIG_HOME", home.join(".config"))
-            .env_remove("REGISTRY_AUTH_FILE")
-            .env("HOIST_STORE", self.store())
-            .timeout(std::time::Duration::from_secs(120));
+        let mut c = support::hoist(self.dir.path());
+        c.env("HOIST_STORE", self.store());
         c
     }
 

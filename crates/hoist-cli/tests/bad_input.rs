@@ -15,13 +15,14 @@
 //! `HOME`, `DOCKER_CONFIG`, `XDG_RUNTIME_DIR`, `XDG_CONFIG_HOME` and `REGISTRY_AUTH_FILE` in a
 //! temporary directory, so the host's credentials are never read.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use hoist_testkit::fake::{FakeRegistry, FakeResponse, Framing};
 use hoist_testkit::images::{
     self, BuiltImage, Entry, ImageSpec, LayerSpec, OCI_INDEX, OCI_MANIFEST, sha256_digest,
@@ -88,9 +89,6 @@ impl Env {
     fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
         let store = dir.path().join("store");
-        for d in ["home", "docker", "xdg-runtime", "xdg-config"] {
-            fs::create_dir_all(dir.path().join(d)).unwrap();
-        }
         let fake = FakeRegistry::start();
         let good = good_image();
         fake.push_image(GOOD_REPO, "v1", &good);
@@ -114,24 +112,15 @@ impl Env {
         env
     }
 
-    /// `hoist --store STORE --progress plain ARGS...`, with a private environment.
+    /// `hoist --store STORE --progress plain ARGS...`, in the sandbox of `tests/support`.
     fn hoist(&self, args: &[&str]) -> Output {
-        let d = self.dir.path();
-        let mut cmd = Command::cargo_bin("hoist").unwrap();
-        cmd.arg("--store")
+        support::hoist(self.dir.path())
+            .arg("--store")
             .arg(&self.store)
             .args(["--progress", "plain"])
             .args(args)
-            .env("HOME", d.join("home"))
-            .env("DOCKER_CONFIG", d.join("docker"))
-            .env("XDG_RUNTIME_DIR", d.join("xdg-runtime"))
-            .env("XDG_CONFIG_HOME", d.join("xdg-config"))
-            .env("REGISTRY_AUTH_FILE", d.join("no-auth.json"))
-            .env_remove("HOIST_STORE")
-            .env_remove("HOIST_CREDS")
-            .env_remove("HOIST_LOG")
-            .timeout(Duration::from_secs(120));
-        cmd.output().unwrap()
+            .output()
+            .unwrap()
     }
 
     fn snapshot(&self) -> Snapshot {

@@ -2,6 +2,8 @@
 //! `oci-archive:` and `docker-archive:` against the real Distribution registry, with skopeo
 //! as the peer that reads what hoist writes and writes what hoist reads.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 
@@ -20,9 +22,9 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("home")).unwrap();
-        Env { dir }
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn store(&self) -> PathBuf {
@@ -34,16 +36,8 @@ impl Env {
     }
 
     fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("hoist").unwrap();
-        let home = self.dir.path().join("home");
-        c.env("HOME", &home)
-            .env("DOCKER_CONFIG", home.join(".docker"))
-            .env("XDG_RUNTIME_DIR", home.join("run"))
-            .env("XDG_CONFIG_HOME", home.join(".config"))
-            .env_remove("REGISTRY_AUTH_FILE")
-            .env_remove("HOIST_CREDS")
-            .env("HOIST_STORE", self.store())
-            .timeout(std::time::Duration::from_secs(120));
+        let mut c = support::hoist(self.dir.path());
+        c.env("HOIST_STORE", self.store());
         c
     }
 

@@ -2,6 +2,8 @@
 //! Distribution registry (plain HTTP, TLS + basic auth, token auth) started by the test,
 //! with skopeo and umoci as peers checking interoperability.
 
+mod support;
+
 use std::process::Output;
 
 use assert_cmd::Command;
@@ -19,9 +21,9 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("home")).unwrap();
-        Env { dir }
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn store(&self) -> std::path::PathBuf {
@@ -29,16 +31,8 @@ impl Env {
     }
 
     fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("hoist").unwrap();
-        let home = self.dir.path().join("home");
-        c.env("HOME", &home)
-            .env("DOCKER_CONFIG", home.join(".docker"))
-            .env("XDG_RUNTIME_DIR", home.join("run"))
-            .env("XDG_CONFIG_HOME", home.join(".config"))
-            .env_remove("REGISTRY_AUTH_FILE")
-            .env_remove("HOIST_CREDS")
-            .env("HOIST_STORE", self.store())
-            .timeout(std::time::Duration::from_secs(120));
+        let mut c = support::hoist(self.dir.path());
+        c.env("HOIST_STORE", self.store());
         c
     }
 
@@ -490,9 +484,8 @@ fn tags_many_and_concurrent_pulls_share_the_store() {
     // Four processes pull different tags of the same image into one store at once.
     let children: Vec<_> = (0..4)
         .map(|i| {
-            let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("hoist"));
-            c.env("HOME", env.dir.path().join("home"))
-                .env("HOIST_STORE", env.store())
+            let mut c = support::hoist_std(env.dir.path());
+            c.env("HOIST_STORE", env.store())
                 .args(["-q", "pull", &reg.image_ref(&format!("many/tags:v{i}"))])
                 .stdout(std::process::Stdio::null());
             c.spawn().unwrap()

@@ -2,6 +2,8 @@
 //! with a synthesised config, and stored. Served by the testkit's fake registry, since
 //! Distribution 2.8 no longer accepts schema 1 pushes.
 
+mod support;
+
 use assert_cmd::Command;
 use base64::Engine as _;
 use hoist_testkit::FakeRegistry;
@@ -11,14 +13,12 @@ use serde_json::{Value, json};
 const EMPTY_GZIP_LAYER: &str =
     "sha256:a3ed95caeb02ffe68cdd9fd84406680ae93d633cb16422d00e8a7c22955b46d4";
 
+/// `hoist` in the sandbox of `tests/support` whose `HOME` is `home` (`DIR/home`).
 fn hoist(store: &std::path::Path, home: &std::path::Path) -> Command {
-    let mut c = Command::cargo_bin("hoist").unwrap();
-    c.env("HOME", home)
-        .env("DOCKER_CONFIG", home.join(".docker"))
-        .env("XDG_RUNTIME_DIR", home.join("run"))
-        .env("XDG_CONFIG_HOME", home.join(".config"))
-        .env_remove("REGISTRY_AUTH_FILE")
-        .env("HOIST_STORE", store)
+    let dir = home.parent().unwrap();
+    assert_eq!(support::home(dir), home, "home must be DIR/home");
+    let mut c = support::hoist(dir);
+    c.env("HOIST_STORE", store)
         .timeout(std::time::Duration::from_secs(60));
     c
 }

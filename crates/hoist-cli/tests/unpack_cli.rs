@@ -2,6 +2,8 @@
 //! skopeo to the real Distribution registry, pulled with `hoist pull`, then turned into root
 //! filesystems. Needs root (owners, devices) and the peers.
 
+mod support;
+
 use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::{Duration, Instant};
@@ -9,9 +11,9 @@ use std::time::{Duration, Instant};
 use assert_cmd::Command;
 use hoist_testkit::images::{self, BuiltImage, Entry, LayerSpec};
 use hoist_testkit::registry::Registry;
-use hoist_testkit::require_peers;
 use hoist_testkit::skopeo;
 use hoist_testkit::tree::{Compare, Tree};
+use hoist_testkit::{Need, require, require_peers};
 use serde_json::Value;
 use tempfile::TempDir;
 
@@ -21,9 +23,9 @@ struct Env {
 
 impl Env {
     fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::create_dir_all(dir.path().join("home")).unwrap();
-        Env { dir }
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
     }
 
     fn path(&self, p: &str) -> PathBuf {
@@ -31,16 +33,8 @@ impl Env {
     }
 
     fn cmd(&self) -> Command {
-        let mut c = Command::cargo_bin("hoist").unwrap();
-        let home = self.path("home");
-        c.env("HOME", &home)
-            .env("DOCKER_CONFIG", home.join(".docker"))
-            .env("XDG_RUNTIME_DIR", home.join("run"))
-            .env("XDG_CONFIG_HOME", home.join(".config"))
-            .env_remove("REGISTRY_AUTH_FILE")
-            .env_remove("HOIST_CREDS")
-            .env("HOIST_STORE", self.path("store"))
-            .timeout(Duration::from_secs(120));
+        let mut c = support::hoist(self.dir.path());
+        c.env("HOIST_STORE", self.path("store"));
         c
     }
 
@@ -92,10 +86,7 @@ fn pulled(env: &Env, reg: &Registry) -> (String, BuiltImage) {
 #[test]
 fn unpack_bundle_export_and_rootfs() {
     require_peers!(Peer::Registry, Peer::Skopeo, Peer::Mke2fs, Peer::MkfsErofs);
-    if !hoist_unpack_is_root() {
-        eprintln!("SKIP unpack_bundle_export_and_rootfs: needs root");
-        return;
-    }
+    require!(Need::Root);
     let reg = Registry::plain();
     let env = Env::new();
     let (r, built) = pulled(&env, &reg);
@@ -254,16 +245,13 @@ fn unpack_bundle_export_and_rootfs() {
 #[test]
 fn concurrent_rootfs_builds_build_once() {
     require_peers!(Peer::Registry, Peer::Skopeo, Peer::MkfsErofs);
-    if !hoist_unpack_is_root() {
-        eprintln!("SKIP concurrent_rootfs_builds_build_once: needs root");
-        return;
-    }
+    require!(Need::Root);
     let reg = Registry::plain();
     let env = Env::new();
     let (r, _) = pulled(&env, &reg);
     let children: Vec<_> = (0..3)
         .map(|_| {
-            let mut c = std::process::Command::new(assert_cmd::cargo::cargo_bin("hoist"));
+            let mut c = support::hoist_std(env.dir.path());
             c.env("HOIST_STORE", env.path("store"))
                 .args(["-q", "rootfs", &r, "--format", "erofs"])
                 .stdout(std::process::Stdio::piped())
@@ -317,15 +305,4 @@ fn a_corrupt_layer_names_its_digest_and_publishes_nothing() {
         .filter(|n| n.starts_with('.'))
         .collect();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-}
-
-fn hoist_unpack_is_root() -> bool {
-    std::fs::read_to_string("/proc/self/status")
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find(|l| l.starts_with("Uid:"))
-                .and_then(|l| l.split_whitespace().nth(2).map(|u| u == "0"))
-        })
-        .unwrap_or(false)
 }

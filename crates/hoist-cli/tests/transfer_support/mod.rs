@@ -9,6 +9,9 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 use std::time::Duration;
 
+#[path = "../support/mod.rs"]
+pub mod support;
+
 use assert_cmd::Command;
 use hoist_testkit::images::{BuiltImage, Entry, ImageSpec, LayerSpec, sha256_digest};
 use serde_json::Value;
@@ -26,10 +29,7 @@ pub struct Env {
 impl Env {
     pub fn new() -> Env {
         let dir = tempfile::tempdir().unwrap();
-        for d in ["home", "docker", "xdg-runtime", "xdg-config"] {
-            fs::create_dir_all(dir.path().join(d)).unwrap();
-        }
-        let store = dir.path().join("store");
+        let store = support::store(dir.path());
         Env {
             dir,
             store,
@@ -54,8 +54,8 @@ impl Env {
             .push((k.to_string(), v.as_ref().to_string_lossy().into_owned()));
     }
 
-    /// The command, with `--store`, JSON progress, short retry delays, and nothing of
-    /// the host's credentials or mirror configuration.
+    /// The command, with `--store`, JSON progress, short retry delays, in the sandbox of
+    /// `tests/support` (nothing of the host's environment: credentials, mirrors, proxies).
     pub fn cmd(&self) -> Command {
         let mut cmd = Command::from_std(self.std_cmd());
         cmd.timeout(Duration::from_secs(120));
@@ -64,24 +64,11 @@ impl Env {
 
     /// [`Env::cmd`] as a plain `std::process::Command` (to spawn and kill).
     pub fn std_cmd(&self) -> std::process::Command {
-        let d = self.dir.path();
-        let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_hoist"));
+        let mut cmd = support::hoist_std(self.dir.path());
         cmd.arg("--store")
             .arg(&self.store)
             .args(["--progress", "json"])
-            .env("HOME", d.join("home"))
-            .env("DOCKER_CONFIG", d.join("docker"))
-            .env("XDG_RUNTIME_DIR", d.join("xdg-runtime"))
-            .env("XDG_CONFIG_HOME", d.join("xdg-config"))
-            .env("REGISTRY_AUTH_FILE", d.join("no-auth.json"))
-            .env("HOIST_CONFIG", d.join("no-hoist-config.toml"))
-            .env("HOIST_CONTAINERD_CERTS_D", d.join("no-certs.d"))
-            .env("CONTAINERS_REGISTRIES_CONF", d.join("no-registries.conf"))
-            .env("HOIST_RETRY_DELAY", "20ms")
-            .env_remove("HOIST_STORE")
-            .env_remove("HOIST_CREDS")
-            .env_remove("HOIST_LOG")
-            .env_remove("HOIST_RETRY_TIMES");
+            .env("HOIST_RETRY_DELAY", "20ms");
         for (k, v) in &self.vars {
             cmd.env(k, v);
         }
