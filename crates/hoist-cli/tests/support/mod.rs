@@ -194,3 +194,34 @@ pub fn hoist(dir: &Path) -> assert_cmd::Command {
     cmd.timeout(Duration::from_secs(120));
     cmd
 }
+
+/// Asserts that `hoist fsck` of `store` exits 0 (no orphan or corrupt blob, no stray temp
+/// file, nothing broken) and that `hoist/ingest/` holds nothing but resumable partial
+/// downloads (`partial-*`, kept on purpose). Call it after every refused input: a failed
+/// command must leave the store as clean as it found it. Panics with fsck's report.
+pub fn assert_fsck_clean(dir: &Path, store: &Path) {
+    let out = hoist(dir)
+        .arg("--store")
+        .arg(store)
+        .arg("fsck")
+        .output()
+        .unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "hoist fsck of {} is not clean:\n{}{}",
+        store.display(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ingest = store.join("hoist/ingest");
+    let left: Vec<_> = std::fs::read_dir(&ingest)
+        .map(|r| r.map(|e| e.unwrap().file_name()).collect())
+        .unwrap_or_default();
+    assert!(
+        left.iter()
+            .all(|n| n.to_string_lossy().starts_with("partial-")),
+        "left in {}: {left:?}",
+        ingest.display()
+    );
+}

@@ -8,19 +8,29 @@
 //!
 //! **Destination**: `REF` must be a name (`host/repo:tag`, normalised like `docker://`).
 //! Each blob is written under its store lock (so a concurrent pull of the same blob
-//! writes it once) through [`Store::blob_writer`], which verifies size and digest before
-//! publishing; manifests are stored as blobs; `commit` records the image with
+//! writes it once) into a [`Store::blob_writer`] that stays **staged**: verified (size and
+//! digest) into its temp file in `hoist/ingest/`, not published. Manifests are kept in
+//! memory. `commit` first checks everything it is about to record (each manifest is an
+//! image manifest, its config an image config the store can read whose diff IDs match
+//! the layers; no manifest would be left unrecorded, such as a referrer), then publishes
+//! the staged blobs, stores the manifests, records the images with
 //! [`Store::commit_image`] and moves the name, last. With an index (`--all`), every image
 //! manifest of it is recorded and the name goes to the host platform's (or the first).
-//! A copy that fails leaves the name where it was, and at most verified blobs nothing
-//! references (which `hoist gc` removes).
+//! A copy that fails, or a destination dropped without commit, leaves the store as it
+//! was: the staged writers remove their temp files, so `hoist fsck` finds no orphan.
+//! (Registry → store copies go through the pull engine's fetcher instead, which
+//! publishes each verified blob as it completes, like `hoist pull`.)
 
+use std::collections::HashMap;
 use std::io::Write;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use hoist_store::{BlobLock, ImageCommit, Store};
-use hoist_types::{Descriptor, Digest, MAX_MANIFEST_SIZE, Manifest, Platform, Progress, Reference};
+use hoist_store::{BlobLock, BlobWriter, ImageCommit, Store};
+use hoist_types::{
+    Descriptor, Digest, ImageConfig, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, Manifest, Platform,
+    Progress, Reference,
+};
 
 use super::local;
 use super::{
@@ -160,6 +170,10 @@ struct DestState {
     instances: Vec<RawManifest>,
     tags: Vec<(Reference, RawManifest)>,
     locks: Vec<BlobLock>,
+    /// Verified blobs not yet published; dropped uncommitted, they remove their temp files.
+    staged: Vec<BlobWriter>,
+    /// The bytes of staged image configs, checked before anything is published.
+    configs: HashMap<Digest, Vec<u8>>,
 }
 
 /// Writing an image into the store.
@@ -244,19 +258,39 @@ impl ImageDestination for HoistDestination {
     ) -> Result<(), TransportError> {
         let done = Arc::new(AtomicU64::new(0));
         let (s, d, counter) = (self.store.clone(), desc.clone(), done.clone());
-        let lock = local::with_progress(&desc.digest, progress, done, move || {
+        let (lock, staged) = local::with_progress(&desc.digest, progress, done, move || {
             // One writer per blob across processes; a concurrent pull may have put it.
             let lock = s.lock_blob(&d.digest)?;
             if s.has_blob(&d.digest)?.is_some() {
-                return Ok(lock);
+                return Ok((lock, None));
             }
+            // Verified now, published by `commit` (a failed copy leaves nothing behind).
             let mut w = s.blob_writer(&d.digest, Some(d.size))?;
-            local::copy_verified(&mut stream, &d, &mut w as &mut dyn Write, &counter)?;
-            w.commit()?;
-            Ok(lock)
+            let write_err = |source| TransportError::Io {
+                what: format!("writing blob {} into the store", d.digest),
+                source,
+            };
+            let config = if d.media_type.is_config() && d.size <= MAX_CONFIG_SIZE {
+                let mut buf = Vec::with_capacity(d.size as usize);
+                local::copy_verified(&mut stream, &d, &mut buf, &counter)?;
+                w.write_all(&buf).map_err(write_err)?;
+                Some(buf)
+            } else {
+                local::copy_verified(&mut stream, &d, &mut w as &mut dyn Write, &counter)?;
+                None
+            };
+            w.flush().map_err(write_err)?;
+            Ok((lock, Some((w, config))))
         })
         .await?;
-        self.state().locks.push(lock);
+        let mut st = self.state();
+        st.locks.push(lock);
+        if let Some((w, config)) = staged {
+            if let Some(bytes) = config {
+                st.configs.insert(desc.digest.clone(), bytes);
+            }
+            st.staged.push(w);
+        }
         Ok(())
     }
 
@@ -265,8 +299,7 @@ impl ImageDestination for HoistDestination {
         manifest: &RawManifest,
         target: &ManifestTarget,
     ) -> Result<(), TransportError> {
-        let (s, m) = (self.store.clone(), manifest.clone());
-        blocking(move || s.put_blob(&m.digest, &m.bytes)).await??;
+        // Stored by `commit`, with the blobs it names.
         let mut st = self.state();
         match target {
             ManifestTarget::Top => st.top = Some(manifest.clone()),
@@ -295,74 +328,169 @@ impl ImageDestination for HoistDestination {
     async fn commit(self) -> Result<Committed, TransportError> {
         let location = self.describe();
         let st = std::mem::take(&mut *self.state());
-        let top = st.top.ok_or_else(|| TransportError::Unsupported {
-            what: format!("{location}: commit without a manifest"),
-        })?;
         let (store, name, source) = (self.store, self.name, self.source);
-        let digest = top.digest.clone();
-        let locks = st.locks;
         let loc = location.clone();
-        blocking(move || {
-            let location = loc;
-            let commit = |name: Option<Reference>, m: &RawManifest, index: Option<Descriptor>| {
+        let digest = blocking(move || {
+            let plan = plan_commit(&loc, name, &st)?;
+            // Everything is checked before anything is published: a refusal leaves the
+            // store as it was (the staged writers are dropped with `st`).
+            for (_, m, _) in &plan.images {
+                check_image(&store, &loc, m, &st.configs)?;
+            }
+            let DestState {
+                staged, locks, top, ..
+            } = st;
+            for w in staged {
+                w.commit()?;
+            }
+            for (_, m, _) in &plan.images {
+                store.put_blob(&m.digest, &m.bytes)?;
+            }
+            if let Some(index) = &plan.index {
+                store.put_blob(&index.digest, &index.bytes)?;
+            }
+            for (name, m, index) in plan.images {
                 store.commit_image(ImageCommit {
                     name,
                     manifest: m.descriptor(),
                     index,
                     source: source.clone(),
-                })
-            };
-            for (tag, m) in &st.tags {
-                if matches!(m.manifest, Manifest::Image(_)) {
-                    commit(Some(tag.clone()), m, None)?;
-                }
-            }
-            match &top.manifest {
-                Manifest::Index(idx) => {
-                    let host = Platform::host();
-                    let images: Vec<&RawManifest> = st
-                        .instances
-                        .iter()
-                        .filter(|m| matches!(m.manifest, Manifest::Image(_)))
-                        .collect();
-                    let chosen = idx
-                        .manifests
-                        .iter()
-                        .find(|d| {
-                            d.platform.as_ref().is_some_and(|p| host.matches(p))
-                                && images.iter().any(|m| m.digest == d.digest)
-                        })
-                        .map(|d| d.digest.clone())
-                        .or_else(|| images.first().map(|m| m.digest.clone()))
-                        .ok_or_else(|| TransportError::Unsupported {
-                            what: format!("{location}: the index {} holds no image", top.digest),
-                        })?;
-                    for m in &images {
-                        if m.digest != chosen {
-                            commit(None, m, Some(top.descriptor()))?;
-                        }
-                    }
-                    let m = images
-                        .iter()
-                        .find(|m| m.digest == chosen)
-                        .expect("chosen among them");
-                    commit(Some(name), m, Some(top.descriptor()))?;
-                }
-                Manifest::Image(_) => {
-                    commit(Some(name), &top, None)?;
-                }
-                Manifest::Schema1(_) => {
-                    return Err(TransportError::Unsupported {
-                        what: format!(
-                            "{location}: schema 1 manifests are converted by `hoist pull`, not stored as they are"
-                        ),
-                    });
-                }
+                })?;
             }
             drop(locks);
-            Ok(())
+            Ok::<_, TransportError>(top.expect("planned with a top manifest").digest)
         })
         .await??;
         Ok(Committed { digest, location })
     }
+}
+
+/// What a commit records: each image manifest with the name it gets and the index it was
+/// chosen from, in commit order (the destination's own name last), and the index to
+/// store.
+struct CommitPlan {
+    images: Vec<(Option<Reference>, RawManifest, Option<Descriptor>)>,
+    index: Option<RawManifest>,
+}
+
+/// Decide what `commit` records; refuse, before anything is published, what the store
+/// cannot hold: no manifest, schema 1, an index without images, a manifest that would be
+/// left unrecorded (a referrer).
+fn plan_commit(
+    location: &str,
+    name: Reference,
+    st: &DestState,
+) -> Result<CommitPlan, TransportError> {
+    let top = st.top.as_ref().ok_or_else(|| TransportError::Unsupported {
+        what: format!("{location}: commit without a manifest"),
+    })?;
+    let mut images = Vec::new();
+    for (tag, m) in &st.tags {
+        if matches!(m.manifest, Manifest::Image(_)) {
+            images.push((Some(tag.clone()), m.clone(), None));
+        }
+    }
+    let mut index = None;
+    let listed: Vec<&Digest> = match &top.manifest {
+        Manifest::Index(idx) => {
+            let in_index: Vec<&RawManifest> = st
+                .instances
+                .iter()
+                .filter(|m| {
+                    matches!(m.manifest, Manifest::Image(_))
+                        && idx.manifests.iter().any(|d| d.digest == m.digest)
+                })
+                .collect();
+            let host = Platform::host();
+            let chosen = idx
+                .manifests
+                .iter()
+                .find(|d| {
+                    d.platform.as_ref().is_some_and(|p| host.matches(p))
+                        && in_index.iter().any(|m| m.digest == d.digest)
+                })
+                .map(|d| d.digest.clone())
+                .or_else(|| in_index.first().map(|m| m.digest.clone()))
+                .ok_or_else(|| TransportError::Unsupported {
+                    what: format!("{location}: the index {} holds no image", top.digest),
+                })?;
+            for m in &in_index {
+                if m.digest != chosen {
+                    images.push((None, (*m).clone(), Some(top.descriptor())));
+                }
+            }
+            let m = in_index
+                .iter()
+                .find(|m| m.digest == chosen)
+                .expect("chosen among them");
+            images.push((Some(name), (*m).clone(), Some(top.descriptor())));
+            index = Some(top.clone());
+            in_index.iter().map(|m| &m.digest).collect()
+        }
+        Manifest::Image(_) => {
+            images.push((Some(name), top.clone(), None));
+            Vec::new()
+        }
+        Manifest::Schema1(_) => {
+            return Err(TransportError::Unsupported {
+                what: format!(
+                    "{location}: schema 1 manifests are converted by `hoist pull`, not stored as they are"
+                ),
+            });
+        }
+    };
+    if let Some(m) = st.instances.iter().find(|m| !listed.contains(&&m.digest)) {
+        return Err(TransportError::Unsupported {
+            what: format!(
+                "{location}: the store keeps images only, not manifest {} ({}), which {} does not list",
+                m.digest, m.media_type, top.digest
+            ),
+        });
+    }
+    Ok(CommitPlan { images, index })
+}
+
+/// Check that `m` is an image the store can record: an image manifest whose config is an
+/// image config (staged by this copy, or already in the store) that parses and has one
+/// diff ID per layer. The store checks the same when it records the image; checking it
+/// first means nothing is published for an image that would then be refused.
+fn check_image(
+    store: &Store,
+    location: &str,
+    m: &RawManifest,
+    staged: &HashMap<Digest, Vec<u8>>,
+) -> Result<(), TransportError> {
+    let Manifest::Image(im) = &m.manifest else {
+        return Err(TransportError::Unsupported {
+            what: format!("{location}: manifest {} is not an image manifest", m.digest),
+        });
+    };
+    if !im.config.media_type.is_config() {
+        let artifact = im
+            .artifact_type
+            .as_deref()
+            .map(|t| format!(", artifact type {t}"))
+            .unwrap_or_default();
+        return Err(TransportError::Unsupported {
+            what: format!(
+                "{location}: manifest {} is an artifact, not an image (config media type {}{artifact}); the store holds images only",
+                m.digest, im.config.media_type
+            ),
+        });
+    }
+    let invalid = |source| TransportError::InvalidConfig {
+        digest: im.config.digest.clone(),
+        source,
+    };
+    let stored;
+    let bytes = match staged.get(&im.config.digest) {
+        Some(b) => b,
+        None => {
+            stored = store.read_blob(&im.config.digest, MAX_CONFIG_SIZE)?;
+            &stored
+        }
+    };
+    let cfg = ImageConfig::parse(bytes).map_err(invalid)?;
+    cfg.check_layer_count(im.layers.len()).map_err(invalid)?;
+    Ok(())
 }
