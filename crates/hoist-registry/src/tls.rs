@@ -1,13 +1,22 @@
 //! TLS configuration: system roots, extra CAs from `--cert-dir` or `certs.d/<host>/`,
 //! client certificates, and the explicit `--tls-verify=false` verifier. rustls with ring.
+//!
+//! One exception to webpki, as docker and skopeo (Go's crypto/x509) make it: a server
+//! certificate that is byte for byte one of the certificates configured for this registry
+//! (certs.d or `--cert-dir`) is trusted even when it is a CA certificate
+//! ([`ConfiguredLeafVerifier`]). That is what Docker's "deploy a registry" guide produces:
+//! `openssl req -x509` marks its one self-signed certificate `CA:TRUE`, and clients trust it
+//! by copying it to `certs.d/HOST:PORT/ca.crt`.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
-use rustls::{DigitallySignedStruct, RootCertStore, SignatureScheme};
+use rustls::{CertificateError, DigitallySignedStruct, RootCertStore, SignatureScheme};
 
 use crate::{ClientOptions, RegistryError};
 
@@ -178,13 +187,30 @@ pub(crate) fn client_config(
         if bad > 0 {
             tracing::debug!(count = bad, "unparsable system root certificates ignored");
         }
-        for (i, ca) in cas.into_iter().enumerate() {
-            store.add(ca).map_err(|e| RegistryError::TlsConfig {
-                path: dirs.first().cloned().unwrap_or_default(),
-                reason: format!("extra CA #{i}: {e}"),
-            })?;
+        for (i, ca) in cas.iter().enumerate() {
+            store
+                .add(ca.clone())
+                .map_err(|e| RegistryError::TlsConfig {
+                    path: dirs.first().cloned().unwrap_or_default(),
+                    reason: format!("extra CA #{i}: {e}"),
+                })?;
         }
-        builder.with_root_certificates(store)
+        if cas.is_empty() {
+            builder.with_root_certificates(store)
+        } else {
+            let webpki = WebPkiServerVerifier::builder_with_provider(Arc::new(store), provider)
+                .build()
+                .map_err(|e| RegistryError::TlsConfig {
+                    path: dirs.first().cloned().unwrap_or_default(),
+                    reason: e.to_string(),
+                })?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(ConfiguredLeafVerifier {
+                    webpki,
+                    configured: cas,
+                }))
+        }
     } else {
         builder
             .dangerous()
@@ -255,6 +281,289 @@ impl ServerCertVerifier for AcceptAnyCert {
     }
 }
 
+/// `--tls-verify` (the default) when certificates are configured for the registry: webpki
+/// against the system roots plus those certificates, with one exception, the one Go's
+/// crypto/x509 (and so docker and skopeo) makes for a leaf that is itself a trusted root.
+///
+/// When, and only when, webpki refuses the server's certificate because it is a CA
+/// certificate (`CaUsedAsEndEntity`) and that certificate is byte for byte one of
+/// `configured` (the certs.d directory or `--cert-dir` of this registry, never the system
+/// roots), it is accepted after [`check_configured_leaf`]: validity dates, server-auth key
+/// usage, and the host name against its subjectAltName. An unknown self-signed certificate
+/// is still refused (its bytes match nothing configured), and so is any other webpki
+/// refusal. Handshake signatures (proof that the server holds the certificate's key) are
+/// checked by webpki as always.
+#[derive(Debug)]
+struct ConfiguredLeafVerifier {
+    webpki: Arc<WebPkiServerVerifier>,
+    configured: Vec<CertificateDer<'static>>,
+}
+
+impl ServerCertVerifier for ConfiguredLeafVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        match self.webpki.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        ) {
+            Err(e)
+                if is_ca_used_as_end_entity(&e)
+                    && self
+                        .configured
+                        .iter()
+                        .any(|c| c.as_ref() == end_entity.as_ref()) =>
+            {
+                check_configured_leaf(end_entity, server_name, now)?;
+                tracing::debug!(
+                    server = %server_name.to_str(),
+                    "the server's own certificate is a CA certificate configured for it: trusted"
+                );
+                Ok(ServerCertVerified::assertion())
+            }
+            r => r,
+        }
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+
+    fn requires_raw_public_keys(&self) -> bool {
+        self.webpki.requires_raw_public_keys()
+    }
+
+    fn root_hint_subjects(&self) -> Option<&[rustls::DistinguishedName]> {
+        self.webpki.root_hint_subjects()
+    }
+}
+
+/// Whether rustls refused a certificate with webpki's `CaUsedAsEndEntity` (a CA
+/// certificate presented as the server's own). rustls carries that one as
+/// `CertificateError::Other`; a webpki of another major version than rustls' is not
+/// recognised, which refuses (the tests would show it).
+fn is_ca_used_as_end_entity(e: &rustls::Error) -> bool {
+    let rustls::Error::InvalidCertificate(CertificateError::Other(other)) = e else {
+        return false;
+    };
+    std::error::Error::source(other)
+        .and_then(|s| s.downcast_ref::<webpki::Error>())
+        .is_some_and(|w| matches!(w, webpki::Error::CaUsedAsEndEntity))
+}
+
+/// What webpki had not checked yet when it refused a configured CA certificate as the
+/// server's own: the validity window at `now`, an extended key usage (when the certificate
+/// has that extension) that includes serverAuth, and `server_name` against the
+/// subjectAltName.
+fn check_configured_leaf(
+    cert: &CertificateDer<'_>,
+    server_name: &ServerName<'_>,
+    now: UnixTime,
+) -> Result<(), rustls::Error> {
+    let facts = leaf_facts(cert.as_ref()).ok_or(CertificateError::BadEncoding)?;
+    let t = i64::try_from(now.as_secs()).unwrap_or(i64::MAX);
+    let at =
+        |s: i64| UnixTime::since_unix_epoch(Duration::from_secs(u64::try_from(s).unwrap_or(0)));
+    if t < facts.not_before {
+        return Err(CertificateError::NotValidYetContext {
+            time: now,
+            not_before: at(facts.not_before),
+        }
+        .into());
+    }
+    if t > facts.not_after {
+        return Err(CertificateError::ExpiredContext {
+            time: now,
+            not_after: at(facts.not_after),
+        }
+        .into());
+    }
+    if let Some(eku) = &facts.eku
+        && !eku.contains(&OID_SERVER_AUTH)
+    {
+        return Err(CertificateError::InvalidPurpose.into());
+    }
+    let parsed = rustls::server::ParsedCertificate::try_from(cert)?;
+    rustls::client::verify_server_name(&parsed, server_name)
+}
+
+/// What [`check_configured_leaf`] reads from a certificate: its validity window (seconds
+/// since the Unix epoch) and its extended key usages (each OID's content bytes).
+#[derive(Debug, PartialEq, Eq)]
+struct LeafFacts<'a> {
+    not_before: i64,
+    not_after: i64,
+    eku: Option<Vec<&'a [u8]>>,
+}
+
+const TAG_BOOLEAN: u8 = 0x01;
+const TAG_INTEGER: u8 = 0x02;
+const TAG_OCTET_STRING: u8 = 0x04;
+const TAG_OID: u8 = 0x06;
+const TAG_UTC_TIME: u8 = 0x17;
+const TAG_GENERALIZED_TIME: u8 = 0x18;
+const TAG_SEQUENCE: u8 = 0x30;
+/// `[0] EXPLICIT Version` of a TBSCertificate.
+const TAG_VERSION: u8 = 0xa0;
+/// `[3] EXPLICIT Extensions` of a TBSCertificate.
+const TAG_EXTENSIONS: u8 = 0xa3;
+/// id-ce-extKeyUsage, 2.5.29.37.
+const OID_EXT_KEY_USAGE: &[u8] = &[0x55, 0x1d, 0x25];
+/// id-kp-serverAuth, 1.3.6.1.5.5.7.3.1.
+const OID_SERVER_AUTH: &[u8] = &[0x2b, 0x06, 0x01, 0x05, 0x05, 0x07, 0x03, 0x01];
+
+/// The first DER element of `input`: its tag, its contents and what follows it.
+fn der_next(input: &[u8]) -> Option<(u8, &[u8], &[u8])> {
+    let (&tag, rest) = input.split_first()?;
+    let (&first, rest) = rest.split_first()?;
+    let (len, rest) = if first < 0x80 {
+        (usize::from(first), rest)
+    } else {
+        let n = usize::from(first & 0x7f);
+        if n == 0 || n > 4 || rest.len() < n {
+            return None;
+        }
+        let len = rest[..n]
+            .iter()
+            .fold(0usize, |acc, &b| (acc << 8) | usize::from(b));
+        (len, &rest[n..])
+    };
+    (rest.len() >= len).then(|| (tag, &rest[..len], &rest[len..]))
+}
+
+/// The first DER element of `input` when its tag is `tag`: its contents and what follows.
+fn der_expect(input: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
+    let (t, contents, rest) = der_next(input)?;
+    (t == tag).then_some((contents, rest))
+}
+
+/// Validity and extended key usage of an X.509 certificate (RFC 5280 §4.1); `None` when
+/// it is not shaped as one.
+fn leaf_facts(der: &[u8]) -> Option<LeafFacts<'_>> {
+    let (cert, _) = der_expect(der, TAG_SEQUENCE)?;
+    let (mut tbs, _) = der_expect(cert, TAG_SEQUENCE)?;
+    if tbs.first() == Some(&TAG_VERSION) {
+        tbs = der_next(tbs)?.2;
+    }
+    // serialNumber, signature, issuer.
+    for tag in [TAG_INTEGER, TAG_SEQUENCE, TAG_SEQUENCE] {
+        tbs = der_expect(tbs, tag)?.1;
+    }
+    let (validity, mut tbs) = der_expect(tbs, TAG_SEQUENCE)?;
+    let (nb_tag, nb, validity) = der_next(validity)?;
+    let (na_tag, na, validity) = der_next(validity)?;
+    if !validity.is_empty() {
+        return None;
+    }
+    let not_before = der_time(nb_tag, nb)?;
+    let not_after = der_time(na_tag, na)?;
+    // subject, subjectPublicKeyInfo.
+    for _ in 0..2 {
+        tbs = der_expect(tbs, TAG_SEQUENCE)?.1;
+    }
+    // Then the optional unique IDs ([1], [2]) and extensions ([3]).
+    let mut eku = None;
+    while !tbs.is_empty() {
+        let (tag, contents, rest) = der_next(tbs)?;
+        tbs = rest;
+        if tag != TAG_EXTENSIONS {
+            continue;
+        }
+        let (mut exts, _) = der_expect(contents, TAG_SEQUENCE)?;
+        while !exts.is_empty() {
+            let (ext, rest) = der_expect(exts, TAG_SEQUENCE)?;
+            exts = rest;
+            let (oid, mut ext) = der_expect(ext, TAG_OID)?;
+            if ext.first() == Some(&TAG_BOOLEAN) {
+                ext = der_next(ext)?.2;
+            }
+            let (value, _) = der_expect(ext, TAG_OCTET_STRING)?;
+            if oid == OID_EXT_KEY_USAGE {
+                let (mut seq, _) = der_expect(value, TAG_SEQUENCE)?;
+                let mut purposes = Vec::new();
+                while !seq.is_empty() {
+                    let (purpose, rest) = der_expect(seq, TAG_OID)?;
+                    purposes.push(purpose);
+                    seq = rest;
+                }
+                eku = Some(purposes);
+            }
+        }
+    }
+    Some(LeafFacts {
+        not_before,
+        not_after,
+        eku,
+    })
+}
+
+/// A UTCTime (`YYMMDDHHMMSSZ`, years 1950 to 2049) or GeneralizedTime (`YYYYMMDDHHMMSSZ`),
+/// the forms RFC 5280 allows, as seconds since the Unix epoch.
+fn der_time(tag: u8, v: &[u8]) -> Option<i64> {
+    let (year, rest) = match (tag, v.len()) {
+        (TAG_UTC_TIME, 13) => {
+            let yy = digits(&v[..2])?;
+            (if yy >= 50 { 1900 + yy } else { 2000 + yy }, &v[2..])
+        }
+        (TAG_GENERALIZED_TIME, 15) => (digits(&v[..4])?, &v[4..]),
+        _ => return None,
+    };
+    if rest[10] != b'Z' {
+        return None;
+    }
+    let [mo, d, h, mi, s] = [0, 2, 4, 6, 8].map(|i| digits(&rest[i..i + 2]));
+    let (mo, d, h, mi, s) = (mo?, d?, h?, mi?, s?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || s > 59 {
+        return None;
+    }
+    Some(days_from_civil(year, mo, d) * 86_400 + h * 3_600 + mi * 60 + s)
+}
+
+/// ASCII decimal digits as a number.
+fn digits(b: &[u8]) -> Option<i64> {
+    b.iter().try_fold(0i64, |acc, &c| {
+        c.is_ascii_digit().then(|| acc * 10 + i64::from(c - b'0'))
+    })
+}
+
+/// Days from 1970-01-01 to a proleptic Gregorian date (Howard Hinnant's
+/// `days_from_civil`).
+fn days_from_civil(y: i64, m: i64, d: i64) -> i64 {
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    era * 146_097 + doe - 719_468
+}
+
 /// How a failed request relates to TLS.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum TlsFailure {
@@ -282,6 +591,11 @@ pub(crate) fn classify(err: &(dyn std::error::Error + 'static)) -> TlsFailure {
         if let Some(r) = e.downcast_ref::<rustls::Error>() {
             return match r {
                 rustls::Error::InvalidMessage(_) => TlsFailure::NotTls,
+                other if is_ca_used_as_end_entity(other) => TlsFailure::Tls(format!(
+                    "{other}: the server's own certificate is a CA certificate (as \
+                     `openssl req -x509` makes); it is trusted only when that very \
+                     certificate is configured for this registry"
+                )),
                 other => TlsFailure::Tls(other.to_string()),
             };
         }
@@ -350,6 +664,109 @@ mod tests {
         assert_eq!(classify(&eof), TlsFailure::ClosedDuringHandshake);
         let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
         assert_eq!(classify(&refused), TlsFailure::None);
+    }
+
+    #[test]
+    fn der_time_table() {
+        let utc = |s: &str| der_time(TAG_UTC_TIME, s.as_bytes());
+        let gtime = |s: &str| der_time(TAG_GENERALIZED_TIME, s.as_bytes());
+        assert_eq!(utc("700101000000Z"), Some(0));
+        assert_eq!(utc("380119031407Z"), Some(2_147_483_647));
+        assert_eq!(utc("491231235959Z"), Some(2_524_607_999));
+        assert_eq!(utc("500101000000Z"), Some(-631_152_000));
+        assert_eq!(utc("000229120000Z"), Some(951_825_600));
+        assert_eq!(gtime("20500101000000Z"), Some(2_524_608_000));
+        assert_eq!(gtime("99991231235959Z"), Some(253_402_300_799));
+        for bad in [
+            "7001010000Z",
+            "700101000000",
+            "700101000000+",
+            "701301000000Z",
+            "700100000000Z",
+            "700101240000Z",
+            "7001010000a0Z",
+        ] {
+            assert_eq!(utc(bad), None, "{bad}");
+        }
+        assert_eq!(gtime("700101000000Z"), None);
+        assert_eq!(der_time(TAG_OCTET_STRING, b"700101000000Z"), None);
+    }
+
+    #[test]
+    fn der_lengths() {
+        assert_eq!(
+            der_next(&[0x04, 0x01, 0xaa, 0xbb]),
+            Some((0x04, &[0xaa][..], &[0xbb][..]))
+        );
+        let mut long = vec![0x04, 0x81, 0x80];
+        long.extend([7u8; 0x80]);
+        assert_eq!(
+            der_next(&long).map(|(_, c, r)| (c.len(), r.len())),
+            Some((0x80, 0))
+        );
+        // Truncated contents, a length longer than 4 bytes, and the indefinite form.
+        assert_eq!(der_next(&[0x04, 0x02, 0xaa]), None);
+        assert_eq!(der_next(&[0x04, 0x85, 0, 0, 0, 0, 1, 0]), None);
+        assert_eq!(der_next(&[0x30, 0x80, 0, 0]), None);
+        assert_eq!(der_next(&[0x04]), None);
+    }
+
+    fn rcgen_cert(
+        not_before: (i32, u8, u8),
+        not_after: (i32, u8, u8),
+        eku: Vec<rcgen::ExtendedKeyUsagePurpose>,
+    ) -> CertificateDer<'static> {
+        let mut p = rcgen::CertificateParams::new(vec!["127.0.0.1".to_string()]).unwrap();
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.not_before = rcgen::date_time_ymd(not_before.0, not_before.1, not_before.2);
+        p.not_after = rcgen::date_time_ymd(not_after.0, not_after.1, not_after.2);
+        p.extended_key_usages = eku;
+        let key = rcgen::KeyPair::generate().unwrap();
+        p.self_signed(&key).unwrap().der().clone()
+    }
+
+    #[test]
+    fn leaf_facts_of_generated_certificates() {
+        use rcgen::ExtendedKeyUsagePurpose as P;
+        // UTCTime before 2050, GeneralizedTime from 2050 on (RFC 5280 4.1.2.5).
+        let c = rcgen_cert((2020, 1, 1), (2060, 1, 1), vec![]);
+        let f = leaf_facts(c.as_ref()).unwrap();
+        assert_eq!((f.not_before, f.not_after), (1_577_836_800, 2_840_140_800));
+        assert_eq!(f.eku, None);
+        let c = rcgen_cert(
+            (2020, 1, 1),
+            (2021, 1, 1),
+            vec![P::ClientAuth, P::ServerAuth],
+        );
+        let f = leaf_facts(c.as_ref()).unwrap();
+        assert_eq!(f.not_after, 1_609_459_200);
+        assert_eq!(f.eku.as_ref().map(Vec::len), Some(2));
+        assert!(f.eku.unwrap().contains(&OID_SERVER_AUTH));
+        assert_eq!(leaf_facts(&c.as_ref()[..c.as_ref().len() - 1]), None);
+        assert_eq!(leaf_facts(b"\x30\x00"), None);
+    }
+
+    #[test]
+    fn configured_leaf_checks_dates_usage_and_name() {
+        use rcgen::ExtendedKeyUsagePurpose as P;
+        let now = UnixTime::since_unix_epoch(Duration::from_secs(1_700_000_000)); // 2023-11
+        let ip = ServerName::try_from("127.0.0.1").unwrap();
+        let dns = ServerName::try_from("localhost").unwrap();
+        let good = rcgen_cert((2020, 1, 1), (2030, 1, 1), vec![]);
+        check_configured_leaf(&good, &ip, now).unwrap();
+        let e = check_configured_leaf(&good, &dns, now).unwrap_err();
+        assert!(e.to_string().contains("not valid for name"), "{e}");
+        let e = check_configured_leaf(&rcgen_cert((2020, 1, 1), (2021, 1, 1), vec![]), &ip, now)
+            .unwrap_err();
+        assert!(e.to_string().contains("expired"), "{e}");
+        let e = check_configured_leaf(&rcgen_cert((2024, 1, 1), (2030, 1, 1), vec![]), &ip, now)
+            .unwrap_err();
+        assert!(e.to_string().contains("not valid yet"), "{e}");
+        let c = rcgen_cert((2020, 1, 1), (2030, 1, 1), vec![P::ClientAuth]);
+        let e = check_configured_leaf(&c, &ip, now).unwrap_err();
+        assert_eq!(e, CertificateError::InvalidPurpose.into());
+        let c = rcgen_cert((2020, 1, 1), (2030, 1, 1), vec![P::ServerAuth]);
+        check_configured_leaf(&c, &ip, now).unwrap();
     }
 
     #[test]

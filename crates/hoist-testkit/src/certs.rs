@@ -3,12 +3,15 @@
 //! - [`TlsMaterial::generate`]: a throw-away CA and a server certificate it signed, for
 //!   `127.0.0.1` and `localhost` (Go, and so Distribution's clients, need the names in the SAN;
 //!   rustls/webpki refuses a CA certificate used as the server's own, hence the separate CA).
+//! - [`TlsMaterial::docker_guide_self_signed`]: the single self-signed RSA 4096 certificate (a
+//!   `CA:TRUE` one) that Docker's "deploy a registry" guide makes and has clients trust as a CA.
 //! - [`TokenSigner::generate`]: an ECDSA P-256 key (made by `ring`, PKCS#8) and a self-signed
 //!   certificate for it (made by `openssl`), used to sign registry tokens. The certificate is the
 //!   registry's `rootcertbundle` and is also sent in each token's `x5c` header.
 //! - [`htpasswd_line`]: a bcrypt htpasswd entry (Distribution accepts bcrypt entries only).
 //!
-//! All keys are EC P-256: generation takes milliseconds, so every registry gets its own.
+//! All keys but the guide's are EC P-256: generation takes milliseconds, so every registry gets
+//! its own.
 
 use std::io;
 use std::path::{Path, PathBuf};
@@ -110,6 +113,54 @@ impl TlsMaterial {
             ca_pem: dir.join("ca.pem"),
             server_cert: dir.join("server.pem"),
             server_key: dir.join("server.key"),
+            cert_dir,
+        })
+    }
+}
+
+impl TlsMaterial {
+    /// The one self-signed certificate of Docker's "deploy a registry" guide, made with exactly
+    /// its command in `dir` (which must exist):
+    ///
+    /// `openssl req -x509 -newkey rsa:4096 -nodes -sha256 -keyout domain.key -out domain.crt
+    /// -subj /CN=<cn> -addext subjectAltName=<san>`
+    ///
+    /// `req -x509` marks the certificate `CA:TRUE`, and the guide has clients trust it by copying
+    /// `domain.crt` to `certs.d/HOST:PORT/ca.crt`: so here [`ca_pem`](Self::ca_pem) and
+    /// [`server_cert`](Self::server_cert) are the same file, and [`cert_dir`](Self::cert_dir)
+    /// holds its copy as `ca.crt`. `san` is openssl's form (`IP:127.0.0.1,DNS:localhost`); it
+    /// must not contain spaces. RSA 4096 takes about a second to generate: share one per test
+    /// binary.
+    pub fn docker_guide_self_signed(dir: &Path, cn: &str, san: &str) -> io::Result<TlsMaterial> {
+        let subj = format!("/CN={cn}");
+        let alt = format!("subjectAltName={san}");
+        run(
+            crate::Peer::Openssl.path(),
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:4096",
+                "-nodes",
+                "-sha256",
+                "-keyout",
+                "domain.key",
+                "-out",
+                "domain.crt",
+                "-subj",
+                &subj,
+                "-addext",
+                &alt,
+            ],
+            dir,
+        )?;
+        let cert_dir = dir.join("certs.d");
+        std::fs::create_dir_all(&cert_dir)?;
+        std::fs::copy(dir.join("domain.crt"), cert_dir.join("ca.crt"))?;
+        Ok(TlsMaterial {
+            ca_pem: dir.join("domain.crt"),
+            server_cert: dir.join("domain.crt"),
+            server_key: dir.join("domain.key"),
             cert_dir,
         })
     }

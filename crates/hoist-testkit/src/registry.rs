@@ -62,6 +62,7 @@ pub enum AuthMode {
 #[derive(Debug, Clone)]
 pub struct RegistryBuilder {
     tls: bool,
+    tls_material: Option<TlsMaterial>,
     auth: AuthMode,
     delete: bool,
     schema1: bool,
@@ -71,6 +72,7 @@ impl Default for RegistryBuilder {
     fn default() -> Self {
         RegistryBuilder {
             tls: false,
+            tls_material: None,
             auth: AuthMode::None,
             delete: true,
             schema1: false,
@@ -86,6 +88,13 @@ impl RegistryBuilder {
     /// Serve HTTPS with a certificate from a fresh test CA ([`Registry::ca_pem`]).
     pub fn tls(mut self, on: bool) -> Self {
         self.tls = on;
+        self
+    }
+    /// Serve HTTPS with the certificate and key of `material` (for example
+    /// [`TlsMaterial::docker_guide_self_signed`]) instead of a fresh test CA's.
+    pub fn tls_material(mut self, material: TlsMaterial) -> Self {
+        self.tls = true;
+        self.tls_material = Some(material);
         self
     }
     /// Require htpasswd basic auth for `user` / `password`.
@@ -133,12 +142,14 @@ impl RegistryBuilder {
             .tempdir()?;
         let storage = dir.path().join("storage");
         fs::create_dir_all(&storage)?;
-        let tls = if self.tls {
+        let tls = if !self.tls {
+            None
+        } else if let Some(m) = &self.tls_material {
+            Some(m.clone())
+        } else {
             let tls_dir = dir.path().join("tls");
             fs::create_dir_all(&tls_dir)?;
             Some(TlsMaterial::generate(&tls_dir)?)
-        } else {
-            None
         };
         let mut credentials = None;
         let mut token = None;
