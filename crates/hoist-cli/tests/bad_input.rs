@@ -6,6 +6,7 @@
 //! - every file of the store (path, size and SHA-256), except `hoist/locks/` (lock files are
 //!   created on demand and are not content);
 //! - `hoist images --format json`;
+//! - `hoist fsck`, which must exit 0 (no orphan blob: `support::assert_fsck_clean`);
 //! - `hoist/ingest/`, which must hold nothing but resumable partial downloads
 //!   (`partial-<alg>-<hex>` and its `.meta`, kept on purpose so that the next pull resumes;
 //!   they are not blobs and no image refers to them).
@@ -161,16 +162,8 @@ impl Env {
         );
         let after = self.snapshot();
         assert_unchanged(&before, &after, &stderr);
-        let ingest = self.store.join("hoist/ingest");
-        let left: Vec<_> = fs::read_dir(&ingest)
-            .map(|r| r.map(|e| e.unwrap().file_name()).collect())
-            .unwrap_or_default();
-        assert!(
-            left.iter()
-                .all(|n| n.to_string_lossy().starts_with("partial-sha256-")),
-            "left in {}: {left:?}",
-            ingest.display()
-        );
+        // fsck exits 0, and `hoist/ingest/` holds nothing but resumable partials.
+        support::assert_fsck_clean(self.dir.path(), &self.store);
         stderr
     }
 
