@@ -602,3 +602,210 @@ fn gc_on_a_store_of_twenty_four_images() {
     assert_eq!(v["blobs"]["bytes"].as_u64().unwrap(), reclaim, "df said so");
     assert_eq!(env.fsck(&[]).0, 0);
 }
+
+/// The same image (one config) with its layers compressed by gzip or by zstd.
+fn twins(zstd: bool) -> ImageSpec {
+    let layer = |entries: Vec<Entry>| {
+        if zstd {
+            LayerSpec::zstd(entries)
+        } else {
+            LayerSpec::gzip(entries)
+        }
+    };
+    ImageSpec::oci()
+        .layer(layer(vec![
+            Entry::dir("etc"),
+            Entry::file("etc/os-release", "ID=twins\n"),
+        ]))
+        .layer(layer(vec![Entry::file("data.bin", noise(7, 64 * 1024))]))
+}
+
+#[test]
+fn rmi_or_a_tag_move_off_the_zstd_variant_lets_gc_free_its_layers() {
+    require_peers!(Peer::Registry, Peer::Skopeo);
+    let reg = Registry::plain();
+    let gz = push(&reg, &twins(false), "ns/twins:gzip");
+    let zs = push(&reg, &twins(true), "ns/twins:zstd");
+    assert_eq!(gz.config.digest, zs.config.digest, "one config");
+    let env = Env::new();
+    let (rg, rz) = (
+        reg.image_ref("ns/twins:gzip"),
+        reg.image_ref("ns/twins:zstd"),
+    );
+    env.ok(&["-q", "pull", &rg]);
+    env.ok(&["-q", "pull", &rz]);
+    let rows = env.json(&["images", "--format", "json"]);
+    assert_eq!(rows.as_array().unwrap().len(), 2, "{rows:#}");
+    let zstd_only: Vec<String> = zs
+        .layer_digests()
+        .into_iter()
+        .chain([zs.manifest.digest.clone()])
+        .collect();
+    let gzip_size = gz.config.size + gz.layers.iter().map(|l| l.blob.size).sum::<u64>();
+    let check_freed = |env: &Env| {
+        let v = env.json(&["gc", "--format", "json"]);
+        assert_eq!(v["blobs"]["count"], zstd_only.len(), "{v:#}");
+        for d in &zstd_only {
+            assert!(!env.blob(d).exists(), "{d} freed");
+        }
+        for d in all_blobs(&gz) {
+            assert!(env.blob(&d).exists(), "{d} kept");
+        }
+        assert_eq!(env.fsck(&[]).0, 0, "{:#}", env.fsck(&[]).1);
+    };
+
+    // rmi of the zstd name: `images` and `df` count the gzip variant only, gc frees the
+    // zstd layers and manifest.
+    env.ok(&["rmi", &rz]);
+    let rows = env.json(&["images", "--format", "json"]);
+    assert_eq!(rows.as_array().unwrap().len(), 1, "{rows:#}");
+    assert_eq!(rows[0]["Size"], gzip_size);
+    let df = env.json(&["df", "--format", "json"]);
+    assert_eq!(
+        df["images"][0]["size"],
+        gzip_size + gz.manifest.size,
+        "df and images agree: {df:#}"
+    );
+    assert_eq!(
+        df["reclaimable"]["blobs"]["count"],
+        zstd_only.len(),
+        "{df:#}"
+    );
+    check_freed(&env);
+
+    // A tag moved off the zstd variant: the same.
+    env.ok(&["-q", "pull", &rz]);
+    env.ok(&["tag", &rg, &rz]);
+    check_freed(&env);
+
+    // A pull by digest holds its manifest, and the image, after the last name goes.
+    env.ok(&["-q", "pull", &rz]);
+    let by_digest = format!("{}@{}", reg.image_ref("ns/twins"), zs.manifest.digest);
+    env.ok(&["-q", "pull", &by_digest]);
+    env.ok(&["rmi", &rz]);
+    env.ok(&["rmi", &rg]);
+    let v = env.json(&["gc", "--format", "json"]);
+    assert_eq!(
+        v["blobs"]["count"],
+        1 + gz.layers.len(),
+        "the gzip variant: {v:#}"
+    );
+    for d in all_blobs(&zs) {
+        assert!(env.blob(&d).exists(), "{d} kept by the digest reference");
+    }
+    let i = env.json(&["inspect", &by_digest]);
+    assert_eq!(i["Digest"], zs.manifest.digest);
+    env.ok(&["rmi", &by_digest]);
+    let v = env.json(&["gc", "--format", "json"]);
+    assert_eq!(v["blobs"]["count"], 2 + zs.layers.len(), "{v:#}");
+    assert_eq!(env.fsck(&[]).0, 0);
+}
+
+/// `index.json`'s entry for `name`: (digest, media type).
+fn index_entry(store: &Path, name: &str) -> (String, String) {
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(store.join("index.json")).unwrap()).unwrap();
+    let e = v["manifests"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["annotations"]["org.opencontainers.image.ref.name"] == name)
+        .unwrap_or_else(|| panic!("{name} not in {v:#}"));
+    (
+        e["digest"].as_str().unwrap().to_owned(),
+        e["mediaType"].as_str().unwrap().to_owned(),
+    )
+}
+
+#[test]
+fn a_docker_v2s2_image_is_read_by_skopeo_and_umoci_and_pushed_byte_for_byte() {
+    require_peers!(Peer::Registry, Peer::Skopeo, Peer::Umoci);
+    let reg = Registry::plain();
+    let spec = ImageSpec::docker()
+        .layer(base_layer())
+        .layer(LayerSpec::gzip([Entry::file("app.txt", "docker v2s2\n")]));
+    let built = push(&reg, &spec, "ns/dock:v1");
+    let env = Env::new();
+    let r = reg.image_ref("ns/dock:v1");
+    env.ok(&["-q", "pull", &r]);
+    assert_eq!(env.fsck(&[]).0, 0, "{:#}", env.fsck(&[]).1);
+
+    // index.json lists the OCI view, a blob over the same config and layers.
+    let (view, mt) = index_entry(&env.store, &r);
+    assert_eq!(mt, "application/vnd.oci.image.manifest.v1+json");
+    assert_ne!(view, built.manifest.digest);
+    let vm: Value = serde_json::from_slice(&std::fs::read(env.blob(&view)).unwrap()).unwrap();
+    assert_eq!(vm["config"]["digest"], built.config.digest);
+    assert_eq!(
+        vm["config"]["mediaType"],
+        "application/vnd.oci.image.config.v1+json"
+    );
+    let layers: Vec<&str> = vm["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["digest"].as_str().unwrap())
+        .collect();
+    assert_eq!(layers, built.layer_digests());
+
+    // skopeo 1.9 inspects and copies it through `oci:STORE:NAME` (the full reference).
+    let oci_ref = format!("oci:{}:{r}", env.store.display());
+    let out = skopeo::run_skopeo(&["inspect".into(), oci_ref.clone()]).unwrap();
+    let sk: Value = serde_json::from_slice(&out).unwrap();
+    assert_eq!(sk["Digest"], view);
+    assert_eq!(sk["Layers"], serde_json::json!(built.layer_digests()));
+    let out_dir = env.dir.path().join("out");
+    skopeo::run_skopeo(&[
+        "copy".into(),
+        oci_ref,
+        format!("oci:{}:x", out_dir.display()),
+    ])
+    .unwrap();
+    let copied = out_dir.join("blobs/sha256").join(&built.config.digest[7..]);
+    assert_eq!(std::fs::read(copied).unwrap(), built.config_bytes);
+
+    // umoci 0.4.7 unpacks it (`--image STORE:NAME`, split at the first colon).
+    let bundle = env.dir.path().join("bundle");
+    let unpack = std::process::Command::new("umoci")
+        .args(["unpack", "--rootless", "--image"])
+        .arg(format!("{}:{r}", env.store.display()))
+        .arg(&bundle)
+        .output()
+        .unwrap();
+    assert!(
+        unpack.status.success(),
+        "{}",
+        String::from_utf8_lossy(&unpack.stderr)
+    );
+    assert_eq!(
+        std::fs::read_to_string(bundle.join("rootfs/app.txt")).unwrap(),
+        "docker v2s2\n"
+    );
+
+    // The store itself keeps the original: inspect and a push give its digest and bytes.
+    assert_eq!(env.json(&["inspect", &r])["Digest"], built.manifest.digest);
+    let again = reg.image_ref("ns/again:1");
+    let pushed = env.ok(&[
+        "-q",
+        "copy",
+        &format!("hoist:{r}"),
+        &format!("docker://{again}"),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&pushed.stdout).trim(),
+        built.manifest.digest
+    );
+    let raw = skopeo::skopeo_inspect_raw(&again, &skopeo::SkopeoOpts::for_registry(&reg)).unwrap();
+    assert_eq!(raw, built.manifest_bytes);
+    assert_eq!(env.fsck(&[]).0, 0);
+
+    // GC keeps the view while the name exists, and frees it with the image.
+    let v = env.json(&["gc", "--format", "json"]);
+    assert_eq!(v["blobs"]["count"], 0, "{v:#}");
+    assert!(env.blob(&view).exists());
+    env.ok(&["rmi", &r]);
+    let v = env.json(&["gc", "--format", "json"]);
+    assert_eq!(v["blobs"]["count"], 3 + built.layers.len(), "{v:#}");
+    assert!(!env.blob(&view).exists(), "the view went with the image");
+    assert_eq!(env.fsck(&[]).0, 0);
+}

@@ -71,22 +71,23 @@ pub fn ago(created: Option<&str>) -> String {
     format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
 }
 
-/// One row per name (or one `<none>` row for an unnamed image).
-fn rows<'a>(
-    images: &'a [ImageRecord],
+/// One row per name (or one `<none>` row for an unnamed image), each seen through the
+/// manifest its name points at (its size and digest are that manifest's).
+fn rows(
+    images: &[ImageRecord],
     filter: Option<&Reference>,
-) -> Vec<(Option<Reference>, &'a ImageRecord)> {
+) -> Vec<(Option<Reference>, ImageRecord)> {
     let mut out = Vec::new();
     for img in images {
         if img.names.is_empty() {
             if filter.is_none() {
-                out.push((None, img));
+                out.push((None, img.clone()));
             }
             continue;
         }
         for n in &img.names {
             if filter.is_none_or(|f| f.name() == n.name()) {
-                out.push((Some(n.clone()), img));
+                out.push((Some(n.clone()), img.pinned(&img.target_of(n))));
             }
         }
     }
@@ -142,7 +143,7 @@ pub fn images(a: ImagesArgs, g: &GlobalArgs) -> anyhow::Result<()> {
         h.extend(["IMAGE ID", "CREATED", "SIZE"]);
         h.into_iter().map(String::from).collect::<Vec<_>>()
     }];
-    for (name, img) in rows {
+    for (name, img) in &rows {
         let mut row = vec![
             name.as_ref()
                 .map(|n| n.familiar_name())
