@@ -24,8 +24,8 @@ use std::process::Command;
 use hoist_mkfs::{BuildOptions, BuildResult, Ext4Writer, Format, Size};
 use hoist_store::{ImageRecord, Store};
 use hoist_testkit::images::{self, ImageSpec};
-use hoist_testkit::require_peers;
 use hoist_testkit::tree::{Compare, Tree, merge_overlay};
+use hoist_testkit::{Need, require, require_peers, this_test};
 use hoist_types::NoProgress;
 use hoist_unpack::UnpackOptions;
 
@@ -186,10 +186,7 @@ fn mount_copy(images: &[(PathBuf, Format)], out: &Path) -> Result<Tree, String> 
 #[test]
 fn images_pass_fsck_and_hold_the_unpacked_tree() {
     require_peers!(Peer::Mke2fs, Peer::MkfsErofs);
-    if !hoist_unpack::is_root() {
-        eprintln!("SKIP images_pass_fsck_and_hold_the_unpacked_tree: needs root");
-        return;
-    }
+    require!(Need::Root);
     let t = tempfile::tempdir().unwrap();
     let store = Store::open(t.path().join("store")).unwrap();
     let mut mount_skipped: Option<String> = None;
@@ -294,17 +291,14 @@ fn images_pass_fsck_and_hold_the_unpacked_tree() {
         }
     }
     if let Some(why) = mount_skipped {
-        eprintln!("SKIP (partly) mounted comparisons: {why}");
+        hoist_testkit::skip_or_fail(this_test!(), &format!("the mounted comparisons: {why}"));
     }
 }
 
 #[test]
 fn warm_builds_are_cached_and_force_rebuilds() {
     require_peers!(Peer::MkfsErofs);
-    if !hoist_unpack::is_root() {
-        eprintln!("SKIP warm_builds_are_cached_and_force_rebuilds: needs root");
-        return;
-    }
+    require!(Need::Root);
     let t = tempfile::tempdir().unwrap();
     let store = Store::open(t.path().join("store")).unwrap();
     let built = images::sample_multi_layer().build().unwrap();
@@ -378,10 +372,7 @@ fn warm_builds_are_cached_and_force_rebuilds() {
 #[test]
 fn explicit_sizes() {
     require_peers!(Peer::Mke2fs);
-    if !hoist_unpack::is_root() {
-        eprintln!("SKIP explicit_sizes: needs root");
-        return;
-    }
+    require!(Need::Root);
     let t = tempfile::tempdir().unwrap();
     let store = Store::open(t.path().join("store")).unwrap();
     let spec =

@@ -1,8 +1,10 @@
 //! Concurrency: threads and real processes committing into one store lose no update;
 //! a writer killed with SIGKILL leaves nothing visible and no lock held.
 //!
-//! The multi-process tests re-run this test binary with `HOIST_STORE_CHILD` set; the
-//! `child_*` tests do nothing unless it is.
+//! The multi-process tests re-run this test binary with `HOIST_STORE_CHILD` set and
+//! `--ignored --exact child_*`: the `child_*` functions are subprocess entry points, not
+//! tests. They are `#[ignore]`d, so a normal run does not count them as passed, and run
+//! by hand without that variable they fail rather than pass having done nothing.
 
 mod common;
 
@@ -19,7 +21,13 @@ const ROOT_ENV: &str = "HOIST_STORE_CHILD_ROOT";
 
 fn spawn_child(test: &str, root: &std::path::Path, id: usize) -> std::process::Child {
     Command::new(std::env::current_exe().unwrap())
-        .args(["--exact", test, "--nocapture", "--test-threads=1"])
+        .args([
+            "--ignored",
+            "--exact",
+            test,
+            "--nocapture",
+            "--test-threads=1",
+        ])
         .env(CHILD_ENV, id.to_string())
         .env(ROOT_ENV, root)
         .stdout(Stdio::piped())
@@ -28,9 +36,16 @@ fn spawn_child(test: &str, root: &std::path::Path, id: usize) -> std::process::C
         .unwrap()
 }
 
-fn child_id() -> Option<(usize, std::path::PathBuf)> {
-    let id = std::env::var(CHILD_ENV).ok()?.parse().ok()?;
-    Some((id, std::env::var_os(ROOT_ENV)?.into()))
+/// The worker id and store root [`spawn_child`] passed; panics outside such a child.
+fn child_id() -> (usize, std::path::PathBuf) {
+    let id = std::env::var(CHILD_ENV).ok().and_then(|v| v.parse().ok());
+    let root = std::env::var_os(ROOT_ENV);
+    match (id, root) {
+        (Some(id), Some(root)) => (id, root.into()),
+        _ => panic!(
+            "a subprocess entry point: the multi-process tests run it with {CHILD_ENV} and {ROOT_ENV} set"
+        ),
+    }
 }
 
 const PER_WORKER: usize = 6;
@@ -106,16 +121,17 @@ fn processes_lose_nothing() {
 }
 
 #[test]
+#[ignore = "subprocess entry point of processes_lose_nothing"]
 fn child_worker() {
-    if let Some((id, root)) = child_id() {
-        worker(&root, id);
-    }
+    let (id, root) = child_id();
+    worker(&root, id);
 }
 
 /// A child that starts a blob write, says so on stdout, and then waits to be killed.
 #[test]
+#[ignore = "subprocess entry point of kill_9_mid_write_leaves_nothing_visible"]
 fn child_hang_mid_write() {
-    let Some((_, root)) = child_id() else { return };
+    let (_, root) = child_id();
     let s = Store::open(&root).unwrap();
     let d = Digest::sha256_of(b"never finished");
     let _blob_lock = s.lock_blob(&d).unwrap();

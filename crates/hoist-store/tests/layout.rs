@@ -10,6 +10,7 @@ use std::process::Command;
 
 use common::{Spec, build, commit, ls, store};
 use hoist_store::{Store, StoreError};
+use hoist_testkit::{require_peers, skip_test};
 
 #[test]
 fn open_creates_the_layout() {
@@ -137,8 +138,7 @@ fn unwritable_location_gives_a_clear_error() {
         // Root ignores modes; sysfs refuses new directories to everyone.
         Path::new("/sys/hoist-store-test").to_owned()
     } else {
-        println!("skipped: running as root and no unwritable directory available");
-        return;
+        skip_test!("running as root and no unwritable directory (sysfs) available");
     };
     match Store::open(&target) {
         Err(e @ StoreError::NotWritable { .. }) => {
@@ -165,14 +165,6 @@ fn default_root_shape() {
     }
 }
 
-fn have(tool: &str) -> bool {
-    let found = Path::new("/usr/bin").join(tool).exists();
-    if !found {
-        println!("skipped: /usr/bin/{tool} is not installed");
-    }
-    found
-}
-
 const TAGS: [&str; 3] = [
     "127.0.0.1:5000/ns/repo:tag",
     "docker.io/library/alpine:3.20",
@@ -181,9 +173,7 @@ const TAGS: [&str; 3] = [
 
 #[test]
 fn umoci_lists_the_tags() {
-    if !have("umoci") {
-        return;
-    }
+    require_peers!(Peer::Umoci);
     let (_t, s) = store();
     let b = build(&s, &Spec::new("umoci", &[b"u1", b"u2"]));
     for tag in TAGS {
@@ -207,9 +197,7 @@ fn umoci_lists_the_tags() {
 
 #[test]
 fn skopeo_copies_out_of_the_store() {
-    if !have("skopeo") {
-        return;
-    }
+    require_peers!(Peer::Skopeo);
     let (t, s) = store();
     let b = build(&s, &Spec::new("skopeo", &[b"s1", b"s2"]));
     commit(&s, &b, Some(TAGS[0]));

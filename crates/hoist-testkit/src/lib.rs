@@ -171,7 +171,8 @@ pub fn in_ci() -> bool {
 
 /// The one skip rule: a test (or a part of one) that cannot run here says why.
 ///
-/// Outside CI it prints `SKIP <test>: <why>` to stderr and returns. When `CI` is set
+/// Outside CI it writes `SKIP <test>: <why>` to stderr (uncaptured, so it shows in a normal
+/// `cargo test` run, where `scripts/test.sh` counts it) and returns. When `CI` is set
 /// ([`in_ci`]) it panics instead: CI has the peers, root and mounts, so a skip there is a
 /// broken machine, and it must not pass as green.
 ///
@@ -185,7 +186,10 @@ fn skip_or_fail_in(test_name: &str, why: &str, ci: bool) {
     if ci {
         panic!("{test_name}: {why} (CI is set, so this is a failure, not a skip)");
     }
-    eprintln!("SKIP {test_name}: {why}");
+    // Straight to the stderr file descriptor, not through `eprintln!`, which the test
+    // harness captures and hides for a test that passes: a skip must show in the run.
+    use std::io::Write as _;
+    let _ = writeln!(std::io::stderr().lock(), "SKIP {test_name}: {why}");
 }
 
 /// Checks every need of a test; `true` when all are met, else applies [`skip_or_fail`]

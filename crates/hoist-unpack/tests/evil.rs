@@ -10,6 +10,7 @@ use std::path::Path;
 
 use hoist_testkit::evil::{self, Check, EvilCase, Expect};
 use hoist_testkit::tree::{Compare, Tree};
+use hoist_testkit::{Need, require};
 use hoist_types::{Digest, MediaType, NoProgress};
 use hoist_unpack::{LayerInput, Limits, Rootfs, UnpackError, UnpackOptions};
 
@@ -195,10 +196,7 @@ fn run_all(rootless: bool) {
 
 #[test]
 fn evil_layers_as_root() {
-    if !hoist_unpack::is_root() {
-        eprintln!("SKIP evil_layers_as_root: not running as root");
-        return;
-    }
+    require!(Need::Root);
     run_all(false);
 }
 

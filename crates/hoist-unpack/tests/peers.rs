@@ -10,8 +10,8 @@ use std::process::Command;
 
 use hoist_store::Store;
 use hoist_testkit::images::{self, EntryKind as K, ImageSpec};
-use hoist_testkit::require_peers;
 use hoist_testkit::tree::{Compare, Tree};
+use hoist_testkit::{Need, require, require_peers};
 use hoist_types::NoProgress;
 use hoist_unpack::{Limits, UnpackError, UnpackOptions};
 
@@ -50,10 +50,7 @@ fn umoci_tree(layout: &Path, tag: &str, work: &Path) -> Tree {
 #[test]
 fn unpack_matches_umoci_and_export_matches_unpack() {
     require_peers!(Peer::Umoci);
-    if !hoist_unpack::is_root() {
-        eprintln!("SKIP unpack_matches_umoci: needs root (devices, owners)");
-        return;
-    }
+    require!(Need::Root);
     let t = tempfile::tempdir().unwrap();
     let layout = t.path().join("layout");
     let store = Store::open(t.path().join("store")).unwrap();
@@ -174,10 +171,7 @@ fn a_bad_diff_id_publishes_nothing() {
 
 #[test]
 fn id_maps_shift_owners_in_root_mode() {
-    if !hoist_unpack::is_root() {
-        eprintln!("SKIP id_maps_shift_owners_in_root_mode: needs root");
-        return;
-    }
+    require!(Need::Root);
     let t = tempfile::tempdir().unwrap();
     let store = Store::open(t.path().join("store")).unwrap();
     let rec = common::load(
