@@ -175,9 +175,15 @@ fn skopeo_and_hoist_read_each_others_layouts() {
     let r = reg.image_ref("ns/dock:v1");
     let opts = SkopeoOpts::for_registry(&reg);
 
-    // The same copy by both tools: identical index.json, manifests and blobs.
+    // The same copy by both tools: identical index.json, manifests and blobs (the Docker
+    // manifest kept: skopeo's --preserve-digests, hoist's --format v2s2; by default both
+    // convert it to OCI for an oci: destination).
     let (h, s) = (env.path("h"), env.path("s"));
-    env.copy(&[], &format!("docker://{r}"), &oci(&h, "t"));
+    env.copy(
+        &["--format", "v2s2"],
+        &format!("docker://{r}"),
+        &oci(&h, "t"),
+    );
     skopeo::skopeo_copy(&r, &oci(&s, "t"), Some(&opts), None, false).unwrap();
     let (hd, sd) = (layout_digest(&h, "t"), layout_digest(&s, "t"));
     assert_eq!(hd, sd, "both keep the registry's manifest");
@@ -707,11 +713,9 @@ fn copy_from_skopeo_archives_and_round_trip_through_docker_archive() {
         &oci(&h, "u"),
     );
     assert_eq!(d1, d2);
+    // Converted to OCI (an oci: destination's default) over the same blobs.
     let m = layout_manifest(&h, "t");
-    assert_eq!(
-        m["mediaType"],
-        "application/vnd.docker.distribution.manifest.v2+json"
-    );
+    assert_eq!(m["mediaType"], "application/vnd.oci.image.manifest.v1+json");
     assert_eq!(m["config"]["digest"], built.config.digest);
     assert_eq!(oci_blob(&h, &built.config.digest), built.config_bytes);
     assert_eq!(layer_digests(&m), built.diff_ids());
@@ -744,7 +748,11 @@ fn copy_from_skopeo_archives_and_round_trip_through_docker_archive() {
     // byte for byte).
     let a = env.path("a");
     assert_eq!(
-        env.copy(&[], &format!("docker://{r}"), &oci(&a, "t")),
+        env.copy(
+            &["--format", "v2s2"],
+            &format!("docker://{r}"),
+            &oci(&a, "t")
+        ),
         built.manifest.digest
     );
     assert_layout_has(&a, &built);

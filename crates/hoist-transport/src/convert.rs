@@ -55,7 +55,8 @@ pub fn config_type(format: ManifestFormat, current: &MediaType) -> MediaType {
 }
 
 /// The layer media type of `format` for a layer of type `current` compressed with
-/// `compression`. Foreign layers stay foreign; unknown types are kept.
+/// `compression`. Foreign (non-distributable) layers stay foreign, with their
+/// compression; unknown types are kept.
 pub fn layer_type(
     format: ManifestFormat,
     current: &MediaType,
@@ -66,8 +67,11 @@ pub fn layer_type(
     }
     let foreign = current.is_foreign_layer();
     Ok(match (format, compression, foreign) {
-        (ManifestFormat::Oci, _, true) => MediaType::OciLayerNondistributableGzip,
-        (ManifestFormat::V2s2, _, true) => MediaType::DockerForeignLayerGzip,
+        (ManifestFormat::Oci, Compression::None, true) => MediaType::OciLayerNondistributable,
+        (ManifestFormat::Oci, Compression::Gzip, true) => MediaType::OciLayerNondistributableGzip,
+        (ManifestFormat::Oci, Compression::Zstd, true) => MediaType::OciLayerNondistributableZstd,
+        (ManifestFormat::V2s2, Compression::None, true) => MediaType::DockerForeignLayer,
+        (ManifestFormat::V2s2, Compression::Gzip, true) => MediaType::DockerForeignLayerGzip,
         (ManifestFormat::Oci, Compression::None, _) => MediaType::OciLayer,
         (ManifestFormat::Oci, Compression::Gzip, _) => MediaType::OciLayerGzip,
         (ManifestFormat::Oci, Compression::Zstd, _) => MediaType::OciLayerZstd,
@@ -536,6 +540,24 @@ mod tests {
                 MediaType::OciLayerNondistributableGzip,
                 Gzip,
                 MediaType::DockerForeignLayerGzip,
+            ),
+            (
+                Oci,
+                MediaType::DockerForeignLayer,
+                None,
+                MediaType::OciLayerNondistributable,
+            ),
+            (
+                Oci,
+                MediaType::OciLayerNondistributableZstd,
+                Zstd,
+                MediaType::OciLayerNondistributableZstd,
+            ),
+            (
+                V2s2,
+                MediaType::OciLayerNondistributable,
+                None,
+                MediaType::DockerForeignLayer,
             ),
             (
                 Oci,

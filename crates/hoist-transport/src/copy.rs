@@ -2,7 +2,9 @@
 //!
 //! 1. The source's top manifest is read. An index is copied whole with `all` (every
 //!    instance first, the index last) when the destination holds indexes; otherwise the
-//!    platform's image is chosen and copied alone, as the destination's top manifest.
+//!    platform's image is chosen ([`ImageIndex::choose`], the rule pull and archive load
+//!    follow too; nested indexes are followed) and copied alone, as the destination's top
+//!    manifest.
 //! 2. For each image: the config is read (≤ 4 MiB, verified), its diff IDs counted
 //!    against the layers; then the config and the layers go across, `jobs` at a time,
 //!    each digest once. A blob the destination has (or can mount, given the source's
@@ -25,8 +27,8 @@ use std::sync::Arc;
 use std::sync::Mutex;
 
 use hoist_types::{
-    BlobKind, Compression, Descriptor, Digest, ImageConfig, ImageManifest, MAX_CONFIG_SIZE,
-    Manifest, Platform, Progress, ProgressEvent,
+    BlobKind, Compression, Descriptor, Digest, ImageConfig, ImageIndex, ImageManifest,
+    MAX_CONFIG_SIZE, MAX_INDEX_DEPTH, Manifest, Platform, Progress, ProgressEvent,
 };
 use tokio::sync::Semaphore;
 
@@ -162,19 +164,7 @@ impl Engine<'_> {
                 self.copy_index(top, idx).await?
             }
             Manifest::Index(idx) => {
-                let entry = idx.select(&self.opts.platform).ok_or_else(|| {
-                    TransportError::NoMatchingPlatform {
-                        reference: self.src.describe(),
-                        wanted: self.opts.platform.to_string(),
-                        available: idx
-                            .platforms()
-                            .iter()
-                            .map(ToString::to_string)
-                            .collect::<Vec<_>>()
-                            .join(", "),
-                    }
-                })?;
-                let child = self.instance(entry).await?;
+                let child = self.platform_image(top, idx).await?;
                 self.copy_image(&child).await?
             }
             Manifest::Image(_) => self.copy_image(top).await?,
@@ -182,6 +172,41 @@ impl Engine<'_> {
         };
         self.dst.put_manifest(&out, &ManifestTarget::Top).await?;
         Ok(out)
+    }
+
+    /// The platform's image in index `top`, by [`ImageIndex::choose`], following nested
+    /// indexes (at most [`MAX_INDEX_DEPTH`] levels, each digest once) as a pull does.
+    async fn platform_image(
+        &self,
+        top: &RawManifest,
+        idx: &ImageIndex,
+    ) -> Result<RawManifest, TransportError> {
+        let mut seen = HashSet::from([top.digest.clone()]);
+        let mut idx = idx.clone();
+        for _ in 0..MAX_INDEX_DEPTH {
+            let entry = idx
+                .choose(&self.opts.platform)
+                .map_err(|choice| TransportError::NoMatchingPlatform {
+                    reference: self.src.describe(),
+                    choice,
+                })?
+                .clone();
+            if !seen.insert(entry.digest.clone()) {
+                return Err(TransportError::IndexCycle {
+                    digest: entry.digest,
+                });
+            }
+            let child = self.instance(&entry).await?;
+            match &child.manifest {
+                Manifest::Index(next) => idx = next.clone(),
+                Manifest::Schema1(_) => return Err(schema1(&child.digest)),
+                Manifest::Image(_) => return Ok(child),
+            }
+        }
+        Err(TransportError::IndexTooDeep {
+            reference: self.src.describe(),
+            depth: MAX_INDEX_DEPTH,
+        })
     }
 
     /// An instance of an index, checked against its entry.
@@ -203,7 +228,7 @@ impl Engine<'_> {
     async fn copy_index(
         &self,
         top: &RawManifest,
-        idx: &hoist_types::ImageIndex,
+        idx: &ImageIndex,
     ) -> Result<RawManifest, TransportError> {
         if idx.manifests.len() > MAX_INSTANCES {
             return Err(TransportError::Unsupported {
@@ -619,8 +644,9 @@ impl Engine<'_> {
 }
 
 /// The manifest format and layer compression to write: what the destination requires
-/// (`caps`), else what was asked for. Asking for something the destination cannot hold
-/// is refused before anything moves.
+/// (`caps`), else what was asked for, else the destination's default format (an `oci:`
+/// layout's is OCI). Asking for something the destination cannot hold is refused before
+/// anything moves.
 fn fit_caps(
     opts: &CopyOptions,
     caps: &DestinationCaps,
@@ -654,7 +680,7 @@ fn fit_caps(
         });
     }
     Ok((
-        caps.format.or(opts.format),
+        caps.format.or(opts.format).or(caps.default_format),
         caps.layer_compression.or(opts.compression),
     ))
 }

@@ -16,7 +16,7 @@ mod sources;
 pub mod transports;
 
 pub use blob::{FAST_LINK, MIN_PROGRESS};
-pub use inspect::{InspectInfo, Inspected, inspect_local, inspect_remote};
+pub use inspect::{InspectInfo, Inspected, inspect_local, inspect_remote, inspect_remote_raw};
 pub use pull::{
     DEFAULT_JOBS, DEFAULT_RANGE_CONNECTIONS, DEFAULT_RANGE_PROBE, DEFAULT_RANGE_THRESHOLD,
     PullOptions, PullReport, Resolved, pull, resolve,
@@ -37,15 +37,14 @@ pub enum TransportError {
     /// A document was invalid.
     #[error(transparent)]
     Types(#[from] hoist_types::TypeError),
-    /// No entry of an index fits the wanted platform.
-    #[error("{reference}: no image for platform {wanted} (available: {available})")]
+    /// No entry of an index fits the wanted platform; lists every entry and why it was
+    /// passed over.
+    #[error("{reference}: {choice}")]
     NoMatchingPlatform {
-        /// The reference.
+        /// The reference (or archive and entry) of the index.
         reference: String,
-        /// The platform asked for.
-        wanted: String,
-        /// What the index offers.
-        available: String,
+        /// The wanted platform and every entry of the index.
+        choice: Box<hoist_types::NoPlatformMatch>,
     },
     /// Indexes nest deeper than allowed.
     #[error("{reference}: indexes nest deeper than {depth} levels")]

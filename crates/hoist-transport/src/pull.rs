@@ -387,20 +387,10 @@ where
             });
         }
         let entry = idx
-            .select(platform)
-            .or_else(|| {
-                // Nested indexes carry no platform; follow the first one.
-                idx.manifests.iter().find(|d| d.media_type.is_index())
-            })
-            .ok_or_else(|| TransportError::NoMatchingPlatform {
+            .choose(platform)
+            .map_err(|choice| TransportError::NoMatchingPlatform {
                 reference: reference.to_string(),
-                wanted: platform.to_string(),
-                available: idx
-                    .platforms()
-                    .iter()
-                    .map(ToString::to_string)
-                    .collect::<Vec<_>>()
-                    .join(", "),
+                choice,
             })?
             .clone();
         if seen.contains(&entry.digest) {
@@ -424,12 +414,17 @@ where
     })
 }
 
-/// Foreign layers are fetched only when asked (from their `urls`, or the registry).
+/// Foreign layers that name `urls` are fetched only when asked (from their `urls`, then
+/// the registry). A foreign (non-distributable) layer without `urls` can only come from
+/// the registry, like any other layer, so it is fetched as one.
 fn check_layers(layers: &[Descriptor], foreign_allowed: bool) -> Result<(), TransportError> {
     if foreign_allowed {
         return Ok(());
     }
-    if let Some(l) = layers.iter().find(|l| l.media_type.is_foreign_layer()) {
+    if let Some(l) = layers
+        .iter()
+        .find(|l| l.media_type.is_foreign_layer() && l.urls.as_ref().is_some_and(|u| !u.is_empty()))
+    {
         return Err(TransportError::ForeignLayer {
             digest: l.digest.clone(),
         });

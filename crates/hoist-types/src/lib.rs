@@ -23,7 +23,9 @@ pub use manifest::{
     Manifest,
 };
 pub use media_type::{Compression, MediaType};
-pub use platform::Platform;
+pub use platform::{
+    ANNOTATION_REFERENCE_TYPE, EntrySkip, NoPlatformMatch, Platform, SkippedEntry, choose_entry,
+};
 pub use progress::{BlobKind, NoProgress, Progress, ProgressEvent};
 pub use reference::{DEFAULT_REGISTRY, DEFAULT_TAG, Reference};
 

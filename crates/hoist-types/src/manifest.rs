@@ -93,21 +93,11 @@ pub struct ImageIndex {
 }
 
 impl ImageIndex {
-    /// The entry to use for `want`: the first image-manifest entry whose platform matches.
-    /// Entries without a platform are skipped (attestations and the like).
-    pub fn select(&self, want: &Platform) -> Option<&Descriptor> {
-        self.manifests.iter().find(|d| {
-            (d.media_type.is_image_manifest() || d.media_type.is_schema1())
-                && d.platform.as_ref().is_some_and(|p| want.matches(p))
-        })
-    }
-
-    /// The platforms this index offers, in order.
-    pub fn platforms(&self) -> Vec<Platform> {
-        self.manifests
-            .iter()
-            .filter_map(|d| d.platform.clone())
-            .collect()
+    /// The entry to use for `want` (an image manifest, or a nested index to follow), by
+    /// the one rule of [`choose_entry`](crate::choose_entry); the error lists every entry
+    /// and why it was passed over.
+    pub fn choose(&self, want: &Platform) -> Result<&Descriptor, Box<crate::NoPlatformMatch>> {
+        crate::choose_entry(&self.manifests, want)
     }
 }
 
@@ -389,7 +379,7 @@ mod tests {
     }
 
     #[test]
-    fn select_platform() {
+    fn choose_platform() {
         let oci = "application/vnd.oci.image.manifest.v1+json";
         let doc = format!(
             r#"{{"schemaVersion":2,"manifests":[
@@ -401,14 +391,13 @@ mod tests {
         };
         let p = |s: &str| s.parse::<Platform>().unwrap();
         assert_eq!(
-            idx.select(&p("linux/amd64")).unwrap().digest.to_string(),
+            idx.choose(&p("linux/amd64")).unwrap().digest.to_string(),
             D2
         );
         assert_eq!(
-            idx.select(&p("linux/arm64")).unwrap().digest.to_string(),
+            idx.choose(&p("linux/arm64")).unwrap().digest.to_string(),
             D1
         );
-        assert!(idx.select(&p("linux/s390x")).is_none());
-        assert_eq!(idx.platforms().len(), 2);
+        assert_eq!(idx.choose(&p("linux/s390x")).unwrap_err().entries.len(), 2);
     }
 }

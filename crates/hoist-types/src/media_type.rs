@@ -19,9 +19,13 @@ pub enum MediaType {
     OciLayerGzip,
     /// `application/vnd.oci.image.layer.v1.tar+zstd`
     OciLayerZstd,
-    /// `application/vnd.oci.image.layer.nondistributable.v1.tar+gzip` (and the other
-    /// non-distributable variants, which are deprecated and treated alike).
+    /// `application/vnd.oci.image.layer.nondistributable.v1.tar` (deprecated by the
+    /// image spec, still written by older tools; read like a distributable layer).
+    OciLayerNondistributable,
+    /// `application/vnd.oci.image.layer.nondistributable.v1.tar+gzip`
     OciLayerNondistributableGzip,
+    /// `application/vnd.oci.image.layer.nondistributable.v1.tar+zstd`
+    OciLayerNondistributableZstd,
     /// `application/vnd.oci.empty.v1+json`
     OciEmpty,
     /// `application/vnd.docker.distribution.manifest.v2+json`
@@ -40,6 +44,8 @@ pub enum MediaType {
     DockerLayer,
     /// `application/vnd.docker.image.rootfs.foreign.diff.tar.gzip`
     DockerForeignLayerGzip,
+    /// `application/vnd.docker.image.rootfs.foreign.diff.tar` (uncompressed)
+    DockerForeignLayer,
     /// Anything else, verbatim.
     Other(String),
 }
@@ -54,12 +60,6 @@ pub enum Compression {
     /// zstd.
     Zstd,
 }
-
-/// Docker's uncompressed foreign layer type (not a variant: nothing reads it but the
-/// conversion to OCI).
-const DOCKER_FOREIGN_LAYER: &str = "application/vnd.docker.image.rootfs.foreign.diff.tar";
-/// OCI's uncompressed non-distributable layer type.
-const OCI_NONDISTRIBUTABLE_LAYER: &str = "application/vnd.oci.image.layer.nondistributable.v1.tar";
 
 const TABLE: &[(MediaType, &str)] = &[
     (
@@ -87,8 +87,16 @@ const TABLE: &[(MediaType, &str)] = &[
         "application/vnd.oci.image.layer.v1.tar+zstd",
     ),
     (
+        MediaType::OciLayerNondistributable,
+        "application/vnd.oci.image.layer.nondistributable.v1.tar",
+    ),
+    (
         MediaType::OciLayerNondistributableGzip,
         "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+    ),
+    (
+        MediaType::OciLayerNondistributableZstd,
+        "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
     ),
     (MediaType::OciEmpty, "application/vnd.oci.empty.v1+json"),
     (
@@ -122,6 +130,10 @@ const TABLE: &[(MediaType, &str)] = &[
     (
         MediaType::DockerForeignLayerGzip,
         "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+    ),
+    (
+        MediaType::DockerForeignLayer,
+        "application/vnd.docker.image.rootfs.foreign.diff.tar",
     ),
 ];
 
@@ -176,24 +188,35 @@ impl MediaType {
         matches!(self, MediaType::OciConfig | MediaType::DockerConfig)
     }
 
-    /// A layer media type we know how to read, with its compression.
+    /// A layer media type we know how to read, with its compression. Non-distributable
+    /// (foreign) layers are tars like the others: they unpack and build alike.
     pub fn layer_compression(&self) -> Option<Compression> {
         match self {
-            MediaType::OciLayer | MediaType::DockerLayer => Some(Compression::None),
+            MediaType::OciLayer
+            | MediaType::OciLayerNondistributable
+            | MediaType::DockerLayer
+            | MediaType::DockerForeignLayer => Some(Compression::None),
             MediaType::OciLayerGzip
             | MediaType::OciLayerNondistributableGzip
             | MediaType::DockerLayerGzip
             | MediaType::DockerForeignLayerGzip => Some(Compression::Gzip),
-            MediaType::OciLayerZstd => Some(Compression::Zstd),
+            MediaType::OciLayerZstd | MediaType::OciLayerNondistributableZstd => {
+                Some(Compression::Zstd)
+            }
             _ => None,
         }
     }
 
-    /// A layer that must be fetched from its `urls` rather than the registry.
+    /// A non-distributable (foreign) layer: its descriptor may name `urls` to fetch it
+    /// from instead of the registry (off by default when pulling).
     pub fn is_foreign_layer(&self) -> bool {
         matches!(
             self,
-            MediaType::DockerForeignLayerGzip | MediaType::OciLayerNondistributableGzip
+            MediaType::DockerForeignLayerGzip
+                | MediaType::DockerForeignLayer
+                | MediaType::OciLayerNondistributable
+                | MediaType::OciLayerNondistributableGzip
+                | MediaType::OciLayerNondistributableZstd
         )
     }
 
@@ -209,9 +232,7 @@ impl MediaType {
             MediaType::DockerLayerGzip => MediaType::OciLayerGzip,
             MediaType::DockerLayer => MediaType::OciLayer,
             MediaType::DockerForeignLayerGzip => MediaType::OciLayerNondistributableGzip,
-            MediaType::Other(s) if s == DOCKER_FOREIGN_LAYER => {
-                MediaType::Other(OCI_NONDISTRIBUTABLE_LAYER.to_owned())
-            }
+            MediaType::DockerForeignLayer => MediaType::OciLayerNondistributable,
             other => other.clone(),
         }
     }
@@ -337,6 +358,30 @@ mod tests {
                 false,
                 Some(Compression::None),
             ),
+            (
+                "application/vnd.oci.image.layer.nondistributable.v1.tar",
+                false,
+                false,
+                Some(Compression::None),
+            ),
+            (
+                "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+                false,
+                false,
+                Some(Compression::Gzip),
+            ),
+            (
+                "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+                false,
+                false,
+                Some(Compression::Zstd),
+            ),
+            (
+                "application/vnd.docker.image.rootfs.foreign.diff.tar",
+                false,
+                false,
+                Some(Compression::None),
+            ),
             ("text/plain; charset=utf-8", false, false, None),
         ];
         for (s, img, idx, comp) in cases {
@@ -353,5 +398,37 @@ mod tests {
             MediaType::parse("application/vnd.docker.distribution.manifest.v2+json; q=1"),
             MediaType::DockerManifest
         );
+    }
+
+    #[test]
+    fn nondistributable_layers_are_foreign_tars() {
+        for (s, c) in [
+            (
+                "application/vnd.oci.image.layer.nondistributable.v1.tar",
+                Compression::None,
+            ),
+            (
+                "application/vnd.oci.image.layer.nondistributable.v1.tar+gzip",
+                Compression::Gzip,
+            ),
+            (
+                "application/vnd.oci.image.layer.nondistributable.v1.tar+zstd",
+                Compression::Zstd,
+            ),
+            (
+                "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip",
+                Compression::Gzip,
+            ),
+            (
+                "application/vnd.docker.image.rootfs.foreign.diff.tar",
+                Compression::None,
+            ),
+        ] {
+            let mt = MediaType::parse(s);
+            assert!(!matches!(mt, MediaType::Other(_)), "{s}");
+            assert_eq!(mt.layer_compression(), Some(c), "{s}");
+            assert!(mt.is_foreign_layer(), "{s}");
+        }
+        assert!(!MediaType::OciLayerGzip.is_foreign_layer());
     }
 }

@@ -5,7 +5,7 @@ use std::str::FromStr;
 
 use serde::{Deserialize, Serialize};
 
-use crate::TypeError;
+use crate::{Descriptor, Digest, MediaType, TypeError};
 
 /// An image platform as it appears in an index entry or an image config.
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize, Default)]
@@ -91,20 +91,191 @@ impl Platform {
         self
     }
 
-    /// Whether an index entry with platform `candidate` can run where `self` is wanted.
-    ///
-    /// OS and architecture must match after normalisation. A wanted variant must match
-    /// exactly; when no variant is wanted, any variant of the architecture matches.
+    /// Whether an index entry with platform `candidate` can run where `self` is wanted
+    /// (see [`Platform::match_rank`]).
     pub fn matches(&self, candidate: &Platform) -> bool {
+        self.match_rank(candidate).is_some()
+    }
+
+    /// How well an index entry with platform `candidate` fits where `self` is wanted:
+    /// `Some(0)` for an exact fit, a larger number for a less preferred but compatible one,
+    /// `None` when it cannot run there.
+    ///
+    /// OS and architecture must be equal after normalisation. Variants follow containerd
+    /// and containers/image: when no variant is wanted, any variant fits (one without a
+    /// variant fits best); a wanted `arm` variant also runs older ones (`v7` runs `v6` and
+    /// `v5`), and an `amd64` microarchitecture level runs the lower levels (`v3` runs
+    /// `v2` and plain `amd64`), each step down ranked one worse.
+    pub fn match_rank(&self, candidate: &Platform) -> Option<u32> {
         let want = self.clone().normalized();
         let have = candidate.clone().normalized();
         if want.os != have.os || want.architecture != have.architecture {
-            return false;
+            return None;
         }
-        match &want.variant {
-            None => true,
-            Some(v) => have.variant.as_deref() == Some(v.as_str()),
+        let (w, h) = (want.variant.as_deref(), have.variant.as_deref());
+        if w == h {
+            return Some(0);
         }
+        match (w, h) {
+            (None, _) => Some(1),
+            (Some(w), h) => {
+                let level = |v: &str| v.strip_prefix('v')?.parse::<u32>().ok();
+                let lowest = match want.architecture.as_str() {
+                    "arm" => 5,
+                    "amd64" => 1,
+                    _ => return None,
+                };
+                // amd64 without a variant is v1 (normalised away).
+                let have_level = match h {
+                    Some(h) => level(h)?,
+                    None if want.architecture == "amd64" => 1,
+                    None => return None,
+                };
+                let want_level = level(w)?;
+                (have_level >= lowest && have_level <= want_level).then(|| want_level - have_level)
+            }
+        }
+    }
+}
+
+/// Annotation buildkit puts on the index entries of attestation manifests.
+pub const ANNOTATION_REFERENCE_TYPE: &str = "vnd.docker.reference.type";
+
+/// Why an index entry was not chosen.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EntrySkip {
+    /// Its platform cannot run where the image is wanted.
+    PlatformMismatch,
+    /// An attestation manifest (`vnd.docker.reference.type: attestation-manifest`).
+    Attestation,
+    /// An artifact (its `artifactType`), not an image.
+    Artifact(String),
+    /// Its media type is not an image manifest or an index.
+    NotAManifest(MediaType),
+}
+
+impl fmt::Display for EntrySkip {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EntrySkip::PlatformMismatch => f.write_str("platform does not match"),
+            EntrySkip::Attestation => f.write_str("attestation manifest"),
+            EntrySkip::Artifact(t) => write!(f, "artifact of type {t}"),
+            EntrySkip::NotAManifest(mt) if mt.as_str().is_empty() => {
+                f.write_str("no media type: not an image manifest")
+            }
+            EntrySkip::NotAManifest(mt) => write!(f, "media type {mt} is not an image manifest"),
+        }
+    }
+}
+
+/// One entry of an index that was not chosen, and why.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SkippedEntry {
+    /// The entry's digest.
+    pub digest: Digest,
+    /// The entry's platform, if it has one.
+    pub platform: Option<Platform>,
+    /// Why it was not chosen.
+    pub reason: EntrySkip,
+}
+
+/// No entry of an index fits the wanted platform: every entry, with its platform and the
+/// reason it was passed over.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct NoPlatformMatch {
+    /// The platform asked for.
+    pub wanted: Platform,
+    /// Every entry of the index, in order.
+    pub entries: Vec<SkippedEntry>,
+}
+
+impl fmt::Display for NoPlatformMatch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "no image for platform {}; ", self.wanted)?;
+        if self.entries.is_empty() {
+            return f.write_str("the index has no entries");
+        }
+        f.write_str("the index lists ")?;
+        for (i, e) in self.entries.iter().enumerate() {
+            if i > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{} ", e.digest)?;
+            match &e.platform {
+                Some(p) => write!(f, "{p}")?,
+                None => f.write_str("no platform")?,
+            }
+            write!(f, " ({})", e.reason)?;
+        }
+        Ok(())
+    }
+}
+
+/// Choose the entry of an index to use where `want` is wanted. The one rule every path
+/// (pull, copy, archive load) follows:
+///
+/// - Entries that are not images are never chosen: attestation manifests, artifacts
+///   (`artifactType`), and media types that are neither an image manifest (OCI, Docker
+///   schema 2 or schema 1) nor an index.
+/// - An entry whose platform fits `want` ([`Platform::match_rank`]) is a candidate; an
+///   entry **without** a platform is one too, of last resort: its platform is unknown, not
+///   a mismatch (containers/image ranks it below every platform match; go-containerregistry
+///   assumes the default platform). So an index whose only image has no platform yields
+///   it, and an entry that fits wins over one without a platform.
+/// - Among candidates: those with a platform first, then the better fit, then image
+///   manifests before nested indexes, then the first in the index.
+///
+/// A nested index is returned like an image entry; the caller follows it.
+pub fn choose_entry<'a>(
+    entries: &'a [Descriptor],
+    want: &Platform,
+) -> Result<&'a Descriptor, Box<NoPlatformMatch>> {
+    // (no platform, fit, nested index, position): the smallest wins.
+    type Key = (bool, u32, bool, usize);
+    let mut best: Option<(Key, &Descriptor)> = None;
+    let mut skipped = Vec::new();
+    for (pos, d) in entries.iter().enumerate() {
+        let reason = if d
+            .annotations
+            .as_ref()
+            .and_then(|a| a.get(ANNOTATION_REFERENCE_TYPE))
+            .is_some_and(|t| t == "attestation-manifest")
+        {
+            Some(EntrySkip::Attestation)
+        } else if let Some(t) = &d.artifact_type {
+            Some(EntrySkip::Artifact(t.clone()))
+        } else if !(d.media_type.is_image_manifest()
+            || d.media_type.is_schema1()
+            || d.media_type.is_index())
+        {
+            Some(EntrySkip::NotAManifest(d.media_type.clone()))
+        } else {
+            None
+        };
+        let rank = match (&reason, &d.platform) {
+            (Some(_), _) => None,
+            (None, None) => Some(0),
+            (None, Some(p)) => want.match_rank(p),
+        };
+        let Some(rank) = rank else {
+            skipped.push(SkippedEntry {
+                digest: d.digest.clone(),
+                platform: d.platform.clone(),
+                reason: reason.unwrap_or(EntrySkip::PlatformMismatch),
+            });
+            continue;
+        };
+        let key = (d.platform.is_none(), rank, d.media_type.is_index(), pos);
+        if best.as_ref().is_none_or(|(k, _)| key < *k) {
+            best = Some((key, d));
+        }
+    }
+    match best {
+        Some((_, d)) => Ok(d),
+        None => Err(Box::new(NoPlatformMatch {
+            wanted: want.clone(),
+            entries: skipped,
+        })),
     }
 }
 
@@ -183,9 +354,210 @@ mod tests {
         assert!(p("linux/amd64").matches(&raw("linux", "amd64", None)));
         assert!(p("linux/arm64").matches(&raw("linux", "arm64", Some("v8"))));
         assert!(p("linux/arm64/v8").matches(&raw("linux", "arm64", None)));
-        assert!(!p("linux/arm/v7").matches(&raw("linux", "arm", Some("v6"))));
+        assert!(p("linux/arm/v7").matches(&raw("linux", "arm", Some("v6"))));
+        assert!(!p("linux/arm/v6").matches(&raw("linux", "arm", Some("v7"))));
         assert!(!p("linux/amd64").matches(&raw("windows", "amd64", None)));
         assert!(!p("linux/amd64").matches(&raw("linux", "arm64", None)));
         assert!(Platform::host().os == "linux");
+    }
+
+    #[test]
+    fn match_ranks() {
+        let p = |s: &str| s.parse::<Platform>().unwrap();
+        let cases: &[(&str, &str, Option<u32>)] = &[
+            ("linux/amd64", "linux/amd64", Some(0)),
+            ("linux/amd64", "linux/x86_64", Some(0)),
+            ("linux/amd64", "linux/amd64/v3", Some(1)),
+            ("linux/amd64/v3", "linux/amd64/v3", Some(0)),
+            ("linux/amd64/v3", "linux/amd64/v2", Some(1)),
+            ("linux/amd64/v3", "linux/amd64", Some(2)),
+            ("linux/amd64/v2", "linux/amd64/v3", None),
+            ("linux/arm64", "linux/arm64/v8", Some(0)),
+            ("linux/arm/v7", "linux/arm/v7", Some(0)),
+            ("linux/arm/v7", "linux/arm/v6", Some(1)),
+            ("linux/arm/v7", "linux/arm/v5", Some(2)),
+            ("linux/arm/v6", "linux/arm/v7", None),
+            ("linux/arm/v8", "linux/arm/v7", Some(1)),
+            ("linux/amd64", "windows/amd64", None),
+            ("linux/amd64", "linux/arm64", None),
+            ("linux/riscv64/rva22", "linux/riscv64", None),
+            ("linux/amd64", "unknown/unknown", None),
+        ];
+        for (want, have, rank) in cases {
+            assert_eq!(p(want).match_rank(&p(have)), *rank, "{want} vs {have}");
+        }
+    }
+
+    /// One index entry for the choice table.
+    fn entry(n: u8, mt: &str, platform: Option<&str>) -> Descriptor {
+        let mut d = Descriptor::new(MediaType::parse(mt), Digest::sha256_of(&[n]), 1);
+        d.platform = platform.map(|s| {
+            let mut parts = s.split('/');
+            Platform {
+                os: parts.next().unwrap().into(),
+                architecture: parts.next().unwrap().into(),
+                variant: parts.next().map(Into::into),
+                ..Default::default()
+            }
+        });
+        d
+    }
+
+    const OCI: &str = "application/vnd.oci.image.manifest.v1+json";
+    const DOCKER: &str = "application/vnd.docker.distribution.manifest.v2+json";
+    const INDEX: &str = "application/vnd.oci.image.index.v1+json";
+
+    #[test]
+    fn choose_entry_table() {
+        let attestation = {
+            let mut d = entry(9, OCI, Some("unknown/unknown"));
+            d.annotations = Some(
+                [(
+                    ANNOTATION_REFERENCE_TYPE.to_owned(),
+                    "attestation-manifest".to_owned(),
+                )]
+                .into(),
+            );
+            d
+        };
+        let artifact = {
+            let mut d = entry(8, OCI, None);
+            d.artifact_type = Some("application/vnd.example.sbom".into());
+            d
+        };
+        // (entries, wanted, index of the chosen entry or None)
+        let cases: Vec<(Vec<Descriptor>, &str, Option<usize>)> = vec![
+            // The only image has no platform: chosen.
+            (vec![entry(1, OCI, None)], "linux/amd64", Some(0)),
+            (vec![entry(1, DOCKER, None)], "linux/arm64", Some(0)),
+            // A fitting platform wins over no platform, wherever it stands.
+            (
+                vec![entry(1, OCI, None), entry(2, OCI, Some("linux/amd64"))],
+                "linux/amd64",
+                Some(1),
+            ),
+            (
+                vec![entry(2, OCI, Some("linux/amd64")), entry(1, OCI, None)],
+                "linux/amd64",
+                Some(0),
+            ),
+            // No fitting platform: the entry without one.
+            (
+                vec![entry(2, OCI, Some("linux/arm64")), entry(1, OCI, None)],
+                "linux/amd64",
+                Some(1),
+            ),
+            // Exact variant before a compatible one, wherever it stands.
+            (
+                vec![
+                    entry(1, OCI, Some("linux/arm/v6")),
+                    entry(2, OCI, Some("linux/arm/v7")),
+                ],
+                "linux/arm/v7",
+                Some(1),
+            ),
+            (
+                vec![entry(1, OCI, Some("linux/arm/v6"))],
+                "linux/arm/v7",
+                Some(0),
+            ),
+            // Two exact fits: the first.
+            (
+                vec![
+                    entry(1, OCI, Some("linux/amd64")),
+                    entry(2, DOCKER, Some("linux/amd64")),
+                ],
+                "linux/amd64",
+                Some(0),
+            ),
+            // Attestations and artifacts are never chosen, platform or not.
+            (
+                vec![attestation.clone(), entry(1, OCI, Some("linux/amd64"))],
+                "linux/amd64",
+                Some(1),
+            ),
+            (vec![artifact.clone()], "linux/amd64", None),
+            (vec![attestation.clone()], "unknown/unknown", None),
+            // A media type that is no manifest is skipped even without platform.
+            (
+                vec![entry(1, "application/octet-stream", None)],
+                "linux/amd64",
+                None,
+            ),
+            (
+                vec![
+                    entry(1, "application/octet-stream", None),
+                    entry(2, OCI, None),
+                ],
+                "linux/amd64",
+                Some(1),
+            ),
+            // A nested index that fits, or has no platform, is followed; an image is
+            // preferred to it at the same fit.
+            (vec![entry(1, INDEX, None)], "linux/amd64", Some(0)),
+            (
+                vec![entry(1, INDEX, None), entry(2, OCI, None)],
+                "linux/amd64",
+                Some(1),
+            ),
+            (
+                vec![entry(1, INDEX, Some("linux/amd64")), entry(2, OCI, None)],
+                "linux/amd64",
+                Some(0),
+            ),
+            (
+                vec![entry(1, INDEX, Some("linux/arm64"))],
+                "linux/amd64",
+                None,
+            ),
+            (vec![], "linux/amd64", None),
+        ];
+        for (i, (entries, want, chosen)) in cases.iter().enumerate() {
+            let want: Platform = want.parse().unwrap();
+            let got = choose_entry(entries, &want);
+            match (got, chosen) {
+                (Ok(d), Some(c)) => assert_eq!(d, &entries[*c], "case {i}"),
+                (Err(e), None) => assert_eq!(e.entries.len(), entries.len(), "case {i}"),
+                (got, want) => panic!("case {i}: got {got:?}, want entry {want:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn no_match_lists_every_entry_and_why() {
+        let mut att = entry(3, OCI, Some("unknown/unknown"));
+        att.annotations = Some(
+            [(
+                ANNOTATION_REFERENCE_TYPE.to_owned(),
+                "attestation-manifest".to_owned(),
+            )]
+            .into(),
+        );
+        let entries = vec![
+            entry(1, OCI, Some("linux/arm64/v8")),
+            entry(2, "text/plain", None),
+            att,
+        ];
+        let e = choose_entry(&entries, &"linux/s390x".parse().unwrap()).unwrap_err();
+        let reasons: Vec<_> = e.entries.iter().map(|s| s.reason.clone()).collect();
+        assert_eq!(
+            reasons,
+            [
+                EntrySkip::PlatformMismatch,
+                EntrySkip::NotAManifest(MediaType::parse("text/plain")),
+                EntrySkip::Attestation
+            ]
+        );
+        let msg = e.to_string();
+        let want = format!(
+            "no image for platform linux/s390x; the index lists {} linux/arm64/v8 (platform does not match), {} no platform (media type text/plain is not an image manifest), {} unknown/unknown (attestation manifest)",
+            entries[0].digest, entries[1].digest, entries[2].digest
+        );
+        assert_eq!(msg, want);
+        let none = choose_entry(&[], &"linux/amd64".parse().unwrap()).unwrap_err();
+        assert_eq!(
+            none.to_string(),
+            "no image for platform linux/amd64; the index has no entries"
+        );
     }
 }

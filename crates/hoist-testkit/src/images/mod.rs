@@ -33,7 +33,7 @@ pub use samples::{
     sample_docker, sample_index, sample_index_docker, sample_multi_layer, sample_zstd,
 };
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::io;
 use std::path::Path;
 
@@ -209,6 +209,9 @@ pub struct LayerSpec {
     pub compression: Compression,
     /// History `created_by` (default `hoist-testkit layer N`).
     pub created_by: Option<String>,
+    /// Media type of the blob instead of the format's for `compression` (e.g. a
+    /// non-distributable layer type).
+    pub media_type: Option<String>,
 }
 
 impl LayerSpec {
@@ -218,6 +221,7 @@ impl LayerSpec {
             entries: Vec::new(),
             compression,
             created_by: None,
+            media_type: None,
         }
     }
     /// A gzip layer with `entries`.
@@ -245,6 +249,11 @@ impl LayerSpec {
     /// Sets the history `created_by`.
     pub fn created_by(mut self, s: &str) -> LayerSpec {
         self.created_by = Some(s.to_string());
+        self
+    }
+    /// Gives the blob media type `mt` instead of the format's for its compression.
+    pub fn media_type(mut self, mt: &str) -> LayerSpec {
+        self.media_type = Some(mt.to_string());
         self
     }
 }
@@ -403,12 +412,15 @@ impl ImageSpec {
         let mut layers = Vec::with_capacity(self.layers.len());
         let mut blobs = BTreeMap::new();
         for (i, l) in self.layers.iter().enumerate() {
-            let mt = self.format.layer_media_type(l.compression).ok_or_else(|| {
-                io::Error::other(format!(
-                    "layer {i}: {:?} compression has no media type in {:?}",
-                    l.compression, self.format
-                ))
-            })?;
+            let mt = match &l.media_type {
+                Some(mt) => mt.as_str(),
+                None => self.format.layer_media_type(l.compression).ok_or_else(|| {
+                    io::Error::other(format!(
+                        "layer {i}: {:?} compression has no media type in {:?}",
+                        l.compression, self.format
+                    ))
+                })?,
+            };
             let tar = tar_bytes(&l.entries)?;
             let blob = compress(&tar, l.compression)?;
             let info = BlobInfo::of(mt, &blob);
@@ -559,6 +571,10 @@ pub struct IndexSpec {
     format: ImageFormat,
     images: Vec<ImageSpec>,
     annotations: BTreeMap<String, String>,
+    /// Members whose entry carries no `platform`.
+    platformless: BTreeSet<usize>,
+    /// Annotations of members' entries.
+    entry_annotations: BTreeMap<usize, BTreeMap<String, String>>,
 }
 
 impl IndexSpec {
@@ -568,11 +584,34 @@ impl IndexSpec {
             format,
             images: Vec::new(),
             annotations: BTreeMap::new(),
+            platformless: BTreeSet::new(),
+            entry_annotations: BTreeMap::new(),
         }
     }
     /// Adds a member image; its platform becomes the entry's platform.
     pub fn image(mut self, spec: ImageSpec) -> IndexSpec {
         self.images.push(spec);
+        self
+    }
+    /// Adds a member image whose entry has no `platform` field (as some tools write
+    /// single-image indexes).
+    pub fn image_without_platform(mut self, spec: ImageSpec) -> IndexSpec {
+        self.platformless.insert(self.images.len());
+        self.images.push(spec);
+        self
+    }
+    /// Adds an annotation to the entry of the member added last (e.g. buildkit's
+    /// `vnd.docker.reference.type: attestation-manifest`).
+    pub fn entry_annotation(mut self, k: &str, v: &str) -> IndexSpec {
+        let last = self
+            .images
+            .len()
+            .checked_sub(1)
+            .expect("an entry to annotate");
+        self.entry_annotations
+            .entry(last)
+            .or_default()
+            .insert(k.to_string(), v.to_string());
         self
     }
     /// Adds an index annotation (OCI only).
@@ -592,9 +631,11 @@ impl IndexSpec {
             media_type: self.format.index_media_type(),
             manifests: images
                 .iter()
-                .map(|i| IndexEntryJson {
+                .enumerate()
+                .map(|(n, i)| IndexEntryJson {
                     desc: &i.manifest,
-                    platform: &i.platform,
+                    platform: (!self.platformless.contains(&n)).then_some(&i.platform),
+                    annotations: self.entry_annotations.get(&n),
                 })
                 .collect(),
             annotations: (self.format == ImageFormat::Oci && !self.annotations.is_empty())
@@ -657,7 +698,10 @@ struct ManifestJson<'a> {
 struct IndexEntryJson<'a> {
     #[serde(flatten)]
     desc: &'a BlobInfo,
-    platform: &'a Platform,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    platform: Option<&'a Platform>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    annotations: Option<&'a BTreeMap<String, String>>,
 }
 
 #[derive(Serialize)]

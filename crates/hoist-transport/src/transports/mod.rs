@@ -469,6 +469,10 @@ pub struct DestinationCaps {
     pub signatures: bool,
     /// It takes only this manifest format (`None`: any).
     pub format: Option<ManifestFormat>,
+    /// The manifest format written when the copy asks for none (`None`: as it comes).
+    /// An OCI layout converts Docker schema 2 to OCI by default, as skopeo does: skopeo
+    /// and umoci read only OCI manifests from a layout. An explicit `--format` wins.
+    pub default_format: Option<ManifestFormat>,
     /// It stores layers only with this compression (`None`: as they come).
     pub layer_compression: Option<Compression>,
 }
@@ -479,6 +483,7 @@ impl Default for DestinationCaps {
             index: true,
             signatures: false,
             format: None,
+            default_format: None,
             layer_compression: None,
         }
     }

@@ -17,9 +17,11 @@
 //! rename, fsync dir); manifests likewise. `commit` rewrites `index.json` atomically: the
 //! entry named `REF` is replaced (or, without `REF`, an entry is added unless the same
 //! unnamed digest is already listed), other entries and fields are kept, and `oci-layout`
-//! is written if absent. A copy that fails leaves `index.json` as it was. Manifest
-//! formats are kept as they come (a Docker schema 2 image stays one, digest unchanged);
-//! `--format oci` converts.
+//! is written if absent. A copy that fails leaves `index.json` as it was. Docker schema 2
+//! manifests and manifest lists are converted to OCI by default (as skopeo does for an
+//! `oci:` destination: skopeo and umoci read only OCI manifests from a layout; the config
+//! and layer blobs stay byte for byte, only their media types change); `--format v2s2`
+//! keeps them Docker. OCI images are written as they come, digests unchanged.
 //!
 //! [OCI image layout]: https://github.com/opencontainers/image-spec/blob/main/image-layout.md
 
@@ -35,7 +37,7 @@ use serde_json::Value;
 use super::local::{self, invalid};
 use super::{
     BlobLocation, BlobStream, Committed, DestinationCaps, ImageDestination, ImageSource,
-    ManifestRef, ManifestTarget, RawManifest, raw_manifest,
+    ManifestFormat, ManifestRef, ManifestTarget, RawManifest, raw_manifest,
 };
 use crate::{TransportError, blocking};
 
@@ -298,7 +300,10 @@ impl ImageDestination for OciDestination {
     }
 
     fn capabilities(&self) -> DestinationCaps {
-        DestinationCaps::default()
+        DestinationCaps {
+            default_format: Some(ManifestFormat::Oci),
+            ..DestinationCaps::default()
+        }
     }
 
     async fn has_blob(

@@ -218,20 +218,14 @@ impl OciArchive {
                     break (bytes, m);
                 }
                 Manifest::Index(idx) if index.is_none() => {
-                    let chosen = idx.select(platform).cloned().ok_or_else(|| {
+                    let chosen = idx.choose(platform).cloned().map_err(|choice| {
                         TransportError::NoMatchingPlatform {
                             reference: format!(
                                 "{}: {}",
                                 self.index.path().display(),
                                 blob_entry(&desc.digest)
                             ),
-                            wanted: platform.to_string(),
-                            available: idx
-                                .platforms()
-                                .iter()
-                                .map(ToString::to_string)
-                                .collect::<Vec<_>>()
-                                .join(", "),
+                            choice,
                         }
                     })?;
                     index = Some((desc.clone(), bytes));
