@@ -240,6 +240,7 @@ impl ImageDestination for DockerArchiveDestination {
             index: false,
             signatures: false,
             format: Some(ManifestFormat::V2s2),
+            default_format: None,
             layer_compression: Some(Compression::None),
         }
     }
