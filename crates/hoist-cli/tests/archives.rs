@@ -10,6 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use assert_cmd::Command;
+use hoist_testkit::docker_save;
 use hoist_testkit::evil_archive::{self, DockerParts, OciParts};
 use hoist_testkit::images::{self, BuiltImage, Entry, ImageSpec, LayerSpec};
 use hoist_testkit::registry::Registry;
@@ -467,6 +468,151 @@ fn bad_archives_fail_clearly_and_change_nothing() {
             );
             assert_eq!(snapshot(&e.store()), before, "{}: store changed", case.name);
             assert_eq!(e.names(), names, "{}", case.name);
+        }
+        e.ok(&["fsck"]);
+    }
+}
+
+/// Loads `archive` (`-i FILE`, or stdin with `stdin`) into `env` and checks that every
+/// image of `imgs` is there under its tag with its ID, that each unpacks to its files,
+/// and that fsck finds the store clean.
+fn loads_all(env: &Env, archive: &[u8], imgs: &[docker_save::SavedImage], stdin: bool, what: &str) {
+    let file = env.path("saved.tar");
+    std::fs::write(&file, archive).unwrap();
+    let out = if stdin {
+        env.cmd()
+            .arg("load")
+            .write_stdin(archive.to_vec())
+            .output()
+            .unwrap()
+    } else {
+        env.cmd().args(["load", "-i", p(&file)]).output().unwrap()
+    };
+    assert!(
+        out.status.success(),
+        "{what}: load failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let names = env.names();
+    for img in imgs {
+        let id = names
+            .get(&img.tag)
+            .or(names.get(&format!("docker.io/{}", img.tag)));
+        assert_eq!(id, Some(&img.id()), "{what}: {} in {names:?}", img.tag);
+        // The stored layers are the diff IDs (uncompressed, verified).
+        let raw: Value =
+            serde_json::from_slice(&env.ok(&["inspect", "--raw", &img.tag]).stdout).unwrap();
+        let layers: Vec<&str> = raw["layers"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|l| l["digest"].as_str().unwrap())
+            .collect();
+        assert_eq!(layers, img.diff_ids(), "{what}: {}", img.tag);
+        let root = env.path(&format!("rootfs-{}", img.tag.replace(['/', ':'], "-")));
+        env.ok(&["unpack", &img.tag, p(&root)]);
+        assert_eq!(
+            std::fs::read_to_string(root.join("etc/os-release")).unwrap(),
+            "ID=shared\n",
+            "{what}"
+        );
+        std::fs::remove_dir_all(&root).unwrap();
+    }
+    env.ok(&["fsck"]);
+}
+
+#[test]
+fn docker_save_archives_with_shared_layers_load() {
+    use docker_save::{LayerCodec, SaveShape, Share};
+    let imgs = docker_save::two_images_sharing_a_layer();
+    for (shape, share) in [
+        (SaveShape::Legacy, Share::Symlink),
+        (SaveShape::Legacy, Share::Hardlink),
+        (SaveShape::OciLayout, Share::Once),
+        (SaveShape::OciLayout, Share::Symlink),
+        (SaveShape::OciLayout, Share::Hardlink),
+    ] {
+        let what = format!("{shape:?} {share:?}");
+        let archive = docker_save::docker_save(&imgs, shape, share, LayerCodec::None);
+        loads_all(&Env::new(), &archive, &imgs, false, &what);
+        // As a copy source too, each image by its tag.
+        let env = Env::new();
+        let file = env.path("saved.tar");
+        std::fs::write(&file, &archive).unwrap();
+        for img in &imgs {
+            env.ok(&[
+                "copy",
+                &format!("docker-archive:{}:{}", p(&file), img.tag),
+                &format!("hoist:{}", img.tag),
+            ]);
+        }
+        assert_eq!(env.names().len(), 2, "{what}");
+        env.ok(&["fsck"]);
+    }
+}
+
+#[test]
+fn docker_archive_layers_load_in_every_compression() {
+    use docker_save::{LayerCodec, SaveShape, Share};
+    let imgs = docker_save::two_images_sharing_a_layer();
+    for codec in LayerCodec::READABLE {
+        let archive = docker_save::docker_save(&imgs, SaveShape::Legacy, Share::Symlink, codec);
+        loads_all(
+            &Env::new(),
+            &archive,
+            &imgs,
+            false,
+            &format!("{codec:?} layers"),
+        );
+        let env = Env::new();
+        let file = env.path("saved.tar");
+        std::fs::write(&file, &archive).unwrap();
+        env.ok(&[
+            "copy",
+            &format!("docker-archive:{}:shared/b:1", p(&file)),
+            "hoist:shared/b:1",
+        ]);
+        env.ok(&["fsck"]);
+    }
+    // A compression hoist does not read is named, not reported as a digest mismatch.
+    let env = Env::new();
+    let archive = docker_save::docker_save(
+        &imgs,
+        SaveShape::Legacy,
+        Share::Symlink,
+        LayerCodec::Lz4Magic,
+    );
+    let file = env.path("lz4.tar");
+    std::fs::write(&file, &archive).unwrap();
+    let copy_src = format!("docker-archive:{}:shared/a:1", p(&file));
+    for args in [
+        vec!["load", "-i", p(&file)],
+        vec!["copy", &copy_src, "hoist:x/y:z"],
+    ] {
+        let err = env.fails(&args);
+        assert!(
+            err.contains("lz4 compression is not supported") && !err.contains("digest"),
+            "{args:?}: {err}"
+        );
+    }
+    assert!(env.names().is_empty());
+    env.ok(&["fsck"]);
+}
+
+#[test]
+fn compressed_archives_load_from_a_file_and_from_stdin() {
+    use docker_save::{LayerCodec, SaveShape, Share};
+    let imgs = docker_save::two_images_sharing_a_layer();
+    let plain =
+        docker_save::docker_save(&imgs, SaveShape::Legacy, Share::Symlink, LayerCodec::None);
+    let oci = docker_save::docker_save(&imgs, SaveShape::OciLayout, Share::Once, LayerCodec::None);
+    for codec in LayerCodec::READABLE {
+        for (archive, shape) in [(&plain, "legacy"), (&oci, "oci layout")] {
+            let whole = docker_save::compress(archive, codec);
+            for stdin in [false, true] {
+                let what = format!("{codec:?} {shape} archive, stdin: {stdin}");
+                loads_all(&Env::new(), &whole, &imgs, stdin, &what);
+            }
         }
     }
 }

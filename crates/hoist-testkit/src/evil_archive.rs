@@ -3,9 +3,11 @@
 //!
 //! The sample ([`DockerParts::sample`], [`OciParts::sample`]) is valid: a loader must accept
 //! it. Each case in [`docker_cases`] and [`oci_cases`] breaks one rule: a missing or `null`
-//! `manifest.json`, a missing layer, layer bytes that are not their diff ID, layers and
-//! configs stored as links, names escaping the archive, duplicate entries, oversized
-//! documents, wrong layer counts, trailing garbage.
+//! `manifest.json`, a missing layer, layer bytes that are not their diff ID, links that
+//! leave the archive, are absolute, go round in a cycle or point at nothing, names
+//! escaping the archive, duplicate entries, oversized documents, wrong layer counts,
+//! trailing garbage, compressions a loader does not read. (Links to another member are
+//! valid: `docker save` writes them for shared layers; see [`crate::docker_save`].)
 
 use crate::evil::{RawTar, flag};
 use crate::images::{DEFAULT_CREATED, Entry, sha256_digest, tar_bytes};
@@ -148,36 +150,92 @@ pub fn docker_cases() -> Vec<ArchiveCase> {
     t.file(b"manifest.json", &p.manifest_json());
     case("wrong digest", &format!("{}: digest", names[1]), t.finish());
 
-    // The second layer as a link to a file holding exactly its bytes: only the link
-    // rule can refuse it.
-    for (name, typeflag, expect) in [
-        ("layer as symlink", flag::SYMLINK, "is a symbolic link"),
-        ("layer as hardlink", flag::LINK, "is a hard link"),
-    ] {
+    // The second layer as a link that cannot be followed; `real.tar` holds its exact
+    // bytes, so only the link rule can refuse it.
+    let layer_link = |typeflag: u8, target: &[u8]| {
         let mut t = RawTar::new();
         t.file(names[0].as_bytes(), &p.layers[0]);
         t.file(b"real.tar", &p.layers[1]);
-        t.raw(
-            names[1].as_bytes(),
-            typeflag,
-            0o644,
-            0,
-            0,
-            0,
-            b"real.tar",
-            b"",
-        );
+        t.raw(names[1].as_bytes(), typeflag, 0o644, 0, 0, 0, target, b"");
         t.file(p.config_name().as_bytes(), &p.config);
         t.file(b"manifest.json", &p.manifest_json());
-        case(name, expect, t.finish());
-    }
+        t.finish()
+    };
+    case(
+        "layer symlink escaping",
+        &format!(
+            "{}: link to \"../../etc/passwd\" leaves the archive",
+            names[1]
+        ),
+        layer_link(flag::SYMLINK, b"../../etc/passwd"),
+    );
+    case(
+        "layer symlink absolute",
+        &format!("{}: link to \"/real.tar\" is absolute", names[1]),
+        layer_link(flag::SYMLINK, b"/real.tar"),
+    );
+    case(
+        "layer symlink to a missing member",
+        "link to \"gone.tar\" points to a member that is not in the archive",
+        layer_link(flag::SYMLINK, b"gone.tar"),
+    );
+    case(
+        "layer hard link to a missing member",
+        "link to \"gone.tar\" points to a member that is not in the archive",
+        layer_link(flag::LINK, b"gone.tar"),
+    );
+    case(
+        "layer hard link escaping",
+        "hardlink target escapes the root",
+        layer_link(flag::LINK, b"../real.tar"),
+    );
+    // A cycle: the layer links to `loop.tar`, which links back.
+    let mut t = RawTar::new();
+    t.file(names[0].as_bytes(), &p.layers[0]);
+    t.symlink(names[1].as_bytes(), b"loop.tar");
+    t.symlink(b"loop.tar", names[1].as_bytes());
+    t.file(p.config_name().as_bytes(), &p.config);
+    t.file(b"manifest.json", &p.manifest_json());
+    case(
+        "layer symlink cycle",
+        "links in a row (a cycle?)",
+        t.finish(),
+    );
 
     let mut t = RawTar::new();
     p.write_layers(&mut t);
-    t.file(b"real.json", &p.config);
-    t.symlink(p.config_name().as_bytes(), b"real.json");
+    t.symlink(p.config_name().as_bytes(), b"../etc/config.json");
     t.file(b"manifest.json", &p.manifest_json());
-    case("config as symlink", "is a symbolic link", t.finish());
+    case("config symlink escaping", "leaves the archive", t.finish());
+
+    // A layer compressed with lz4, which docker-archive readers do not decode: the error
+    // names the compression, never a digest mismatch.
+    let mut t = RawTar::new();
+    t.file(names[0].as_bytes(), &p.layers[0]);
+    t.file(
+        names[1].as_bytes(),
+        &crate::docker_save::compress(&p.layers[1], crate::docker_save::LayerCodec::Lz4Magic),
+    );
+    t.file(p.config_name().as_bytes(), &p.config);
+    t.file(b"manifest.json", &p.manifest_json());
+    case(
+        "layer compressed with lz4",
+        &format!("{}: lz4 compression is not supported", names[1]),
+        t.finish(),
+    );
+
+    // The whole archive compressed with lz4; damaged gzip.
+    case(
+        "archive compressed with lz4",
+        "decompressing the archive: lz4 compression is not supported",
+        crate::docker_save::compress(&p.build(), crate::docker_save::LayerCodec::Lz4Magic),
+    );
+    let gz = crate::docker_save::compress(&p.build(), crate::docker_save::LayerCodec::Gzip);
+    case(
+        "archive gzip truncated",
+        "decompressing the archive",
+        gz[..gz.len() - 12].to_vec(),
+    );
 
     let mut t = RawTar::new();
     t.dir(names[0].as_bytes(), 0o755);
@@ -369,7 +427,8 @@ pub fn oci_cases() -> Vec<ArchiveCase> {
         bytes: t.finish(),
         expect: "digest".into(),
     });
-    // The manifest as a symlink to a file holding its bytes.
+    // The manifest as a symlink out of the archive (`m.json` holds its bytes, so only
+    // the link rule can refuse it).
     let mut t = RawTar::new();
     t.file(b"oci-layout", br#"{"imageLayoutVersion":"1.0.0"}"#);
     for b in &blobs[..blobs.len() - 1] {
@@ -381,13 +440,13 @@ pub fn oci_cases() -> Vec<ArchiveCase> {
     t.file(b"m.json", &p.manifest);
     t.symlink(
         format!("blobs/sha256/{}", hex(&sha256_digest(&p.manifest))).as_bytes(),
-        b"../../m.json",
+        b"../../../m.json",
     );
     t.file(b"index.json", &p.index);
     cases.push(ArchiveCase {
-        name: "oci manifest as symlink",
+        name: "oci manifest symlink escaping",
         bytes: t.finish(),
-        expect: "is a symbolic link".into(),
+        expect: "leaves the archive".into(),
     });
     cases
 }

@@ -51,6 +51,7 @@
 //! ```
 
 pub mod certs;
+pub mod docker_save;
 pub mod evil;
 pub mod evil_archive;
 pub mod fake;

@@ -104,6 +104,14 @@ pub enum UnpackError {
         /// What the magic bytes say.
         found: &'static str,
     },
+    /// Content compressed in a way hoist does not decode (detected by its magic bytes).
+    #[error(
+        "{found} compression is not supported (hoist reads gzip, zstd, bzip2, xz and uncompressed tars)"
+    )]
+    UnsupportedCompression {
+        /// The compression found.
+        found: &'static str,
+    },
     /// Not a layer media type hoist can read.
     #[error("unsupported layer media type {media_type}")]
     UnsupportedMediaType {

@@ -55,5 +55,5 @@ pub use fsops::{ROOTLESS_XATTR, rootless_payload};
 pub use image::{UnpackReport, apply_layers, image_config, unpack_image, unpack_into};
 pub use limits::Limits;
 pub use options::{IdMap, UnpackOptions, WhiteoutMode, is_root, map_id};
-pub use stream::{LayerStream, sniff};
+pub use stream::{Codec, LayerStream, XZ_MEMLIMIT, detect, sniff, stream_error};
 pub use tar::{Entry, EntryKind, TarReader, Timestamp};

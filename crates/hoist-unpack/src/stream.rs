@@ -1,6 +1,18 @@
-//! The layer stream: one pass that decompresses a blob (detected by media type, checked
-//! against the magic bytes), caps the decompressed size, and hashes the decompressed bytes
-//! into the diff ID. Every consumer (unpack, flatten, rootfs builds) reads layers through it.
+//! The layer stream: one pass that decompresses a blob, caps the decompressed size, and
+//! hashes the decompressed bytes into the diff ID. Every consumer (unpack, flatten, rootfs
+//! builds, archive loads) reads layers through it.
+//!
+//! The compression is known two ways:
+//! - from the media type ([`LayerStream::open`]: registry and store blobs), checked against
+//!   the magic bytes; OCI and Docker media types name only gzip, zstd or none;
+//! - from the content alone ([`LayerStream::detect`]: docker-archive layers and whole
+//!   archives, where `docker load` and skopeo also read bzip2 and xz). A compression hoist
+//!   does not read (lz4, lzip, compress) is refused by name
+//!   ([`UnpackError::UnsupportedCompression`]), before any byte is hashed.
+//!
+//! Decoder limits: the decompressed size ([`Limits::max_layer_size`]), the zstd window
+//! ([`Limits::zstd_window_log_max`]) and the xz decoder's memory ([`XZ_MEMLIMIT`]); bzip2's
+//! memory is bounded by its format (900 kB blocks).
 
 use std::io::{self, BufRead, BufReader, Read};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
@@ -14,26 +26,149 @@ use crate::{Limits, UnpackError};
 const READ_BUFFER: usize = 1 << 20;
 /// Progress is reported at most once per this many compressed bytes.
 const PROGRESS_STEP: u64 = 4 << 20;
+/// Most memory the xz decoder may use: enough for `xz -9e` (64 MiB dictionary) with a wide
+/// margin; a stream that needs more is refused, not decoded.
+pub const XZ_MEMLIMIT: u64 = 256 << 20;
 
-const GZIP_MAGIC: &[u8] = &[0x1f, 0x8b];
-const ZSTD_MAGIC: &[u8] = &[0x28, 0xb5, 0x2f, 0xfd];
+/// A compression the layer stream decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Codec {
+    /// Not compressed (a plain tar).
+    None,
+    /// gzip (RFC 1952), one or several members.
+    Gzip,
+    /// zstd, one or several frames.
+    Zstd,
+    /// bzip2, one or several streams.
+    Bzip2,
+    /// xz, one or several streams.
+    Xz,
+}
 
-/// What the first bytes of a blob say it is.
-pub fn sniff(head: &[u8]) -> &'static str {
-    if head.starts_with(GZIP_MAGIC) {
-        "gzip"
-    } else if head.starts_with(ZSTD_MAGIC)
+impl Codec {
+    /// Its name in messages.
+    pub fn name(self) -> &'static str {
+        match self {
+            Codec::None => "uncompressed",
+            Codec::Gzip => "gzip",
+            Codec::Zstd => "zstd",
+            Codec::Bzip2 => "bzip2",
+            Codec::Xz => "xz",
+        }
+    }
+
+    /// The compression a media type can declare, if this is one.
+    pub fn compression(self) -> Option<Compression> {
+        match self {
+            Codec::None => Some(Compression::None),
+            Codec::Gzip => Some(Compression::Gzip),
+            Codec::Zstd => Some(Compression::Zstd),
+            Codec::Bzip2 | Codec::Xz => None,
+        }
+    }
+}
+
+impl From<Compression> for Codec {
+    fn from(c: Compression) -> Codec {
+        match c {
+            Compression::None => Codec::None,
+            Compression::Gzip => Codec::Gzip,
+            Compression::Zstd => Codec::Zstd,
+        }
+    }
+}
+
+/// Magic bytes of compressions hoist does not decode, with their names.
+const UNSUPPORTED: &[(&[u8], &str)] = &[
+    (&[0x04, 0x22, 0x4d, 0x18], "lz4"),
+    (&[0x02, 0x21, 0x4c, 0x18], "lz4 (legacy frame)"),
+    (b"LZIP", "lzip"),
+    (&[0x1f, 0x9d], "compress (.Z)"),
+    (&[0x1f, 0xa0], "compress (LZH)"),
+    (&[0x89, b'L', b'Z', b'O', 0x00, 0x0d, 0x0a, 0x1a], "lzop"),
+];
+
+/// Whether `head` starts with a tar header whose checksum is right: such content is a tar,
+/// whatever its first bytes (a file name) look like.
+fn is_tar_header(head: &[u8]) -> bool {
+    let Some(h) = head.get(..512) else {
+        return false;
+    };
+    let field = &h[148..156];
+    let digits: Vec<u8> = field
+        .iter()
+        .copied()
+        .skip_while(|b| *b == b' ')
+        .take_while(|b| (b'0'..=b'7').contains(b))
+        .collect();
+    if digits.is_empty() {
+        return false;
+    }
+    let Ok(want) = u64::from_str_radix(std::str::from_utf8(&digits).unwrap_or("x"), 8) else {
+        return false;
+    };
+    let sum: u64 = h
+        .iter()
+        .enumerate()
+        .map(|(i, b)| {
+            if (148..156).contains(&i) {
+                32
+            } else {
+                u64::from(*b)
+            }
+        })
+        .sum();
+    sum == want
+}
+
+/// What the first bytes of a stream are: a compression hoist decodes (uncompressed when no
+/// magic matches), or the name of one it does not. Content that starts with a valid tar
+/// header is a tar, whatever its first file is called. Pass at least 512 bytes where there
+/// are that many.
+pub fn detect(head: &[u8]) -> Result<Codec, &'static str> {
+    if is_tar_header(head) {
+        return Ok(Codec::None);
+    }
+    if head.starts_with(&[0x1f, 0x8b]) {
+        return Ok(Codec::Gzip);
+    }
+    if head.starts_with(&[0x28, 0xb5, 0x2f, 0xfd])
         || (head.len() >= 4 && head[0] & 0xf0 == 0x50 && head[1..4] == [0x2a, 0x4d, 0x18])
     {
-        "zstd"
-    } else {
-        "uncompressed"
+        return Ok(Codec::Zstd);
+    }
+    // "BZh" and a block size digit, then a block or end-of-stream magic.
+    if head.len() >= 10
+        && head.starts_with(b"BZh")
+        && (b'1'..=b'9').contains(&head[3])
+        && (head[4..10] == [0x31, 0x41, 0x59, 0x26, 0x53, 0x59]
+            || head[4..10] == [0x17, 0x72, 0x45, 0x38, 0x50, 0x90])
+    {
+        return Ok(Codec::Bzip2);
+    }
+    if head.starts_with(&[0xfd, b'7', b'z', b'X', b'Z', 0x00]) {
+        return Ok(Codec::Xz);
+    }
+    match UNSUPPORTED.iter().find(|(m, _)| head.starts_with(m)) {
+        Some((_, name)) => Err(name),
+        None => Ok(Codec::None),
+    }
+}
+
+/// What the first bytes of a blob say it is, by name.
+pub fn sniff(head: &[u8]) -> &'static str {
+    match detect(head) {
+        Ok(c) => c.name(),
+        Err(name) => name,
     }
 }
 
 /// Counts compressed bytes and reports progress.
 struct Counting<'p, R> {
     inner: R,
+    /// The first bytes, read ahead to detect the compression; served before `inner`.
+    head: Vec<u8>,
+    head_pos: usize,
     done: u64,
     reported: u64,
     digest: Option<Digest>,
@@ -42,6 +177,12 @@ struct Counting<'p, R> {
 
 impl<R: Read> Read for Counting<'_, R> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if self.head_pos < self.head.len() {
+            let n = buf.len().min(self.head.len() - self.head_pos);
+            buf[..n].copy_from_slice(&self.head[self.head_pos..self.head_pos + n]);
+            self.head_pos += n;
+            return Ok(n);
+        }
         let n = self.inner.read(buf)?;
         self.done += n as u64;
         if self.done - self.reported >= PROGRESS_STEP
@@ -61,11 +202,14 @@ enum Decoder<'p, R: Read> {
     Plain(BufReader<Counting<'p, R>>),
     Gzip(Box<flate2::bufread::MultiGzDecoder<BufReader<Counting<'p, R>>>>),
     Zstd(Box<zstd::stream::read::Decoder<'static, BufReader<Counting<'p, R>>>>),
+    Bzip2(Box<bzip2::bufread::MultiBzDecoder<BufReader<Counting<'p, R>>>>),
+    Xz(Box<liblzma::bufread::XzDecoder<BufReader<Counting<'p, R>>>>),
 }
 
 /// A decompressed, size-capped, hashing view of a layer blob.
 pub struct LayerStream<'p, R: Read> {
     decoder: Decoder<'p, R>,
+    codec: Codec,
     hasher: Hasher,
     /// Off when the consumer of a [`piped`] stream hashes instead.
     hashing: bool,
@@ -101,50 +245,125 @@ impl<'p, R: Read> LayerStream<'p, R> {
                 .ok_or_else(|| UnpackError::UnsupportedMediaType {
                     media_type: media_type.clone(),
                 })?;
-        let counting = Counting {
+        let mut buffered = Self::buffered(blob, digest, progress)?;
+        let found = detect(
+            buffered
+                .fill_buf()
+                .map_err(|source| UnpackError::Stream { source })?,
+        );
+        if found != Ok(Codec::from(declared)) {
+            return Err(UnpackError::CompressionMismatch {
+                media_type: media_type.clone(),
+                declared,
+                found: found.map_or_else(|name| name, Codec::name),
+            });
+        }
+        Self::with_codec(buffered, Codec::from(declared), algorithm, limits)
+    }
+
+    /// Opens `blob` of unknown compression, detected from its first bytes: gzip, zstd,
+    /// bzip2, xz or none (docker-archive layers, whole archives). A compression hoist does
+    /// not decode is refused with [`UnpackError::UnsupportedCompression`]. Otherwise as
+    /// [`LayerStream::open`].
+    pub fn detect(
+        blob: R,
+        algorithm: Algorithm,
+        limits: &Limits,
+        digest: Option<&Digest>,
+        progress: &'p dyn Progress,
+    ) -> Result<LayerStream<'p, R>, UnpackError> {
+        let mut buffered = Self::buffered(blob, digest, progress)?;
+        let codec = detect(
+            buffered
+                .fill_buf()
+                .map_err(|source| UnpackError::Stream { source })?,
+        )
+        .map_err(|found| UnpackError::UnsupportedCompression { found })?;
+        Self::with_codec(buffered, codec, algorithm, limits)
+    }
+
+    /// The blob behind a progress counter and a buffer holding at least its first 512
+    /// bytes (fewer only when the blob is shorter), for [`detect`].
+    fn buffered(
+        blob: R,
+        digest: Option<&Digest>,
+        progress: &'p dyn Progress,
+    ) -> Result<BufReader<Counting<'p, R>>, UnpackError> {
+        let mut counting = Counting {
             inner: blob,
+            head: Vec::with_capacity(512),
+            head_pos: 0,
             done: 0,
             reported: 0,
             digest: digest.cloned(),
             progress,
         };
+        // A short first read (a pipe, a network chunk) must not hide the magic bytes: the
+        // first 512 bytes are read whole, and handed out first.
+        let mut head = Vec::with_capacity(512);
+        (&mut counting)
+            .take(512)
+            .read_to_end(&mut head)
+            .map_err(|source| UnpackError::Stream { source })?;
+        counting.head = head;
         let mut buffered = BufReader::with_capacity(READ_BUFFER, counting);
-        let head = buffered
+        buffered
             .fill_buf()
             .map_err(|source| UnpackError::Stream { source })?;
-        let found = sniff(head);
-        let matches = match declared {
-            Compression::Gzip => found == "gzip",
-            Compression::Zstd => found == "zstd",
-            Compression::None => found == "uncompressed",
-        };
-        if !matches {
-            return Err(UnpackError::CompressionMismatch {
-                media_type: media_type.clone(),
-                declared,
-                found,
-            });
-        }
-        let decoder = match declared {
-            Compression::None => Decoder::Plain(buffered),
-            Compression::Gzip => {
-                Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(buffered)))
-            }
-            Compression::Zstd => {
+        Ok(buffered)
+    }
+
+    fn with_codec(
+        buffered: BufReader<Counting<'p, R>>,
+        codec: Codec,
+        algorithm: Algorithm,
+        limits: &Limits,
+    ) -> Result<LayerStream<'p, R>, UnpackError> {
+        let decoder = match codec {
+            Codec::None => Decoder::Plain(buffered),
+            Codec::Gzip => Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(buffered))),
+            Codec::Zstd => {
                 let mut d = zstd::stream::read::Decoder::with_buffer(buffered)
                     .map_err(|source| UnpackError::Stream { source })?;
                 d.window_log_max(limits.zstd_window_log_max)
                     .map_err(|source| UnpackError::Stream { source })?;
                 Decoder::Zstd(Box::new(d))
             }
+            Codec::Bzip2 => Decoder::Bzip2(Box::new(bzip2::bufread::MultiBzDecoder::new(buffered))),
+            Codec::Xz => {
+                let stream = liblzma::stream::Stream::new_stream_decoder(
+                    XZ_MEMLIMIT,
+                    liblzma::stream::CONCATENATED,
+                )
+                .map_err(|e| UnpackError::Stream {
+                    source: io::Error::other(e),
+                })?;
+                Decoder::Xz(Box::new(liblzma::bufread::XzDecoder::new_stream(
+                    buffered, stream,
+                )))
+            }
         };
         Ok(LayerStream {
             decoder,
+            codec,
             hasher: Hasher::new(algorithm),
             hashing: true,
             total: 0,
             limit: limits.max_layer_size,
         })
+    }
+
+    /// The compression being decoded.
+    pub fn codec(&self) -> Codec {
+        self.codec
+    }
+
+    /// Stop hashing (a consumer that needs only the decompressed bytes: a whole archive
+    /// spooled before it is indexed); [`LayerStream::finish`] then returns the digest of
+    /// nothing.
+    pub fn without_hashing(mut self) -> Self {
+        self.hashing = false;
+        self
     }
 
     /// Decompressed bytes so far.
@@ -158,6 +377,8 @@ impl<'p, R: Read> LayerStream<'p, R> {
             Decoder::Plain(b) => b.get_ref().done,
             Decoder::Gzip(d) => d.get_ref().get_ref().done,
             Decoder::Zstd(d) => d.get_ref().get_ref().done,
+            Decoder::Bzip2(d) => d.get_ref().get_ref().done,
+            Decoder::Xz(d) => d.get_ref().get_ref().done,
         }
     }
 
@@ -189,6 +410,8 @@ impl<R: Read> Read for LayerStream<'_, R> {
             Decoder::Plain(r) => r.read(buf)?,
             Decoder::Gzip(r) => r.read(buf)?,
             Decoder::Zstd(r) => r.read(buf)?,
+            Decoder::Bzip2(r) => r.read(buf)?,
+            Decoder::Xz(r) => r.read(buf)?,
         };
         self.total += n as u64;
         if self.total > self.limit {
@@ -216,8 +439,9 @@ impl std::fmt::Display for LimitExceeded {
 
 impl std::error::Error for LimitExceeded {}
 
-/// Maps a stream read error to the crate error, recognising the size cap.
-pub(crate) fn stream_error(e: io::Error) -> UnpackError {
+/// Maps an error from reading a [`LayerStream`] to the crate error, recognising the size
+/// cap.
+pub fn stream_error(e: io::Error) -> UnpackError {
     if let Some(LimitExceeded(limit)) = e.get_ref().and_then(|x| x.downcast_ref::<LimitExceeded>())
     {
         return UnpackError::Limit {
@@ -465,5 +689,161 @@ mod tests {
             run(&g, "application/vnd.oci.image.config.v1+json", &l),
             Err(UnpackError::UnsupportedMediaType { .. })
         ));
+    }
+
+    fn bz(data: &[u8]) -> Vec<u8> {
+        let mut e = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::fast());
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    fn xz(data: &[u8]) -> Vec<u8> {
+        let mut e = liblzma::write::XzEncoder::new(Vec::new(), 1);
+        e.write_all(data).unwrap();
+        e.finish().unwrap()
+    }
+
+    /// A reader that hands out one byte per call (a pipe at its worst).
+    struct Trickle<'a>(&'a [u8]);
+    impl Read for Trickle<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            let Some((b, rest)) = self.0.split_first() else {
+                return Ok(0);
+            };
+            if buf.is_empty() {
+                return Ok(0);
+            }
+            buf[0] = *b;
+            self.0 = rest;
+            Ok(1)
+        }
+    }
+
+    fn detected(blob: impl Read, l: &Limits) -> Result<(Codec, Digest, u64), UnpackError> {
+        let s = LayerStream::detect(blob, Algorithm::Sha256, l, None, &NoProgress)?;
+        let codec = s.codec();
+        let (d, n) = s.finish(false)?;
+        Ok((codec, d, n))
+    }
+
+    #[test]
+    fn detects_every_codec_by_content() {
+        let data = b"a layer that is not really a tar ".repeat(2000);
+        let want = Digest::sha256_of(&data);
+        let l = Limits::default();
+        let z = zstd::stream::encode_all(data.as_slice(), 3).unwrap();
+        let mut two_bz = bz(&data[..1000]);
+        two_bz.extend(bz(&data[1000..]));
+        let mut two_xz = xz(&data[..1000]);
+        two_xz.extend(xz(&data[1000..]));
+        let cases = [
+            (gz(&data), Codec::Gzip),
+            (z, Codec::Zstd),
+            (bz(&data), Codec::Bzip2),
+            (xz(&data), Codec::Xz),
+            (two_bz, Codec::Bzip2),
+            (two_xz, Codec::Xz),
+            (data.clone(), Codec::None),
+        ];
+        for (blob, codec) in cases {
+            let got = detected(blob.as_slice(), &l).unwrap();
+            assert_eq!(got, (codec, want.clone(), data.len() as u64), "{codec:?}");
+            // Read a byte at a time, the magic is still seen.
+            let got = detected(Trickle(&blob), &l).unwrap();
+            assert_eq!(got.0, codec, "{codec:?}, trickled");
+        }
+        // The size cap holds for the new decoders too.
+        let small = Limits {
+            max_layer_size: 1000,
+            ..Limits::default()
+        };
+        for blob in [bz(&data), xz(&data)] {
+            let e = detected(blob.as_slice(), &small).unwrap_err();
+            assert!(e.to_string().contains("1000"), "{e}");
+        }
+        // Damage is an error, not a short layer.
+        for blob in [bz(&data), xz(&data)] {
+            let cut = &blob[..blob.len() - 8];
+            assert!(detected(cut, &l).is_err());
+        }
+    }
+
+    #[test]
+    fn refuses_unsupported_compressions_by_name() {
+        let l = Limits::default();
+        for (head, name) in [
+            (&[0x04u8, 0x22, 0x4d, 0x18, 0x64, 0x40, 0xa7][..], "lz4"),
+            (b"LZIP\x01\x0c", "lzip"),
+            (&[0x1f, 0x9d, 0x90][..], "compress (.Z)"),
+        ] {
+            let mut blob = head.to_vec();
+            blob.extend_from_slice(&[0u8; 600]);
+            match detected(blob.as_slice(), &l) {
+                Err(e @ UnpackError::UnsupportedCompression { .. }) => {
+                    assert!(
+                        e.to_string()
+                            .contains(&format!("{name} compression is not supported")),
+                        "{e}"
+                    );
+                }
+                other => panic!("{name}: {other:?}"),
+            }
+            // Labelled as a plain tar, it is a mismatch, named.
+            let e = run(&blob, TAR, &l).unwrap_err().to_string();
+            assert!(e.contains(name), "{e}");
+        }
+    }
+
+    #[test]
+    fn a_tar_is_a_tar_whatever_its_first_name() {
+        // A valid tar whose first file is called like a magic number.
+        let mut b = tar::Builder::new(Vec::new());
+        for name in ["LZIP", "BZh91AY&SY"] {
+            let mut h = tar::Header::new_ustar();
+            h.set_path(name).unwrap();
+            h.set_size(1);
+            h.set_cksum();
+            b.append(&h, &b"x"[..]).unwrap();
+        }
+        let t = b.into_inner().unwrap();
+        assert_eq!(detect(&t), Ok(Codec::None));
+        // The same first bytes without a valid header around them are what they look like.
+        assert_eq!(detect(&t[..100]), Err("lzip"));
+        let mut bzh = b"BZh91AY&SY".to_vec();
+        bzh.resize(600, 0);
+        assert_eq!(detect(&bzh), Ok(Codec::Bzip2));
+        let l = Limits::default();
+        assert_eq!(detected(t.as_slice(), &l).unwrap().0, Codec::None);
+        assert_eq!(run(&t, TAR, &l).unwrap().0, Digest::sha256_of(&t));
+    }
+
+    /// An xz stream whose LZMA2 dictionary (patched into its block header) needs more
+    /// memory than [`XZ_MEMLIMIT`] is refused before it allocates.
+    #[test]
+    fn xz_memory_is_capped() {
+        let data = b"x".repeat(10_000);
+        let mut blob = xz(&data);
+        // Stream header (12 bytes), then the block header: size byte, flags, optional
+        // sizes, the filter flags (ID 0x21, 1 property byte), padding, CRC32.
+        let start = 12;
+        let hsize = (usize::from(blob[start]) + 1) * 4;
+        let flags = blob[start + 1];
+        assert_eq!(flags & 0x03, 0, "one filter");
+        let mut at = start + 2;
+        for present in [flags & 0x40 != 0, flags & 0x80 != 0] {
+            if present {
+                while blob[at] & 0x80 != 0 {
+                    at += 1;
+                }
+                at += 1;
+            }
+        }
+        assert_eq!(&blob[at..at + 2], &[0x21, 0x01], "LZMA2 filter");
+        blob[at + 2] = 40; // a 4 GiB dictionary
+        let mut crc = flate2::Crc::new();
+        crc.update(&blob[start..start + hsize - 4]);
+        blob[start + hsize - 4..start + hsize].copy_from_slice(&crc.sum().to_le_bytes());
+        let e = detected(blob.as_slice(), &Limits::default()).unwrap_err();
+        assert!(e.to_string().to_lowercase().contains("memory"), "{e}");
     }
 }

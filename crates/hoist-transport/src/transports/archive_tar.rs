@@ -10,8 +10,18 @@
 //!   peer read?), except repeated directories;
 //! - non-zero bytes after the end-of-archive marker.
 //!
-//! Lookups then refuse links, directories and devices where a blob is expected, and
-//! documents (manifests, configs, `index.json`, `manifest.json`) over 4 MiB.
+//! Lookups follow links to other members, as `docker save` writes them for a layer two
+//! images share (the second `<id>/layer.tar` a symlink `../<other-id>/layer.tar`, or a hard
+//! link): a symlink's target is relative to the link's directory, a hard link's to the
+//! archive's root. The member reached is read (and, like any member, verified against the
+//! digest the documents declare). A symlink that is absolute or leaves the archive, a link
+//! to a missing member, and a chain of more than [`MAX_LINK_DEPTH`] links (a cycle) are
+//! refused, naming the member. Lookups refuse directories and devices where a blob is
+//! expected, and documents (manifests, configs, `index.json`, `manifest.json`) over 4 MiB.
+//!
+//! A compressed archive (gzip, zstd, bzip2 or xz, detected by its magic bytes, as
+//! `docker load` reads them) is first decompressed into an anonymous temp file
+//! ([`spool_archive`], at most [`MAX_SPOOLED`] bytes), which is then indexed.
 
 use std::collections::BTreeMap;
 use std::fs::File;
@@ -27,6 +37,11 @@ use crate::TransportError;
 
 /// Most tar headers an archive may hold.
 pub const MAX_ENTRIES: u64 = 200_000;
+/// Most links followed from one name before it is called a cycle.
+pub const MAX_LINK_DEPTH: usize = 16;
+/// Most bytes a compressed archive may decompress to.
+pub const MAX_SPOOLED: u64 = 256 << 30;
+
 /// Largest JSON document (manifest, config, `index.json`, `manifest.json`, `repositories`)
 /// read from an archive (the guide's manifest/config limit).
 pub const MAX_DOCUMENT: u64 = hoist_types::MAX_MANIFEST_SIZE;
@@ -168,6 +183,22 @@ pub enum ArchiveProblem {
         "neither a docker-archive (no manifest.json) nor an oci-archive (no index.json and oci-layout)"
     )]
     Unrecognised,
+    /// A link (symbolic or hard) that cannot be followed.
+    #[error("{entry}: link to {target:?} {reason}")]
+    Link {
+        /// The member asked for.
+        entry: String,
+        /// The target of the link that failed.
+        target: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The whole archive is compressed, and could not be decompressed.
+    #[error("decompressing the archive: {source}")]
+    Decompress {
+        /// What went wrong (an unsupported compression, damage, the size limit).
+        source: UnpackError,
+    },
     /// More distinct blobs than one load handles.
     #[error("more than {limit} distinct layers in one archive")]
     TooManyLayers {
@@ -194,6 +225,10 @@ pub(crate) enum Indexed {
         /// Data bytes.
         size: u64,
     },
+    /// A symbolic link, with its target as written (relative to the link's directory).
+    Symlink(String),
+    /// A hard link, with its target (cleaned, relative to the archive's root).
+    Hardlink(String),
     /// Anything else, by name.
     Other(&'static str),
 }
@@ -228,8 +263,43 @@ impl ArchiveIndex {
         ArchiveIndex::from_file(file, path)
     }
 
-    /// Index an open archive file (read from its start); `path` names it in errors.
+    /// Index an open archive file (read from its start); `path` names it in errors. A
+    /// compressed archive is decompressed into an anonymous temp file first.
     pub fn from_file(file: File, path: &Path) -> Result<ArchiveIndex, TransportError> {
+        let mut head = [0u8; 512];
+        let mut got = 0;
+        while got < head.len() {
+            let n = file
+                .read_at(&mut head[got..], got as u64)
+                .map_err(|source| TransportError::Io {
+                    what: format!("reading archive {}", path.display()),
+                    source,
+                })?;
+            if n == 0 {
+                break;
+            }
+            got += n;
+        }
+        if hoist_unpack::detect(&head[..got]) != Ok(hoist_unpack::Codec::None) {
+            let len = file
+                .metadata()
+                .map_err(|source| TransportError::Io {
+                    what: format!("reading archive {}", path.display()),
+                    source,
+                })?
+                .len();
+            let whole = EntryReader {
+                file: Arc::new(file),
+                pos: 0,
+                end: len,
+            };
+            let plain = spool_archive(whole, path)?;
+            return ArchiveIndex::index_plain(plain, path);
+        }
+        ArchiveIndex::index_plain(file, path)
+    }
+
+    fn index_plain(file: File, path: &Path) -> Result<ArchiveIndex, TransportError> {
         let len = file
             .metadata()
             .map_err(|source| TransportError::Io {
@@ -263,6 +333,8 @@ impl ArchiveIndex {
                     offset: tar.offset(),
                     size: e.size,
                 },
+                EntryKind::Symlink(ref t) => Indexed::Symlink(String::from_utf8_lossy(t).into()),
+                EntryKind::Hardlink(ref t) => Indexed::Hardlink(String::from_utf8_lossy(t).into()),
                 ref k => Indexed::Other(kind_name(k)),
             };
             match entries.get(&name) {
@@ -314,24 +386,53 @@ impl ArchiveIndex {
         self.entries.contains_key(name)
     }
 
-    /// Offset and size of the regular file `name`, described as `what` in errors. A
-    /// missing entry, a link or anything non-regular is an error.
+    /// Offset and size of the regular file `name`, described as `what` in errors, following
+    /// links to other members (see the module docs). A missing entry, a link that cannot be
+    /// followed, or anything non-regular is an error.
     pub fn file(&self, name: &str, what: &'static str) -> Result<(u64, u64), TransportError> {
-        let key = clean_member(name).ok_or_else(|| {
+        let asked = clean_member(name).ok_or_else(|| {
             self.bad(ArchiveProblem::Invalid {
                 entry: name.to_owned(),
                 reason: "path escapes the archive or is empty",
             })
         })?;
-        match self.entries.get(&key) {
-            Some(Indexed::File { offset, size }) => Ok((*offset, *size)),
-            Some(Indexed::Other(found)) => Err(self.bad(ArchiveProblem::NotRegular {
-                entry: key,
-                found,
-                what,
-            })),
-            None => Err(self.bad(ArchiveProblem::Missing { entry: key, what })),
+        let link = |target: &str, reason| {
+            self.bad(ArchiveProblem::Link {
+                entry: asked.clone(),
+                target: target.to_owned(),
+                reason,
+            })
+        };
+        let mut key = asked.clone();
+        for _ in 0..=MAX_LINK_DEPTH {
+            key = match self.entries.get(&key) {
+                Some(Indexed::File { offset, size }) => return Ok((*offset, *size)),
+                Some(Indexed::Other(found)) => {
+                    return Err(self.bad(ArchiveProblem::NotRegular {
+                        entry: key,
+                        found,
+                        what,
+                    }));
+                }
+                None if key == asked => {
+                    return Err(self.bad(ArchiveProblem::Missing { entry: key, what }));
+                }
+                None => return Err(link(&key, "points to a member that is not in the archive")),
+                Some(Indexed::Hardlink(target)) => target.clone(),
+                Some(Indexed::Symlink(target)) => {
+                    if target.starts_with('/') {
+                        return Err(link(target, "is absolute (it would leave the archive)"));
+                    }
+                    let dir = key.rsplit_once('/').map_or("", |(d, _)| d);
+                    clean_member(&format!("{dir}/{target}"))
+                        .ok_or_else(|| link(target, "leaves the archive"))?
+                }
+            };
         }
+        Err(link(
+            &key,
+            "is one of more than 16 links in a row (a cycle?)",
+        ))
     }
 
     /// A reader over the regular file `name`.
@@ -412,6 +513,60 @@ fn too_many(e: UnpackError) -> ArchiveProblem {
         } => ArchiveProblem::TooManyEntries { limit: MAX_ENTRIES },
         e => ArchiveProblem::Tar(e),
     }
+}
+
+/// Copies an archive, decompressing it when its first bytes say it is compressed (gzip,
+/// zstd, bzip2 or xz), into an anonymous temp file (in the system's temp directory) and
+/// returns it, rewound: what [`ArchiveIndex::from_file`] indexes, and how stdin is read.
+/// At most [`MAX_SPOOLED`] bytes; a compression hoist does not read is refused by name.
+pub fn spool_archive(input: impl Read, path: &Path) -> Result<File, TransportError> {
+    let limits = Limits {
+        max_layer_size: MAX_SPOOLED,
+        ..Limits::default()
+    };
+    let problem = |source| bad(path, ArchiveProblem::Decompress { source });
+    let mut plain = hoist_unpack::LayerStream::detect(
+        input,
+        hoist_types::Algorithm::Sha256,
+        &limits,
+        None,
+        &hoist_types::NoProgress,
+    )
+    .map_err(problem)?
+    .without_hashing();
+    let mut out = tempfile::tempfile().map_err(|source| TransportError::Io {
+        what: format!(
+            "creating a temp file in {} for archive {}",
+            std::env::temp_dir().display(),
+            path.display()
+        ),
+        source,
+    })?;
+    {
+        let write_err = |source| TransportError::Io {
+            what: format!("spooling archive {}", path.display()),
+            source,
+        };
+        let mut w = io::BufWriter::with_capacity(1 << 20, &mut out);
+        let mut buf = vec![0u8; 256 << 10];
+        loop {
+            // A read error is the archive's (damage, the size cap); a write error the disk's.
+            let n = plain
+                .read(&mut buf)
+                .map_err(|e| problem(hoist_unpack::stream_error(e)))?;
+            if n == 0 {
+                break;
+            }
+            w.write_all(&buf[..n]).map_err(write_err)?;
+        }
+        w.flush().map_err(write_err)?;
+    }
+    plain.finish(false).map_err(problem)?;
+    io::Seek::seek(&mut out, io::SeekFrom::Start(0)).map_err(|source| TransportError::Io {
+        what: format!("spooling archive {}", path.display()),
+        source,
+    })?;
+    Ok(out)
 }
 
 /// Cleans a member name given by a document inside the archive (`manifest.json`'s
@@ -738,5 +893,132 @@ mod tests {
             let (len, _) = std::str::from_utf8(&r).unwrap().split_once(' ').unwrap();
             assert_eq!(len.parse::<usize>().unwrap(), r.len());
         }
+    }
+
+    /// A tar of regular files (directories when the name ends in `/`) and links:
+    /// (name, Ok(data) | Err((typeflag, target))).
+    /// A member for [`linked`]: its name, and its data or (typeflag, link target).
+    type Member<'a> = (&'a str, Result<&'a [u8], (u8, &'a str)>);
+
+    fn linked(entries: &[Member<'_>]) -> Vec<u8> {
+        let mut b = tar::Builder::new(Vec::new());
+        for (name, what) in entries {
+            let mut h = tar::Header::new_gnu();
+            h.set_mode(0o644);
+            match what {
+                Ok(_) if name.ends_with('/') => {
+                    h.set_entry_type(tar::EntryType::Directory);
+                    h.set_size(0);
+                    b.append_data(&mut h, name, &b""[..]).unwrap();
+                }
+                Ok(data) => {
+                    h.set_size(data.len() as u64);
+                    b.append_data(&mut h, name, *data).unwrap();
+                }
+                Err((flag, target)) => {
+                    h.set_entry_type(tar::EntryType::new(*flag));
+                    h.set_size(0);
+                    b.append_link(&mut h, name, target).unwrap();
+                }
+            }
+        }
+        b.into_inner().unwrap()
+    }
+
+    fn read(idx: &ArchiveIndex, name: &str) -> Result<Vec<u8>, String> {
+        let mut v = Vec::new();
+        idx.open_entry(name, "a layer")
+            .map_err(|e| e.to_string())?
+            .read_to_end(&mut v)
+            .unwrap();
+        Ok(v)
+    }
+
+    #[test]
+    fn follows_links_between_members() {
+        let t = linked(&[
+            ("a/layer.tar", Ok(b"shared")),
+            ("b/layer.tar", Err((b'2', "../a/layer.tar"))),
+            ("c/layer.tar", Err((b'1', "a/layer.tar"))),
+            ("d/layer.tar", Err((b'2', "../b/layer.tar"))),
+            ("e/layer.tar", Err((b'2', "./../c/./layer.tar"))),
+        ]);
+        let idx = index_of(&t).unwrap();
+        for name in [
+            "a/layer.tar",
+            "b/layer.tar",
+            "c/layer.tar",
+            "d/layer.tar",
+            "e/layer.tar",
+        ] {
+            assert_eq!(read(&idx, name).unwrap(), b"shared", "{name}");
+        }
+    }
+
+    #[test]
+    fn refuses_links_that_cannot_be_followed() {
+        let cases: &[(&[Member<'_>], &str)] = &[
+            (
+                &[("x/layer.tar", Err((b'2', "../../etc/passwd")))],
+                "x/layer.tar: link to \"../../etc/passwd\" leaves the archive",
+            ),
+            (
+                &[("x/layer.tar", Err((b'2', "/etc/passwd")))],
+                "x/layer.tar: link to \"/etc/passwd\" is absolute",
+            ),
+            (
+                &[("x/layer.tar", Err((b'2', "../y/layer.tar")))],
+                "x/layer.tar: link to \"y/layer.tar\" points to a member that is not in the archive",
+            ),
+            (
+                &[
+                    ("x/layer.tar", Err((b'2', "../y/layer.tar"))),
+                    ("y/layer.tar", Err((b'2', "../x/layer.tar"))),
+                ],
+                "more than 16 links in a row",
+            ),
+            (
+                &[("x/layer.tar", Err((b'2', "layer.tar")))],
+                "more than 16 links in a row",
+            ),
+            (
+                &[("d/", Ok(b"")), ("x/layer.tar", Err((b'2', "../d")))],
+                "d: is a directory",
+            ),
+        ];
+        for (entries, want) in cases {
+            let t = linked(entries);
+            let idx = index_of(&t).unwrap();
+            let err = read(&idx, "x/layer.tar").unwrap_err();
+            assert!(err.contains(want), "{want}: {err}");
+        }
+        // An escaping hard link is refused by the parser while indexing.
+        let t = linked(&[("x", Err((b'1', "../../etc/passwd")))]);
+        let err = index_of(&t).unwrap_err().to_string();
+        assert!(err.contains("hardlink target escapes"), "{err}");
+    }
+
+    #[test]
+    fn indexes_compressed_archives() {
+        let t = written(|w| w.bytes("manifest.json", b"[1]").unwrap());
+        let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
+        gz.write_all(&t).unwrap();
+        let gz = gz.finish().unwrap();
+        let zst = zstd::stream::encode_all(t.as_slice(), 3).unwrap();
+        for bytes in [gz.clone(), zst] {
+            let idx = index_of(&bytes).unwrap();
+            assert_eq!(idx.read_document("manifest.json", "m").unwrap(), b"[1]");
+        }
+        // From a stream too (stdin).
+        let f = spool_archive(gz.as_slice(), Path::new("<stdin>")).unwrap();
+        let idx = ArchiveIndex::from_file(f, Path::new("<stdin>")).unwrap();
+        assert_eq!(idx.read_document("manifest.json", "m").unwrap(), b"[1]");
+        // Damaged and unsupported compressions say so.
+        let err = index_of(&gz[..gz.len() - 10]).unwrap_err().to_string();
+        assert!(err.contains("decompressing the archive"), "{err}");
+        let mut lz4 = vec![0x04, 0x22, 0x4d, 0x18];
+        lz4.extend_from_slice(&[0; 100]);
+        let err = index_of(&lz4).unwrap_err().to_string();
+        assert!(err.contains("lz4 compression is not supported"), "{err}");
     }
 }

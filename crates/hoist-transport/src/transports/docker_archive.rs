@@ -5,9 +5,15 @@
 //!                        "Layers": ["<hex>.tar", ...]}, ...]   one item per image
 //! repositories         {"repo": {"tag": "<top layer id>"}}     (legacy; written, not read)
 //! <hex>.json           an image config
-//! <hex>.tar            an uncompressed layer (older docker: <id>/layer.tar; docker 25 and
-//!                      later: blobs/sha256/<hex>); gzip or zstd layers are read too
+//! <hex>.tar            an uncompressed layer (older docker: <id>/layer.tar, with <id>/json
+//!                      and <id>/VERSION beside it; docker 25 and later: blobs/sha256/<hex>
+//!                      in an OCI layout); gzip, zstd, bzip2 and xz layers are read too
 //! ```
+//!
+//! A layer two images share is written once by `docker save`; the other image's
+//! `<id>/layer.tar` is a symlink (`../<other-id>/layer.tar`) or a hard link to it. Links
+//! between members are followed ([`ArchiveIndex::file`]); what they reach is checked
+//! against the diff ID like any layer.
 //!
 //! Reading: the archive is indexed in one pass ([`ArchiveIndex`]); entries are then read
 //! by offset, in parallel. An image is chosen by REF: a tag from `RepoTags`, `@N` (the
@@ -30,7 +36,7 @@ use hoist_types::{
     Compression, Descriptor, Digest, ImageConfig, ImageManifest, MAX_CONFIG_SIZE, MediaType,
     Progress, Reference,
 };
-use hoist_unpack::{LayerStream, Limits};
+use hoist_unpack::{Codec, LayerStream, Limits};
 use serde::{Deserialize, Serialize};
 
 use super::ArchiveSelector;
@@ -62,8 +68,8 @@ pub struct ArchiveLayer {
     pub entry: String,
     /// The diff ID the config gives it.
     pub diff_id: Digest,
-    /// How the entry is compressed.
-    pub compression: Compression,
+    /// How the entry is compressed (detected from its content).
+    pub codec: Codec,
     /// The entry's size (compressed size for compressed entries).
     pub entry_size: u64,
 }
@@ -237,16 +243,17 @@ impl DockerArchive {
                 })
             })?;
             let (_, entry_size) = self.index.file(&entry, "a layer")?;
-            let head = self.index.head(&entry, "a layer", 8)?;
-            let compression = match hoist_unpack::sniff(&head) {
-                "gzip" => Compression::Gzip,
-                "zstd" => Compression::Zstd,
-                _ => Compression::None,
-            };
+            let head = self.index.head(&entry, "a layer", 512)?;
+            let codec = hoist_unpack::detect(&head).map_err(|found| {
+                bad(ArchiveProblem::Layer {
+                    entry: entry.clone(),
+                    source: hoist_unpack::UnpackError::UnsupportedCompression { found },
+                })
+            })?;
             layers.push(ArchiveLayer {
                 entry,
                 diff_id: diff_id.clone(),
-                compression,
+                codec,
                 entry_size,
             });
         }
@@ -268,14 +275,8 @@ impl DockerArchive {
         progress: &'p dyn Progress,
     ) -> Result<LayerStream<'p, super::archive_tar::EntryReader>, TransportError> {
         let reader = self.index.open_entry(&layer.entry, "a layer")?;
-        let mt = match layer.compression {
-            Compression::None => MediaType::DockerLayer,
-            Compression::Gzip => MediaType::DockerLayerGzip,
-            Compression::Zstd => MediaType::OciLayerZstd,
-        };
-        LayerStream::open(
+        LayerStream::detect(
             reader,
-            &mt,
             layer.diff_id.algorithm(),
             &Limits::default(),
             Some(&layer.diff_id),
@@ -325,8 +326,8 @@ impl DockerArchive {
     /// The uncompressed size of a layer: the entry's size, or (compressed) the size
     /// found by decompressing it once, which also checks its diff ID.
     pub fn layer_size(&self, layer: &ArchiveLayer) -> Result<u64, TransportError> {
-        match layer.compression {
-            Compression::None => Ok(layer.entry_size),
+        match layer.codec {
+            Codec::None => Ok(layer.entry_size),
             _ => self.copy_layer(layer, &mut io::sink(), &hoist_types::NoProgress),
         }
     }

@@ -125,7 +125,7 @@ impl ImageSource for DockerArchiveSource {
                 location: self.describe(),
             })?;
         let origin = format!("{}: {}", self.describe(), layer.entry);
-        if layer.compression == Compression::None {
+        if layer.codec == hoist_unpack::Codec::None {
             let reader = self.archive.index().open_entry(&layer.entry, "a layer")?;
             return Ok(BlobStream::from_reader(Box::new(reader), desc.size, origin));
         }
