@@ -204,14 +204,21 @@ impl Store {
 
     /// Give every Docker schema 2 manifest of `rec` its OCI view: the view's bytes made
     /// from the manifest's, written as a blob (atomically, without the blob's lock: the
-    /// bytes are a function of the digest, and the store lock is held), and recorded.
+    /// bytes are a function of the digest, and the store lock is held) when the recorded
+    /// one is absent, and recorded.
     /// Returns whether the record changed. Call with the exclusive store lock held, and
     /// save the record before `index.json` names the view.
     pub(crate) fn ensure_oci_views(&self, rec: &mut ImageRecord) -> Result<bool, StoreError> {
         let mut changed = false;
         for v in rec.variants() {
             let m = &v.manifest;
-            if m.media_type != MediaType::DockerManifest || rec.oci_view(&m.digest).is_some() {
+            if m.media_type != MediaType::DockerManifest {
+                continue;
+            }
+            // Recorded and present: done (a view an older hoist's GC removed is made again).
+            if let Some(x) = rec.oci_view(&m.digest)
+                && self.stat_blob(&x.digest)? == Some(x.size)
+            {
                 continue;
             }
             let bytes = self.read_blob(&m.digest, MAX_MANIFEST_SIZE)?;
@@ -219,6 +226,10 @@ impl Store {
                 continue;
             };
             let d = self.write_derived_blob(&view)?;
+            if rec.oci_view(&m.digest).is_some_and(|x| x.digest == d) {
+                continue;
+            }
+            rec.oci_views.retain(|x| x.manifest != m.digest);
             rec.oci_views.push(OciView {
                 manifest: m.digest.clone(),
                 view: Descriptor::new(MediaType::OciManifest, d, view.len() as u64),

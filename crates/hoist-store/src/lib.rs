@@ -4,18 +4,45 @@
 //! (`oci:ROOT:NAME`) and `umoci` (`--layout ROOT`) read it directly. The code is
 //! synchronous `std`; the async pull engine calls it from blocking threads.
 //!
+//! # Two promises: readable by peers, and byte for byte by digest
+//!
+//! Every named image is readable by skopeo and umoci through `oci:ROOT:NAME`, and an image
+//! pulled by digest can be pushed or served again under that digest, byte for byte. The
+//! record keeps the original manifest (a Docker schema 2 one too), and everything hoist
+//! reads (`hoist:` sources, push, inspect, unpack) uses it. For a Docker schema 2
+//! manifest the store also writes an *OCI view*: an OCI image manifest over the same
+//! config and layer blobs, media types mapped (config → OCI config, tar+gzip and tar →
+//! the OCI layer types, foreign → non-distributable), made by
+//! [`hoist_types::ImageManifest::to_oci_bytes`] (compact JSON in Go's field order: the
+//! same bytes every time). `index.json` lists the view for the names that point at the
+//! Docker manifest, because skopeo 1.9 finds no descriptor for a Docker entry in a
+//! layout and umoci 0.4.7 refuses Docker media types. The view belongs to its record
+//! (`oci_views`): written with the record under the store lock, marked by GC, checked
+//! (and written again by `--repair`) by fsck, counted by df, and a query by its digest
+//! finds the image. Records written before views existed get theirs the next time a
+//! change rewrites `index.json`.
+//!
+//! `NAME` is the full normalised reference, as `index.json` writes it:
+//! `skopeo inspect oci:ROOT:127.0.0.1:5000/ns/repo:tag` and
+//! `umoci unpack --image ROOT:127.0.0.1:5000/ns/repo:tag` work (both split at the first
+//! colon after the path, so slashes and colons in the name are fine); familiar forms such
+//! as `alpine:3` do not match (`docker.io/library/alpine:3` does).
+//!
 //! # On-disk layout, version 1
 //!
 //! ```text
 //! ROOT/
 //!   oci-layout                      {"imageLayoutVersion":"1.0.0"}
-//!   index.json                      OCI index: one entry per tag, the image manifest's
-//!                                   descriptor + platform, annotated with
-//!                                   org.opencontainers.image.ref.name = the full
+//!   index.json                      OCI index: one entry per tag, the descriptor of the
+//!                                   image manifest the name points at (its OCI view
+//!                                   for a Docker schema 2 manifest) + platform,
+//!                                   annotated with org.opencontainers.image.ref.name =
+//!                                   the full
 //!                                   normalised reference ("127.0.0.1:5000/ns/repo:tag")
 //!                                   and io.hoist.image.id = the image ID; written last
 //!   blobs/
-//!     sha256/<hex>                  content-addressed blobs (manifests, configs, layers)
+//!     sha256/<hex>                  content-addressed blobs (manifests, configs, layers,
+//!                                   and the OCI views hoist made)
 //!     sha512/<hex>
 //!   hoist/
 //!     version                       "1": this layout's version; others are refused
@@ -29,7 +56,14 @@
 //!                                   config) can both be named. Records written before
 //!                                   these fields existed are read as one manifest with
 //!                                   every name on it (the format is otherwise unchanged,
-//!                                   so the layout version stays 1)
+//!                                   so the layout version stays 1). "digest_refs": the
+//!                                   top digests committed without a name (pulls by
+//!                                   digest); a manifest no name and no digest reference
+//!                                   reaches leaves the record when its last name goes
+//!                                   (rmi, untag, a tag moved), so GC frees its blobs;
+//!                                   records without the field read every unnamed
+//!                                   manifest as referenced. "oci_views": Docker schema 2
+//!                                   manifest → its OCI view (see above)
 //!     txn-pending                   present while a change writes records, then
 //!                                   index.json; one a killed change left makes the next
 //!                                   Store::open rewrite index.json from the records
@@ -92,8 +126,8 @@
 //!
 //! # Garbage collection, leases, fsck
 //!
-//! [`Store::gc`] marks from the roots: every image record (all its manifests and indexes,
-//! config and layers; its top chain ID and diff IDs for the rootfs cache), the
+//! [`Store::gc`] marks from the roots: every image record (all its manifests, their OCI
+//! views and indexes, config and layers; its top chain ID and diff IDs for the rootfs cache), the
 //! `index.json` entries other tools wrote, and every digest held by a live lease. It
 //! sweeps, under the exclusive store lock, blobs nothing marks, rootfs entries no image
 //! needs (renamed out of sight under the entry's lock, and skipped while a build holds
