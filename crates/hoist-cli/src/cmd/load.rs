@@ -1,10 +1,10 @@
 //! `hoist load`: every image and tag of a docker-archive or oci-archive into the store.
 
 use std::fs::File;
-use std::io::{Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
+use hoist_transport::transports::archive_tar::spool_archive;
 use hoist_transport::transports::load_archive;
 use serde_json::json;
 
@@ -15,7 +15,8 @@ use crate::progress::reporter;
 /// Arguments of `hoist load`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The archive (`-` or absent: stdin, spooled to an anonymous temp file first).
+    /// The archive (`-` or absent: stdin, spooled to an anonymous temp file first); it may
+    /// be compressed (gzip, zstd, bzip2 or xz), as `docker load` reads it.
     #[arg(short, long, value_name = "FILE")]
     pub input: Option<PathBuf>,
     /// Output format of the summary.
@@ -33,11 +34,12 @@ pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
         ),
         _ => {
             // Random access is needed (the archive is indexed, then read by offset): stdin
-            // goes to a temp file that has no name, so nothing is left behind.
-            let mut f = tempfile::tempfile().context("creating a temp file for stdin")?;
-            std::io::copy(&mut std::io::stdin().lock(), &mut f).context("reading stdin")?;
-            f.seek(SeekFrom::Start(0))?;
-            (f, PathBuf::from("<stdin>"))
+            // goes to a temp file that has no name, so nothing is left behind; a compressed
+            // archive is decompressed on the way, in one copy.
+            let name = PathBuf::from("<stdin>");
+            let f = spool_archive(std::io::stdin().lock(), &name)
+                .context("reading the archive from stdin")?;
+            (f, name)
         }
     };
     let progress = reporter(g.progress_mode());
