@@ -579,6 +579,64 @@ mod tests {
     use super::*;
 
     #[test]
+    fn prune_keeps_what_names_and_digest_references_reach() {
+        let d = |s: &str| Digest::sha256_of(s.as_bytes());
+        let variant = |m: &str, mt: MediaType| ImageManifest {
+            manifest: Descriptor::new(mt, d(m), 1),
+            index: None,
+            layers: vec![Descriptor::new(
+                MediaType::OciLayerGzip,
+                d(&format!("l-{m}")),
+                1,
+            )],
+        };
+        let mut rec = test_record(
+            d("cfg"),
+            d("named"),
+            &["r:a"],
+            &[d("l-named")],
+            vec![d("x")],
+        );
+        rec.set_target(&Reference::parse("r:a").unwrap(), &rec.latest());
+        rec.add_variant(&variant("pinned", MediaType::OciManifest), true);
+        rec.add_variant(&variant("orphan", MediaType::DockerManifest), true);
+        rec.digest_refs = vec![d("pinned")];
+        rec.repo_digests = ["named", "pinned", "orphan"]
+            .iter()
+            .map(|m| format!("127.0.0.1:5000/r@{}", d(m)))
+            .collect();
+        rec.oci_views = vec![OciView {
+            manifest: d("orphan"),
+            view: Descriptor::new(MediaType::OciManifest, d("view"), 1),
+        }];
+        assert!(rec.blobs().contains(&d("view")));
+        assert!(rec.matches_digest(&d("view")));
+
+        assert!(rec.prune());
+        let kept: Vec<Digest> = rec
+            .variants()
+            .iter()
+            .map(|v| v.manifest.digest.clone())
+            .collect();
+        assert_eq!(kept, vec![d("named"), d("pinned")]);
+        assert_eq!(rec.manifest.digest, d("pinned"), "the latest of those kept");
+        assert_eq!(rec.layers[0].digest, d("l-pinned"));
+        assert!(rec.oci_views.is_empty());
+        assert_eq!(rec.repo_digests.len(), 2);
+        for gone in ["orphan", "l-orphan", "view"] {
+            assert!(!rec.blobs().contains(&d(gone)), "{gone}");
+        }
+        assert!(!rec.prune(), "nothing more to drop");
+
+        // Nothing reaches anything (a dangling image): the latest stays.
+        rec.drop_name(&Reference::parse("r:a").unwrap());
+        rec.digest_refs.clear();
+        assert!(rec.prune());
+        assert_eq!(rec.variants().len(), 1);
+        assert_eq!(rec.manifest.digest, d("pinned"));
+    }
+
+    #[test]
     fn record_file_names() {
         let hex = "a".repeat(64);
         let cases: Vec<(String, bool)> = vec![
