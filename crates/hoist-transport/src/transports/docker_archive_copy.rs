@@ -2,11 +2,13 @@
 //! reader and writer that `hoist load` and `hoist save` use ([`super::docker_archive`]).
 //!
 //! **Source**: the archive is indexed in one pass and checked as `hoist load` checks it
-//! (paths escaping with `..`, duplicates, links where a file is expected, document sizes,
-//! the config's diff ID count); the chosen image (`REF` from `RepoTags`, `@N`, or the only
-//! one) appears as a Docker schema 2 manifest synthesised from its config and layers,
+//! (a compressed archive decompressed first; paths escaping with `..`, duplicates, links
+//! that leave the archive or go round, directories where a file is expected, document
+//! sizes, the config's diff ID count); the chosen image (`REF` from `RepoTags`, `@N`, or
+//! the only one) appears as a Docker schema 2 manifest synthesised from its config and layers,
 //! which are uncompressed (`...rootfs.diff.tar`, digest = diff ID). A compressed layer
-//! file is decompressed as it streams; the destination checks every digest.
+//! file (gzip, zstd, bzip2 or xz, by content) is decompressed as it streams; the
+//! destination checks every digest.
 //!
 //! **Destination**: it takes only Docker schema 2 with uncompressed layers
 //! ([`DestinationCaps`]: the copy engine converts the manifest and decompresses each

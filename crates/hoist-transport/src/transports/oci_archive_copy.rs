@@ -2,7 +2,8 @@
 //! `hoist load` uses ([`super::oci_archive`]) and the `oci:` layout destination.
 //!
 //! **Source**: the archive is indexed in one pass and checked as `hoist load` checks it
-//! (paths escaping with `..`, duplicates, links where a file is expected, document
+//! (a compressed archive decompressed first; paths escaping with `..`, duplicates, links
+//! that leave the archive or go round, directories where a file is expected, document
 //! sizes); `REF` is an `org.opencontainers.image.ref.name` (or `@N`), else the layout must
 //! hold one image. Manifests are read by offset, at most 4 MiB, and verified against
 //! their digests (and sizes, where a descriptor gives one); blobs stream by offset with
