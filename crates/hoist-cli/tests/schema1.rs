@@ -7,6 +7,7 @@ mod support;
 use assert_cmd::Command;
 use base64::Engine as _;
 use hoist_testkit::FakeRegistry;
+use hoist_testkit::Peer;
 use hoist_testkit::images::{self, Entry, ImageSpec, LayerSpec};
 use serde_json::{Value, json};
 
@@ -27,9 +28,10 @@ fn hoist(store: &std::path::Path, home: &std::path::Path) -> Command {
 /// top layer, in schema 1's top-first order.
 fn schema1_doc(l1: &str, l2: &str) -> String {
     let v1 = |id: &str, parent: Option<&str>, extra: Value| {
-        let mut o = json!({"id": id, "created": "2020-01-01T00:00:00Z"});
+        // v1 image IDs are 64 hex digits (skopeo refuses anything else).
+        let mut o = json!({"id": id.repeat(64), "created": "2020-01-01T00:00:00Z"});
         if let Some(p) = parent {
-            o["parent"] = json!(p);
+            o["parent"] = json!(p.repeat(64));
         }
         for (k, v) in extra.as_object().unwrap() {
             o[k] = v.clone();
@@ -202,4 +204,254 @@ fn schema1_signed_and_unsigned_are_converted_and_stored() {
         raw["mediaType"],
         "application/vnd.docker.distribution.manifest.v2+json"
     );
+}
+
+/// Sets up a fake registry serving `old/app:unsigned` and `old/app:signed` (schema 1, two
+/// content layers), and the layer blobs.
+fn schema1_registry() -> (FakeRegistry, String, String) {
+    let built = ImageSpec::docker()
+        .layer(LayerSpec::gzip([Entry::file("etc/os", b"old\n".to_vec())]))
+        .layer(LayerSpec::gzip([Entry::file("app", b"app\n".to_vec())]))
+        .build()
+        .unwrap();
+    let fake = FakeRegistry::start();
+    for l in &built.layers {
+        fake.put_blob(
+            "old/app",
+            &l.blob.digest,
+            built.blob(&l.blob.digest).unwrap().to_vec(),
+        );
+    }
+    let unsigned = schema1_doc(&built.layers[0].blob.digest, &built.layers[1].blob.digest);
+    let signed = sign(&unsigned);
+    // A real registry sends the payload digest for signed schema 1; the fake would send
+    // the digest of the whole document, so it stays silent.
+    fake.send_content_digest(false);
+    fake.put_manifest(
+        "old/app",
+        "unsigned",
+        "application/vnd.docker.distribution.manifest.v1+json",
+        unsigned.as_bytes().to_vec(),
+    );
+    fake.put_manifest(
+        "old/app",
+        "signed",
+        "application/vnd.docker.distribution.manifest.v1+prettyjws",
+        signed.as_bytes().to_vec(),
+    );
+    (fake, unsigned, signed)
+}
+
+/// `hoist inspect --raw docker://REF` prints exactly the bytes served, whatever they are
+/// (an index, a manifest whose blobs are absent, schema 1 signed and unsigned, an unknown
+/// media type), and asks for nothing but the manifest (after the `/v2/` ping).
+#[test]
+fn inspect_raw_prints_the_bytes_served_and_fetches_nothing_else() {
+    let (fake, unsigned, signed) = schema1_registry();
+    let absent = |n: u8| format!("sha256:{}", format!("{n:02x}").repeat(32));
+    // Indented and with a trailing newline: any re-serialisation would show.
+    let index = serde_json::to_string_pretty(&json!({
+        "schemaVersion": 2,
+        "mediaType": images::OCI_INDEX,
+        "manifests": [
+            {"mediaType": images::OCI_MANIFEST, "digest": absent(1), "size": 100,
+             "platform": {"os": "linux", "architecture": "amd64"}},
+            {"mediaType": images::OCI_MANIFEST, "digest": absent(2), "size": 100,
+             "platform": {"os": "linux", "architecture": "arm64", "variant": "v8"}},
+        ],
+    }))
+    .unwrap()
+        + "\n";
+    let manifest = serde_json::to_string_pretty(&json!({
+        "schemaVersion": 2,
+        "mediaType": images::OCI_MANIFEST,
+        "config": {"mediaType": images::OCI_CONFIG, "digest": absent(3), "size": 10},
+        "layers": [{"mediaType": images::OCI_LAYER_GZIP, "digest": absent(4), "size": 20}],
+    }))
+    .unwrap();
+    let unknown = "{\"kind\": \"not a manifest\", \"n\": [1, 2, 3]}".to_string();
+    let index_digest = fake.put_manifest("raw/app", "index", images::OCI_INDEX, index.clone());
+    fake.put_manifest("raw/app", "image", images::OCI_MANIFEST, manifest.clone());
+    fake.put_manifest(
+        "raw/app",
+        "unknown",
+        "application/vnd.example.thing+json",
+        unknown.clone(),
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let home = support::home(dir.path());
+    let cases: Vec<(String, &String)> = vec![
+        ("raw/app:index".into(), &index),
+        (format!("raw/app@{index_digest}"), &index),
+        ("raw/app:image".into(), &manifest),
+        ("raw/app:unknown".into(), &unknown),
+        ("old/app:unsigned".into(), &unsigned),
+        ("old/app:signed".into(), &signed),
+    ];
+    for (r, want) in cases {
+        let before = fake.requests().len();
+        let out = hoist(&store, &home)
+            .args([
+                "inspect",
+                "--raw",
+                &format!("docker://{}", fake.image_ref(&r)),
+            ])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{r}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            want.as_str(),
+            "{r}: not the bytes served"
+        );
+        let (repo, reference) = r.split_once([':', '@']).unwrap();
+        let manifest_path = format!("/v2/{repo}/manifests/{reference}");
+        let asked: Vec<String> = fake.requests()[before..]
+            .iter()
+            .map(|q| format!("{} {}", q.method, q.path))
+            .collect();
+        assert!(
+            asked
+                .iter()
+                .all(|a| a == "GET /v2/" || *a == format!("GET {manifest_path}")),
+            "{r}: asked for more than the manifest: {asked:?}"
+        );
+        assert_eq!(
+            asked
+                .iter()
+                .filter(|a| **a == format!("GET {manifest_path}"))
+                .count(),
+            1,
+            "{r}: {asked:?}"
+        );
+    }
+}
+
+/// Plain `hoist inspect` of a schema 1 image gives what `skopeo inspect` gives.
+#[test]
+fn inspect_of_schema1_matches_skopeo() {
+    hoist_testkit::require_peers!(Peer::Skopeo);
+    let (fake, _, _) = schema1_registry();
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let home = support::home(dir.path());
+    for tag in ["unsigned", "signed"] {
+        let r = format!("docker://{}", fake.image_ref(&format!("old/app:{tag}")));
+        let out = hoist(&store, &home)
+            .args(["inspect", "--no-tags", &r])
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{tag}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let ours: Value = serde_json::from_slice(&out.stdout).unwrap();
+        let theirs: Value = serde_json::from_slice(
+            &hoist_testkit::skopeo::run_skopeo(&[
+                "inspect".into(),
+                "--no-tags".into(),
+                "--tls-verify=false".into(),
+                r.clone(),
+            ])
+            .unwrap(),
+        )
+        .unwrap();
+        for k in [
+            "Name",
+            "Tag",
+            "Digest",
+            "Created",
+            "DockerVersion",
+            "Labels",
+            "Architecture",
+            "Os",
+            "Layers",
+            "LayersData",
+            "Env",
+        ] {
+            assert_eq!(
+                ours[k], theirs[k],
+                "{tag}: {k}\nhoist: {ours}\nskopeo: {theirs}"
+            );
+        }
+        assert_eq!(ours["Layers"].as_array().unwrap().len(), 3, "{ours}");
+        assert_eq!(ours["Tag"], "v1", "{ours}");
+    }
+}
+
+/// A schema 1 manifest whose signature block is malformed: `hoist inspect` and `hoist
+/// pull` say what is wrong with it.
+#[test]
+fn malformed_schema1_signature_block_is_named() {
+    let (fake, _, signed) = schema1_registry();
+    let start = signed.find("\"protected\": \"").unwrap() + 14;
+    let end = start + signed[start..].find('"').unwrap();
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let cases = [
+        (
+            "past-the-end",
+            format!(
+                "{}{}{}",
+                &signed[..start],
+                b64.encode(r#"{"formatLength":999999,"formatTail":"Cn0"}"#),
+                &signed[end..]
+            ),
+            "formatLength",
+        ),
+        (
+            "not-base64",
+            format!("{}!!{}", &signed[..start], &signed[start..]),
+            "protected header is not base64url",
+        ),
+        (
+            "no-protected",
+            signed.replace("\"protected\"", "\"unprotected\""),
+            "signature without `protected` header",
+        ),
+        (
+            "empty",
+            {
+                let at = signed.find(",\n   \"signatures\"").unwrap();
+                format!("{},\n   \"signatures\": []\n}}", &signed[..at])
+            },
+            "`signatures`",
+        ),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let home = support::home(dir.path());
+    for (tag, doc, needle) in &cases {
+        fake.put_manifest(
+            "old/app",
+            tag,
+            "application/vnd.docker.distribution.manifest.v1+prettyjws",
+            doc.clone(),
+        );
+        let r = fake.image_ref(&format!("old/app:{tag}"));
+        for args in [
+            vec!["inspect".to_string(), format!("docker://{r}")],
+            vec!["pull".to_string(), r.clone()],
+        ] {
+            let out = hoist(&store, &home).args(&args).output().unwrap();
+            let stderr = String::from_utf8_lossy(&out.stderr);
+            assert!(!out.status.success(), "{tag} {args:?} succeeded");
+            assert!(
+                stderr.contains("schema 1") && stderr.contains(needle) && stderr.contains(&r),
+                "{tag} {args:?}: the error should name the signature block ({needle:?}):\n{stderr}"
+            );
+            assert!(!stderr.contains("--raw"), "{stderr}");
+        }
+        // --raw still prints what is served.
+        let out = hoist(&store, &home)
+            .args(["inspect", "--raw", &format!("docker://{r}")])
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), doc.as_str(), "{tag}");
+    }
 }

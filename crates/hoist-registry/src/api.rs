@@ -45,6 +45,18 @@ impl FetchedManifest {
     }
 }
 
+/// A manifest exactly as served and not interpreted (any media type, any schema): what
+/// `inspect --raw` prints. Only a digest the request or the registry states is checked.
+#[derive(Debug, Clone)]
+pub struct ServedManifest {
+    /// The exact bytes served.
+    pub bytes: Vec<u8>,
+    /// The `Content-Type` served, if any.
+    pub content_type: Option<MediaType>,
+    /// The URL that served them.
+    pub url: String,
+}
+
 /// A blob response whose body is read chunk by chunk. The caller hashes the bytes and
 /// checks the size; this type only refuses to deliver more bytes than expected.
 pub struct BlobResponse {
@@ -266,12 +278,45 @@ impl RegistryClient {
             .await
     }
 
-    async fn get_manifest_once(
+    /// Fetch a manifest's bytes by tag or digest without interpreting them (at most 4 MiB).
+    /// A digest `reference` and a `Docker-Content-Digest` must match the bytes, or for a
+    /// signed schema 1 manifest its payload.
+    pub async fn get_manifest_bytes(
         &self,
         repo: &str,
         reference: &str,
-    ) -> Result<FetchedManifest, RegistryError> {
+    ) -> Result<ServedManifest, RegistryError> {
+        validate_repo(repo)?;
         let by_digest = validate_reference(reference)?;
+        let what = format!("{}/v2/{repo}/manifests/{reference}", self.base_url());
+        let (url, content_type, served_digest, bytes) = self
+            .retrying(&what, || self.fetch_manifest_once(repo, reference))
+            .await?;
+        for d in by_digest.iter().chain(&served_digest) {
+            let payload_matches =
+                || hoist_types::schema1::payload(&bytes).is_ok_and(|p| &d.compute_like(&p) == d);
+            if &d.compute_like(&bytes) != d && !payload_matches() {
+                return Err(RegistryError::DigestMismatch {
+                    url,
+                    expected: d.clone(),
+                    actual: d.compute_like(&bytes),
+                });
+            }
+        }
+        Ok(ServedManifest {
+            bytes,
+            content_type,
+            url,
+        })
+    }
+
+    /// One GET of a manifest: the URL, the served `Content-Type` and
+    /// `Docker-Content-Digest`, and the bytes (at most 4 MiB).
+    async fn fetch_manifest_once(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<(String, Option<MediaType>, Option<Digest>, Vec<u8>), RegistryError> {
         let url = self
             .url(&format!("v2/{repo}/manifests/{reference}"))
             .await?;
@@ -302,6 +347,17 @@ impl RegistryClient {
             self.inner.opts.read_timeout,
         )
         .await?;
+        Ok((url, declared, served_digest, bytes))
+    }
+
+    async fn get_manifest_once(
+        &self,
+        repo: &str,
+        reference: &str,
+    ) -> Result<FetchedManifest, RegistryError> {
+        let by_digest = validate_reference(reference)?;
+        let (url, declared, served_digest, bytes) =
+            self.fetch_manifest_once(repo, reference).await?;
         let (manifest, media_type) =
             Manifest::parse(&bytes, declared.as_ref()).map_err(|source| {
                 RegistryError::Manifest {

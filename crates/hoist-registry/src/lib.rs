@@ -36,7 +36,7 @@ use std::fmt;
 use std::path::PathBuf;
 use std::time::Duration;
 
-pub use api::{BlobResponse, FetchedManifest};
+pub use api::{BlobResponse, FetchedManifest, ServedManifest};
 pub use client::RegistryClient;
 pub use error::RegistryError;
 pub use mirrors::{Endpoint, Mirror, MirrorConfig, MirrorSources};

@@ -36,30 +36,41 @@ pub struct Args {
 pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
     let inspected = if let Some(r) = a.image.strip_prefix("docker://") {
         let reference = Reference::parse(r)?;
+        let opts = a.registry.client_options()?;
+        if a.raw {
+            // The bytes served for REF, whatever they are; nothing else is fetched.
+            let bytes = hoist_transport::inspect_remote_raw(&reference, &opts)
+                .await
+                .with_context(|| format!("inspecting {reference}"))?;
+            std::io::stdout().lock().write_all(&bytes)?;
+            return Ok(());
+        }
         let platform = match &a.platform {
             Some(p) => p.parse::<Platform>()?,
             None => Platform::host(),
         };
-        hoist_transport::inspect_remote(
-            &reference,
-            &platform,
-            &a.registry.client_options()?,
-            !a.no_tags && !a.raw && !a.config,
-        )
-        .await
-        .with_context(|| format!("inspecting {reference}"))?
+        hoist_transport::inspect_remote(&reference, &platform, &opts, !a.no_tags && !a.config)
+            .await
+            .with_context(|| format!("inspecting {reference}"))?
     } else {
         let store = g.open_store()?;
         let image = store.resolve(&a.image)?;
         hoist_transport::inspect_local(&store, &image)?
     };
-    if a.raw || a.config {
-        let bytes = if a.raw {
-            &inspected.raw_manifest
-        } else {
-            &inspected.raw_config
+    if a.raw {
+        std::io::stdout()
+            .lock()
+            .write_all(&inspected.raw_manifest)?;
+        return Ok(());
+    }
+    if a.config {
+        let Some(config) = &inspected.raw_config else {
+            anyhow::bail!(
+                "{}: a Docker schema 1 image has no config (`hoist pull` synthesises one)",
+                a.image
+            );
         };
-        std::io::stdout().lock().write_all(bytes)?;
+        std::io::stdout().lock().write_all(config)?;
         return Ok(());
     }
     print_json(&inspected.info)
