@@ -14,6 +14,7 @@ use hoist_unpack::{Rootfs, UnpackOptions, WhiteoutMode};
 use serde::Serialize;
 
 use crate::MkfsError;
+use crate::ext4::{Ext4Options, Ext4Source};
 use crate::mkfs::{FsType, make_erofs, make_ext4};
 use crate::mounted::Outcome;
 use crate::size::{Size, Usage};
@@ -62,21 +63,49 @@ pub struct BuildOptions {
     /// Also write the result here (a file for a flattened image, a directory otherwise).
     pub output: Option<PathBuf>,
     /// Unpack options (rootless mode and limits). Images (ext4, erofs) always carry the
-    /// layers' real owners and devices, so they need root whatever the mode.
+    /// layers' real owners and devices: the native ext4 writer takes them from the tar
+    /// headers (no root needed); erofs and the other ext4 writers need root.
     pub unpack: UnpackOptions,
     /// How ext4 images are written.
     pub ext4_writer: Ext4Writer,
 }
 
 /// How ext4 images are written.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Ext4Writer {
+    /// By hoist itself ([`crate::ext4`]), straight from the layer blobs: no root, no loop
+    /// device, no mke2fs; deterministic bytes. The default.
+    Native {
+        /// Give the image a journal (for read-write mounts); off for read-only use.
+        journal: bool,
+        /// Extra free bytes beyond the automatic headroom (`--size auto` only).
+        free: u64,
+    },
     /// By the kernel, through a loop mount in a private mount namespace (falls back to
-    /// [`Ext4Writer::MkfsDir`] where loop mounts are refused).
-    #[default]
+    /// [`Ext4Writer::MkfsDir`] where loop mounts are refused). Needs root; kept as a
+    /// reference writer for tests and comparisons.
     Kernel,
-    /// By `mke2fs -d` from an unpacked directory.
+    /// By `mke2fs -d` from an unpacked directory. Needs root; kept as the peer writer
+    /// (benchmarks and tests compare against it).
     MkfsDir,
+}
+
+impl Default for Ext4Writer {
+    fn default() -> Self {
+        Ext4Writer::Native {
+            journal: true,
+            free: 0,
+        }
+    }
+}
+
+impl Ext4Writer {
+    fn native(self) -> Option<(bool, u64)> {
+        match self {
+            Ext4Writer::Native { journal, free } => Some((journal, free)),
+            _ => None,
+        }
+    }
 }
 
 /// One layer of the image, and its artifact when built per layer.
@@ -171,13 +200,14 @@ pub fn build_rootfs(
         .into());
     }
     let root = hoist_unpack::is_root();
-    if format != Format::Dir && !root {
+    let native_ext4 = format == Format::Ext4 && opts.ext4_writer.native().is_some();
+    if format != Format::Dir && !native_ext4 && !root {
         return Err(MkfsError::NeedsRoot {
-            what: "building ext4 and erofs images",
+            what: "building erofs images, and ext4 images with the kernel or mke2fs",
             why: "the image must carry the layers' owners and device nodes, which only root can create",
         });
     }
-    if opts.per_layer && !root {
+    if opts.per_layer && !native_ext4 && !root {
         return Err(MkfsError::NeedsRoot {
             what: "--per-layer",
             why: "overlayfs whiteouts are 0/0 device nodes and trusted.overlay.* xattrs",
@@ -338,6 +368,15 @@ impl Ctx<'_> {
             }
             _ => false,
         };
+        // So is asking for (or against) a journal the cached image does not (or does) have.
+        let rejournal = match (self.format, self.opts.ext4_writer.native()) {
+            (Format::Ext4, Some((journal, _))) => self
+                .cache
+                .lookup(&key)?
+                .is_some_and(|e| crate::ext4::has_journal(&e.artifact()) != Some(journal)),
+            _ => false,
+        };
+        let resize = resize || rejournal;
         let (entry, cached) = self
             .cache
             .get_or_build(&key, self.opts.force || resize, |tmp| {
@@ -353,7 +392,9 @@ impl Ctx<'_> {
         chain: &Digest,
     ) -> Result<EntryRecord, MkfsError> {
         let n = self.image.layers.len();
-        let size = if self.format == Format::Dir {
+        let size = if let Some(size) = self.native_ext4(tmp, artifact, Ext4Source::Flattened)? {
+            size
+        } else if self.format == Format::Dir {
             let dir = tmp.join(artifact);
             make_dir(&dir)?;
             status(self.progress, &format!("unpacking {n} layers"));
@@ -425,6 +466,49 @@ impl Ctx<'_> {
             size,
             created: now_secs(),
         })
+    }
+
+    /// Writes an ext4 image with hoist's own writer; `None` when the format is not ext4 or
+    /// another writer was asked for. Per-layer images are sized automatically.
+    fn native_ext4(
+        &self,
+        tmp: &Path,
+        artifact: &str,
+        source: Ext4Source,
+    ) -> Result<Option<u64>, MkfsError> {
+        let Some((journal, free)) = self.opts.ext4_writer.native() else {
+            return Ok(None);
+        };
+        if self.format != Format::Ext4 {
+            return Ok(None);
+        }
+        let opts = Ext4Options {
+            size: if self.opts.per_layer {
+                Size::Auto
+            } else {
+                self.opts.size
+            },
+            journal,
+            free,
+        };
+        let what = match source {
+            Ext4Source::Flattened => format!("{} layers", self.image.layers.len()),
+            Ext4Source::Layer(i) => format!("layer {}/{}", i + 1, self.image.layers.len()),
+        };
+        status(
+            self.progress,
+            &format!("writing {what} into an ext4 image (hoist's writer)"),
+        );
+        let size = crate::ext4::build_ext4(
+            self.store,
+            self.image,
+            source,
+            &tmp.join(artifact),
+            &opts,
+            &self.opts.unpack.limits,
+            self.progress,
+        )?;
+        Ok(Some(size))
     }
 
     /// Writes an ext4 image through a loop mount ([`crate::mounted`]); `None` when the
@@ -560,22 +644,25 @@ impl Ctx<'_> {
     ) -> Result<EntryRecord, MkfsError> {
         let n = self.image.layers.len();
         let overlay = self.overlay_opts();
-        let direct = self.try_mounted(tmp, artifact, &|mnt: &Path| {
-            status(
-                self.progress,
-                &format!("writing layer {}/{n} into the mounted ext4 image", i + 1),
-            );
-            let mut rootfs = Rootfs::open(mnt, &overlay)?;
-            hoist_unpack::apply_layers(
-                self.store,
-                self.image,
-                i..i + 1,
-                &mut rootfs,
-                self.progress,
-            )?;
-            rootfs.finish()?;
-            Ok(())
-        })?;
+        let direct = match self.native_ext4(tmp, artifact, Ext4Source::Layer(i))? {
+            Some(size) => Some(size),
+            None => self.try_mounted(tmp, artifact, &|mnt: &Path| {
+                status(
+                    self.progress,
+                    &format!("writing layer {}/{n} into the mounted ext4 image", i + 1),
+                );
+                let mut rootfs = Rootfs::open(mnt, &overlay)?;
+                hoist_unpack::apply_layers(
+                    self.store,
+                    self.image,
+                    i..i + 1,
+                    &mut rootfs,
+                    self.progress,
+                )?;
+                rootfs.finish()?;
+                Ok(())
+            })?,
+        };
         if let Some(size) = direct {
             return Ok(EntryRecord {
                 version: 1,

@@ -69,6 +69,16 @@ pub enum MkfsError {
         /// The image file.
         image: PathBuf,
     },
+    /// The tree holds something hoist's ext4 writer cannot store.
+    #[error("cannot write {path} into the ext4 image {image}: {reason}")]
+    Ext4Unsupported {
+        /// The image file.
+        image: PathBuf,
+        /// The path in the tree.
+        path: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
     /// Something needs root.
     #[error("{what} needs root: {why}")]
     NeedsRoot {

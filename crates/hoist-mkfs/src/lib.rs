@@ -8,16 +8,20 @@
 //! top chain ID, per-layer ones by diff ID, so a warm build returns at once and images that
 //! share base layers share their per-layer images.
 //!
-//! ext4 images are written by the kernel: an empty image (`mke2fs`) is loop-mounted in a
-//! private mount namespace of a helper thread, the layers are applied straight into it by
-//! `hoist-unpack`, and the image is shrunk to its use plus headroom (`resize2fs`); where
-//! loop mounts are refused, `mke2fs -t ext4 -d` builds it from an unpacked directory. erofs
-//! images are made by `mkfs.erofs` (erofs-utils) from a directory unpacked as root. The
-//! programs are looked up in `$PATH`, `/usr/sbin` and `/sbin`, and a missing one is an error
-//! naming its package ([`MkfsError::ToolMissing`]).
+//! ext4 images are written by hoist's own writer ([`ext4`]) straight from the layer blobs:
+//! the final tree is modelled in memory ([`hoist_unpack::tree::FsTree`], the same rules as
+//! `hoist unpack`), the layout computed, and each file's bytes streamed from its layer into
+//! its final blocks; no extracted directory, no root, no loop device, no mke2fs, and the
+//! same bytes for the same image and options. Two reference writers stay selectable
+//! ([`Ext4Writer`]): the kernel through a loop mount, and `mke2fs -d` from an unpacked
+//! directory (both need root; tests and benchmarks compare against them). erofs images are
+//! made by `mkfs.erofs` (erofs-utils) from a directory unpacked as root. The programs are
+//! looked up in `$PATH`, `/usr/sbin` and `/sbin`, and a missing one is an error naming its
+//! package ([`MkfsError::ToolMissing`]).
 
 mod build;
 mod error;
+pub mod ext4;
 mod mkfs;
 mod mounted;
 mod size;

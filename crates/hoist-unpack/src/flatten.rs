@@ -14,7 +14,7 @@
 //!
 //! The output is what `hoist unpack` would produce, as a tar.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::io::Write;
 
 use hoist_store::{ImageRecord, Store};
@@ -41,30 +41,45 @@ pub struct ExportReport {
 }
 
 /// A position in the layer stream: (layer, entry index).
-type Pos = (usize, u64);
+pub(crate) type Pos = (usize, u64);
 
 #[derive(Debug, Clone)]
-enum Node {
-    /// A directory: its metadata (`None`: created implicitly) and when it was created.
-    Dir { meta: Option<Box<Entry>>, born: Pos },
+pub(crate) enum Node {
+    /// A directory: its metadata (`None`: created implicitly), when it was created, the
+    /// time of the entry that created it, and (overlay form) whether it is opaque.
+    Dir {
+        meta: Option<Box<Entry>>,
+        born: Pos,
+        mtime: Timestamp,
+        opaque: bool,
+    },
     /// A non-directory: an index into `Model::inodes`.
     Leaf(usize),
 }
 
 #[derive(Debug)]
-struct Inode {
-    entry: Entry,
-    born: Pos,
+pub(crate) struct Inode {
+    pub(crate) entry: Entry,
+    pub(crate) born: Pos,
 }
 
 /// The in-memory tree of pass 1.
 #[derive(Debug, Default)]
-struct Model {
-    nodes: BTreeMap<Vec<u8>, Node>,
-    inodes: Vec<Inode>,
-    root_meta: Option<(Box<Entry>, Pos)>,
+pub(crate) struct Model {
+    pub(crate) nodes: BTreeMap<Vec<u8>, Node>,
+    pub(crate) inodes: Vec<Inode>,
+    pub(crate) root_meta: Option<(Box<Entry>, Pos)>,
+    /// Overlay form: the root directory is opaque.
+    pub(crate) root_opaque: bool,
     /// Paths written by the current layer (as written in the tar, as the unpack does).
     written: BTreeSet<Vec<u8>>,
+    /// Overlay form (one layer alone, whiteouts kept as overlayfs marks) instead of
+    /// whiteouts applied.
+    overlay: bool,
+    /// Overlay form: paths holding a whiteout written by the current layer.
+    whiteouts: HashSet<Vec<u8>>,
+    /// The time of the entry being applied (for the directories it creates implicitly).
+    cur_mtime: Timestamp,
 }
 
 fn parent_error(path: &[u8], parent: &[u8]) -> UnpackError {
@@ -152,14 +167,53 @@ impl Model {
                             &dir[..literal_prefix_len.min(dir.len())],
                         ));
                     }
-                    self.nodes
-                        .insert(cur.clone(), Node::Dir { meta: None, born });
+                    let meta = self.implicit_dir(&cur);
+                    self.nodes.insert(
+                        cur.clone(),
+                        Node::Dir {
+                            meta: Some(Box::new(meta)),
+                            born,
+                            mtime: self.cur_mtime,
+                            opaque: false,
+                        },
+                    );
                     self.written.insert(dir[..literal_prefix_len].to_vec());
                     stack.push(c);
                 }
             }
         }
         Ok(Some(stack.join(&b'/')))
+    }
+
+    /// The group a new node at resolved path `real` gets from the kernel when the unpack
+    /// creates it without a chown: its parent's, when the parent is setgid; else root's.
+    fn inherited_gid(&self, real: &[u8]) -> u32 {
+        let (parent, _) = split(real);
+        let meta = if parent.is_empty() {
+            self.root_meta.as_ref().map(|(e, _)| e.as_ref())
+        } else {
+            match self.nodes.get(parent) {
+                Some(Node::Dir { meta: Some(e), .. }) => Some(e.as_ref()),
+                _ => None,
+            }
+        };
+        meta.filter(|e| e.mode & 0o2000 != 0).map_or(0, |e| e.gid)
+    }
+
+    /// A directory the unpack creates implicitly (a missing parent, an opaque marker's
+    /// directory): 0755, root's (the group as [`Model::inherited_gid`]), the time of the
+    /// entry being applied.
+    fn implicit_dir(&self, real: &[u8]) -> Entry {
+        Entry {
+            path: real.to_vec(),
+            kind: EntryKind::Dir,
+            size: 0,
+            mode: 0o755,
+            uid: 0,
+            gid: self.inherited_gid(real),
+            mtime: self.cur_mtime,
+            xattrs: Vec::new(),
+        }
     }
 
     /// Removes `p` and everything below it.
@@ -203,9 +257,14 @@ impl Model {
         Ok(self.resolve_dir(dir, create, path)?.map(|d| join(&d, name)))
     }
 
-    fn apply(&mut self, mut e: Entry, pos: Pos) -> Result<(), UnpackError> {
+    pub(crate) fn apply(&mut self, mut e: Entry, pos: Pos) -> Result<(), UnpackError> {
+        self.cur_mtime = e.mtime;
         match whiteout::classify(&e.path).map_err(|p| UnpackError::bad(&e.path, p.as_str()))? {
             Whiteout::Meta => return Ok(()),
+            Whiteout::Remove(target) if self.overlay => {
+                return self.overlay_whiteout(&target, pos);
+            }
+            Whiteout::Opaque(dir) if self.overlay => return self.overlay_opaque(&dir, pos),
             Whiteout::Remove(target) => {
                 if self.written_at_or_below(&target) {
                     if let Some(real) = self.dir_nofollow(&target)? {
@@ -243,20 +302,25 @@ impl Model {
         let lit = std::mem::take(&mut e.path);
         match &e.kind {
             EntryKind::Dir => {
-                let born = match self.nodes.get(&real) {
-                    Some(Node::Dir { born, .. }) => *born,
+                let (born, was_opaque) = match self.nodes.get(&real) {
+                    Some(Node::Dir { born, opaque, .. }) => (*born, *opaque),
                     Some(Node::Leaf(_)) => {
                         self.remove_subtree(&real);
-                        pos
+                        (pos, false)
                     }
-                    None => pos,
+                    None => (pos, false),
                 };
+                // Overlay form: whited out earlier in this layer, then created again, it
+                // stays opaque (lower content stays hidden), as the unpack does.
+                let opaque = was_opaque || (self.overlay && self.whiteouts.contains(&lit));
                 e.path = real.clone();
                 self.nodes.insert(
                     real,
                     Node::Dir {
+                        mtime: e.mtime,
                         meta: Some(Box::new(e)),
                         born,
+                        opaque,
                     },
                 );
             }
@@ -297,6 +361,76 @@ impl Model {
         Ok(matches!(self.nodes.get(&real), Some(Node::Dir { .. })).then_some(real))
     }
 
+    /// `.wh.NAME` in overlay form, as the unpack's: a 0/0 character device (mode 0600,
+    /// root's, the whiteout's time), or an opaque directory when this layer also wrote
+    /// below NAME.
+    fn overlay_whiteout(&mut self, target: &[u8], pos: Pos) -> Result<(), UnpackError> {
+        if self.written.contains(target) {
+            if self.dir_nofollow(target)?.is_some() {
+                return self.overlay_opaque(target, pos);
+            }
+            return Ok(());
+        }
+        if self.written_at_or_below(target) {
+            return self.overlay_opaque(target, pos);
+        }
+        let real = self
+            .locate(target, Some(pos))?
+            .expect("created when missing");
+        self.remove_subtree(&real);
+        let gid = self.inherited_gid(&real);
+        self.inodes.push(Inode {
+            entry: Entry {
+                path: real.clone(),
+                kind: EntryKind::Char { major: 0, minor: 0 },
+                size: 0,
+                mode: 0o600,
+                uid: 0,
+                gid,
+                mtime: self.cur_mtime,
+                xattrs: Vec::new(),
+            },
+            born: pos,
+        });
+        self.nodes.insert(real, Node::Leaf(self.inodes.len() - 1));
+        self.whiteouts.insert(target.to_vec());
+        Ok(())
+    }
+
+    /// `.wh..wh..opq` in overlay form: the directory (created 0755 when missing) is marked
+    /// opaque.
+    fn overlay_opaque(&mut self, dir: &[u8], pos: Pos) -> Result<(), UnpackError> {
+        if dir.is_empty() {
+            self.root_opaque = true;
+            return Ok(());
+        }
+        let real = self.locate(dir, Some(pos))?.expect("created when missing");
+        match self.nodes.get_mut(&real) {
+            Some(Node::Dir { opaque, .. }) => *opaque = true,
+            Some(Node::Leaf(_)) => {
+                return Err(UnpackError::entry_io(
+                    dir,
+                    "open the opaque directory",
+                    std::io::Error::from_raw_os_error(20),
+                ));
+            }
+            None => {
+                let meta = self.implicit_dir(&real);
+                self.nodes.insert(
+                    real,
+                    Node::Dir {
+                        meta: Some(Box::new(meta)),
+                        born: pos,
+                        mtime: self.cur_mtime,
+                        opaque: true,
+                    },
+                );
+                self.written.insert(dir.to_vec());
+            }
+        }
+        Ok(())
+    }
+
     fn link_target(&mut self, target: &[u8], path: &[u8]) -> Result<usize, UnpackError> {
         let missing = || UnpackError::bad(path, "hardlink target does not exist");
         let real = self.locate(target, None)?.ok_or_else(missing)?;
@@ -334,7 +468,7 @@ pub fn export<W: Write>(
 
 /// Reads layer `i` of `image` with `consume` (decompressing on a second thread) and checks
 /// its diff ID.
-fn read_layer<T>(
+pub(crate) fn read_layer<T>(
     store: &Store,
     image: &ImageRecord,
     i: usize,
@@ -374,26 +508,7 @@ pub fn export_layers<W: Write>(
     check_layers(image)?;
     let count = count.min(image.layers.len());
     // Pass 1: the model.
-    let mut model = Model::default();
-    for i in 0..count {
-        let wrap = |e: UnpackError| e.in_layer(i + 1, &image.layers[i].digest);
-        let message = format!(
-            "reading layer {}/{count} {}",
-            i + 1,
-            image.layers[i].digest.short()
-        );
-        progress.event(&ProgressEvent::Status { message: &message });
-        model.written.clear();
-        read_layer(store, image, i, limits, progress, |tar| {
-            let mut idx = 0u64;
-            while let Some(e) = tar.next_entry()? {
-                model.apply(e, (i, idx))?;
-                idx += 1;
-            }
-            Ok(())
-        })
-        .map_err(wrap)?;
-    }
+    let model = build_model(store, image, 0..count, false, limits, progress)?;
     // The plan: what to write at each position.
     let mut plan: HashMap<Pos, Plan> = HashMap::new();
     let mut names: HashMap<usize, Vec<Vec<u8>>> = HashMap::new();
@@ -486,6 +601,51 @@ pub fn export_layers<W: Write>(
     report.bytes = w.written() + 1024;
     w.finish().map_err(out_err)?;
     Ok(report)
+}
+
+/// Pass 1: applies layers `range` of `image` to a fresh model, each layer's diff ID
+/// checked; `overlay` keeps whiteouts in overlayfs form (for one layer alone).
+pub(crate) fn build_model(
+    store: &Store,
+    image: &ImageRecord,
+    range: std::ops::Range<usize>,
+    overlay: bool,
+    limits: &Limits,
+    progress: &dyn Progress,
+) -> Result<Model, UnpackError> {
+    check_layers(image)?;
+    let count = image.layers.len();
+    let mut model = Model {
+        overlay,
+        ..Model::default()
+    };
+    for i in range {
+        let digest =
+            image
+                .layers
+                .get(i)
+                .map(|l| &l.digest)
+                .ok_or_else(|| UnpackError::LayerCount {
+                    image: image.id.clone(),
+                    layers: count,
+                    diff_ids: image.diff_ids.len(),
+                })?;
+        let wrap = |e: UnpackError| e.in_layer(i + 1, digest);
+        let message = format!("reading layer {}/{count} {}", i + 1, digest.short());
+        progress.event(&ProgressEvent::Status { message: &message });
+        model.written.clear();
+        model.whiteouts.clear();
+        read_layer(store, image, i, limits, progress, |tar| {
+            let mut idx = 0u64;
+            while let Some(e) = tar.next_entry()? {
+                model.apply(e, (i, idx))?;
+                idx += 1;
+            }
+            Ok(())
+        })
+        .map_err(wrap)?;
+    }
+    Ok(model)
 }
 
 fn write_meta<W: Write>(

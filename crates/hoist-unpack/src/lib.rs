@@ -44,6 +44,7 @@ mod options;
 pub mod path;
 mod stream;
 mod tar;
+pub mod tree;
 pub mod whiteout;
 mod writer;
 

@@ -1,0 +1,338 @@
+//! The final tree of an image as a model, for filesystem writers (ext4, erofs) that build
+//! an image straight from the layer blobs, with no extracted directory.
+//!
+//! [`FsTree::flattened`] applies every layer with the rules of `hoist unpack` (the same
+//! model as [`crate::export`]: symlinks in parent paths resolve inside the root, whiteouts
+//! and opaque directories hide lower layers, hardlinks share an inode, each layer's diff
+//! ID checked). [`FsTree::layer`] takes one layer alone in overlayfs form, as the per-layer
+//! unpack does: `.wh.NAME` becomes a 0/0 character device, `.wh..wh..opq` (or a whiteout
+//! of something this layer writes below) the xattr `trusted.overlay.opaque=y` on the
+//! directory.
+//!
+//! The model holds metadata only (owners, modes, devices and xattrs come from the tar
+//! headers, never from the host, so it is the same for root and for an unprivileged
+//! user). File contents are streamed in a second pass, [`FsTree::stream_data`], which
+//! reads the layers again (checking the diff IDs again) and hands each regular file's bytes
+//! over in [`FsTree::data_order`], so a writer can place every file before a byte arrives.
+
+use hoist_store::{ImageRecord, Store};
+use hoist_types::{Progress, ProgressEvent};
+
+use crate::flatten::{Model, Node, Pos, build_model, read_layer};
+use crate::tar::{EntryKind, Timestamp};
+use crate::{Limits, OVERLAY_OPAQUE, UnpackError};
+
+/// An inode's index in [`FsTree::inodes`]; the root directory is [`FsTree::ROOT`].
+pub type InodeId = u32;
+
+/// What an inode is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum InodeKind {
+    /// A regular file of this many bytes; they come from [`FsTree::stream_data`].
+    File {
+        /// Its size in bytes.
+        size: u64,
+    },
+    /// A directory: its entries (not `.` and `..`), sorted by name.
+    Dir {
+        /// `(name, inode)`, sorted by name bytes.
+        entries: Vec<(Vec<u8>, InodeId)>,
+    },
+    /// A symbolic link to these (raw, unresolved) bytes.
+    Symlink(Vec<u8>),
+    /// A character device.
+    Char {
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
+    },
+    /// A block device.
+    Block {
+        /// Major number.
+        major: u32,
+        /// Minor number.
+        minor: u32,
+    },
+    /// A named pipe.
+    Fifo,
+}
+
+/// One inode of the final tree: what every name linked to it shares.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Inode {
+    /// Type and payload.
+    pub kind: InodeKind,
+    /// Permission bits with setuid, setgid and sticky (`& 0o7777`).
+    pub mode: u32,
+    /// Owner.
+    pub uid: u32,
+    /// Group.
+    pub gid: u32,
+    /// Modification time (directories created implicitly get the time of the entry that
+    /// created them; the root, when no layer lists it, the epoch).
+    pub mtime: Timestamp,
+    /// Extended attributes as the layer gave them (plus `trusted.overlay.opaque` in the
+    /// overlay form), sorted by name.
+    pub xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    /// Links: names of a non-directory; 2 + subdirectories for a directory.
+    pub nlink: u32,
+}
+
+/// The final tree of an image (or of one layer in overlay form).
+pub struct FsTree {
+    /// Every inode, parents before children; `inodes[0]` is the root directory.
+    pub inodes: Vec<Inode>,
+    /// The layers read, base first (indices into the image's layers).
+    layers: std::ops::Range<usize>,
+    /// Regular files with data, in the order their bytes are streamed: `(pos, inode)`.
+    data: Vec<(Pos, InodeId)>,
+}
+
+impl std::fmt::Debug for FsTree {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("FsTree")
+            .field("inodes", &self.inodes.len())
+            .field("layers", &self.layers)
+            .field("files_with_data", &self.data.len())
+            .finish()
+    }
+}
+
+impl FsTree {
+    /// The root directory's id.
+    pub const ROOT: InodeId = 0;
+
+    /// Pass 1 for a flattened root filesystem: every layer of `image` applied (whiteouts
+    /// applied), as `hoist unpack` would leave it.
+    pub fn flattened(
+        store: &Store,
+        image: &ImageRecord,
+        limits: &Limits,
+        progress: &dyn Progress,
+    ) -> Result<FsTree, UnpackError> {
+        let range = 0..image.layers.len();
+        let model = build_model(store, image, range.clone(), false, limits, progress)?;
+        Ok(FsTree::from_model(model, range))
+    }
+
+    /// Pass 1 for one layer (index `layer`, base 0) alone in overlayfs form, for a lower
+    /// of an overlay stack.
+    pub fn layer(
+        store: &Store,
+        image: &ImageRecord,
+        layer: usize,
+        limits: &Limits,
+        progress: &dyn Progress,
+    ) -> Result<FsTree, UnpackError> {
+        let range = layer..layer + 1;
+        let model = build_model(store, image, range.clone(), true, limits, progress)?;
+        Ok(FsTree::from_model(model, range))
+    }
+
+    fn from_model(model: Model, layers: std::ops::Range<usize>) -> FsTree {
+        let default_dir = |mtime: Timestamp| Inode {
+            kind: InodeKind::Dir {
+                entries: Vec::new(),
+            },
+            mode: 0o755,
+            uid: 0,
+            gid: 0,
+            mtime,
+            xattrs: Vec::new(),
+            nlink: 2,
+        };
+        let mut root = match &model.root_meta {
+            Some((e, _)) => Inode {
+                mode: e.mode,
+                uid: e.uid,
+                gid: e.gid,
+                mtime: e.mtime,
+                xattrs: e.xattrs.clone(),
+                ..default_dir(e.mtime)
+            },
+            None => default_dir(Timestamp::default()),
+        };
+        if model.root_opaque {
+            set_opaque(&mut root.xattrs);
+        }
+        let mut inodes = vec![root];
+        // Resolved path → inode id, for the directories (parents come first in the map).
+        let mut dir_ids: std::collections::HashMap<&[u8], InodeId> =
+            std::collections::HashMap::new();
+        dir_ids.insert(b"", FsTree::ROOT);
+        let mut leaf_ids: std::collections::HashMap<usize, InodeId> =
+            std::collections::HashMap::new();
+        let mut data = Vec::new();
+        for (path, node) in &model.nodes {
+            let (parent, name) = crate::path::split(path);
+            let Some(&pid) = dir_ids.get(parent) else {
+                // Unreachable by construction: every node's parent directory is a node.
+                continue;
+            };
+            let id = match node {
+                Node::Dir {
+                    meta,
+                    mtime,
+                    opaque,
+                    ..
+                } => {
+                    let mut ino = match meta {
+                        Some(e) => Inode {
+                            mode: e.mode,
+                            uid: e.uid,
+                            gid: e.gid,
+                            mtime: e.mtime,
+                            xattrs: e.xattrs.clone(),
+                            ..default_dir(e.mtime)
+                        },
+                        None => default_dir(*mtime),
+                    };
+                    if *opaque {
+                        set_opaque(&mut ino.xattrs);
+                    }
+                    let id = inodes.len() as InodeId;
+                    inodes.push(ino);
+                    inodes[pid as usize].nlink += 1;
+                    dir_ids.insert(path, id);
+                    id
+                }
+                Node::Leaf(i) => {
+                    if let Some(&id) = leaf_ids.get(i) {
+                        inodes[id as usize].nlink += 1;
+                        id
+                    } else {
+                        let src = &model.inodes[*i];
+                        let e = &src.entry;
+                        let kind = match &e.kind {
+                            EntryKind::File => InodeKind::File { size: e.size },
+                            EntryKind::Symlink(t) => InodeKind::Symlink(t.clone()),
+                            EntryKind::Char { major, minor } => InodeKind::Char {
+                                major: *major,
+                                minor: *minor,
+                            },
+                            EntryKind::Block { major, minor } => InodeKind::Block {
+                                major: *major,
+                                minor: *minor,
+                            },
+                            EntryKind::Fifo => InodeKind::Fifo,
+                            // The model resolves hardlinks to shared leaves and keeps
+                            // directories as `Node::Dir`.
+                            EntryKind::Hardlink(_) | EntryKind::Dir => continue,
+                        };
+                        let id = inodes.len() as InodeId;
+                        if matches!(kind, InodeKind::File { size } if size > 0) {
+                            data.push((src.born, id));
+                        }
+                        let mut xattrs = e.xattrs.clone();
+                        sort_xattrs(&mut xattrs);
+                        inodes.push(Inode {
+                            kind,
+                            mode: e.mode,
+                            uid: e.uid,
+                            gid: e.gid,
+                            mtime: e.mtime,
+                            xattrs,
+                            nlink: 1,
+                        });
+                        leaf_ids.insert(*i, id);
+                        id
+                    }
+                }
+            };
+            if let InodeKind::Dir { entries } = &mut inodes[pid as usize].kind {
+                entries.push((name.to_vec(), id));
+            }
+        }
+        for ino in &mut inodes {
+            if matches!(ino.kind, InodeKind::Dir { .. }) {
+                sort_xattrs(&mut ino.xattrs);
+            }
+        }
+        data.sort_unstable();
+        FsTree {
+            inodes,
+            layers,
+            data,
+        }
+    }
+
+    /// The regular files with data (size > 0), in the order [`FsTree::stream_data`] hands
+    /// their bytes over.
+    pub fn data_order(&self) -> impl Iterator<Item = InodeId> + '_ {
+        self.data.iter().map(|(_, id)| *id)
+    }
+
+    /// Pass 2: reads the layers again (diff IDs checked again) and calls `sink(inode,
+    /// offset, bytes)` with each regular file's bytes, in order, file after file in
+    /// [`FsTree::data_order`]. `image` must be the one the tree was built from.
+    pub fn stream_data(
+        &self,
+        store: &Store,
+        image: &ImageRecord,
+        limits: &Limits,
+        progress: &dyn Progress,
+        mut sink: impl FnMut(InodeId, u64, &[u8]) -> Result<(), UnpackError>,
+    ) -> Result<(), UnpackError> {
+        let mut buf = vec![0u8; 1 << 20];
+        let mut next = 0usize;
+        let count = image.layers.len();
+        for i in self.layers.clone() {
+            if self.data.get(next).is_none_or(|((l, _), _)| *l != i) {
+                // No surviving data in this layer: nothing to read again.
+                continue;
+            }
+            let digest = &image.layers[i].digest;
+            let message = format!("writing layer {}/{count} {}", i + 1, digest.short());
+            progress.event(&ProgressEvent::Status { message: &message });
+            read_layer(store, image, i, limits, progress, |tar| {
+                let mut idx = 0u64;
+                while let Some(e) = tar.next_entry()? {
+                    let here = (i, idx);
+                    idx += 1;
+                    let Some(&(pos, id)) = self.data.get(next) else {
+                        continue;
+                    };
+                    if pos != here {
+                        continue;
+                    }
+                    next += 1;
+                    if !matches!(self.inodes[id as usize].kind, InodeKind::File { size } if size == e.size)
+                    {
+                        return Err(UnpackError::bad(
+                            &e.path,
+                            "the layer changed between the two passes (file size differs)",
+                        ));
+                    }
+                    let mut off = 0u64;
+                    while off < e.size {
+                        let n = tar.read_data(&mut buf)?;
+                        if n == 0 {
+                            return Err(UnpackError::bad(&e.path, "file data ends early"));
+                        }
+                        sink(id, off, &buf[..n])?;
+                        off += n as u64;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|e| e.in_layer(i + 1, digest))?;
+        }
+        if next != self.data.len() {
+            return Err(UnpackError::bad(
+                b"",
+                "a layer changed between the two passes (file data not found again)",
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn sort_xattrs(x: &mut [(Vec<u8>, Vec<u8>)]) {
+    x.sort_by(|a, b| a.0.cmp(&b.0));
+}
+
+fn set_opaque(x: &mut Vec<(Vec<u8>, Vec<u8>)>) {
+    x.retain(|(k, _)| k != OVERLAY_OPAQUE.as_bytes());
+    x.push((OVERLAY_OPAQUE.as_bytes().to_vec(), b"y".to_vec()));
+}
