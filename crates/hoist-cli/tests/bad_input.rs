@@ -645,3 +645,74 @@ fn unreachable_registry() {
     // timeout (the connect timeout is 30 s).
     assert!(took < Duration::from_secs(10), "took {took:?}:\n{stderr}");
 }
+
+/// A pull that fails after other new layers were verified and stored: those layers are
+/// withdrawn (the store is as it was, fsck clean), the large one kept as a complete
+/// partial download, so the next pull, once the registry serves the broken blob right,
+/// fetches neither of them again.
+#[test]
+fn layers_stored_before_a_failure_are_withdrawn_and_reused_by_the_next_pull() {
+    let env = Env::new();
+    let img = ImageSpec::oci()
+        .layer(layer_base())
+        // Stored uncompressed, so its blob (2 MiB + tar headers) is above
+        // hoist_store::KEEP_AS_PARTIAL and is kept as a partial download.
+        .layer(LayerSpec::uncompressed([
+            Entry::dir("big"),
+            Entry::random_file("big/data.bin", 2 * 1024 * 1024, 21),
+        ]))
+        // A small one: removed outright.
+        .layer(LayerSpec::gzip([
+            Entry::dir("small"),
+            Entry::file("small/note", "small\n"),
+        ]))
+        .layer(layer_new())
+        .cmd(["/bin/false"])
+        .build()
+        .unwrap();
+    env.fake.push_image("bad/late", "v1", &img);
+    let broken = img.layers[3].blob.digest.clone();
+    let size = img.layers[3].blob.size as usize;
+    // With -j 1 the layers come in order, so the two new ones are stored before the
+    // broken one fails the digest check.
+    env.fake
+        .put_blob("bad/late", &broken, images::seeded_bytes(size, 7));
+    let stderr = env.fails_cleanly(&["pull", "-j", "1", &env.fake.image_ref("bad/late:v1")]);
+    assert_mentions(&stderr, &["digest mismatch", &broken]);
+    // The same through the copy engine (registry → store).
+    let stderr = env.fails_cleanly(&[
+        "copy",
+        &format!("docker://{}", env.fake.image_ref("bad/late:v1")),
+        "hoist:example.com/late:v1",
+    ]);
+    assert_mentions(&stderr, &["digest mismatch", &broken]);
+    // The large layer waits in the ingest area as a complete partial.
+    let big = &img.layers[1].blob;
+    let partial = env.store.join(format!(
+        "hoist/ingest/partial-sha256-{}",
+        big.digest.trim_start_matches("sha256:")
+    ));
+    assert_eq!(
+        fs::metadata(&partial).map(|m| m.len()).ok(),
+        Some(big.size),
+        "the verified large layer is kept as a partial download"
+    );
+
+    // The registry now serves the right bytes: the big layer is not fetched again.
+    env.fake
+        .put_blob("bad/late", &broken, img.blob(&broken).unwrap().to_vec());
+    let big_path = env.blob_path("bad/late", &big.digest);
+    let hits_before = env.fake.hits(&big_path);
+    let out = env.hoist(&["pull", &env.fake.image_ref("bad/late:v1")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        env.fake.hits(&big_path),
+        hits_before,
+        "the kept layer was fetched again"
+    );
+    support::assert_fsck_clean(env.dir.path(), &env.store);
+}

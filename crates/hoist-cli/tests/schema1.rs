@@ -7,7 +7,6 @@ mod support;
 use assert_cmd::Command;
 use base64::Engine as _;
 use hoist_testkit::FakeRegistry;
-use hoist_testkit::Peer;
 use hoist_testkit::images::{self, Entry, ImageSpec, LayerSpec};
 use serde_json::{Value, json};
 

@@ -40,6 +40,10 @@ impl Default for GcOptions {
     }
 }
 
+/// Blobs a failed operation withdraws ([`Store::withdraw_unreached`]) are kept as
+/// complete partial downloads from this size on; smaller ones are removed.
+pub const KEEP_AS_PARTIAL: u64 = 1024 * 1024;
+
 /// Partial downloads younger than this survive a GC (a failed pull retried the same day
 /// resumes).
 pub const DEFAULT_INGEST_GRACE: Duration = Duration::from_secs(24 * 3600);
@@ -223,6 +227,15 @@ impl Store {
         &self,
         records: &[crate::ImageRecord],
     ) -> Result<(Marks, crate::lease::LeaseScan), StoreError> {
+        self.mark_locked_except(records, None)
+    }
+
+    /// [`Store::mark_locked`] without the lease file `except` among the roots.
+    fn mark_locked_except(
+        &self,
+        records: &[crate::ImageRecord],
+        except: Option<&std::path::Path>,
+    ) -> Result<(Marks, crate::lease::LeaseScan), StoreError> {
         let idx = self.read_index()?;
         // hoist's own entries are a projection of the records; only the others (written
         // by skopeo, umoci, …) are roots of their own.
@@ -235,7 +248,7 @@ impl Store {
         let foreign = mark::reach(&roots, |d| {
             self.read_blob(&d.digest, MAX_MANIFEST_SIZE).ok()
         });
-        let leases = self.scan_leases()?;
+        let leases = self.scan_leases_except(except)?;
         Ok((mark::mark(records, &foreign, &leases.digests), leases))
     }
 
@@ -276,6 +289,48 @@ impl Store {
         }
         report.elapsed_ms = start.elapsed().as_millis() as u64;
         Ok(report)
+    }
+
+    /// Undo what a failed operation on this leased handle made visible: every blob its
+    /// lease names that no image record, foreign `index.json` entry or *other* live lease
+    /// reaches, and that no writer holds, leaves `blobs/`. Blobs of at least
+    /// [`KEEP_AS_PARTIAL`] bytes go back to the ingest area as complete partial downloads
+    /// (the next pull of them re-hashes and commits them without the network; GC collects
+    /// them after the ingest grace), smaller ones are removed. So a failed pull leaves the
+    /// store as it was, with its work kept where resumable downloads are kept. Returns the
+    /// digests withdrawn. A no-op on a handle without a lease.
+    pub fn withdraw_unreached(&self) -> Result<Vec<Digest>, StoreError> {
+        let Some(own) = self.lease_path().map(std::path::Path::to_owned) else {
+            return Ok(Vec::new());
+        };
+        let candidates = self.leased_digests();
+        let s = self.unleased();
+        let _lock = s.lock_store(LockMode::Exclusive)?;
+        let records = s.snapshot()?;
+        let (marks, _) = s.mark_locked_except(&records, Some(&own))?;
+        let mut out = Vec::new();
+        for d in candidates {
+            if marks.blobs.contains(&d) {
+                continue;
+            }
+            let Some(size) = s.stat_blob(&d)? else {
+                continue;
+            };
+            let Some(_blob_lock) = s.try_lock_blob(&d)? else {
+                continue; // someone is writing or checking it: theirs now
+            };
+            let path = s.blob_path(&d);
+            if size >= KEEP_AS_PARTIAL {
+                s.demote_to_partial(&d, &path, size)?;
+            } else {
+                fsutil::remove_if_exists(&path)?;
+            }
+            if let Some(dir) = path.parent() {
+                fsutil::fsync_dir(dir)?;
+            }
+            out.push(d);
+        }
+        Ok(out)
     }
 
     fn remove_item(

@@ -125,6 +125,17 @@ impl Store {
         })
     }
 
+    /// The digests this handle's lease holds (empty without a lease).
+    pub(crate) fn leased_digests(&self) -> Vec<Digest> {
+        let Some(lease) = &self.inner.lease else {
+            return Vec::new();
+        };
+        let st = lease.state.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<Digest> = st.digests.iter().cloned().collect();
+        v.sort();
+        v
+    }
+
     /// Whether this handle holds a lease ([`Store::leased`]).
     pub fn is_leased(&self) -> bool {
         self.inner.lease.is_some()
@@ -193,6 +204,14 @@ impl Store {
     /// Read every lease: live ones (their digests), dead ones (to remove). Call with the
     /// store lock held exclusively for a consistent answer.
     pub(crate) fn scan_leases(&self) -> Result<LeaseScan, StoreError> {
+        self.scan_leases_except(None)
+    }
+
+    /// [`Store::scan_leases`], leaving out the lease file `except` (a handle's own).
+    pub(crate) fn scan_leases_except(
+        &self,
+        except: Option<&Path>,
+    ) -> Result<LeaseScan, StoreError> {
         let dir = self.leases_dir();
         let mut scan = LeaseScan::default();
         let entries = match fs::read_dir(&dir) {
@@ -204,6 +223,9 @@ impl Store {
         for entry in entries {
             let entry = entry.map_err(|e| StoreError::read(&dir, e))?;
             let path = entry.path();
+            if except == Some(path.as_path()) {
+                continue;
+            }
             let Some(name) = entry.file_name().to_str().map(str::to_owned) else {
                 continue;
             };

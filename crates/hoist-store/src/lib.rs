@@ -180,7 +180,7 @@ use hoist_types::{Digest, Reference};
 pub use blob::{BlobLock, BlobWriter, INGEST_GRACE, NamedLock};
 pub use error::StoreError;
 pub use fsck::{FsckOptions, FsckReport, Problem, ProblemKind, Resumable};
-pub use gc::{Amount, DEFAULT_INGEST_GRACE, GcItem, GcOptions, GcReport};
+pub use gc::{Amount, DEFAULT_INGEST_GRACE, GcItem, GcOptions, GcReport, KEEP_AS_PARTIAL};
 pub use index::ANNOTATION_IMAGE_ID;
 pub use partial::{PARTIAL_GRACE, PartialBlob, PartialInfo, SliceWriter};
 pub use query::MIN_PREFIX;

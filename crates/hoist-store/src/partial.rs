@@ -241,6 +241,36 @@ impl Store {
         Ok((count, bytes))
     }
 
+    /// Turn the stored blob `d` (at `blob`, `size` bytes) back into a complete partial
+    /// download: its file is renamed into the ingest area with a record that counts every
+    /// byte, so the next download of `d` re-hashes it and commits it without the network,
+    /// and GC collects it after its grace like any kept partial. When a partial of `d`
+    /// already exists the blob is removed instead. The caller holds the blob's lock and
+    /// the exclusive store lock, and has checked that nothing reaches `d`.
+    pub(crate) fn demote_to_partial(
+        &self,
+        d: &Digest,
+        blob: &Path,
+        size: u64,
+    ) -> Result<(), StoreError> {
+        let (data_path, meta_path) = self.partial_paths(d);
+        if data_path.exists() || meta_path.exists() {
+            return fsutil::remove_if_exists(blob);
+        }
+        fsutil::create_dir(&self.ingest_dir())?;
+        let m = Meta {
+            v: 1,
+            digest: d.clone(),
+            size,
+            offset: size,
+        };
+        let mut rec = serde_json::to_vec(&m).expect("plain struct serializes");
+        rec.resize(META_LEN, b' ');
+        fsutil::write_atomic(&meta_path, &rec)?;
+        fs::rename(blob, &data_path).map_err(|e| StoreError::io("rename into", &data_path, e))?;
+        fsutil::fsync_dir(&self.ingest_dir())
+    }
+
     /// Records (`.meta`) of partial downloads whose data file is gone.
     pub(crate) fn orphan_partial_records(&self) -> Result<Vec<PathBuf>, StoreError> {
         let mut out = Vec::new();

@@ -80,6 +80,58 @@ fn leased_work_survives_gc_and_garbage_goes_after() {
 }
 
 #[test]
+fn a_failed_operation_withdraws_only_what_nothing_else_reaches() {
+    let (_t, s) = store();
+    let kept = build(&s, &Spec::new("kept", &[b"shared"]));
+    commit(&s, &kept, Some("kept:1"));
+    // A failed "pull": it wrote a small layer, a large one, and the shared layer again.
+    let failed = s.leased().unwrap();
+    let large = vec![7u8; hoist_store::KEEP_AS_PARTIAL as usize];
+    let flight = build(&failed, &Spec::new("flight", &[b"shared", b"own", &large]));
+    // Another operation in flight has looked at the small layer.
+    let other = s.leased().unwrap();
+    other.has_blob(&flight.layers[1].digest).unwrap();
+
+    let mut gone = failed.withdraw_unreached().unwrap();
+    gone.sort();
+    let mut want = vec![
+        flight.config.digest.clone(),
+        flight.manifest.digest.clone(),
+        flight.layers[2].digest.clone(),
+    ];
+    want.sort();
+    assert_eq!(
+        gone, want,
+        "the shared layer is named, the small one leased by another"
+    );
+    assert!(s.blob_path(&flight.layers[0].digest).exists());
+    assert!(s.blob_path(&flight.layers[1].digest).exists());
+    assert!(!s.blob_path(&flight.config.digest).exists());
+    // The large layer is a complete, resumable partial download now.
+    let partial = s
+        .partial_blobs()
+        .unwrap()
+        .into_iter()
+        .find(|p| p.digest == flight.layers[2].digest)
+        .expect("kept as a partial");
+    assert_eq!(
+        (partial.size, partial.offset),
+        (Some(large.len() as u64), large.len() as u64)
+    );
+    let report = s.fsck(&FsckOptions::default()).unwrap();
+    assert!(report.problems.is_empty(), "{report:?}");
+
+    // Once the other operation is over, the small layer goes too.
+    drop(other);
+    assert_eq!(
+        failed.withdraw_unreached().unwrap(),
+        vec![flight.layers[1].digest.clone()]
+    );
+    // And a handle without a lease withdraws nothing.
+    assert!(s.withdraw_unreached().unwrap().is_empty());
+}
+
+#[test]
 fn a_dead_lease_protects_nothing_and_is_removed() {
     let (_t, s) = store();
     let dir = s.root().join("hoist/leases");

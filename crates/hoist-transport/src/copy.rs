@@ -121,6 +121,28 @@ pub async fn copy(
     opts: &CopyOptions,
     progress: &dyn Progress,
 ) -> Result<CopyReport, TransportError> {
+    // A copy into the store that fails leaves it as it was: staged blobs go with the
+    // destination, and the blobs the registry fetcher published straight into the store
+    // (resumable downloads) are withdrawn when nothing else reaches them.
+    let store = match &dst {
+        AnyDestination::Hoist(d) => Some(d.store().clone()),
+        _ => None,
+    };
+    let result = copy_to(src, dst, opts, progress).await;
+    if let (Err(_), Some(s)) = (&result, store) {
+        // The copy's own error is what the caller needs; a failed withdrawal only
+        // leaves orphans that gc collects.
+        let _ = crate::blocking(move || s.withdraw_unreached()).await;
+    }
+    result
+}
+
+async fn copy_to(
+    src: &AnySource,
+    dst: AnyDestination,
+    opts: &CopyOptions,
+    progress: &dyn Progress,
+) -> Result<CopyReport, TransportError> {
     let caps = dst.capabilities();
     let (format, compression) = fit_caps(opts, &caps, &dst.describe())?;
     let engine = Engine {

@@ -139,6 +139,10 @@ pub(crate) struct Stats {
 }
 
 /// Pull `reference` into `store`.
+///
+/// A pull that fails leaves the store as it was: the blobs it published that nothing
+/// else reaches are withdrawn ([`Store::withdraw_unreached`]; large ones are kept as
+/// complete partial downloads, so pulling again does not fetch them again).
 pub async fn pull(
     store: &Store,
     reference: &Reference,
@@ -148,7 +152,25 @@ pub async fn pull(
     // A leased handle: every blob this pull looks at or writes is kept by a concurrent
     // `hoist gc` until the pull is over (hoist-store's `lease` module).
     let leased = store.leased()?;
-    let store = &leased;
+    match pull_leased(&leased, reference, opts, progress).await {
+        Ok(report) => Ok(report),
+        Err(e) => {
+            // Every lock of the pull is released by now (they live in pull_leased). The
+            // pull's own error is what the caller needs; a failed withdrawal only leaves
+            // orphans that gc collects.
+            let s = leased.clone();
+            let _ = blocking(move || s.withdraw_unreached()).await;
+            Err(e)
+        }
+    }
+}
+
+async fn pull_leased(
+    store: &Store,
+    reference: &Reference,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<PullReport, TransportError> {
     let sources = Sources::new(reference, opts);
     let mut held = Held::default();
     let Resolved {
@@ -504,18 +526,44 @@ pub(crate) async fn fetch_layers(
             unique.push(l);
         }
     }
+    // After the first failure no new transfer starts, but every started one is awaited:
+    // a transfer dropped mid-way could still publish its blob from its blocking thread
+    // after the pull has withdrawn what it published (`Store::withdraw_unreached`).
+    let failed = std::sync::atomic::AtomicBool::new(false);
+    let failed = &failed;
     let futures = unique.into_iter().map(|desc| {
         let sem = sem.clone();
         async move {
             let _permit = sem.acquire().await.expect("semaphore never closed");
-            fetch_blob(ctx, desc, BlobKind::Layer)
-                .await
-                .map(|r| (desc, r))
+            if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                return None;
+            }
+            let r = fetch_blob(ctx, desc, BlobKind::Layer).await;
+            if r.is_err() {
+                failed.store(true, std::sync::atomic::Ordering::Relaxed);
+            }
+            Some(r.map(|r| (desc, r)))
         }
     });
     // Run them together on this task (progress is borrowed); hashing and writing
     // happen on blocking threads, so the runtime's workers never stall.
-    let results = futures_util::future::try_join_all(futures).await?;
+    let mut results = Vec::new();
+    let mut first_err = None;
+    for r in futures_util::future::join_all(futures)
+        .await
+        .into_iter()
+        .flatten()
+    {
+        match r {
+            Ok(x) => results.push(x),
+            Err(e) => {
+                first_err.get_or_insert(e);
+            }
+        }
+    }
+    if let Some(e) = first_err {
+        return Err(e);
+    }
     for (desc, r) in results {
         match r {
             Some(f) => {
