@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 use clap::ValueEnum;
-use hoist_mkfs::{BuildOptions, Format, Size};
+use hoist_mkfs::{BuildOptions, Ext4Writer, Format, Size};
 use hoist_unpack::UnpackOptions;
 
 use crate::cmd::print_json;
@@ -17,7 +17,7 @@ use crate::progress::reporter;
 pub enum FormatArg {
     /// A directory tree.
     Dir,
-    /// An ext4 image (written through a loop mount, or mke2fs -d).
+    /// An ext4 image (hoist's own writer, straight from the layers; no root needed).
     Ext4,
     /// An erofs image (mkfs.erofs).
     Erofs,
@@ -40,6 +40,12 @@ pub struct Args {
     /// Size of ext4 images: auto (the tree plus headroom) or e.g. 2G, 512M.
     #[arg(long, default_value = "auto")]
     pub size: Size,
+    /// ext4 without a journal (for read-only use).
+    #[arg(long)]
+    pub no_journal: bool,
+    /// Extra free space in an automatically sized ext4 image, e.g. 1G.
+    #[arg(long, value_name = "SIZE", conflicts_with = "size")]
+    pub free: Option<Size>,
     /// Rebuild even when the result is cached.
     #[arg(long)]
     pub force: bool,
@@ -65,6 +71,13 @@ pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
         size: a.size,
         force: a.force,
         output: a.output.clone(),
+        ext4_writer: Ext4Writer::Native {
+            journal: !a.no_journal,
+            free: match a.free {
+                Some(Size::Bytes(b)) => b,
+                _ => 0,
+            },
+        },
         unpack: UnpackOptions {
             rootless: a.rootless || !hoist_unpack::is_root(),
             ..UnpackOptions::default()
