@@ -1,0 +1,327 @@
+//! The two roles a place can play in a copy, and what each must do.
+//!
+//! # What a source must do ([`ImageSource`])
+//!
+//! - [`get_manifest`](ImageSource::get_manifest) returns the **exact bytes** of a
+//!   manifest with its media type and its digest ([`RawManifest`]): the top one
+//!   ([`ManifestRef::Top`], what the reference names: an image manifest or an index), an
+//!   instance of an index ([`ManifestRef::Digest`]), or another tag of the same repository
+//!   ([`ManifestRef::Tag`], e.g. a cosign `sha256-HEX.sig` tag). Bytes are never
+//!   re-serialised; a manifest asked for by digest is verified against it; at most
+//!   [`hoist_types::MAX_MANIFEST_SIZE`] bytes are read.
+//! - [`get_blob`](ImageSource::get_blob) returns a [`BlobStream`] of a blob's bytes,
+//!   **streamed** (never a whole layer in memory). The source may check what it can
+//!   cheaply, but it need not verify: the destination always does.
+//! - [`get_signatures`](ImageSource::get_signatures) returns containers' simple-signing
+//!   signatures of a manifest (`dir:` keeps them as `signature-N` files); empty where the
+//!   transport has none.
+//! - [`tags`](ImageSource::tags) lists the tags of the source's repository (or the names
+//!   a layout holds).
+//! - [`referrers`](ImageSource::referrers) lists the manifests whose `subject` is a given
+//!   manifest, where the transport knows them (the registry's referrers API).
+//! - [`blob_locations`](ImageSource::blob_locations) says which registry repositories are
+//!   known to hold the source's blobs, so a registry destination can mount instead of
+//!   upload.
+//!
+//! # What a destination must do ([`ImageDestination`])
+//!
+//! - [`capabilities`](ImageDestination::capabilities) says what it can hold (indexes,
+//!   signatures, manifest formats, layer compression); the copy engine converts before
+//!   it writes (e.g. `docker-archive:` takes only Docker schema 2 with plain tar layers).
+//! - [`has_blob`](ImageDestination::has_blob) answers whether it already has a blob,
+//!   given [`BlobLocation`] hints: a registry may make the blob present without moving its
+//!   bytes (a cross-repository mount) and then answers `true`. The engine never sends a
+//!   blob the destination has.
+//! - [`put_blob`](ImageDestination::put_blob) takes a blob stream and **verifies size and
+//!   digest before the blob becomes visible** (temp file + fsync + rename + fsync dir, or
+//!   the registry's digest check). A failed or short stream leaves nothing visible. Calls
+//!   may run concurrently for different blobs.
+//! - [`put_manifest`](ImageDestination::put_manifest) takes manifest bytes exactly as
+//!   given, for a [`ManifestTarget`]: the top manifest (named by the destination's own
+//!   reference when committed), an instance of an index (by digest only), or an extra tag.
+//!   Children are put before the index that lists them, and every blob a manifest names
+//!   before the manifest.
+//! - [`put_signatures`](ImageDestination::put_signatures) stores simple-signing
+//!   signatures of a manifest, where the transport keeps them.
+//! - [`commit`](ImageDestination::commit) comes **last**: it makes the image visible
+//!   under its name (the tag in a registry, the `index.json` entry of a layout, the
+//!   store's name). A destination dropped without commit leaves its name as it was: at
+//!   most verified blobs that nothing references.
+//!
+
+use std::fmt;
+use std::str::FromStr;
+
+use hoist_types::{Compression, Descriptor, Digest, Manifest, MediaType, Progress};
+
+use super::stream::BlobStream;
+use crate::TransportError;
+
+/// A manifest as a transport hands it over: the exact bytes, the effective media type,
+/// the digest of the bytes and the parsed view (the same type the registry client uses).
+pub use hoist_registry::FetchedManifest as RawManifest;
+
+/// [`ImageDestination::put_signatures`] of a destination that keeps no simple-signing
+/// signatures: nothing to do without any, else a clear refusal naming `location`, the
+/// signed `instance` and `why` (e.g. "an OCI layout keeps no simple-signing signatures").
+pub(crate) fn refuse_signatures(
+    location: String,
+    instance: &Digest,
+    signatures: &[Vec<u8>],
+    why: &str,
+) -> Result<(), TransportError> {
+    if signatures.is_empty() {
+        return Ok(());
+    }
+    Err(TransportError::Unsupported {
+        what: format!("{location}: {why} (of {instance})"),
+    })
+}
+
+/// The manifest formats `--format` converts between.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ManifestFormat {
+    /// OCI image manifest and index, OCI config and layer media types.
+    Oci,
+    /// Docker schema 2 manifest and manifest list, Docker config and layer media types.
+    V2s2,
+}
+
+impl ManifestFormat {
+    /// The `--format` spelling.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ManifestFormat::Oci => "oci",
+            ManifestFormat::V2s2 => "v2s2",
+        }
+    }
+
+    /// The format a manifest media type belongs to (`None` for schema 1 and unknown types).
+    pub fn of(media_type: &MediaType) -> Option<ManifestFormat> {
+        match media_type {
+            MediaType::OciManifest | MediaType::OciIndex => Some(ManifestFormat::Oci),
+            MediaType::DockerManifest | MediaType::DockerManifestList => Some(ManifestFormat::V2s2),
+            _ => None,
+        }
+    }
+}
+
+impl FromStr for ManifestFormat {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "oci" => Ok(ManifestFormat::Oci),
+            "v2s2" | "docker" => Ok(ManifestFormat::V2s2),
+            _ => Err(format!("unknown manifest format {s:?} (want oci or v2s2)")),
+        }
+    }
+}
+
+impl fmt::Display for ManifestFormat {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which manifest a source is asked for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestRef {
+    /// The one the source's reference names (an image manifest or an index).
+    Top,
+    /// One named by digest (an index's instance, a referrer); verified against it.
+    Digest(Digest),
+    /// Another tag of the same repository (e.g. a cosign `sha256-HEX.sig` tag).
+    Tag(String),
+}
+
+/// Where a destination files a manifest.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ManifestTarget {
+    /// The top manifest: named by the destination's reference at commit.
+    Top,
+    /// An instance of an index, or a referrer: stored by digest only.
+    Instance,
+    /// Stored by digest and under this extra tag of the destination's repository.
+    Tag(String),
+}
+
+/// A registry repository known to hold a blob: the hint for a cross-repository mount.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct BlobLocation {
+    /// The registry as in references (`docker.io`, `127.0.0.1:5000`).
+    pub registry: String,
+    /// The repository (`library/alpine`).
+    pub repository: String,
+}
+
+/// What a destination can hold; the copy engine converts to fit before writing.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DestinationCaps {
+    /// It can hold an index with its instances (else one image is chosen).
+    pub index: bool,
+    /// It keeps simple-signing signatures (`put_signatures` does something).
+    pub signatures: bool,
+    /// It takes only this manifest format (`None`: any).
+    pub format: Option<ManifestFormat>,
+    /// The manifest format written when the copy asks for none (`None`: as it comes).
+    /// An OCI layout converts Docker schema 2 to OCI by default, as skopeo does: skopeo
+    /// and umoci read only OCI manifests from a layout. An explicit `--format` wins.
+    pub default_format: Option<ManifestFormat>,
+    /// It stores layers only with this compression (`None`: as they come).
+    pub layer_compression: Option<Compression>,
+}
+
+impl Default for DestinationCaps {
+    fn default() -> Self {
+        DestinationCaps {
+            index: true,
+            signatures: false,
+            format: None,
+            default_format: None,
+            layer_compression: None,
+        }
+    }
+}
+
+/// What a committed destination reports.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Committed {
+    /// The digest of the top manifest written.
+    pub digest: Digest,
+    /// Where it went, as `transport:reference`.
+    pub location: String,
+}
+
+/// Parse and check manifest bytes read from a local file or archive: classify them
+/// (`declared` is the media type the container recorded, if any), and when `expected`
+/// is given, verify the digest. The digest of the bytes is computed either way.
+pub fn raw_manifest(
+    bytes: Vec<u8>,
+    declared: Option<&MediaType>,
+    expected: Option<&Digest>,
+) -> Result<RawManifest, hoist_types::TypeError> {
+    let (manifest, media_type) = Manifest::parse(&bytes, declared)?;
+    if let Some(d) = expected {
+        Manifest::verify_digest(&bytes, &media_type, d)?;
+    }
+    let digest = match expected {
+        Some(d) => d.clone(),
+        None => Manifest::digest_of(&bytes, &media_type)?,
+    };
+    Ok(RawManifest {
+        bytes,
+        media_type,
+        digest,
+        manifest,
+    })
+}
+
+/// A place images are read from. See the module docs for the contract.
+pub trait ImageSource: Send + Sync {
+    /// `transport:reference`, for messages.
+    fn describe(&self) -> String;
+
+    /// A manifest's exact bytes, media type and digest.
+    fn get_manifest(
+        &self,
+        which: &ManifestRef,
+    ) -> impl Future<Output = Result<RawManifest, TransportError>> + Send;
+
+    /// A blob's bytes, streamed.
+    fn get_blob(
+        &self,
+        desc: &Descriptor,
+    ) -> impl Future<Output = Result<BlobStream, TransportError>> + Send;
+
+    /// Simple-signing signatures of the top manifest (`None`) or of an instance.
+    fn get_signatures(
+        &self,
+        instance: Option<&Digest>,
+    ) -> impl Future<Output = Result<Vec<Vec<u8>>, TransportError>> + Send {
+        let _ = instance;
+        async { Ok(Vec::new()) }
+    }
+
+    /// The tags of the source's repository (or the names a layout holds).
+    fn tags(&self) -> impl Future<Output = Result<Vec<String>, TransportError>> + Send;
+
+    /// Manifests whose `subject` is `subject`, where the transport knows them.
+    fn referrers(
+        &self,
+        subject: &Digest,
+    ) -> impl Future<Output = Result<Vec<Descriptor>, TransportError>> + Send {
+        let _ = subject;
+        async { Ok(Vec::new()) }
+    }
+
+    /// Registry repositories known to hold this source's blobs (mount hints).
+    fn blob_locations(&self) -> Vec<BlobLocation> {
+        Vec::new()
+    }
+}
+
+/// A place images are written to. See the module docs for the contract.
+pub trait ImageDestination: Send + Sync {
+    /// `transport:reference`, for messages.
+    fn describe(&self) -> String;
+
+    /// What it can hold.
+    fn capabilities(&self) -> DestinationCaps;
+
+    /// Whether the blob is present, or was made present without moving its bytes
+    /// (a mount from one of `hints`).
+    fn has_blob(
+        &self,
+        desc: &Descriptor,
+        hints: &[BlobLocation],
+    ) -> impl Future<Output = Result<bool, TransportError>> + Send;
+
+    /// Take a blob, verifying size and digest before it becomes visible. Progress gets
+    /// `BlobProgress` events as bytes are written.
+    fn put_blob(
+        &self,
+        desc: &Descriptor,
+        stream: BlobStream,
+        progress: &dyn Progress,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// Take a manifest's exact bytes. Every blob and child it names was put before.
+    fn put_manifest(
+        &self,
+        manifest: &RawManifest,
+        target: &ManifestTarget,
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// Take simple-signing signatures of the manifest `instance`. Destinations without
+    /// [`DestinationCaps::signatures`] refuse a non-empty list.
+    fn put_signatures(
+        &self,
+        instance: &Digest,
+        signatures: &[Vec<u8>],
+    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// Make the image visible under the destination's name. Last.
+    fn commit(self) -> impl Future<Output = Result<Committed, TransportError>> + Send
+    where
+        Self: Sized;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats() {
+        assert_eq!(
+            ManifestFormat::of(&MediaType::DockerManifestList),
+            Some(ManifestFormat::V2s2)
+        );
+        assert_eq!(
+            ManifestFormat::of(&MediaType::OciIndex),
+            Some(ManifestFormat::Oci)
+        );
+        assert_eq!(ManifestFormat::of(&MediaType::DockerManifestV1), None);
+        assert_eq!("v2s2".parse::<ManifestFormat>(), Ok(ManifestFormat::V2s2));
+        assert!("x".parse::<ManifestFormat>().is_err());
+    }
+}
