@@ -1,0 +1,134 @@
+//! OpenPGP for simple signing: keyrings from `keyPath`/`keyPaths`/`keyData` and verification
+//! of the signed messages (`gpg --sign` output: a possibly compressed one-pass-signed
+//! literal message) with rpgp. No gpg process is involved in verification.
+
+use std::io::{Cursor, Read as _};
+
+use pgp::composed::{Message, PublicOrSecret, SignedPublicKey};
+use pgp::types::KeyDetails as _;
+
+use crate::payload::MAX_PAYLOAD_SIZE;
+
+/// Largest simple-signing signature accepted (c/image's own limit is 4 MiB; real ones are
+/// well under 1 KiB).
+pub const MAX_SIGNATURE_SIZE: usize = 4 << 20;
+/// Largest keyring read.
+pub const MAX_KEYRING_SIZE: u64 = 4 << 20;
+/// Most keys taken from one keyring.
+const MAX_KEYS: usize = 256;
+
+/// The public keys a `signedBy` requirement trusts.
+#[derive(Debug, Clone, Default)]
+pub struct Keyring {
+    keys: Vec<SignedPublicKey>,
+}
+
+/// A signature that verified: what it signed, and by whom.
+#[derive(Debug, Clone)]
+pub struct Verified {
+    /// The signed payload.
+    pub payload: Vec<u8>,
+    /// Upper-case hex fingerprint of the primary key whose key (or signing subkey) signed.
+    pub fingerprint: String,
+}
+
+impl Keyring {
+    /// Parses binary (`gpg --export`) or ASCII-armoured keys, several per input. Every key's
+    /// self-signatures must verify. `what` names the source in errors.
+    pub fn add(&mut self, data: &[u8], what: &str) -> Result<(), String> {
+        let (iter, _) = PublicOrSecret::from_reader_many(Cursor::new(data))
+            .map_err(|e| format!("{what} is not an OpenPGP key: {e}"))?;
+        let mut n = 0;
+        for item in iter {
+            let k = item.map_err(|e| format!("{what} is not an OpenPGP key: {e}"))?;
+            let k = match k {
+                PublicOrSecret::Public(k) => k,
+                PublicOrSecret::Secret(_) => {
+                    return Err(format!(
+                        "{what} holds a secret key; give the public key (gpg --export)"
+                    ));
+                }
+            };
+            k.verify_bindings().map_err(|e| {
+                format!(
+                    "{what}: key {} has a bad self-signature: {e}",
+                    hex(k.fingerprint().as_bytes())
+                )
+            })?;
+            if self.keys.len() >= MAX_KEYS {
+                return Err(format!("{what} holds more than {MAX_KEYS} keys"));
+            }
+            self.keys.push(k);
+            n += 1;
+        }
+        if n == 0 {
+            return Err(format!("{what} holds no OpenPGP public key"));
+        }
+        Ok(())
+    }
+
+    /// Fingerprints (upper-case hex) of the primary keys.
+    pub fn fingerprints(&self) -> Vec<String> {
+        self.keys
+            .iter()
+            .map(|k| hex(k.fingerprint().as_bytes()))
+            .collect()
+    }
+
+    /// Verifies a simple-signing signature and returns its payload. Fails unless one key of
+    /// the ring (its primary key, or a signing subkey bound to it) made the signature.
+    pub fn verify(&self, signature: &[u8]) -> Result<Verified, String> {
+        if signature.len() > MAX_SIGNATURE_SIZE {
+            return Err(format!(
+                "signature of {} bytes is larger than {MAX_SIGNATURE_SIZE}",
+                signature.len()
+            ));
+        }
+        let msg = Message::from_bytes(Cursor::new(signature))
+            .map_err(|e| format!("not an OpenPGP message: {e}"))?;
+        let mut msg = msg
+            .decompress()
+            .map_err(|e| format!("cannot decompress the OpenPGP message: {e}"))?;
+        if !msg.is_signed() {
+            return Err("the OpenPGP message is not signed".into());
+        }
+        let mut payload = Vec::new();
+        (&mut msg)
+            .take(MAX_PAYLOAD_SIZE as u64 + 1)
+            .read_to_end(&mut payload)
+            .map_err(|e| format!("reading the signed data: {e}"))?;
+        if payload.len() > MAX_PAYLOAD_SIZE {
+            return Err(format!(
+                "the signed payload is larger than {MAX_PAYLOAD_SIZE} bytes"
+            ));
+        }
+        for key in &self.keys {
+            if msg.verify(&key.primary_key).is_ok() {
+                return Ok(Verified {
+                    payload,
+                    fingerprint: hex(key.fingerprint().as_bytes()),
+                });
+            }
+            for sub in &key.public_subkeys {
+                let signing = sub.signatures.iter().any(|s| s.key_flags().sign());
+                if signing
+                    && sub.verify_bindings(&key.primary_key).is_ok()
+                    && msg.verify(&sub.key).is_ok()
+                {
+                    return Ok(Verified {
+                        payload,
+                        fingerprint: hex(key.fingerprint().as_bytes()),
+                    });
+                }
+            }
+        }
+        Err(format!(
+            "not signed by any trusted key ({})",
+            self.fingerprints().join(", ")
+        ))
+    }
+}
+
+pub(crate) fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02X}")).collect()
+}

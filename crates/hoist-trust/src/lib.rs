@@ -1,0 +1,79 @@
+//! Trust for hoist: which images may enter the store or a destination.
+//!
+//! - [`policy`]: containers-policy.json, parsed strictly, and the scope that applies to an
+//!   image ([`Policy::requirements_for`]).
+//! - [`identity`]: the `signedIdentity` rules.
+//! - [`payload`]: the simple-signing and cosign payloads (what a signature claims).
+//! - [`gpg`]: OpenPGP keyrings and simple-signing verification (rpgp).
+//!
+//! Everything here is pure logic over bytes the caller supplies, apart from reading the
+//! policy and key files the policy names.
+
+pub mod gpg;
+pub mod identity;
+pub mod named;
+pub mod payload;
+pub mod policy;
+
+use std::io::Read as _;
+use std::path::{Path, PathBuf};
+
+pub use identity::SignedIdentity;
+pub use named::Named;
+pub use policy::{KeySource, Policy, PolicyTarget, Requirement, Scope};
+
+/// Errors of hoist-trust. Each names the file, reference or requirement involved.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TrustError {
+    /// A file could not be read.
+    #[error("reading {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// A file is larger than hoist accepts for its kind.
+    #[error("{path} is larger than {limit} bytes")]
+    TooLarge {
+        /// The file.
+        path: PathBuf,
+        /// The limit.
+        limit: u64,
+    },
+    /// The policy file is malformed or asks for something hoist does not do.
+    #[error("invalid policy {}: {reason}", if path.as_os_str().is_empty() { "(inline)".into() } else { path.display().to_string() })]
+    PolicyInvalid {
+        /// The policy file (empty when parsed from bytes).
+        path: PathBuf,
+        /// What is wrong, with the JSON path.
+        reason: String,
+    },
+    /// A Docker reference that does not parse.
+    #[error("invalid Docker reference {input:?}: {reason}")]
+    BadReference {
+        /// The input (truncated).
+        input: String,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// Reads at most `limit` bytes of `path`; a larger file is an error, never truncated.
+pub(crate) fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, TrustError> {
+    let io = |source| TrustError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    let f = std::fs::File::open(path).map_err(io)?;
+    let mut buf = Vec::new();
+    f.take(limit + 1).read_to_end(&mut buf).map_err(io)?;
+    if buf.len() as u64 > limit {
+        return Err(TrustError::TooLarge {
+            path: path.to_path_buf(),
+            limit,
+        });
+    }
+    Ok(buf)
+}
