@@ -34,7 +34,10 @@ TARGETS = {  # scenario number -> (kind, value, text)
     3: ("ratio", 2.0, "≥ 2.0"),
     4: ("ratio", 1.5, "≥ 1.5"),
     6: ("wall", 0.050, "≤ 50 ms"),
+    7: ("ratio", 2.0, "≥ 2.0"),
     8: ("rss", 100e6, "RSS ≤ 100 MB"),  # bytes
+    9: ("ratio", 1.5, "≥ 1.5"),
+    10: ("ratio", 2.0, "≥ 2.0"),
 }
 SCENARIOS = {
     1: "pull into a store",
@@ -45,6 +48,8 @@ SCENARIOS = {
     6: "warm `hoist rootfs`",
     7: "copy to docker-archive:",
     8: "pull of one big layer",
+    9: "push to the registry",
+    10: "load a docker-archive",
 }
 
 
@@ -140,7 +145,7 @@ class Bench:
             r = subprocess.run([self.hoist, *cmd, "--help"], capture_output=True, text=True)
             return r.stdout if r.returncode == 0 else None
 
-        caps = {c: help_of(c) is not None for c in ["pull", "unpack", "rootfs", "copy", "save", "export"]}
+        caps = {c: help_of(c) is not None for c in ["pull", "unpack", "rootfs", "copy", "save", "export", "load"]}
         rh = help_of("rootfs") or ""
         caps["rootfs-formats"] = {f for f in ("dir", "ext4", "erofs") if re.search(rf"\b{f}\b", rh)}
         log(f"hoist abilities: {json.dumps({k: (sorted(v) if isinstance(v, set) else v) for k, v in caps.items()})}")
@@ -175,6 +180,15 @@ class Bench:
             o = self.d(f"seed-oci-{image}")
             sh(f"rm -rf {q(o)} && {self.skopeo(image, 'oci:' + o + ':latest')}")
             self.seeds[key] = o
+        return self.seeds[key]
+
+    def seed_docker_archive(self, image):
+        """A docker-archive of IMAGE (tagged as in the registry), written by skopeo once."""
+        key = ("docker-archive", image)
+        if key not in self.seeds:
+            f = self.d(f"seed-{image}.docker.tar")
+            sh(f"rm -f {q(f)} && {self.skopeo(image, 'docker-archive:' + f + ':' + IMAGES[image])}")
+            self.seeds[key] = f
         return self.seeds[key]
 
     def ext4_size(self, image):
@@ -285,6 +299,29 @@ class Bench:
                                ("default", [])]:
             out.append(Case(8, big, Tool(f"hoist pull ({variant})", self.H(S, "pull", *extra, self.ref(big)), clean),
                             Tool("skopeo copy", self.skopeo(big, f"oci:{O}:latest"), clean), variant=variant))
+        # 9. push from local content into a repository the registry has never seen (a new
+        #    name per run, so every blob is uploaded: no HEAD hit, no mount source)
+        for img in main:
+            new_repo = lambda side: f"docker://{self.reg}/bench/push-{side}-$(date +%s%N):latest"
+            hc = (f"{q(self.hoist, '--store', S, '-q', 'copy', 'oci:' + O + ':latest')} "
+                  f"{new_repo('hoist')}")
+            pc = (f"skopeo copy -q --dest-tls-verify=false {q('oci:' + O + ':latest')} {new_repo('skopeo')}")
+            # skopeo's blob-info cache would otherwise mount every blob from the repository
+            # the images were first pushed to, and upload nothing
+            nobic = ("rm -f /var/lib/containers/cache/blob-info-cache-v1.boltdb "
+                     "\"$HOME/.local/share/containers/cache/blob-info-cache-v1.boltdb\"")
+            out.append(Case(9, img, Tool("hoist copy oci: docker://", hc, copy_oci(img),
+                                         na=None if c["copy"] else na_cmd("copy")),
+                            Tool("skopeo copy oci: docker://", pc,
+                                 lambda img=img: f"{copy_oci(img)()} && {nobic}")))
+        # 10. load a docker-archive (written by skopeo once) into a fresh store / layout
+        for img in main:
+            arch = lambda img=img: self.seed_docker_archive(img)
+            h = Tool("hoist load", None, clean, na=None if c["load"] else na_cmd("load"))
+            h.cmd_fn = lambda arch=arch: self.H(S, "load", "-i", arch())
+            p = Tool("skopeo copy docker-archive: oci:", None, clean)
+            p.cmd_fn = lambda arch=arch: q("skopeo", "copy", "-q", "docker-archive:" + arch(), f"oci:{O}:latest")
+            out.append(Case(10, img, h, p))
         if self.a.only:
             out = [x for x in out if re.search(self.a.only, x.name)]
         return out

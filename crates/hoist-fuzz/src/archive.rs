@@ -3,9 +3,8 @@
 
 use std::io::{self, Write};
 
-use hoist_transport::transports::ArchiveSelector;
-use hoist_transport::transports::archive_tar::{ArchiveIndex, clean_member};
-use hoist_transport::transports::docker_archive::DockerArchive;
+use hoist_archive::docker::{Choice, DockerArchive};
+use hoist_archive::{ArchiveIndex, clean_member};
 use hoist_types::{Digest, ImageConfig, Manifest, MediaType, NoProgress};
 
 use crate::scratch::scratch;
@@ -41,10 +40,7 @@ pub fn check(data: &[u8]) {
         "default selection"
     );
     for (i, item) in items.iter().enumerate().take(MAX_IMAGES) {
-        assert_eq!(
-            archive.select(Some(&ArchiveSelector::Index(i))).ok(),
-            Some(i)
-        );
+        assert_eq!(archive.select(Some(Choice::Position(i))).ok(), Some(i));
         let Ok(img) = archive.image(i) else {
             continue;
         };
@@ -75,7 +71,7 @@ pub fn check(data: &[u8]) {
                 "tag {t} is NAME:TAG"
             );
             let found = archive
-                .select(Some(&ArchiveSelector::Named(t.clone())))
+                .select(Some(Choice::Tag(t)))
                 .unwrap_or_else(|e| panic!("tag {t} of image {i} selects nothing: {e}"));
             assert!(found <= i, "tag {t} selects a later image");
         }
@@ -118,11 +114,7 @@ pub fn check(data: &[u8]) {
     }
 }
 
-fn manifest(
-    bytes: &[u8],
-    img: &hoist_transport::transports::docker_archive::ArchiveImage,
-    sizes: &[u64],
-) {
+fn manifest(bytes: &[u8], img: &hoist_archive::docker::ArchiveImage, sizes: &[u64]) {
     match Manifest::parse(bytes, Some(&MediaType::DockerManifest)) {
         Ok((Manifest::Image(m), MediaType::DockerManifest)) => {
             assert_eq!(m.config.digest, img.config_digest);

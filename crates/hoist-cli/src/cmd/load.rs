@@ -4,7 +4,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
-use hoist_transport::transports::archive_tar::spool_archive;
+use hoist_archive::spool_archive;
 use hoist_transport::transports::load_archive;
 use serde_json::json;
 

@@ -7,10 +7,10 @@ use hoist_types::{Descriptor, Digest, Progress};
 
 use super::dir::{DirDestination, DirSource};
 use super::docker::{DockerDestination, DockerSource};
-use super::docker_archive_copy::{DockerArchiveDestination, DockerArchiveSource};
+use super::docker_archive::{DockerArchiveDestination, DockerArchiveSource};
 use super::hoist::{HoistDestination, HoistSource};
 use super::oci::{OciDestination, OciSource};
-use super::oci_archive_copy::{OciArchiveDestination, OciArchiveSource};
+use super::oci_archive::{OciArchiveDestination, OciArchiveSource};
 use super::{
     BlobLocation, BlobStream, Committed, DestinationCaps, ImageDestination, ImageRef, ImageSource,
     ManifestRef, ManifestTarget, RawManifest,
@@ -124,8 +124,19 @@ impl AnyDestination {
     }
 }
 
-/// `$e` with `$s` bound to the one value of an [`AnySource`] or [`AnyDestination`] (both
-/// have the same variants).
+macro_rules! each_dest {
+    ($self:expr, $s:ident => $e:expr) => {
+        match $self {
+            Self::Docker($s) => $e,
+            Self::Oci($s) => $e,
+            Self::Dir($s) => $e,
+            Self::Hoist($s) => $e,
+            Self::OciArchive($s) => $e,
+            Self::DockerArchive($s) => $e,
+        }
+    };
+}
+
 macro_rules! each {
     ($self:expr, $s:ident => $e:expr) => {
         match $self {
@@ -174,11 +185,11 @@ impl ImageSource for AnySource {
 
 impl ImageDestination for AnyDestination {
     fn describe(&self) -> String {
-        each!(self, d => d.describe())
+        each_dest!(self, d => d.describe())
     }
 
     fn capabilities(&self) -> DestinationCaps {
-        each!(self, d => d.capabilities())
+        each_dest!(self, d => d.capabilities())
     }
 
     async fn has_blob(
@@ -186,7 +197,7 @@ impl ImageDestination for AnyDestination {
         desc: &Descriptor,
         hints: &[BlobLocation],
     ) -> Result<bool, TransportError> {
-        each!(self, d => d.has_blob(desc, hints).await)
+        each_dest!(self, d => d.has_blob(desc, hints).await)
     }
 
     async fn put_blob(
@@ -195,7 +206,7 @@ impl ImageDestination for AnyDestination {
         stream: BlobStream,
         progress: &dyn Progress,
     ) -> Result<(), TransportError> {
-        each!(self, d => d.put_blob(desc, stream, progress).await)
+        each_dest!(self, d => d.put_blob(desc, stream, progress).await)
     }
 
     async fn put_manifest(
@@ -203,7 +214,7 @@ impl ImageDestination for AnyDestination {
         manifest: &RawManifest,
         target: &ManifestTarget,
     ) -> Result<(), TransportError> {
-        each!(self, d => d.put_manifest(manifest, target).await)
+        each_dest!(self, d => d.put_manifest(manifest, target).await)
     }
 
     async fn put_signatures(
@@ -211,10 +222,10 @@ impl ImageDestination for AnyDestination {
         instance: &Digest,
         signatures: &[Vec<u8>],
     ) -> Result<(), TransportError> {
-        each!(self, d => d.put_signatures(instance, signatures).await)
+        each_dest!(self, d => d.put_signatures(instance, signatures).await)
     }
 
     async fn commit(self) -> Result<Committed, TransportError> {
-        each!(self, d => d.commit().await)
+        each_dest!(self, d => d.commit().await)
     }
 }

@@ -1,33 +1,57 @@
 //! Archives and the store: `hoist load` (either format, detected by content, everything
 //! verified before anything is published) and `hoist save`, plus the worker pools they
-//! share (layers checked or decompressed on a few threads).
+//! share (layers checked or decompressed on a few threads). The formats themselves are
+//! hoist-archive's.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{self, Write};
+use std::io::{self, Seek, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 
-use hoist_store::{ImageRecord, Store};
-use hoist_types::{Descriptor, Digest, Progress, Reference};
+use hoist_archive::docker::{DockerArchive, IndexedImage, finish, layer_entry};
+use hoist_archive::oci::{
+    ANNOTATION_IMAGE_NAME, LAYOUT_FILE, OciArchive, blob_entry, docker_to_oci,
+};
+use hoist_archive::{
+    ArchiveError, ArchiveFormat, ArchiveIndex, ArchiveProblem, MAX_LOAD_LAYERS, Output, TarWriter,
+    write_output,
+};
+use hoist_store::{BlobWriter, ImageCommit, ImageRecord, Store};
+use hoist_types::{
+    ANNOTATION_REF_NAME, Compression, Descriptor, Digest, ImageIndex, MAX_CONFIG_SIZE,
+    MAX_MANIFEST_SIZE, MediaType, Platform, Progress, Reference,
+};
 use hoist_unpack::{LayerStream, Limits, UnpackError};
 
-use super::archive_tar::{ArchiveIndex, ArchiveProblem, Output, write_output};
 use crate::TransportError;
-
-/// Most distinct layers one load stages at once (each holds an open temp file until the
-/// whole archive has been checked).
-pub const MAX_LOAD_LAYERS: usize = 512;
 
 pub(crate) fn check_layer_limit(index: &ArchiveIndex, n: usize) -> Result<(), TransportError> {
     if n > MAX_LOAD_LAYERS {
-        return Err(index.bad(ArchiveProblem::TooManyLayers {
-            limit: MAX_LOAD_LAYERS,
-        }));
+        return Err(index
+            .bad(ArchiveProblem::TooManyLayers {
+                limit: MAX_LOAD_LAYERS,
+            })
+            .into());
     }
     Ok(())
+}
+
+impl From<ArchiveError> for TransportError {
+    /// The archive crate's errors as the transport's, variant for variant.
+    fn from(e: ArchiveError) -> TransportError {
+        match e {
+            ArchiveError::Bad { archive, problem } => {
+                TransportError::BadArchive { archive, problem }
+            }
+            ArchiveError::NoMatchingPlatform { reference, choice } => {
+                TransportError::NoMatchingPlatform { reference, choice }
+            }
+            ArchiveError::Io { what, source } => TransportError::Io { what, source },
+        }
+    }
 }
 
 /// An image a load put in the store.
@@ -63,38 +87,6 @@ impl SaveImage {
     }
 }
 
-/// The two archive formats.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ArchiveFormat {
-    /// `docker save`'s format.
-    DockerArchive,
-    /// A tar of an OCI image layout.
-    OciArchive,
-}
-
-impl ArchiveFormat {
-    /// What an indexed archive is: `manifest.json` makes it a docker-archive (docker 25
-    /// and later write both; `manifest.json` carries the tags), else `index.json` and
-    /// `oci-layout` an oci-archive.
-    pub fn detect(index: &ArchiveIndex) -> Result<ArchiveFormat, TransportError> {
-        if index.contains(super::docker_archive::MANIFEST_JSON) {
-            Ok(ArchiveFormat::DockerArchive)
-        } else if index.contains("index.json") && index.contains("oci-layout") {
-            Ok(ArchiveFormat::OciArchive)
-        } else {
-            Err(index.bad(ArchiveProblem::Unrecognised))
-        }
-    }
-
-    /// The transport name.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            ArchiveFormat::DockerArchive => "docker-archive",
-            ArchiveFormat::OciArchive => "oci-archive",
-        }
-    }
-}
-
 /// Load every image and tag of an archive (either format, detected by content) into
 /// `store`. `file` is read from its start; `name` names it in errors. Every blob is
 /// verified (digests, sizes, diff IDs, layer counts) before anything is published: a bad
@@ -114,12 +106,12 @@ pub fn load_archive(
     let source = format!("{}:{}", format.as_str(), name.display());
     let loaded = match format {
         ArchiveFormat::DockerArchive => {
-            let a = super::docker_archive::DockerArchive::from_index(index)?;
-            super::docker_archive::load(store, &a, &source, progress)?
+            let a = DockerArchive::from_index(index)?;
+            load_docker(store, &a, &source, progress)?
         }
         ArchiveFormat::OciArchive => {
-            let a = super::oci_archive::OciArchive::from_index(index)?;
-            super::oci_archive::load(store, &a, &source, progress)?
+            let a = OciArchive::from_index(index)?;
+            load_oci(store, &a, &source, progress)?
         }
     };
     Ok((format, loaded))
@@ -139,10 +131,8 @@ pub fn save_archive(
         });
     }
     write_output(out, |w, spool| match format {
-        ArchiveFormat::DockerArchive => {
-            super::docker_archive::save(store, images, w, spool, progress)
-        }
-        ArchiveFormat::OciArchive => super::oci_archive::save(store, images, w, progress),
+        ArchiveFormat::DockerArchive => save_docker(store, images, w, spool, progress),
+        ArchiveFormat::OciArchive => save_oci(store, images, w, progress),
     })
 }
 
@@ -314,4 +304,333 @@ fn spool_one(
         ));
     }
     Ok((file, size))
+}
+
+/// Load every image of a docker-archive into `store`, with every tag. Every layer is
+/// checked against its diff ID before anything is published; on any error the store is
+/// left as it was.
+fn load_docker(
+    store: &Store,
+    archive: &DockerArchive,
+    source: &str,
+    progress: &dyn Progress,
+) -> Result<Vec<LoadedImage>, TransportError> {
+    let images = (0..archive.items().len())
+        .map(|i| archive.image(i))
+        .collect::<Result<Vec<_>, _>>()?;
+    // Distinct layers, in archive order. Every one is checked against its diff ID, even
+    // one the store has already: a bad archive is refused whatever the store holds.
+    let mut seen = BTreeSet::new();
+    let mut jobs = Vec::new();
+    for l in images.iter().flat_map(|i| &i.layers) {
+        if seen.insert(l.diff_id.clone()) {
+            jobs.push(l.clone());
+        }
+    }
+    check_layer_limit(archive.index(), jobs.len())?;
+    let staged: Vec<(Digest, u64, Option<BlobWriter>)> = parallel(jobs, |l| {
+        if store.has_blob(&l.diff_id)?.is_some() {
+            let size = archive.copy_layer(&l, &mut io::sink(), progress)?;
+            return Ok((l.diff_id.clone(), size, None));
+        }
+        let mut w = store.blob_writer(&l.diff_id, None)?;
+        let size = archive.copy_layer(&l, &mut w, progress)?;
+        Ok((l.diff_id.clone(), size, Some(w)))
+    })?;
+    let mut sizes: BTreeMap<Digest, u64> = BTreeMap::new();
+    for (d, size, w) in staged {
+        if let Some(w) = w {
+            w.commit()?;
+        }
+        sizes.insert(d, size);
+    }
+    let mut out = Vec::new();
+    for img in &images {
+        let layer_sizes: Vec<u64> = img
+            .layers
+            .iter()
+            .map(|l| sizes.get(&l.diff_id).copied().unwrap_or_default())
+            .collect();
+        store.put_blob(&img.config_digest, &img.config_bytes)?;
+        let manifest = img.manifest(&layer_sizes);
+        let mdigest = Digest::sha256_of(&manifest);
+        store.put_blob(&mdigest, &manifest)?;
+        let desc = Descriptor::new(
+            MediaType::DockerManifest,
+            mdigest.clone(),
+            manifest.len() as u64,
+        );
+        let names: Vec<Option<Reference>> = if img.tags.is_empty() {
+            vec![None]
+        } else {
+            img.tags.iter().cloned().map(Some).collect()
+        };
+        for name in names {
+            store.commit_image(ImageCommit {
+                name,
+                manifest: desc.clone(),
+                index: None,
+                source: Some(source.to_owned()),
+            })?;
+        }
+        out.push(LoadedImage {
+            id: img.config_digest.clone(),
+            manifest: mdigest,
+            names: img.tags.clone(),
+        });
+    }
+    Ok(out)
+}
+
+/// Write `images` from `store` as a docker-archive onto `out`. Temp files for
+/// decompressed layers go in `spool_dir` (anonymous: nothing is left behind).
+fn save_docker(
+    store: &Store,
+    images: &[SaveImage],
+    out: &mut dyn Write,
+    spool_dir: &Path,
+    progress: &dyn Progress,
+) -> Result<(), TransportError> {
+    let wio = |what: String| move |source| TransportError::Io { what, source };
+    // Distinct layers in write order, and which need decompressing.
+    let mut order: Vec<(Descriptor, Digest)> = Vec::new();
+    let mut seen = BTreeSet::new();
+    for img in images {
+        let r = &img.record;
+        check_record(r)?;
+        for (desc, diff_id) in r.layers.iter().zip(&r.diff_ids) {
+            if seen.insert(diff_id.clone()) {
+                order.push((desc.clone(), diff_id.clone()));
+            }
+        }
+    }
+    let compressed: Vec<(usize, Descriptor, Digest)> = order
+        .iter()
+        .enumerate()
+        .filter(|(_, (d, _))| d.media_type.layer_compression() != Some(Compression::None))
+        .map(|(i, (d, diff))| (i, d.clone(), diff.clone()))
+        .collect();
+    let mut tar = TarWriter::new(out);
+    let written = std::thread::scope(|s| -> Result<(), TransportError> {
+        let mut pending = spool_layers(s, store, compressed, spool_dir, progress);
+        for (i, (desc, diff_id)) in order.iter().enumerate() {
+            let name = layer_entry(diff_id);
+            let what = format!("writing layer {name}");
+            if desc.media_type.layer_compression() == Some(Compression::None) {
+                let f = store.open_blob(&desc.digest)?;
+                tar.copy(&name, desc.size, f).map_err(wio(what))?;
+            } else {
+                let (mut f, size): (File, u64) = pending.take(i)?;
+                f.rewind().map_err(wio(what.clone()))?;
+                tar.copy(&name, size, f).map_err(wio(what))?;
+            }
+        }
+        Ok(())
+    });
+    written?;
+    let entries: Vec<IndexedImage<'_>> = images
+        .iter()
+        .map(|img| IndexedImage {
+            id: &img.record.id,
+            diff_ids: &img.record.diff_ids,
+            tags: &img.tags,
+        })
+        .collect();
+    finish::<TransportError>(&mut tar, &entries, |id| {
+        Ok(store.read_blob(id, MAX_CONFIG_SIZE)?)
+    })?;
+    tar.finish().map_err(|source| TransportError::Io {
+        what: "finishing the archive".into(),
+        source,
+    })?;
+    Ok(())
+}
+
+/// A record fit for saving: as many layers as diff IDs, layers hoist can decompress.
+fn check_record(r: &ImageRecord) -> Result<(), TransportError> {
+    if r.layers.len() != r.diff_ids.len() {
+        return Err(TransportError::InvalidConfig {
+            digest: r.id.clone(),
+            source: hoist_types::TypeError::LayerCountMismatch {
+                layers: r.layers.len(),
+                diff_ids: r.diff_ids.len(),
+            },
+        });
+    }
+    for l in &r.layers {
+        if l.media_type.layer_compression().is_none() {
+            return Err(TransportError::Unsupported {
+                what: format!("layer {} of media type {}", l.digest, l.media_type),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Load every image of an oci-archive into `store`. Every blob is verified before
+/// anything is published.
+fn load_oci(
+    store: &Store,
+    archive: &OciArchive,
+    source: &str,
+    progress: &dyn Progress,
+) -> Result<Vec<LoadedImage>, TransportError> {
+    let _ = progress;
+    let platform = Platform::host();
+    let images = archive
+        .entries()
+        .iter()
+        .map(|e| archive.image(e, &platform))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut seen = BTreeSet::new();
+    let mut jobs = Vec::new();
+    for l in images.iter().flat_map(|i| &i.parsed.layers) {
+        if seen.insert(l.digest.clone()) {
+            jobs.push(l.clone());
+        }
+    }
+    check_layer_limit(archive.index(), jobs.len())?;
+    // Every layer is verified, even one the store has already.
+    let staged: Vec<Option<BlobWriter>> = parallel(jobs, |l| {
+        if store.has_blob(&l.digest)?.is_some() {
+            archive.copy_blob(&l, &mut io::sink())?;
+            return Ok(None);
+        }
+        let mut w = store.blob_writer(&l.digest, Some(l.size))?;
+        archive.copy_blob(&l, &mut w)?;
+        Ok(Some(w))
+    })?;
+    for w in staged.into_iter().flatten() {
+        w.commit()?;
+    }
+    let mut out = Vec::new();
+    for img in &images {
+        store.put_blob(&img.parsed.config.digest, &img.config_bytes)?;
+        let (mdesc, mbytes) = &img.manifest;
+        store.put_blob(&mdesc.digest, mbytes)?;
+        if let Some((idesc, ibytes)) = &img.index {
+            store.put_blob(&idesc.digest, ibytes)?;
+        }
+        let name = img.name();
+        store.commit_image(ImageCommit {
+            name: name.clone(),
+            manifest: Descriptor::new(mdesc.media_type.clone(), mdesc.digest.clone(), mdesc.size),
+            index: img
+                .index
+                .as_ref()
+                .map(|(d, _)| Descriptor::new(d.media_type.clone(), d.digest.clone(), d.size)),
+            source: Some(source.to_owned()),
+        })?;
+        match out
+            .iter_mut()
+            .find(|l: &&mut LoadedImage| l.manifest == mdesc.digest)
+        {
+            Some(l) => l.names.extend(name),
+            None => out.push(LoadedImage {
+                id: img.parsed.config.digest.clone(),
+                manifest: mdesc.digest.clone(),
+                names: name.into_iter().collect(),
+            }),
+        }
+    }
+    Ok(out)
+}
+
+/// Write `images` from `store` as an oci-archive onto `out`.
+fn save_oci(
+    store: &Store,
+    images: &[SaveImage],
+    out: &mut dyn Write,
+    progress: &dyn Progress,
+) -> Result<(), TransportError> {
+    let _ = progress;
+    let wio = |what: String| move |source: io::Error| TransportError::Io { what, source };
+    let mut tar = TarWriter::new(out);
+    tar.bytes("oci-layout", LAYOUT_FILE)
+        .map_err(wio("writing oci-layout".into()))?;
+    for d in ["blobs", "blobs/sha256"] {
+        tar.dir(d).map_err(wio(format!("writing {d}")))?;
+    }
+    let mut written = BTreeSet::new();
+    let mut dirs = BTreeSet::from([hoist_types::Algorithm::Sha256]);
+    let mut entries = Vec::new();
+    for img in images {
+        let r = &img.record;
+        check_record(r)?;
+        let mut blob = |d: &Digest, size: u64| -> Result<(), TransportError> {
+            if !written.insert(d.clone()) {
+                return Ok(());
+            }
+            let name = blob_entry(d);
+            if dirs.insert(d.algorithm()) {
+                tar.dir(&format!("blobs/{}", d.algorithm()))
+                    .map_err(wio(format!("writing blobs/{}", d.algorithm())))?;
+            }
+            let f = store.open_blob(d)?;
+            tar.copy(&name, size, f)
+                .map_err(wio(format!("writing {name}")))
+        };
+        for l in &r.layers {
+            blob(&l.digest, l.size)?;
+        }
+        blob(&r.id, r.config_size)?;
+        let mdesc = if r.manifest.media_type == MediaType::DockerManifest {
+            // skopeo (and containers/image) see only OCI manifests in a layout: a Docker
+            // schema 2 manifest is converted (same config and layer bytes, new digest).
+            let raw = store.read_blob(&r.manifest.digest, MAX_MANIFEST_SIZE)?;
+            let bytes = docker_to_oci(&raw).map_err(|source| TransportError::InvalidConfig {
+                digest: r.manifest.digest.clone(),
+                source,
+            })?;
+            let d = Digest::sha256_of(&bytes);
+            if written.insert(d.clone()) {
+                let name = blob_entry(&d);
+                tar.bytes(&name, &bytes)
+                    .map_err(wio(format!("writing {name}")))?;
+            }
+            Descriptor::new(MediaType::OciManifest, d, bytes.len() as u64)
+        } else {
+            blob(&r.manifest.digest, r.manifest.size)?;
+            r.manifest.clone()
+        };
+        let base = Descriptor {
+            platform: Some(r.platform.clone()),
+            ..Descriptor::new(mdesc.media_type, mdesc.digest, mdesc.size)
+        };
+        if img.tags.is_empty() {
+            if !entries
+                .iter()
+                .any(|e: &Descriptor| e.digest == base.digest && e.annotations.is_none())
+            {
+                entries.push(base);
+            }
+            continue;
+        }
+        for t in &img.tags {
+            let name = t.to_string();
+            let mut a = BTreeMap::new();
+            a.insert(ANNOTATION_REF_NAME.to_owned(), name.clone());
+            a.insert(ANNOTATION_IMAGE_NAME.to_owned(), name);
+            entries
+                .retain(|e: &Descriptor| e.annotation(ANNOTATION_REF_NAME) != Some(&t.to_string()));
+            entries.push(Descriptor {
+                annotations: Some(a),
+                ..base.clone()
+            });
+        }
+    }
+    let index = ImageIndex {
+        schema_version: 2,
+        media_type: Some(MediaType::OciIndex),
+        artifact_type: None,
+        manifests: entries,
+        subject: None,
+        annotations: None,
+    };
+    let bytes = serde_json::to_vec(&index).expect("an index serialises");
+    debug_assert!(bytes.len() as u64 <= MAX_MANIFEST_SIZE);
+    tar.bytes("index.json", &bytes)
+        .map_err(wio("writing index.json".into()))?;
+    tar.finish().map_err(wio("finishing the archive".into()))?;
+    Ok(())
 }

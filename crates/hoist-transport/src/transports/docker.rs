@@ -25,6 +25,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use std::sync::Mutex;
+
 use hoist_registry::{
     Backoff, BlobBody, ClientOptions, MountOutcome, RegistryClient, RegistryError, RetryPolicy,
 };
@@ -32,7 +34,7 @@ use hoist_types::{Descriptor, Digest, NoProgress, Progress, Reference};
 
 use super::{
     BlobLocation, BlobSender, BlobStream, Committed, DestinationCaps, ImageDestination,
-    ImageSource, ManifestRef, ManifestTarget, RawManifest, Staged, refuse_signatures,
+    ImageSource, ManifestRef, ManifestTarget, RawManifest,
 };
 use crate::TransportError;
 use crate::pull::PullOptions;
@@ -256,27 +258,13 @@ async fn pump(
     let _ = tx.send(Err(err)).await;
 }
 
-/// Whether a blob stream's channel has nothing more than empty chunks (an error counts as
-/// more: the push fails either way).
-async fn at_end(
-    rx: &mut tokio::sync::mpsc::Receiver<Result<bytes::Bytes, TransportError>>,
-) -> bool {
-    loop {
-        match rx.recv().await {
-            None => return true,
-            Some(Ok(b)) if b.is_empty() => continue,
-            Some(_) => return false,
-        }
-    }
-}
-
 /// Pushing to a registry.
 #[derive(Debug)]
 pub struct DockerDestination {
     reference: Reference,
     opts: ClientOptions,
     client: tokio::sync::OnceCell<RegistryClient>,
-    staged: Staged,
+    top: Mutex<Option<RawManifest>>,
 }
 
 impl DockerDestination {
@@ -286,7 +274,7 @@ impl DockerDestination {
             reference,
             opts,
             client: tokio::sync::OnceCell::new(),
-            staged: Staged::new(),
+            top: Mutex::new(None),
         }
     }
 
@@ -351,31 +339,11 @@ impl ImageDestination for DockerDestination {
     ) -> Result<(), TransportError> {
         // Progress comes from the client's reporter (bytes sent, each counted once).
         let c = self.client().await?;
-        let stream_origin = stream.origin().to_owned();
-        let (rx, size, origin) = (
-            stream.into_async().into_receiver(),
-            desc.size,
-            stream_origin,
-        );
-        let body = futures_util::stream::unfold((rx, 0u64), move |(mut rx, seen)| {
-            let origin = origin.clone();
-            async move {
-                let chunk = match rx.recv().await? {
-                    Ok(b) => b,
-                    Err(e) => return Some((Err(std::io::Error::other(e)), (rx, seen))),
-                };
-                let seen = seen + chunk.len() as u64;
-                // The client sends `size` bytes and stops: look past them, so that a
-                // stream longer than its descriptor fails here as it does everywhere.
-                let over = seen > size || (seen == size && !at_end(&mut rx).await);
-                let item = match over {
-                    false => Ok(chunk),
-                    true => Err(std::io::Error::other(format!(
-                        "{origin}: more than the declared {size} bytes"
-                    ))),
-                };
-                Some((item, (rx, seen)))
-            }
+        let rx = stream.into_async().into_receiver();
+        let body = futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv()
+                .await
+                .map(|chunk| (chunk.map_err(std::io::Error::other), rx))
         });
         c.push_blob(self.repo(), desc, BlobBody::from_stream(body))
             .await?;
@@ -389,8 +357,7 @@ impl ImageDestination for DockerDestination {
     ) -> Result<(), TransportError> {
         let reference = match target {
             ManifestTarget::Top => {
-                // Put under the reference's tag by `commit`, last.
-                self.staged.record(manifest, target);
+                *self.top.lock().unwrap_or_else(|p| p.into_inner()) = Some(manifest.clone());
                 return Ok(());
             }
             ManifestTarget::Instance => manifest.digest.to_string(),
@@ -412,7 +379,7 @@ impl ImageDestination for DockerDestination {
         instance: &Digest,
         signatures: &[Vec<u8>],
     ) -> Result<(), TransportError> {
-        refuse_signatures(
+        super::refuse_signatures(
             self.describe(),
             instance,
             signatures,
@@ -422,7 +389,14 @@ impl ImageDestination for DockerDestination {
 
     async fn commit(self) -> Result<Committed, TransportError> {
         let location = self.describe();
-        let top = self.staged.take().take_top(&location)?;
+        let top = self
+            .top
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .take()
+            .ok_or_else(|| TransportError::Unsupported {
+                what: format!("{location}: commit without a manifest"),
+            })?;
         if let Some(d) = self.reference.digest()
             && d != &top.digest
         {

@@ -1,568 +1,481 @@
-//! `docker-archive:FILE[:REF]`: what `docker save` writes and `docker load` reads.
+//! `docker-archive:FILE[:REF|:@N]` as a `hoist copy` source and destination, on top of
+//! hoist-archive's reader and writers ([`hoist_archive::docker`]).
 //!
-//! ```text
-//! manifest.json        [{"Config": "<hex>.json", "RepoTags": ["repo:tag", ...],
-//!                        "Layers": ["<hex>.tar", ...]}, ...]   one item per image
-//! repositories         {"repo": {"tag": "<top layer id>"}}     (legacy; written, not read)
-//! <hex>.json           an image config
-//! <hex>.tar            an uncompressed layer (older docker: <id>/layer.tar, with <id>/json
-//!                      and <id>/VERSION beside it; docker 25 and later: blobs/sha256/<hex>
-//!                      in an OCI layout); gzip, zstd, bzip2 and xz layers are read too
-//! ```
+//! **Source**: the archive is indexed in one pass and checked as `hoist load` checks it
+//! (a compressed archive decompressed first; paths escaping with `..`, duplicates, links
+//! that leave the archive or go round, directories where a file is expected, document
+//! sizes, the config's diff ID count); the chosen image (`REF` from `RepoTags`, `@N`, or
+//! the only one) appears as a Docker schema 2 manifest synthesised from its config and layers,
+//! which are uncompressed (`...rootfs.diff.tar`, digest = diff ID). A compressed layer
+//! file (gzip, zstd, bzip2 or xz, by content) is decompressed as it streams; the
+//! destination checks every digest.
 //!
-//! A layer two images share is written once by `docker save`; the other image's
-//! `<id>/layer.tar` is a symlink (`../<other-id>/layer.tar`) or a hard link to it. Links
-//! between members are followed ([`ArchiveIndex::file`]); what they reach is checked
-//! against the diff ID like any layer.
-//!
-//! Reading: the archive is indexed in one pass ([`ArchiveIndex`]); entries are then read
-//! by offset, in parallel. An image is chosen by REF: a tag from `RepoTags`, `@N` (the
-//! N-th item of `manifest.json`), or nothing when the archive holds one image. The image
-//! appears as a Docker schema 2 manifest synthesised from the config and the layers,
-//! which are uncompressed (`application/vnd.docker.image.rootfs.diff.tar`, digest = diff
-//! ID): compressed layer files are decompressed and checked against the diff ID.
-//!
-//! Writing: layers are decompressed (in parallel, spooled to anonymous temp files, each
-//! checked against its diff ID) and written once per diff ID as `<diff-id-hex>.tar`,
-//! configs as `<config-hex>.json`, then `manifest.json` and `repositories`.
+//! **Destination**: it takes only Docker schema 2 with uncompressed layers
+//! ([`DestinationCaps`]: the copy engine converts the manifest and decompresses each
+//! layer first, checking its diff ID, as skopeo does). The archive is written into a temp
+//! file beside `FILE` as the blobs arrive: each layer goes once, hashed and counted on
+//! the way, straight into its own slot of the tar (`<diff-id-hex>.tar`, a
+//! [`SlotWriter`] slot reserved at its declared size, so several layers are written at
+//! once); configs (≤ 4 MiB) are kept in memory. `commit` checks that the layers are the
+//! config's diff IDs, writes `<config-hex>.json`, `manifest.json` (with `REF` as the tag)
+//! and `repositories`, and renames the temp file over `FILE`. A copy that fails (a blob
+//! short or of the wrong digest leaves its slot unfinished, and the archive is refused)
+//! leaves `FILE` as it was and removes the temp file.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::fs::File;
-use std::io::{self, Seek, Write};
-use std::path::Path;
+use std::collections::{HashMap, HashSet};
+use std::io::{Cursor, Read, Write};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::AtomicU64;
+use std::sync::{Arc, Mutex, MutexGuard};
 
-use hoist_store::{BlobWriter, ImageCommit, ImageRecord, Store};
-use hoist_types::{
-    Compression, Descriptor, Digest, ImageConfig, ImageManifest, MAX_CONFIG_SIZE, MediaType,
-    Progress, Reference,
+use hoist_archive::docker::{
+    ArchiveImage, Choice, DockerArchive, IndexedImage, finish, layer_entry,
 };
-use hoist_unpack::{Codec, LayerStream, Limits};
-use serde::{Deserialize, Serialize};
+use hoist_archive::{SlotWriter, TempOutput};
+use hoist_types::{
+    Compression, Descriptor, Digest, ImageConfig, MAX_CONFIG_SIZE, Manifest, MediaType, Progress,
+    Reference,
+};
 
-use super::ArchiveSelector;
-use super::archive::{LoadedImage, SaveImage, parallel};
-use super::archive_tar::{ArchiveIndex, ArchiveProblem, TarWriter, clean_member};
-use crate::TransportError;
+use super::local;
+use super::{
+    ArchiveSelector, BlobLocation, BlobStream, Committed, DestinationCaps, ImageDestination,
+    ImageSource, ManifestFormat, ManifestRef, ManifestTarget, RawManifest, STREAM_CHUNK,
+    raw_manifest,
+};
+use crate::{TransportError, blocking};
 
-/// `manifest.json`'s name.
-pub const MANIFEST_JSON: &str = "manifest.json";
-
-/// One item of `manifest.json`.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct ManifestItem {
-    /// The config's entry name.
-    #[serde(rename = "Config")]
-    pub config: String,
-    /// Tags, in Docker's familiar form (`alpine:latest`).
-    #[serde(rename = "RepoTags", default)]
-    pub repo_tags: Option<Vec<String>>,
-    /// Layer entry names, base first.
-    #[serde(rename = "Layers")]
-    pub layers: Vec<String>,
-}
-
-/// One layer of an image in a docker-archive.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ArchiveLayer {
-    /// Its entry (cleaned).
-    pub entry: String,
-    /// The diff ID the config gives it.
-    pub diff_id: Digest,
-    /// How the entry is compressed (detected from its content).
-    pub codec: Codec,
-    /// The entry's size (compressed size for compressed entries).
-    pub entry_size: u64,
-}
-
-/// One image of a docker-archive, with its config read and checked.
-#[derive(Debug, Clone)]
-pub struct ArchiveImage {
-    /// Its position in `manifest.json`.
-    pub position: usize,
-    /// The config's entry.
-    pub config_entry: String,
-    /// The config's exact bytes.
-    pub config_bytes: Vec<u8>,
-    /// Their digest: the image ID.
-    pub config_digest: Digest,
-    /// The parsed config.
-    pub config: ImageConfig,
-    /// Tags (normalised).
-    pub tags: Vec<Reference>,
-    /// Layers, base first.
-    pub layers: Vec<ArchiveLayer>,
-}
-
-impl ArchiveImage {
-    /// The Docker schema 2 manifest of this image, given each layer's uncompressed size.
-    pub fn manifest(&self, sizes: &[u64]) -> Vec<u8> {
-        let layers = self
-            .layers
-            .iter()
-            .zip(sizes)
-            .map(|(l, s)| Descriptor::new(MediaType::DockerLayer, l.diff_id.clone(), *s))
-            .collect();
-        let m = ImageManifest {
-            schema_version: 2,
-            media_type: Some(MediaType::DockerManifest),
-            artifact_type: None,
-            config: Descriptor::new(
-                MediaType::DockerConfig,
-                self.config_digest.clone(),
-                self.config_bytes.len() as u64,
-            ),
-            layers,
-            subject: None,
-            annotations: None,
-        };
-        serde_json::to_vec(&m).expect("a manifest serialises")
+fn describe(file: &Path, selector: Option<&ArchiveSelector>) -> String {
+    match selector {
+        Some(ArchiveSelector::Named(r)) => format!("docker-archive:{}:{r}", file.display()),
+        Some(ArchiveSelector::Index(i)) => format!("docker-archive:{}:@{i}", file.display()),
+        None => format!("docker-archive:{}", file.display()),
     }
 }
 
-/// An open docker-archive.
-#[derive(Debug, Clone)]
-pub struct DockerArchive {
-    index: ArchiveIndex,
-    items: Vec<ManifestItem>,
-}
-
-impl DockerArchive {
-    /// Index the archive at `path` and read its `manifest.json`.
-    pub fn open(path: &Path) -> Result<DockerArchive, TransportError> {
-        DockerArchive::from_index(ArchiveIndex::open(path)?)
-    }
-
-    /// Read `manifest.json` of an indexed archive.
-    pub fn from_index(index: ArchiveIndex) -> Result<DockerArchive, TransportError> {
-        let (items, _): (Vec<ManifestItem>, _) =
-            index.json(MANIFEST_JSON, "the docker-archive manifest")?;
-        if items.is_empty() {
-            return Err(index.bad(ArchiveProblem::Empty));
-        }
-        Ok(DockerArchive { index, items })
-    }
-
-    /// The archive's index.
-    pub fn index(&self) -> &ArchiveIndex {
-        &self.index
-    }
-
-    /// The items of `manifest.json`.
-    pub fn items(&self) -> &[ManifestItem] {
-        &self.items
-    }
-
-    /// The position of the image `sel` chooses (`None`: the only image).
-    pub fn select(&self, sel: Option<&ArchiveSelector>) -> Result<usize, TransportError> {
-        let available = || {
-            self.items
-                .iter()
-                .enumerate()
-                .map(|(i, it)| match it.repo_tags.as_deref() {
-                    Some(tags) if !tags.is_empty() => format!("@{i} ({})", tags.join(", ")),
-                    _ => format!("@{i}"),
-                })
-                .collect::<Vec<_>>()
-                .join(", ")
-        };
-        match sel {
-            None if self.items.len() == 1 => Ok(0),
-            None => Err(self.index.bad(ArchiveProblem::Ambiguous {
-                count: self.items.len(),
-            })),
-            Some(ArchiveSelector::Index(n)) if *n < self.items.len() => Ok(*n),
-            Some(ArchiveSelector::Index(n)) => Err(self.index.bad(ArchiveProblem::NoSuchImage {
-                wanted: format!("@{n}"),
-                available: available(),
-            })),
-            Some(ArchiveSelector::Named(want)) => {
-                for (i, it) in self.items.iter().enumerate() {
-                    for t in it.repo_tags.iter().flatten() {
-                        if Reference::parse(t).is_ok_and(|r| &r == want) {
-                            return Ok(i);
-                        }
-                    }
-                }
-                Err(self.index.bad(ArchiveProblem::NoSuchImage {
-                    wanted: want.familiar(),
-                    available: available(),
-                }))
-            }
-        }
-    }
-
-    /// Read and check the image at `position`: its config (≤ 4 MiB, valid, as many diff
-    /// IDs as layers), its tags, and that every layer is a regular file.
-    pub fn image(&self, position: usize) -> Result<ArchiveImage, TransportError> {
-        let item = &self.items[position];
-        let bad = |p| self.index.bad(p);
-        let config_entry = clean_member(&item.config).ok_or_else(|| {
-            bad(ArchiveProblem::Invalid {
-                entry: item.config.clone(),
-                reason: "config path escapes the archive",
-            })
-        })?;
-        let config_bytes = self.index.read_document(&config_entry, "an image config")?;
-        let config = ImageConfig::parse(&config_bytes).map_err(|source| {
-            bad(ArchiveProblem::Document {
-                entry: config_entry.clone(),
-                source,
-            })
-        })?;
-        if config.rootfs.diff_ids.len() != item.layers.len() {
-            return Err(bad(ArchiveProblem::LayerCount {
-                entry: config_entry,
-                layers: item.layers.len(),
-                diff_ids: config.rootfs.diff_ids.len(),
-            }));
-        }
-        let mut tags = Vec::new();
-        for t in item.repo_tags.iter().flatten() {
-            let r = Reference::parse(t).map_err(|source| {
-                bad(ArchiveProblem::Document {
-                    entry: MANIFEST_JSON.into(),
-                    source,
-                })
-            })?;
-            if r.tag().is_none() || r.digest().is_some() {
-                return Err(bad(ArchiveProblem::Invalid {
-                    entry: MANIFEST_JSON.into(),
-                    reason: "a RepoTags entry is not NAME:TAG",
-                }));
-            }
-            if !tags.contains(&r) {
-                tags.push(r);
-            }
-        }
-        let mut layers = Vec::with_capacity(item.layers.len());
-        for (name, diff_id) in item.layers.iter().zip(&config.rootfs.diff_ids) {
-            let entry = clean_member(name).ok_or_else(|| {
-                bad(ArchiveProblem::Invalid {
-                    entry: name.clone(),
-                    reason: "layer path escapes the archive",
-                })
-            })?;
-            let (_, entry_size) = self.index.file(&entry, "a layer")?;
-            let head = self.index.head(&entry, "a layer", 512)?;
-            let codec = hoist_unpack::detect(&head).map_err(|found| {
-                bad(ArchiveProblem::Layer {
-                    entry: entry.clone(),
-                    source: hoist_unpack::UnpackError::UnsupportedCompression { found },
-                })
-            })?;
-            layers.push(ArchiveLayer {
-                entry,
-                diff_id: diff_id.clone(),
-                codec,
-                entry_size,
-            });
-        }
-        Ok(ArchiveImage {
-            position,
-            config_digest: Digest::sha256_of(&config_bytes),
-            config_entry,
-            config_bytes,
-            config,
-            tags,
-            layers,
-        })
-    }
-
-    /// A stream of a layer's uncompressed bytes, hashing them (the diff ID).
-    pub fn layer_stream<'p>(
-        &self,
-        layer: &ArchiveLayer,
-        progress: &'p dyn Progress,
-    ) -> Result<LayerStream<'p, super::archive_tar::EntryReader>, TransportError> {
-        let reader = self.index.open_entry(&layer.entry, "a layer")?;
-        LayerStream::detect(
-            reader,
-            layer.diff_id.algorithm(),
-            &Limits::default(),
-            Some(&layer.diff_id),
-            progress,
-        )
-        .map_err(|source| {
-            self.index.bad(ArchiveProblem::Layer {
-                entry: layer.entry.clone(),
-                source,
-            })
-        })
-    }
-
-    /// Copy a layer's uncompressed bytes to `out`, checking them against its diff ID;
-    /// returns the size.
-    pub fn copy_layer(
-        &self,
-        layer: &ArchiveLayer,
-        out: &mut dyn Write,
-        progress: &dyn Progress,
-    ) -> Result<u64, TransportError> {
-        let mut stream = self.layer_stream(layer, progress)?;
-        io::copy(&mut stream, out).map_err(|source| TransportError::Io {
-            what: format!(
-                "copying layer {} of archive {}",
-                layer.entry,
-                self.index.path().display()
-            ),
-            source,
-        })?;
-        let (actual, size) = stream.finish(false).map_err(|source| {
-            self.index.bad(ArchiveProblem::Layer {
-                entry: layer.entry.clone(),
-                source,
-            })
-        })?;
-        if actual != layer.diff_id {
-            return Err(self.index.bad(ArchiveProblem::DigestMismatch {
-                entry: layer.entry.clone(),
-                expected: layer.diff_id.clone(),
-                actual,
-            }));
-        }
-        Ok(size)
-    }
-
-    /// The uncompressed size of a layer: the entry's size, or (compressed) the size
-    /// found by decompressing it once, which also checks its diff ID.
-    pub fn layer_size(&self, layer: &ArchiveLayer) -> Result<u64, TransportError> {
-        match layer.codec {
-            Codec::None => Ok(layer.entry_size),
-            _ => self.copy_layer(layer, &mut io::sink(), &hoist_types::NoProgress),
-        }
-    }
-}
-
-/// Load every image of a docker-archive into `store`, with every tag. Every layer is
-/// checked against its diff ID before anything is published; on any error the store is
-/// left as it was.
-pub(crate) fn load(
-    store: &Store,
-    archive: &DockerArchive,
-    source: &str,
-    progress: &dyn Progress,
-) -> Result<Vec<LoadedImage>, TransportError> {
-    let images = (0..archive.items.len())
-        .map(|i| archive.image(i))
-        .collect::<Result<Vec<_>, _>>()?;
-    // Distinct layers, in archive order. Every one is checked against its diff ID, even
-    // one the store has already: a bad archive is refused whatever the store holds.
-    let mut seen = BTreeSet::new();
-    let mut jobs = Vec::new();
-    for l in images.iter().flat_map(|i| &i.layers) {
-        if seen.insert(l.diff_id.clone()) {
-            jobs.push(l.clone());
-        }
-    }
-    super::archive::check_layer_limit(archive.index(), jobs.len())?;
-    let staged: Vec<(Digest, u64, Option<BlobWriter>)> = parallel(jobs, |l| {
-        if store.has_blob(&l.diff_id)?.is_some() {
-            let size = archive.copy_layer(&l, &mut io::sink(), progress)?;
-            return Ok((l.diff_id.clone(), size, None));
-        }
-        let mut w = store.blob_writer(&l.diff_id, None)?;
-        let size = archive.copy_layer(&l, &mut w, progress)?;
-        Ok((l.diff_id.clone(), size, Some(w)))
-    })?;
-    let mut sizes: BTreeMap<Digest, u64> = BTreeMap::new();
-    for (d, size, w) in staged {
-        if let Some(w) = w {
-            w.commit()?;
-        }
-        sizes.insert(d, size);
-    }
-    let mut out = Vec::new();
-    for img in &images {
-        let layer_sizes: Vec<u64> = img
-            .layers
-            .iter()
-            .map(|l| sizes.get(&l.diff_id).copied().unwrap_or_default())
-            .collect();
-        store.put_blob(&img.config_digest, &img.config_bytes)?;
-        let manifest = img.manifest(&layer_sizes);
-        let mdigest = Digest::sha256_of(&manifest);
-        store.put_blob(&mdigest, &manifest)?;
-        let desc = Descriptor::new(
-            MediaType::DockerManifest,
-            mdigest.clone(),
-            manifest.len() as u64,
-        );
-        let names: Vec<Option<Reference>> = if img.tags.is_empty() {
-            vec![None]
-        } else {
-            img.tags.iter().cloned().map(Some).collect()
-        };
-        for name in names {
-            store.commit_image(ImageCommit {
-                name,
-                manifest: desc.clone(),
-                index: None,
-                source: Some(source.to_owned()),
-            })?;
-        }
-        out.push(LoadedImage {
-            id: img.config_digest.clone(),
-            manifest: mdigest,
-            names: img.tags.clone(),
-        });
-    }
-    Ok(out)
-}
-
-/// Write `images` from `store` as a docker-archive onto `out`. Temp files for
-/// decompressed layers go in `spool_dir` (anonymous: nothing is left behind).
-pub(crate) fn save(
-    store: &Store,
-    images: &[SaveImage],
-    out: &mut dyn Write,
-    spool_dir: &Path,
-    progress: &dyn Progress,
-) -> Result<(), TransportError> {
-    let wio = |what: String| move |source| TransportError::Io { what, source };
-    // Distinct layers in write order, and which need decompressing.
-    let mut order: Vec<(Descriptor, Digest)> = Vec::new();
-    let mut seen = BTreeSet::new();
-    for img in images {
-        let r = &img.record;
-        check_record(r)?;
-        for (desc, diff_id) in r.layers.iter().zip(&r.diff_ids) {
-            if seen.insert(diff_id.clone()) {
-                order.push((desc.clone(), diff_id.clone()));
-            }
-        }
-    }
-    let compressed: Vec<(usize, Descriptor, Digest)> = order
-        .iter()
-        .enumerate()
-        .filter(|(_, (d, _))| d.media_type.layer_compression() != Some(Compression::None))
-        .map(|(i, (d, diff))| (i, d.clone(), diff.clone()))
-        .collect();
-    let mut tar = TarWriter::new(out);
-    let written = std::thread::scope(|s| -> Result<(), TransportError> {
-        let mut pending = super::archive::spool_layers(s, store, compressed, spool_dir, progress);
-        for (i, (desc, diff_id)) in order.iter().enumerate() {
-            let name = layer_entry(diff_id);
-            let what = format!("writing layer {name}");
-            if desc.media_type.layer_compression() == Some(Compression::None) {
-                let f = store.open_blob(&desc.digest)?;
-                tar.copy(&name, desc.size, f).map_err(wio(what))?;
-            } else {
-                let (mut f, size): (File, u64) = pending.take(i)?;
-                f.rewind().map_err(wio(what.clone()))?;
-                tar.copy(&name, size, f).map_err(wio(what))?;
-            }
-        }
-        Ok(())
-    });
-    written?;
-    let entries: Vec<IndexedImage<'_>> = images
-        .iter()
-        .map(|img| IndexedImage {
-            id: &img.record.id,
-            diff_ids: &img.record.diff_ids,
-            tags: &img.tags,
-        })
-        .collect();
-    finish(
-        tar,
-        &entries,
-        |id| Ok(store.read_blob(id, MAX_CONFIG_SIZE)?),
-    )
-}
-
-/// The entry name of a layer with this diff ID in an archive hoist writes.
-pub(crate) fn layer_entry(diff_id: &Digest) -> String {
-    format!("{}.tar", diff_id.hex())
-}
-
-/// One image of a docker-archive being written, once its layers are in the tar.
+/// Reading one image of a docker-archive.
 #[derive(Debug)]
-pub(crate) struct IndexedImage<'a> {
-    /// The config digest (the image ID).
-    pub id: &'a Digest,
-    /// Its diff IDs, base first (each written as [`layer_entry`]).
-    pub diff_ids: &'a [Digest],
-    /// Tags to record.
-    pub tags: &'a [Reference],
+pub struct DockerArchiveSource {
+    archive: Arc<DockerArchive>,
+    // Boxed: the parsed config is large, and `AnySource` holds one source of any kind.
+    image: Box<ArchiveImage>,
+    top: RawManifest,
+    name: String,
 }
 
-/// Write each config once (its bytes from `config`), `manifest.json` (one item per image,
-/// a second mention adding its tags) and `repositories`, then the end-of-archive marker.
-pub(crate) fn finish<W: Write>(
-    mut tar: TarWriter<W>,
-    images: &[IndexedImage<'_>],
-    config: impl Fn(&Digest) -> Result<Vec<u8>, TransportError>,
-) -> Result<(), TransportError> {
-    let wio = |what: String| move |source| TransportError::Io { what, source };
-    let mut items = Vec::new();
-    let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
-    let mut configs_written = BTreeSet::new();
-    for img in images {
-        let config_name = format!("{}.json", img.id.hex());
-        if configs_written.insert(img.id.clone()) {
-            let bytes = config(img.id)?;
-            tar.bytes(&config_name, &bytes)
-                .map_err(wio(format!("writing {config_name}")))?;
-        }
-        let top = img
-            .diff_ids
-            .last()
-            .map(|d| d.hex().to_owned())
-            .unwrap_or_default();
-        for t in img.tags {
-            if let Some(tag) = t.tag() {
-                repositories
-                    .entry(t.familiar_name())
-                    .or_default()
-                    .insert(tag.to_owned(), top.clone());
-            }
-        }
-        let tags: Vec<String> = img.tags.iter().map(Reference::familiar).collect();
-        // One item per image: a second mention of the same image adds its tags.
-        match items
-            .iter_mut()
-            .find(|it: &&mut ManifestItem| it.config == config_name)
-        {
-            Some(it) => {
-                let list = it.repo_tags.get_or_insert_with(Vec::new);
-                for t in tags {
-                    if !list.contains(&t) {
-                        list.push(t);
-                    }
-                }
-            }
-            None => items.push(ManifestItem {
-                config: config_name,
-                repo_tags: Some(tags),
-                layers: img.diff_ids.iter().map(layer_entry).collect(),
+impl DockerArchiveSource {
+    /// Index the archive at `file`, choose the image `selector` names (or the only one)
+    /// and synthesise its manifest. Compressed layer files are decompressed once here to
+    /// learn their size (which also checks their diff IDs).
+    pub async fn open(
+        file: PathBuf,
+        selector: Option<ArchiveSelector>,
+    ) -> Result<DockerArchiveSource, TransportError> {
+        blocking(move || {
+            let archive = DockerArchive::open(&file)?;
+            let choice = selector.as_ref().map(|s| match s {
+                ArchiveSelector::Named(r) => Choice::Tag(r),
+                ArchiveSelector::Index(i) => Choice::Position(*i),
+            });
+            let image = archive.image(archive.select(choice)?)?;
+            let sizes = image
+                .layers
+                .iter()
+                .map(|l| archive.layer_size(l))
+                .collect::<Result<Vec<_>, _>>()?;
+            let bytes = image.manifest(&sizes);
+            let top = raw_manifest(bytes, Some(&MediaType::DockerManifest), None)?;
+            Ok(DockerArchiveSource {
+                archive: Arc::new(archive),
+                image: Box::new(image),
+                top,
+                name: describe(&file, selector.as_ref()),
+            })
+        })
+        .await?
+    }
+}
+
+impl ImageSource for DockerArchiveSource {
+    fn describe(&self) -> String {
+        self.name.clone()
+    }
+
+    async fn get_manifest(&self, which: &ManifestRef) -> Result<RawManifest, TransportError> {
+        match which {
+            ManifestRef::Top => Ok(self.top.clone()),
+            ManifestRef::Digest(d) if d == &self.top.digest => Ok(self.top.clone()),
+            ManifestRef::Digest(d) => Err(TransportError::BlobNotFound {
+                digest: d.clone(),
+                location: self.describe(),
+            }),
+            ManifestRef::Tag(t) => Err(TransportError::Unsupported {
+                what: format!(
+                    "{}: a docker-archive has no manifests by tag (asked for {t:?})",
+                    self.describe()
+                ),
             }),
         }
     }
-    let manifest = serde_json::to_vec(&items).expect("manifest.json serialises");
-    tar.bytes(MANIFEST_JSON, &manifest)
-        .map_err(wio("writing manifest.json".into()))?;
-    let repos = serde_json::to_vec(&repositories).expect("repositories serialises");
-    tar.bytes("repositories", &repos)
-        .map_err(wio("writing repositories".into()))?;
-    tar.finish().map_err(wio("finishing the archive".into()))?;
-    Ok(())
+
+    async fn get_blob(&self, desc: &Descriptor) -> Result<BlobStream, TransportError> {
+        if desc.digest == self.image.config_digest {
+            return Ok(BlobStream::from_reader(
+                Box::new(Cursor::new(self.image.config_bytes.clone())),
+                desc.size,
+                format!("{}: {}", self.describe(), self.image.config_entry),
+            ));
+        }
+        let layer = self
+            .image
+            .layers
+            .iter()
+            .find(|l| l.diff_id == desc.digest)
+            .cloned()
+            .ok_or_else(|| TransportError::BlobNotFound {
+                digest: desc.digest.clone(),
+                location: self.describe(),
+            })?;
+        let origin = format!("{}: {}", self.describe(), layer.entry);
+        if layer.codec == hoist_unpack::Codec::None {
+            let reader = self.archive.index().open_entry(&layer.entry, "a layer")?;
+            return Ok(BlobStream::from_reader(Box::new(reader), desc.size, origin));
+        }
+        // A compressed layer file: decompressed on a blocking thread as it is consumed.
+        let (tx, stream) = BlobStream::channel(desc.size, origin.clone());
+        let archive = self.archive.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut plain = match archive.layer_stream(&layer, &hoist_types::NoProgress) {
+                Ok(s) => s,
+                Err(e) => {
+                    tx.blocking_send(Err(e.into()));
+                    return;
+                }
+            };
+            loop {
+                let mut buf = vec![0u8; STREAM_CHUNK];
+                match plain.read(&mut buf) {
+                    Ok(0) => break,
+                    Ok(n) => {
+                        buf.truncate(n);
+                        if !tx.blocking_send(Ok(buf.into())) {
+                            break;
+                        }
+                    }
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(source) => {
+                        tx.blocking_send(Err(TransportError::Io {
+                            what: format!("decompressing {origin}"),
+                            source,
+                        }));
+                        break;
+                    }
+                }
+            }
+        });
+        Ok(stream)
+    }
+
+    async fn tags(&self) -> Result<Vec<String>, TransportError> {
+        Ok(self
+            .archive
+            .items()
+            .iter()
+            .flat_map(|it| it.repo_tags.iter().flatten().cloned())
+            .collect())
+    }
 }
 
-/// A record fit for saving: as many layers as diff IDs, layers hoist can decompress.
-pub(crate) fn check_record(r: &ImageRecord) -> Result<(), TransportError> {
-    if r.layers.len() != r.diff_ids.len() {
+/// Writing one image as a docker-archive, each blob once, straight into the tar.
+#[derive(Debug)]
+pub struct DockerArchiveDestination {
+    file: PathBuf,
+    tag: Option<Reference>,
+    out: TempOutput,
+    slots: SlotWriter,
+    staged: Mutex<Written>,
+}
+
+/// What a docker-archive destination has taken: the top manifest, the layers in the tar,
+/// and the configs (written at commit, each once).
+#[derive(Debug, Default)]
+struct Written {
+    top: Option<RawManifest>,
+    layers: HashSet<Digest>,
+    configs: HashMap<Digest, Vec<u8>>,
+}
+
+impl DockerArchiveDestination {
+    /// Prepare writing `file`; `selector` is the tag to record (`@N` is refused: it only
+    /// chooses an image to read).
+    pub async fn open(
+        file: PathBuf,
+        selector: Option<ArchiveSelector>,
+    ) -> Result<DockerArchiveDestination, TransportError> {
+        let tag = match selector {
+            None => None,
+            Some(ArchiveSelector::Named(r)) => Some(r),
+            Some(ArchiveSelector::Index(i)) => {
+                return Err(TransportError::InvalidImageRef {
+                    input: format!("docker-archive:{}:@{i}", file.display()),
+                    reason: "`@N` chooses an image to read; a destination takes NAME:TAG".into(),
+                });
+            }
+        };
+        let f = file.clone();
+        let (out, slots) = blocking(move || open_slots(&f)).await??;
+        Ok(DockerArchiveDestination {
+            file,
+            tag,
+            out,
+            slots,
+            staged: Mutex::default(),
+        })
+    }
+}
+
+/// A temp file beside `file` and a slot writer over it.
+pub(crate) fn open_slots(file: &Path) -> Result<(TempOutput, SlotWriter), TransportError> {
+    let out = TempOutput::beside(file)?;
+    let slots = SlotWriter::new(out.try_clone()?);
+    Ok((out, slots))
+}
+
+/// Finish the tar, then publish it over its path.
+pub(crate) fn publish_slots(
+    out: TempOutput,
+    slots: SlotWriter,
+    file: &Path,
+) -> Result<(), TransportError> {
+    slots.finish().map_err(|source| TransportError::Io {
+        what: format!("finishing archive {}", file.display()),
+        source,
+    })?;
+    Ok(out.publish()?)
+}
+
+/// Stream a blob into a new slot `name` of `slots`, verified (size and digest) on the
+/// way; a failure leaves the slot unfinished, so the archive cannot be completed.
+pub(crate) async fn put_slot(
+    slots: &SlotWriter,
+    name: String,
+    desc: &Descriptor,
+    mut stream: BlobStream,
+    progress: &dyn Progress,
+) -> Result<(), TransportError> {
+    let done = Arc::new(AtomicU64::new(0));
+    let (slots, d, counter) = (slots.clone(), desc.clone(), done.clone());
+    local::with_progress(&desc.digest, progress, done, move || {
+        let io = |source| TransportError::Io {
+            what: format!("writing {name} of the archive"),
+            source,
+        };
+        let mut slot = slots.reserve(&name, d.size).map_err(io)?;
+        local::copy_verified(&mut stream, &d, &mut slot as &mut dyn Write, &counter)?;
+        slot.finish().map_err(io)
+    })
+    .await
+}
+
+impl DockerArchiveDestination {
+    fn state(&self) -> MutexGuard<'_, Written> {
+        self.staged.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+impl ImageDestination for DockerArchiveDestination {
+    fn describe(&self) -> String {
+        let sel = self.tag.clone().map(ArchiveSelector::Named);
+        describe(&self.file, sel.as_ref())
+    }
+
+    fn capabilities(&self) -> DestinationCaps {
+        DestinationCaps {
+            index: false,
+            signatures: false,
+            format: Some(ManifestFormat::V2s2),
+            default_format: None,
+            layer_compression: Some(Compression::None),
+        }
+    }
+
+    async fn has_blob(
+        &self,
+        desc: &Descriptor,
+        _hints: &[BlobLocation],
+    ) -> Result<bool, TransportError> {
+        let st = self.state();
+        Ok(st.layers.contains(&desc.digest) || st.configs.contains_key(&desc.digest))
+    }
+
+    async fn put_blob(
+        &self,
+        desc: &Descriptor,
+        mut stream: BlobStream,
+        progress: &dyn Progress,
+    ) -> Result<(), TransportError> {
+        if desc.media_type.is_config() {
+            if desc.size > MAX_CONFIG_SIZE {
+                return Err(TransportError::SizeMismatch {
+                    what: format!("config {} for {}", desc.digest, self.describe()),
+                    expected: MAX_CONFIG_SIZE,
+                    actual: desc.size,
+                });
+            }
+            let done = Arc::new(AtomicU64::new(0));
+            let (d, counter) = (desc.clone(), done.clone());
+            let bytes = local::with_progress(&desc.digest, progress, done, move || {
+                let mut buf = Vec::with_capacity(d.size as usize);
+                local::copy_verified(&mut stream, &d, &mut buf, &counter)?;
+                Ok(buf)
+            })
+            .await?;
+            self.state().configs.insert(desc.digest.clone(), bytes);
+            return Ok(());
+        }
+        put_slot(
+            &self.slots,
+            layer_entry(&desc.digest),
+            desc,
+            stream,
+            progress,
+        )
+        .await?;
+        self.state().layers.insert(desc.digest.clone());
+        Ok(())
+    }
+
+    async fn put_manifest(
+        &self,
+        manifest: &RawManifest,
+        target: &ManifestTarget,
+    ) -> Result<(), TransportError> {
+        if *target != ManifestTarget::Top {
+            return Err(TransportError::Unsupported {
+                what: format!(
+                    "{}: a docker-archive holds one image per copy, no other manifests",
+                    self.describe()
+                ),
+            });
+        }
+        plan(manifest, &self.describe())?;
+        self.state().top = Some(manifest.clone());
+        Ok(())
+    }
+
+    async fn put_signatures(
+        &self,
+        instance: &Digest,
+        signatures: &[Vec<u8>],
+    ) -> Result<(), TransportError> {
+        super::refuse_signatures(
+            self.describe(),
+            instance,
+            signatures,
+            "a docker-archive keeps no simple-signing signatures",
+        )
+    }
+
+    async fn commit(self) -> Result<Committed, TransportError> {
+        let location = self.describe();
+        let Written {
+            top,
+            layers: in_tar,
+            configs,
+        } = std::mem::take(&mut *self.state());
+        let top = top.ok_or_else(|| TransportError::Unsupported {
+            what: format!("{location}: commit without a manifest"),
+        })?;
+        let digest = top.digest.clone();
+        let loc = location.clone();
+        let (file, tag, out, mut slots) = (self.file, self.tag, self.out, self.slots);
+        blocking(move || {
+            let (config_desc, layers) = plan(&top, &loc)?;
+            let config_bytes = configs.get(&config_desc.digest).cloned().ok_or_else(|| {
+                TransportError::BlobNotFound {
+                    digest: config_desc.digest.clone(),
+                    location: loc.clone(),
+                }
+            })?;
+            let config = ImageConfig::parse(&config_bytes).map_err(|source| {
+                TransportError::InvalidConfig {
+                    digest: config_desc.digest.clone(),
+                    source,
+                }
+            })?;
+            let diff_ids = config.rootfs.diff_ids;
+            check_diff_ids(&layers, &diff_ids, &config_desc.digest)?;
+            if let Some(l) = layers.iter().find(|l| !in_tar.contains(&l.digest)) {
+                return Err(TransportError::BlobNotFound {
+                    digest: l.digest.clone(),
+                    location: loc.clone(),
+                });
+            }
+            let tags: Vec<Reference> = tag.iter().cloned().collect();
+            let image = IndexedImage {
+                id: &config_desc.digest,
+                diff_ids: &diff_ids,
+                tags: &tags,
+            };
+            finish::<TransportError>(&mut slots, &[image], |_| Ok(config_bytes.clone()))?;
+            publish_slots(out, slots, &file)
+        })
+        .await??;
+        Ok(Committed { digest, location })
+    }
+}
+
+/// The config and layers of a manifest a docker-archive can hold: a Docker schema 2
+/// image manifest with uncompressed layers (what the copy engine converts to, given the
+/// destination's capabilities).
+fn plan(m: &RawManifest, location: &str) -> Result<(Descriptor, Vec<Descriptor>), TransportError> {
+    let refuse = |why: String| TransportError::Unsupported {
+        what: format!("{location}: manifest {}: {why}", m.digest),
+    };
+    let Manifest::Image(im) = &m.manifest else {
+        return Err(refuse("not an image manifest".into()));
+    };
+    if m.media_type != MediaType::DockerManifest {
+        return Err(refuse(format!(
+            "a docker-archive holds Docker schema 2 images, not {}",
+            m.media_type
+        )));
+    }
+    for l in &im.layers {
+        if l.media_type.layer_compression() != Some(Compression::None)
+            || l.media_type.is_foreign_layer()
+        {
+            return Err(refuse(format!(
+                "layer {} is {}; a docker-archive holds uncompressed layers",
+                l.digest, l.media_type
+            )));
+        }
+    }
+    Ok((im.config.clone(), im.layers.clone()))
+}
+
+/// In a docker-archive a layer is named by its diff ID: the uncompressed layers must be
+/// exactly the config's diff IDs.
+fn check_diff_ids(
+    layers: &[Descriptor],
+    diff_ids: &[Digest],
+    config: &Digest,
+) -> Result<(), TransportError> {
+    if layers.len() != diff_ids.len() {
         return Err(TransportError::InvalidConfig {
-            digest: r.id.clone(),
+            digest: config.clone(),
             source: hoist_types::TypeError::LayerCountMismatch {
-                layers: r.layers.len(),
-                diff_ids: r.diff_ids.len(),
+                layers: layers.len(),
+                diff_ids: diff_ids.len(),
             },
         });
     }
-    for l in &r.layers {
-        if l.media_type.layer_compression().is_none() {
-            return Err(TransportError::Unsupported {
-                what: format!("layer {} of media type {}", l.digest, l.media_type),
+    for (l, d) in layers.iter().zip(diff_ids) {
+        if &l.digest != d {
+            return Err(TransportError::DigestMismatch {
+                what: format!("uncompressed layer against the diff ID of config {config}"),
+                expected: d.clone(),
+                actual: l.digest.clone(),
             });
         }
     }
@@ -573,23 +486,65 @@ pub(crate) fn check_record(r: &ImageRecord) -> Result<(), TransportError> {
 mod tests {
     use super::*;
 
+    fn layer(mt: MediaType, n: u8) -> Descriptor {
+        Descriptor::new(mt, Digest::sha256_of(&[n]), 1)
+    }
+
+    fn manifest(mt: MediaType, layers: Vec<Descriptor>) -> RawManifest {
+        let m = hoist_types::ImageManifest {
+            schema_version: 2,
+            media_type: Some(mt.clone()),
+            artifact_type: None,
+            config: Descriptor::new(MediaType::DockerConfig, Digest::sha256_of(b"c"), 1),
+            layers,
+            subject: None,
+            annotations: None,
+        };
+        raw_manifest(serde_json::to_vec(&m).unwrap(), Some(&mt), None).unwrap()
+    }
+
     #[test]
-    fn manifest_items_parse_like_docker() {
-        let cases: &[(&str, bool)] = &[
+    fn only_v2s2_with_plain_layers() {
+        let cases = [
             (
-                r#"[{"Config":"c.json","RepoTags":["a:b"],"Layers":["l.tar"]}]"#,
+                "plain",
+                manifest(
+                    MediaType::DockerManifest,
+                    vec![layer(MediaType::DockerLayer, 1)],
+                ),
                 true,
             ),
-            (r#"[{"Config":"c.json","RepoTags":null,"Layers":[]}]"#, true),
-            (r#"[{"Config":"c.json","Layers":[]}]"#, true),
-            (r#"null"#, false),
-            (r#"{}"#, false),
-            (r#"[{"RepoTags":[],"Layers":[]}]"#, false),
-            (r#"[{"Config":"c","Layers":null}]"#, false),
+            (
+                "gzip layer",
+                manifest(
+                    MediaType::DockerManifest,
+                    vec![layer(MediaType::DockerLayerGzip, 1)],
+                ),
+                false,
+            ),
+            (
+                "oci",
+                manifest(MediaType::OciManifest, vec![layer(MediaType::OciLayer, 1)]),
+                false,
+            ),
+            (
+                "no layers",
+                manifest(MediaType::DockerManifest, vec![]),
+                true,
+            ),
         ];
-        for (json, ok) in cases {
-            let r: Result<Vec<ManifestItem>, _> = serde_json::from_str(json);
-            assert_eq!(r.is_ok(), *ok, "{json}");
+        for (name, m, ok) in cases {
+            assert_eq!(plan(&m, "t").is_ok(), ok, "{name}");
         }
+    }
+
+    #[test]
+    fn layers_must_be_the_diff_ids() {
+        let l = |n| layer(MediaType::DockerLayer, n);
+        let c = Digest::sha256_of(b"c");
+        let d = |n: u8| Digest::sha256_of(&[n]);
+        assert!(check_diff_ids(&[l(1), l(2)], &[d(1), d(2)], &c).is_ok());
+        assert!(check_diff_ids(&[l(1), l(2)], &[d(2), d(1)], &c).is_err());
+        assert!(check_diff_ids(&[l(1)], &[d(1), d(2)], &c).is_err());
     }
 }

@@ -36,18 +36,15 @@ pub(crate) mod local;
 pub mod oci;
 
 pub mod archive;
-pub mod archive_tar;
 pub mod docker_archive;
-pub mod docker_archive_copy;
 pub mod oci_archive;
-pub mod oci_archive_copy;
 
-pub use archive::{ArchiveFormat, LoadedImage, SaveImage, load_archive, save_archive};
-pub use archive_tar::{ArchiveProblem, Output};
+pub use archive::{LoadedImage, SaveImage, load_archive, save_archive};
+pub use hoist_archive::{ArchiveFormat, ArchiveProblem, Output};
 pub use reference::{ArchiveSelector, ImageRef, Transport, check_ref_name};
 pub use stream::{AsyncBlobStream, BlobRead, BlobSender, BlobStream, STREAM_CHUNK};
 pub(crate) use traits::refuse_signatures;
 pub use traits::{
     BlobLocation, Committed, DestinationCaps, ImageDestination, ImageSource, ManifestFormat,
-    ManifestRef, ManifestTarget, RawManifest, Staged, StagedState, raw_manifest,
+    ManifestRef, ManifestTarget, RawManifest, raw_manifest,
 };
