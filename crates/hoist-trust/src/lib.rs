@@ -5,19 +5,24 @@
 //! - [`identity`]: the `signedIdentity` rules.
 //! - [`payload`]: the simple-signing and cosign payloads (what a signature claims).
 //! - [`gpg`]: OpenPGP keyrings and simple-signing verification (rpgp).
+//! - [`sigstore`]: cosign-style ECDSA P-256 keys, signatures and encrypted private keys.
+//! - [`mod@evaluate`]: the decision for one image and its signatures ([`fn@evaluate`]).
 //!
 //! Everything here is pure logic over bytes the caller supplies, apart from reading the
 //! policy and key files the policy names.
 
+pub mod evaluate;
 pub mod gpg;
 pub mod identity;
 pub mod named;
 pub mod payload;
 pub mod policy;
+pub mod sigstore;
 
 use std::io::Read as _;
 use std::path::{Path, PathBuf};
 
+pub use evaluate::{Evaluation, ImageSignature, evaluate};
 pub use identity::SignedIdentity;
 pub use named::Named;
 pub use policy::{KeySource, Policy, PolicyTarget, Requirement, Scope};
@@ -48,6 +53,18 @@ pub enum TrustError {
         /// The policy file (empty when parsed from bytes).
         path: PathBuf,
         /// What is wrong, with the JSON path.
+        reason: String,
+    },
+    /// The policy refused an image.
+    #[error("{image} is refused by the policy: scope {scope} requires {requirement}: {reason}")]
+    Refused {
+        /// The image (transport and reference).
+        image: String,
+        /// The scope whose requirements applied.
+        scope: String,
+        /// The first requirement that does not hold.
+        requirement: String,
+        /// What was missing or wrong.
         reason: String,
     },
     /// A Docker reference that does not parse.
