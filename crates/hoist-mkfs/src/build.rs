@@ -14,10 +14,12 @@ use hoist_unpack::{Rootfs, UnpackOptions, WhiteoutMode};
 use serde::Serialize;
 
 use crate::MkfsError;
+use crate::erofs::ErofsSource;
 use crate::ext4::{Ext4Options, Ext4Source};
 use crate::mkfs::{FsType, make_erofs, make_ext4};
 use crate::mounted::Outcome;
 use crate::size::{Size, Usage};
+use crate::verity::{VerityInfo, append_verity, fs_size, read_verity};
 
 /// What to build.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,11 +65,28 @@ pub struct BuildOptions {
     /// Also write the result here (a file for a flattened image, a directory otherwise).
     pub output: Option<PathBuf>,
     /// Unpack options (rootless mode and limits). Images (ext4, erofs) always carry the
-    /// layers' real owners and devices: the native ext4 writer takes them from the tar
-    /// headers (no root needed); erofs and the other ext4 writers need root.
+    /// layers' real owners and devices: the native writers take them from the tar headers
+    /// (no root needed); the reference writers (kernel, mke2fs, mkfs.erofs) need root.
     pub unpack: UnpackOptions,
     /// How ext4 images are written.
     pub ext4_writer: Ext4Writer,
+    /// How erofs images are written.
+    pub erofs_writer: ErofsWriter,
+    /// Append a dm-verity hash tree to each image (ext4 or erofs) and report its root
+    /// hash, salt and offsets ([`VerityInfo`]).
+    pub verity: bool,
+}
+
+/// How erofs images are written.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ErofsWriter {
+    /// By hoist itself ([`crate::erofs`]), straight from the layer blobs: no root, no
+    /// mkfs.erofs; deterministic bytes. The default.
+    #[default]
+    Native,
+    /// By `mkfs.erofs` from a directory unpacked as root. Needs root; kept as the peer
+    /// writer (benchmarks and tests compare against it).
+    MkfsDir,
 }
 
 /// How ext4 images are written.
@@ -130,6 +149,9 @@ pub struct LayerResult {
     /// Whether the per-layer artifact came from the cache.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub cached: Option<bool>,
+    /// The per-layer image's dm-verity tree (`--verity`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verity: Option<VerityInfo>,
 }
 
 /// The run config a runtime needs.
@@ -170,6 +192,9 @@ pub struct BuildResult {
     pub size: u64,
     /// True when everything came from the cache.
     pub cached: bool,
+    /// The flattened image's dm-verity tree (`--verity`; per layer, see each layer's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub verity: Option<VerityInfo>,
     /// The run config.
     pub run_config: RunInfo,
 }
@@ -200,14 +225,21 @@ pub fn build_rootfs(
         .into());
     }
     let root = hoist_unpack::is_root();
-    let native_ext4 = format == Format::Ext4 && opts.ext4_writer.native().is_some();
-    if format != Format::Dir && !native_ext4 && !root {
+    let native = match format {
+        Format::Ext4 => opts.ext4_writer.native().is_some(),
+        Format::Erofs => opts.erofs_writer == ErofsWriter::Native,
+        Format::Dir => false,
+    };
+    if opts.verity && format == Format::Dir {
+        return Err(MkfsError::VerityNeedsImage);
+    }
+    if format != Format::Dir && !native && !root {
         return Err(MkfsError::NeedsRoot {
-            what: "building erofs images, and ext4 images with the kernel or mke2fs",
+            what: "building images with the kernel, mke2fs or mkfs.erofs",
             why: "the image must carry the layers' owners and device nodes, which only root can create",
         });
     }
-    if opts.per_layer && !native_ext4 && !root {
+    if opts.per_layer && !native && !root {
         return Err(MkfsError::NeedsRoot {
             what: "--per-layer",
             why: "overlayfs whiteouts are 0/0 device nodes and trusted.overlay.* xattrs",
@@ -237,6 +269,7 @@ pub fn build_rootfs(
             path: None,
             fs_type: None,
             cached: None,
+            verity: None,
         })
         .collect();
     let cache = Cache::new(store)?;
@@ -253,6 +286,10 @@ pub fn build_rootfs(
     } else {
         ctx.flat(&chain_id)?
     };
+    let verity = match (opts.verity, opts.per_layer) {
+        (true, false) => Some(verity_of(&lower_paths[0])?),
+        _ => None,
+    };
     let fs_type = format.as_str();
     Ok(BuildResult {
         image: image.id.clone(),
@@ -265,8 +302,28 @@ pub fn build_rootfs(
         chain_id,
         size,
         cached,
+        verity,
         run_config,
     })
+}
+
+/// The verity tree of an image built with `--verity`.
+fn verity_of(image: &Path) -> Result<VerityInfo, MkfsError> {
+    read_verity(image).ok_or_else(|| {
+        MkfsError::io(
+            "read the verity tree of",
+            image,
+            std::io::Error::other("no verity superblock after the filesystem"),
+        )
+    })
+}
+
+/// The verity salt's key: the cache key of the image.
+fn verity_key(kind: EntryKind, key: &Digest) -> String {
+    match kind {
+        EntryKind::Flat => format!("flat:{key}"),
+        EntryKind::Layer => format!("layer:{key}"),
+    }
 }
 
 struct Ctx<'a> {
@@ -363,9 +420,10 @@ impl Ctx<'_> {
         let artifact = key.format.artifact_name(EntryKind::Flat);
         // An explicit ext4 size that differs from the cached image's is a rebuild.
         let resize = match (self.format, self.opts.size) {
-            (Format::Ext4, Size::Bytes(b)) => {
-                self.cache.lookup(&key)?.is_some_and(|e| e.record.size != b)
-            }
+            (Format::Ext4, Size::Bytes(b)) => self
+                .cache
+                .lookup(&key)?
+                .is_some_and(|e| fs_size(&e.artifact()).unwrap_or(e.record.size) != b),
             _ => false,
         };
         // So is asking for (or against) a journal the cached image does not (or does) have.
@@ -376,7 +434,7 @@ impl Ctx<'_> {
                 .is_some_and(|e| crate::ext4::has_journal(&e.artifact()) != Some(journal)),
             _ => false,
         };
-        let resize = resize || rejournal;
+        let resize = resize || rejournal || self.reverity(&key)?;
         let (entry, cached) = self
             .cache
             .get_or_build(&key, self.opts.force || resize, |tmp| {
@@ -392,7 +450,7 @@ impl Ctx<'_> {
         chain: &Digest,
     ) -> Result<EntryRecord, MkfsError> {
         let n = self.image.layers.len();
-        let size = if let Some(size) = self.native_ext4(tmp, artifact, Ext4Source::Flattened)? {
+        let size = if let Some(size) = self.native_image(tmp, artifact, None)? {
             size
         } else if self.format == Format::Dir {
             let dir = tmp.join(artifact);
@@ -455,6 +513,11 @@ impl Ctx<'_> {
             }
             size
         };
+        let size = self.seal(
+            &tmp.join(artifact),
+            &verity_key(EntryKind::Flat, chain),
+            size,
+        )?;
         Ok(EntryRecord {
             version: 1,
             kind: EntryKind::Flat,
@@ -468,20 +531,80 @@ impl Ctx<'_> {
         })
     }
 
-    /// Writes an ext4 image with hoist's own writer; `None` when the format is not ext4 or
-    /// another writer was asked for. Per-layer images are sized automatically.
-    fn native_ext4(
+    /// With `--verity`, appends the hash tree to an image (cut first to its filesystem's
+    /// size); returns the artifact's size.
+    fn seal(&self, image: &Path, key: &str, size: u64) -> Result<u64, MkfsError> {
+        if !self.opts.verity || self.format == Format::Dir {
+            return Ok(size);
+        }
+        let fs = fs_size(image).ok_or_else(|| {
+            MkfsError::io(
+                "add a verity tree to",
+                image,
+                std::io::Error::other("neither ext4 nor erofs"),
+            )
+        })?;
+        if fs != size {
+            let f = fs::OpenOptions::new()
+                .write(true)
+                .open(image)
+                .map_err(|e| MkfsError::io("open", image, e))?;
+            f.set_len(fs)
+                .map_err(|e| MkfsError::io("truncate", image, e))?;
+        }
+        status(self.progress, "appending the dm-verity hash tree");
+        let v = append_verity(image, key.as_bytes())?;
+        Ok(v.hash_offset + crate::verity::tree_bytes(v.data_blocks))
+    }
+
+    /// Whether the cached entry under `key` has a verity tree where none is asked for, or
+    /// the other way round (then it is rebuilt).
+    fn reverity(&self, key: &EntryKey) -> Result<bool, MkfsError> {
+        if self.format == Format::Dir {
+            return Ok(false);
+        }
+        Ok(self
+            .cache
+            .lookup(key)?
+            .is_some_and(|e| read_verity(&e.artifact()).is_some() != self.opts.verity))
+    }
+
+    /// Writes an image with hoist's own writers (the flattened tree, or layer `layer`);
+    /// `None` when the format is a directory or a reference writer was asked for.
+    /// Per-layer ext4 images are sized automatically.
+    fn native_image(
         &self,
         tmp: &Path,
         artifact: &str,
-        source: Ext4Source,
+        layer: Option<usize>,
     ) -> Result<Option<u64>, MkfsError> {
+        let what = match layer {
+            None => format!("{} layers", self.image.layers.len()),
+            Some(i) => format!("layer {}/{}", i + 1, self.image.layers.len()),
+        };
+        if self.format == Format::Erofs && self.opts.erofs_writer == ErofsWriter::Native {
+            status(
+                self.progress,
+                &format!("writing {what} into an erofs image (hoist's writer)"),
+            );
+            let source = layer.map_or(ErofsSource::Flattened, ErofsSource::Layer);
+            let size = crate::erofs::build_erofs(
+                self.store,
+                self.image,
+                source,
+                &tmp.join(artifact),
+                &self.opts.unpack.limits,
+                self.progress,
+            )?;
+            return Ok(Some(size));
+        }
         let Some((journal, free)) = self.opts.ext4_writer.native() else {
             return Ok(None);
         };
         if self.format != Format::Ext4 {
             return Ok(None);
         }
+        let source = layer.map_or(Ext4Source::Flattened, Ext4Source::Layer);
         let opts = Ext4Options {
             size: if self.opts.per_layer {
                 Size::Auto
@@ -490,10 +613,6 @@ impl Ctx<'_> {
             },
             journal,
             free,
-        };
-        let what = match source {
-            Ext4Source::Flattened => format!("{} layers", self.image.layers.len()),
-            Ext4Source::Layer(i) => format!("layer {}/{}", i + 1, self.image.layers.len()),
         };
         status(
             self.progress,
@@ -585,9 +704,13 @@ impl Ctx<'_> {
                 format,
                 key: layer.diff_id.clone(),
             };
-            let (entry, cached) = self.cache.get_or_build(&key, self.opts.force, |tmp| {
+            let rebuild = self.opts.force || self.reverity(&key)?;
+            let (entry, cached) = self.cache.get_or_build(&key, rebuild, |tmp| {
                 self.build_layer(i, tmp, artifact, &layer.diff_id)
             })?;
+            if self.opts.verity {
+                layer.verity = Some(verity_of(&entry.artifact())?);
+            }
             all_cached &= cached;
             let path = match (&out_dir, self.format) {
                 (Some(dir), Format::Dir) => {
@@ -644,7 +767,7 @@ impl Ctx<'_> {
     ) -> Result<EntryRecord, MkfsError> {
         let n = self.image.layers.len();
         let overlay = self.overlay_opts();
-        let direct = match self.native_ext4(tmp, artifact, Ext4Source::Layer(i))? {
+        let direct = match self.native_image(tmp, artifact, Some(i))? {
             Some(size) => Some(size),
             None => self.try_mounted(tmp, artifact, &|mnt: &Path| {
                 status(
@@ -663,7 +786,9 @@ impl Ctx<'_> {
                 Ok(())
             })?,
         };
+        let vkey = verity_key(EntryKind::Layer, diff_id);
         if let Some(size) = direct {
+            let size = self.seal(&tmp.join(artifact), &vkey, size)?;
             return Ok(EntryRecord {
                 version: 1,
                 kind: EntryKind::Layer,
@@ -706,7 +831,7 @@ impl Ctx<'_> {
             );
             let size = self.mkfs(&tree, &tmp.join(artifact))?;
             hoist_unpack::cache::remove_tree(&tree)?;
-            size
+            self.seal(&tmp.join(artifact), &vkey, size)?
         };
         Ok(EntryRecord {
             version: 1,

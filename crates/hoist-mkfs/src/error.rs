@@ -79,6 +79,19 @@ pub enum MkfsError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// The tree holds something hoist's erofs writer cannot store.
+    #[error("cannot write {path} into the erofs image {image}: {reason}")]
+    ErofsUnsupported {
+        /// The image file.
+        image: PathBuf,
+        /// The path in the tree.
+        path: String,
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// `--verity` was asked for a directory.
+    #[error("--verity needs an image format (ext4 or erofs), not a directory")]
+    VerityNeedsImage,
     /// Something needs root.
     #[error("{what} needs root: {why}")]
     NeedsRoot {

@@ -8,27 +8,30 @@
 //! top chain ID, per-layer ones by diff ID, so a warm build returns at once and images that
 //! share base layers share their per-layer images.
 //!
-//! ext4 images are written by hoist's own writer ([`ext4`]) straight from the layer blobs:
-//! the final tree is modelled in memory ([`hoist_unpack::tree::FsTree`], the same rules as
-//! `hoist unpack`), the layout computed, and each file's bytes streamed from its layer into
-//! its final blocks; no extracted directory, no root, no loop device, no mke2fs, and the
-//! same bytes for the same image and options. Two reference writers stay selectable
-//! ([`Ext4Writer`]): the kernel through a loop mount, and `mke2fs -d` from an unpacked
-//! directory (both need root; tests and benchmarks compare against them). erofs images are
-//! made by `mkfs.erofs` (erofs-utils) from a directory unpacked as root. The programs are
-//! looked up in `$PATH`, `/usr/sbin` and `/sbin`, and a missing one is an error naming its
-//! package ([`MkfsError::ToolMissing`]).
+//! ext4 and erofs images are written by hoist's own writers ([`ext4`], [`erofs`]) straight
+//! from the layer blobs: the final tree is modelled in memory
+//! ([`hoist_unpack::tree::FsTree`], the same rules as `hoist unpack`), the layout computed,
+//! and each file's bytes streamed from its layer into its final blocks; no extracted
+//! directory, no root, no loop device, no mke2fs or mkfs.erofs, and the same bytes for the
+//! same image and options. With [`BuildOptions::verity`] a dm-verity hash tree is appended
+//! to each image ([`verity`]). Reference writers stay selectable ([`Ext4Writer`],
+//! [`ErofsWriter`]): the kernel through a loop mount, `mke2fs -d` and `mkfs.erofs` from a
+//! directory unpacked as root (tests and benchmarks compare against them). Those programs
+//! are looked up in `$PATH`, `/usr/sbin` and `/sbin`, and a missing one is an error naming
+//! its package ([`MkfsError::ToolMissing`]).
 
 mod build;
+pub mod erofs;
 mod error;
 pub mod ext4;
 mod mkfs;
 mod mounted;
 mod size;
 pub mod tools;
+pub mod verity;
 
 pub use build::{
-    BuildOptions, BuildResult, Ext4Writer, Format, LayerResult, RunInfo, build_rootfs,
+    BuildOptions, BuildResult, ErofsWriter, Ext4Writer, Format, LayerResult, RunInfo, build_rootfs,
 };
 pub use error::MkfsError;
 pub use mkfs::{FsType, make_erofs, make_ext4};

@@ -14,6 +14,7 @@
 
 #[path = "../../hoist-unpack/tests/common/mod.rs"]
 mod common;
+mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -21,100 +22,15 @@ use std::process::Command;
 use hoist_mkfs::ext4::{Ext4Options, Ext4Source, build_ext4};
 use hoist_mkfs::{MkfsError, Size};
 use hoist_store::{ImageRecord, Store};
-use hoist_testkit::images::{self, Entry, ImageSpec, LayerSpec};
+use hoist_testkit::images::{self, ImageSpec};
 use hoist_testkit::tree::{Compare, Tree, merge_overlay};
 use hoist_testkit::{Need, require, this_test};
 use hoist_types::NoProgress;
 use hoist_unpack::{Limits, UnpackOptions};
-
-fn ok(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
+use support::{evil_record, in_mount_ns, long_name, ok, wide_image, xattr_image};
 
 fn e2fsck(img: &Path) {
     ok(Command::new("e2fsck").arg("-fn").arg(img));
-}
-
-/// An image with ACLs, a big xattr set (block), shared xattr blocks, long and short
-/// symlinks, a large sparse-looking file, devices with big numbers and odd names.
-fn xattr_image() -> ImageSpec {
-    let acl = |entries: &[(u16, u16, u32)]| {
-        let mut v = 2u32.to_le_bytes().to_vec();
-        for (tag, perm, id) in entries {
-            v.extend_from_slice(&tag.to_le_bytes());
-            v.extend_from_slice(&perm.to_le_bytes());
-            v.extend_from_slice(&id.to_le_bytes());
-        }
-        v
-    };
-    let access = acl(&[
-        (1, 6, u32::MAX),
-        (2, 4, 1000),
-        (4, 4, u32::MAX),
-        (8, 5, 50),
-        (0x10, 7, u32::MAX),
-        (0x20, 0, u32::MAX),
-    ]);
-    let mut big = Entry::file("x/big-xattrs", "b");
-    let mut shared1 = Entry::file("x/shared1", "s1");
-    let mut shared2 = Entry::file("x/shared2", "s2");
-    for i in 0..6 {
-        let v = vec![b'a' + i as u8; 200];
-        big = big.xattr(&format!("user.k{i}"), v.clone());
-        shared1 = shared1.xattr(&format!("user.k{i}"), v.clone());
-        shared2 = shared2.xattr(&format!("user.k{i}"), v);
-    }
-    let mut blk = Entry::char_device("dev/sda", 8, 0);
-    blk.kind = images::EntryKind::BlockDevice(8, 0);
-    ImageSpec::oci()
-        .layer(LayerSpec::gzip([
-            Entry::dir("x"),
-            Entry::file("x/acl", "acl").xattr("system.posix_acl_access", access.clone()),
-            Entry::dir("x/acl-dir")
-                .xattr("system.posix_acl_default", access)
-                .xattr("user.empty", ""),
-            big,
-            shared1,
-            shared2,
-            Entry::symlink("x/short", "a/b/c"),
-            Entry::symlink("x/long", &"long/".repeat(40)),
-            Entry::symlink("x/max", &"m".repeat(59)),
-            Entry::symlink("x/min-slow", &"m".repeat(60)),
-            Entry::file("x/zeros", vec![0u8; 3 << 20]),
-            Entry::file("x/odd name é", "utf-8"),
-            Entry::dir("dev"),
-            blk,
-            Entry::char_device("dev/big", 300, 70000),
-            Entry::fifo("dev/fifo"),
-            Entry::file("x/old", "old").mtime(1),
-        ]))
-        .layer(LayerSpec::gzip([
-            Entry::file("x/later", "second layer").mtime(2_000_000_000),
-            Entry::whiteout("x/shared2"),
-            Entry::dir("x/acl-dir").mode(0o700),
-        ]))
-}
-
-/// `wide/` with `n` files, and `deep/` with `long` files of 200-byte names (a two-level
-/// htree).
-fn wide_image(n: usize, long: usize) -> ImageSpec {
-    let mut entries = vec![Entry::dir("wide"), Entry::dir("deep")];
-    entries.extend((0..n).map(|i| Entry::file(&format!("wide/file-{i:06}"), "")));
-    entries.push(Entry::file("wide/last", "the last one"));
-    entries.extend((0..long).map(|i| Entry::file(&format!("deep/{i:06}-{}", "n".repeat(193)), "")));
-    ImageSpec::oci().layer(LayerSpec::gzip(entries))
-}
-
-fn long_name(i: usize) -> String {
-    format!("{i:06}-{}", "n".repeat(193))
 }
 
 fn images_under_test() -> Vec<(&'static str, ImageSpec)> {
@@ -175,18 +91,6 @@ fn native_images_pass_e2fsck() {
             }
         }
     }
-}
-
-/// Runs `script` with `sh -c` in a private mount namespace; `Err` says why it failed.
-fn in_mount_ns(script: &str) -> Result<String, String> {
-    let r = Command::new("unshare")
-        .args(["-m", "--propagation", "private", "sh", "-ec", script])
-        .output()
-        .map_err(|e| format!("cannot run unshare: {e}"))?;
-    if !r.status.success() {
-        return Err(String::from_utf8_lossy(&r.stderr).trim().to_string());
-    }
-    Ok(String::from_utf8_lossy(&r.stdout).into_owned())
 }
 
 /// Mounts the ext4 images read-only (stacked with overlayfs when several, base first) and
@@ -328,50 +232,6 @@ fn mounted_images_hold_the_unpacked_tree() {
             &format!("{tag}: merged"),
         );
     }
-}
-
-/// Puts an evil case's layers into `store` under a minimal OCI config and manifest.
-fn evil_record(store: &Store, case: &hoist_testkit::evil::EvilCase, n: usize) -> ImageRecord {
-    use hoist_types::{Descriptor, Digest, MediaType, Reference};
-    let mut layers = Vec::new();
-    let mut diff_ids = Vec::new();
-    for l in &case.layers {
-        let d = Digest::sha256_of(&l.blob);
-        store.put_blob(&d, &l.blob).unwrap();
-        layers.push(serde_json::json!({
-            "mediaType": l.media_type, "digest": d.to_string(), "size": l.blob.len()
-        }));
-        diff_ids.push(l.diff_id.clone());
-    }
-    let config = serde_json::to_vec(&serde_json::json!({
-        "architecture": "amd64", "os": "linux",
-        "rootfs": {"type": "layers", "diff_ids": diff_ids}
-    }))
-    .unwrap();
-    let cd = Digest::sha256_of(&config);
-    store.put_blob(&cd, &config).unwrap();
-    let manifest = serde_json::to_vec(&serde_json::json!({
-        "schemaVersion": 2,
-        "mediaType": "application/vnd.oci.image.manifest.v1+json",
-        "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
-                   "digest": cd.to_string(), "size": config.len()},
-        "layers": layers
-    }))
-    .unwrap();
-    let md = Digest::sha256_of(&manifest);
-    store.put_blob(&md, &manifest).unwrap();
-    store
-        .commit_image(hoist_store::ImageCommit {
-            name: Some(Reference::parse(&format!("evil/case{n}:latest")).unwrap()),
-            manifest: Descriptor::new(
-                MediaType::parse("application/vnd.oci.image.manifest.v1+json"),
-                md,
-                manifest.len() as u64,
-            ),
-            index: None,
-            source: None,
-        })
-        .unwrap()
 }
 
 #[test]

@@ -21,7 +21,7 @@ mod common;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-use hoist_mkfs::{BuildOptions, BuildResult, Ext4Writer, Format, Size};
+use hoist_mkfs::{BuildOptions, BuildResult, ErofsWriter, Ext4Writer, Format, Size};
 use hoist_store::{ImageRecord, Store};
 use hoist_testkit::images::{self, ImageSpec};
 use hoist_testkit::tree::{Compare, Tree, merge_overlay};
@@ -74,6 +74,9 @@ fn build_with(
         output: None,
         unpack: UnpackOptions::default(),
         ext4_writer,
+        // The reference writers here; hoist's own erofs writer: tests/erofs_native.rs.
+        erofs_writer: ErofsWriter::MkfsDir,
+        verity: false,
     };
     hoist_mkfs::build_rootfs(store, rec, &opts, &NoProgress).unwrap()
 }

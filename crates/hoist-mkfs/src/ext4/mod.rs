@@ -600,7 +600,7 @@ fn derive(what: &[u8], key: &[u8]) -> [u8; 16] {
 }
 
 /// A path of `id` for messages (its first name, from the root).
-fn path_of(tree: &FsTree, id: InodeId) -> String {
+pub(crate) fn path_of(tree: &FsTree, id: InodeId) -> String {
     if id == FsTree::ROOT {
         return "/".into();
     }
@@ -628,14 +628,14 @@ fn path_of(tree: &FsTree, id: InodeId) -> String {
 }
 
 /// Coalesces writes at increasing, adjacent offsets into large `pwrite`s.
-struct SeqWriter<'f> {
+pub(crate) struct SeqWriter<'f> {
     file: &'f File,
     buf: Vec<u8>,
     at: u64,
 }
 
 impl<'f> SeqWriter<'f> {
-    fn new(file: &'f File) -> Self {
+    pub(crate) fn new(file: &'f File) -> Self {
         SeqWriter {
             file,
             buf: Vec::with_capacity(4 << 20),
@@ -643,7 +643,7 @@ impl<'f> SeqWriter<'f> {
         }
     }
 
-    fn write_at(&mut self, at: u64, bytes: &[u8]) -> std::io::Result<()> {
+    pub(crate) fn write_at(&mut self, at: u64, bytes: &[u8]) -> std::io::Result<()> {
         let end = self.at + self.buf.len() as u64;
         // The tail of the previous file's last block is a short gap: zeros bridge it.
         if at > end
@@ -665,7 +665,7 @@ impl<'f> SeqWriter<'f> {
         Ok(())
     }
 
-    fn flush(&mut self) -> std::io::Result<()> {
+    pub(crate) fn flush(&mut self) -> std::io::Result<()> {
         if !self.buf.is_empty() {
             self.file.write_all_at(&self.buf, self.at)?;
             self.at += self.buf.len() as u64;
