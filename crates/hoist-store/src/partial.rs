@@ -119,63 +119,8 @@ impl Store {
     /// re-hashed up to its offset (its bytes are checked again by the digest at commit).
     pub fn open_partial(&self, d: &Digest, size: u64) -> Result<PartialBlob, StoreError> {
         self.protect([d])?;
-        let (data_path, meta_path) = self.partial_paths(d);
-        let open = |p: &Path| {
-            OpenOptions::new()
-                .read(true)
-                .write(true)
-                .create(true)
-                .truncate(false)
-                .open(p)
-                .map_err(|e| StoreError::io("open", p, e))
-        };
-        let data = open(&data_path)?;
-        data.try_lock().map_err(|e| {
-            StoreError::io(
-                "lock (another process is writing this partial download)",
-                &data_path,
-                io::Error::from(e),
-            )
-        })?;
-        let meta = open(&meta_path)?;
-        let len = data
-            .metadata()
-            .map_err(|e| StoreError::read(&data_path, e))?
-            .len();
-        let offset = match read_meta(&meta) {
-            Some(m) if &m.digest == d && m.size == size && m.offset <= len && m.offset <= size => {
-                m.offset
-            }
-            _ => 0,
-        };
-        data.set_len(offset)
-            .map_err(|e| StoreError::io("truncate", &data_path, e))?;
-        let mut hasher = Hasher::new(d.algorithm());
-        let mut buf = vec![0u8; READ_BLOCK];
-        let mut pos = 0;
-        while pos < offset {
-            let n = ((offset - pos) as usize).min(READ_BLOCK);
-            data.read_exact_at(&mut buf[..n], pos)
-                .map_err(|e| StoreError::read(&data_path, e))?;
-            hasher.update(&buf[..n]);
-            pos += n as u64;
-        }
-        let p = PartialBlob {
-            data,
-            meta,
-            data_path,
-            meta_path,
-            dest: self.blob_path(d),
-            digest: d.clone(),
-            size,
-            hasher,
-            offset,
-            pending: Vec::with_capacity(FLUSH_EVERY),
-            resumed: offset,
-            done: false,
-        };
-        p.write_meta()?;
-        Ok(p)
+        let (data_path, _) = self.partial_paths(d);
+        PartialBlob::open_at(data_path, self.blob_path(d), d, size)
     }
 
     /// The partial downloads in the ingest area, for fsck, df and gc.
@@ -308,6 +253,79 @@ fn read_meta(f: &File) -> Option<Meta> {
     let n = f.read_at(&mut buf, 0).ok()?;
     let m: Meta = serde_json::from_slice(buf[..n].trim_ascii()).ok()?;
     (m.v == 1).then_some(m)
+}
+
+impl PartialBlob {
+    /// Open (or create) a partial download kept at `data_path` (its record beside it,
+    /// `data_path` + `.meta`) for blob `d` of `size` bytes, published at `dest` by
+    /// [`commit`](Self::commit). What [`Store::open_partial`] does in the store's ingest
+    /// area, for another place (an OCI layout's or a `dir:` layout's resumable copies);
+    /// `data_path`'s directory must exist and be on `dest`'s filesystem. The data file is
+    /// `flock`ed while open: a second opener gets an error instead of sharing it.
+    pub fn open_at(
+        data_path: PathBuf,
+        dest: PathBuf,
+        d: &Digest,
+        size: u64,
+    ) -> Result<PartialBlob, StoreError> {
+        let meta_path = meta_path(&data_path);
+        let open = |p: &Path| {
+            OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(p)
+                .map_err(|e| StoreError::io("open", p, e))
+        };
+        let data = open(&data_path)?;
+        data.try_lock().map_err(|e| {
+            StoreError::io(
+                "lock (another process is writing this partial download)",
+                &data_path,
+                io::Error::from(e),
+            )
+        })?;
+        let meta = open(&meta_path)?;
+        let len = data
+            .metadata()
+            .map_err(|e| StoreError::read(&data_path, e))?
+            .len();
+        let offset = match read_meta(&meta) {
+            Some(m) if &m.digest == d && m.size == size && m.offset <= len && m.offset <= size => {
+                m.offset
+            }
+            _ => 0,
+        };
+        data.set_len(offset)
+            .map_err(|e| StoreError::io("truncate", &data_path, e))?;
+        let mut hasher = Hasher::new(d.algorithm());
+        let mut buf = vec![0u8; READ_BLOCK];
+        let mut pos = 0;
+        while pos < offset {
+            let n = ((offset - pos) as usize).min(READ_BLOCK);
+            data.read_exact_at(&mut buf[..n], pos)
+                .map_err(|e| StoreError::read(&data_path, e))?;
+            hasher.update(&buf[..n]);
+            pos += n as u64;
+        }
+        let p = PartialBlob {
+            data,
+            meta,
+            data_path,
+            meta_path,
+            dest,
+            digest: d.clone(),
+            size,
+            hasher,
+            offset,
+            pending: Vec::with_capacity(FLUSH_EVERY),
+            resumed: offset,
+            done: false,
+        };
+        p.write_meta()?;
+        Ok(p)
+    }
 }
 
 impl PartialBlob {

@@ -9,9 +9,11 @@
 //!    against the layers; then the config and the layers go across, `jobs` at a time,
 //!    each digest once. A blob the destination has (or can mount, given the source's
 //!    [`BlobLocation`]s) is never sent. Each blob is streamed from the source and verified
-//!    by the destination before it becomes visible. Registry → store goes through the pull
-//!    engine's blob fetcher (resume across runs, Range slices, mirrors, one download per
-//!    blob across processes).
+//!    by the destination before it becomes visible. A source with a resumable reader (a
+//!    registry: [`ImageSource::blob_fetcher`]) hands it to the destination
+//!    ([`ImageDestination::put_blob_from`]): one that keeps partial writes (the store,
+//!    `oci:`, `dir:`) resumes within and across runs and slices large blobs; any other
+//!    gets the reader's stream, resumed within the run.
 //! 3. With nothing to change, manifests are written byte for byte (digests preserved).
 //!    `format` rewrites manifest, config and layer media types (the config's bytes stay);
 //!    `compression` recompresses layers whose compression differs (decompress, check the
@@ -497,12 +499,14 @@ impl Engine<'_> {
             self.skipped(desc, kind);
             return Ok(());
         }
-        if let (AnySource::Docker(s), AnyDestination::Hoist(d)) = (self.src, self.dst) {
-            // Registry → store: the pull engine's fetcher (resume, slices, mirrors, locks).
-            let fetched = s
-                .fetch_into_store(d.store(), desc, kind, self.progress)
-                .await?;
-            if fetched {
+        if let Some(fetcher) = self.src.blob_fetcher() {
+            // A source with a resumable reader (a registry): the destination fetches
+            // through it, resuming and slicing where it keeps partial writes.
+            if self
+                .dst
+                .put_blob_from(desc, kind, fetcher, self.progress)
+                .await?
+            {
                 self.sent(desc, kind);
             } else {
                 self.skipped(desc, kind);

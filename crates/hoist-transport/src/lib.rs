@@ -5,22 +5,23 @@
 //! each under [`transports`]), the copy engine ([`copy`]) with format conversion and
 //! recompression ([`convert`]), `hoist save`/`hoist load`, and inspect.
 
-mod blob;
 pub mod convert;
 pub mod copy;
+pub mod fetch;
 pub mod inspect;
+mod options;
 pub mod pull;
-mod ranged;
 mod schema1;
 mod sources;
 pub mod transports;
 
-pub use blob::{FAST_LINK, MIN_PROGRESS};
+pub use fetch::{FAST_LINK, MIN_PROGRESS};
 pub use inspect::{InspectInfo, Inspected, inspect_local, inspect_remote, inspect_remote_raw};
-pub use pull::{
+pub use options::{
     DEFAULT_JOBS, DEFAULT_RANGE_CONNECTIONS, DEFAULT_RANGE_PROBE, DEFAULT_RANGE_THRESHOLD,
-    PullOptions, PullReport, Resolved, pull, resolve,
+    PullOptions,
 };
+pub use pull::{PullReport, Resolved, pull, resolve};
 
 use hoist_types::Digest;
 

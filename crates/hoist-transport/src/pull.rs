@@ -6,7 +6,7 @@
 //!    Manifests named by digest are taken from the store when present.
 //! 2. Fetch the config (at most 4 MiB, verified) and check that the layer count equals
 //!    the diff ID count before any layer is fetched.
-//! 3. Fetch missing layers with bounded concurrency (module `blob`): resumable, retried,
+//! 3. Fetch missing layers with bounded concurrency ([`crate::fetch`]): resumable, retried,
 //!    from the mirrors in order then the registry, large ones over several Range
 //!    connections. Blobs the store already has are skipped.
 //! 4. Store the config (only now: a pull that fails on a layer leaves no config behind),
@@ -23,9 +23,8 @@
 use std::collections::{BTreeMap, HashSet};
 use std::future::Future;
 use std::sync::Arc;
-use std::time::Duration;
 
-use hoist_registry::{FetchedManifest, MirrorConfig, RegistryClient};
+use hoist_registry::{FetchedManifest, RegistryClient};
 use hoist_store::{BlobLock, ImageCommit, ImageRecord, Store};
 use hoist_types::{
     BlobKind, Descriptor, Digest, ImageConfig, MAX_CONFIG_SIZE, MAX_INDEX_DEPTH, Manifest,
@@ -33,59 +32,13 @@ use hoist_types::{
 };
 use tokio::sync::Semaphore;
 
-use crate::blob::{Ctx, fetch_blob};
+use crate::fetch::BlobFetcher;
+pub use crate::options::{
+    DEFAULT_JOBS, DEFAULT_RANGE_CONNECTIONS, DEFAULT_RANGE_PROBE, DEFAULT_RANGE_THRESHOLD,
+    PullOptions,
+};
 use crate::sources::Sources;
 use crate::{TransportError, blocking};
-
-/// Default number of layers fetched at once.
-pub const DEFAULT_JOBS: usize = 6;
-/// Blobs at least this large are fetched over several Range connections.
-pub const DEFAULT_RANGE_THRESHOLD: u64 = 64 * 1024 * 1024;
-/// Connections per large blob.
-pub const DEFAULT_RANGE_CONNECTIONS: usize = 4;
-/// How long a large blob streams over one connection before its rate decides whether
-/// the rest is worth slicing.
-pub const DEFAULT_RANGE_PROBE: Duration = Duration::from_secs(1);
-
-/// What to pull and how.
-#[derive(Debug, Clone)]
-pub struct PullOptions {
-    /// The platform to select from an index.
-    pub platform: Platform,
-    /// How many blobs are fetched at once (at least 1).
-    pub jobs: usize,
-    /// Registry client settings (TLS, credentials, timeouts, retries); mirrors get them
-    /// too, except explicit credentials.
-    pub registry: hoist_registry::ClientOptions,
-    /// Mirrors tried, in order, before the registry ([`MirrorConfig::empty`]: none).
-    pub mirrors: MirrorConfig,
-    /// Blobs of at least this many bytes are fetched over several Range connections.
-    pub range_threshold: u64,
-    /// Connections per large blob (1: never split).
-    pub range_connections: usize,
-    /// A large blob first streams over one connection for this long; the rest is sliced
-    /// only if that connection was slower than [`crate::FAST_LINK`] bytes a second (a
-    /// fast connection is CPU-bound, and slicing would only add work). Zero slices at once.
-    pub range_probe: Duration,
-    /// Fetch foreign (non-distributable) layers from their `urls`, never with
-    /// credentials. Off by default: such a layer is an error.
-    pub foreign_layers: bool,
-}
-
-impl Default for PullOptions {
-    fn default() -> Self {
-        PullOptions {
-            platform: Platform::host(),
-            jobs: DEFAULT_JOBS,
-            registry: hoist_registry::ClientOptions::default(),
-            mirrors: MirrorConfig::empty(),
-            range_threshold: DEFAULT_RANGE_THRESHOLD,
-            range_connections: DEFAULT_RANGE_CONNECTIONS,
-            range_probe: DEFAULT_RANGE_PROBE,
-            foreign_layers: false,
-        }
-    }
-}
 
 /// The outcome of a pull.
 #[derive(Debug, Clone)]
@@ -128,8 +81,18 @@ impl Held {
     }
 }
 
+/// What a pull shares with each blob it fetches.
+struct Ctx<'a> {
+    store: &'a Store,
+    fetcher: &'a BlobFetcher,
+    opts: &'a PullOptions,
+    progress: &'a dyn Progress,
+    /// Digests whose store lock this pull already holds (manifests, config).
+    held: &'a HashSet<Digest>,
+}
+
 #[derive(Default)]
-pub(crate) struct Stats {
+struct Stats {
     fetched: usize,
     skipped: usize,
     bytes: u64,
@@ -171,13 +134,14 @@ async fn pull_leased(
     opts: &PullOptions,
     progress: &dyn Progress,
 ) -> Result<PullReport, TransportError> {
-    let sources = Sources::new(reference, opts);
+    let fetcher = BlobFetcher::new(Arc::new(Sources::new(reference, opts)), opts.clone());
+    let sources = fetcher.sources();
     let mut held = Held::default();
     let Resolved {
         indexes,
         image: current,
     } = resolve_for_pull(
-        &sources,
+        sources,
         store,
         reference,
         &opts.platform,
@@ -199,7 +163,7 @@ async fn pull_leased(
             held.lock(store, &m.config.digest).await?;
             let ctx = Ctx {
                 store,
-                sources: &sources,
+                fetcher: &fetcher,
                 opts,
                 progress,
                 held: &held.digests,
@@ -228,13 +192,24 @@ async fn pull_leased(
         Manifest::Schema1(m) => {
             let ctx = Ctx {
                 store,
-                sources: &sources,
+                fetcher: &fetcher,
                 opts,
                 progress,
                 held: &held.digests,
             };
-            crate::schema1::convert_schema1(&ctx, (reference, &current.digest), m, &mut stats)
-                .await?
+            let layers = crate::schema1::layers(sources, m, progress).await?;
+            progress.event(&ProgressEvent::Resolved {
+                reference: &reference.to_string(),
+                digest: &current.digest,
+                layers: layers.len(),
+                total_bytes: layers.iter().map(|l| l.size).sum(),
+            });
+            fetch_layers(&ctx, &layers, &mut stats).await?;
+            let (config_digest, config, desc, bytes) =
+                crate::schema1::convert(store, m, &layers).await?;
+            let s = store.clone();
+            blocking(move || s.put_blob(&config_digest, &config)).await??;
+            (desc, bytes)
         }
         Manifest::Index(_) => unreachable!("indexes are resolved above"),
     };
@@ -484,13 +459,13 @@ async fn fetch_config(
         return Ok(bytes);
     }
     let what = format!("config {}", desc.digest);
-    let (bytes, src) = ctx
-        .sources
+    let sources = ctx.fetcher.sources();
+    let (bytes, src) = sources
         .first_ok(false, ctx.progress, &what, |c, repo| async move {
             Ok(c.get_blob_bytes(&repo, desc, MAX_CONFIG_SIZE).await?)
         })
         .await?;
-    let endpoint = match ctx.sources.client(src).await {
+    let endpoint = match sources.client(src).await {
         Ok(c) => format!("{}/v2/{}/blobs/{}", c.base_url(), src.repo, desc.digest),
         Err(_) => src.label.clone(),
     };
@@ -513,7 +488,7 @@ async fn fetch_config(
 }
 
 /// Fetch the missing layers, `jobs` at a time, each digest once.
-pub(crate) async fn fetch_layers(
+async fn fetch_layers(
     ctx: &Ctx<'_>,
     layers: &[Descriptor],
     stats: &mut Stats,
@@ -538,7 +513,18 @@ pub(crate) async fn fetch_layers(
             if failed.load(std::sync::atomic::Ordering::Relaxed) {
                 return None;
             }
-            let r = fetch_blob(ctx, desc, BlobKind::Layer).await;
+            let r = ctx
+                .fetcher
+                .fetch_to_store(ctx.store, ctx.held, desc, BlobKind::Layer, ctx.progress)
+                .await;
+            if let Ok(f) = &r {
+                ctx.progress.event(&ProgressEvent::BlobDone {
+                    digest: &desc.digest,
+                    size: desc.size,
+                    kind: BlobKind::Layer,
+                    skipped: f.is_none(),
+                });
+            }
             if r.is_err() {
                 failed.store(true, std::sync::atomic::Ordering::Relaxed);
             }

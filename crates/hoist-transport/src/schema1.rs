@@ -1,33 +1,30 @@
-//! Docker schema 1 during a pull: the layers are fetched, their diff IDs computed by
-//! decompressing, and a Docker schema 2 manifest and config are synthesised and stored.
+//! Docker schema 1 during a pull: the layers' sizes are learnt ([`layers`]), the layers
+//! are fetched by the caller, then their diff IDs are computed by decompressing and a
+//! Docker schema 2 manifest and config are synthesised ([`convert`]).
 
 use std::io::Read;
 
 use hoist_registry::RegistryError;
 use hoist_store::Store;
 use hoist_types::schema1::Schema1Manifest;
-use hoist_types::{Descriptor, Digest, MediaType, ProgressEvent, Reference};
+use hoist_types::{Descriptor, Digest, MediaType, Progress};
 
-use crate::blob::Ctx;
-use crate::pull::{Stats, fetch_layers};
+use crate::sources::Sources;
 use crate::{TransportError, blocking};
 
-/// Convert a schema 1 image: returns the synthesised manifest's descriptor and bytes
-/// (its config is stored).
-pub(crate) async fn convert_schema1(
-    ctx: &Ctx<'_>,
-    (reference, digest): (&Reference, &Digest),
+/// The content layers of `m` (empty ones dropped), base first, with their sizes (schema 1
+/// carries none: learnt with HEAD from the first source that answers).
+pub(crate) async fn layers(
+    sources: &Sources,
     m: &Schema1Manifest,
-    stats: &mut Stats,
-) -> Result<(Descriptor, Vec<u8>), TransportError> {
+    progress: &dyn Progress,
+) -> Result<Vec<Descriptor>, TransportError> {
     let content = m.content_layers()?;
-    // Schema 1 carries no sizes: learn them with HEAD.
     let mut layers = Vec::with_capacity(content.len());
     for d in &content {
         let what = format!("schema 1 layer {d}");
-        let (size, _) = ctx
-            .sources
-            .first_ok(false, ctx.progress, &what, |c, repo| async move {
+        let (size, _) = sources
+            .first_ok(false, progress, &what, |c, repo| async move {
                 c.head_blob(&repo, d).await?.ok_or_else(|| {
                     TransportError::Registry(RegistryError::NotFound {
                         url: format!("{}/v2/{repo}/blobs/{d}", c.base_url()),
@@ -38,15 +35,18 @@ pub(crate) async fn convert_schema1(
             .await?;
         layers.push(Descriptor::new(MediaType::DockerLayerGzip, d.clone(), size));
     }
-    ctx.progress.event(&ProgressEvent::Resolved {
-        reference: &reference.to_string(),
-        digest,
-        layers: layers.len(),
-        total_bytes: layers.iter().map(|l| l.size).sum(),
-    });
-    fetch_layers(ctx, &layers, stats).await?;
-    let s = ctx.store.clone();
-    let digests = content.clone();
+    Ok(layers)
+}
+
+/// The schema 2 image of `m` whose `layers` (from [`layers`]) are in `store`: the config
+/// (returned, for the caller to store) and the manifest's descriptor and bytes.
+pub(crate) async fn convert(
+    store: &Store,
+    m: &Schema1Manifest,
+    layers: &[Descriptor],
+) -> Result<(Digest, Vec<u8>, Descriptor, Vec<u8>), TransportError> {
+    let s = store.clone();
+    let digests: Vec<Digest> = layers.iter().map(|l| l.digest.clone()).collect();
     let diff_ids = blocking(move || {
         digests
             .iter()
@@ -61,16 +61,12 @@ pub(crate) async fn convert_schema1(
         what: "encoding the converted schema 1 manifest".into(),
         source: std::io::Error::other(e),
     })?;
-    let (s, d, c) = (ctx.store.clone(), manifest.config.digest.clone(), config);
-    blocking(move || s.put_blob(&d, &c)).await??;
-    Ok((
-        Descriptor::new(
-            MediaType::DockerManifest,
-            Digest::sha256_of(&manifest_bytes),
-            manifest_bytes.len() as u64,
-        ),
-        manifest_bytes,
-    ))
+    let desc = Descriptor::new(
+        MediaType::DockerManifest,
+        Digest::sha256_of(&manifest_bytes),
+        manifest_bytes.len() as u64,
+    );
+    Ok((manifest.config.digest.clone(), config, desc, manifest_bytes))
 }
 
 /// The diff ID of a gzip layer blob in the store: the digest of its decompressed bytes.

@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use hoist_registry::{ClientOptions, Endpoint, RegistryClient, RegistryError};
 use hoist_types::{Progress, ProgressEvent, Reference};
 
-use crate::{PullOptions, TransportError};
+use crate::TransportError;
+use crate::options::PullOptions;
 
 /// One place to pull from.
 #[derive(Debug)]

@@ -181,6 +181,10 @@ impl ImageSource for AnySource {
     fn blob_locations(&self) -> Vec<BlobLocation> {
         each!(self, s => s.blob_locations())
     }
+
+    fn blob_fetcher(&self) -> Option<&crate::fetch::BlobFetcher> {
+        each!(self, s => s.blob_fetcher())
+    }
 }
 
 impl ImageDestination for AnyDestination {
@@ -207,6 +211,16 @@ impl ImageDestination for AnyDestination {
         progress: &dyn Progress,
     ) -> Result<(), TransportError> {
         each_dest!(self, d => d.put_blob(desc, stream, progress).await)
+    }
+
+    async fn put_blob_from(
+        &self,
+        desc: &Descriptor,
+        kind: hoist_types::BlobKind,
+        fetcher: &crate::fetch::BlobFetcher,
+        progress: &dyn Progress,
+    ) -> Result<bool, TransportError> {
+        each_dest!(self, d => d.put_blob_from(desc, kind, fetcher, progress).await)
     }
 
     async fn put_manifest(

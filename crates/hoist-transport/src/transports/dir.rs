@@ -246,6 +246,33 @@ impl ImageDestination for DirDestination {
         .await
     }
 
+    /// Resumable (within and across runs): the blob is fetched into a partial file in
+    /// `.NAME.hoist-ingest/` beside the layout directory (the staging directory goes with
+    /// a failed copy; the partial stays for the next run), and renamed into the staging
+    /// directory once verified; the ingest directory goes when empty.
+    async fn put_blob_from(
+        &self,
+        desc: &Descriptor,
+        kind: hoist_types::BlobKind,
+        fetcher: &crate::fetch::BlobFetcher,
+        progress: &dyn Progress,
+    ) -> Result<bool, TransportError> {
+        let parent = self.staging.parent().unwrap_or(Path::new("."));
+        let stem = self
+            .dir
+            .file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "dir".to_owned());
+        let ingest = parent.join(format!(".{stem}.hoist-ingest"));
+        let dest = self.staging.join(desc.digest.hex());
+        if !local::fetch_resumable(ingest, dest, desc, kind, fetcher, progress).await? {
+            // Another process is fetching it for this layout: stream our own copy.
+            let stream = fetcher.stream(desc, 0).await?;
+            self.put_blob(desc, stream, progress).await?;
+        }
+        Ok(true)
+    }
+
     async fn put_manifest(
         &self,
         manifest: &RawManifest,

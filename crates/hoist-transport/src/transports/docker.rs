@@ -3,13 +3,13 @@
 //! **Source**: the pull engine's sources (`sources.rs`): the mirrors configured for
 //! the reference in order, then the registry, each client created and pinged on first
 //! use, tags resolved only by sources allowed to. Manifests are read whole (≤ 4 MiB) and
-//! verified against `Docker-Content-Digest` and any digest asked for. A blob is streamed
-//! by a task that survives broken bodies the way the pull engine does: retries with
-//! backoff (`RetryPolicy`), resuming with `Range: bytes=N-` from the byte reached (a
-//! server that answers 200 instead has its first N bytes skipped, never spliced
-//! unchecked: the destination hashes the whole stream), and handing over to the next
-//! source at the same offset. (A copy into the store from a registry goes through the pull
-//! engine itself, with its resume across runs and Range slicing: see [`crate::copy`].)
+//! verified against `Docker-Content-Digest` and any digest asked for. Blobs come through
+//! the one resumable reader, [`BlobFetcher`] ([`crate::fetch`]): offered to destinations
+//! that keep partial writes ([`ImageSource::blob_fetcher`]: resume within and across
+//! runs, Range slices), and behind [`get_blob`](ImageSource::get_blob)'s stream (retries,
+//! resuming with `Range: bytes=N-` from the byte reached, a 200 answer skipped up to that
+//! byte and never spliced unchecked, the next source at the same offset; the destination
+//! hashes the whole stream).
 //!
 //! **Destination** (push, through [`hoist_registry`]'s push API): for each blob a `HEAD`;
 //! when absent, a cross-repository mount from each repository of the same registry the
@@ -23,21 +23,19 @@
 //! them to a registry is refused (cosign signatures travel as their `.sig` tag).
 
 use std::sync::Arc;
-use std::time::Duration;
 
 use std::sync::Mutex;
 
-use hoist_registry::{
-    Backoff, BlobBody, ClientOptions, MountOutcome, RegistryClient, RegistryError, RetryPolicy,
-};
+use hoist_registry::{BlobBody, ClientOptions, MountOutcome, RegistryClient, RegistryError};
 use hoist_types::{Descriptor, Digest, NoProgress, Progress, Reference};
 
 use super::{
-    BlobLocation, BlobSender, BlobStream, Committed, DestinationCaps, ImageDestination,
-    ImageSource, ManifestRef, ManifestTarget, RawManifest,
+    BlobLocation, BlobStream, Committed, DestinationCaps, ImageDestination, ImageSource,
+    ManifestRef, ManifestTarget, RawManifest,
 };
 use crate::TransportError;
-use crate::pull::PullOptions;
+use crate::fetch::BlobFetcher;
+use crate::options::PullOptions;
 use crate::sources::Sources;
 
 /// Reading from a registry (and its mirrors).
@@ -45,18 +43,17 @@ use crate::sources::Sources;
 pub struct DockerSource {
     reference: Reference,
     sources: Arc<Sources>,
-    retry: RetryPolicy,
-    opts: PullOptions,
+    fetcher: BlobFetcher,
 }
 
 impl DockerSource {
     /// A source for `reference`; `opts` gives the registry settings and mirrors (its
     /// platform and job count are not used here).
     pub fn new(reference: Reference, opts: &PullOptions) -> DockerSource {
+        let sources = Arc::new(Sources::new(&reference, opts));
         DockerSource {
-            sources: Arc::new(Sources::new(&reference, opts)),
-            retry: opts.registry.retry.clone(),
-            opts: opts.clone(),
+            fetcher: BlobFetcher::new(sources.clone(), opts.clone()),
+            sources,
             reference,
         }
     }
@@ -74,29 +71,6 @@ impl DockerSource {
             .find(|s| !s.is_mirror())
             .expect("the registry is always a source");
         Ok(self.sources.client(src).await?.clone())
-    }
-}
-
-impl DockerSource {
-    /// Fetch a blob straight into `store` with the pull engine's fetcher (resume within
-    /// and across runs, Range slices, mirrors, the blob's store lock). `false` when the
-    /// store had it.
-    pub(crate) async fn fetch_into_store(
-        &self,
-        store: &hoist_store::Store,
-        desc: &Descriptor,
-        kind: hoist_types::BlobKind,
-        progress: &dyn hoist_types::Progress,
-    ) -> Result<bool, TransportError> {
-        let held = std::collections::HashSet::new();
-        let ctx = crate::blob::Ctx {
-            store,
-            sources: &self.sources,
-            opts: &self.opts,
-            progress,
-            held: &held,
-        };
-        Ok(crate::blob::fetch_blob(&ctx, desc, kind).await?.is_some())
     }
 }
 
@@ -135,25 +109,7 @@ impl ImageSource for DockerSource {
     }
 
     async fn get_blob(&self, desc: &Descriptor) -> Result<BlobStream, TransportError> {
-        let mut clients: Vec<(RegistryClient, String)> = Vec::new();
-        let mut first_err = None;
-        for s in self.sources.usable() {
-            match self.sources.client(s).await {
-                Ok(c) => clients.push((c.clone(), s.repo.clone())),
-                Err(e) => {
-                    first_err.get_or_insert(e);
-                }
-            }
-        }
-        let Some((c0, repo0)) = clients.first() else {
-            return Err(first_err.unwrap_or_else(|| TransportError::Unsupported {
-                what: format!("blob {}: no source to fetch it from", desc.digest),
-            }));
-        };
-        let origin = format!("{}/v2/{repo0}/blobs/{}", c0.base_url(), desc.digest);
-        let (tx, stream) = BlobStream::channel(desc.size, origin);
-        tokio::spawn(pump(clients, desc.clone(), tx, self.retry.clone()));
-        Ok(stream)
+        self.fetcher.stream(desc, 0).await
     }
 
     async fn tags(&self) -> Result<Vec<String>, TransportError> {
@@ -179,83 +135,10 @@ impl ImageSource for DockerSource {
             repository: self.reference.repository().to_owned(),
         }]
     }
-}
 
-/// Stream one blob from the sources in order into `tx`, resuming after broken bodies.
-async fn pump(
-    clients: Vec<(RegistryClient, String)>,
-    desc: Descriptor,
-    tx: BlobSender,
-    retry: RetryPolicy,
-) {
-    let mut sent = 0u64;
-    let mut last_err: Option<RegistryError> = None;
-    for (client, repo) in &clients {
-        let mut backoff = Backoff::new(&retry);
-        let mut use_range = true;
-        loop {
-            let opened = if sent > 0 && use_range {
-                client.get_blob_from(repo, &desc, sent).await
-            } else {
-                client.get_blob(repo, &desc).await
-            };
-            let mut resp = match opened {
-                Ok(r) => r,
-                Err(e) if matches!(e.root(), RegistryError::RangeMismatch { .. }) && use_range => {
-                    use_range = false;
-                    continue;
-                }
-                Err(e) => match backoff.next(&e) {
-                    Some(delay) => {
-                        tokio::time::sleep(delay).await;
-                        continue;
-                    }
-                    None => {
-                        last_err = Some(e);
-                        break;
-                    }
-                },
-            };
-            let before = sent;
-            let mut pos = resp.start;
-            let broke = loop {
-                match resp.chunk().await {
-                    Ok(Some(c)) => {
-                        let end = pos + c.len() as u64;
-                        if end > sent {
-                            // Skip what was already sent when the server restarted at 0.
-                            let skip = (sent - pos.min(sent)) as usize;
-                            if !tx.send(Ok(c.slice(skip..))).await {
-                                return; // the consumer is gone
-                            }
-                            sent = end;
-                        }
-                        pos = end;
-                    }
-                    Ok(None) => return,
-                    Err(e) => break e,
-                }
-            };
-            if sent >= before + crate::blob::MIN_PROGRESS && broke.is_retryable() {
-                backoff.reset();
-                continue;
-            }
-            match backoff.next(&broke) {
-                Some(delay) => tokio::time::sleep(delay.min(Duration::from_secs(60))).await,
-                None => {
-                    last_err = Some(broke);
-                    break;
-                }
-            }
-        }
+    fn blob_fetcher(&self) -> Option<&BlobFetcher> {
+        Some(&self.fetcher)
     }
-    let err = last_err
-        .map(TransportError::from)
-        .unwrap_or_else(|| TransportError::BlobNotFound {
-            digest: desc.digest.clone(),
-            location: "the registry".to_owned(),
-        });
-    let _ = tx.send(Err(err)).await;
 }
 
 /// Pushing to a registry.

@@ -18,8 +18,9 @@
 //! manifest of it is recorded and the name goes to the host platform's (or the first).
 //! A copy that fails, or a destination dropped without commit, leaves the store as it
 //! was: the staged writers remove their temp files, so `hoist fsck` finds no orphan.
-//! (Registry → store copies go through the pull engine's fetcher instead, which
-//! publishes each verified blob as it completes, like `hoist pull`.)
+//! A source with a resumable reader (a registry) is fetched through it instead
+//! ([`ImageDestination::put_blob_from`]): into the store's partial ingest file, resumed
+//! across runs, each verified blob published as it completes, like `hoist pull`.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -37,6 +38,7 @@ use super::{
     BlobLocation, BlobStream, Committed, DestinationCaps, ImageDestination, ImageSource,
     ManifestRef, ManifestTarget, RawManifest, raw_manifest,
 };
+use crate::fetch::BlobFetcher;
 use crate::{TransportError, blocking};
 
 /// Reading an image from the store.
@@ -292,6 +294,24 @@ impl ImageDestination for HoistDestination {
             st.staged.push(w);
         }
         Ok(())
+    }
+
+    /// Fetched into the store's partial ingest file under the blob's lock (resumed
+    /// across runs, sliced when large) and published once verified, as a pull does: the
+    /// blob is kept by this copy's lease until the commit records it, and withdrawn if
+    /// the copy fails ([`Store::withdraw_unreached`]).
+    async fn put_blob_from(
+        &self,
+        desc: &Descriptor,
+        kind: hoist_types::BlobKind,
+        fetcher: &BlobFetcher,
+        progress: &dyn Progress,
+    ) -> Result<bool, TransportError> {
+        let held = std::collections::HashSet::new();
+        let fetched = fetcher
+            .fetch_to_store(&self.store, &held, desc, kind, progress)
+            .await?;
+        Ok(fetched.is_some())
     }
 
     async fn put_manifest(

@@ -254,6 +254,60 @@ pub(crate) async fn with_progress<T: Send + 'static>(
     }
 }
 
+/// The partial download of `d` kept in `ingest` (a directory of the destination's
+/// filesystem that readers of the layout never look at).
+fn partial_path(ingest: &Path, d: &Digest) -> PathBuf {
+    ingest.join(format!("partial-{}-{}", d.algorithm(), d.hex()))
+}
+
+/// Fetch `desc` through `fetcher` into the file `dest`, resumably: the bytes go to a
+/// partial file in `ingest` (created when needed), kept when the copy stops so the next
+/// run goes on from it, written in place by Range slices when the blob is large, and
+/// renamed onto `dest` only once size and digest match (then `ingest` is removed when
+/// empty). `false` when another process is writing that partial: the caller streams the
+/// blob instead.
+pub(crate) async fn fetch_resumable(
+    ingest: PathBuf,
+    dest: PathBuf,
+    desc: &Descriptor,
+    kind: hoist_types::BlobKind,
+    fetcher: &crate::fetch::BlobFetcher,
+    progress: &dyn Progress,
+) -> Result<bool, TransportError> {
+    let (d, size) = (desc.digest.clone(), desc.size);
+    let ing = ingest.clone();
+    let open = move || -> Result<Option<hoist_store::PartialBlob>, TransportError> {
+        create_dir_all(&ing)?;
+        if let Some(parent) = dest.parent() {
+            create_dir_all(parent)?;
+        }
+        match hoist_store::PartialBlob::open_at(partial_path(&ing, &d), dest.clone(), &d, size) {
+            Ok(p) => Ok(Some(p)),
+            Err(hoist_store::StoreError::Io { source, .. })
+                if source.kind() == io::ErrorKind::WouldBlock =>
+            {
+                Ok(None)
+            }
+            Err(e) => Err(e.into()),
+        }
+    };
+    let Some(partial) = crate::blocking(open.clone()).await?? else {
+        return Ok(false);
+    };
+    let reopen = move || {
+        open()?.ok_or_else(|| TransportError::Io {
+            what: "reopening a partial download".to_owned(),
+            source: io::Error::new(io::ErrorKind::WouldBlock, "another process holds it"),
+        })
+    };
+    fetcher
+        .fetch_verified(desc, kind, progress, partial, reopen)
+        .await?;
+    // Gone once nothing is in it (another blob's partial keeps it).
+    let _ = crate::blocking(move || fs::remove_dir(&ingest)).await;
+    Ok(true)
+}
+
 /// Whether a regular file of `size` bytes is at `path` (a symlink is not).
 pub(crate) fn has_file(path: &Path, size: u64) -> Result<bool, TransportError> {
     match fs::symlink_metadata(path) {

@@ -333,6 +333,28 @@ impl ImageDestination for OciDestination {
         .await
     }
 
+    /// Resumable (within and across runs): the blob is fetched into
+    /// `DIR/.hoist-ingest/partial-<alg>-<hex>`, which skopeo, umoci and `oci:` sources
+    /// never read, and renamed into `blobs/` once verified; the directory goes when empty.
+    async fn put_blob_from(
+        &self,
+        desc: &Descriptor,
+        kind: hoist_types::BlobKind,
+        fetcher: &crate::fetch::BlobFetcher,
+        progress: &dyn Progress,
+    ) -> Result<bool, TransportError> {
+        let (ingest, dest) = (
+            self.dir.join(".hoist-ingest"),
+            blob_path(&self.dir, &desc.digest),
+        );
+        if !local::fetch_resumable(ingest, dest, desc, kind, fetcher, progress).await? {
+            // Another process is fetching it into this layout: stream our own copy.
+            let stream = fetcher.stream(desc, 0).await?;
+            self.put_blob(desc, stream, progress).await?;
+        }
+        Ok(true)
+    }
+
     async fn put_manifest(
         &self,
         manifest: &RawManifest,

@@ -52,10 +52,11 @@
 use std::fmt;
 use std::str::FromStr;
 
-use hoist_types::{Compression, Descriptor, Digest, Manifest, MediaType, Progress};
+use hoist_types::{BlobKind, Compression, Descriptor, Digest, Manifest, MediaType, Progress};
 
 use super::stream::BlobStream;
 use crate::TransportError;
+use crate::fetch::BlobFetcher;
 
 /// A manifest as a transport hands it over: the exact bytes, the effective media type,
 /// the digest of the bytes and the parsed view (the same type the registry client uses).
@@ -258,6 +259,15 @@ pub trait ImageSource: Send + Sync {
     fn blob_locations(&self) -> Vec<BlobLocation> {
         Vec::new()
     }
+
+    /// The source's resumable blob reader, where it has one: a registry's (reads at an
+    /// offset with `Range`, large blobs over several connections, retries, mirrors). The
+    /// copy engine hands it to [`ImageDestination::put_blob_from`], so a destination that
+    /// keeps partial writes resumes within and across runs. `None` (the default): blobs
+    /// are only streamed with [`get_blob`](Self::get_blob).
+    fn blob_fetcher(&self) -> Option<&BlobFetcher> {
+        None
+    }
 }
 
 /// A place images are written to. See the module docs for the contract.
@@ -284,6 +294,33 @@ pub trait ImageDestination: Send + Sync {
         stream: BlobStream,
         progress: &dyn Progress,
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
+
+    /// Take a blob from a source's resumable reader ([`ImageSource::blob_fetcher`]),
+    /// verifying it as [`put_blob`](Self::put_blob) does; `false` when the destination
+    /// found it present meanwhile (another process put it). A destination that keeps
+    /// resumable partial writes overrides it (the store, `oci:`, `dir:`: a partial file
+    /// invisible to readers, kept when the copy stops, resumed by the next run, written
+    /// in place by Range slices). The default streams the blob from the reader into
+    /// `put_blob` (resumed within the run from the byte reached, never a byte twice).
+    fn put_blob_from(
+        &self,
+        desc: &Descriptor,
+        kind: BlobKind,
+        fetcher: &BlobFetcher,
+        progress: &dyn Progress,
+    ) -> impl Future<Output = Result<bool, TransportError>> + Send {
+        async move {
+            let stream = fetcher.stream(desc, 0).await?;
+            progress.event(&hoist_types::ProgressEvent::BlobStart {
+                digest: &desc.digest,
+                size: desc.size,
+                kind,
+                endpoint: stream.origin(),
+            });
+            self.put_blob(desc, stream, progress).await?;
+            Ok(true)
+        }
+    }
 
     /// Take a manifest's exact bytes. Every blob and child it names was put before.
     fn put_manifest(
