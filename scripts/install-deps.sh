@@ -11,7 +11,7 @@
 # Exit status: 0 when all packages are present afterwards, non-zero (with a message) otherwise.
 set -euo pipefail
 
-PACKAGES=(docker-registry skopeo umoci openssl apache2-utils curl e2fsprogs erofs-utils gnupg)
+PACKAGES=(docker-registry skopeo umoci openssl apache2-utils curl e2fsprogs erofs-utils gnupg cryptsetup-bin)
 
 installed() {
   # dpkg -s succeeds for half-removed packages too; require "install ok installed".
