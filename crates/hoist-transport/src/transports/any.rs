@@ -124,19 +124,8 @@ impl AnyDestination {
     }
 }
 
-macro_rules! each_dest {
-    ($self:expr, $s:ident => $e:expr) => {
-        match $self {
-            Self::Docker($s) => $e,
-            Self::Oci($s) => $e,
-            Self::Dir($s) => $e,
-            Self::Hoist($s) => $e,
-            Self::OciArchive($s) => $e,
-            Self::DockerArchive($s) => $e,
-        }
-    };
-}
-
+/// `$e` with `$s` bound to the one value of an [`AnySource`] or [`AnyDestination`] (both
+/// have the same variants).
 macro_rules! each {
     ($self:expr, $s:ident => $e:expr) => {
         match $self {
@@ -189,11 +178,11 @@ impl ImageSource for AnySource {
 
 impl ImageDestination for AnyDestination {
     fn describe(&self) -> String {
-        each_dest!(self, d => d.describe())
+        each!(self, d => d.describe())
     }
 
     fn capabilities(&self) -> DestinationCaps {
-        each_dest!(self, d => d.capabilities())
+        each!(self, d => d.capabilities())
     }
 
     async fn has_blob(
@@ -201,7 +190,7 @@ impl ImageDestination for AnyDestination {
         desc: &Descriptor,
         hints: &[BlobLocation],
     ) -> Result<bool, TransportError> {
-        each_dest!(self, d => d.has_blob(desc, hints).await)
+        each!(self, d => d.has_blob(desc, hints).await)
     }
 
     async fn put_blob(
@@ -210,7 +199,7 @@ impl ImageDestination for AnyDestination {
         stream: BlobStream,
         progress: &dyn Progress,
     ) -> Result<(), TransportError> {
-        each_dest!(self, d => d.put_blob(desc, stream, progress).await)
+        each!(self, d => d.put_blob(desc, stream, progress).await)
     }
 
     async fn put_blob_from(
@@ -220,7 +209,7 @@ impl ImageDestination for AnyDestination {
         fetcher: &crate::fetch::BlobFetcher,
         progress: &dyn Progress,
     ) -> Result<bool, TransportError> {
-        each_dest!(self, d => d.put_blob_from(desc, kind, fetcher, progress).await)
+        each!(self, d => d.put_blob_from(desc, kind, fetcher, progress).await)
     }
 
     async fn put_manifest(
@@ -228,7 +217,7 @@ impl ImageDestination for AnyDestination {
         manifest: &RawManifest,
         target: &ManifestTarget,
     ) -> Result<(), TransportError> {
-        each_dest!(self, d => d.put_manifest(manifest, target).await)
+        each!(self, d => d.put_manifest(manifest, target).await)
     }
 
     async fn put_signatures(
@@ -236,10 +225,10 @@ impl ImageDestination for AnyDestination {
         instance: &Digest,
         signatures: &[Vec<u8>],
     ) -> Result<(), TransportError> {
-        each_dest!(self, d => d.put_signatures(instance, signatures).await)
+        each!(self, d => d.put_signatures(instance, signatures).await)
     }
 
     async fn commit(self) -> Result<Committed, TransportError> {
-        each_dest!(self, d => d.commit().await)
+        each!(self, d => d.commit().await)
     }
 }

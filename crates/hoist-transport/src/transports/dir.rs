@@ -22,15 +22,15 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
 
 use hoist_types::{Descriptor, Digest, MAX_MANIFEST_SIZE, Progress};
 
 use super::local::{self, invalid};
 use super::{
     BlobLocation, BlobStream, Committed, DestinationCaps, ImageDestination, ImageSource,
-    ManifestRef, ManifestTarget, RawManifest, raw_manifest,
+    ManifestRef, ManifestTarget, RawManifest, Staged, raw_manifest,
 };
 use crate::{TransportError, blocking};
 
@@ -147,7 +147,7 @@ impl ImageSource for DirSource {
 pub struct DirDestination {
     dir: PathBuf,
     staging: PathBuf,
-    top: Mutex<Option<Digest>>,
+    staged: Staged,
     committed: bool,
 }
 
@@ -196,7 +196,7 @@ impl DirDestination {
         Ok(DirDestination {
             dir,
             staging,
-            top: Mutex::new(None),
+            staged: Staged::new(),
             committed: false,
         })
     }
@@ -293,7 +293,7 @@ impl ImageDestination for DirDestination {
         let bytes = manifest.bytes.clone();
         blocking(move || local::write_atomic(&path, &bytes)).await??;
         if *target == ManifestTarget::Top {
-            *self.top.lock().unwrap_or_else(|p| p.into_inner()) = Some(manifest.digest.clone());
+            self.staged.record(manifest, target);
         }
         Ok(())
     }
@@ -303,31 +303,25 @@ impl ImageDestination for DirDestination {
         instance: &Digest,
         signatures: &[Vec<u8>],
     ) -> Result<(), TransportError> {
-        let top = self.top.lock().unwrap_or_else(|p| p.into_inner()).clone();
-        // Signatures of the top manifest may come before it is put (it is put last).
-        let inst = (top.as_ref() != Some(instance)).then(|| instance.clone());
-        let (staging, sigs) = (self.staging.clone(), signatures.to_vec());
-        blocking(move || {
-            for (i, s) in sigs.iter().enumerate() {
-                local::write_atomic(&signature_file(&staging, inst.as_ref(), i + 1), s)?;
-            }
-            Ok(())
-        })
-        .await?
+        // Written at commit, when the top manifest is known: its signatures are
+        // `signature-N`, an instance's `HEX.signature-N`, whatever order they came in.
+        self.staged.record_signatures(instance, signatures);
+        Ok(())
     }
 
     async fn commit(mut self) -> Result<Committed, TransportError> {
         let location = self.describe();
-        let digest = self
-            .top
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
-            .ok_or_else(|| TransportError::Unsupported {
-                what: format!("{location}: commit without a manifest"),
-            })?;
+        let mut st = self.staged.take();
+        let digest = st.take_top(&location)?.digest;
         let (dir, staging) = (self.dir.clone(), self.staging.clone());
+        let top = digest.clone();
         blocking(move || {
+            for (instance, sigs) in &st.signatures {
+                let inst = (*instance != top).then_some(instance);
+                for (i, s) in sigs.iter().enumerate() {
+                    local::write_atomic(&signature_file(&staging, inst, i + 1), s)?;
+                }
+            }
             let parent = staging.parent().unwrap_or(Path::new(".")).to_owned();
             let old = if check_replaceable(&dir)? {
                 let old = local::temp_path(&parent, "old");

@@ -24,14 +24,12 @@
 
 use std::sync::Arc;
 
-use std::sync::Mutex;
-
 use hoist_registry::{BlobBody, ClientOptions, MountOutcome, RegistryClient, RegistryError};
 use hoist_types::{Descriptor, Digest, NoProgress, Progress, Reference};
 
 use super::{
     BlobLocation, BlobStream, Committed, DestinationCaps, ImageDestination, ImageSource,
-    ManifestRef, ManifestTarget, RawManifest,
+    ManifestRef, ManifestTarget, RawManifest, Staged, refuse_signatures,
 };
 use crate::TransportError;
 use crate::fetch::BlobFetcher;
@@ -141,13 +139,27 @@ impl ImageSource for DockerSource {
     }
 }
 
+/// Whether a blob stream's channel has nothing more than empty chunks (an error counts as
+/// more: the push fails either way).
+async fn at_end(
+    rx: &mut tokio::sync::mpsc::Receiver<Result<bytes::Bytes, TransportError>>,
+) -> bool {
+    loop {
+        match rx.recv().await {
+            None => return true,
+            Some(Ok(b)) if b.is_empty() => continue,
+            Some(_) => return false,
+        }
+    }
+}
+
 /// Pushing to a registry.
 #[derive(Debug)]
 pub struct DockerDestination {
     reference: Reference,
     opts: ClientOptions,
     client: tokio::sync::OnceCell<RegistryClient>,
-    top: Mutex<Option<RawManifest>>,
+    staged: Staged,
 }
 
 impl DockerDestination {
@@ -157,7 +169,7 @@ impl DockerDestination {
             reference,
             opts,
             client: tokio::sync::OnceCell::new(),
-            top: Mutex::new(None),
+            staged: Staged::new(),
         }
     }
 
@@ -222,11 +234,31 @@ impl ImageDestination for DockerDestination {
     ) -> Result<(), TransportError> {
         // Progress comes from the client's reporter (bytes sent, each counted once).
         let c = self.client().await?;
-        let rx = stream.into_async().into_receiver();
-        let body = futures_util::stream::unfold(rx, |mut rx| async move {
-            rx.recv()
-                .await
-                .map(|chunk| (chunk.map_err(std::io::Error::other), rx))
+        let stream_origin = stream.origin().to_owned();
+        let (rx, size, origin) = (
+            stream.into_async().into_receiver(),
+            desc.size,
+            stream_origin,
+        );
+        let body = futures_util::stream::unfold((rx, 0u64), move |(mut rx, seen)| {
+            let origin = origin.clone();
+            async move {
+                let chunk = match rx.recv().await? {
+                    Ok(b) => b,
+                    Err(e) => return Some((Err(std::io::Error::other(e)), (rx, seen))),
+                };
+                let seen = seen + chunk.len() as u64;
+                // The client sends `size` bytes and stops: look past them, so that a
+                // stream longer than its descriptor fails here as it does everywhere.
+                let over = seen > size || (seen == size && !at_end(&mut rx).await);
+                let item = match over {
+                    false => Ok(chunk),
+                    true => Err(std::io::Error::other(format!(
+                        "{origin}: more than the declared {size} bytes"
+                    ))),
+                };
+                Some((item, (rx, seen)))
+            }
         });
         c.push_blob(self.repo(), desc, BlobBody::from_stream(body))
             .await?;
@@ -240,7 +272,8 @@ impl ImageDestination for DockerDestination {
     ) -> Result<(), TransportError> {
         let reference = match target {
             ManifestTarget::Top => {
-                *self.top.lock().unwrap_or_else(|p| p.into_inner()) = Some(manifest.clone());
+                // Put under the reference's tag by `commit`, last.
+                self.staged.record(manifest, target);
                 return Ok(());
             }
             ManifestTarget::Instance => manifest.digest.to_string(),
@@ -262,7 +295,7 @@ impl ImageDestination for DockerDestination {
         instance: &Digest,
         signatures: &[Vec<u8>],
     ) -> Result<(), TransportError> {
-        super::refuse_signatures(
+        refuse_signatures(
             self.describe(),
             instance,
             signatures,
@@ -272,14 +305,7 @@ impl ImageDestination for DockerDestination {
 
     async fn commit(self) -> Result<Committed, TransportError> {
         let location = self.describe();
-        let top = self
-            .top
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .take()
-            .ok_or_else(|| TransportError::Unsupported {
-                what: format!("{location}: commit without a manifest"),
-            })?;
+        let top = self.staged.take().take_top(&location)?;
         if let Some(d) = self.reference.digest()
             && d != &top.digest
         {

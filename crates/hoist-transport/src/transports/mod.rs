@@ -46,5 +46,5 @@ pub use stream::{AsyncBlobStream, BlobRead, BlobSender, BlobStream, STREAM_CHUNK
 pub(crate) use traits::refuse_signatures;
 pub use traits::{
     BlobLocation, Committed, DestinationCaps, ImageDestination, ImageSource, ManifestFormat,
-    ManifestRef, ManifestTarget, RawManifest, raw_manifest,
+    ManifestRef, ManifestTarget, RawManifest, Staged, StagedState, raw_manifest,
 };

@@ -26,8 +26,8 @@
 //! [OCI image layout]: https://github.com/opencontainers/image-spec/blob/main/image-layout.md
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex};
 
 use hoist_types::{
     ANNOTATION_REF_NAME, Descriptor, Digest, ImageIndex, MAX_MANIFEST_SIZE, MediaType, Progress,
@@ -37,7 +37,7 @@ use serde_json::Value;
 use super::local::{self, invalid};
 use super::{
     BlobLocation, BlobStream, Committed, DestinationCaps, ImageDestination, ImageSource,
-    ManifestFormat, ManifestRef, ManifestTarget, RawManifest, raw_manifest,
+    ManifestFormat, ManifestRef, ManifestTarget, RawManifest, Staged, raw_manifest,
 };
 use crate::{TransportError, blocking};
 
@@ -197,18 +197,12 @@ impl ImageSource for OciSource {
     }
 }
 
-#[derive(Debug, Default)]
-struct DestState {
-    top: Option<Descriptor>,
-    tags: Vec<(String, Descriptor)>,
-}
-
 /// Writing into an OCI image layout.
 #[derive(Debug)]
 pub struct OciDestination {
     dir: PathBuf,
     name: Option<String>,
-    state: Mutex<DestState>,
+    staged: Staged,
 }
 
 impl OciDestination {
@@ -246,12 +240,8 @@ impl OciDestination {
         Ok(OciDestination {
             dir,
             name,
-            state: Mutex::new(DestState::default()),
+            staged: Staged::new(),
         })
-    }
-
-    fn state(&self) -> std::sync::MutexGuard<'_, DestState> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
 
@@ -373,35 +363,17 @@ impl ImageDestination for OciDestination {
             local::write_atomic(&path, &bytes)
         })
         .await??;
-        let desc = manifest.descriptor();
-        let mut st = self.state();
-        match target {
-            ManifestTarget::Top => st.top = Some(desc),
-            ManifestTarget::Instance => {}
-            ManifestTarget::Tag(t) => st.tags.push((t.clone(), desc)),
+        // Named in `index.json` at commit (instances only by the index that lists them).
+        if *target != ManifestTarget::Instance {
+            self.staged.record(manifest, target);
         }
         Ok(())
     }
 
-    async fn put_signatures(
-        &self,
-        instance: &Digest,
-        signatures: &[Vec<u8>],
-    ) -> Result<(), TransportError> {
-        super::refuse_signatures(
-            self.describe(),
-            instance,
-            signatures,
-            "an OCI layout keeps no simple-signing signatures",
-        )
-    }
-
     async fn commit(self) -> Result<Committed, TransportError> {
         let location = self.describe();
-        let st = std::mem::take(&mut *self.state());
-        let top = st.top.ok_or_else(|| TransportError::Unsupported {
-            what: format!("{location}: commit without a manifest"),
-        })?;
+        let mut st = self.staged.take();
+        let top = st.take_top(&location)?.descriptor();
         let (dir, name, digest) = (self.dir, self.name, top.digest.clone());
         blocking(move || {
             let layout = dir.join("oci-layout");
@@ -409,8 +381,8 @@ impl ImageDestination for OciDestination {
                 local::write_atomic(&layout, OCI_LAYOUT.as_bytes())?;
             }
             let mut doc = read_index(&dir)?.map(|(i, _)| i);
-            for (t, d) in &st.tags {
-                doc = Some(updated_index(doc, d, Some(t)));
+            for (t, m) in &st.tags {
+                doc = Some(updated_index(doc, &m.descriptor(), Some(t)));
             }
             let doc = updated_index(doc, &top, name.as_deref());
             let bytes = serde_json::to_vec(&doc).expect("JSON values serialise");

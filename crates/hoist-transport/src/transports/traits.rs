@@ -42,15 +42,27 @@
 //!   Children are put before the index that lists them, and every blob a manifest names
 //!   before the manifest.
 //! - [`put_signatures`](ImageDestination::put_signatures) stores simple-signing
-//!   signatures of a manifest, where the transport keeps them.
+//!   signatures of a manifest, where the transport keeps them; the default refuses a
+//!   non-empty list (only destinations with [`DestinationCaps::signatures`] override it).
 //! - [`commit`](ImageDestination::commit) comes **last**: it makes the image visible
 //!   under its name (the tag in a registry, the `index.json` entry of a layout, the
 //!   store's name). A destination dropped without commit leaves its name as it was: at
 //!   most verified blobs that nothing references.
 //!
+//! # Destination bookkeeping ([`Staged`])
+//!
+//! What a destination keeps between its `put_*` calls and [`commit`](ImageDestination::commit)
+//! is the same everywhere, so it is one type: [`Staged`] holds a [`StagedState`] (the top
+//! manifest, instances, extra tags, signatures, and `X`, what one destination needs
+//! besides) behind a mutex, because puts take `&self` and run concurrently. A destination
+//! [`record`](Staged::record)s what it does not write at once, and at commit
+//! [`take`](Staged::take)s the state and [`take_top`](StagedState::take_top)s the top
+//! manifest, which fails the same way everywhere when none was put.
+//!
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::{Mutex, MutexGuard};
 
 use hoist_types::{BlobKind, Compression, Descriptor, Digest, Manifest, MediaType, Progress};
 
@@ -77,6 +89,85 @@ pub(crate) fn refuse_signatures(
     Err(TransportError::Unsupported {
         what: format!("{location}: {why} (of {instance})"),
     })
+}
+
+/// What a destination keeps between its `put_*` calls and `commit` (see [`Staged`]).
+///
+/// `X` is what one destination needs besides (the store keeps its staged blob writers and
+/// blob locks there); `()` for most.
+#[derive(Debug, Default)]
+pub struct StagedState<X = ()> {
+    /// The manifest put as [`ManifestTarget::Top`] (the last one put wins).
+    pub top: Option<RawManifest>,
+    /// Manifests put as [`ManifestTarget::Instance`], in order.
+    pub instances: Vec<RawManifest>,
+    /// Manifests put as [`ManifestTarget::Tag`], with their tag, in order.
+    pub tags: Vec<(String, RawManifest)>,
+    /// Simple-signing signatures taken, by the manifest they sign, in order.
+    pub signatures: Vec<(Digest, Vec<Vec<u8>>)>,
+    /// The destination's own extras.
+    pub extra: X,
+}
+
+impl<X> StagedState<X> {
+    /// Take the top manifest; committing without one is an error naming `location` (the
+    /// destination's `describe()`), the same for every destination.
+    pub fn take_top(&mut self, location: &str) -> Result<RawManifest, TransportError> {
+        self.top.take().ok_or_else(|| TransportError::Unsupported {
+            what: format!("{location}: commit without a manifest"),
+        })
+    }
+}
+
+/// The bookkeeping every destination shares: a [`StagedState`] behind a mutex, so the
+/// `&self` puts (which may run concurrently) can record into it and `commit` can take it.
+///
+/// A destination keeps one, [`record`](Staged::record)s the manifests (and
+/// [`record_signatures`](Staged::record_signatures) the signatures) it does not write at
+/// once, and at commit calls [`take`](Staged::take). A poisoned lock is recovered: the
+/// state is plain data, and a panicking put leaves it as consistent as an error would.
+#[derive(Debug, Default)]
+pub struct Staged<X = ()> {
+    state: Mutex<StagedState<X>>,
+}
+
+impl<X: Default> Staged<X> {
+    /// Nothing staged yet.
+    pub fn new() -> Staged<X> {
+        Staged {
+            state: Mutex::new(StagedState::default()),
+        }
+    }
+
+    /// The state, locked (do not hold it across an `await`).
+    pub fn lock(&self) -> MutexGuard<'_, StagedState<X>> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Record `manifest` for `target`: as the top (replacing one put before), an
+    /// instance, or under an extra tag.
+    pub fn record(&self, manifest: &RawManifest, target: &ManifestTarget) {
+        let mut st = self.lock();
+        match target {
+            ManifestTarget::Top => st.top = Some(manifest.clone()),
+            ManifestTarget::Instance => st.instances.push(manifest.clone()),
+            ManifestTarget::Tag(t) => st.tags.push((t.clone(), manifest.clone())),
+        }
+    }
+
+    /// Record simple-signing signatures of `instance` (none: nothing recorded).
+    pub fn record_signatures(&self, instance: &Digest, signatures: &[Vec<u8>]) {
+        if !signatures.is_empty() {
+            self.lock()
+                .signatures
+                .push((instance.clone(), signatures.to_vec()));
+        }
+    }
+
+    /// Everything staged, leaving nothing behind (for `commit`).
+    pub fn take(&self) -> StagedState<X> {
+        std::mem::take(&mut *self.lock())
+    }
 }
 
 /// The manifest formats `--format` converts between.
@@ -329,13 +420,23 @@ pub trait ImageDestination: Send + Sync {
         target: &ManifestTarget,
     ) -> impl Future<Output = Result<(), TransportError>> + Send;
 
-    /// Take simple-signing signatures of the manifest `instance`. Destinations without
-    /// [`DestinationCaps::signatures`] refuse a non-empty list.
+    /// Take simple-signing signatures of the manifest `instance`. The default, for
+    /// destinations without [`DestinationCaps::signatures`], accepts an empty list and
+    /// refuses any other, naming the destination and `instance`; a destination that keeps
+    /// signatures overrides it (e.g. with [`Staged::record_signatures`]).
     fn put_signatures(
         &self,
         instance: &Digest,
         signatures: &[Vec<u8>],
-    ) -> impl Future<Output = Result<(), TransportError>> + Send;
+    ) -> impl Future<Output = Result<(), TransportError>> + Send {
+        let refused = refuse_signatures(
+            self.describe(),
+            instance,
+            signatures,
+            "this destination keeps no simple-signing signatures",
+        );
+        async move { refused }
+    }
 
     /// Make the image visible under the destination's name. Last.
     fn commit(self) -> impl Future<Output = Result<Committed, TransportError>> + Send
