@@ -66,7 +66,10 @@ fn a_copy_to_an_oci_layout_killed_mid_blob_resumes_across_runs() {
     let blob = layout.join("blobs/sha256").join(&hex);
     assert!(!blob.exists(), "nothing partial is a blob of the layout");
     let index = std::fs::read_to_string(layout.join("index.json")).unwrap_or_default();
-    assert!(!index.contains("\"v1\""), "no name before the commit: {index}");
+    assert!(
+        !index.contains("\"v1\""),
+        "no name before the commit: {index}"
+    );
     let sent_first = fake.blob_bytes_sent(&d);
     assert!(sent_first >= kept && sent_first < size);
 
@@ -92,4 +95,32 @@ fn a_copy_to_an_oci_layout_killed_mid_blob_resumes_across_runs() {
         total < size + size / 2,
         "{total} bytes crossed the wire for a {size}-byte blob"
     );
+}
+
+#[test]
+fn a_registry_to_registry_copy_replays_a_broken_upload_from_the_source() {
+    // Two registries, so the blob cannot be mounted: it must be uploaded.
+    let fake = FakeRegistry::start();
+    let dest = FakeRegistry::start();
+    dest.accept_pushes(true);
+    // 40 MiB: a chunked upload of two PATCHes (32 MiB chunks).
+    let img = image(&[(40 * MIB, 13)], "replay");
+    fake.push_image("ns/src", "v1", &img);
+    let d = img.layers[0].blob.digest.clone();
+    // The second PATCH is refused: the upload must start again from byte 0, which a
+    // one-shot stream cannot give; the source's reader fetches it again.
+    dest.inject(Fault::Status(416).on_upload("PATCH").skip(1));
+    let env = Env::new();
+    let src = format!("docker://{}", fake.image_ref("ns/src:v1"));
+    let dst = format!("docker://{}", dest.image_ref("ns/dst:v1"));
+    let out = env.hoist(&["copy", &src, &dst]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let pushed = dest.blob("ns/dst", &d).expect("the layer was pushed");
+    assert_eq!(hoist_testkit::images::sha256_digest(&pushed), d);
+    // The source was read more than once: the replay came from the reader.
+    assert!(fake.blob_bytes_sent(&d) > img.layers[0].blob.size);
 }

@@ -265,6 +265,36 @@ impl ImageDestination for DockerDestination {
         Ok(())
     }
 
+    /// A push whose source is a registry: the upload body is the source's resumable
+    /// reader, replayable from any offset, so an upload that breaks (a chunk refused, a
+    /// registry that wants the blob again in one request) is replayed from the reader
+    /// (`Range` from the offset needed) instead of failing as a one-shot stream would.
+    async fn put_blob_from(
+        &self,
+        desc: &Descriptor,
+        _kind: hoist_types::BlobKind,
+        fetcher: &BlobFetcher,
+        _progress: &dyn Progress,
+    ) -> Result<bool, TransportError> {
+        // Progress comes from the client's reporter (bytes sent, each counted once).
+        let c = self.client().await?;
+        let (f, d) = (fetcher.clone(), desc.clone());
+        let body = BlobBody::reopenable_stream(move |offset| {
+            let (f, d) = (f.clone(), d.clone());
+            async move {
+                let s = f.stream(&d, offset).await.map_err(std::io::Error::other)?;
+                let rx = s.into_async().into_receiver();
+                Ok(futures_util::stream::unfold(rx, |mut rx| async move {
+                    rx.recv()
+                        .await
+                        .map(|chunk| (chunk.map_err(std::io::Error::other), rx))
+                }))
+            }
+        });
+        c.push_blob(self.repo(), desc, body).await?;
+        Ok(true)
+    }
+
     async fn put_manifest(
         &self,
         manifest: &RawManifest,
