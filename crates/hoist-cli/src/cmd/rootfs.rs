@@ -19,7 +19,7 @@ pub enum FormatArg {
     Dir,
     /// An ext4 image (hoist's own writer, straight from the layers; no root needed).
     Ext4,
-    /// An erofs image (mkfs.erofs).
+    /// An erofs image (hoist's own writer, straight from the layers; no root needed).
     Erofs,
 }
 
@@ -46,6 +46,11 @@ pub struct Args {
     /// Extra free space in an automatically sized ext4 image, e.g. 1G.
     #[arg(long, value_name = "SIZE", conflicts_with = "size")]
     pub free: Option<Size>,
+    /// Append a dm-verity hash tree (sha256, 4 KiB blocks, salt derived from the chain or
+    /// diff ID) to each ext4 or erofs image; the JSON result gives its root hash, salt and
+    /// hash offset (`veritysetup verify IMAGE IMAGE ROOT_HASH --hash-offset=OFFSET`).
+    #[arg(long)]
+    pub verity: bool,
     /// Rebuild even when the result is cached.
     #[arg(long)]
     pub force: bool,
@@ -78,6 +83,7 @@ pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
                 _ => 0,
             },
         },
+        verity: a.verity,
         unpack: UnpackOptions {
             rootless: a.rootless || !hoist_unpack::is_root(),
             ..UnpackOptions::default()
