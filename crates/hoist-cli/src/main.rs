@@ -65,6 +65,8 @@ enum Command {
     Df(cmd::df::Args),
     /// Show the history of an image: the steps that made it and their layers.
     History(cmd::history::Args),
+    /// Serve the store as a read-only registry (Distribution API), a containerd mirror.
+    Serve(cmd::serve::Args),
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -134,6 +136,7 @@ fn run(command: Command, g: &GlobalArgs) -> anyhow::Result<()> {
             Command::Fsck(a) => cmd::fsck::run(a, g),
             Command::Df(a) => cmd::df::run(a, g),
             Command::History(a) => cmd::history::run(a, g),
+            Command::Serve(a) => cmd::serve::run(a, g).await,
             Command::Completions { .. } => unreachable!("handled before the runtime starts"),
         }
     })

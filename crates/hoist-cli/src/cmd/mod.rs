@@ -14,6 +14,7 @@ pub mod pull;
 pub mod push;
 pub mod rootfs;
 pub mod save;
+pub mod serve;
 pub mod tags;
 pub mod unpack;
 

@@ -1,0 +1,822 @@
+//! `hoist serve` end to end against real clients on loopback: skopeo copies from it
+//! byte for byte, curl drives the HTTP semantics (Range matrix, HEAD, ETag, Accept
+//! negotiation, paging, errors), a client that disconnects mid-blob leaves server and
+//! store healthy. The upstream Distribution registry is killed before serving, so every
+//! byte comes from the store.
+//!
+//! The distribution-spec conformance suite cannot be built here (Debian's Go is too old);
+//! these tests cover its pull and content-discovery workflows instead.
+
+mod support;
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use hoist_testkit::images::{self, sha256_digest};
+use hoist_testkit::registry::Registry;
+use hoist_testkit::skopeo::{self, SkopeoOpts};
+use hoist_testkit::{Need, Peer, require};
+use serde_json::Value;
+use tempfile::TempDir;
+
+/// A test's sandbox and store.
+struct Env {
+    dir: TempDir,
+}
+
+impl Env {
+    fn new() -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn store(&self) -> PathBuf {
+        support::store(self.dir.path())
+    }
+
+    fn ok(&self, args: &[&str]) -> Vec<u8> {
+        let out = support::hoist(self.dir.path()).args(args).output().unwrap();
+        assert!(
+            out.status.success(),
+            "hoist {args:?} failed:\n{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out.stdout
+    }
+
+    fn blob(&self, digest: &str) -> Vec<u8> {
+        let (alg, hex) = digest.split_once(':').unwrap();
+        std::fs::read(self.store().join("blobs").join(alg).join(hex)).unwrap()
+    }
+
+    /// Every file under the store with its size and mtime: what "touch nothing" compares.
+    fn store_listing(&self) -> Vec<(PathBuf, u64, std::time::SystemTime)> {
+        let mut out = Vec::new();
+        let mut stack = vec![self.store()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let e = e.unwrap();
+                let m = e.metadata().unwrap();
+                if m.is_dir() {
+                    stack.push(e.path());
+                } else if !e.path().starts_with(self.store().join("hoist/leases"))
+                    && !e.path().starts_with(self.store().join("hoist/locks"))
+                {
+                    out.push((e.path(), m.len(), m.modified().unwrap()));
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+
+    /// Start `hoist serve` on a free port.
+    fn serve(&self, extra: &[&str]) -> Serve {
+        let log = self.dir.path().join(format!(
+            "serve-{}.log",
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .unwrap()
+                .as_nanos()
+        ));
+        let mut cmd = support::hoist_std(self.dir.path());
+        cmd.args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(std::fs::File::create(&log).unwrap());
+        let mut child = cmd.spawn().unwrap();
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .unwrap_or_else(|| {
+                let _ = child.kill();
+                let _ = child.wait();
+                panic!(
+                    "hoist serve did not start: {line:?}\n{}",
+                    std::fs::read_to_string(&log).unwrap_or_default()
+                )
+            })
+            .to_owned();
+        Serve { child, addr, log }
+    }
+}
+
+/// A running `hoist serve`, killed (by its own pid) when dropped.
+struct Serve {
+    child: Child,
+    addr: String,
+    log: PathBuf,
+}
+
+impl Drop for Serve {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Serve {
+    fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    fn log(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+}
+
+/// One curl answer.
+#[derive(Debug)]
+struct Answer {
+    status: u16,
+    headers: Vec<(String, String)>,
+    body: Vec<u8>,
+}
+
+impl Answer {
+    fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .rev()
+            .find(|(k, _)| k.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    fn json(&self) -> Value {
+        serde_json::from_slice(&self.body)
+            .unwrap_or_else(|e| panic!("not JSON ({e}): {}", String::from_utf8_lossy(&self.body)))
+    }
+
+    fn error_code(&self) -> String {
+        self.json()["errors"][0]["code"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned()
+    }
+}
+
+/// `curl` with `args` (method, headers) on `url`: status, headers and body.
+fn curl(dir: &Path, url: &str, args: &[&str]) -> Answer {
+    let body = dir.join("curl-body");
+    let heads = dir.join("curl-headers");
+    let out = Command::new("curl")
+        .args(["-s", "-S", "--max-time", "60", "--path-as-is", "-g"])
+        .arg("-o")
+        .arg(&body)
+        .arg("-D")
+        .arg(&heads)
+        .args(["-w", "%{http_code}"])
+        .args(args)
+        .arg(url)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "curl {url} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let status: u16 = String::from_utf8_lossy(&out.stdout).trim().parse().unwrap();
+    let headers = std::fs::read_to_string(&heads)
+        .unwrap()
+        .lines()
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_owned(), v.trim().to_owned()))
+        .collect();
+    let mut body = std::fs::read(&body).unwrap_or_default();
+    if args.contains(&"-I") {
+        // curl writes a HEAD answer's headers as its output: nothing else may follow them.
+        assert_eq!(
+            body,
+            std::fs::read(&heads).unwrap(),
+            "HEAD {url} sent a body"
+        );
+        body.clear();
+    }
+    Answer {
+        status,
+        headers,
+        body,
+    }
+}
+
+/// Push `spec` to a fresh registry as `ns/app:1.0`, pull it into the env's store, then
+/// kill the registry: whatever `hoist serve` answers comes from the store.
+fn stored_image(env: &Env) -> (images::BuiltImage, String) {
+    let mut reg = Registry::plain();
+    let built = skopeo::push_spec(&images::sample_multi_layer(), &reg, "ns/app:1.0").unwrap();
+    env.ok(&["--quiet", "pull", &reg.image_ref("ns/app:1.0")]);
+    let host = reg.host_port();
+    reg.kill();
+    (built, host)
+}
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
+
+#[test]
+fn skopeo_copies_from_serve_byte_identical_to_the_store() {
+    require!(
+        Need::Peer(Peer::Registry),
+        Need::Peer(Peer::Skopeo),
+        Need::Tool("curl")
+    );
+    let env = Env::new();
+    let (built, _) = stored_image(&env);
+    let mut srv = env.serve(&[]);
+    let src = format!("docker://{}/ns/app:1.0", srv.addr);
+    let opts = SkopeoOpts::default().tls_verify(false);
+
+    // dir: keeps the manifest bytes and names every blob by digest.
+    let out = env.dir.path().join("copy");
+    skopeo::skopeo_copy(
+        &src,
+        &format!("dir:{}", out.display()),
+        Some(&opts),
+        None,
+        false,
+    )
+    .unwrap();
+    let manifest = std::fs::read(out.join("manifest.json")).unwrap();
+    assert_eq!(sha256_digest(&manifest), built.manifest.digest);
+    assert_eq!(manifest, env.blob(&built.manifest.digest));
+    for d in built.layer_digests().iter().chain([&built.config.digest]) {
+        let copied = std::fs::read(out.join(d.strip_prefix("sha256:").unwrap())).unwrap();
+        assert_eq!(sha256_digest(&copied), *d);
+        assert_eq!(copied, env.blob(d), "{d}");
+    }
+    // skopeo inspect --raw is the stored manifest, and its digest is the pulled one.
+    let raw = skopeo::skopeo_inspect_raw(&src, &opts).unwrap();
+    assert_eq!(raw, manifest);
+    let by_digest = format!("docker://{}/ns/app@{}", srv.addr, built.manifest.digest);
+    assert_eq!(
+        skopeo::skopeo_inspect_raw(&by_digest, &opts).unwrap(),
+        manifest
+    );
+    assert_eq!(
+        skopeo::skopeo_list_tags(&format!("docker://{}/ns/app", srv.addr), &opts).unwrap(),
+        vec!["1.0".to_owned()]
+    );
+    // One log line per request: method, path, status, bytes, time.
+    let log = srv.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(&built.layer_digests()[0]) && l.starts_with("GET "))
+        .unwrap_or_else(|| panic!("no log line for the layer:\n{log}"));
+    let f: Vec<&str> = line.split(' ').collect();
+    assert_eq!(f.len(), 5, "{line}");
+    assert_eq!(f[2], "200", "{line}");
+    assert_eq!(f[3], built.layers[0].blob.size.to_string(), "{line}");
+    assert!(f[4].ends_with("ms"), "{line}");
+    assert!(srv.is_running());
+    support::assert_fsck_clean(env.dir.path(), &env.store());
+}
+
+#[test]
+fn http_semantics_range_matrix_headers_paging_and_errors() {
+    require!(
+        Need::Peer(Peer::Registry),
+        Need::Peer(Peer::Skopeo),
+        Need::Tool("curl")
+    );
+    let env = Env::new();
+    let (built, host) = stored_image(&env);
+    // More tags for paging.
+    for t in ["a", "b", "c", "d"] {
+        env.ok(&[
+            "tag",
+            &format!("{host}/ns/app:1.0"),
+            &format!("{host}/ns/app:{t}"),
+        ]);
+    }
+    env.ok(&[
+        "tag",
+        &format!("{host}/ns/app:1.0"),
+        &format!("{host}/other/x:1"),
+    ]);
+    let srv = env.serve(&[]);
+    let d = env.dir.path();
+    let before = env.store_listing();
+
+    // /v2/
+    let a = curl(d, &srv.url("/v2/"), &[]);
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        a.header("docker-distribution-api-version"),
+        Some("registry/2.0")
+    );
+
+    // Manifest by tag, GET and HEAD.
+    let m = curl(d, &srv.url("/v2/ns/app/manifests/1.0"), &[]);
+    assert_eq!(m.status, 200);
+    assert_eq!(m.body, built.manifest_bytes);
+    assert_eq!(
+        m.header("content-type"),
+        Some(built.manifest.media_type.as_str())
+    );
+    assert_eq!(
+        m.header("docker-content-digest"),
+        Some(built.manifest.digest.as_str())
+    );
+    assert_eq!(
+        m.header("etag"),
+        Some(format!("\"{}\"", built.manifest.digest).as_str())
+    );
+    let h = curl(d, &srv.url("/v2/ns/app/manifests/1.0"), &["-I"]);
+    assert_eq!(h.status, 200);
+    assert!(h.body.is_empty());
+    assert_eq!(
+        h.header("content-length"),
+        Some(built.manifest_bytes.len().to_string().as_str())
+    );
+    assert_eq!(
+        h.header("docker-content-digest"),
+        Some(built.manifest.digest.as_str())
+    );
+    let etag = format!("If-None-Match: \"{}\"", built.manifest.digest);
+    assert_eq!(
+        curl(d, &srv.url("/v2/ns/app/manifests/1.0"), &["-H", &etag]).status,
+        304
+    );
+
+    // Blob: full, HEAD, and the Range matrix.
+    let layer = built.layers.iter().max_by_key(|l| l.blob.size).unwrap();
+    let bytes = env.blob(&layer.blob.digest);
+    let size = bytes.len();
+    assert!(size > 2000, "the layer is big enough for the matrix");
+    let url = srv.url(&format!("/v2/ns/app/blobs/{}", layer.blob.digest));
+    let full = curl(d, &url, &[]);
+    assert_eq!(full.status, 200);
+    assert_eq!(full.body, bytes);
+    assert_eq!(full.header("accept-ranges"), Some("bytes"));
+    assert_eq!(
+        full.header("docker-content-digest"),
+        Some(layer.blob.digest.as_str())
+    );
+    let head = curl(d, &url, &["-I"]);
+    assert_eq!(head.status, 200);
+    assert_eq!(
+        head.header("content-length"),
+        Some(size.to_string().as_str())
+    );
+    // Single ranges: 206 with exactly those bytes.
+    let cases: Vec<(&str, usize, usize)> = vec![
+        ("bytes=500-1499", 500, 1499),
+        ("bytes=500-", 500, size - 1),
+        ("bytes=-500", size - 500, size - 1),
+        ("bytes=0-0", 0, 0),
+        ("bytes=500-99999999999", 500, size - 1),
+    ];
+    for (range, s, e) in cases {
+        let a = curl(d, &url, &["-H", &format!("Range: {range}")]);
+        assert_eq!(a.status, 206, "{range}");
+        assert_eq!(a.body, &bytes[s..=e], "{range}");
+        assert_eq!(
+            a.header("content-range"),
+            Some(format!("bytes {s}-{e}/{size}").as_str()),
+            "{range}"
+        );
+    }
+    for range in [
+        format!("bytes={size}-"),
+        format!("bytes={}-{}", size + 10, size + 20),
+        "bytes=abc".to_owned(),
+        "bytes=5-1".to_owned(),
+        "bytes=-0".to_owned(),
+    ] {
+        let a = curl(d, &url, &["-H", &format!("Range: {range}")]);
+        assert_eq!(a.status, 416, "{range}");
+        assert_eq!(
+            a.header("content-range"),
+            Some(format!("bytes */{size}").as_str()),
+            "{range}"
+        );
+        assert!(a.body.is_empty(), "{range}");
+    }
+
+    // Tags, sorted, paged with Link.
+    let t = curl(d, &srv.url("/v2/ns/app/tags/list"), &[]).json();
+    assert_eq!(t["name"], "ns/app");
+    assert_eq!(t["tags"], serde_json::json!(["1.0", "a", "b", "c", "d"]));
+    let mut seen = Vec::new();
+    let mut next = Some("/v2/ns/app/tags/list?n=2".to_owned());
+    let mut pages = 0;
+    while let Some(p) = next.take() {
+        pages += 1;
+        assert!(pages <= 5, "paging does not end");
+        let a = curl(d, &srv.url(&p), &[]);
+        assert_eq!(a.status, 200, "{p}");
+        for t in a.json()["tags"].as_array().unwrap() {
+            seen.push(t.as_str().unwrap().to_owned());
+        }
+        next = a.header("link").map(|l| {
+            l.split_once('<')
+                .and_then(|(_, r)| r.split_once('>'))
+                .unwrap()
+                .0
+                .to_owned()
+        });
+    }
+    assert_eq!(seen, ["1.0", "a", "b", "c", "d"]);
+    assert_eq!(pages, 3);
+    let a = curl(d, &srv.url("/v2/ns/app/tags/list?n=2&last=b"), &[]).json();
+    assert_eq!(a["tags"], serde_json::json!(["c", "d"]));
+    let huge = curl(
+        d,
+        &srv.url("/v2/ns/app/tags/list?n=99999999999999999999999999999999"),
+        &[],
+    );
+    assert_eq!(huge.status, 200);
+    assert_eq!(huge.json()["tags"].as_array().unwrap().len(), 5);
+
+    // Catalog.
+    let c = curl(d, &srv.url("/v2/_catalog"), &[]).json();
+    assert_eq!(c["repositories"], serde_json::json!(["ns/app", "other/x"]));
+    let c = curl(d, &srv.url("/v2/_catalog?n=1"), &[]);
+    assert_eq!(c.json()["repositories"], serde_json::json!(["ns/app"]));
+    assert!(c.header("link").unwrap().contains("last=ns%2Fapp"), "{c:?}");
+
+    // Referrers: an empty index.
+    let r = curl(
+        d,
+        &srv.url(&format!("/v2/ns/app/referrers/{}", built.manifest.digest)),
+        &[],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("content-type"), Some(OCI_INDEX));
+    assert_eq!(r.json()["manifests"], serde_json::json!([]));
+
+    // Errors: the code and status the spec gives, and the store untouched.
+    let zero = format!("sha256:{}", "0".repeat(64));
+    let cases: Vec<(String, &[&str], u16, &str)> = vec![
+        (
+            "/v2/ns/app/manifests/nope".into(),
+            &[],
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
+        (
+            format!("/v2/ns/app/manifests/{zero}"),
+            &[],
+            404,
+            "MANIFEST_UNKNOWN",
+        ),
+        (format!("/v2/ns/app/blobs/{zero}"), &[], 404, "BLOB_UNKNOWN"),
+        ("/v2/no/such/manifests/1.0".into(), &[], 404, "NAME_UNKNOWN"),
+        ("/v2/no/such/tags/list".into(), &[], 404, "NAME_UNKNOWN"),
+        (
+            "/v2/../../etc/passwd/manifests/1.0".into(),
+            &[],
+            400,
+            "NAME_INVALID",
+        ),
+        (
+            "/v2/ns/%2e%2e/app/manifests/1.0".into(),
+            &[],
+            400,
+            "NAME_INVALID",
+        ),
+        ("/v2/ns/app/manifests/..".into(), &[], 400, "TAG_INVALID"),
+        (
+            "/v2/ns/app/blobs/sha256:../../../../etc/passwd".into(),
+            &[],
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            format!("/v2/ns/app/blobs/sha384:{}", "0".repeat(96)),
+            &[],
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            "/v2/ns/app/blobs/md5:d41d8cd98f00b204e9800998ecf8427e".into(),
+            &[],
+            400,
+            "DIGEST_INVALID",
+        ),
+        (
+            "/v2/ns/app/tags/list?n=-1".into(),
+            &[],
+            400,
+            "PAGINATION_NUMBER_INVALID",
+        ),
+        (
+            "/v2/ns/app/tags/list?n=abc".into(),
+            &[],
+            400,
+            "PAGINATION_NUMBER_INVALID",
+        ),
+        (
+            "/v2/ns/app/blobs/uploads/".into(),
+            &["-X", "POST"],
+            405,
+            "UNSUPPORTED",
+        ),
+        (
+            "/v2/ns/app/manifests/1.0".into(),
+            &["-X", "DELETE"],
+            405,
+            "UNSUPPORTED",
+        ),
+        (
+            "/v2/ns/app/manifests/1.0".into(),
+            &["-X", "PUT", "--data-binary", "{}"],
+            405,
+            "UNSUPPORTED",
+        ),
+    ];
+    for (path, args, status, code) in cases {
+        let a = curl(d, &srv.url(&path), args);
+        assert_eq!(
+            a.status,
+            status,
+            "{path}: {:?}",
+            String::from_utf8_lossy(&a.body)
+        );
+        assert_eq!(a.error_code(), code, "{path}");
+        assert!(
+            a.header("content-type")
+                .unwrap()
+                .starts_with("application/json"),
+            "{path}"
+        );
+    }
+    // A blob of the store is served only under a repository whose images use it.
+    assert_eq!(
+        curl(
+            d,
+            &srv.url(&format!("/v2/other/x/blobs/{}", layer.blob.digest)),
+            &[]
+        )
+        .status,
+        200
+    );
+    assert_eq!(env.store_listing(), before, "requests changed the store");
+    support::assert_fsck_clean(env.dir.path(), &env.store());
+}
+
+#[test]
+fn accept_negotiates_between_an_index_and_its_platform_manifest() {
+    require!(
+        Need::Peer(Peer::Registry),
+        Need::Peer(Peer::Skopeo),
+        Need::Tool("curl")
+    );
+    let env = Env::new();
+    let mut reg = Registry::plain();
+    let built = skopeo::push_index_spec(&images::sample_index(), &reg, "ns/multi:1").unwrap();
+    env.ok(&[
+        "--quiet",
+        "pull",
+        "--platform",
+        "linux/amd64",
+        &reg.image_ref("ns/multi:1"),
+    ]);
+    reg.kill();
+    let amd64 = &built.images[0];
+    let arm64 = &built.images[1];
+    let srv = env.serve(&[]);
+    let d = env.dir.path();
+    let url = srv.url("/v2/ns/multi/manifests/1");
+
+    // A client that takes indexes gets the index, as pulled.
+    let a = curl(
+        d,
+        &url,
+        &["-H", &format!("Accept: {OCI_MANIFEST}, {OCI_INDEX}")],
+    );
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body, built.index_bytes);
+    assert_eq!(a.header("content-type"), Some(OCI_INDEX));
+    assert_eq!(
+        a.header("docker-content-digest"),
+        Some(built.index.digest.as_str())
+    );
+    // No Accept: as stored.
+    assert_eq!(curl(d, &url, &[]).body, built.index_bytes);
+    // Only image manifests: the platform manifest stored for the tag.
+    let a = curl(d, &url, &["-H", &format!("Accept: {OCI_MANIFEST}")]);
+    assert_eq!(a.status, 200);
+    assert_eq!(a.body, amd64.manifest_bytes);
+    assert_eq!(
+        a.header("docker-content-digest"),
+        Some(amd64.manifest.digest.as_str())
+    );
+    // By digest: the index and the stored platform; the other platform is not stored.
+    let a = curl(
+        d,
+        &srv.url(&format!("/v2/ns/multi/manifests/{}", built.index.digest)),
+        &[],
+    );
+    assert_eq!(a.body, built.index_bytes);
+    let a = curl(
+        d,
+        &srv.url(&format!("/v2/ns/multi/manifests/{}", amd64.manifest.digest)),
+        &[],
+    );
+    assert_eq!(a.body, amd64.manifest_bytes);
+    let a = curl(
+        d,
+        &srv.url(&format!("/v2/ns/multi/manifests/{}", arm64.manifest.digest)),
+        &[],
+    );
+    assert_eq!(a.status, 404);
+    assert_eq!(a.error_code(), "MANIFEST_UNKNOWN");
+
+    // skopeo resolves the index to its (stored) amd64 image and copies it byte for byte.
+    let out = d.join("copy");
+    skopeo::skopeo_copy(
+        &format!("docker://{}/ns/multi:1", srv.addr),
+        &format!("dir:{}", out.display()),
+        Some(&SkopeoOpts::default().tls_verify(false)),
+        None,
+        false,
+    )
+    .unwrap();
+    let m = std::fs::read(out.join("manifest.json")).unwrap();
+    assert_eq!(m, amd64.manifest_bytes);
+}
+
+#[test]
+fn a_client_that_disconnects_mid_blob_leaves_server_and_store_healthy() {
+    require!(
+        Need::Peer(Peer::Registry),
+        Need::Peer(Peer::Skopeo),
+        Need::Tool("curl")
+    );
+    let env = Env::new();
+    let (built, _) = stored_image(&env);
+    let mut srv = env.serve(&["--max-requests", "4"]);
+    let layer = built.layers.iter().max_by_key(|l| l.blob.size).unwrap();
+    let path = format!("/v2/ns/app/blobs/{}", layer.blob.digest);
+    // Many more abandoned downloads than request permits: each must give its permit back.
+    for _ in 0..12 {
+        let mut s = std::net::TcpStream::connect(&srv.addr).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+        write!(
+            s,
+            "GET {path} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+            srv.addr
+        )
+        .unwrap();
+        let mut buf = [0u8; 4096];
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0);
+        drop(s);
+    }
+    // The server still answers, completely, within a bounded time.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let full = curl(env.dir.path(), &srv.url(&path), &[]);
+    assert!(Instant::now() < deadline);
+    assert_eq!(full.status, 200);
+    assert_eq!(sha256_digest(&full.body), layer.blob.digest);
+    assert!(srv.is_running());
+    support::assert_fsck_clean(env.dir.path(), &env.store());
+}
+
+#[test]
+fn print_containerd_config_names_the_server() {
+    let env = Env::new();
+    let out = env.ok(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:5999",
+        "--registry",
+        "docker.io",
+        "--print-containerd-config",
+    ]);
+    let s = String::from_utf8(out).unwrap();
+    assert!(s.contains("certs.d/docker.io/hosts.toml"), "{s}");
+    assert!(
+        s.contains("server = \"https://registry-1.docker.io\""),
+        "{s}"
+    );
+    assert!(s.contains("[host.\"http://127.0.0.1:5999\"]"), "{s}");
+    assert!(s.contains("capabilities = [\"pull\", \"resolve\"]"), "{s}");
+    assert!(
+        s.contains("[[registry.mirror]]\nlocation = \"127.0.0.1:5999\""),
+        "{s}"
+    );
+}
+
+/// `skopeo copy` from the server into a `dir:` layout; the manifest bytes copied.
+fn skopeo_from(srv: &Serve, env: &Env, reference: &str, out: &str) -> Vec<u8> {
+    let out = env.dir.path().join(out);
+    skopeo::skopeo_copy(
+        &format!("docker://{}/{reference}", srv.addr),
+        &format!("dir:{}", out.display()),
+        Some(&SkopeoOpts::default().tls_verify(false)),
+        None,
+        false,
+    )
+    .unwrap();
+    std::fs::read(out.join("manifest.json")).unwrap()
+}
+
+#[test]
+fn pull_through_fetches_verifies_stores_then_serves_the_stored_tag_when_upstream_is_gone() {
+    require!(
+        Need::Peer(Peer::Registry),
+        Need::Peer(Peer::Skopeo),
+        Need::Tool("curl")
+    );
+    let env = Env::new();
+    let mut reg = Registry::plain();
+    let built = skopeo::push_spec(&images::sample_multi_layer(), &reg, "ns/app:1.0").unwrap();
+    let host = reg.host_port();
+    // A read-only server does not fetch: the store is empty.
+    {
+        let srv = env.serve(&["--registry", &host]);
+        let a = curl(env.dir.path(), &srv.url("/v2/ns/app/manifests/1.0"), &[]);
+        assert_eq!(a.status, 404);
+        assert_eq!(a.error_code(), "NAME_UNKNOWN");
+    }
+    assert!(
+        !env.store()
+            .join(format!("blobs/{}", built.manifest.digest.replace(':', "/")))
+            .exists()
+    );
+
+    let srv = env.serve(&["--pull-through", "--tag-ttl", "0s", "--registry", &host]);
+    let m = skopeo_from(&srv, &env, "ns/app:1.0", "first");
+    assert_eq!(m, built.manifest_bytes);
+    // Pulled into the store, verified, under its upstream name.
+    let images: Value = serde_json::from_slice(&env.ok(&["images", "--format", "json"])).unwrap();
+    assert_eq!(images[0]["Repository"], format!("{host}/ns/app"));
+    assert_eq!(images[0]["Id"], built.config.digest);
+    for d in built.layer_digests() {
+        assert_eq!(sha256_digest(&env.blob(&d)), d);
+    }
+    support::assert_fsck_clean(env.dir.path(), &env.store());
+
+    // Upstream gone: the tag (TTL 0: checked every time) falls back to the stored one.
+    reg.kill();
+    let m = skopeo_from(&srv, &env, "ns/app:1.0", "second");
+    assert_eq!(m, built.manifest_bytes);
+    // What the store never had is an error, not a hang.
+    let a = curl(env.dir.path(), &srv.url("/v2/ns/app/manifests/2.0"), &[]);
+    assert!(a.status >= 400, "{a:?}");
+}
+
+#[test]
+fn pull_through_with_ns_from_an_upstream_that_resets_connections_stores_verified_content_only() {
+    require!(
+        Need::Peer(Peer::Registry),
+        Need::Peer(Peer::Skopeo),
+        Need::Tool("curl")
+    );
+    use hoist_testkit::fake::{FakeRegistry, Fault};
+    let env = Env::new();
+    let fake = FakeRegistry::start();
+    let built = images::sample_multi_layer().build().unwrap();
+    fake.push_image("ns/app", "1.0", &built);
+    // Every layer breaks off mid-body once, one is served with a wrong byte once: the pull
+    // engine resumes and refetches; nothing unverified may reach the store.
+    for l in &built.layers {
+        fake.inject(Fault::ResetAfter(l.blob.size / 2).on_blob(&l.blob.digest));
+    }
+    fake.inject(Fault::WrongBytes.on_blob(&built.layer_digests()[0]).skip(1));
+    let srv = env.serve(&["--pull-through", "--retry-delay", "10ms"]);
+    let ns = format!("?ns={}", fake.host_port());
+    let a = curl(
+        env.dir.path(),
+        &srv.url(&format!("/v2/ns/app/manifests/1.0{ns}")),
+        &[],
+    );
+    assert_eq!(a.status, 200, "{}", String::from_utf8_lossy(&a.body));
+    assert_eq!(a.body, built.manifest_bytes);
+    for l in &built.layers {
+        let b = curl(
+            env.dir.path(),
+            &srv.url(&format!("/v2/ns/app/blobs/{}{ns}", l.blob.digest)),
+            &[],
+        );
+        assert_eq!(b.status, 200);
+        assert_eq!(sha256_digest(&b.body), l.blob.digest);
+    }
+    // The faults were hit: every layer took more than one request upstream.
+    for d in built.layer_digests() {
+        let hits = fake.hits(&format!("/v2/ns/app/blobs/{d}"));
+        assert!(hits >= 2, "{d}: {hits} request(s) upstream");
+    }
+    // Every blob of the store hashes to its name.
+    for alg in ["sha256"] {
+        for e in std::fs::read_dir(env.store().join("blobs").join(alg)).unwrap() {
+            let e = e.unwrap();
+            let name = format!("{alg}:{}", e.file_name().to_string_lossy());
+            assert_eq!(sha256_digest(&std::fs::read(e.path()).unwrap()), name);
+        }
+    }
+    support::assert_fsck_clean(env.dir.path(), &env.store());
+}

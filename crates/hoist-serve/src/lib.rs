@@ -1,0 +1,229 @@
+//! `hoist serve`: the local store as the read side of the Distribution (OCI) API, and a
+//! containerd mirror.
+//!
+//! # What is served
+//!
+//! | route | answer |
+//! |---|---|
+//! | `GET/HEAD /v2/` | `200 {}` |
+//! | `GET/HEAD /v2/<name>/manifests/<tag>` | the manifest the tag was pulled as (the index, when there was one), exact bytes, `Content-Type` as stored, `Docker-Content-Digest`, `ETag`; a client whose `Accept` does not take the index gets the image manifest stored for the tag |
+//! | `GET/HEAD /v2/<name>/manifests/<digest>` | any manifest, index or OCI view of the repository's images, by digest |
+//! | `GET/HEAD /v2/<name>/blobs/<digest>` | a blob of the repository's images; one `Range` → 206, malformed or outside → 416 with `Content-Range: bytes */SIZE`, `Accept-Ranges: bytes` |
+//! | `GET /v2/<name>/tags/list` | sorted tags, `n`/`last` paging with a `Link` header |
+//! | `GET /v2/_catalog` | sorted repositories, same paging |
+//! | `GET /v2/<name>/referrers/<digest>` | an empty OCI index (the store keeps no referrers) |
+//!
+//! Errors are the spec's JSON (`{"errors":[{"code":…}]}`): `NAME_INVALID`,
+//! `TAG_INVALID`, `DIGEST_INVALID` (other algorithms than sha256/sha512 too) and
+//! `PAGINATION_NUMBER_INVALID` are 400, `NAME_UNKNOWN`, `MANIFEST_UNKNOWN` and
+//! `BLOB_UNKNOWN` 404, writes `UNSUPPORTED` 405. Names and digests are checked against
+//! their grammars on the raw path before anything touches the store.
+//!
+//! # Names
+//!
+//! The store names images with their registry (`127.0.0.1:5000/ns/app:1.0`); the API
+//! names a repository without it (`ns/app`). The registry of a request is containerd's
+//! `?ns=` parameter (a mirror request), else [`ServeOptions::registry`], else the only
+//! registry whose images include that repository (two registries with the same
+//! repository path: `NAME_UNKNOWN` naming both).
+//!
+//! A repository holds the images with a name in it, or pulled from it. A manifest or
+//! blob is served under a repository only when one of its images references it, as
+//! Distribution links blobs to repositories. A Docker schema 2 image is served as
+//! pulled: the original manifest under its own digest (the OCI view that `index.json`
+//! lists for skopeo and umoci is served too, by its digest).
+//!
+//! # Serving safely beside other store users
+//!
+//! Requests read the store through a leased handle ([`Store::leased`]), replaced every
+//! minute; a request keeps its handle until its body is sent, so a `hoist gc` running
+//! beside the server never collects a blob between its lookup and its read, and what
+//! was served is released once the last request of an old lease ends. The server writes
+//! the store only through pull-through (the pull engine, with its own lease).
+//!
+//! At most [`ServeOptions::max_requests`] requests run at once (a blob body keeps its
+//! permit until sent or abandoned); more wait. Blob bodies are read with `pread` in
+//! 256 KiB chunks on tokio's bounded blocking pool: no thread per request. (No
+//! `sendfile`: axum's body is a stream of buffers; loopback is CPU-bound elsewhere.)
+//! Each request is reported once, when its body is done, through
+//! [`Server::on_request`].
+
+mod api;
+mod containerd;
+mod error;
+mod pull_through;
+mod server;
+mod view;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use hoist_store::Store;
+use hoist_transport::PullOptions;
+use tokio::sync::Semaphore;
+
+pub use api::{MAX_NAME_LEN, MAX_PAGE};
+pub use containerd::{hosts_toml, registries_conf};
+pub use error::{ApiError, ServeError};
+
+/// Default bound on requests served at once.
+pub const DEFAULT_MAX_REQUESTS: usize = 128;
+/// Default time a tag validated upstream is trusted (pull-through).
+pub const DEFAULT_TAG_TTL: Duration = Duration::from_secs(60);
+
+/// How to serve.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Where to listen (loopback by default).
+    pub listen: SocketAddr,
+    /// The registry requests without `?ns=` are for.
+    pub registry: Option<String>,
+    /// At most this many requests at once (at least 1).
+    pub max_requests: usize,
+    /// Pull what the store lacks from upstream ([`PullThrough`]); `None`: read-only.
+    pub pull_through: Option<PullThrough>,
+}
+
+/// Pull-through settings.
+#[derive(Debug, Clone)]
+pub struct PullThrough {
+    /// How the pull engine reaches upstream (platform, credentials, TLS, mirrors, jobs).
+    pub pull: PullOptions,
+    /// A tag is re-validated upstream at most this often.
+    pub tag_ttl: Duration,
+}
+
+impl Default for ServeOptions {
+    fn default() -> Self {
+        ServeOptions {
+            listen: SocketAddr::from(([127, 0, 0, 1], 5050)),
+            registry: None,
+            max_requests: DEFAULT_MAX_REQUESTS,
+            pull_through: None,
+        }
+    }
+}
+
+/// One request, reported when its body is done (sent, or abandoned by the client).
+#[derive(Debug, Clone)]
+pub struct RequestLog<'a> {
+    /// The method.
+    pub method: &'a str,
+    /// Path and query, as sent.
+    pub path: &'a str,
+    /// The status answered.
+    pub status: u16,
+    /// Body bytes sent.
+    pub bytes: u64,
+    /// From the request's arrival to the end of its body.
+    pub elapsed: Duration,
+}
+
+impl std::fmt::Display for RequestLog<'_> {
+    /// `GET /v2/ns/app/blobs/sha256:… 200 1048576 12.3ms`.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "{} {} {} {} {:.1}ms",
+            self.method,
+            self.path,
+            self.status,
+            self.bytes,
+            self.elapsed.as_secs_f64() * 1000.0
+        )
+    }
+}
+
+pub(crate) type LogFn = Arc<dyn Fn(&RequestLog) + Send + Sync>;
+
+/// A bound server, not yet running.
+pub struct Server {
+    listener: tokio::net::TcpListener,
+    addr: SocketAddr,
+    store: Store,
+    opts: ServeOptions,
+    log: Option<LogFn>,
+}
+
+impl std::fmt::Debug for Server {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Server")
+            .field("addr", &self.addr)
+            .field("store", &self.store.root())
+            .field("opts", &self.opts)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Server {
+    /// Bind `opts.listen` (port 0 picks a free one: see [`Server::local_addr`]).
+    pub async fn bind(store: Store, opts: ServeOptions) -> Result<Server, ServeError> {
+        if opts.max_requests == 0 {
+            return Err(ServeError::Config {
+                what: "max_requests must be at least 1".into(),
+            });
+        }
+        let listener = tokio::net::TcpListener::bind(opts.listen)
+            .await
+            .map_err(|source| ServeError::Bind {
+                addr: opts.listen,
+                source,
+            })?;
+        let addr = listener.local_addr().map_err(|source| ServeError::Bind {
+            addr: opts.listen,
+            source,
+        })?;
+        Ok(Server {
+            listener,
+            addr,
+            store,
+            opts,
+            log: None,
+        })
+    }
+
+    /// The address it listens on.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Call `f` once per request, when its body is done.
+    pub fn on_request(mut self, f: impl Fn(&RequestLog) + Send + Sync + 'static) -> Server {
+        self.log = Some(Arc::new(f));
+        self
+    }
+
+    /// Serve until `shutdown` completes; requests in flight are then finished.
+    pub async fn run(
+        self,
+        shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+    ) -> Result<(), ServeError> {
+        let addr = self.addr;
+        let own = vec![
+            addr.to_string(),
+            format!("localhost:{}", addr.port()),
+            format!("127.0.0.1:{}", addr.port()),
+        ];
+        let pull_through = self
+            .opts
+            .pull_through
+            .clone()
+            .map(|p| pull_through::PullThrough::new(p.pull, p.tag_ttl, own));
+        let shared = Arc::new(server::Shared {
+            views: view::ViewCache::new(self.store.clone()),
+            leases: server::Leases::new(self.store.clone()),
+            permits: Arc::new(Semaphore::new(self.opts.max_requests)),
+            store: self.store,
+            opts: self.opts,
+            log: self.log,
+            pull_through,
+        });
+        let app = Router::new().fallback(server::handle).with_state(shared);
+        axum::serve(self.listener, app)
+            .with_graceful_shutdown(shutdown)
+            .await
+            .map_err(|source| ServeError::Serve { addr, source })
+    }
+}

@@ -1,0 +1,620 @@
+//! The HTTP side: one fallback handler that routes by [`crate::api::parse_route`], the
+//! concurrency bound, the request log, and blob bodies read with `pread` on the blocking
+//! pool.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use axum::body::{Body, Bytes};
+use axum::extract::{Request, State};
+use axum::http::request::Parts;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use futures_util::Stream;
+use hoist_store::Store;
+use hoist_types::{Descriptor, Digest, MAX_MANIFEST_SIZE, MediaType};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+use crate::api::{self, ManifestRef, Page, RangeAnswer, Route};
+use crate::error::ApiError;
+use crate::pull_through::PullThrough;
+use crate::view::{Repo, View, ViewCache, manifest_content_type};
+use crate::{LogFn, RequestLog, ServeOptions};
+
+/// Bytes read per `pread` of a blob body.
+const CHUNK: usize = 256 * 1024;
+/// How long a leased store handle is used before a fresh one replaces it (so what the
+/// server stopped serving is released to GC within about this time).
+const LEASE_ROTATION: Duration = Duration::from_secs(60);
+
+/// State shared by every request.
+pub(crate) struct Shared {
+    pub(crate) store: Store,
+    pub(crate) opts: ServeOptions,
+    pub(crate) views: ViewCache,
+    pub(crate) permits: Arc<Semaphore>,
+    pub(crate) leases: Leases,
+    pub(crate) log: Option<LogFn>,
+    pub(crate) pull_through: Option<PullThrough>,
+}
+
+/// A leased store handle, replaced every [`LEASE_ROTATION`]: each request keeps the
+/// handle it started with (and so its lease) until its body is sent, so a `hoist gc`
+/// beside the server never removes a blob being served, and blobs served long ago are
+/// released once their lease's last request ends.
+pub(crate) struct Leases {
+    base: Store,
+    current: std::sync::Mutex<Option<(Store, Instant)>>,
+}
+
+impl Leases {
+    pub(crate) fn new(base: Store) -> Leases {
+        Leases {
+            base,
+            current: std::sync::Mutex::new(None),
+        }
+    }
+
+    fn get(&self) -> Store {
+        let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((s, t)) = &*cur
+            && t.elapsed() < LEASE_ROTATION
+        {
+            return s.clone();
+        }
+        // A read-only store cannot hold a lease file; nothing can collect its blobs then.
+        match self.base.leased() {
+            Ok(s) => {
+                *cur = Some((s.clone(), Instant::now()));
+                s
+            }
+            Err(e) => {
+                tracing::warn!("no lease on the store, serving without one: {e}");
+                self.base.clone()
+            }
+        }
+    }
+}
+
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))?
+}
+
+/// The one handler: every request goes through it.
+pub(crate) async fn handle(State(st): State<Arc<Shared>>, req: Request) -> Response {
+    let start = Instant::now();
+    let method = req.method().clone();
+    let path = req
+        .uri()
+        .path_and_query()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_default();
+    // Bounded concurrency: a request waits for a permit, and a blob body keeps its
+    // permit until it is sent or the client goes away.
+    let permit = st.permits.clone().acquire_owned().await.ok();
+    // The body of a read is not read; only the head is kept across awaits.
+    let (head, _body) = req.into_parts();
+    let mut resp = match dispatch(&st, &head).await {
+        Ok(r) => r,
+        Err(e) => {
+            if matches!(e, ApiError::Internal(_)) {
+                tracing::error!("{method} {path}: {e}");
+            }
+            e.into_response()
+        }
+    };
+    resp.headers_mut().insert(
+        "docker-distribution-api-version",
+        HeaderValue::from_static("registry/2.0"),
+    );
+    let status = resp.status();
+    let (parts, body) = resp.into_parts();
+    let logged = Logged {
+        inner: body.into_data_stream(),
+        guard: LogGuard {
+            log: st.log.clone(),
+            method,
+            path,
+            status,
+            bytes: 0,
+            start,
+            _permit: permit,
+        },
+    };
+    Response::from_parts(parts, Body::from_stream(logged))
+}
+
+/// Emits the request's log line when its body is done (sent, or dropped because the
+/// client went away) and releases the request's permit.
+struct LogGuard {
+    log: Option<LogFn>,
+    method: Method,
+    path: String,
+    status: StatusCode,
+    bytes: u64,
+    start: Instant,
+    _permit: Option<OwnedSemaphorePermit>,
+}
+
+impl Drop for LogGuard {
+    fn drop(&mut self) {
+        if let Some(log) = &self.log {
+            log(&RequestLog {
+                method: self.method.as_str(),
+                path: &self.path,
+                status: self.status.as_u16(),
+                bytes: self.bytes,
+                elapsed: self.start.elapsed(),
+            });
+        }
+    }
+}
+
+struct Logged<S> {
+    inner: S,
+    guard: LogGuard,
+}
+
+impl<S: Stream<Item = Result<Bytes, axum::Error>> + Unpin> Stream for Logged<S> {
+    type Item = Result<Bytes, axum::Error>;
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let r = Pin::new(&mut self.inner).poll_next(cx);
+        if let Poll::Ready(Some(Ok(b))) = &r {
+            self.guard.bytes += b.len() as u64;
+        }
+        r
+    }
+}
+
+async fn dispatch(st: &Arc<Shared>, req: &Parts) -> Result<Response, ApiError> {
+    let route = api::parse_route(req.uri.path())?;
+    let q = Query::parse(req.uri.query());
+    let method = &req.method;
+    let read = method == Method::GET || method == Method::HEAD;
+    if !read {
+        let what = match route {
+            Route::Upload { .. } | Route::Manifest { .. } | Route::Blob { .. } => {
+                "this server is read-only (start it with --allow-push to accept pushes)"
+            }
+            _ => "method not allowed on this route",
+        };
+        return Err(ApiError::Unsupported {
+            what: format!("{method}: {what}"),
+        });
+    }
+    let head = method == Method::HEAD;
+    match route {
+        Route::Base => Ok(json_response(b"{}".to_vec(), "application/json", head)),
+        Route::Catalog => catalog(st, &q, head).await,
+        Route::Tags { name } => tags(st, &q, &name, head).await,
+        Route::Manifest { name, reference } => {
+            manifest(st, &q, &name, &reference, &req.headers, head).await
+        }
+        Route::Blob { name, digest } => blob(st, &q, &name, &digest, &req.headers, head).await,
+        Route::Referrers { name, digest } => referrers(st, &q, &name, &digest, head).await,
+        Route::Upload { .. } => Err(ApiError::Unsupported {
+            what: format!("{method}: uploads take POST, PATCH and PUT"),
+        }),
+    }
+}
+
+/// The query parameters this API reads (percent-decoded).
+#[derive(Debug, Default)]
+struct Query {
+    n: Option<String>,
+    last: Option<String>,
+    ns: Option<String>,
+}
+
+impl Query {
+    fn parse(q: Option<&str>) -> Query {
+        let mut out = Query::default();
+        for (k, v) in url::form_urlencoded::parse(q.unwrap_or("").as_bytes()) {
+            let slot = match &*k {
+                "n" => &mut out.n,
+                "last" => &mut out.last,
+                "ns" => &mut out.ns,
+                _ => continue,
+            };
+            slot.get_or_insert_with(|| v.into_owned());
+        }
+        out
+    }
+}
+
+fn json_response(body: Vec<u8>, content_type: &'static str, head: bool) -> Response {
+    let len = body.len();
+    let mut r = if head {
+        Response::new(Body::empty())
+    } else {
+        Response::new(Body::from(body))
+    };
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    r
+}
+
+/// The registry a request is for: `?ns=` (containerd's mirror requests), else the
+/// configured one, else the only registry in the store that has this repository.
+fn registry_for(
+    st: &Shared,
+    view: &View,
+    ns: Option<&str>,
+    name: &str,
+) -> Result<String, ApiError> {
+    if let Some(ns) = ns {
+        return Ok(normalize_registry(ns));
+    }
+    if let Some(r) = &st.opts.registry {
+        return Ok(r.clone());
+    }
+    match view.registries_with(name).as_slice() {
+        [one] => Ok((*one).to_owned()),
+        [] => Err(ApiError::NameUnknown {
+            name: name.to_owned(),
+        }),
+        many => Err(ApiError::NameUnknown {
+            name: format!(
+                "{name} (held for several registries: {}; ask with ?ns=REGISTRY or start the server with --registry)",
+                many.join(", ")
+            ),
+        }),
+    }
+}
+
+/// Docker Hub's aliases as the store writes it (`docker.io`).
+pub(crate) fn normalize_registry(ns: &str) -> String {
+    let ns = ns.trim().to_ascii_lowercase();
+    match ns.as_str() {
+        "index.docker.io" | "registry-1.docker.io" | "registry.hub.docker.com" => {
+            "docker.io".to_owned()
+        }
+        _ => ns,
+    }
+}
+
+async fn current_view(st: &Arc<Shared>) -> Result<Arc<View>, ApiError> {
+    let st2 = st.clone();
+    blocking(move || Ok(st2.views.get()?)).await
+}
+
+fn find_repo<'v>(view: &'v View, registry: &str, name: &str) -> Result<&'v Repo, ApiError> {
+    view.repo(registry, name)
+        .ok_or_else(|| ApiError::NameUnknown {
+            name: format!("{registry}/{name}"),
+        })
+}
+
+async fn catalog(st: &Arc<Shared>, q: &Query, head: bool) -> Result<Response, ApiError> {
+    let page = Page::parse(q.n.as_deref(), q.last.as_deref())?;
+    let view = current_view(st).await?;
+    let scope =
+        q.ns.as_deref()
+            .map(normalize_registry)
+            .or_else(|| st.opts.registry.clone());
+    let mut repos: Vec<String> = view
+        .registries
+        .iter()
+        .filter(|(r, _)| scope.as_deref().is_none_or(|s| s == r.as_str()))
+        .flat_map(|(_, repos)| repos.keys().cloned())
+        .collect();
+    repos.sort();
+    repos.dedup();
+    let (items, more) = page.apply(&repos);
+    let body = serde_json::to_vec(&serde_json::json!({ "repositories": items }))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut r = json_response(body, "application/json", head);
+    if more && let Some(last) = items.last() {
+        add_link(&mut r, "/v2/_catalog", page.n, last, q.ns.as_deref());
+    }
+    Ok(r)
+}
+
+fn add_link(r: &mut Response, path: &str, n: Option<usize>, last: &str, ns: Option<&str>) {
+    let mut ser = url::form_urlencoded::Serializer::new(String::new());
+    if let Some(n) = n {
+        ser.append_pair("n", &n.to_string());
+    }
+    ser.append_pair("last", last);
+    if let Some(ns) = ns {
+        ser.append_pair("ns", ns);
+    }
+    let link = format!("<{path}?{}>; rel=\"next\"", ser.finish());
+    if let Ok(v) = HeaderValue::from_str(&link) {
+        r.headers_mut().insert(header::LINK, v);
+    }
+}
+
+async fn tags(st: &Arc<Shared>, q: &Query, name: &str, head: bool) -> Result<Response, ApiError> {
+    let page = Page::parse(q.n.as_deref(), q.last.as_deref())?;
+    let view = current_view(st).await?;
+    let registry = registry_for(st, &view, q.ns.as_deref(), name)?;
+    let repo = find_repo(&view, &registry, name)?;
+    let all: Vec<String> = repo.tags.keys().cloned().collect();
+    let (items, more) = page.apply(&all);
+    let body = serde_json::to_vec(&serde_json::json!({ "name": name, "tags": items }))
+        .map_err(|e| ApiError::Internal(e.to_string()))?;
+    let mut r = json_response(body, "application/json", head);
+    if more && let Some(last) = items.last() {
+        add_link(
+            &mut r,
+            &format!("/v2/{name}/tags/list"),
+            page.n,
+            last,
+            q.ns.as_deref(),
+        );
+    }
+    Ok(r)
+}
+
+fn header_values(h: &HeaderMap, name: header::HeaderName) -> Vec<&str> {
+    h.get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .collect()
+}
+
+fn etag_of(d: &Digest) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{d}\"")).expect("a digest is a valid header value")
+}
+
+fn not_modified(h: &HeaderMap, d: &Digest) -> bool {
+    let want = format!("\"{d}\"");
+    header_values(h, header::IF_NONE_MATCH)
+        .iter()
+        .flat_map(|v| v.split(','))
+        .any(|t| {
+            let t = t.trim();
+            t == want || t == "*" || t.strip_prefix("W/") == Some(want.as_str())
+        })
+}
+
+async fn manifest(
+    st: &Arc<Shared>,
+    q: &Query,
+    name: &str,
+    reference: &ManifestRef,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response, ApiError> {
+    let mut view = current_view(st).await?;
+    // With `?ns=` or `--registry` the registry is known even for a repository the
+    // store has never seen (which pull-through may fetch).
+    let registry = registry_for(st, &view, q.ns.as_deref(), name)?;
+    if let Some(pt) = &st.pull_through {
+        let have = view.repo(&registry, name).is_some_and(|r| match reference {
+            ManifestRef::Tag(t) => r.tags.contains_key(t),
+            ManifestRef::Digest(d) => r.manifests.contains_key(d),
+        });
+        if pt
+            .refresh(&st.store, &registry, name, reference, have)
+            .await?
+        {
+            st.views.invalidate();
+            view = current_view(st).await?;
+        }
+    }
+    let unknown = || ApiError::ManifestUnknown {
+        name: format!("{registry}/{name}"),
+        reference: match reference {
+            ManifestRef::Tag(t) => t.clone(),
+            ManifestRef::Digest(d) => d.to_string(),
+        },
+    };
+    let repo = find_repo(&view, &registry, name)?;
+    let desc: Descriptor = match reference {
+        ManifestRef::Tag(t) => {
+            let target = repo.tags.get(t).ok_or_else(unknown)?;
+            // An index is served to clients that accept its media type; to the others,
+            // the image manifest stored for the tag (the platform chosen at pull time).
+            let accept = header_values(headers, header::ACCEPT);
+            if target.top.media_type.is_index()
+                && !api::accepts(&accept, target.top.media_type.as_str())
+            {
+                target.image.clone()
+            } else {
+                target.top.clone()
+            }
+        }
+        ManifestRef::Digest(d) => repo.manifests.get(d).cloned().ok_or_else(unknown)?,
+    };
+    if not_modified(headers, &desc.digest) {
+        let mut r = Response::new(Body::empty());
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        r.headers_mut().insert(header::ETAG, etag_of(&desc.digest));
+        return Ok(r);
+    }
+    let store = st.leases.get();
+    let d = desc.digest.clone();
+    let bytes = blocking(move || match store.read_blob(&d, MAX_MANIFEST_SIZE) {
+        Ok(b) => Ok(Some(b)),
+        Err(hoist_store::StoreError::BlobNotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    })
+    .await?
+    .ok_or_else(unknown)?;
+    let ct = manifest_content_type(&desc, &bytes);
+    let len = bytes.len();
+    let mut r = if head {
+        Response::new(Body::empty())
+    } else {
+        Response::new(Body::from(bytes))
+    };
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(&ct).unwrap_or(HeaderValue::from_static("application/json")),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    h.insert("docker-content-digest", digest_header(&desc.digest));
+    h.insert(header::ETAG, etag_of(&desc.digest));
+    Ok(r)
+}
+
+fn digest_header(d: &Digest) -> HeaderValue {
+    HeaderValue::from_str(&d.to_string()).expect("a digest is a valid header value")
+}
+
+async fn blob(
+    st: &Arc<Shared>,
+    q: &Query,
+    name: &str,
+    digest: &Digest,
+    headers: &HeaderMap,
+    head: bool,
+) -> Result<Response, ApiError> {
+    let view = current_view(st).await?;
+    let registry = registry_for(st, &view, q.ns.as_deref(), name)?;
+    let repo = find_repo(&view, &registry, name)?;
+    let unknown = || ApiError::BlobUnknown {
+        name: format!("{registry}/{name}"),
+        digest: digest.clone(),
+    };
+    if !repo.blobs.contains(digest) {
+        return Err(unknown());
+    }
+    let store = st.leases.get();
+    let (s2, d) = (store.clone(), digest.clone());
+    let file = blocking(move || match s2.open_blob(&d) {
+        Ok(f) => Ok(Some(f)),
+        Err(hoist_store::StoreError::BlobNotFound { .. }) => Ok(None),
+        Err(e) => Err(e.into()),
+    })
+    .await?
+    .ok_or_else(unknown)?;
+    let size = file
+        .metadata()
+        .map_err(|e| ApiError::Internal(format!("stat of blob {digest}: {e}")))?
+        .len();
+    let mut r = Response::new(Body::empty());
+    let h = r.headers_mut();
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    h.insert("docker-content-digest", digest_header(digest));
+    h.insert(header::ETAG, etag_of(digest));
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("max-age=31536000"),
+    );
+    if not_modified(headers, digest) {
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        return Ok(r);
+    }
+    let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
+    let (start, end) = match api::parse_range(range, size) {
+        RangeAnswer::Full => (0, size),
+        RangeAnswer::Partial { start, end } => {
+            *r.status_mut() = StatusCode::PARTIAL_CONTENT;
+            r.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes {start}-{end}/{size}"))
+                    .expect("numbers are a valid header value"),
+            );
+            (start, end + 1)
+        }
+        RangeAnswer::Unsatisfiable => {
+            *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+            r.headers_mut().insert(
+                header::CONTENT_RANGE,
+                HeaderValue::from_str(&format!("bytes */{size}"))
+                    .expect("numbers are a valid header value"),
+            );
+            r.headers_mut()
+                .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+            return Ok(r);
+        }
+    };
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
+    if !head {
+        *r.body_mut() = Body::from_stream(file_stream(file, start, end, store));
+    }
+    Ok(r)
+}
+
+/// `[start, end)` of `file`, `CHUNK` bytes per `pread` on the blocking pool. The store
+/// handle (and its lease) lives as long as the stream.
+fn file_stream(
+    file: File,
+    start: u64,
+    end: u64,
+    lease: Store,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let file = Arc::new(file);
+    futures_util::stream::unfold((file, start, lease), move |(file, pos, lease)| async move {
+        if pos >= end {
+            return None;
+        }
+        let want = (end - pos).min(CHUNK as u64) as usize;
+        let f = file.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            let mut buf = vec![0u8; want];
+            let mut got = 0;
+            while got < want {
+                match f.read_at(&mut buf[got..], pos + got as u64) {
+                    Ok(0) => break,
+                    Ok(n) => got += n,
+                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            buf.truncate(got);
+            Ok(buf)
+        })
+        .await
+        .map_err(std::io::Error::other)
+        .and_then(|r| r);
+        match read {
+            // A blob that shrank under us (it never should): end the body short, so
+            // the client sees a truncated transfer, not wrong bytes.
+            Ok(b) if b.is_empty() => Some((
+                Err(std::io::Error::new(
+                    std::io::ErrorKind::UnexpectedEof,
+                    "blob shorter than its size",
+                )),
+                (file, end, lease),
+            )),
+            Ok(b) => {
+                let next = pos + b.len() as u64;
+                Some((Ok(Bytes::from(b)), (file, next, lease)))
+            }
+            Err(e) => Some((Err(e), (file, end, lease))),
+        }
+    })
+}
+
+async fn referrers(
+    st: &Arc<Shared>,
+    q: &Query,
+    name: &str,
+    _digest: &Digest,
+    head: bool,
+) -> Result<Response, ApiError> {
+    let view = current_view(st).await?;
+    let registry = registry_for(st, &view, q.ns.as_deref(), name)?;
+    find_repo(&view, &registry, name)?;
+    // The store keeps no referrers (a copy into it refuses them): the list is empty.
+    let body = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": MediaType::OciIndex.as_str(),
+        "manifests": [],
+    }))
+    .map_err(|e| ApiError::Internal(e.to_string()))?;
+    Ok(json_response(
+        body,
+        "application/vnd.oci.image.index.v1+json",
+        head,
+    ))
+}
