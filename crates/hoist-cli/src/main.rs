@@ -67,6 +67,8 @@ enum Command {
     History(cmd::history::Args),
     /// Serve the store as a read-only registry (Distribution API), a containerd mirror.
     Serve(cmd::serve::Args),
+    /// Show an image's signatures and which trust-policy requirements they satisfy.
+    Verify(cmd::verify::Args),
     /// Print shell completions.
     Completions {
         /// The shell.
@@ -137,6 +139,7 @@ fn run(command: Command, g: &GlobalArgs) -> anyhow::Result<()> {
             Command::Df(a) => cmd::df::run(a, g),
             Command::History(a) => cmd::history::run(a, g),
             Command::Serve(a) => cmd::serve::run(a, g).await,
+            Command::Verify(a) => cmd::verify::run(a, g).await,
             Command::Completions { .. } => unreachable!("handled before the runtime starts"),
         }
     })

@@ -62,6 +62,9 @@ pub struct CopyOptions {
     pub jobs: usize,
     /// Where recompressed layers are staged (default: the system temp directory).
     pub temp_dir: Option<std::path::PathBuf>,
+    /// The trust policy to enforce on the source's top manifest before anything is copied
+    /// (`None`: accept anything).
+    pub trust: Option<crate::trust::TrustCheck>,
 }
 
 impl Default for CopyOptions {
@@ -74,6 +77,7 @@ impl Default for CopyOptions {
             preserve_signatures: false,
             jobs: crate::DEFAULT_JOBS,
             temp_dir: None,
+            trust: None,
         }
     }
 }
@@ -160,6 +164,10 @@ async fn copy_to(
         done: Mutex::new(HashSet::new()),
     };
     let top = src.get_manifest(&ManifestRef::Top).await?;
+    // Trust first: a refused image leaves the destination untouched.
+    if let Some(trust) = &opts.trust {
+        trust.enforce(src, &top).await?;
+    }
     let written = engine.copy_top(&top).await?;
     engine.report().source_digest = Some(top.digest.clone());
     if opts.preserve_signatures {

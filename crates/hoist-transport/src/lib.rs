@@ -14,6 +14,7 @@ pub mod pull;
 mod schema1;
 mod sources;
 pub mod transports;
+pub mod trust;
 
 pub use fetch::{FAST_LINK, MIN_PROGRESS};
 pub use inspect::{InspectInfo, Inspected, inspect_local, inspect_remote, inspect_remote_raw};
@@ -38,6 +39,9 @@ pub enum TransportError {
     /// A document was invalid.
     #[error(transparent)]
     Types(#[from] hoist_types::TypeError),
+    /// The trust policy refused the image (or could not be applied).
+    #[error(transparent)]
+    Trust(#[from] hoist_trust::TrustError),
     /// No entry of an index fits the wanted platform; lists every entry and why it was
     /// passed over.
     #[error("{reference}: {choice}")]

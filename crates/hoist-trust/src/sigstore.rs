@@ -178,7 +178,11 @@ impl PrivateKey {
             "cipher": {"name": "nacl/secretbox", "nonce": B64.encode(nonce)},
             "ciphertext": B64.encode(ciphertext),
         });
-        pem_encode(PEM_ENCRYPTED, &serde_json::to_vec(&doc).expect("JSON")).into_bytes()
+        pem_encode(
+            PEM_ENCRYPTED,
+            &serde_json::to_vec(&doc).expect("a JSON value serialises"),
+        )
+        .into_bytes()
     }
 
     /// The public key in PEM (PKIX), as `cosign.pub`.

@@ -8,7 +8,9 @@ use bytesize::ByteSize;
 use hoist_registry::{MirrorSources, SharedProgress};
 use hoist_transport::copy::{CopyOptions, CopyReport};
 use hoist_transport::transports::any::{AnyDestination, AnySource, OpenOptions};
-use hoist_transport::transports::{ImageRef, ManifestFormat, Transport};
+use hoist_transport::transports::{
+    ImageRef, ImageSource as _, ManifestFormat, ManifestRef, Transport,
+};
 use hoist_transport::{DEFAULT_JOBS, PullOptions};
 use hoist_types::{Compression, Platform, Progress};
 
@@ -47,6 +49,8 @@ pub struct CopyFlags {
     pub jobs: usize,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub trust: crate::cmd::verify::TrustArgs,
 }
 
 /// Arguments of `hoist copy`.
@@ -119,12 +123,19 @@ pub async fn copy_refs(
         preserve_signatures: flags.preserve_signatures,
         jobs: flags.jobs,
         temp_dir: None,
+        trust: flags.trust.check_for(src)?,
     };
     let start = Instant::now();
     let result: anyhow::Result<CopyReport> = async {
         let source = AnySource::open(src, &open)
             .await
             .with_context(|| format!("opening {src}"))?;
+        // Trust before the destination is opened (opening may create it): a refused image
+        // leaves it as it was. The engine checks again and skips the digest accepted here.
+        if let Some(trust) = &opts.trust {
+            let top = source.get_manifest(&ManifestRef::Top).await?;
+            trust.enforce(&source, &top).await?;
+        }
         let dest = AnyDestination::open(dst, &open)
             .await
             .with_context(|| format!("opening {dst}"))?;

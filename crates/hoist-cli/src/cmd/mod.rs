@@ -17,6 +17,7 @@ pub mod save;
 pub mod serve;
 pub mod tags;
 pub mod unpack;
+pub mod verify;
 
 use std::io::Write;
 

@@ -30,6 +30,7 @@
 //! | `CONTAINERS_REGISTRIES_CONF` | `DIR/home/.config/containers/registries.conf`, so `/etc/containers/registries.conf{,.d}` are never read |
 //! | `HOIST_CONTAINERD_CERTS_D` | `DIR/home/.config/containerd/certs.d`, so `/etc/containerd/certs.d` is never read |
 //! | `TMPDIR` | `DIR/tmp` (created): hoist's scratch files stay in the sandbox |
+//! | `HOIST_POLICY` | `DIR/home/.config/containers/policy.json`, created (if missing) as a policy that accepts anything, so `/etc/containers/policy.json` is never read; a test writes its own policy there, or passes `--policy` |
 //! | every other `HOIST_*` and `XDG_*` | removed (`HOIST_CREDS`, `HOIST_LOG`, `HOIST_RETRY_*`, …) |
 //! | `REGISTRY_AUTH_FILE` | removed |
 //! | `http_proxy`, `HTTPS_PROXY`, `all_proxy`, `NO_PROXY`, … (any case), `REQUEST_METHOD` | removed (reqwest reads them) |
@@ -69,7 +70,11 @@ pub const SANDBOXED: &[(&str, &str)] = &[
         "home/.config/containerd/certs.d",
     ),
     ("TMPDIR", "tmp"),
+    ("HOIST_POLICY", "home/.config/containers/policy.json"),
 ];
+
+/// What the sandbox's `HOIST_POLICY` file holds unless a test wrote its own.
+pub const ACCEPT_ANYTHING_POLICY: &str = r#"{"default": [{"type": "insecureAcceptAnything"}]}"#;
 
 /// Variables removed by name (besides every `HOIST_*`, `XDG_*` and `*_proxy` one present).
 pub const REMOVED: &[&str] = &[
@@ -170,6 +175,12 @@ pub fn isolate_from<K, V>(
     for d in CREATED {
         std::fs::create_dir_all(dir.join(d))
             .unwrap_or_else(|e| panic!("creating {}: {e}", dir.join(d).display()));
+    }
+    let policy = dir.join("home/.config/containers/policy.json");
+    if !policy.exists() {
+        std::fs::create_dir_all(policy.parent().unwrap()).unwrap();
+        std::fs::write(&policy, ACCEPT_ANYTHING_POLICY)
+            .unwrap_or_else(|e| panic!("writing {}: {e}", policy.display()));
     }
     for (k, rel) in SANDBOXED {
         cmd.env(k, dir.join(rel));

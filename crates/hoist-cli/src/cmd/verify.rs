@@ -1,0 +1,217 @@
+//! `hoist verify REF`: the signatures an image has and which requirements of the trust policy
+//! they satisfy; and the trust options (`--policy`, `--insecure-policy`) of every command
+//! that brings images in.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use hoist_transport::PullOptions;
+use hoist_transport::transports::any::{AnySource, OpenOptions};
+use hoist_transport::transports::{ImageRef, ImageSource as _, ManifestRef, Transport};
+use hoist_transport::trust::{TrustCheck, find_signatures};
+use hoist_trust::policy::default_policy_paths;
+use hoist_trust::{ImageSignature, Policy};
+use serde::Serialize;
+
+use crate::opts::{Format, GlobalArgs, RegistryArgs};
+
+/// Which trust policy applies: `--policy FILE` (or `$HOIST_POLICY`), else the first of
+/// `$XDG_CONFIG_HOME/containers/policy.json` (`~/.config/containers/policy.json`) and
+/// `/etc/containers/policy.json` that exists; with none, every image is accepted.
+#[derive(Debug, Clone, clap::Args)]
+pub struct TrustArgs {
+    /// The trust policy (containers-policy.json) [default: ~/.config/containers/policy.json,
+    /// then /etc/containers/policy.json; with neither, every image is accepted].
+    #[arg(long, env = "HOIST_POLICY", value_name = "FILE")]
+    pub policy: Option<PathBuf>,
+    /// Apply no trust policy: accept every image (skopeo's --insecure-policy).
+    #[arg(long)]
+    pub insecure_policy: bool,
+}
+
+impl TrustArgs {
+    /// The policy to apply and the file it came from, or `None` (accept anything).
+    pub fn load(&self) -> anyhow::Result<Option<(Arc<Policy>, PathBuf)>> {
+        if self.insecure_policy {
+            return Ok(None);
+        }
+        if let Some(p) = &self.policy {
+            return Ok(Some((Arc::new(Policy::from_file(p)?), p.clone())));
+        }
+        for p in default_policy_paths(config_home().as_deref()) {
+            if p.exists() {
+                return Ok(Some((Arc::new(Policy::from_file(&p)?), p)));
+            }
+        }
+        Ok(None)
+    }
+
+    /// The check the copy engine runs for the image `source` names (`None`: no policy).
+    pub fn check_for(&self, source: &ImageRef) -> anyhow::Result<Option<TrustCheck>> {
+        Ok(self.load()?.map(|(p, _)| TrustCheck::new(p, source)))
+    }
+}
+
+/// `$XDG_CONFIG_HOME`, else `$HOME/.config` (as containers' tools resolve it).
+fn config_home() -> Option<PathBuf> {
+    let var = |k: &str| {
+        std::env::var_os(k)
+            .map(PathBuf::from)
+            .filter(|p| p.is_absolute())
+    };
+    var("XDG_CONFIG_HOME").or_else(|| var("HOME").map(|h| h.join(".config")))
+}
+
+/// Arguments of `hoist verify`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The image: `docker://HOST/REPO:TAG`, `dir:DIR`, `oci:DIR[:REF]`, `hoist:REF`, archives.
+    pub image: String,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = Format::Table)]
+    pub format: Format,
+    #[command(flatten)]
+    pub trust: TrustArgs,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+#[derive(Debug, Serialize)]
+struct SignatureInfo {
+    index: usize,
+    kind: &'static str,
+    bytes: usize,
+}
+
+#[derive(Debug, Serialize)]
+struct Report {
+    image: String,
+    digest: String,
+    policy: Option<PathBuf>,
+    allowed: bool,
+    scope: Option<String>,
+    signatures: Vec<SignatureInfo>,
+    notes: Vec<String>,
+    requirements: Vec<hoist_trust::evaluate::RequirementOutcome>,
+}
+
+/// Run it: exit status 0 when the policy accepts the image, else an error naming why.
+pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
+    let image = ImageRef::parse(&a.image)?;
+    let policy = a.trust.load()?;
+    let store = if image.transport() == Transport::Hoist {
+        Some(g.open_store()?)
+    } else {
+        None
+    };
+    let open = OpenOptions {
+        store,
+        pull: PullOptions {
+            registry: a.registry.client_options()?,
+            ..PullOptions::default()
+        },
+        source_label: None,
+    };
+    let src = AnySource::open(&image, &open)
+        .await
+        .with_context(|| format!("opening {image}"))?;
+    let top = src
+        .get_manifest(&ManifestRef::Top)
+        .await
+        .with_context(|| format!("reading the manifest of {image}"))?;
+    let found = find_signatures(&src, &top.digest, true, true).await?;
+    let (eval, path) = match &policy {
+        Some((p, path)) => {
+            let check = TrustCheck::new(p.clone(), &image);
+            let mut eval = hoist_trust::evaluate(p, &check.target, &top.bytes, &found.signatures);
+            if !eval.allowed() {
+                for r in eval.requirements.iter_mut().filter(|r| !r.satisfied) {
+                    r.problems.extend(found.notes.iter().cloned());
+                }
+            }
+            (Some(eval), Some(path.clone()))
+        }
+        None => (None, None),
+    };
+    let report = Report {
+        image: image.to_string(),
+        digest: top.digest.to_string(),
+        policy: path,
+        allowed: eval.as_ref().is_none_or(|e| e.allowed()),
+        scope: eval.as_ref().map(|e| e.scope.clone()),
+        signatures: found
+            .signatures
+            .iter()
+            .enumerate()
+            .map(|(i, s)| SignatureInfo {
+                index: i + 1,
+                kind: s.kind(),
+                bytes: match s {
+                    ImageSignature::SimpleSigning(b) => b.len(),
+                    ImageSignature::Cosign { payload, .. } => payload.len(),
+                },
+            })
+            .collect(),
+        notes: found.notes.clone(),
+        requirements: eval
+            .as_ref()
+            .map(|e| e.requirements.clone())
+            .unwrap_or_default(),
+    };
+    match a.format {
+        Format::Json => crate::cmd::print_json(&report)?,
+        Format::Table => print_text(&report),
+    }
+    if let Some(e) = &eval {
+        e.check(&report.image)?;
+    }
+    Ok(())
+}
+
+fn print_text(r: &Report) {
+    println!("image:      {}", r.image);
+    println!("digest:     {}", r.digest);
+    if r.signatures.is_empty() {
+        println!("signatures: none found");
+    } else {
+        println!("signatures:");
+        for s in &r.signatures {
+            println!("  {}. {} ({} bytes)", s.index, s.kind, s.bytes);
+        }
+    }
+    for n in &r.notes {
+        println!("  note: {n}");
+    }
+    match (&r.policy, &r.scope) {
+        (Some(p), Some(scope)) => {
+            println!("policy:     {} (scope {scope})", p.display());
+            for q in &r.requirements {
+                let mark = if q.satisfied {
+                    "satisfied"
+                } else {
+                    "NOT satisfied"
+                };
+                println!("  {}: {mark}", q.requirement);
+                for m in &q.satisfied_by {
+                    println!(
+                        "    by signature {} ({}, identity {})",
+                        m.index + 1,
+                        m.signer,
+                        m.docker_reference
+                    );
+                }
+                if !q.satisfied {
+                    for p in &q.problems {
+                        println!("    {p}");
+                    }
+                }
+            }
+        }
+        _ => println!("policy:     none (no policy file, or --insecure-policy): accepted"),
+    }
+    println!(
+        "verdict:    {}",
+        if r.allowed { "accepted" } else { "REFUSED" }
+    );
+}

@@ -1,0 +1,623 @@
+//! Trust enforced by the CLI (issue 16): `hoist copy` and `hoist verify` under
+//! containers-policy.json, with signatures made by the real peers: `skopeo copy --sign-by`
+//! (GPG, a throwaway home) into a `dir:` layout, and cosign-shaped `.sig` tags in the real
+//! registry signed by openssl (Debian's skopeo 1.9 has sigstore signing disabled). Every
+//! refusal names scope, requirement and fault, and leaves the destination and the store as
+//! they were (fsck clean).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use hoist_testkit::images::{BlobInfo, OciLayout, sample_docker};
+use hoist_testkit::skopeo::push_spec;
+use hoist_testkit::{Need, Peer, Registry, require};
+
+const IDENTITY: &str = "127.0.0.1:5000/ns/app:1";
+
+struct GpgHome {
+    dir: tempfile::TempDir,
+}
+
+impl GpgHome {
+    fn new() -> GpgHome {
+        let dir = tempfile::Builder::new()
+            .prefix("hg")
+            .tempdir_in("/tmp")
+            .unwrap();
+        std::fs::set_permissions(
+            dir.path(),
+            std::os::unix::fs::PermissionsExt::from_mode(0o700),
+        )
+        .unwrap();
+        GpgHome { dir }
+    }
+
+    fn gpg(&self) -> Command {
+        let mut c = Command::new("gpg");
+        c.env("GNUPGHOME", self.dir.path()).args([
+            "--batch",
+            "--no-tty",
+            "--pinentry-mode",
+            "loopback",
+            "--passphrase",
+            "",
+        ]);
+        c
+    }
+
+    fn key(&self, email: &str, export_to: &Path) -> String {
+        let mut c = self.gpg();
+        c.args([
+            "--quick-gen-key",
+            &format!("hoist test <{email}>"),
+            "default",
+            "default",
+            "never",
+        ]);
+        run(c);
+        let mut c = self.gpg();
+        c.args(["--with-colons", "--list-keys", email]);
+        let out = String::from_utf8(run(c)).unwrap();
+        let fpr = out
+            .lines()
+            .find_map(|l| l.strip_prefix("fpr:"))
+            .map(|l| l.trim_matches(':').to_owned())
+            .unwrap();
+        let mut c = self.gpg();
+        c.args(["--export", &fpr]);
+        std::fs::write(export_to, run(c)).unwrap();
+        fpr
+    }
+}
+
+impl Drop for GpgHome {
+    fn drop(&mut self) {
+        let _ = Command::new("gpgconf")
+            .env("GNUPGHOME", self.dir.path())
+            .args(["--kill", "gpg-agent"])
+            .status();
+    }
+}
+
+fn run(mut c: Command) -> Vec<u8> {
+    let out = c.output().unwrap();
+    assert!(
+        out.status.success(),
+        "{c:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
+fn hoist_ok(dir: &Path, args: &[&str]) -> String {
+    let out = support::hoist(dir).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "hoist {args:?} failed:\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+fn hoist_refused(dir: &Path, args: &[&str]) -> String {
+    let out = support::hoist(dir).args(args).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(!out.status.success(), "hoist {args:?} succeeded");
+    assert!(
+        err.contains("refused by the policy"),
+        "hoist {args:?}: {err}"
+    );
+    err
+}
+
+fn write_policy(path: &Path, transport: &str, scope: &str, req: &str) -> String {
+    std::fs::write(
+        path,
+        format!(
+            r#"{{"default": [{{"type": "reject"}}], "transports": {{"{transport}": {{"{scope}": [{req}]}}}}}}"#
+        ),
+    )
+    .unwrap();
+    path.display().to_string()
+}
+
+fn images_in(dir: &Path, store: &Path) -> usize {
+    let out = hoist_ok(
+        dir,
+        &[
+            "--store",
+            store.to_str().unwrap(),
+            "images",
+            "--format",
+            "json",
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    v.as_array().map(Vec::len).unwrap_or(0)
+}
+
+#[test]
+fn gpg_signed_dir_from_skopeo_is_enforced_on_copy_and_shown_by_verify() {
+    require!(Need::Tool("gpg"), Need::Peer(Peer::Skopeo));
+    let t = tempfile::tempdir().unwrap();
+    let w = |n: &str| -> PathBuf { t.path().join(n) };
+    let s = |n: &str| -> String { w(n).display().to_string() };
+    let home = GpgHome::new();
+    let a = home.key("a@example.com", &w("a.gpg"));
+    let _b = home.key("b@example.com", &w("b.gpg"));
+    sample_docker().write_layout(&w("layout"), "t").unwrap();
+    OciLayout::create(&w("layout"))
+        .unwrap()
+        .export_dir_transport("t", &w("plain"))
+        .unwrap();
+    let out = Command::new("skopeo")
+        .env("GNUPGHOME", home.dir.path())
+        .args(["copy", "--sign-by", &a, "--sign-identity", IDENTITY])
+        .arg(format!("dir:{}", s("plain")))
+        .arg(format!("dir:{}", s("signed")))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(w("signed/signature-1").is_file());
+    let signed = std::fs::canonicalize(w("signed")).unwrap();
+    let signed = signed.to_str().unwrap();
+    let src = format!("dir:{signed}");
+    let signed_by = |key: &str, identity: &str| {
+        format!(
+            r#"{{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "{}", "signedIdentity": {{"type": "exactReference", "dockerReference": "{identity}"}}}}"#,
+            s(key)
+        )
+    };
+    let good = write_policy(
+        &w("good.json"),
+        "dir",
+        signed,
+        &signed_by("a.gpg", IDENTITY),
+    );
+    let other_key = write_policy(
+        &w("other.json"),
+        "dir",
+        signed,
+        &signed_by("b.gpg", IDENTITY),
+    );
+    let other_id = write_policy(
+        &w("id.json"),
+        "dir",
+        signed,
+        &signed_by("a.gpg", "127.0.0.1:5000/ns/app:2"),
+    );
+    let reject = write_policy(&w("reject.json"), "dir", signed, r#"{"type": "reject"}"#);
+    let store = w("store");
+    let store_s = store.to_str().unwrap();
+
+    // Accepted: to an OCI layout and into the store.
+    hoist_ok(
+        t.path(),
+        &[
+            "copy",
+            "--policy",
+            &good,
+            &src,
+            &format!("oci:{}:x", s("out")),
+        ],
+    );
+    assert!(w("out/index.json").is_file());
+    hoist_ok(
+        t.path(),
+        &[
+            "--store",
+            store_s,
+            "copy",
+            "--policy",
+            &good,
+            &src,
+            &format!("hoist:{IDENTITY}"),
+        ],
+    );
+    assert_eq!(images_in(t.path(), &store), 1);
+
+    // verify: the signature, and the requirement it satisfies.
+    let out = hoist_ok(
+        t.path(),
+        &["verify", "--policy", &good, "--format", "json", &src],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["allowed"], true, "{v}");
+    assert_eq!(v["signatures"][0]["kind"], "simple-signing", "{v}");
+    assert_eq!(v["requirements"][0]["satisfied"], true, "{v}");
+    assert_eq!(
+        v["requirements"][0]["satisfied_by"][0]["docker_reference"], IDENTITY,
+        "{v}"
+    );
+    assert!(
+        v["requirements"][0]["satisfied_by"][0]["signer"]
+            .as_str()
+            .unwrap()
+            .contains(&a),
+        "{v}"
+    );
+    let out = hoist_ok(t.path(), &["verify", "--policy", &good, &src]);
+    assert!(out.contains("verdict:    accepted"), "{out}");
+
+    // Refused: another key, another identity, reject; each leaves nothing behind.
+    let fresh = w("store2");
+    let fresh_s = fresh.to_str().unwrap();
+    for (policy, why) in [
+        (&other_key, "not signed by any trusted key"),
+        (&other_id, "is not accepted for"),
+        (&reject, "rejects every image"),
+    ] {
+        let err = hoist_refused(
+            t.path(),
+            &[
+                "copy",
+                "--policy",
+                policy,
+                &src,
+                &format!("oci:{}:x", s("refused")),
+            ],
+        );
+        assert!(err.contains(why), "{err}");
+        assert!(
+            err.contains(&format!("transports.dir.\"{signed}\"")),
+            "{err}"
+        );
+        assert!(
+            !w("refused").exists(),
+            "a refused copy created its destination"
+        );
+        let err = hoist_refused(
+            t.path(),
+            &[
+                "--store",
+                fresh_s,
+                "copy",
+                "--policy",
+                policy,
+                &src,
+                &format!("hoist:{IDENTITY}"),
+            ],
+        );
+        assert!(err.contains(why), "{err}");
+        assert_eq!(images_in(t.path(), &fresh), 0);
+        support::assert_fsck_clean(t.path(), &fresh);
+        // verify says why too, and fails.
+        let out = support::hoist(t.path())
+            .args(["verify", "--policy", policy, &src])
+            .output()
+            .unwrap();
+        assert!(!out.status.success());
+        assert!(String::from_utf8_lossy(&out.stdout).contains("verdict:    REFUSED"));
+    }
+
+    // A signature for another manifest, put where the real one was.
+    std::fs::create_dir(w("tampered")).unwrap();
+    for e in std::fs::read_dir(signed).unwrap() {
+        let e = e.unwrap();
+        std::fs::copy(e.path(), w("tampered").join(e.file_name())).unwrap();
+    }
+    std::fs::write(w("other-manifest.json"), br#"{"schemaVersion": 2}"#).unwrap();
+    let out = Command::new("skopeo")
+        .env("GNUPGHOME", home.dir.path())
+        .arg("standalone-sign")
+        .arg(w("other-manifest.json"))
+        .args([IDENTITY, &a, "-o"])
+        .arg(w("tampered/signature-1"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let tampered = std::fs::canonicalize(w("tampered")).unwrap();
+    let tampered = tampered.to_str().unwrap();
+    let pol = write_policy(&w("t.json"), "dir", tampered, &signed_by("a.gpg", IDENTITY));
+    let err = hoist_refused(
+        t.path(),
+        &[
+            "--store",
+            fresh_s,
+            "copy",
+            "--policy",
+            &pol,
+            &format!("dir:{tampered}"),
+            &format!("hoist:{IDENTITY}"),
+        ],
+    );
+    assert!(err.contains("signs manifest sha256:"), "{err}");
+    // Truncated signature.
+    let sig = std::fs::read(signed.to_owned() + "/signature-1").unwrap();
+    std::fs::write(w("tampered/signature-1"), &sig[..sig.len() / 2]).unwrap();
+    hoist_refused(
+        t.path(),
+        &[
+            "--store",
+            fresh_s,
+            "copy",
+            "--policy",
+            &pol,
+            &format!("dir:{tampered}"),
+            &format!("hoist:{IDENTITY}"),
+        ],
+    );
+    assert_eq!(images_in(t.path(), &fresh), 0);
+    support::assert_fsck_clean(t.path(), &fresh);
+
+    // The sandbox's default policy accepts anything; so does --insecure-policy over a
+    // rejecting $HOIST_POLICY.
+    hoist_ok(
+        t.path(),
+        &["copy", &src, &format!("oci:{}:x", s("default"))],
+    );
+    let out = support::hoist(t.path())
+        .env("HOIST_POLICY", &reject)
+        .args([
+            "copy",
+            "--insecure-policy",
+            &src,
+            &format!("oci:{}:x", s("insecure")),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let out = support::hoist(t.path())
+        .env("HOIST_POLICY", &reject)
+        .args(["copy", &src, &format!("oci:{}:x", s("env"))])
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "$HOIST_POLICY was not applied");
+    // A policy naming Rekor is refused as a whole, with the reason.
+    let rekor = write_policy(
+        &w("rekor.json"),
+        "dir",
+        signed,
+        r#"{"type": "sigstoreSigned", "keyPath": "/k.pub", "rekorPublicKeyPath": "/r.pub"}"#,
+    );
+    let out = support::hoist(t.path())
+        .args([
+            "copy",
+            "--policy",
+            &rekor,
+            &src,
+            &format!("oci:{}:x", s("rekor")),
+        ])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("\"rekorPublicKeyPath\" is not supported"),
+        "{err}"
+    );
+}
+
+fn openssl(args: &[&str]) -> Vec<u8> {
+    let mut c = Command::new("openssl");
+    c.args(args);
+    run(c)
+}
+
+/// Pushes a cosign-shaped `.sig` image for `digest` to `reg` under `repo`: one
+/// simple-signing layer `payload` with the signature annotation `signature`.
+fn push_sig(
+    reg: &Registry,
+    work: &Path,
+    repo: &str,
+    digest: &str,
+    payload: &[u8],
+    signature: &str,
+) {
+    let dir = work.join(format!("sig-{}", &digest[7..19]));
+    let _ = std::fs::remove_dir_all(&dir);
+    let layout = OciLayout::create(&dir).unwrap();
+    let payload_digest = layout.put_blob(payload).unwrap();
+    let config = format!(
+        r#"{{"architecture":"","os":"","config":{{}},"rootfs":{{"type":"layers","diff_ids":["{payload_digest}"]}}}}"#
+    );
+    let config_digest = layout.put_blob(config.as_bytes()).unwrap();
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {"mediaType": "application/vnd.oci.image.config.v1+json", "digest": config_digest, "size": config.len()},
+        "layers": [{
+            "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+            "digest": payload_digest,
+            "size": payload.len(),
+            "annotations": {"dev.cosignproject.cosign/signature": signature},
+        }],
+    })
+    .to_string();
+    let md = layout.put_blob(manifest.as_bytes()).unwrap();
+    let info = BlobInfo {
+        media_type: "application/vnd.oci.image.manifest.v1+json".into(),
+        digest: md,
+        size: manifest.len() as u64,
+    };
+    layout.tag(&info, "sig").unwrap();
+    let tag = digest.replace(':', "-") + ".sig";
+    let mut c = Command::new("skopeo");
+    c.args(["copy", "--dest-tls-verify=false", "--preserve-digests"])
+        .arg(format!("oci:{}:sig", dir.display()))
+        .arg(format!(
+            "docker://{}:{tag}",
+            reg.image_ref(repo).trim_end_matches(":latest")
+        ));
+    run(c);
+}
+
+#[test]
+fn cosign_sig_tags_in_the_registry_are_enforced() {
+    require!(
+        Need::Peer(Peer::Registry),
+        Need::Peer(Peer::Skopeo),
+        Need::Peer(Peer::Openssl)
+    );
+    use base64::Engine as _;
+    let t = tempfile::tempdir().unwrap();
+    let w = |n: &str| -> PathBuf { t.path().join(n) };
+    let s = |n: &str| -> String { w(n).display().to_string() };
+    let reg = Registry::plain();
+    let built = push_spec(&sample_docker(), &reg, "t/img:1").unwrap();
+    push_spec(&sample_docker(), &reg, "t/bad:1").unwrap();
+    let digest = built.manifest.digest.clone();
+    openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        &s("k.pem"),
+    ]);
+    openssl(&["pkey", "-in", &s("k.pem"), "-pubout", "-out", &s("k.pub")]);
+    openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        &s("o.pem"),
+    ]);
+    openssl(&["pkey", "-in", &s("o.pem"), "-pubout", "-out", &s("o.pub")]);
+    let repo = reg
+        .image_ref("t/img")
+        .trim_end_matches(":latest")
+        .to_owned();
+    let payload = format!(
+        r#"{{"critical":{{"identity":{{"docker-reference":"{repo}"}},"image":{{"docker-manifest-digest":"{digest}"}},"type":"cosign container image signature"}},"optional":null}}"#
+    );
+    std::fs::write(w("payload.json"), &payload).unwrap();
+    openssl(&[
+        "dgst",
+        "-sha256",
+        "-sign",
+        &s("k.pem"),
+        "-out",
+        &s("sig.der"),
+        &s("payload.json"),
+    ]);
+    let b64 = base64::engine::general_purpose::STANDARD;
+    let signature = b64.encode(std::fs::read(w("sig.der")).unwrap());
+    push_sig(
+        &reg,
+        t.path(),
+        "t/img",
+        &digest,
+        payload.as_bytes(),
+        &signature,
+    );
+    // t/bad: the same manifest digest, but its `.sig` layer is garbage.
+    push_sig(&reg, t.path(), "t/bad", &digest, b"garbage", &signature);
+
+    let host = reg.host_port();
+    let sigstore = |key: &str| {
+        format!(
+            r#"{{"type": "sigstoreSigned", "keyPath": "{}", "signedIdentity": {{"type": "matchRepository"}}}}"#,
+            s(key)
+        )
+    };
+    let good = write_policy(&w("good.json"), "docker", &host, &sigstore("k.pub"));
+    let other = write_policy(&w("other.json"), "docker", &host, &sigstore("o.pub"));
+    let src = format!("docker://{}", reg.image_ref("t/img:1"));
+    let store = w("store");
+    let store_s = store.to_str().unwrap();
+    let tls = "--tls-verify=false";
+
+    hoist_ok(
+        t.path(),
+        &[
+            "--store",
+            store_s,
+            "copy",
+            tls,
+            "--policy",
+            &good,
+            &src,
+            &format!("hoist:{}", reg.image_ref("t/img:1")),
+        ],
+    );
+    assert_eq!(images_in(t.path(), &store), 1);
+    let out = hoist_ok(
+        t.path(),
+        &["verify", tls, "--policy", &good, "--format", "json", &src],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["allowed"], true, "{v}");
+    assert_eq!(v["signatures"][0]["kind"], "cosign", "{v}");
+    assert_eq!(
+        v["requirements"][0]["satisfied_by"][0]["docker_reference"], repo,
+        "{v}"
+    );
+
+    let fresh = w("store2");
+    let fresh_s = fresh.to_str().unwrap();
+    let err = hoist_refused(
+        t.path(),
+        &[
+            "--store",
+            fresh_s,
+            "copy",
+            tls,
+            "--policy",
+            &other,
+            &src,
+            &format!("hoist:{}", reg.image_ref("t/img:1")),
+        ],
+    );
+    assert!(
+        err.contains("not signed by any of the 1 trusted public key"),
+        "{err}"
+    );
+    assert!(
+        err.contains(&format!("transports.docker.\"{host}\"")),
+        "{err}"
+    );
+    let bad = format!("docker://{}", reg.image_ref("t/bad:1"));
+    let err = hoist_refused(
+        t.path(),
+        &[
+            "--store",
+            fresh_s,
+            "copy",
+            tls,
+            "--policy",
+            &good,
+            &bad,
+            &format!("oci:{}:x", s("bad-out")),
+        ],
+    );
+    assert!(err.contains("signature 1"), "{err}");
+    assert!(!w("bad-out").exists());
+    // An image with no `.sig` tag at all.
+    push_spec(&sample_docker(), &reg, "t/unsigned:1").unwrap();
+    let err = hoist_refused(
+        t.path(),
+        &[
+            "--store",
+            fresh_s,
+            "copy",
+            tls,
+            "--policy",
+            &good,
+            &format!("docker://{}", reg.image_ref("t/unsigned:1")),
+            &format!("hoist:{}", reg.image_ref("t/unsigned:1")),
+        ],
+    );
+    assert!(
+        err.contains("no sigstore (cosign) signature was found"),
+        "{err}"
+    );
+    assert_eq!(images_in(t.path(), &fresh), 0);
+    support::assert_fsck_clean(t.path(), &fresh);
+}

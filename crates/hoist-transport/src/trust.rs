@@ -1,0 +1,246 @@
+//! Trust at the door: the containers-policy.json decision for a source's top manifest,
+//! taken by the copy engine right after it reads that manifest and before anything is
+//! copied, so a refused image leaves the store and the destination as they were.
+//!
+//! The signatures come from the source itself: simple-signing signatures its transport
+//! keeps (`dir:` `signature-N` files, [`ImageSource::get_signatures`]) and the cosign
+//! `sha256-<hex>.sig` tag of its repository (each layer of that manifest is a payload, its
+//! `dev.cosignproject.cosign/signature` annotation the signature). Signatures are only
+//! looked for when a requirement of the applicable scope needs them.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use hoist_trust::payload::MAX_PAYLOAD_SIZE;
+use hoist_trust::sigstore::{PAYLOAD_MEDIA_TYPE, SIGNATURE_ANNOTATION};
+use hoist_trust::{Evaluation, ImageSignature, Named, Policy, PolicyTarget, Requirement};
+use hoist_types::{Descriptor, Digest, ImageManifest, Manifest};
+
+use crate::TransportError;
+use crate::transports::any::AnySource;
+use crate::transports::{ImageRef, ImageSource as _, ManifestRef, RawManifest};
+
+/// Most layers of a `.sig` manifest looked at.
+const MAX_COSIGN_SIGNATURES: usize = 64;
+
+/// A policy, and the image (by its source reference) it is asked about.
+#[derive(Debug, Clone)]
+pub struct TrustCheck {
+    /// The policy.
+    pub policy: Arc<Policy>,
+    /// The image's transport and scopes.
+    pub target: PolicyTarget,
+    /// `transport:reference`, for messages.
+    pub image: String,
+    /// The top manifest already accepted by this check (a caller that checks before it
+    /// opens the destination, then the engine): the same digest is not evaluated twice.
+    accepted: Arc<Mutex<Option<Digest>>>,
+}
+
+impl TrustCheck {
+    /// The check of `policy` for the image `source` names.
+    pub fn new(policy: Arc<Policy>, source: &ImageRef) -> TrustCheck {
+        TrustCheck {
+            policy,
+            target: policy_target(source),
+            image: source.to_string(),
+            accepted: Arc::default(),
+        }
+    }
+
+    /// Evaluates the policy for `top`, read from `src`; a refusal is
+    /// [`TransportError::Trust`] naming the scope, the requirement and what was wrong.
+    /// `Ok(None)`: this check had already accepted the same manifest.
+    pub async fn enforce(
+        &self,
+        src: &AnySource,
+        top: &RawManifest,
+    ) -> Result<Option<Evaluation>, TransportError> {
+        self.enforce_manifest(src, &top.digest, &top.bytes).await
+    }
+
+    /// [`TrustCheck::enforce`] for a top manifest known by its digest and exact bytes.
+    pub async fn enforce_manifest(
+        &self,
+        src: &AnySource,
+        digest: &Digest,
+        bytes: &[u8],
+    ) -> Result<Option<Evaluation>, TransportError> {
+        let lock = || self.accepted.lock().unwrap_or_else(|p| p.into_inner());
+        // The bytes hash to `digest` (the source verified them), so an earlier acceptance
+        // of the same digest by this check holds for them.
+        if lock().as_ref() == Some(digest) && digest.verifies(bytes) {
+            return Ok(None);
+        }
+        let (eval, _) = self.evaluate_with_signatures(src, digest, bytes).await?;
+        eval.check(&self.image)?;
+        *lock() = Some(digest.clone());
+        Ok(Some(eval))
+    }
+
+    /// Evaluates the policy for `top`, read from `src`, without refusing: what `hoist verify`
+    /// prints. Also returns the signatures found.
+    pub async fn evaluate(
+        &self,
+        src: &AnySource,
+        top: &RawManifest,
+    ) -> Result<Evaluation, TransportError> {
+        Ok(self
+            .evaluate_with_signatures(src, &top.digest, &top.bytes)
+            .await?
+            .0)
+    }
+
+    /// [`TrustCheck::evaluate`], with the signatures it looked at and notes on where it
+    /// could not look.
+    pub async fn evaluate_with_signatures(
+        &self,
+        src: &AnySource,
+        digest: &Digest,
+        bytes: &[u8],
+    ) -> Result<(Evaluation, Found), TransportError> {
+        let (_, reqs) = self.policy.requirements_for(&self.target);
+        let simple = reqs
+            .iter()
+            .any(|r| matches!(r, Requirement::SignedBy { .. }));
+        let cosign = reqs
+            .iter()
+            .any(|r| matches!(r, Requirement::SigstoreSigned { .. }));
+        let found = find_signatures(src, digest, simple, cosign).await?;
+        let mut eval = hoist_trust::evaluate(&self.policy, &self.target, bytes, &found.signatures);
+        if !eval.allowed() {
+            for r in eval.requirements.iter_mut().filter(|r| !r.satisfied) {
+                r.problems.extend(found.notes.iter().cloned());
+            }
+        }
+        Ok((eval, found))
+    }
+}
+
+/// The policy's view of an image reference: transport name, scopes, Docker reference.
+pub fn policy_target(r: &ImageRef) -> PolicyTarget {
+    match r {
+        ImageRef::Docker(reference) => {
+            PolicyTarget::docker("docker", &Named::from_reference(reference))
+        }
+        ImageRef::Hoist { name } => match Named::parse(name) {
+            // A name in the store is matched like a Docker reference; an ID or digest has
+            // no scope but the transport's default.
+            Ok(n) if name.contains(['/', ':']) || !is_hex_prefix(name) => {
+                PolicyTarget::docker("hoist", &n)
+            }
+            _ => PolicyTarget::path("hoist", Path::new(""), None),
+        },
+        ImageRef::Oci { dir, name } => PolicyTarget::path("oci", &absolute(dir), name.as_deref()),
+        ImageRef::OciArchive { file, name } => {
+            PolicyTarget::path("oci-archive", &absolute(file), name.as_deref())
+        }
+        ImageRef::DockerArchive { file, .. } => {
+            PolicyTarget::path("docker-archive", &absolute(file), None)
+        }
+        ImageRef::Dir { dir } => PolicyTarget::path("dir", &absolute(dir), None),
+    }
+}
+
+fn is_hex_prefix(s: &str) -> bool {
+    let s = s.strip_prefix("sha256:").unwrap_or(s);
+    !s.is_empty() && s.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// The canonical absolute path (symlinks resolved) where it exists, else made absolute.
+fn absolute(p: &Path) -> PathBuf {
+    std::fs::canonicalize(p).unwrap_or_else(|_| {
+        std::env::current_dir()
+            .map(|d| d.join(p))
+            .unwrap_or_else(|_| p.to_path_buf())
+    })
+}
+
+/// Signatures found for an image, and where looking failed.
+#[derive(Debug, Clone, Default)]
+pub struct Found {
+    /// The signatures, simple-signing first, then cosign.
+    pub signatures: Vec<ImageSignature>,
+    /// Where signatures could not be read (a broken `.sig` manifest or layer), for messages.
+    pub notes: Vec<String>,
+}
+
+/// Looks for the signatures of the top manifest `digest` in `src`: simple-signing ones when
+/// `simple`, the cosign `.sig` tag when `cosign`.
+pub async fn find_signatures(
+    src: &AnySource,
+    digest: &Digest,
+    simple: bool,
+    cosign: bool,
+) -> Result<Found, TransportError> {
+    let mut found = Found::default();
+    if simple {
+        for s in src.get_signatures(None).await? {
+            found.signatures.push(ImageSignature::SimpleSigning(s));
+        }
+    }
+    if cosign {
+        let tag = format!("{}-{}.sig", digest.algorithm(), digest.hex());
+        // No such tag (or a transport without tags) means no cosign signature.
+        if let Ok(m) = src.get_manifest(&ManifestRef::Tag(tag.clone())).await {
+            match &m.manifest {
+                Manifest::Image(ImageManifest { layers, .. }) => {
+                    for (i, layer) in layers.iter().take(MAX_COSIGN_SIGNATURES).enumerate() {
+                        match cosign_signature(src, layer).await {
+                            Ok(Some(s)) => found.signatures.push(s),
+                            Ok(None) => {}
+                            Err(why) => found.notes.push(format!("{tag} layer {}: {why}", i + 1)),
+                        }
+                    }
+                }
+                _ => found.notes.push(format!("{tag} is not an image manifest")),
+            }
+        }
+    }
+    Ok(found)
+}
+
+/// One `.sig` layer: its payload (≤ [`MAX_PAYLOAD_SIZE`], digest-checked) and annotation.
+async fn cosign_signature(
+    src: &AnySource,
+    layer: &Descriptor,
+) -> Result<Option<ImageSignature>, String> {
+    if layer.media_type.as_str() != PAYLOAD_MEDIA_TYPE {
+        return Ok(None);
+    }
+    let Some(signature) = layer
+        .annotations
+        .as_ref()
+        .and_then(|a| a.get(SIGNATURE_ANNOTATION))
+        .cloned()
+    else {
+        return Err(format!("no {SIGNATURE_ANNOTATION} annotation"));
+    };
+    if layer.size > MAX_PAYLOAD_SIZE as u64 {
+        return Err(format!(
+            "payload of {} bytes is larger than {MAX_PAYLOAD_SIZE}",
+            layer.size
+        ));
+    }
+    let mut stream = src.get_blob(layer).await.map_err(|e| e.to_string())?;
+    let payload = crate::blocking(move || {
+        let mut out = Vec::new();
+        while let Some(c) = stream.blocking_next() {
+            let c = c.map_err(|e| e.to_string())?;
+            out.extend_from_slice(&c);
+            if out.len() > MAX_PAYLOAD_SIZE {
+                return Err(format!("payload is larger than {MAX_PAYLOAD_SIZE} bytes"));
+            }
+        }
+        Ok(out)
+    })
+    .await
+    .map_err(|e| e.to_string())??;
+    if !layer.digest.verifies(&payload) {
+        return Err(format!(
+            "payload does not match its digest {}",
+            layer.digest
+        ));
+    }
+    Ok(Some(ImageSignature::Cosign { payload, signature }))
+}
