@@ -377,6 +377,58 @@ fn gpg_signed_dir_from_skopeo_is_enforced_on_copy_and_shown_by_verify() {
         .output()
         .unwrap();
     assert!(!out.status.success(), "$HOIST_POLICY was not applied");
+    // hoist load: the archive's transport and path scopes decide; an archive carries no
+    // signature, so a signature requirement refuses it and the store stays unchanged.
+    hoist_ok(
+        t.path(),
+        &[
+            "copy",
+            &src,
+            &format!("docker-archive:{}:{IDENTITY}", s("img.tar")),
+        ],
+    );
+    let tar = std::fs::canonicalize(w("img.tar")).unwrap();
+    let tar = tar.to_str().unwrap();
+    let load_reject = write_policy(
+        &w("lr.json"),
+        "docker-archive",
+        tar,
+        r#"{"type": "reject"}"#,
+    );
+    let load_signed = write_policy(
+        &w("ls.json"),
+        "docker-archive",
+        tar,
+        &signed_by("a.gpg", IDENTITY),
+    );
+    let load_ok = write_policy(
+        &w("lo.json"),
+        "docker-archive",
+        tar,
+        r#"{"type": "insecureAcceptAnything"}"#,
+    );
+    for (policy, why) in [
+        (&load_reject, "rejects every image"),
+        (&load_signed, "no simple-signing (GPG) signature was found"),
+    ] {
+        let err = hoist_refused(
+            t.path(),
+            &["--store", fresh_s, "load", "--policy", policy, "-i", tar],
+        );
+        assert!(err.contains(why), "{err}");
+        assert!(
+            err.contains(&format!("transports.docker-archive.\"{tar}\"")),
+            "{err}"
+        );
+        assert_eq!(images_in(t.path(), &fresh), 0);
+        support::assert_fsck_clean(t.path(), &fresh);
+    }
+    hoist_ok(
+        t.path(),
+        &["--store", fresh_s, "load", "--policy", &load_ok, "-i", tar],
+    );
+    assert_eq!(images_in(t.path(), &fresh), 1);
+
     // A policy naming Rekor is refused as a whole, with the reason.
     let rekor = write_policy(
         &w("rekor.json"),
@@ -618,6 +670,43 @@ fn cosign_sig_tags_in_the_registry_are_enforced() {
         err.contains("no sigstore (cosign) signature was found"),
         "{err}"
     );
+    assert_eq!(images_in(t.path(), &fresh), 0);
+    support::assert_fsck_clean(t.path(), &fresh);
+
+    // hoist pull: the same decisions, before any blob is fetched.
+    let pulled = w("store3");
+    let pulled_s = pulled.to_str().unwrap();
+    let img = reg.image_ref("t/img:1");
+    for (policy, refused) in [(&other, true), (&good, false)] {
+        let out = support::hoist(t.path())
+            .args(["--store", pulled_s, "pull", tls, "--policy", policy, &img])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(!out.status.success(), refused, "{err}");
+        if refused {
+            assert!(
+                err.contains("not signed by any of the 1 trusted public key"),
+                "{err}"
+            );
+            assert_eq!(images_in(t.path(), &pulled), 0);
+            support::assert_fsck_clean(t.path(), &pulled);
+        }
+    }
+    assert_eq!(images_in(t.path(), &pulled), 1);
+    let err = hoist_refused(
+        t.path(),
+        &[
+            "--store",
+            fresh_s,
+            "pull",
+            tls,
+            "--policy",
+            &good,
+            &reg.image_ref("t/bad:1"),
+        ],
+    );
+    assert!(err.contains("signature 1"), "{err}");
     assert_eq!(images_in(t.path(), &fresh), 0);
     support::assert_fsck_clean(t.path(), &fresh);
 }

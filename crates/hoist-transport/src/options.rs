@@ -40,6 +40,9 @@ pub struct PullOptions {
     /// Fetch foreign (non-distributable) layers from their `urls`, never with
     /// credentials. Off by default: such a layer is an error.
     pub foreign_layers: bool,
+    /// The trust policy (containers-policy.json) enforced on the image's top manifest
+    /// before any blob is fetched (`None`: accept anything).
+    pub trust: Option<std::sync::Arc<hoist_trust::Policy>>,
 }
 
 impl Default for PullOptions {
@@ -53,6 +56,7 @@ impl Default for PullOptions {
             range_connections: DEFAULT_RANGE_CONNECTIONS,
             range_probe: DEFAULT_RANGE_PROBE,
             foreign_layers: false,
+            trust: None,
         }
     }
 }

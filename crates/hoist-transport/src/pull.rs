@@ -149,6 +149,11 @@ async fn pull_leased(
         &mut held,
     )
     .await?;
+    // Trust before any blob is fetched: a refused image leaves the store as it was.
+    if let Some(policy) = &opts.trust {
+        crate::trust::enforce_pull(policy, reference, opts, indexes.first().unwrap_or(&current))
+            .await?;
+    }
     let resolved_digest = indexes.first().unwrap_or(&current).digest.clone();
 
     let mut stats = Stats::default();

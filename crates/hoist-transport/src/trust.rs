@@ -14,11 +14,12 @@ use std::sync::{Arc, Mutex};
 use hoist_trust::payload::MAX_PAYLOAD_SIZE;
 use hoist_trust::sigstore::{PAYLOAD_MEDIA_TYPE, SIGNATURE_ANNOTATION};
 use hoist_trust::{Evaluation, ImageSignature, Named, Policy, PolicyTarget, Requirement};
-use hoist_types::{Descriptor, Digest, ImageManifest, Manifest};
+use hoist_types::{Descriptor, Digest, ImageManifest, Manifest, Reference};
 
-use crate::TransportError;
 use crate::transports::any::AnySource;
+use crate::transports::docker::DockerSource;
 use crate::transports::{ImageRef, ImageSource as _, ManifestRef, RawManifest};
+use crate::{PullOptions, TransportError};
 
 /// Most layers of a `.sig` manifest looked at.
 const MAX_COSIGN_SIGNATURES: usize = 64;
@@ -115,6 +116,37 @@ impl TrustCheck {
         }
         Ok((eval, found))
     }
+}
+
+/// The policy decision for a pull of `reference` whose top manifest (the one the reference
+/// names: an index or an image) is `top`; signatures are looked for in the same registry
+/// (and mirrors) the pull uses.
+pub async fn enforce_pull(
+    policy: &Arc<Policy>,
+    reference: &Reference,
+    opts: &PullOptions,
+    top: &RawManifest,
+) -> Result<(), TransportError> {
+    let src = AnySource::Docker(DockerSource::new(reference.clone(), opts));
+    TrustCheck::new(policy.clone(), &ImageRef::Docker(reference.clone()))
+        .enforce(&src, top)
+        .await
+        .map(|_| ())
+}
+
+/// The policy decision for loading the archive `file` of transport `transport`
+/// (`docker-archive`, `oci-archive`). Archives carry no signatures hoist reads, so only
+/// `insecureAcceptAnything` can let one in; a signature requirement is refused as "no
+/// signature was found".
+pub fn check_archive_load(
+    policy: &Policy,
+    transport: &str,
+    file: &Path,
+) -> Result<(), TransportError> {
+    let target = PolicyTarget::path(transport, &absolute(file), None);
+    let image = format!("{transport}:{}", file.display());
+    hoist_trust::evaluate(policy, &target, b"", &[]).check(&image)?;
+    Ok(())
 }
 
 /// The policy's view of an image reference: transport name, scopes, Docker reference.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context as _;
 use hoist_archive::spool_archive;
-use hoist_transport::transports::load_archive;
+use hoist_transport::transports::load_archive_trusted;
 use serde_json::json;
 
 use crate::cmd::print_json;
@@ -22,6 +22,8 @@ pub struct Args {
     /// Output format of the summary.
     #[arg(long, value_enum, default_value_t)]
     pub format: Format,
+    #[command(flatten)]
+    pub trust: crate::cmd::verify::TrustArgs,
 }
 
 /// Run it.
@@ -43,8 +45,10 @@ pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
         }
     };
     let progress = reporter(g.progress_mode());
-    let (format, loaded) = load_archive(&store, file, &name, progress.as_ref())
-        .with_context(|| format!("loading {}", name.display()))?;
+    let policy = a.trust.load()?.map(|(p, _)| p);
+    let (format, loaded) =
+        load_archive_trusted(&store, file, &name, policy.as_deref(), progress.as_ref())
+            .with_context(|| format!("loading {}", name.display()))?;
     drop(progress);
     match a.format {
         Format::Json => print_json(&json!({

@@ -43,6 +43,8 @@ pub struct Args {
     pub foreign_layers: bool,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub trust: crate::cmd::verify::TrustArgs,
 }
 
 /// Run it.
@@ -77,6 +79,7 @@ pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
         range_connections: a.range_connections,
         range_probe: a.range_probe,
         foreign_layers: a.foreign_layers,
+        trust: a.trust.load()?.map(|(p, _)| p),
     };
     let start = Instant::now();
     let report = hoist_transport::pull(&store, &reference, &opts, progress.as_ref())

@@ -48,6 +48,8 @@ pub struct Args {
     /// How pull-through reaches the upstream.
     #[command(flatten)]
     pub upstream: RegistryArgs,
+    #[command(flatten)]
+    pub trust: crate::cmd::verify::TrustArgs,
 }
 
 /// Run it.
@@ -71,6 +73,7 @@ pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
                 platform,
                 registry: a.upstream.client_options()?,
                 mirrors,
+                trust: a.trust.load()?.map(|(p, _)| p),
                 ..PullOptions::default()
             },
             tag_ttl: a.tag_ttl,

@@ -97,8 +97,23 @@ pub fn load_archive(
     name: &Path,
     progress: &dyn Progress,
 ) -> Result<(ArchiveFormat, Vec<LoadedImage>), TransportError> {
+    load_archive_trusted(store, file, name, None, progress)
+}
+
+/// [`load_archive`] under a trust policy, decided for the archive (its transport and
+/// path scopes) before anything is written: a refused archive leaves the store unchanged.
+pub fn load_archive_trusted(
+    store: &Store,
+    file: File,
+    name: &Path,
+    trust: Option<&hoist_trust::Policy>,
+    progress: &dyn Progress,
+) -> Result<(ArchiveFormat, Vec<LoadedImage>), TransportError> {
     let index = ArchiveIndex::from_file(file, name)?;
     let format = ArchiveFormat::detect(&index)?;
+    if let Some(policy) = trust {
+        crate::trust::check_archive_load(policy, format.as_str(), name)?;
+    }
     // A leased handle: the blobs staged and committed before the images are recorded
     // are kept by a concurrent `hoist gc` (hoist-store's `lease` module).
     let leased = store.leased()?;
