@@ -31,7 +31,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(out);
     let limits = Limits::default();
     if rest.iter().any(|a| a == "--passes") {
-        // Each pass alone: pass 1 (the tree) and pass 2 (the data, into nothing).
+        // Each pass alone: pass 1 (the tree) and pass 2 (the data, into nothing; on one
+        // thread, then on every core).
         let started = Instant::now();
         let tree = hoist_unpack::tree::FsTree::flattened(&store, &rec, &limits, &NoProgress)?;
         println!(
@@ -46,6 +47,12 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             Ok(())
         })?;
         println!("pass 2 ({bytes} bytes): {:?}", started.elapsed());
+        let started = Instant::now();
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        tree.stream_data_parallel(&store, &rec, &limits, &NoProgress, threads, || {
+            |_, _, _: &[u8]| Ok(())
+        })?;
+        println!("pass 2 on {threads} threads: {:?}", started.elapsed());
     }
     let started = Instant::now();
     let size = match format.as_str() {

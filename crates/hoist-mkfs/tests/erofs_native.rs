@@ -324,6 +324,20 @@ fn builds_are_deterministic_and_rootless_builds_are_identical() {
         std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
         "two builds differ"
     );
+    // Several layers with data: pass 2 runs them on several threads, same bytes.
+    let multi = common::load(
+        &store,
+        &images::sample_multi_layer().build().unwrap(),
+        "test/multi:latest",
+    );
+    let m1 = t.path().join("m1.erofs");
+    let m2 = t.path().join("m2.erofs");
+    build(&store, &multi, ErofsSource::Flattened, &m1);
+    build(&store, &multi, ErofsSource::Flattened, &m2);
+    assert!(
+        std::fs::read(&m1).unwrap() == std::fs::read(&m2).unwrap(),
+        "two builds of a multi-layer image differ"
+    );
     // A different key gives a different UUID.
     let l0 = t.path().join("l0.erofs");
     build(&store, &rec, ErofsSource::Layer(0), &l0);
@@ -471,4 +485,75 @@ fn walk(p: &Path) -> Vec<PathBuf> {
         }
     }
     out
+}
+
+#[test]
+fn pass_2_on_threads_delivers_what_one_thread_does() {
+    use hoist_unpack::tree::FsTree;
+    use std::collections::BTreeMap;
+    let t = tempfile::tempdir().unwrap();
+    let store = Store::open(t.path().join("store")).unwrap();
+    let rec = common::load(
+        &store,
+        &images::sample_multi_layer().build().unwrap(),
+        "test/multi:latest",
+    );
+    let limits = Limits::default();
+    let tree = FsTree::flattened(&store, &rec, &limits, &NoProgress).unwrap();
+    // Every file's bytes, each file's pieces at increasing, adjacent offsets.
+    type Files = BTreeMap<u32, Vec<u8>>;
+    let take = |files: &mut Files, id: u32, off: u64, b: &[u8]| {
+        let f = files.entry(id).or_default();
+        assert_eq!(f.len() as u64, off, "inode {id}: out of order");
+        f.extend_from_slice(b);
+    };
+    let mut one = Files::new();
+    tree.stream_data(&store, &rec, &limits, &NoProgress, |id, off, b| {
+        take(&mut one, id, off, b);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(one.keys().copied().collect::<Vec<_>>(), {
+        let mut ids: Vec<u32> = tree.data_order().collect();
+        ids.sort_unstable();
+        ids
+    });
+    let layers_with_data = {
+        let per: std::collections::BTreeSet<usize> = (0..rec.layers.len())
+            .filter(|&i| {
+                FsTree::layer(&store, &rec, i, &limits, &NoProgress)
+                    .unwrap()
+                    .data_order()
+                    .next()
+                    .is_some()
+            })
+            .collect();
+        per.len()
+    };
+    assert!(
+        layers_with_data >= 2,
+        "the image must spread data over layers"
+    );
+    for threads in [1, 2, 3, 8] {
+        let all = std::sync::Mutex::new(Files::new());
+        tree.stream_data_parallel(&store, &rec, &limits, &NoProgress, threads, || {
+            let mut mine = Files::new();
+            let all = &all;
+            // Each thread's sink gathers its files and hands them over when dropped.
+            struct Give<'a>(Files, &'a std::sync::Mutex<Files>);
+            impl Drop for Give<'_> {
+                fn drop(&mut self) {
+                    self.1.lock().unwrap().append(&mut self.0);
+                }
+            }
+            let mut give = Give(Files::new(), all);
+            move |id, off, b: &[u8]| {
+                take(&mut mine, id, off, b);
+                give.0.insert(id, mine[&id].clone());
+                Ok(())
+            }
+        })
+        .unwrap();
+        assert!(*all.lock().unwrap() == one, "{threads} threads");
+    }
 }

@@ -275,50 +275,145 @@ impl FsTree {
         mut sink: impl FnMut(InodeId, u64, &[u8]) -> Result<(), UnpackError>,
     ) -> Result<(), UnpackError> {
         let mut buf = vec![0u8; 1 << 20];
-        let mut next = 0usize;
-        let count = image.layers.len();
-        for i in self.layers.clone() {
-            if self.data.get(next).is_none_or(|((l, _), _)| *l != i) {
-                // No surviving data in this layer: nothing to read again.
-                continue;
-            }
-            let digest = &image.layers[i].digest;
-            let message = format!("writing layer {}/{count} {}", i + 1, digest.short());
-            progress.event(&ProgressEvent::Status { message: &message });
-            read_layer(store, image, i, limits, progress, |tar| {
-                let mut idx = 0u64;
-                while let Some(e) = tar.next_entry()? {
-                    let here = (i, idx);
-                    idx += 1;
-                    let Some(&(pos, id)) = self.data.get(next) else {
-                        continue;
-                    };
-                    if pos != here {
-                        continue;
-                    }
-                    next += 1;
-                    if !matches!(self.inodes[id as usize].kind, InodeKind::File { size } if size == e.size)
-                    {
-                        return Err(UnpackError::bad(
-                            &e.path,
-                            "the layer changed between the two passes (file size differs)",
-                        ));
-                    }
-                    let mut off = 0u64;
-                    while off < e.size {
-                        let n = tar.read_data(&mut buf)?;
-                        if n == 0 {
-                            return Err(UnpackError::bad(&e.path, "file data ends early"));
-                        }
-                        sink(id, off, &buf[..n])?;
-                        off += n as u64;
-                    }
-                }
-                Ok(())
-            })
-            .map_err(|e| e.in_layer(i + 1, digest))?;
+        for (i, range) in self.layer_data() {
+            self.stream_layer(
+                store, image, limits, progress, i, range, &mut buf, &mut sink,
+            )?;
         }
-        if next != self.data.len() {
+        Ok(())
+    }
+
+    /// Pass 2 on up to `threads` threads: as [`FsTree::stream_data`], but the layers with
+    /// data are shared out (the largest blobs first, each to the least loaded thread), and
+    /// each thread streams its layers, base first, through its own sink from `make_sink`.
+    /// Within a layer the files come in [`FsTree::data_order`]; layers run concurrently,
+    /// so a sink must not rely on the order across layers. On an error, the first failing
+    /// layer's error (base first) is returned once every thread has stopped.
+    pub fn stream_data_parallel<S>(
+        &self,
+        store: &Store,
+        image: &ImageRecord,
+        limits: &Limits,
+        progress: &dyn Progress,
+        threads: usize,
+        make_sink: impl Fn() -> S + Sync,
+    ) -> Result<(), UnpackError>
+    where
+        S: FnMut(InodeId, u64, &[u8]) -> Result<(), UnpackError>,
+    {
+        let layers = self.layer_data();
+        let threads = threads.clamp(1, layers.len().max(1));
+        if threads == 1 {
+            return self.stream_data(store, image, limits, progress, make_sink());
+        }
+        let mut order: Vec<usize> = (0..layers.len()).collect();
+        order.sort_by_key(|&k| std::cmp::Reverse(image.layers[layers[k].0].size));
+        let mut buckets: Vec<(u64, Vec<usize>)> = vec![(0, Vec::new()); threads];
+        for k in order {
+            let least = (0..threads)
+                .min_by_key(|&b| buckets[b].0)
+                .expect("one thread at least");
+            buckets[least].0 += image.layers[layers[k].0].size;
+            buckets[least].1.push(k);
+        }
+        let results: Vec<Result<(), (usize, UnpackError)>> = std::thread::scope(|s| {
+            let jobs: Vec<_> = buckets
+                .into_iter()
+                .map(|(_, mut mine)| {
+                    mine.sort_unstable();
+                    let (layers, make_sink) = (&layers, &make_sink);
+                    s.spawn(move || {
+                        let mut sink = make_sink();
+                        let mut buf = vec![0u8; 1 << 20];
+                        for k in mine {
+                            let (i, range) = layers[k].clone();
+                            self.stream_layer(
+                                store, image, limits, progress, i, range, &mut buf, &mut sink,
+                            )
+                            .map_err(|e| (i, e))?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            jobs.into_iter()
+                .map(|j| j.join().expect("a pass-2 thread panicked"))
+                .collect()
+        });
+        match results
+            .into_iter()
+            .filter_map(Result::err)
+            .min_by_key(|(i, _)| *i)
+        {
+            Some((_, e)) => Err(e),
+            None => Ok(()),
+        }
+    }
+
+    /// The layers with surviving data, base first, each with its range in `self.data`.
+    fn layer_data(&self) -> Vec<(usize, std::ops::Range<usize>)> {
+        let mut out: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
+        for (k, ((layer, _), _)) in self.data.iter().enumerate() {
+            match out.last_mut() {
+                Some((l, r)) if l == layer => r.end = k + 1,
+                _ => out.push((*layer, k..k + 1)),
+            }
+        }
+        out
+    }
+
+    /// Streams the files `self.data[range]` of layer `i` through `sink`.
+    #[allow(clippy::too_many_arguments)]
+    fn stream_layer(
+        &self,
+        store: &Store,
+        image: &ImageRecord,
+        limits: &Limits,
+        progress: &dyn Progress,
+        i: usize,
+        range: std::ops::Range<usize>,
+        buf: &mut [u8],
+        sink: &mut impl FnMut(InodeId, u64, &[u8]) -> Result<(), UnpackError>,
+    ) -> Result<(), UnpackError> {
+        let count = image.layers.len();
+        let digest = &image.layers[i].digest;
+        let message = format!("writing layer {}/{count} {}", i + 1, digest.short());
+        progress.event(&ProgressEvent::Status { message: &message });
+        let mut next = range.start;
+        read_layer(store, image, i, limits, progress, |tar| {
+            let mut idx = 0u64;
+            while let Some(e) = tar.next_entry()? {
+                let here = (i, idx);
+                idx += 1;
+                if next == range.end {
+                    continue;
+                }
+                let (pos, id) = self.data[next];
+                if pos != here {
+                    continue;
+                }
+                next += 1;
+                if !matches!(self.inodes[id as usize].kind, InodeKind::File { size } if size == e.size)
+                {
+                    return Err(UnpackError::bad(
+                        &e.path,
+                        "the layer changed between the two passes (file size differs)",
+                    ));
+                }
+                let mut off = 0u64;
+                while off < e.size {
+                    let n = tar.read_data(buf)?;
+                    if n == 0 {
+                        return Err(UnpackError::bad(&e.path, "file data ends early"));
+                    }
+                    sink(id, off, &buf[..n])?;
+                    off += n as u64;
+                }
+            }
+            Ok(())
+        })
+        .map_err(|e| e.in_layer(i + 1, digest))?;
+        if next != range.end {
             return Err(UnpackError::bad(
                 b"",
                 "a layer changed between the two passes (file data not found again)",

@@ -27,6 +27,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
+use std::sync::Mutex;
 
 use hoist_store::{ImageRecord, Store};
 use hoist_types::Progress;
@@ -81,10 +82,15 @@ pub fn build_erofs(
             ),
         ),
     };
-    write_erofs(&tree, out, key.as_bytes(), |sink| {
-        tree.stream_data(store, image, limits, progress, sink)
+    // Pass 2 on every core (up to 4): each layer's data goes to its own blocks.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    write_erofs(&tree, out, key.as_bytes(), |make_sink| {
+        tree.stream_data_parallel(store, image, limits, progress, threads, make_sink)
     })
 }
+
+/// A factory of data sinks, one per pass-2 thread.
+pub type SinkFactory<'s> = dyn Fn() -> Box<DataSink<'s>> + Sync + 's;
 
 /// Where one inode goes.
 #[derive(Debug, Clone, Default)]
@@ -118,14 +124,16 @@ impl Rec {
     }
 }
 
-/// Writes `tree` as an erofs image at `out`; `stream` must call the sink with every
-/// regular file's bytes (as [`FsTree::stream_data`] does). `key` seeds the UUID. Returns
-/// the image size in bytes.
+/// Writes `tree` as an erofs image at `out`. `stream` must deliver every regular file's
+/// bytes through sinks it makes with the factory it is given, one sink per thread, as
+/// [`FsTree::stream_data_parallel`] does (or [`FsTree::stream_data`] with one sink): each
+/// file's bytes in order through one sink; files in any order. `key` seeds the UUID.
+/// Returns the image size in bytes.
 pub fn write_erofs(
     tree: &FsTree,
     out: &Path,
     key: &[u8],
-    stream: impl FnOnce(&mut DataSink<'_>) -> Result<(), UnpackError>,
+    stream: impl for<'s> FnOnce(&'s SinkFactory<'s>) -> Result<(), UnpackError>,
 ) -> Result<u64, MkfsError> {
     let unsupported = |id: InodeId, reason: &'static str| MkfsError::ErofsUnsupported {
         image: out.to_path_buf(),
@@ -341,35 +349,25 @@ pub fn write_erofs(
     let file = File::create(out).map_err(|e| MkfsError::io("create", out, e))?;
     file.set_len(blocks * B)
         .map_err(|e| MkfsError::io("size", out, e))?;
-    let mut w = SeqWriter::new(&file);
-    let mut sink = |id: InodeId, off: u64, bytes: &[u8]| -> Result<(), UnpackError> {
-        let r = &recs[id as usize];
-        let end = off + bytes.len() as u64;
-        if end > r.size {
-            return Err(UnpackError::Output {
-                source: std::io::Error::other("file data past its planned size"),
-            });
-        }
-        let split = (r.data_len.saturating_sub(off) as usize).min(bytes.len());
-        let (data, tail) = bytes.split_at(split);
-        if !data.is_empty() {
-            w.write_at(r.blkaddr * B + off, data)
-                .map_err(|source| UnpackError::Output { source })?;
-        }
-        if !tail.is_empty() {
-            let at = meta_start + r.off + r.base() + (off + split as u64 - r.data_len);
-            file.write_all_at(tail, at)
-                .map_err(|source| UnpackError::Output { source })?;
-        }
-        Ok(())
+    let flush_error: Mutex<Option<std::io::Error>> = Mutex::new(None);
+    let (recs_ref, file_ref, flush_ref) = (&recs, &file, &flush_error);
+    let make_sink = move || -> Box<DataSink<'_>> {
+        let mut w = FlushOnDrop {
+            w: SeqWriter::new(file_ref),
+            error: flush_ref,
+        };
+        Box::new(move |id, off, bytes| {
+            sink_write(recs_ref, file_ref, &mut w.w, meta_start, id, off, bytes)
+        })
     };
-    stream(&mut sink)?;
-    w.flush().map_err(|e| MkfsError::io("write", out, e))?;
+    stream(&make_sink)?;
+    if let Some(e) = flush_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(MkfsError::io("write", out, e));
+    }
     let put = |at: u64, bytes: &[u8]| {
         file.write_all_at(bytes, at)
             .map_err(|e| MkfsError::io("write", out, e))
     };
-
     // The metadata: inodes with their xattrs and inline tails, in runs that stop where a
     // file's tail (already written) sits; directory and symlink blocks.
     put(xattr_blkaddr * B, &shared_area)?;
@@ -488,6 +486,53 @@ fn uuid_from(key: &[u8]) -> [u8; 16] {
     u[6] = (u[6] & 0x0F) | 0x40;
     u[8] = (u[8] & 0x3F) | 0x80;
     u
+}
+
+/// A pass-2 thread's writer, flushed when its sink is dropped (the first error kept).
+struct FlushOnDrop<'a> {
+    w: SeqWriter<'a>,
+    error: &'a Mutex<Option<std::io::Error>>,
+}
+
+impl Drop for FlushOnDrop<'_> {
+    fn drop(&mut self) {
+        if let Err(e) = self.w.flush() {
+            let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
+            slot.get_or_insert(e);
+        }
+    }
+}
+
+/// Writes `bytes` at `off` of file `id`: the whole blocks to its data run (through `w`),
+/// the tail beside its inode.
+fn sink_write(
+    recs: &[Rec],
+    file: &File,
+    w: &mut SeqWriter<'_>,
+    meta_start: u64,
+    id: InodeId,
+    off: u64,
+    bytes: &[u8],
+) -> Result<(), UnpackError> {
+    let r = &recs[id as usize];
+    let end = off + bytes.len() as u64;
+    if end > r.size {
+        return Err(UnpackError::Output {
+            source: std::io::Error::other("file data past its planned size"),
+        });
+    }
+    let split = (r.data_len.saturating_sub(off) as usize).min(bytes.len());
+    let (data, tail) = bytes.split_at(split);
+    if !data.is_empty() {
+        w.write_at(r.blkaddr * B + off, data)
+            .map_err(|source| UnpackError::Output { source })?;
+    }
+    if !tail.is_empty() {
+        let at = meta_start + r.off + r.base() + (off + split as u64 - r.data_len);
+        file.write_all_at(tail, at)
+            .map_err(|source| UnpackError::Output { source })?;
+    }
+    Ok(())
 }
 
 fn file_type(k: &InodeKind) -> u8 {
