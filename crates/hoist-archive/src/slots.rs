@@ -3,14 +3,16 @@
 //! and its data written straight into the slot by whoever holds it (`pwrite`), while
 //! other slots are being filled. Every byte is written once; no staging copy.
 //!
-//! The archive is complete only after [`SlotWriter::finish`], which refuses when a slot
-//! was dropped before it had all its bytes ([`Slot::finish`] checks the count): the caller
-//! then discards the file (an [`crate::Output`] temp file, never renamed into place).
+//! The archive is complete only after [`SlotWriter::finish`]. A slot dropped before it had
+//! all its bytes ([`Slot::finish`] checks the count: a blob refused as short, long or
+//! corrupt) leaves a hole: the next entry reserved with the same footprint (the same
+//! blob, tried again) takes its place, and `finish` turns a hole nobody took into an
+//! inert, zero-filled `.hoist-unused-<offset>` member, so a destination that refused one
+//! blob can still complete its archive. A slot still held when `finish` runs is refused.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::os::unix::fs::FileExt;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::writer::{ZEROS, header, pad};
@@ -20,8 +22,8 @@ struct Shared {
     file: File,
     /// Where the next slot starts.
     end: Mutex<u64>,
-    /// A slot was dropped unfinished: the archive has a hole.
-    broken: AtomicBool,
+    /// Slots dropped unfinished: (offset of the header, whole footprint).
+    holes: Mutex<Vec<(u64, u64)>>,
 }
 
 /// A tar file being filled by slots (see the module docs).
@@ -35,6 +37,9 @@ pub struct SlotWriter {
 pub struct Slot {
     shared: Arc<Shared>,
     name: String,
+    /// Where its header starts, and its whole footprint (header, data, padding).
+    start: u64,
+    len: u64,
     pos: u64,
     end: u64,
     done: bool,
@@ -47,31 +52,46 @@ impl SlotWriter {
             shared: Arc::new(Shared {
                 file,
                 end: Mutex::new(0),
-                broken: AtomicBool::new(false),
+                holes: Mutex::new(Vec::new()),
             }),
         }
     }
 
     fn place(&self, len: u64) -> u64 {
-        let mut end = self.shared.end.lock().unwrap_or_else(|p| p.into_inner());
+        let mut end = lock(&self.shared.end);
         let at = *end;
         *end += len;
         at
     }
 
-    /// Reserve the entry `name` of `size` bytes (a regular file) and write its header.
+    /// Reserve the entry `name` of `size` bytes (a regular file) and write its header:
+    /// in a hole of the same footprint if a dropped slot left one, else at the end.
     pub fn reserve(&self, name: &str, size: u64) -> io::Result<Slot> {
         let h = header(name, size, false)?;
-        let at = self.place(h.len() as u64 + size + pad(size));
-        self.shared.file.write_all_at(&h, at)?;
-        let pos = at + h.len() as u64;
-        Ok(Slot {
+        let len = h.len() as u64 + size + pad(size);
+        let hole = {
+            let mut holes = lock(&self.shared.holes);
+            holes
+                .iter()
+                .position(|&(_, l)| l == len)
+                .map(|i| holes.swap_remove(i).0)
+        };
+        let at = match hole {
+            Some(at) => at,
+            None => self.place(len),
+        };
+        let slot = Slot {
             shared: self.shared.clone(),
             name: name.to_owned(),
-            pos,
-            end: pos + size,
+            start: at,
+            len,
+            pos: at + h.len() as u64,
+            end: at + h.len() as u64 + size,
             done: false,
-        })
+        };
+        // On failure the slot is dropped unfinished: its place becomes a hole again.
+        self.shared.file.write_all_at(&h, at)?;
+        Ok(slot)
     }
 
     /// A regular file with these bytes.
@@ -81,6 +101,22 @@ impl SlotWriter {
         slot.finish()
     }
 
+    /// Turn the hole at `at` (`len` bytes, a multiple of 512 and at least one header)
+    /// into a zero-filled regular member no reader looks for.
+    fn fill(&self, at: u64, len: u64) -> io::Result<()> {
+        let h = header(&format!(".hoist-unused-{at}"), len - 512, false)?;
+        debug_assert_eq!(h.len(), 512);
+        self.shared.file.write_all_at(&h, at)?;
+        let mut pos = at + 512;
+        let zeros = vec![0u8; 1 << 20];
+        while pos < at + len {
+            let n = (at + len - pos).min(zeros.len() as u64) as usize;
+            self.shared.file.write_all_at(&zeros[..n], pos)?;
+            pos += n as u64;
+        }
+        Ok(())
+    }
+
     /// A directory entry (`name` without trailing slash).
     pub fn dir(&self, name: &str) -> io::Result<()> {
         let h = header(&format!("{name}/"), 0, true)?;
@@ -88,13 +124,18 @@ impl SlotWriter {
         self.shared.file.write_all_at(&h, at)
     }
 
-    /// Write the end-of-archive marker after the last slot and return the file (its
-    /// length is the archive's). Refused when a slot was left unfinished.
+    /// Fill the holes nobody took with inert members, write the end-of-archive marker
+    /// after the last slot and return the file (its length is the archive's). Refused
+    /// while a slot is still held.
     pub fn finish(self) -> io::Result<File> {
-        if self.shared.broken.load(Ordering::Acquire) {
+        if Arc::strong_count(&self.shared) > 1 {
             return Err(io::Error::other(
-                "an entry of the archive was not completely written",
+                "the archive is finished while an entry is still being written",
             ));
+        }
+        let holes = std::mem::take(&mut *lock(&self.shared.holes));
+        for (at, len) in holes {
+            self.fill(at, len)?;
         }
         let at = self.place(ZEROS.len() as u64);
         self.shared.file.write_all_at(&ZEROS, at)?;
@@ -150,9 +191,13 @@ impl Write for Slot {
 impl Drop for Slot {
     fn drop(&mut self) {
         if !self.done {
-            self.shared.broken.store(true, Ordering::Release);
+            lock(&self.shared.holes).push((self.start, self.len));
         }
     }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 #[cfg(test)]
@@ -190,18 +235,54 @@ mod tests {
         assert_eq!(idx.read_document("c", "c").unwrap(), b"last");
     }
 
+    fn read_all(f: &mut File) -> Vec<u8> {
+        let mut got = Vec::new();
+        f.rewind().unwrap();
+        f.read_to_end(&mut got).unwrap();
+        got
+    }
+
     #[test]
-    fn short_or_long_slots_are_refused() {
+    fn short_or_long_slots_are_refused_and_their_place_reused() {
         let w = SlotWriter::new(tempfile::tempfile().unwrap());
         let mut s = w.reserve("a", 4).unwrap();
         assert!(s.write_all(b"12345").is_err());
         s.write_all(b"123").unwrap();
         assert!(s.finish().is_err());
-        let err = w.finish().unwrap_err().to_string();
-        assert!(err.contains("not completely written"), "{err}");
-        // A slot dropped unwritten (a failed blob) breaks the archive too.
+        // The same entry tried again takes the hole: the tar is as if it never failed.
+        w.bytes("a", b"1234").unwrap();
+        w.bytes("b", b"x").unwrap();
+        let got = read_all(&mut w.finish().unwrap());
+        let mut t = TarWriter::new(Vec::new());
+        t.bytes("a", b"1234").unwrap();
+        t.bytes("b", b"x").unwrap();
+        assert_eq!(got, t.finish().unwrap());
+    }
+
+    #[test]
+    fn a_hole_nobody_takes_becomes_an_inert_member() {
         let w = SlotWriter::new(tempfile::tempfile().unwrap());
-        drop(w.reserve("a", 4).unwrap());
-        assert!(w.finish().is_err());
+        let mut s = w.reserve("a", 1000).unwrap();
+        s.write_all(&[9u8; 600]).unwrap();
+        drop(s);
+        w.bytes("b", b"bee").unwrap();
+        let held = w.reserve("c", 1).unwrap();
+        let w2 = w.clone();
+        assert!(w2.finish().is_err(), "finished while a slot is held");
+        drop(held);
+        let mut f = w.finish().unwrap();
+        let got = read_all(&mut f);
+        assert!(
+            !got.windows(600).any(|b| b == [9u8; 600]),
+            "refused bytes kept"
+        );
+        let idx = ArchiveIndex::from_file(f, std::path::Path::new("t.tar")).unwrap();
+        assert_eq!(idx.read_document("b", "b").unwrap(), b"bee");
+        assert!(!idx.contains("a"));
+        assert!(!idx.contains("c"));
+        assert_eq!(
+            idx.read_document(".hoist-unused-0", "u").unwrap(),
+            vec![0u8; 1024]
+        );
     }
 }

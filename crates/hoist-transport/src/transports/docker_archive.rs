@@ -18,12 +18,19 @@
 //! [`SlotWriter`] slot reserved at its declared size, so several layers are written at
 //! once); configs (≤ 4 MiB) are kept in memory. `commit` checks that the layers are the
 //! config's diff IDs, writes `<config-hex>.json`, `manifest.json` (with `REF` as the tag)
-//! and `repositories`, and renames the temp file over `FILE`. A copy that fails (a blob
-//! short or of the wrong digest leaves its slot unfinished, and the archive is refused)
+//! and `repositories`, and renames the temp file over `FILE`. A blob refused (short, long
+//! or of the wrong digest) leaves a hole the next try of it fills; a copy that fails
 //! leaves `FILE` as it was and removes the temp file.
+//!
+//! **Several images** ([`DockerArchiveWriter`], `hoist save`): one temp tar shared by one
+//! destination per image; each image's commit adds it (with its tags) to the archive,
+//! a layer already in the tar is not written again, and [`DockerArchiveWriter::finish`]
+//! writes every config once, `manifest.json` and `repositories`, then renames (or, for a
+//! stream, copies the complete tar to it).
 
 use std::collections::{HashMap, HashSet};
-use std::io::{Cursor, Read, Write};
+use std::fs::File;
+use std::io::{Cursor, Read, Seek, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -186,23 +193,132 @@ impl ImageSource for DockerArchiveSource {
     }
 }
 
-/// Writing one image as a docker-archive, each blob once, straight into the tar.
+/// An archive being written: the temp file, its slots, and what is in it. Shared by
+/// the destinations of its images ([`DockerArchiveWriter::image`]).
 #[derive(Debug)]
-pub struct DockerArchiveDestination {
+struct Writer {
     file: PathBuf,
-    tag: Option<Reference>,
-    out: TempOutput,
+    out: ArchiveOut,
     slots: SlotWriter,
-    staged: Mutex<Written>,
+    state: Mutex<Written>,
 }
 
-/// What a docker-archive destination has taken: the top manifest, the layers in the tar,
-/// and the configs (written at commit, each once).
+/// What a docker-archive being written holds: the layers in the tar, those being
+/// written, the configs (written at the end, each once) and the images committed.
 #[derive(Debug, Default)]
 struct Written {
-    top: Option<RawManifest>,
     layers: HashSet<Digest>,
+    writing: HashSet<Digest>,
     configs: HashMap<Digest, Vec<u8>>,
+    /// Committed images: config digest, diff IDs, tags.
+    images: Vec<(Digest, Vec<Digest>, Vec<Reference>)>,
+}
+
+/// Writing one image as a docker-archive (or one image of a multi-image archive), each
+/// blob once, straight into the tar.
+#[derive(Debug)]
+pub struct DockerArchiveDestination {
+    writer: Arc<Writer>,
+    tags: Vec<Reference>,
+    /// `commit` finishes the archive (a `docker-archive:` destination); else it adds the
+    /// image to the archive its [`DockerArchiveWriter`] finishes.
+    whole: bool,
+    top: Mutex<Option<RawManifest>>,
+}
+
+/// A docker-archive of several images and tags, as `docker save` writes: the copy engine
+/// copies each image into a destination from [`DockerArchiveWriter::image`] (a blob the
+/// archive has already is not sent again), whose commit adds the image to the archive;
+/// [`DockerArchiveWriter::finish`] writes the configs, `manifest.json` and `repositories`
+/// and publishes the archive. Dropped unfinished, it leaves nothing behind.
+#[derive(Debug)]
+pub struct DockerArchiveWriter {
+    writer: Arc<Writer>,
+}
+
+impl DockerArchiveWriter {
+    /// Start writing an archive to `target`.
+    pub async fn create(target: ArchiveTarget) -> Result<DockerArchiveWriter, TransportError> {
+        Ok(DockerArchiveWriter {
+            writer: Arc::new(Writer::create(target).await?),
+        })
+    }
+
+    /// A destination for one image of the archive, recorded with `tags` (none: the
+    /// image is listed untagged, as `docker save IMAGE-ID` writes it).
+    pub fn image(&self, tags: Vec<Reference>) -> DockerArchiveDestination {
+        DockerArchiveDestination {
+            writer: self.writer.clone(),
+            tags,
+            whole: false,
+            top: Mutex::default(),
+        }
+    }
+
+    /// Write the configs, `manifest.json` and `repositories` of the images committed, in
+    /// commit order, and publish the archive. Refused when no image was committed or a
+    /// destination of it is still alive.
+    pub async fn finish(self) -> Result<(), TransportError> {
+        let writer = Arc::try_unwrap(self.writer).map_err(|w| TransportError::Task {
+            what: format!(
+                "finishing archive {} while an image is still being written into it",
+                w.file.display()
+            ),
+        })?;
+        blocking(move || writer.finish()).await?
+    }
+}
+
+impl Writer {
+    async fn create(target: ArchiveTarget) -> Result<Writer, TransportError> {
+        let file = target.path();
+        let (out, slots) = blocking(move || open_slots(target)).await??;
+        Ok(Writer {
+            file,
+            out,
+            slots,
+            state: Mutex::default(),
+        })
+    }
+
+    fn state(&self) -> MutexGuard<'_, Written> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn describe(&self) -> String {
+        describe(&self.file, None)
+    }
+
+    fn finish(self) -> Result<(), TransportError> {
+        let Writer {
+            file,
+            out,
+            mut slots,
+            state,
+        } = self;
+        let Written {
+            configs, images, ..
+        } = state.into_inner().unwrap_or_else(|p| p.into_inner());
+        if images.is_empty() {
+            return Err(TransportError::Unsupported {
+                what: format!("{}: an archive of no image", describe(&file, None)),
+            });
+        }
+        let indexed: Vec<IndexedImage<'_>> = images
+            .iter()
+            .map(|(id, diff_ids, tags)| IndexedImage { id, diff_ids, tags })
+            .collect();
+        finish::<TransportError>(&mut slots, &indexed, |id| {
+            configs
+                .get(id)
+                .cloned()
+                .ok_or_else(|| TransportError::BlobNotFound {
+                    digest: id.clone(),
+                    location: describe(&file, None),
+                })
+        })?;
+        publish_slots(out, slots, &file)
+    }
 }
 
 impl DockerArchiveDestination {
@@ -222,40 +338,118 @@ impl DockerArchiveDestination {
                 });
             }
         };
-        let f = file.clone();
-        let (out, slots) = blocking(move || open_slots(&f)).await??;
         Ok(DockerArchiveDestination {
-            file,
-            tag,
-            out,
-            slots,
-            staged: Mutex::default(),
+            writer: Arc::new(Writer::create(ArchiveTarget::Path(file)).await?),
+            tags: tag.into_iter().collect(),
+            whole: true,
+            top: Mutex::default(),
         })
     }
 }
 
-/// A temp file beside `file` and a slot writer over it.
-pub(crate) fn open_slots(file: &Path) -> Result<(TempOutput, SlotWriter), TransportError> {
-    let out = TempOutput::beside(file)?;
-    let slots = SlotWriter::new(out.try_clone()?);
-    Ok((out, slots))
+/// Where an archive being written goes: a file (a temp file beside it, renamed into
+/// place when complete), or a stream (an anonymous temp file copied to it when complete:
+/// entries are written at offsets, several at once).
+pub enum ArchiveTarget {
+    /// A file, replaced atomically.
+    Path(PathBuf),
+    /// A stream (stdout), written only once the archive is complete.
+    Stream(Box<dyn Write + Send + Sync>),
 }
 
-/// Finish the tar, then publish it over its path.
+impl std::fmt::Debug for ArchiveTarget {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ArchiveTarget::Path(p) => f.debug_tuple("Path").field(p).finish(),
+            ArchiveTarget::Stream(_) => f.write_str("Stream"),
+        }
+    }
+}
+
+impl ArchiveTarget {
+    /// The path, as named in messages (`-` for a stream).
+    pub fn path(&self) -> PathBuf {
+        match self {
+            ArchiveTarget::Path(p) => p.clone(),
+            ArchiveTarget::Stream(_) => PathBuf::from("-"),
+        }
+    }
+
+    /// The directory temp files of a copy into this archive belong in (the target's, so
+    /// on its file system; the system temp directory for a stream).
+    pub fn temp_dir(&self) -> PathBuf {
+        match self {
+            ArchiveTarget::Path(p) => match p.parent() {
+                Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
+                _ => PathBuf::from("."),
+            },
+            ArchiveTarget::Stream(_) => std::env::temp_dir(),
+        }
+    }
+}
+
+/// The file an archive is being written into.
+pub(crate) enum ArchiveOut {
+    Path(TempOutput),
+    Stream(File, Box<dyn Write + Send + Sync>),
+}
+
+impl std::fmt::Debug for ArchiveOut {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ArchiveOut::Path(t) => f.debug_tuple("Path").field(t).finish(),
+            ArchiveOut::Stream(..) => f.write_str("Stream"),
+        }
+    }
+}
+
+/// A temp file for `target` and a slot writer over it.
+pub(crate) fn open_slots(
+    target: ArchiveTarget,
+) -> Result<(ArchiveOut, SlotWriter), TransportError> {
+    match target {
+        ArchiveTarget::Path(file) => {
+            let out = TempOutput::beside(&file)?;
+            let slots = SlotWriter::new(out.try_clone()?);
+            Ok((ArchiveOut::Path(out), slots))
+        }
+        ArchiveTarget::Stream(w) => {
+            let dir = std::env::temp_dir();
+            let f = tempfile::tempfile_in(&dir).map_err(|source| TransportError::Io {
+                what: format!("creating a temp file in {}", dir.display()),
+                source,
+            })?;
+            let slots = SlotWriter::new(f.try_clone().map_err(|source| TransportError::Io {
+                what: "opening the archive's temp file".into(),
+                source,
+            })?);
+            Ok((ArchiveOut::Stream(f, w), slots))
+        }
+    }
+}
+
+/// Finish the tar, then publish it over its path (or copy it to its stream).
 pub(crate) fn publish_slots(
-    out: TempOutput,
+    out: ArchiveOut,
     slots: SlotWriter,
     file: &Path,
 ) -> Result<(), TransportError> {
-    slots.finish().map_err(|source| TransportError::Io {
-        what: format!("finishing archive {}", file.display()),
-        source,
-    })?;
-    Ok(out.publish()?)
+    let io = |what: String| move |source| TransportError::Io { what, source };
+    slots
+        .finish()
+        .map_err(io(format!("finishing archive {}", file.display())))?;
+    match out {
+        ArchiveOut::Path(t) => Ok(t.publish()?),
+        ArchiveOut::Stream(mut f, mut w) => {
+            f.rewind().map_err(io("reading the archive back".into()))?;
+            std::io::copy(&mut f, &mut w).map_err(io("writing the archive".into()))?;
+            w.flush().map_err(io("writing the archive".into()))
+        }
+    }
 }
 
 /// Stream a blob into a new slot `name` of `slots`, verified (size and digest) on the
-/// way; a failure leaves the slot unfinished, so the archive cannot be completed.
+/// way; a failure leaves the slot unfinished, a hole the next try of the blob fills.
 pub(crate) async fn put_slot(
     slots: &SlotWriter,
     name: String,
@@ -277,16 +471,12 @@ pub(crate) async fn put_slot(
     .await
 }
 
-impl DockerArchiveDestination {
-    fn state(&self) -> MutexGuard<'_, Written> {
-        self.staged.lock().unwrap_or_else(|p| p.into_inner())
-    }
-}
-
 impl ImageDestination for DockerArchiveDestination {
     fn describe(&self) -> String {
-        let sel = self.tag.clone().map(ArchiveSelector::Named);
-        describe(&self.file, sel.as_ref())
+        match self.tags.first() {
+            Some(t) => describe(&self.writer.file, Some(&ArchiveSelector::Named(t.clone()))),
+            None => self.writer.describe(),
+        }
     }
 
     fn capabilities(&self) -> DestinationCaps {
@@ -304,7 +494,7 @@ impl ImageDestination for DockerArchiveDestination {
         desc: &Descriptor,
         _hints: &[BlobLocation],
     ) -> Result<bool, TransportError> {
-        let st = self.state();
+        let st = self.writer.state();
         Ok(st.layers.contains(&desc.digest) || st.configs.contains_key(&desc.digest))
     }
 
@@ -330,19 +520,33 @@ impl ImageDestination for DockerArchiveDestination {
                 Ok(buf)
             })
             .await?;
-            self.state().configs.insert(desc.digest.clone(), bytes);
+            self.writer
+                .state()
+                .configs
+                .insert(desc.digest.clone(), bytes);
             return Ok(());
         }
-        put_slot(
-            &self.slots,
+        {
+            // One entry per layer: a layer in the tar, or being written, is not again.
+            let mut st = self.writer.state();
+            if st.layers.contains(&desc.digest) || !st.writing.insert(desc.digest.clone()) {
+                return Ok(());
+            }
+        }
+        let r = put_slot(
+            &self.writer.slots,
             layer_entry(&desc.digest),
             desc,
             stream,
             progress,
         )
-        .await?;
-        self.state().layers.insert(desc.digest.clone());
-        Ok(())
+        .await;
+        let mut st = self.writer.state();
+        st.writing.remove(&desc.digest);
+        if r.is_ok() {
+            st.layers.insert(desc.digest.clone());
+        }
+        r
     }
 
     async fn put_manifest(
@@ -359,7 +563,7 @@ impl ImageDestination for DockerArchiveDestination {
             });
         }
         plan(manifest, &self.describe())?;
-        self.state().top = Some(manifest.clone());
+        *self.top.lock().unwrap_or_else(|p| p.into_inner()) = Some(manifest.clone());
         Ok(())
     }
 
@@ -376,28 +580,28 @@ impl ImageDestination for DockerArchiveDestination {
         )
     }
 
+    /// Check the image (its layers are the config's diff IDs, all in the tar) and add it
+    /// to the archive; a whole-archive destination then finishes and publishes it.
     async fn commit(self) -> Result<Committed, TransportError> {
         let location = self.describe();
-        let Written {
-            top,
-            layers: in_tar,
-            configs,
-        } = std::mem::take(&mut *self.state());
-        let top = top.ok_or_else(|| TransportError::Unsupported {
-            what: format!("{location}: commit without a manifest"),
-        })?;
+        let top = self
+            .top
+            .into_inner()
+            .unwrap_or_else(|p| p.into_inner())
+            .ok_or_else(|| TransportError::Unsupported {
+                what: format!("{location}: commit without a manifest"),
+            })?;
         let digest = top.digest.clone();
-        let loc = location.clone();
-        let (file, tag, out, mut slots) = (self.file, self.tag, self.out, self.slots);
-        blocking(move || {
-            let (config_desc, layers) = plan(&top, &loc)?;
-            let config_bytes = configs.get(&config_desc.digest).cloned().ok_or_else(|| {
+        let (config_desc, layers) = plan(&top, &location)?;
+        {
+            let mut st = self.writer.state();
+            let config_bytes = st.configs.get(&config_desc.digest).ok_or_else(|| {
                 TransportError::BlobNotFound {
                     digest: config_desc.digest.clone(),
-                    location: loc.clone(),
+                    location: location.clone(),
                 }
             })?;
-            let config = ImageConfig::parse(&config_bytes).map_err(|source| {
+            let config = ImageConfig::parse(config_bytes).map_err(|source| {
                 TransportError::InvalidConfig {
                     digest: config_desc.digest.clone(),
                     source,
@@ -405,22 +609,21 @@ impl ImageDestination for DockerArchiveDestination {
             })?;
             let diff_ids = config.rootfs.diff_ids;
             check_diff_ids(&layers, &diff_ids, &config_desc.digest)?;
-            if let Some(l) = layers.iter().find(|l| !in_tar.contains(&l.digest)) {
+            if let Some(l) = layers.iter().find(|l| !st.layers.contains(&l.digest)) {
                 return Err(TransportError::BlobNotFound {
                     digest: l.digest.clone(),
-                    location: loc.clone(),
+                    location: location.clone(),
                 });
             }
-            let tags: Vec<Reference> = tag.iter().cloned().collect();
-            let image = IndexedImage {
-                id: &config_desc.digest,
-                diff_ids: &diff_ids,
-                tags: &tags,
-            };
-            finish::<TransportError>(&mut slots, &[image], |_| Ok(config_bytes.clone()))?;
-            publish_slots(out, slots, &file)
-        })
-        .await??;
+            st.images
+                .push((config_desc.digest.clone(), diff_ids, self.tags));
+        }
+        if self.whole {
+            let writer = Arc::try_unwrap(self.writer).map_err(|_| TransportError::Task {
+                what: format!("{location}: the archive is still being written"),
+            })?;
+            blocking(move || writer.finish()).await??;
+        }
         Ok(Committed { digest, location })
     }
 }

@@ -19,16 +19,23 @@
 //! `org.opencontainers.image.ref.name`) and renames the temp file over `FILE`, as skopeo
 //! replaces an oci-archive. A copy that fails leaves `FILE` as it was and removes the
 //! temp file.
+//!
+//! **Several images** ([`OciArchiveWriter`], `hoist save --format oci-archive`): one
+//! destination per image into one temp tar; each commit adds the image's `index.json`
+//! entries (one per name, with its platform), blobs already in the tar are not written
+//! again, and [`OciArchiveWriter::finish`] writes `index.json` and renames.
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use hoist_archive::oci::{OciArchive, blob_entry};
-use hoist_archive::{ArchiveProblem, SlotWriter, TempOutput};
-use hoist_types::{ANNOTATION_REF_NAME, Algorithm, Descriptor, Digest, Progress};
+use hoist_archive::{ArchiveProblem, SlotWriter};
+use hoist_types::{
+    ANNOTATION_REF_NAME, Algorithm, Descriptor, Digest, ImageIndex, MediaType, Progress,
+};
 
-use super::docker_archive::{open_slots, publish_slots, put_slot};
+use super::docker_archive::{ArchiveOut, ArchiveTarget, open_slots, publish_slots, put_slot};
 use super::oci::{OCI_LAYOUT, updated_index};
 use super::{
     BlobLocation, BlobStream, Committed, DestinationCaps, ImageDestination, ImageSource,
@@ -142,37 +149,107 @@ impl ImageSource for OciArchiveSource {
     }
 }
 
-/// Writing an oci-archive, each blob once, straight into the tar.
+/// An oci-archive being written, shared by the destinations of its images.
 #[derive(Debug)]
-pub struct OciArchiveDestination {
+struct Writer {
     file: PathBuf,
-    name: Option<String>,
-    out: TempOutput,
+    out: ArchiveOut,
     slots: SlotWriter,
-    staged: Mutex<Written>,
+    state: Mutex<Written>,
 }
 
-/// What an oci-archive destination has taken.
+/// What an oci-archive being written holds.
 #[derive(Debug, Default)]
 struct Written {
-    /// The top manifest, and manifests put under extra tags.
-    top: Option<RawManifest>,
-    tags: Vec<(String, RawManifest)>,
-    /// Blobs and manifests in the tar.
+    /// Blobs and manifests in the tar, and those being written.
     blobs: HashSet<Digest>,
+    writing: HashSet<Digest>,
     /// The `blobs/<alg>` directories written.
     dirs: HashSet<Algorithm>,
+    /// `index.json` as the committed images made it.
+    index: Option<ImageIndex>,
 }
 
-impl OciArchiveDestination {
-    /// Prepare writing `file`, the image named `name` in its `index.json`.
-    pub async fn open(
-        file: PathBuf,
-        name: Option<String>,
-    ) -> Result<OciArchiveDestination, TransportError> {
+/// Writing an oci-archive (or one image of a multi-image one), each blob once, straight
+/// into the tar.
+#[derive(Debug)]
+pub struct OciArchiveDestination {
+    writer: Arc<Writer>,
+    /// The names the image gets in `index.json` (none: an entry without a name).
+    names: Vec<String>,
+    /// Extra annotations and the platform of its `index.json` entries.
+    entry: Descriptor,
+    /// `commit` finishes the archive (an `oci-archive:` destination); else it adds the
+    /// image to the archive its [`OciArchiveWriter`] finishes.
+    whole: bool,
+    staged: Mutex<Staged>,
+}
+
+/// What one image's destination has taken: the top manifest, and manifests put under
+/// extra tags.
+#[derive(Debug, Default)]
+struct Staged {
+    top: Option<RawManifest>,
+    tags: Vec<(String, RawManifest)>,
+}
+
+/// An oci-archive of several images and names (`hoist save --format oci-archive`): the
+/// copy engine copies each image into a destination from [`OciArchiveWriter::image`]
+/// (blobs the archive has are not sent again), whose commit adds its `index.json`
+/// entries; [`OciArchiveWriter::finish`] writes `index.json` and publishes the archive.
+#[derive(Debug)]
+pub struct OciArchiveWriter {
+    writer: Arc<Writer>,
+}
+
+impl OciArchiveWriter {
+    /// Start writing an archive to `target`.
+    pub async fn create(target: ArchiveTarget) -> Result<OciArchiveWriter, TransportError> {
+        Ok(OciArchiveWriter {
+            writer: Arc::new(Writer::create(target).await?),
+        })
+    }
+
+    /// A destination for one image, listed in `index.json` under each of `names` (none:
+    /// one entry without a name), each entry carrying `platform` and `annotations`
+    /// besides its `org.opencontainers.image.ref.name`.
+    pub fn image(
+        &self,
+        names: Vec<String>,
+        platform: Option<hoist_types::Platform>,
+        annotations: BTreeMap<String, String>,
+    ) -> OciArchiveDestination {
+        let mut entry = Descriptor::new(MediaType::OciManifest, Digest::sha256_of(b""), 0);
+        entry.platform = platform;
+        entry.annotations = (!annotations.is_empty()).then_some(annotations);
+        OciArchiveDestination {
+            writer: self.writer.clone(),
+            names,
+            entry,
+            whole: false,
+            staged: Mutex::default(),
+        }
+    }
+
+    /// Write `index.json` and publish the archive. Refused when no image was committed
+    /// or a destination of it is still alive.
+    pub async fn finish(self) -> Result<(), TransportError> {
+        let writer = Arc::try_unwrap(self.writer).map_err(|w| TransportError::Task {
+            what: format!(
+                "finishing archive {} while an image is still being written into it",
+                w.file.display()
+            ),
+        })?;
+        blocking(move || writer.finish()).await?
+    }
+}
+
+impl Writer {
+    async fn create(target: ArchiveTarget) -> Result<Writer, TransportError> {
+        let file = target.path();
         let f = file.clone();
         let (out, slots) = blocking(move || {
-            let (out, slots) = open_slots(&f)?;
+            let (out, slots) = open_slots(target)?;
             let io = |source| TransportError::Io {
                 what: format!("writing archive {}", f.display()),
                 source,
@@ -184,24 +261,23 @@ impl OciArchiveDestination {
             Ok::<_, TransportError>((out, slots))
         })
         .await??;
-        Ok(OciArchiveDestination {
+        Ok(Writer {
             file,
-            name,
             out,
             slots,
-            staged: Mutex::default(),
+            state: Mutex::default(),
         })
     }
 
     fn state(&self) -> MutexGuard<'_, Written> {
-        self.staged.lock().unwrap_or_else(|p| p.into_inner())
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Claim the entry of `d` (false: already there) and write its `blobs/<alg>`
-    /// directory entry the first time.
+    /// Claim the entry of `d` (false: in the tar or being written) and write its
+    /// `blobs/<alg>` directory entry the first time.
     fn claim(&self, d: &Digest) -> Result<bool, TransportError> {
         let mut st = self.state();
-        if !st.blobs.insert(d.clone()) {
+        if st.blobs.contains(d) || !st.writing.insert(d.clone()) {
             return Ok(false);
         }
         if st.dirs.insert(d.algorithm()) {
@@ -214,11 +290,72 @@ impl OciArchiveDestination {
         }
         Ok(true)
     }
+
+    /// The write of a claimed entry ended: visible only when it succeeded.
+    fn settle(&self, d: &Digest, ok: bool) {
+        let mut st = self.state();
+        st.writing.remove(d);
+        if ok {
+            st.blobs.insert(d.clone());
+        }
+    }
+
+    fn finish(self) -> Result<(), TransportError> {
+        let Writer {
+            file,
+            out,
+            slots,
+            state,
+        } = self;
+        let st = state.into_inner().unwrap_or_else(|p| p.into_inner());
+        let doc = st.index.ok_or_else(|| TransportError::Unsupported {
+            what: format!("{}: an archive of no image", describe(&file, None)),
+        })?;
+        let bytes = serde_json::to_vec(&doc).expect("JSON values serialise");
+        slots
+            .bytes("index.json", &bytes)
+            .map_err(|source| TransportError::Io {
+                what: format!("writing index.json of {}", file.display()),
+                source,
+            })?;
+        publish_slots(out, slots, &file)
+    }
+}
+
+impl OciArchiveDestination {
+    /// Prepare writing `file`, the image named `name` in its `index.json`.
+    pub async fn open(
+        file: PathBuf,
+        name: Option<String>,
+    ) -> Result<OciArchiveDestination, TransportError> {
+        Ok(OciArchiveDestination {
+            writer: Arc::new(Writer::create(ArchiveTarget::Path(file)).await?),
+            names: name.into_iter().collect(),
+            entry: Descriptor::new(MediaType::OciManifest, Digest::sha256_of(b""), 0),
+            whole: true,
+            staged: Mutex::default(),
+        })
+    }
+
+    fn staged(&self) -> MutexGuard<'_, Staged> {
+        self.staged.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The `index.json` entry for manifest `m`: its descriptor with this image's
+    /// platform and annotations.
+    fn entry_for(&self, m: &RawManifest) -> Descriptor {
+        let d = m.descriptor();
+        Descriptor {
+            platform: self.entry.platform.clone(),
+            annotations: self.entry.annotations.clone(),
+            ..d
+        }
+    }
 }
 
 impl ImageDestination for OciArchiveDestination {
     fn describe(&self) -> String {
-        describe(&self.file, self.name.as_deref())
+        describe(&self.writer.file, self.names.first().map(String::as_str))
     }
 
     fn capabilities(&self) -> DestinationCaps {
@@ -233,7 +370,7 @@ impl ImageDestination for OciArchiveDestination {
         desc: &Descriptor,
         _hints: &[BlobLocation],
     ) -> Result<bool, TransportError> {
-        Ok(self.state().blobs.contains(&desc.digest))
+        Ok(self.writer.state().blobs.contains(&desc.digest))
     }
 
     async fn put_blob(
@@ -242,17 +379,19 @@ impl ImageDestination for OciArchiveDestination {
         stream: BlobStream,
         progress: &dyn Progress,
     ) -> Result<(), TransportError> {
-        if !self.claim(&desc.digest)? {
+        if !self.writer.claim(&desc.digest)? {
             return Ok(());
         }
-        put_slot(
-            &self.slots,
+        let r = put_slot(
+            &self.writer.slots,
             blob_entry(&desc.digest),
             desc,
             stream,
             progress,
         )
-        .await
+        .await;
+        self.writer.settle(&desc.digest, r.is_ok());
+        r
     }
 
     async fn put_manifest(
@@ -260,13 +399,13 @@ impl ImageDestination for OciArchiveDestination {
         manifest: &RawManifest,
         target: &ManifestTarget,
     ) -> Result<(), TransportError> {
-        if self.claim(&manifest.digest)? {
+        if self.writer.claim(&manifest.digest)? {
             let (slots, name, bytes) = (
-                self.slots.clone(),
+                self.writer.slots.clone(),
                 blob_entry(&manifest.digest),
                 manifest.bytes.clone(),
             );
-            blocking(move || {
+            let r = blocking(move || {
                 slots
                     .bytes(&name, &bytes)
                     .map_err(|source| TransportError::Io {
@@ -274,9 +413,12 @@ impl ImageDestination for OciArchiveDestination {
                         source,
                     })
             })
-            .await??;
+            .await
+            .and_then(|r| r);
+            self.writer.settle(&manifest.digest, r.is_ok());
+            r?;
         }
-        let mut st = self.state();
+        let mut st = self.staged();
         match target {
             ManifestTarget::Top => st.top = Some(manifest.clone()),
             ManifestTarget::Instance => {}
@@ -298,33 +440,36 @@ impl ImageDestination for OciArchiveDestination {
         )
     }
 
+    /// Add the image's entries to `index.json` (a name given again moves to this
+    /// image); a whole-archive destination then writes `index.json` and publishes.
     async fn commit(self) -> Result<Committed, TransportError> {
         let location = self.describe();
-        let st = std::mem::take(&mut *self.state());
-        let top = st
-            .top
-            .ok_or_else(|| TransportError::Unsupported {
-                what: format!("{location}: commit without a manifest"),
-            })?
-            .descriptor();
+        let st = std::mem::take(&mut *self.staged());
+        let top = st.top.ok_or_else(|| TransportError::Unsupported {
+            what: format!("{location}: commit without a manifest"),
+        })?;
         let digest = top.digest.clone();
-        let (file, name, out, slots) = (self.file, self.name, self.out, self.slots);
-        blocking(move || {
-            let mut doc = None;
+        {
+            let mut w = self.writer.state();
+            let mut doc = w.index.take();
             for (t, m) in &st.tags {
-                doc = Some(updated_index(doc, &m.descriptor(), Some(t)));
+                doc = Some(updated_index(doc, &self.entry_for(m), Some(t)));
             }
-            let doc = updated_index(doc, &top, name.as_deref());
-            let bytes = serde_json::to_vec(&doc).expect("JSON values serialise");
-            slots
-                .bytes("index.json", &bytes)
-                .map_err(|source| TransportError::Io {
-                    what: format!("writing index.json of {}", file.display()),
-                    source,
-                })?;
-            publish_slots(out, slots, &file)
-        })
-        .await??;
+            let entry = self.entry_for(&top);
+            if self.names.is_empty() {
+                doc = Some(updated_index(doc, &entry, None));
+            }
+            for n in &self.names {
+                doc = Some(updated_index(doc, &entry, Some(n)));
+            }
+            w.index = doc;
+        }
+        if self.whole {
+            let writer = Arc::try_unwrap(self.writer).map_err(|_| TransportError::Task {
+                what: format!("{location}: the archive is still being written"),
+            })?;
+            blocking(move || writer.finish()).await??;
+        }
         Ok(Committed { digest, location })
     }
 }
