@@ -61,6 +61,9 @@ use sink::StreamSink;
 pub struct BlobFetcher {
     sources: Arc<Sources>,
     opts: Arc<PullOptions>,
+    /// What each blob fetched into a partial file took (wire bytes, resumed bytes, URL),
+    /// until the engine takes it for its report ([`BlobFetcher::take_fetched`]).
+    log: Arc<std::sync::Mutex<std::collections::HashMap<Digest, Fetched>>>,
 }
 
 /// A fetched blob.
@@ -81,7 +84,18 @@ impl BlobFetcher {
         BlobFetcher {
             sources,
             opts: Arc::new(opts),
+            log: Arc::default(),
         }
+    }
+
+    /// What fetching `digest` into a partial file took (wire and resumed bytes, the URL
+    /// that served it), once: the copy engine's report reads it after the destination's
+    /// [`put_blob_from`](crate::transports::ImageDestination::put_blob_from).
+    pub fn take_fetched(&self, digest: &Digest) -> Option<Fetched> {
+        self.log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(digest)
     }
 
     /// The blob from `offset` on as a stream, read by a task with [`read_into`]'s rules
@@ -207,6 +221,10 @@ impl BlobFetcher {
                             resumed,
                             endpoint: track.last_url,
                         };
+                        self.log
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .insert(desc.digest.clone(), fetched.clone());
                         return Ok(((), fetched));
                     }
                     Err(

@@ -220,6 +220,18 @@ impl ImageDestination for AnyDestination {
         each!(self, d => d.put_manifest(manifest, target).await)
     }
 
+    async fn reuse(&self, desc: &Descriptor) -> Result<Option<Vec<u8>>, TransportError> {
+        each!(self, d => d.reuse(desc).await)
+    }
+
+    async fn read_back(&self, desc: &Descriptor) -> Result<Option<BlobStream>, TransportError> {
+        each!(self, d => d.read_back(desc).await)
+    }
+
+    fn chosen_from(&self, indexes: &[RawManifest]) {
+        each!(self, d => d.chosen_from(indexes))
+    }
+
     async fn put_signatures(
         &self,
         instance: &Digest,

@@ -20,14 +20,26 @@
 //! was: the staged writers remove their temp files, so `hoist fsck` finds no orphan.
 //! A source with a resumable reader (a registry) is fetched through it instead
 //! ([`ImageDestination::put_blob_from`]): into the store's partial ingest file, resumed
-//! across runs, each verified blob published as it completes, like `hoist pull`.
+//! across runs, each verified blob published as it completes (kept by the lease, withdrawn
+//! by the engine if the copy fails).
+//!
+//! `hoist pull REF` is the copy engine into [`HoistDestination::for_pull`]: named by the
+//! reference's tag, or recorded without a name for a reference by digest. Manifests by
+//! digest and the config already in the store are reused ([`ImageDestination::reuse`])
+//! under their blob locks, held until the commit (so a concurrent pull of the same image
+//! waits and then finds them); an image chosen from an index is recorded with it
+//! ([`ImageDestination::chosen_from`]).
+//!
+//! **Several images at once** ([`HoistDestination::next_image`], for `hoist load` of an
+//! archive naming several): each image's manifests are set aside under its name, and the
+//! one commit checks every image before it publishes anything or moves any name.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io::Write;
 use std::sync::atomic::AtomicU64;
 use std::sync::{Arc, Mutex};
 
-use hoist_store::{BlobLock, BlobWriter, ImageCommit, Store};
+use hoist_store::{BlobLock, BlobWriter, ImageCommit, ImageRecord, Store};
 use hoist_types::{
     Descriptor, Digest, ImageConfig, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, Manifest, Platform,
     Progress, Reference,
@@ -166,23 +178,38 @@ impl ImageSource for HoistSource {
     }
 }
 
+/// One image a destination records at its commit.
 #[derive(Default)]
-struct DestState {
+struct Pending {
+    /// The name it gets (`None`: recorded by digest only, as a pull by digest).
+    name: Option<Reference>,
+    /// Where it came from (recorded).
+    source: Option<String>,
     top: Option<RawManifest>,
     instances: Vec<RawManifest>,
     tags: Vec<(Reference, RawManifest)>,
+    /// The indexes `top` was chosen from, outermost first.
+    chosen_from: Vec<RawManifest>,
+}
+
+#[derive(Default)]
+struct DestState {
+    /// Images set aside by [`HoistDestination::next_image`], in order.
+    done: Vec<Pending>,
+    current: Pending,
     locks: Vec<BlobLock>,
+    /// The digests whose blob lock `locks` holds.
+    held: HashSet<Digest>,
     /// Verified blobs not yet published; dropped uncommitted, they remove their temp files.
     staged: Vec<BlobWriter>,
     /// The bytes of staged image configs, checked before anything is published.
     configs: HashMap<Digest, Vec<u8>>,
 }
 
-/// Writing an image into the store.
+/// Writing one image, or several committed together, into the store.
 pub struct HoistDestination {
     store: Store,
-    name: Reference,
-    source: Option<String>,
+    label: String,
     state: Mutex<DestState>,
 }
 
@@ -190,7 +217,7 @@ impl std::fmt::Debug for HoistDestination {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("HoistDestination")
             .field("store", &self.store.root())
-            .field("name", &self.name.to_string())
+            .field("label", &self.label)
             .finish_non_exhaustive()
     }
 }
@@ -203,25 +230,85 @@ impl HoistDestination {
         name: &str,
         source: Option<String>,
     ) -> Result<HoistDestination, TransportError> {
-        let bad = |reason: &str| TransportError::InvalidImageRef {
-            input: format!("hoist:{name}"),
-            reason: reason.to_owned(),
-        };
-        let r = Reference::parse(name).map_err(|e| bad(&e.to_string()))?;
-        if r.digest().is_some() || r.tag().is_none() {
-            return Err(bad(
-                "a store destination is a name with a tag, not a digest",
-            ));
-        }
+        let r = parse_name(name)?;
+        Self::with(store, r.to_string(), Some(r), source)
+    }
+
+    /// The destination of `hoist pull REFERENCE`: named by the reference's tag, or, for a
+    /// reference by digest, recorded without a name (a digest reference); the reference
+    /// is recorded as the image's source.
+    pub fn for_pull(
+        store: Store,
+        reference: &Reference,
+    ) -> Result<HoistDestination, TransportError> {
+        let name = reference.tag().map(|_| {
+            Reference::from_parts(
+                reference.registry(),
+                reference.repository(),
+                reference.tag(),
+                None,
+            )
+            .expect("parts of a valid reference")
+        });
+        Self::with(
+            store,
+            reference.to_string(),
+            name,
+            Some(reference.to_string()),
+        )
+    }
+
+    fn with(
+        store: Store,
+        label: String,
+        name: Option<Reference>,
+        source: Option<String>,
+    ) -> Result<HoistDestination, TransportError> {
         // A leased handle: the blobs this copy writes before its commit records them are
         // kept by a concurrent `hoist gc` (hoist-store's `lease` module).
         let store = store.leased()?;
+        let current = Pending {
+            name,
+            source,
+            ..Pending::default()
+        };
         Ok(HoistDestination {
             store,
-            name: r,
-            source,
-            state: Mutex::new(DestState::default()),
+            label,
+            state: Mutex::new(DestState {
+                current,
+                ..DestState::default()
+            }),
         })
+    }
+
+    /// Several images committed at once (`hoist load` of an archive naming several): set
+    /// what was put so far aside as one image (it must have its top manifest), and start
+    /// the next one, to be named `name` (a tag, or `None`: recorded by digest only) with
+    /// `source` recorded. [`commit`](ImageDestination::commit) then checks **every**
+    /// image (manifests, configs, diff ID counts) before it publishes a blob or moves a
+    /// name, and records them in order; a refusal of any leaves the store as it was. The
+    /// blobs of all images share this destination's staging (each blob is written once).
+    pub fn next_image(
+        &self,
+        name: Option<&str>,
+        source: Option<String>,
+    ) -> Result<(), TransportError> {
+        let name = name.map(parse_name).transpose()?;
+        let mut st = self.state();
+        if st.current.top.is_none() {
+            return Err(TransportError::Unsupported {
+                what: format!("{}: next image before this one's manifest", self.describe()),
+            });
+        }
+        let next = Pending {
+            name,
+            source,
+            ..Pending::default()
+        };
+        let done = std::mem::replace(&mut st.current, next);
+        st.done.push(done);
+        Ok(())
     }
 
     fn state(&self) -> std::sync::MutexGuard<'_, DestState> {
@@ -232,11 +319,97 @@ impl HoistDestination {
     pub fn store(&self) -> &Store {
         &self.store
     }
+
+    /// Take the blob lock of `d` for this destination (held until the commit) unless it
+    /// holds it already.
+    async fn hold(&self, d: &Digest) -> Result<(), TransportError> {
+        if self.state().held.contains(d) {
+            return Ok(());
+        }
+        let (s, dd) = (self.store.clone(), d.clone());
+        let lock = blocking(move || s.lock_blob(&dd)).await??;
+        let mut st = self.state();
+        if st.held.insert(d.clone()) {
+            st.locks.push(lock);
+        }
+        Ok(())
+    }
+
+    /// [`commit`](ImageDestination::commit), also returning the image records written
+    /// (in commit order: for one image, its record last).
+    pub async fn commit_records(self) -> Result<(Committed, Vec<ImageRecord>), TransportError> {
+        let location = self.describe();
+        let st = std::mem::take(&mut *self.state());
+        let store = self.store;
+        let loc = location.clone();
+        let (digest, records) = blocking(move || {
+            let DestState {
+                done,
+                current,
+                locks,
+                staged,
+                configs,
+                ..
+            } = st;
+            let mut plans = Vec::with_capacity(done.len() + 1);
+            for p in done.iter().chain(std::iter::once(&current)) {
+                plans.push((plan_commit(&loc, p)?, p.source.clone()));
+            }
+            // Everything is checked before anything is published: a refusal leaves the
+            // store as it was (the staged writers are dropped).
+            for (plan, _) in &plans {
+                for (_, m, _) in &plan.images {
+                    check_image(&store, &loc, m, &configs)?;
+                }
+            }
+            for w in staged {
+                w.commit()?;
+            }
+            for (plan, _) in &plans {
+                for (_, m, _) in &plan.images {
+                    store.put_blob(&m.digest, &m.bytes)?;
+                }
+                for index in &plan.indexes {
+                    store.put_blob(&index.digest, &index.bytes)?;
+                }
+            }
+            let mut records = Vec::new();
+            for (plan, source) in plans {
+                for (name, m, index) in plan.images {
+                    records.push(store.commit_image(ImageCommit {
+                        name,
+                        manifest: m.descriptor(),
+                        index,
+                        source: source.clone(),
+                    })?);
+                }
+            }
+            drop(locks);
+            let top = current.top.expect("planned with a top manifest").digest;
+            Ok::<_, TransportError>((top, records))
+        })
+        .await??;
+        Ok((Committed { digest, location }, records))
+    }
+}
+
+fn parse_name(name: &str) -> Result<Reference, TransportError> {
+    let bad = |reason: &str| TransportError::InvalidImageRef {
+        input: format!("hoist:{name}"),
+        reason: reason.to_owned(),
+    };
+    let r = Reference::parse(name).map_err(|e| bad(&e.to_string()))?;
+    if r.digest().is_some() || r.tag().is_none() {
+        return Err(bad(
+            "a store destination is a name with a tag, not a digest",
+        ));
+    }
+    Ok(r)
 }
 
 impl ImageDestination for HoistDestination {
     fn describe(&self) -> String {
-        format!("hoist:{}", self.name)
+        format!("hoist:{}", self.label)
     }
 
     fn capabilities(&self) -> DestinationCaps {
@@ -259,10 +432,15 @@ impl ImageDestination for HoistDestination {
         progress: &dyn Progress,
     ) -> Result<(), TransportError> {
         let done = Arc::new(AtomicU64::new(0));
+        let held = self.state().held.contains(&desc.digest);
         let (s, d, counter) = (self.store.clone(), desc.clone(), done.clone());
         let (lock, staged) = local::with_progress(&desc.digest, progress, done, move || {
             // One writer per blob across processes; a concurrent pull may have put it.
-            let lock = s.lock_blob(&d.digest)?;
+            let lock = if held {
+                None
+            } else {
+                Some(s.lock_blob(&d.digest)?)
+            };
             if s.has_blob(&d.digest)?.is_some() {
                 return Ok((lock, None));
             }
@@ -286,7 +464,11 @@ impl ImageDestination for HoistDestination {
         })
         .await?;
         let mut st = self.state();
-        st.locks.push(lock);
+        if let Some(lock) = lock
+            && st.held.insert(desc.digest.clone())
+        {
+            st.locks.push(lock);
+        }
         if let Some((w, config)) = staged {
             if let Some(bytes) = config {
                 st.configs.insert(desc.digest.clone(), bytes);
@@ -299,7 +481,8 @@ impl ImageDestination for HoistDestination {
     /// Fetched into the store's partial ingest file under the blob's lock (resumed
     /// across runs, sliced when large) and published once verified, as a pull does: the
     /// blob is kept by this copy's lease until the commit records it, and withdrawn if
-    /// the copy fails ([`Store::withdraw_unreached`]).
+    /// the copy fails ([`Store::withdraw_unreached`]). A blob whose lock this copy holds
+    /// (its config) is fetched under that lock.
     async fn put_blob_from(
         &self,
         desc: &Descriptor,
@@ -307,11 +490,49 @@ impl ImageDestination for HoistDestination {
         fetcher: &BlobFetcher,
         progress: &dyn Progress,
     ) -> Result<bool, TransportError> {
-        let held = std::collections::HashSet::new();
+        let held: HashSet<Digest> = match self.state().held.contains(&desc.digest) {
+            true => HashSet::from([desc.digest.clone()]),
+            false => HashSet::new(),
+        };
         let fetched = fetcher
             .fetch_to_store(&self.store, &held, desc, kind, progress)
             .await?;
         Ok(fetched.is_some())
+    }
+
+    /// Under the blob's lock, held until the commit: a concurrent pull of the same image
+    /// waits for this one, then finds the manifests and config stored.
+    async fn reuse(&self, desc: &Descriptor) -> Result<Option<Vec<u8>>, TransportError> {
+        self.hold(&desc.digest).await?;
+        let (s, d) = (self.store.clone(), desc.clone());
+        blocking(move || {
+            if d.size > MAX_MANIFEST_SIZE.max(MAX_CONFIG_SIZE) || s.has_blob(&d.digest)?.is_none() {
+                return Ok(None);
+            }
+            // A blob that does not read back as itself is not reused (fsck reports it).
+            let Ok(bytes) = s.read_blob(&d.digest, MAX_MANIFEST_SIZE.max(MAX_CONFIG_SIZE)) else {
+                return Ok(None);
+            };
+            let mut h = hoist_types::Hasher::new(d.digest.algorithm());
+            h.update(&bytes);
+            Ok((bytes.len() as u64 == d.size && h.finish() == d.digest).then_some(bytes))
+        })
+        .await?
+    }
+
+    async fn read_back(&self, desc: &Descriptor) -> Result<Option<BlobStream>, TransportError> {
+        let (s, d, loc) = (self.store.clone(), desc.clone(), self.describe());
+        blocking(move || {
+            if s.has_blob(&d.digest)?.is_none() {
+                return Ok(None);
+            }
+            local::blob_stream(&s.blob_path(&d.digest), &d, &loc).map(Some)
+        })
+        .await?
+    }
+
+    fn chosen_from(&self, indexes: &[RawManifest]) {
+        self.state().current.chosen_from = indexes.to_vec();
     }
 
     async fn put_manifest(
@@ -322,11 +543,18 @@ impl ImageDestination for HoistDestination {
         // Stored by `commit`, with the blobs it names.
         let mut st = self.state();
         match target {
-            ManifestTarget::Top => st.top = Some(manifest.clone()),
-            ManifestTarget::Instance => st.instances.push(manifest.clone()),
+            ManifestTarget::Top => st.current.top = Some(manifest.clone()),
+            ManifestTarget::Instance => st.current.instances.push(manifest.clone()),
             ManifestTarget::Tag(t) => {
-                let r = self.name.with_tag(t)?;
-                st.tags.push((r, manifest.clone()));
+                let r = match &st.current.name {
+                    Some(n) => n.with_tag(t)?,
+                    None => {
+                        return Err(TransportError::Unsupported {
+                            what: format!("{}: no repository to tag {t:?} in", self.describe()),
+                        });
+                    }
+                };
+                st.current.tags.push((r, manifest.clone()));
             }
         }
         Ok(())
@@ -346,61 +574,23 @@ impl ImageDestination for HoistDestination {
     }
 
     async fn commit(self) -> Result<Committed, TransportError> {
-        let location = self.describe();
-        let st = std::mem::take(&mut *self.state());
-        let (store, name, source) = (self.store, self.name, self.source);
-        let loc = location.clone();
-        let digest = blocking(move || {
-            let plan = plan_commit(&loc, name, &st)?;
-            // Everything is checked before anything is published: a refusal leaves the
-            // store as it was (the staged writers are dropped with `st`).
-            for (_, m, _) in &plan.images {
-                check_image(&store, &loc, m, &st.configs)?;
-            }
-            let DestState {
-                staged, locks, top, ..
-            } = st;
-            for w in staged {
-                w.commit()?;
-            }
-            for (_, m, _) in &plan.images {
-                store.put_blob(&m.digest, &m.bytes)?;
-            }
-            if let Some(index) = &plan.index {
-                store.put_blob(&index.digest, &index.bytes)?;
-            }
-            for (name, m, index) in plan.images {
-                store.commit_image(ImageCommit {
-                    name,
-                    manifest: m.descriptor(),
-                    index,
-                    source: source.clone(),
-                })?;
-            }
-            drop(locks);
-            Ok::<_, TransportError>(top.expect("planned with a top manifest").digest)
-        })
-        .await??;
-        Ok(Committed { digest, location })
+        Ok(self.commit_records().await?.0)
     }
 }
 
 /// What a commit records: each image manifest with the name it gets and the index it was
-/// chosen from, in commit order (the destination's own name last), and the index to
+/// chosen from, in commit order (the destination's own name last), and the indexes to
 /// store.
 struct CommitPlan {
     images: Vec<(Option<Reference>, RawManifest, Option<Descriptor>)>,
-    index: Option<RawManifest>,
+    indexes: Vec<RawManifest>,
 }
 
 /// Decide what `commit` records; refuse, before anything is published, what the store
 /// cannot hold: no manifest, schema 1, an index without images, a manifest that would be
 /// left unrecorded (a referrer).
-fn plan_commit(
-    location: &str,
-    name: Reference,
-    st: &DestState,
-) -> Result<CommitPlan, TransportError> {
+fn plan_commit(location: &str, st: &Pending) -> Result<CommitPlan, TransportError> {
+    let name = st.name.clone();
     let top = st.top.as_ref().ok_or_else(|| TransportError::Unsupported {
         what: format!("{location}: commit without a manifest"),
     })?;
@@ -410,7 +600,7 @@ fn plan_commit(
             images.push((Some(tag.clone()), m.clone(), None));
         }
     }
-    let mut index = None;
+    let mut indexes = Vec::new();
     let listed: Vec<&Digest> = match &top.manifest {
         Manifest::Index(idx) => {
             let in_index: Vec<&RawManifest> = st
@@ -443,12 +633,15 @@ fn plan_commit(
                 .iter()
                 .find(|m| m.digest == chosen)
                 .expect("chosen among them");
-            images.push((Some(name), (*m).clone(), Some(top.descriptor())));
-            index = Some(top.clone());
+            images.push((name, (*m).clone(), Some(top.descriptor())));
+            indexes.push(top.clone());
             in_index.iter().map(|m| &m.digest).collect()
         }
         Manifest::Image(_) => {
-            images.push((Some(name), top.clone(), None));
+            // Chosen from an index (a copy without `all`): recorded with the outermost.
+            let index = st.chosen_from.first().map(RawManifest::descriptor);
+            images.push((name, top.clone(), index));
+            indexes.extend(st.chosen_from.iter().cloned());
             Vec::new()
         }
         Manifest::Schema1(_) => {
@@ -467,7 +660,7 @@ fn plan_commit(
             ),
         });
     }
-    Ok(CommitPlan { images, index })
+    Ok(CommitPlan { images, indexes })
 }
 
 /// Check that `m` is an image the store can record: an image manifest whose config is an
@@ -513,4 +706,106 @@ fn check_image(
     let cfg = ImageConfig::parse(bytes).map_err(invalid)?;
     cfg.check_layer_count(im.layers.len()).map_err(invalid)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use hoist_types::MediaType;
+
+    /// One image's blobs and manifest: a layer, a config with `diff_ids` diff IDs.
+    fn image(
+        seed: &str,
+        diff_ids: usize,
+    ) -> (Descriptor, Vec<u8>, Descriptor, Vec<u8>, RawManifest) {
+        let layer = format!("layer {seed}").into_bytes();
+        let ldesc = Descriptor::new(
+            MediaType::DockerLayerGzip,
+            Digest::sha256_of(&layer),
+            layer.len() as u64,
+        );
+        let ids: Vec<String> = (0..diff_ids)
+            .map(|_| format!("\"{}\"", Digest::sha256_of(&layer)))
+            .collect();
+        let config = format!(
+            r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":[{}]}}}}"#,
+            ids.join(",")
+        )
+        .into_bytes();
+        let cdesc = Descriptor::new(
+            MediaType::DockerConfig,
+            Digest::sha256_of(&config),
+            config.len() as u64,
+        );
+        let manifest = format!(
+            r#"{{"schemaVersion":2,"mediaType":"application/vnd.docker.distribution.manifest.v2+json","config":{{"mediaType":"application/vnd.docker.container.image.v1+json","digest":"{}","size":{}}},"layers":[{{"mediaType":"application/vnd.docker.image.rootfs.diff.tar.gzip","digest":"{}","size":{}}}]}}"#,
+            cdesc.digest, cdesc.size, ldesc.digest, ldesc.size
+        );
+        let m = raw_manifest(manifest.into_bytes(), None, None).unwrap();
+        (ldesc, layer, cdesc, config, m)
+    }
+
+    async fn put(dst: &HoistDestination, desc: &Descriptor, bytes: &[u8]) {
+        let stream = BlobStream::from_reader(
+            Box::new(std::io::Cursor::new(bytes.to_vec())),
+            desc.size,
+            "test",
+        );
+        dst.put_blob(desc, stream, &hoist_types::NoProgress)
+            .await
+            .unwrap();
+    }
+
+    async fn two_images(
+        store: &Store,
+        second_diff_ids: usize,
+    ) -> Result<Vec<ImageRecord>, TransportError> {
+        let dst = HoistDestination::open(store.clone(), "example.com/a:1", None).unwrap();
+        let (l, lb, c, cb, m) = image("a", 1);
+        put(&dst, &l, &lb).await;
+        put(&dst, &c, &cb).await;
+        dst.put_manifest(&m, &ManifestTarget::Top).await.unwrap();
+        dst.next_image(Some("example.com/b:1"), Some("archive".into()))
+            .unwrap();
+        let (l, lb, c, cb, m) = image("b", second_diff_ids);
+        put(&dst, &l, &lb).await;
+        put(&dst, &c, &cb).await;
+        dst.put_manifest(&m, &ManifestTarget::Top).await.unwrap();
+        Ok(dst.commit_records().await?.1)
+    }
+
+    #[tokio::test]
+    async fn several_images_commit_all_or_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s")).unwrap();
+        // The second image is refused (two diff IDs, one layer): neither is named, and
+        // nothing of the first is published.
+        let err = two_images(&store, 2).await.unwrap_err();
+        assert!(matches!(err, TransportError::InvalidConfig { .. }), "{err}");
+        assert!(store.resolve("example.com/a:1").is_err());
+        assert!(store.resolve("example.com/b:1").is_err());
+        let (l, ..) = image("a", 1);
+        assert!(store.has_blob(&l.digest).unwrap().is_none());
+        assert!(store.images().unwrap().is_empty());
+        // Both valid: both named, in order, by one commit.
+        let records = two_images(&store, 1).await.unwrap();
+        assert_eq!(records.len(), 2);
+        let a = store.resolve("example.com/a:1").unwrap();
+        let b = store.resolve("example.com/b:1").unwrap();
+        assert_eq!(
+            (a.id.clone(), b.id.clone()),
+            (records[0].id.clone(), records[1].id.clone())
+        );
+        assert_eq!(b.source.as_deref(), Some("archive"));
+        assert_ne!(a.id, b.id);
+    }
+
+    #[test]
+    fn next_image_needs_a_manifest_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s")).unwrap();
+        let dst = HoistDestination::open(store, "example.com/a:1", None).unwrap();
+        assert!(dst.next_image(Some("example.com/b:1"), None).is_err());
+        assert!(dst.next_image(Some("example.com/b@sha256:0000000000000000000000000000000000000000000000000000000000000000"), None).is_err());
+    }
 }

@@ -413,6 +413,39 @@ pub trait ImageDestination: Send + Sync {
         }
     }
 
+    /// A small blob (a manifest or a config, at most 4 MiB) this destination already
+    /// holds, read back and verified, so the engine need not fetch it; `None` (the
+    /// default) when it does not hold it. A destination shared by concurrent writers (the
+    /// store) also reserves the digest for this copy until it commits (its blob lock), so
+    /// a concurrent copy of the same image waits, then finds everything there. The
+    /// engine asks for manifests by digest first, then the config, then moves layers:
+    /// that is the lock order.
+    fn reuse(
+        &self,
+        desc: &Descriptor,
+    ) -> impl Future<Output = Result<Option<Vec<u8>>, TransportError>> + Send {
+        let _ = desc;
+        async { Ok(None) }
+    }
+
+    /// A blob this destination holds (put by this copy or there before), read back for
+    /// the engine to compute what it needs from it (the diff IDs of a converted schema 1
+    /// image); `None` (the default): the engine reads the source again.
+    fn read_back(
+        &self,
+        desc: &Descriptor,
+    ) -> impl Future<Output = Result<Option<BlobStream>, TransportError>> + Send {
+        let _ = desc;
+        async { Ok(None) }
+    }
+
+    /// The indexes the image about to be put as top manifest was chosen from, outermost
+    /// first (a copy without `all` of a multi-platform image). The default ignores them;
+    /// the store records the outermost with the image and keeps them all, as a pull does.
+    fn chosen_from(&self, indexes: &[RawManifest]) {
+        let _ = indexes;
+    }
+
     /// Take a manifest's exact bytes. Every blob and child it names was put before.
     fn put_manifest(
         &self,
