@@ -1,10 +1,12 @@
 //! `hoist save`: images from the store into a docker-archive or an oci-archive.
 
 use std::path::{Path, PathBuf};
+
 use std::time::Instant;
 
 use anyhow::Context as _;
-use hoist_transport::transports::{ArchiveFormat, Output, SaveImage, save_archive};
+use hoist_transport::copy::CopyOptions;
+use hoist_transport::transports::{ArchiveFormat, ArchiveTarget, SaveImage, save_images};
 
 use crate::opts::GlobalArgs;
 use crate::progress::reporter;
@@ -33,7 +35,7 @@ pub struct Args {
     pub format: SaveFormat,
 }
 
-/// Run it.
+/// Run it: each image is copied by the copy engine from the store into one archive.
 pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
     let store = g.open_store()?;
     let images = a
@@ -45,29 +47,27 @@ pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
         SaveFormat::DockerArchive => ArchiveFormat::DockerArchive,
         SaveFormat::OciArchive => ArchiveFormat::OciArchive,
     };
+    let target = if a.output == Path::new("-") {
+        ArchiveTarget::Stream(Box::new(std::io::stdout()))
+    } else {
+        ArchiveTarget::Path(a.output.clone())
+    };
     let progress = reporter(g.progress_mode());
     let start = Instant::now();
     let what = || format!("saving {} as {}", a.images.join(" "), format.as_str());
-    if a.output == Path::new("-") {
-        let mut stdout = std::io::stdout().lock();
-        save_archive(
+    let opts = CopyOptions::default();
+    // The command runs inside the CLI's multi-threaded runtime.
+    tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(save_images(
             &store,
             &images,
             format,
-            Output::Stream(&mut stdout),
+            target,
+            &opts,
             progress.as_ref(),
-        )
-        .with_context(what)?;
-    } else {
-        save_archive(
-            &store,
-            &images,
-            format,
-            Output::Path(&a.output),
-            progress.as_ref(),
-        )
-        .with_context(what)?;
-    }
+        ))
+    })
+    .with_context(what)?;
     drop(progress);
     if !g.quiet {
         eprintln!(

@@ -5,28 +5,23 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io::{self, Seek, Write};
+use std::io;
 use std::path::Path;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc::{Receiver, sync_channel};
-use std::sync::{Arc, Mutex};
 
-use hoist_archive::docker::{DockerArchive, IndexedImage, finish, layer_entry};
-use hoist_archive::oci::{
-    ANNOTATION_IMAGE_NAME, LAYOUT_FILE, OciArchive, blob_entry, docker_to_oci,
-};
-use hoist_archive::{
-    ArchiveError, ArchiveFormat, ArchiveIndex, ArchiveProblem, MAX_LOAD_LAYERS, Output, TarWriter,
-    write_output,
-};
+use hoist_archive::docker::DockerArchive;
+use hoist_archive::oci::{ANNOTATION_IMAGE_NAME, OciArchive};
+use hoist_archive::{ArchiveError, ArchiveFormat, ArchiveIndex, ArchiveProblem, MAX_LOAD_LAYERS};
 use hoist_store::{BlobWriter, ImageCommit, ImageRecord, Store};
-use hoist_types::{
-    ANNOTATION_REF_NAME, Compression, Descriptor, Digest, ImageIndex, MAX_CONFIG_SIZE,
-    MAX_MANIFEST_SIZE, MediaType, Platform, Progress, Reference,
-};
-use hoist_unpack::{LayerStream, Limits, UnpackError};
+use hoist_types::{Descriptor, Digest, MediaType, Platform, Progress, Reference};
 
+use super::any::{AnyDestination, AnySource};
+use super::docker_archive::{ArchiveTarget, DockerArchiveWriter};
+use super::hoist::HoistSource;
+use super::oci_archive::OciArchiveWriter;
 use crate::TransportError;
+use crate::copy::{CopyOptions, copy};
 
 pub(crate) fn check_layer_limit(index: &ArchiveIndex, n: usize) -> Result<(), TransportError> {
     if n > MAX_LOAD_LAYERS {
@@ -68,6 +63,9 @@ pub struct LoadedImage {
 /// An image to save, with the tags to record for it in the archive.
 #[derive(Debug, Clone)]
 pub struct SaveImage {
+    /// How it was asked for (a name, an ID or prefix, a digest): the `hoist:` source the
+    /// copy engine reads it from, so a name gives the manifest it was committed with.
+    pub query: String,
     /// The store's record.
     pub record: ImageRecord,
     /// Tags to write (`RepoTags`, `index.json` names); empty for an untagged image.
@@ -83,7 +81,11 @@ impl SaveImage {
             Ok(r) if record.names.contains(&r) => vec![r],
             _ => Vec::new(),
         };
-        Ok(SaveImage { record, tags })
+        Ok(SaveImage {
+            query: query.to_owned(),
+            record,
+            tags,
+        })
     }
 }
 
@@ -132,12 +134,21 @@ pub fn load_archive_trusted(
     Ok((format, loaded))
 }
 
-/// Write `images` from `store` as an archive of `format` onto `out`.
-pub fn save_archive(
+/// Save `images` from `store` as one archive of `format` at `target`: the copy engine
+/// copies each image from the store (a `hoist:` source) into one destination of a
+/// multi-image archive ([`DockerArchiveWriter`], [`OciArchiveWriter`]), which writes
+/// each blob once into its temp tar (a layer shared by several images once); the
+/// archive's documents are written and the file renamed when every image is in. A
+/// docker-archive takes Docker schema 2 with uncompressed layers, so the engine converts
+/// the manifest and decompresses each layer (checking its diff ID); an oci-archive takes
+/// blobs as stored and OCI manifests (Docker schema 2 converted, as skopeo reads only
+/// OCI from a layout). `opts.temp_dir` unset: temp files go beside the target.
+pub async fn save_images(
     store: &Store,
     images: &[SaveImage],
     format: ArchiveFormat,
-    out: Output<'_>,
+    target: ArchiveTarget,
+    opts: &CopyOptions,
     progress: &dyn Progress,
 ) -> Result<(), TransportError> {
     if images.is_empty() {
@@ -145,10 +156,44 @@ pub fn save_archive(
             what: "saving an archive of no image".into(),
         });
     }
-    write_output(out, |w, spool| match format {
-        ArchiveFormat::DockerArchive => save_docker(store, images, w, spool, progress),
-        ArchiveFormat::OciArchive => save_oci(store, images, w, progress),
-    })
+    let mut opts = opts.clone();
+    opts.temp_dir.get_or_insert_with(|| target.temp_dir());
+    // One blob at a time: entries land in the order the images and their layers are
+    // listed, so the same images give the same archive bytes on every run (and on a
+    // stream as in a file), as `docker save` does.
+    opts.jobs = 1;
+    let open = |img: &SaveImage| HoistSource::open(store.clone(), img.query.clone());
+    match format {
+        ArchiveFormat::DockerArchive => {
+            let archive = DockerArchiveWriter::create(target).await?;
+            for img in images {
+                let src = AnySource::Hoist(open(img).await?);
+                let dst = AnyDestination::DockerArchive(archive.image(img.tags.clone()));
+                copy(&src, dst, &opts, progress).await?;
+            }
+            archive.finish().await
+        }
+        ArchiveFormat::OciArchive => {
+            let archive = OciArchiveWriter::create(target).await?;
+            for img in images {
+                let src = AnySource::Hoist(open(img).await?);
+                let names: Vec<String> = img.tags.iter().map(ToString::to_string).collect();
+                // containerd's name annotation too, as `ctr export` writes it (one name:
+                // the annotations are the image's, shared by its entries).
+                let mut annotations = BTreeMap::new();
+                if let [name] = names.as_slice() {
+                    annotations.insert(ANNOTATION_IMAGE_NAME.to_owned(), name.clone());
+                }
+                let dst = AnyDestination::OciArchive(archive.image(
+                    names,
+                    Some(img.record.platform.clone()),
+                    annotations,
+                ));
+                copy(&src, dst, &opts, progress).await?;
+            }
+            archive.finish().await
+        }
+    }
 }
 
 /// Workers for parallel layer work: the cores, at most 4.
@@ -201,124 +246,6 @@ pub(crate) fn parallel<J: Send, T: Send>(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// A spooled layer: the anonymous temp file and its size.
-type Spooled = Result<(File, u64), TransportError>;
-
-/// Decompressed layers being spooled to anonymous temp files by worker threads, handed
-/// out in any order by position.
-pub(crate) struct Pending {
-    slots: BTreeMap<usize, Receiver<Spooled>>,
-    stop: Arc<AtomicBool>,
-}
-
-impl std::fmt::Debug for Pending {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Pending")
-            .field("slots", &self.slots.len())
-            .finish()
-    }
-}
-
-impl Pending {
-    /// The spooled layer at `position` (waits for it): the temp file and its size.
-    pub(crate) fn take(&mut self, position: usize) -> Result<(File, u64), TransportError> {
-        let rx = self
-            .slots
-            .remove(&position)
-            .ok_or_else(|| TransportError::Task {
-                what: format!("no spooled layer at position {position}"),
-            })?;
-        rx.recv().map_err(|_| TransportError::Task {
-            what: "a layer worker stopped".into(),
-        })?
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-    }
-}
-
-/// Start decompressing `jobs` (position, compressed layer descriptor, diff ID) from the
-/// store into anonymous temp files in `dir`, each checked against its diff ID, on a few
-/// threads of scope `s`, in job order.
-pub(crate) fn spool_layers<'scope, 'env>(
-    s: &'scope std::thread::Scope<'scope, 'env>,
-    store: &'env Store,
-    jobs: Vec<(usize, Descriptor, Digest)>,
-    dir: &'env Path,
-    progress: &'env dyn Progress,
-) -> Pending {
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut slots = BTreeMap::new();
-    let mut queue = Vec::with_capacity(jobs.len());
-    for (pos, desc, diff) in jobs {
-        let (tx, rx) = sync_channel(1);
-        slots.insert(pos, rx);
-        queue.push((desc, diff, tx));
-    }
-    let n = workers(queue.len());
-    let queue = Arc::new(Mutex::new(queue.into_iter()));
-    for _ in 0..n {
-        let queue = queue.clone();
-        let stop = stop.clone();
-        s.spawn(move || {
-            while !stop.load(Ordering::Relaxed) {
-                let Some((desc, diff, tx)) = lock(&queue).next() else {
-                    break;
-                };
-                let r = spool_one(store, &desc, &diff, dir, progress);
-                let _ = tx.send(r);
-            }
-        });
-    }
-    Pending { slots, stop }
-}
-
-fn spool_one(
-    store: &Store,
-    desc: &Descriptor,
-    diff_id: &Digest,
-    dir: &Path,
-    progress: &dyn Progress,
-) -> Result<(File, u64), TransportError> {
-    let blob = store.open_blob(&desc.digest)?;
-    let io_err = |what: String| move |source| TransportError::Io { what, source };
-    let bad_layer = |source| TransportError::Io {
-        what: format!("reading layer {}", desc.digest),
-        source: io::Error::new(io::ErrorKind::InvalidData, source),
-    };
-    let mut stream = LayerStream::open(
-        blob,
-        &desc.media_type,
-        diff_id.algorithm(),
-        &Limits::default(),
-        Some(&desc.digest),
-        progress,
-    )
-    .map_err(|e: UnpackError| bad_layer(e))?;
-    let mut file = tempfile::tempfile_in(dir)
-        .map_err(io_err(format!("creating a temp file in {}", dir.display())))?;
-    {
-        let mut w = io::BufWriter::with_capacity(1 << 20, &mut file);
-        io::copy(&mut stream, &mut w)
-            .map_err(io_err(format!("decompressing layer {}", desc.digest)))?;
-        w.flush()
-            .map_err(io_err(format!("writing a temp file in {}", dir.display())))?;
-    }
-    let (actual, size) = stream.finish(false).map_err(bad_layer)?;
-    if &actual != diff_id {
-        return Err(TransportError::Store(
-            hoist_store::StoreError::DigestMismatch {
-                expected: diff_id.clone(),
-                actual,
-            },
-        ));
-    }
-    Ok((file, size))
 }
 
 /// Load every image of a docker-archive into `store`, with every tag. Every layer is
@@ -397,91 +324,6 @@ fn load_docker(
     Ok(out)
 }
 
-/// Write `images` from `store` as a docker-archive onto `out`. Temp files for
-/// decompressed layers go in `spool_dir` (anonymous: nothing is left behind).
-fn save_docker(
-    store: &Store,
-    images: &[SaveImage],
-    out: &mut dyn Write,
-    spool_dir: &Path,
-    progress: &dyn Progress,
-) -> Result<(), TransportError> {
-    let wio = |what: String| move |source| TransportError::Io { what, source };
-    // Distinct layers in write order, and which need decompressing.
-    let mut order: Vec<(Descriptor, Digest)> = Vec::new();
-    let mut seen = BTreeSet::new();
-    for img in images {
-        let r = &img.record;
-        check_record(r)?;
-        for (desc, diff_id) in r.layers.iter().zip(&r.diff_ids) {
-            if seen.insert(diff_id.clone()) {
-                order.push((desc.clone(), diff_id.clone()));
-            }
-        }
-    }
-    let compressed: Vec<(usize, Descriptor, Digest)> = order
-        .iter()
-        .enumerate()
-        .filter(|(_, (d, _))| d.media_type.layer_compression() != Some(Compression::None))
-        .map(|(i, (d, diff))| (i, d.clone(), diff.clone()))
-        .collect();
-    let mut tar = TarWriter::new(out);
-    let written = std::thread::scope(|s| -> Result<(), TransportError> {
-        let mut pending = spool_layers(s, store, compressed, spool_dir, progress);
-        for (i, (desc, diff_id)) in order.iter().enumerate() {
-            let name = layer_entry(diff_id);
-            let what = format!("writing layer {name}");
-            if desc.media_type.layer_compression() == Some(Compression::None) {
-                let f = store.open_blob(&desc.digest)?;
-                tar.copy(&name, desc.size, f).map_err(wio(what))?;
-            } else {
-                let (mut f, size): (File, u64) = pending.take(i)?;
-                f.rewind().map_err(wio(what.clone()))?;
-                tar.copy(&name, size, f).map_err(wio(what))?;
-            }
-        }
-        Ok(())
-    });
-    written?;
-    let entries: Vec<IndexedImage<'_>> = images
-        .iter()
-        .map(|img| IndexedImage {
-            id: &img.record.id,
-            diff_ids: &img.record.diff_ids,
-            tags: &img.tags,
-        })
-        .collect();
-    finish::<TransportError>(&mut tar, &entries, |id| {
-        Ok(store.read_blob(id, MAX_CONFIG_SIZE)?)
-    })?;
-    tar.finish().map_err(|source| TransportError::Io {
-        what: "finishing the archive".into(),
-        source,
-    })?;
-    Ok(())
-}
-
-/// A record fit for saving: as many layers as diff IDs, layers hoist can decompress.
-fn check_record(r: &ImageRecord) -> Result<(), TransportError> {
-    if r.layers.len() != r.diff_ids.len() {
-        return Err(TransportError::InvalidConfig {
-            digest: r.id.clone(),
-            source: hoist_types::TypeError::LayerCountMismatch {
-                layers: r.layers.len(),
-                diff_ids: r.diff_ids.len(),
-            },
-        });
-    }
-    for l in &r.layers {
-        if l.media_type.layer_compression().is_none() {
-            return Err(TransportError::Unsupported {
-                what: format!("layer {} of media type {}", l.digest, l.media_type),
-            });
-        }
-    }
-    Ok(())
-}
-
 /// Load every image of an oci-archive into `store`. Every blob is verified before
 /// anything is published.
 fn load_oci(
@@ -549,103 +391,4 @@ fn load_oci(
         }
     }
     Ok(out)
-}
-
-/// Write `images` from `store` as an oci-archive onto `out`.
-fn save_oci(
-    store: &Store,
-    images: &[SaveImage],
-    out: &mut dyn Write,
-    progress: &dyn Progress,
-) -> Result<(), TransportError> {
-    let _ = progress;
-    let wio = |what: String| move |source: io::Error| TransportError::Io { what, source };
-    let mut tar = TarWriter::new(out);
-    tar.bytes("oci-layout", LAYOUT_FILE)
-        .map_err(wio("writing oci-layout".into()))?;
-    for d in ["blobs", "blobs/sha256"] {
-        tar.dir(d).map_err(wio(format!("writing {d}")))?;
-    }
-    let mut written = BTreeSet::new();
-    let mut dirs = BTreeSet::from([hoist_types::Algorithm::Sha256]);
-    let mut entries = Vec::new();
-    for img in images {
-        let r = &img.record;
-        check_record(r)?;
-        let mut blob = |d: &Digest, size: u64| -> Result<(), TransportError> {
-            if !written.insert(d.clone()) {
-                return Ok(());
-            }
-            let name = blob_entry(d);
-            if dirs.insert(d.algorithm()) {
-                tar.dir(&format!("blobs/{}", d.algorithm()))
-                    .map_err(wio(format!("writing blobs/{}", d.algorithm())))?;
-            }
-            let f = store.open_blob(d)?;
-            tar.copy(&name, size, f)
-                .map_err(wio(format!("writing {name}")))
-        };
-        for l in &r.layers {
-            blob(&l.digest, l.size)?;
-        }
-        blob(&r.id, r.config_size)?;
-        let mdesc = if r.manifest.media_type == MediaType::DockerManifest {
-            // skopeo (and containers/image) see only OCI manifests in a layout: a Docker
-            // schema 2 manifest is converted (same config and layer bytes, new digest).
-            let raw = store.read_blob(&r.manifest.digest, MAX_MANIFEST_SIZE)?;
-            let bytes = docker_to_oci(&raw).map_err(|source| TransportError::InvalidConfig {
-                digest: r.manifest.digest.clone(),
-                source,
-            })?;
-            let d = Digest::sha256_of(&bytes);
-            if written.insert(d.clone()) {
-                let name = blob_entry(&d);
-                tar.bytes(&name, &bytes)
-                    .map_err(wio(format!("writing {name}")))?;
-            }
-            Descriptor::new(MediaType::OciManifest, d, bytes.len() as u64)
-        } else {
-            blob(&r.manifest.digest, r.manifest.size)?;
-            r.manifest.clone()
-        };
-        let base = Descriptor {
-            platform: Some(r.platform.clone()),
-            ..Descriptor::new(mdesc.media_type, mdesc.digest, mdesc.size)
-        };
-        if img.tags.is_empty() {
-            if !entries
-                .iter()
-                .any(|e: &Descriptor| e.digest == base.digest && e.annotations.is_none())
-            {
-                entries.push(base);
-            }
-            continue;
-        }
-        for t in &img.tags {
-            let name = t.to_string();
-            let mut a = BTreeMap::new();
-            a.insert(ANNOTATION_REF_NAME.to_owned(), name.clone());
-            a.insert(ANNOTATION_IMAGE_NAME.to_owned(), name);
-            entries
-                .retain(|e: &Descriptor| e.annotation(ANNOTATION_REF_NAME) != Some(&t.to_string()));
-            entries.push(Descriptor {
-                annotations: Some(a),
-                ..base.clone()
-            });
-        }
-    }
-    let index = ImageIndex {
-        schema_version: 2,
-        media_type: Some(MediaType::OciIndex),
-        artifact_type: None,
-        manifests: entries,
-        subject: None,
-        annotations: None,
-    };
-    let bytes = serde_json::to_vec(&index).expect("an index serialises");
-    debug_assert!(bytes.len() as u64 <= MAX_MANIFEST_SIZE);
-    tar.bytes("index.json", &bytes)
-        .map_err(wio("writing index.json".into()))?;
-    tar.finish().map_err(wio("finishing the archive".into()))?;
-    Ok(())
 }
