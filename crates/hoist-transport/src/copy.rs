@@ -65,6 +65,8 @@ pub struct CopyOptions {
     /// The trust policy to enforce on the source's top manifest before anything is copied
     /// (`None`: accept anything).
     pub trust: Option<crate::trust::TrustCheck>,
+    /// Sign the top manifest written (`--sign-by`, `--sign-by-sigstore-private-key`).
+    pub sign: Option<crate::trust::SignOptions>,
 }
 
 impl Default for CopyOptions {
@@ -78,6 +80,7 @@ impl Default for CopyOptions {
             jobs: crate::DEFAULT_JOBS,
             temp_dir: None,
             trust: None,
+            sign: None,
         }
     }
 }
@@ -172,6 +175,16 @@ async fn copy_to(
     engine.report().source_digest = Some(top.digest.clone());
     if opts.preserve_signatures {
         engine.carry_signatures(&top, &written).await?;
+    }
+    if let Some(sign) = &opts.sign {
+        // Simple signatures carried from the source are kept, the new one after them.
+        let carried = if opts.preserve_signatures && written.digest == top.digest {
+            src.get_signatures(None).await?
+        } else {
+            Vec::new()
+        };
+        engine.report().signatures +=
+            crate::trust::sign(sign, &dst, &written, carried, progress).await?;
     }
     let mut report = std::mem::take(&mut *engine.report());
     drop(engine);

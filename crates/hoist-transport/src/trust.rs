@@ -16,9 +16,11 @@ use hoist_trust::sigstore::{PAYLOAD_MEDIA_TYPE, SIGNATURE_ANNOTATION};
 use hoist_trust::{Evaluation, ImageSignature, Named, Policy, PolicyTarget, Requirement};
 use hoist_types::{Descriptor, Digest, ImageManifest, Manifest, Reference};
 
-use crate::transports::any::AnySource;
+use crate::transports::any::{AnyDestination, AnySource};
 use crate::transports::docker::DockerSource;
-use crate::transports::{ImageRef, ImageSource as _, ManifestRef, RawManifest};
+use crate::transports::{
+    ImageDestination as _, ImageRef, ImageSource as _, ManifestRef, RawManifest,
+};
 use crate::{PullOptions, TransportError};
 
 /// Most layers of a `.sig` manifest looked at.
@@ -275,4 +277,125 @@ async fn cosign_signature(
         ));
     }
     Ok(Some(ImageSignature::Cosign { payload, signature }))
+}
+
+/// How to sign what a copy writes: simple signing with a GnuPG key, and/or a cosign
+/// signature with an ECDSA P-256 key, both for the top manifest written and `identity`.
+#[derive(Debug, Clone)]
+pub struct SignOptions {
+    /// `--sign-by`: the GnuPG key fingerprint.
+    pub gpg_key: Option<String>,
+    /// `--sign-passphrase-file`, for the GnuPG key.
+    pub gpg_passphrase_file: Option<PathBuf>,
+    /// `--sign-by-sigstore-private-key`, decrypted.
+    pub sigstore_key: Option<Arc<hoist_trust::sigstore::PrivateKey>>,
+    /// The Docker reference signed (`--sign-identity`, else the destination's).
+    pub identity: Named,
+}
+
+/// Signs `written`, the top manifest a copy wrote to `dst`: a simple-signing signature
+/// into the destination's signature store (kept after those `carried` from the source),
+/// and a cosign `sha256-HEX.sig` tag next to it. Returns how many signatures were made.
+pub async fn sign(
+    opts: &SignOptions,
+    dst: &AnyDestination,
+    written: &RawManifest,
+    carried: Vec<Vec<u8>>,
+    progress: &dyn hoist_types::Progress,
+) -> Result<usize, TransportError> {
+    use hoist_trust::payload::{PayloadKind, build};
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .ok();
+    let mut made = 0;
+    if let Some(fpr) = &opts.gpg_key {
+        let payload = build(
+            PayloadKind::SimpleSigning,
+            &written.digest,
+            &opts.identity,
+            now,
+        );
+        let (fpr, pass) = (fpr.clone(), opts.gpg_passphrase_file.clone());
+        let sig = crate::blocking(move || {
+            hoist_trust::gpg::sign_with_gpg(&payload, &fpr, pass.as_deref())
+                .map_err(|reason| TransportError::Unsupported { what: reason })
+        })
+        .await??;
+        let mut all = carried;
+        all.push(sig);
+        dst.put_signatures(&written.digest, &all).await?;
+        made += 1;
+    }
+    if let Some(key) = &opts.sigstore_key {
+        let payload = build(PayloadKind::Cosign, &written.digest, &opts.identity, now);
+        let signature = key.sign(&payload);
+        put_sigstore_tag(dst, &written.digest, payload, &signature, progress).await?;
+        made += 1;
+    }
+    Ok(made)
+}
+
+/// Writes the cosign `.sig` image of `digest` to `dst`: an OCI manifest whose one layer is
+/// the payload, with its signature annotation, under the tag `sha256-HEX.sig`.
+async fn put_sigstore_tag(
+    dst: &AnyDestination,
+    digest: &Digest,
+    payload: Vec<u8>,
+    signature: &str,
+    progress: &dyn hoist_types::Progress,
+) -> Result<(), TransportError> {
+    use hoist_types::MediaType;
+    let payload_digest = Digest::sha256_of(&payload);
+    let config = serde_json::to_vec(&serde_json::json!({
+        "architecture": "",
+        "config": {},
+        "created": "0001-01-01T00:00:00Z",
+        "history": [{"created": "0001-01-01T00:00:00Z"}],
+        "os": "",
+        "rootfs": {"type": "layers", "diff_ids": [payload_digest.to_string()]},
+    }))
+    .expect("a JSON value serialises");
+    let config_digest = Digest::sha256_of(&config);
+    let manifest = serde_json::to_vec(&serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "config": {
+            "mediaType": "application/vnd.oci.image.config.v1+json",
+            "size": config.len(),
+            "digest": config_digest.to_string(),
+        },
+        "layers": [{
+            "mediaType": PAYLOAD_MEDIA_TYPE,
+            "size": payload.len(),
+            "digest": payload_digest.to_string(),
+            "annotations": {SIGNATURE_ANNOTATION: signature},
+        }],
+    }))
+    .expect("a JSON value serialises");
+    for (bytes, media_type) in [
+        (config, "application/vnd.oci.image.config.v1+json"),
+        (payload, PAYLOAD_MEDIA_TYPE),
+    ] {
+        let desc: Descriptor = serde_json::from_value(serde_json::json!({
+            "mediaType": media_type,
+            "size": bytes.len(),
+            "digest": Digest::sha256_of(&bytes).to_string(),
+        }))
+        .map_err(|e| TransportError::Unsupported {
+            what: format!("building the .sig descriptor: {e}"),
+        })?;
+        let size = bytes.len() as u64;
+        let stream = crate::transports::BlobStream::from_reader(
+            Box::new(std::io::Cursor::new(bytes)),
+            size,
+            "cosign signature",
+        );
+        dst.put_blob(&desc, stream, progress).await?;
+    }
+    let oci = MediaType::parse("application/vnd.oci.image.manifest.v1+json");
+    let raw = crate::transports::raw_manifest(manifest, Some(&oci), None)?;
+    let tag = format!("{}-{}.sig", digest.algorithm(), digest.hex());
+    dst.put_manifest(&raw, &crate::transports::ManifestTarget::Tag(tag))
+        .await
 }

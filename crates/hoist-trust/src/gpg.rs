@@ -132,3 +132,54 @@ impl Keyring {
 pub(crate) fn hex(b: &[u8]) -> String {
     b.iter().map(|x| format!("{x:02X}")).collect()
 }
+
+/// Signs `payload` with the secret key `fingerprint` of the user's GnuPG keyring
+/// (`$GNUPGHOME`, else `~/.gnupg`): `gpg --sign`, the signed message containers' simple
+/// signing stores. The secret key lives in gpg-agent, which only gpg can ask, so signing
+/// (unlike verification) runs gpg. `passphrase_file` is passed with loopback pinentry.
+pub fn sign_with_gpg(
+    payload: &[u8],
+    fingerprint: &str,
+    passphrase_file: Option<&std::path::Path>,
+) -> Result<Vec<u8>, String> {
+    use std::io::Write as _;
+    use std::process::{Command, Stdio};
+    let fpr = fingerprint.strip_prefix("0x").unwrap_or(fingerprint);
+    if !(8..=40).contains(&fpr.len()) || !fpr.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return Err(format!(
+            "{fingerprint:?} is not a key fingerprint (8 to 40 hexadecimal digits)"
+        ));
+    }
+    let mut cmd = Command::new("gpg");
+    cmd.args(["--batch", "--no-tty", "--sign", "--local-user", fpr]);
+    if let Some(p) = passphrase_file {
+        cmd.args(["--pinentry-mode", "loopback", "--passphrase-file"])
+            .arg(p);
+    }
+    let mut child = cmd
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("running gpg to sign: {e}"))?;
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let data = payload.to_vec();
+    let writer = std::thread::spawn(move || stdin.write_all(&data));
+    let out = child
+        .wait_with_output()
+        .map_err(|e| format!("running gpg to sign: {e}"))?;
+    let _ = writer.join();
+    if !out.status.success() {
+        return Err(format!(
+            "gpg could not sign with key {fpr}: {}",
+            String::from_utf8_lossy(&out.stderr).trim()
+        ));
+    }
+    if out.stdout.is_empty() || out.stdout.len() > MAX_SIGNATURE_SIZE {
+        return Err(format!(
+            "gpg wrote a signature of {} bytes",
+            out.stdout.len()
+        ));
+    }
+    Ok(out.stdout)
+}

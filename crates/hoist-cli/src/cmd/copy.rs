@@ -51,6 +51,8 @@ pub struct CopyFlags {
     pub registry: RegistryArgs,
     #[command(flatten)]
     pub trust: crate::cmd::verify::TrustArgs,
+    #[command(flatten)]
+    pub sign: crate::cmd::verify::SignArgs,
 }
 
 /// Arguments of `hoist copy`.
@@ -124,6 +126,7 @@ pub async fn copy_refs(
         jobs: flags.jobs,
         temp_dir: None,
         trust: flags.trust.check_for(src)?,
+        sign: flags.sign.options(dst)?,
     };
     let start = Instant::now();
     let result: anyhow::Result<CopyReport> = async {

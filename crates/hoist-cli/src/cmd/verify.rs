@@ -9,8 +9,10 @@ use anyhow::Context as _;
 use hoist_transport::PullOptions;
 use hoist_transport::transports::any::{AnySource, OpenOptions};
 use hoist_transport::transports::{ImageRef, ImageSource as _, ManifestRef, Transport};
-use hoist_transport::trust::{TrustCheck, find_signatures};
+use hoist_transport::trust::{SignOptions, TrustCheck, find_signatures};
+use hoist_trust::Named;
 use hoist_trust::policy::default_policy_paths;
+use hoist_trust::sigstore::PrivateKey;
 use hoist_trust::{ImageSignature, Policy};
 use serde::Serialize;
 
@@ -50,6 +52,82 @@ impl TrustArgs {
     /// The check the copy engine runs for the image `source` names (`None`: no policy).
     pub fn check_for(&self, source: &ImageRef) -> anyhow::Result<Option<TrustCheck>> {
         Ok(self.load()?.map(|(p, _)| TrustCheck::new(p, source)))
+    }
+}
+
+/// Signing what a copy writes (skopeo's options).
+#[derive(Debug, Clone, clap::Args)]
+pub struct SignArgs {
+    /// Sign with this GnuPG key (simple signing; gpg signs, from `$GNUPGHOME`), into the
+    /// destination's signature store (`dir:` `signature-N`).
+    #[arg(long, value_name = "FINGERPRINT")]
+    pub sign_by: Option<String>,
+    /// Sign with this cosign private key (encrypted PEM), as a `sha256-HEX.sig` tag.
+    #[arg(long, value_name = "FILE")]
+    pub sign_by_sigstore_private_key: Option<PathBuf>,
+    /// The passphrase of the signing key (first line of FILE).
+    #[arg(long, value_name = "FILE")]
+    pub sign_passphrase_file: Option<PathBuf>,
+    /// The Docker reference signed [default: the destination's, for docker://].
+    #[arg(long, value_name = "REF")]
+    pub sign_identity: Option<String>,
+}
+
+impl SignArgs {
+    /// What the copy engine signs with, for the destination `dst` (`None`: no signing).
+    pub fn options(&self, dst: &ImageRef) -> anyhow::Result<Option<SignOptions>> {
+        if self.sign_by.is_none() && self.sign_by_sigstore_private_key.is_none() {
+            anyhow::ensure!(
+                self.sign_identity.is_none() && self.sign_passphrase_file.is_none(),
+                "--sign-identity and --sign-passphrase-file need --sign-by or \
+                 --sign-by-sigstore-private-key"
+            );
+            return Ok(None);
+        }
+        let identity = match (&self.sign_identity, dst) {
+            (Some(s), _) => {
+                let n = Named::parse(s)?;
+                anyhow::ensure!(
+                    !n.is_name_only(),
+                    "--sign-identity {s} names neither a tag nor a digest"
+                );
+                n
+            }
+            (None, ImageRef::Docker(r)) => Named::from_reference(r),
+            (None, other) => anyhow::bail!(
+                "signing a {} destination needs --sign-identity (the Docker reference signed)",
+                other.transport()
+            ),
+        };
+        let passphrase = match &self.sign_passphrase_file {
+            Some(p) => Some(
+                std::fs::read_to_string(p)
+                    .with_context(|| format!("reading {}", p.display()))?
+                    .lines()
+                    .next()
+                    .unwrap_or("")
+                    .to_owned(),
+            ),
+            None => None,
+        };
+        let sigstore_key = match &self.sign_by_sigstore_private_key {
+            Some(p) => {
+                let pem = std::fs::read(p).with_context(|| format!("reading {}", p.display()))?;
+                let key = PrivateKey::from_encrypted_pem(
+                    &pem,
+                    passphrase.as_deref().unwrap_or("").as_bytes(),
+                )
+                .map_err(|e| anyhow::anyhow!("{}: {e}", p.display()))?;
+                Some(Arc::new(key))
+            }
+            None => None,
+        };
+        Ok(Some(SignOptions {
+            gpg_key: self.sign_by.clone(),
+            gpg_passphrase_file: self.sign_passphrase_file.clone(),
+            sigstore_key,
+            identity,
+        }))
     }
 }
 
