@@ -10,11 +10,12 @@ use std::path::Path;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use hoist_archive::docker::DockerArchive;
+use hoist_archive::docker::{ArchiveLayer, DockerArchive};
 use hoist_archive::oci::{ANNOTATION_IMAGE_NAME, OciArchive};
 use hoist_archive::{ArchiveError, ArchiveFormat, ArchiveIndex, ArchiveProblem, MAX_LOAD_LAYERS};
 use hoist_store::{BlobWriter, ImageCommit, ImageRecord, Store};
 use hoist_types::{Descriptor, Digest, MediaType, Platform, Progress, Reference};
+use hoist_unpack::Codec;
 
 use super::any::{AnyDestination, AnySource};
 use super::docker_archive::{ArchiveTarget, DockerArchiveWriter};
@@ -122,16 +123,21 @@ pub fn load_archive_trusted(
     let store = &leased;
     let source = format!("{}:{}", format.as_str(), name.display());
     let loaded = match format {
-        ArchiveFormat::DockerArchive => {
-            let a = DockerArchive::from_index(index)?;
-            load_docker(store, &a, &source, progress)?
-        }
-        ArchiveFormat::OciArchive => {
-            let a = OciArchive::from_index(index)?;
-            load_oci(store, &a, &source, progress)?
-        }
+        ArchiveFormat::DockerArchive => DockerArchive::from_index(index)
+            .map_err(TransportError::from)
+            .and_then(|a| load_docker(store, &a, &source, progress)),
+        ArchiveFormat::OciArchive => OciArchive::from_index(index)
+            .map_err(TransportError::from)
+            .and_then(|a| load_oci(store, &a, &source, progress)),
     };
-    Ok((format, loaded))
+    if loaded.is_err() {
+        // A layer refused at its commit (its one hash is the writer's) comes after others
+        // were published: what this load published and nothing reaches goes again, so
+        // a failed load leaves the store as it was. The load's own error is what the
+        // caller needs; a failed withdrawal leaves orphans that gc collects.
+        let _ = store.withdraw_unreached();
+    }
+    Ok((format, loaded?))
 }
 
 /// Save `images` from `store` as one archive of `format` at `target`: the copy engine
@@ -270,21 +276,46 @@ fn load_docker(
         }
     }
     check_layer_limit(archive.index(), jobs.len())?;
-    let staged: Vec<(Digest, u64, Option<BlobWriter>)> = parallel(jobs, |l| {
+    let staged: Vec<(ArchiveLayer, u64, Option<BlobWriter>)> = parallel(jobs, |l| {
         if store.has_blob(&l.diff_id)?.is_some() {
             let size = archive.copy_layer(&l, &mut io::sink(), progress)?;
-            return Ok((l.diff_id.clone(), size, None));
+            return Ok((l, size, None));
+        }
+        if l.codec == Codec::None {
+            // An uncompressed layer's blob digest is its diff ID: the store's writer hashes
+            // it once, and its commit (below, before any image is recorded) checks it.
+            let mut w = store.blob_writer(&l.diff_id, Some(l.entry_size))?;
+            let mut r = archive.index().open_entry(&l.entry, "a layer")?;
+            io::copy(&mut r, &mut w).map_err(|source| TransportError::Io {
+                what: format!(
+                    "copying layer {} of archive {} into the store",
+                    l.entry,
+                    archive.index().path().display()
+                ),
+                source,
+            })?;
+            return Ok((l.clone(), l.entry_size, Some(w)));
         }
         let mut w = store.blob_writer(&l.diff_id, None)?;
         let size = archive.copy_layer(&l, &mut w, progress)?;
-        Ok((l.diff_id.clone(), size, Some(w)))
+        Ok((l, size, Some(w)))
     })?;
     let mut sizes: BTreeMap<Digest, u64> = BTreeMap::new();
-    for (d, size, w) in staged {
+    for (l, size, w) in staged {
         if let Some(w) = w {
-            w.commit()?;
+            w.commit().map_err(|e| match e {
+                hoist_store::StoreError::DigestMismatch { expected, actual } => archive
+                    .index()
+                    .bad(ArchiveProblem::DigestMismatch {
+                        entry: l.entry.clone(),
+                        expected,
+                        actual,
+                    })
+                    .into(),
+                e => TransportError::from(e),
+            })?;
         }
-        sizes.insert(d, size);
+        sizes.insert(l.diff_id, size);
     }
     let mut out = Vec::new();
     for img in &images {
