@@ -95,6 +95,7 @@ impl Env {
         let addr = line
             .trim()
             .strip_prefix("listening on http://")
+            .or_else(|| line.trim().strip_prefix("listening on https://"))
             .unwrap_or_else(|| {
                 let _ = child.kill();
                 let _ = child.wait();
@@ -819,4 +820,170 @@ fn pull_through_with_ns_from_an_upstream_that_resets_connections_stores_verified
         }
     }
     support::assert_fsck_clean(env.dir.path(), &env.store());
+}
+
+/// `--tls-cert/--tls-key` and `--htpasswd`: skopeo pulls over verified TLS with
+/// credentials; no or wrong credentials get 401 with a Basic challenge; plain HTTP on the
+/// TLS port gets no HTTP answer at all; a bad key or htpasswd file stops the server
+/// before it listens.
+#[test]
+fn tls_and_htpasswd_skopeo_with_cert_dir_and_creds_curl_401_no_plain_fallback() {
+    require!(
+        Need::Peer(Peer::Registry),
+        Need::Peer(Peer::Skopeo),
+        Need::Peer(Peer::Openssl),
+        Need::Peer(Peer::Htpasswd),
+        Need::Tool("curl")
+    );
+    let env = Env::new();
+    let (built, _) = stored_image(&env);
+    let tls_dir = env.dir.path().join("tls");
+    std::fs::create_dir_all(&tls_dir).unwrap();
+    let tls = hoist_testkit::certs::TlsMaterial::generate(&tls_dir).unwrap();
+    let htpasswd = env.dir.path().join("htpasswd");
+    std::fs::write(
+        &htpasswd,
+        format!(
+            "# users\n{}\n{}\n",
+            hoist_testkit::certs::htpasswd_line("alice", "s3cret pass").unwrap(),
+            hoist_testkit::certs::htpasswd_line("bob", "other").unwrap()
+        ),
+    )
+    .unwrap();
+    let (cert, key) = (
+        tls.server_cert.to_str().unwrap(),
+        tls.server_key.to_str().unwrap(),
+    );
+    let srv = env.serve(&[
+        "--tls-cert",
+        cert,
+        "--tls-key",
+        key,
+        "--htpasswd",
+        htpasswd.to_str().unwrap(),
+    ]);
+    let ca = tls.ca_pem.to_str().unwrap();
+    let https = |path: &str| format!("https://{}{path}", srv.addr);
+
+    let anon = curl(env.dir.path(), &https("/v2/"), &["--cacert", ca]);
+    assert_eq!(anon.status, 401);
+    assert_eq!(anon.error_code(), "UNAUTHORIZED");
+    let challenge = anon.header("www-authenticate").unwrap_or_default();
+    assert!(challenge.starts_with("Basic realm=\""), "{challenge:?}");
+    for creds in [
+        "alice:wrong",
+        "alice:",
+        "carol:s3cret pass",
+        "bob:s3cret pass",
+    ] {
+        let a = curl(
+            env.dir.path(),
+            &https("/v2/ns/app/manifests/1.0"),
+            &["--cacert", ca, "-u", creds],
+        );
+        assert_eq!(a.status, 401, "{creds}");
+        assert!(a.header("www-authenticate").is_some(), "{creds}");
+        assert!(
+            !String::from_utf8_lossy(&a.body).contains("layers"),
+            "{creds}"
+        );
+    }
+    let ok = curl(
+        env.dir.path(),
+        &https("/v2/ns/app/manifests/1.0"),
+        &["--cacert", ca, "-u", "alice:s3cret pass"],
+    );
+    assert_eq!(ok.status, 200);
+    assert_eq!(ok.body, env.blob(&built.manifest.digest));
+
+    // Plain HTTP to the TLS port: no HTTP answer (curl fails, or sees no status).
+    let plain = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "10",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
+        .arg(format!("http://{}/v2/", srv.addr))
+        .output()
+        .unwrap();
+    assert!(
+        !plain.status.success() || String::from_utf8_lossy(&plain.stdout).trim() == "000",
+        "plain HTTP answered: {}",
+        String::from_utf8_lossy(&plain.stdout)
+    );
+
+    // skopeo with --src-cert-dir (verifying) and --src-creds: byte-identical copy.
+    let mut opts = SkopeoOpts::default().creds("alice", "s3cret pass");
+    opts.cert_dir = Some(tls.cert_dir.clone());
+    let out = env.dir.path().join("copy");
+    skopeo::skopeo_copy(
+        &format!("docker://{}/ns/app:1.0", srv.addr),
+        &format!("dir:{}", out.display()),
+        Some(&opts),
+        None,
+        false,
+    )
+    .unwrap();
+    let manifest = std::fs::read(out.join("manifest.json")).unwrap();
+    assert_eq!(manifest, env.blob(&built.manifest.digest));
+    for d in built.layer_digests().iter().chain([&built.config.digest]) {
+        let copied = std::fs::read(out.join(d.strip_prefix("sha256:").unwrap())).unwrap();
+        assert_eq!(copied, env.blob(d), "{d}");
+    }
+    // Without the CA skopeo refuses the certificate; with a wrong password it is refused.
+    let mut no_ca = SkopeoOpts::default().creds("alice", "s3cret pass");
+    no_ca.cert_dir = Some(env.dir.path().join("empty-certs"));
+    std::fs::create_dir_all(no_ca.cert_dir.as_ref().unwrap()).unwrap();
+    assert!(
+        skopeo::skopeo_inspect_raw(&format!("docker://{}/ns/app:1.0", srv.addr), &no_ca).is_err()
+    );
+    let mut wrong = opts.clone();
+    wrong.creds = Some(("alice".into(), "nope".into()));
+    let e = skopeo::skopeo_inspect_raw(&format!("docker://{}/ns/app:1.0", srv.addr), &wrong)
+        .unwrap_err();
+    assert!(
+        e.stderr.contains("401") || e.stderr.to_lowercase().contains("unauthorized"),
+        "{}",
+        e.stderr
+    );
+    drop(srv);
+
+    // A key that does not match the certificate, or an htpasswd file with a non-bcrypt
+    // entry: hoist serve exits before listening.
+    let other = env.dir.path().join("other");
+    std::fs::create_dir_all(&other).unwrap();
+    let other = hoist_testkit::certs::TlsMaterial::generate(&other).unwrap();
+    let md5 = env.dir.path().join("htpasswd-md5");
+    std::fs::write(&md5, "alice:$apr1$q8Pk4pVy$dTZ3a0bQWh4n7cHWnLxyy/\n").unwrap();
+    for (args, needle) in [
+        (
+            vec![
+                "--tls-cert",
+                cert,
+                "--tls-key",
+                other.server_key.to_str().unwrap(),
+            ],
+            "does not match",
+        ),
+        (vec!["--htpasswd", md5.to_str().unwrap()], "bcrypt"),
+    ] {
+        let out = support::hoist(env.dir.path())
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(&args)
+            .timeout(Duration::from_secs(30))
+            .output()
+            .unwrap();
+        assert!(!out.status.success(), "{args:?} started");
+        assert!(
+            out.stdout.is_empty(),
+            "{args:?}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains(needle), "{args:?}: {err}");
+    }
 }

@@ -8,6 +8,9 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use hoist_types::Digest;
 
+/// The challenge answered with a 401.
+pub(crate) const REALM_CHALLENGE: &str = "Basic realm=\"hoist serve\", charset=\"UTF-8\"";
+
 /// What can stop the server (as opposed to one request).
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -104,6 +107,9 @@ pub enum ApiError {
         /// What was asked.
         what: String,
     },
+    /// No valid credentials (`--htpasswd`): 401 with `WWW-Authenticate: Basic`.
+    #[error("authentication required")]
+    Unauthorized,
     /// The store failed (an I/O error, a corrupt blob): logged, answered as 500.
     #[error("internal error: {0}")]
     Internal(String),
@@ -125,6 +131,7 @@ impl ApiError {
             ApiError::BlobUnknown { .. } => "BLOB_UNKNOWN",
             ApiError::PaginationInvalid { .. } => "PAGINATION_NUMBER_INVALID",
             ApiError::Unsupported { .. } => "UNSUPPORTED",
+            ApiError::Unauthorized => "UNAUTHORIZED",
             ApiError::Internal(_) => "UNKNOWN",
             ApiError::Upstream(_) => "UNKNOWN",
         }
@@ -142,6 +149,7 @@ impl ApiError {
             | ApiError::DigestInvalid { .. }
             | ApiError::PaginationInvalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unsupported { .. } => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
         }
@@ -164,6 +172,12 @@ impl IntoResponse for ApiError {
             header::CONTENT_TYPE,
             HeaderValue::from_static("application/json; charset=utf-8"),
         );
+        if matches!(self, ApiError::Unauthorized) {
+            r.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static(REALM_CHALLENGE),
+            );
+        }
         r
     }
 }

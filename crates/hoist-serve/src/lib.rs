@@ -49,10 +49,12 @@
 //! [`Server::on_request`].
 
 mod api;
+mod auth;
 mod containerd;
 mod error;
 mod pull_through;
 mod server;
+mod tls;
 mod view;
 
 use std::net::SocketAddr;
@@ -65,8 +67,10 @@ use hoist_transport::PullOptions;
 use tokio::sync::Semaphore;
 
 pub use api::{MAX_NAME_LEN, MAX_PAGE};
+pub use auth::Htpasswd;
 pub use containerd::{hosts_toml, registries_conf};
 pub use error::{ApiError, ServeError};
+pub use tls::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES};
 
 /// Default bound on requests served at once.
 pub const DEFAULT_MAX_REQUESTS: usize = 128;
@@ -84,6 +88,19 @@ pub struct ServeOptions {
     pub max_requests: usize,
     /// Pull what the store lacks from upstream ([`PullThrough`]); `None`: read-only.
     pub pull_through: Option<PullThrough>,
+    /// Serve HTTPS with this certificate and key; `None`: plain HTTP.
+    pub tls: Option<TlsFiles>,
+    /// Require Basic authentication by these users; `None`: anyone may read.
+    pub htpasswd: Option<Htpasswd>,
+}
+
+/// A PEM certificate chain (leaf first) and its PEM private key.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    /// The certificate chain.
+    pub cert: std::path::PathBuf,
+    /// The private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: std::path::PathBuf,
 }
 
 /// Pull-through settings.
@@ -102,6 +119,8 @@ impl Default for ServeOptions {
             registry: None,
             max_requests: DEFAULT_MAX_REQUESTS,
             pull_through: None,
+            tls: None,
+            htpasswd: None,
         }
     }
 }
@@ -144,6 +163,7 @@ pub struct Server {
     addr: SocketAddr,
     store: Store,
     opts: ServeOptions,
+    tls: Option<Arc<tokio_rustls::rustls::ServerConfig>>,
     log: Option<LogFn>,
 }
 
@@ -165,6 +185,12 @@ impl Server {
                 what: "max_requests must be at least 1".into(),
             });
         }
+        // The certificate is checked before the port is taken: a bad one never leaves a
+        // server that answers in plain HTTP.
+        let tls = match &opts.tls {
+            Some(t) => Some(tls::server_config(&t.cert, &t.key)?),
+            None => None,
+        };
         let listener = tokio::net::TcpListener::bind(opts.listen)
             .await
             .map_err(|source| ServeError::Bind {
@@ -180,6 +206,7 @@ impl Server {
             addr,
             store,
             opts,
+            tls,
             log: None,
         })
     }
@@ -187,6 +214,11 @@ impl Server {
     /// The address it listens on.
     pub fn local_addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// `https` when serving TLS, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.tls.is_some() { "https" } else { "http" }
     }
 
     /// Call `f` once per request, when its body is done.
@@ -221,9 +253,15 @@ impl Server {
             pull_through,
         });
         let app = Router::new().fallback(server::handle).with_state(shared);
-        axum::serve(self.listener, app)
-            .with_graceful_shutdown(shutdown)
-            .await
-            .map_err(|source| ServeError::Serve { addr, source })
+        match self.tls {
+            Some(config) => axum::serve(tls::TlsListener::new(self.listener, config), app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(|source| ServeError::Serve { addr, source }),
+            None => axum::serve(self.listener, app)
+                .with_graceful_shutdown(shutdown)
+                .await
+                .map_err(|source| ServeError::Serve { addr, source }),
+        }
     }
 }

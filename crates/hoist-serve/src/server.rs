@@ -102,7 +102,11 @@ pub(crate) async fn handle(State(st): State<Arc<Shared>>, req: Request) -> Respo
     let permit = st.permits.clone().acquire_owned().await.ok();
     // The body of a read is not read; only the head is kept across awaits.
     let (head, _body) = req.into_parts();
-    let mut resp = match dispatch(&st, &head).await {
+    let answer = match authorize(&st, &head).await {
+        Ok(()) => dispatch(&st, &head).await,
+        Err(e) => Err(e),
+    };
+    let mut resp = match answer {
         Ok(r) => r,
         Err(e) => {
             if matches!(e, ApiError::Internal(_)) {
@@ -171,6 +175,24 @@ impl<S: Stream<Item = Result<Bytes, axum::Error>> + Unpin> Stream for Logged<S> 
             self.guard.bytes += b.len() as u64;
         }
         r
+    }
+}
+
+/// With `--htpasswd`, every route (`/v2/` included, as Distribution does) needs a
+/// known user and password; bcrypt runs on the blocking pool.
+async fn authorize(st: &Arc<Shared>, req: &Parts) -> Result<(), ApiError> {
+    let Some(users) = st.opts.htpasswd.clone() else {
+        return Ok(());
+    };
+    let value = req
+        .headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.as_bytes().to_vec());
+    let ok = blocking(move || Ok(users.check(value.as_deref()))).await?;
+    if ok {
+        Ok(())
+    } else {
+        Err(ApiError::Unauthorized)
     }
 }
 

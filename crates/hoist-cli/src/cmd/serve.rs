@@ -3,11 +3,12 @@
 
 use std::io::Write as _;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use anyhow::Context as _;
 use hoist_registry::MirrorSources;
-use hoist_serve::{DEFAULT_MAX_REQUESTS, PullThrough, ServeOptions, Server};
+use hoist_serve::{DEFAULT_MAX_REQUESTS, Htpasswd, PullThrough, ServeOptions, Server, TlsFiles};
 use hoist_transport::PullOptions;
 use hoist_types::Platform;
 
@@ -42,6 +43,17 @@ pub struct Args {
     /// point clients at this server, and exit.
     #[arg(long)]
     pub print_containerd_config: bool,
+    /// Serve HTTPS with this PEM certificate chain (leaf first); needs --tls-key. There
+    /// is no plain-HTTP fallback.
+    #[arg(long, value_name = "PEM", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The PEM private key of --tls-cert.
+    #[arg(long, value_name = "PEM", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
+    /// Require Basic authentication by the users of this htpasswd file (bcrypt entries,
+    /// as `htpasswd -B` writes them). Use it with TLS: Basic sends the password in clear.
+    #[arg(long, value_name = "FILE")]
+    pub htpasswd: Option<PathBuf>,
     /// No request log on stderr.
     #[arg(long)]
     pub no_log: bool,
@@ -86,6 +98,14 @@ pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
         registry: a.registry.clone(),
         max_requests: a.max_requests,
         pull_through,
+        tls: match (&a.tls_cert, &a.tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            _ => None,
+        },
+        htpasswd: a.htpasswd.as_deref().map(Htpasswd::load).transpose()?,
     };
     let mut server = Server::bind(store, opts).await?;
     if !a.no_log {
@@ -95,7 +115,12 @@ pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
     }
     {
         let mut out = std::io::stdout().lock();
-        writeln!(out, "listening on http://{}", server.local_addr())?;
+        writeln!(
+            out,
+            "listening on {}://{}",
+            server.scheme(),
+            server.local_addr()
+        )?;
         out.flush()?;
     }
     server.run(shutdown_signal()).await?;
@@ -119,7 +144,12 @@ async fn shutdown_signal() {
 
 fn print_config(a: &Args) {
     let host_port = a.listen.to_string();
-    let url = format!("http://{host_port}");
+    let scheme = if a.tls_cert.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    let url = format!("{scheme}://{host_port}");
     let registry = a.registry.as_deref();
     let dir = registry.unwrap_or("_default");
     let upstream = registry.map(|r| {
@@ -141,6 +171,6 @@ fn print_config(a: &Args) {
     println!("# containers (podman, skopeo, CRI-O): /etc/containers/registries.conf.d/hoist.conf");
     print!(
         "{}",
-        hoist_serve::registries_conf(&host_port, registry.unwrap_or("docker.io"), true)
+        hoist_serve::registries_conf(&host_port, registry.unwrap_or("docker.io"), a.tls_cert.is_none())
     );
 }
