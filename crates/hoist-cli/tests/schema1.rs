@@ -203,6 +203,46 @@ fn schema1_signed_and_unsigned_are_converted_and_stored() {
         raw["mediaType"],
         "application/vnd.docker.distribution.manifest.v2+json"
     );
+
+    // Conversion is the copy engine's (pull is that engine into the store): a copy from
+    // the registry into an OCI layout converts too, to the same config (the image ID),
+    // written as OCI (the layout's default format), the same diff IDs.
+    let layout = dir.path().join("layout");
+    let out = hoist(&store, &home)
+        .args([
+            "-q",
+            "copy",
+            &format!("docker://{}", fake.image_ref("old/app:signed")),
+            &format!("oci:{}:app", layout.display()),
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let read_json = |p: std::path::PathBuf| -> Value {
+        serde_json::from_slice(&std::fs::read(&p).unwrap()).unwrap()
+    };
+    let blob = |d: &str| {
+        layout
+            .join("blobs/sha256")
+            .join(d.strip_prefix("sha256:").unwrap())
+    };
+    let index = read_json(layout.join("index.json"));
+    let m = read_json(blob(index["manifests"][0]["digest"].as_str().unwrap()));
+    assert_eq!(m["config"]["digest"], json!(ids[0]));
+    assert_eq!(
+        m["config"]["mediaType"],
+        "application/vnd.oci.image.config.v1+json"
+    );
+    assert_eq!(
+        m["layers"][0]["mediaType"],
+        "application/vnd.oci.image.layer.v1.tar+gzip"
+    );
+    let cfg = read_json(blob(&ids[0]));
+    assert_eq!(cfg["rootfs"]["diff_ids"], json!([l1.diff_id, l2.diff_id]));
 }
 
 /// Sets up a fake registry serving `old/app:unsigned` and `old/app:signed` (schema 1, two

@@ -1,19 +1,29 @@
-//! The copy engine: any source → any destination ([`copy`]).
+//! The copy engine: any source → any destination ([`copy`]). `hoist pull` is this engine
+//! from `docker://REF` into the store ([`mod@crate::pull`]); `hoist load`/`save` copy between
+//! archives and the store. It is the one place that resolves, verifies and commits.
 //!
-//! 1. The source's top manifest is read. An index is copied whole with `all` (every
-//!    instance first, the index last) when the destination holds indexes; otherwise the
-//!    platform's image is chosen ([`ImageIndex::choose`], the rule pull and archive load
-//!    follow too; nested indexes are followed) and copied alone, as the destination's top
-//!    manifest.
+//! 1. The source's top manifest is read (and the trust policy, if any, decides on it
+//!    before anything moves). An index is copied whole with `all` (every instance first,
+//!    the index last) when the destination holds indexes; otherwise the platform's image
+//!    is chosen by the one resolution walk ([`crate::resolve`]: [`ImageIndex::choose`],
+//!    nested indexes followed to a bounded depth, each digest once), copied alone as the
+//!    destination's top manifest, and the destination is told which indexes it was chosen
+//!    from ([`ImageDestination::chosen_from`]: the store records the outermost with it).
+//!    Manifests by digest and configs the destination already holds are reused
+//!    ([`ImageDestination::reuse`]: the store's, under locks held until its commit, so
+//!    the lock order is manifests → config → layers).
 //! 2. For each image: the config is read (≤ 4 MiB, verified), its diff IDs counted
-//!    against the layers; then the config and the layers go across, `jobs` at a time,
-//!    each digest once. A blob the destination has (or can mount, given the source's
-//!    [`BlobLocation`]s) is never sent. Each blob is streamed from the source and verified
-//!    by the destination before it becomes visible. A source with a resumable reader (a
-//!    registry: [`ImageSource::blob_fetcher`]) hands it to the destination
-//!    ([`ImageDestination::put_blob_from`]): one that keeps partial writes (the store,
-//!    `oci:`, `dir:`) resumes within and across runs and slices large blobs; any other
-//!    gets the reader's stream, resumed within the run.
+//!    against the layers before any layer moves; then the config and the layers go
+//!    across, `jobs` at a time, each digest once. A blob the destination has (or can
+//!    mount, given the source's [`BlobLocation`]s) is never sent. Each blob is streamed
+//!    from the source and verified by the destination before it becomes visible. A source
+//!    with a resumable reader (a registry: [`ImageSource::blob_fetcher`]) hands it to the
+//!    destination ([`ImageDestination::put_blob_from`]): one that keeps partial writes
+//!    (the store, `oci:`, `dir:`) resumes within and across runs and slices large blobs;
+//!    any other gets the reader's stream, resumed within the run. A Docker schema 1 image
+//!    from a registry is converted: its layers move, their diff IDs are computed (read
+//!    back from the destination where it can), and a schema 2 config and manifest are
+//!    synthesised.
 //! 3. With nothing to change, manifests are written byte for byte (digests preserved).
 //!    `format` rewrites manifest, config and layer media types (the config's bytes stay);
 //!    `compression` recompresses layers whose compression differs (decompress, check the
@@ -22,25 +32,30 @@
 //! 4. With `preserve_signatures`: the source's simple-signing signatures, its cosign
 //!    `sha256-HEX.sig` tag, and its referrers are carried along; a copy that changes the
 //!    signed manifest refuses to (the signatures would not verify).
-//! 5. The destination commits last.
+//! 5. The destination commits last. A copy into the store that fails leaves it as it was
+//!    (its lease, and [`hoist_store::Store::withdraw_unreached`]).
 
-use std::collections::HashSet;
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::sync::Mutex;
 
+use hoist_store::Store;
+use hoist_types::schema1::Schema1Manifest;
 use hoist_types::{
     BlobKind, Compression, Descriptor, Digest, ImageConfig, ImageIndex, ImageManifest,
-    MAX_CONFIG_SIZE, MAX_INDEX_DEPTH, Manifest, Platform, Progress, ProgressEvent,
+    MAX_CONFIG_SIZE, Manifest, Platform, Progress, ProgressEvent,
 };
 use tokio::sync::Semaphore;
 
-use crate::convert;
+use crate::fetch::Fetched;
 use crate::transports::any::{AnyDestination, AnySource};
 use crate::transports::{
     BlobLocation, BlobStream, DestinationCaps, ImageDestination, ImageSource, ManifestFormat,
     ManifestRef, ManifestTarget, RawManifest, raw_manifest,
 };
+use crate::verifying::VerifyingRead;
 use crate::{TransportError, blocking};
+use crate::{convert, resolve, schema1};
 
 /// Most entries of an index copied with `all`.
 const MAX_INSTANCES: usize = 1024;
@@ -107,10 +122,39 @@ pub struct CopyReport {
     pub recompressed: usize,
     /// Signatures, signature tags and referrers carried along.
     pub signatures: usize,
+    /// Bytes read from the source for the blobs sent: less than `bytes_copied` when
+    /// downloads went on from partials kept by an earlier run.
+    pub bytes_read: u64,
+    /// Blobs whose download went on from a partial kept by an earlier run.
+    pub blobs_resumed: usize,
+    /// Bytes reused from such partials (not read again).
+    pub bytes_resumed: u64,
+    /// Where each blob sent came from: the URL that served its last bytes (or the
+    /// source's `transport:reference`).
+    pub endpoints: BTreeMap<Digest, String>,
+}
+
+/// How the engine runs for a caller: what it calls the source in events and errors, and
+/// whether foreign layers that name `urls` are refused (a pull without
+/// `--foreign-layers`).
+#[derive(Debug, Clone)]
+pub(crate) struct Settings {
+    pub label: String,
+    pub refuse_foreign_urls: bool,
+}
+
+impl Settings {
+    fn of(src: &AnySource) -> Settings {
+        Settings {
+            label: src.describe(),
+            refuse_foreign_urls: false,
+        }
+    }
 }
 
 struct Engine<'a> {
     src: &'a AnySource,
+    how: &'a Settings,
     dst: &'a AnyDestination,
     opts: &'a CopyOptions,
     progress: &'a dyn Progress,
@@ -130,14 +174,27 @@ pub async fn copy(
     opts: &CopyOptions,
     progress: &dyn Progress,
 ) -> Result<CopyReport, TransportError> {
+    copy_with(src, dst, opts, progress, &Settings::of(src)).await
+}
+
+/// [`copy`] with the caller's [`Settings`] (`hoist pull` is a copy into the store).
+pub(crate) async fn copy_with(
+    src: &AnySource,
+    dst: AnyDestination,
+    opts: &CopyOptions,
+    progress: &dyn Progress,
+    how: &Settings,
+) -> Result<CopyReport, TransportError> {
     // A copy into the store that fails leaves it as it was: staged blobs go with the
     // destination, and the blobs the registry fetcher published straight into the store
-    // (resumable downloads) are withdrawn when nothing else reaches them.
-    let store = match &dst {
+    // (resumable downloads) are withdrawn when nothing else reaches them (large ones kept
+    // as complete partial downloads). The copy has ended by then: every transfer it
+    // started, and every lock it took is released.
+    let store: Option<Store> = match &dst {
         AnyDestination::Hoist(d) => Some(d.store().clone()),
         _ => None,
     };
-    let result = copy_to(src, dst, opts, progress).await;
+    let result = copy_to(src, dst, opts, progress, how).await;
     if let (Err(_), Some(s)) = (&result, store) {
         // The copy's own error is what the caller needs; a failed withdrawal only
         // leaves orphans that gc collects.
@@ -151,11 +208,13 @@ async fn copy_to(
     dst: AnyDestination,
     opts: &CopyOptions,
     progress: &dyn Progress,
+    how: &Settings,
 ) -> Result<CopyReport, TransportError> {
     let caps = dst.capabilities();
     let (format, compression) = fit_caps(opts, &caps, &dst.describe())?;
     let engine = Engine {
         src,
+        how,
         dst: &dst,
         opts,
         progress,
@@ -208,61 +267,49 @@ impl Engine<'_> {
             Manifest::Index(idx) if self.opts.all && self.caps.index => {
                 self.copy_index(top, idx).await?
             }
-            Manifest::Index(idx) => {
-                let child = self.platform_image(top, idx).await?;
-                self.copy_image(&child).await?
+            Manifest::Index(_) => {
+                // The platform's image, through nested indexes: the one resolution walk.
+                let resolved = resolve::walk(
+                    top.clone(),
+                    &self.how.label,
+                    &self.opts.platform,
+                    |entry| async move { self.instance(&entry).await },
+                )
+                .await?;
+                self.dst.chosen_from(&resolved.indexes);
+                self.copy_one(&resolved.image).await?
             }
-            Manifest::Image(_) => self.copy_image(top).await?,
-            Manifest::Schema1(_) => return Err(schema1(&top.digest)),
+            _ => self.copy_one(top).await?,
         };
         self.dst.put_manifest(&out, &ManifestTarget::Top).await?;
         Ok(out)
     }
 
-    /// The platform's image in index `top`, by [`ImageIndex::choose`], following nested
-    /// indexes (at most [`MAX_INDEX_DEPTH`] levels, each digest once) as a pull does.
-    async fn platform_image(
-        &self,
-        top: &RawManifest,
-        idx: &ImageIndex,
-    ) -> Result<RawManifest, TransportError> {
-        let mut seen = HashSet::from([top.digest.clone()]);
-        let mut idx = idx.clone();
-        for _ in 0..MAX_INDEX_DEPTH {
-            let entry = idx
-                .choose(&self.opts.platform)
-                .map_err(|choice| TransportError::NoMatchingPlatform {
-                    reference: self.src.describe(),
-                    choice,
-                })?
-                .clone();
-            if !seen.insert(entry.digest.clone()) {
-                return Err(TransportError::IndexCycle {
-                    digest: entry.digest,
-                });
-            }
-            let child = self.instance(&entry).await?;
-            match &child.manifest {
-                Manifest::Index(next) => idx = next.clone(),
-                Manifest::Schema1(_) => return Err(schema1(&child.digest)),
-                Manifest::Image(_) => return Ok(child),
-            }
+    /// An image manifest, or a schema 1 one converted.
+    async fn copy_one(&self, m: &RawManifest) -> Result<RawManifest, TransportError> {
+        match &m.manifest {
+            Manifest::Schema1(s1) => self.copy_schema1(m, s1).await,
+            _ => self.copy_image(m).await,
         }
-        Err(TransportError::IndexTooDeep {
-            reference: self.src.describe(),
-            depth: MAX_INDEX_DEPTH,
-        })
     }
 
-    /// An instance of an index, checked against its entry.
+    /// A manifest an index names, checked against its entry: the destination's copy
+    /// when it holds it ([`ImageDestination::reuse`]: the store, which then keeps it
+    /// locked until its commit), else the source's.
     async fn instance(&self, entry: &Descriptor) -> Result<RawManifest, TransportError> {
-        let child = self
-            .src
-            .get_manifest(&ManifestRef::Digest(entry.digest.clone()))
-            .await?;
+        let declared = entry.media_type.is_manifest().then_some(&entry.media_type);
+        let held = self.dst.reuse(entry).await?;
+        let child = match held.map(|b| raw_manifest(b, declared, Some(&entry.digest))) {
+            Some(Ok(m)) => m,
+            _ => {
+                self.src
+                    .get_manifest(&ManifestRef::Digest(entry.digest.clone()))
+                    .await?
+            }
+        };
         if child.bytes.len() as u64 != entry.size {
             return Err(TransportError::SizeMismatch {
-                what: format!("manifest {} of {}", entry.digest, self.src.describe()),
+                what: format!("manifest {} of {}", entry.digest, self.how.label),
                 expected: entry.size,
                 actual: child.bytes.len() as u64,
             });
@@ -294,7 +341,7 @@ impl Engine<'_> {
             }
             let child = self.instance(entry).await?;
             if matches!(child.manifest, Manifest::Schema1(_)) {
-                return Err(schema1(&child.digest));
+                return Err(schema1_in_index(&child.digest));
             }
             let out = self.copy_image(&child).await?;
             self.dst
@@ -347,13 +394,14 @@ impl Engine<'_> {
         }
         let total = im.config.size + im.layers.iter().map(|l| l.size).sum::<u64>();
         self.progress.event(&ProgressEvent::Resolved {
-            reference: &self.src.describe(),
+            reference: &self.how.label,
             digest: &m.digest,
             layers: im.layers.len(),
             total_bytes: total,
         });
-        // The config: read, verified, checked against the layer count.
-        let config = self.read_config(&im.config).await?;
+        // The config: read, verified, checked against the layer count before any layer
+        // moves.
+        let (config, origin) = self.read_config(&im.config).await?;
         let diff_ids = if im.config.media_type.is_config() {
             let cfg =
                 ImageConfig::parse(&config).map_err(|source| TransportError::InvalidConfig {
@@ -370,6 +418,7 @@ impl Engine<'_> {
         } else {
             None
         };
+        self.check_foreign(&im.layers)?;
         // Plan each layer: as it is, or recompressed.
         let mut plan = Vec::with_capacity(im.layers.len());
         for (i, l) in im.layers.iter().enumerate() {
@@ -395,40 +444,11 @@ impl Engine<'_> {
                 ),
             });
         }
-        // Config first (small), then the layers in parallel.
-        let config_bytes = Arc::new(config);
-        self.transfer_bytes(&im.config, config_bytes.clone())
+        // The config first (small; a store keeps it staged until the commit), then the
+        // layers in parallel.
+        self.transfer_bytes(&im.config, Arc::new(config), origin)
             .await?;
-        // Every transfer started is awaited, also after one failed (later ones then do not
-        // start): a transfer dropped mid-way would leave its blocking writer running after
-        // the copy returned, into a destination that is being cleaned up.
-        let sem = Semaphore::new(self.opts.jobs.max(1));
-        let failed = std::sync::atomic::AtomicBool::new(false);
-        let futures = plan.iter().map(|(l, r, diff_id)| {
-            let (sem, failed) = (&sem, &failed);
-            async move {
-                let _permit = sem.acquire().await.expect("semaphore never closed");
-                if failed.load(std::sync::atomic::Ordering::Relaxed) {
-                    return None;
-                }
-                let out = match r {
-                    None => self.transfer(l, BlobKind::Layer).await.map(|()| l.clone()),
-                    Some((from, to)) => self.recompress(l, *from, *to, diff_id.as_ref()).await,
-                };
-                if out.is_err() {
-                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-                Some(out)
-            }
-        });
-        let mut new_layers = Vec::with_capacity(plan.len());
-        for out in futures_util::future::join_all(futures)
-            .await
-            .into_iter()
-            .flatten()
-        {
-            new_layers.push(out?);
-        }
+        let new_layers = self.move_layers(&plan).await?;
         self.report().images += 1;
         let changed = new_layers
             .iter()
@@ -455,13 +475,22 @@ impl Engine<'_> {
         Ok(raw_manifest(bytes, None, None)?)
     }
 
-    async fn read_config(&self, desc: &Descriptor) -> Result<Vec<u8>, TransportError> {
+    /// The config's bytes (at most 4 MiB, verified), and the URL they came from: the
+    /// destination's copy when it holds it ([`ImageDestination::reuse`]: the store, which
+    /// keeps it locked until its commit), else the source's.
+    async fn read_config(
+        &self,
+        desc: &Descriptor,
+    ) -> Result<(Vec<u8>, Option<String>), TransportError> {
         if desc.size > MAX_CONFIG_SIZE {
             return Err(TransportError::SizeMismatch {
                 what: format!("config {} exceeds the 4 MiB limit", desc.digest),
                 expected: MAX_CONFIG_SIZE,
                 actual: desc.size,
             });
+        }
+        if let Some(bytes) = self.dst.reuse(desc).await? {
+            return Ok((bytes, None));
         }
         let stream = self.src.get_blob(desc).await?;
         let d = desc.clone();
@@ -479,7 +508,162 @@ impl Engine<'_> {
                     e => e,
                 },
             )?;
-            Ok(buf)
+            Ok((buf, Some(origin)))
+        })
+        .await?
+    }
+
+    /// Foreign layers that name `urls` are fetched only when asked (`--foreign-layers`:
+    /// from their `urls`, then the registry). A foreign (non-distributable) layer without
+    /// `urls` can only come from the registry, like any other layer.
+    fn check_foreign(&self, layers: &[Descriptor]) -> Result<(), TransportError> {
+        if !self.how.refuse_foreign_urls {
+            return Ok(());
+        }
+        match layers.iter().find(|l| {
+            l.media_type.is_foreign_layer() && l.urls.as_ref().is_some_and(|u| !u.is_empty())
+        }) {
+            Some(l) => Err(TransportError::ForeignLayer {
+                digest: l.digest.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    /// Move the layers of one image, `jobs` at a time, each digest once (a layer listed
+    /// twice moves once and gets the same result); returns their descriptors as written.
+    async fn move_layers(&self, plan: &[Plan]) -> Result<Vec<Descriptor>, TransportError> {
+        let mut first: HashMap<&Digest, usize> = HashMap::new();
+        let unique: Vec<usize> = (0..plan.len())
+            .filter(|&i| *first.entry(&plan[i].0.digest).or_insert(i) == i)
+            .collect();
+        // Every transfer started is awaited, also after one failed (later ones then do not
+        // start): a transfer dropped mid-way would leave its blocking writer running after
+        // the copy returned, into a destination that is being cleaned up.
+        let sem = Semaphore::new(self.opts.jobs.max(1));
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let futures = unique.iter().map(|&i| {
+            let (l, r, diff_id) = &plan[i];
+            let (sem, failed) = (&sem, &failed);
+            async move {
+                let _permit = sem.acquire().await.expect("semaphore never closed");
+                if failed.load(std::sync::atomic::Ordering::Relaxed) {
+                    return None;
+                }
+                let out = match r {
+                    None => self.transfer(l, BlobKind::Layer).await.map(|()| l.clone()),
+                    Some((from, to)) => self.recompress(l, *from, *to, diff_id.as_ref()).await,
+                };
+                if out.is_err() {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                Some(out)
+            }
+        });
+        let mut moved = HashMap::with_capacity(unique.len());
+        let mut first_err = None;
+        for (i, out) in unique
+            .iter()
+            .zip(futures_util::future::join_all(futures).await)
+        {
+            match out {
+                Some(Ok(d)) => {
+                    moved.insert(*i, d);
+                }
+                Some(Err(e)) => {
+                    first_err.get_or_insert(e);
+                }
+                None => {}
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        Ok(plan
+            .iter()
+            .map(|(l, ..)| moved[&first[&l.digest]].clone())
+            .collect())
+    }
+
+    /// A Docker schema 1 image, converted to schema 2 (the layers' sizes learnt from the
+    /// registry, the layers moved, their diff IDs computed, the config and manifest
+    /// synthesised; the config moves after the layers). Only a source that can tell the
+    /// layers' sizes converts (a registry).
+    async fn copy_schema1(
+        &self,
+        m: &RawManifest,
+        s1: &Schema1Manifest,
+    ) -> Result<RawManifest, TransportError> {
+        let unsupported = |why: &str| TransportError::Unsupported {
+            what: format!(
+                "schema 1 manifest {} of {}: {why}",
+                m.digest, self.how.label
+            ),
+        };
+        let Some(fetcher) = self.src.blob_fetcher() else {
+            return Err(unsupported(
+                "converting it needs the layers' sizes, which only a registry source tells",
+            ));
+        };
+        if self.compression.is_some() {
+            return Err(unsupported("converted layers are not recompressed"));
+        }
+        let layers = schema1::layers(fetcher.sources(), s1, self.progress).await?;
+        self.progress.event(&ProgressEvent::Resolved {
+            reference: &self.how.label,
+            digest: &m.digest,
+            layers: layers.len(),
+            total_bytes: layers.iter().map(|l| l.size).sum(),
+        });
+        let plan: Vec<Plan> = layers.iter().map(|l| (l.clone(), None, None)).collect();
+        self.move_layers(&plan).await?;
+        let mut diff_ids = Vec::with_capacity(layers.len());
+        for l in &layers {
+            diff_ids.push(self.diff_id(l).await?);
+        }
+        let (cdesc, config, bytes) = schema1::convert(s1, &layers, &diff_ids)?;
+        self.transfer_bytes(&cdesc, Arc::new(config), None).await?;
+        self.report().images += 1;
+        let out = raw_manifest(bytes, None, None)?;
+        let Manifest::Image(im) = &out.manifest else {
+            unreachable!("a schema 2 image manifest was synthesised");
+        };
+        match self.format {
+            Some(f) if f != ManifestFormat::V2s2 => {
+                let cfg_desc = Descriptor {
+                    media_type: convert::config_type(f, &cdesc.media_type),
+                    ..cdesc
+                };
+                let mut new_layers = Vec::with_capacity(layers.len());
+                for l in &layers {
+                    let mut d = l.clone();
+                    d.media_type = convert::layer_type(f, &l.media_type, Compression::Gzip)?;
+                    new_layers.push(d);
+                }
+                let bytes = convert::image_manifest_bytes(im, f, &cfg_desc, &new_layers);
+                Ok(raw_manifest(bytes, None, None)?)
+            }
+            _ => Ok(out),
+        }
+    }
+
+    /// The diff ID of a gzip layer this copy moved: read back from the destination where
+    /// it can, else from the source again (verified as it is read).
+    async fn diff_id(&self, l: &Descriptor) -> Result<Digest, TransportError> {
+        let d = l.clone();
+        if let Some(stream) = self.dst.read_back(l).await? {
+            return blocking(move || schema1::diff_id_of_gzip(stream.into_read(), &d.digest))
+                .await?;
+        }
+        let stream = self.src.get_blob(l).await?;
+        blocking(move || {
+            let mut verified = VerifyingRead::new(stream, &d);
+            let id = schema1::diff_id_of_gzip(&mut verified, &d.digest)?;
+            verified.finish().map_err(|source| TransportError::Io {
+                what: format!("reading layer {}", d.digest),
+                source,
+            })?;
+            Ok(id)
         })
         .await?
     }
@@ -502,7 +686,9 @@ impl Engine<'_> {
         self.report().blobs_skipped += 1;
     }
 
-    fn sent(&self, desc: &Descriptor, kind: BlobKind) {
+    /// A blob sent; `fetched` tells what reading it took when the source's resumable
+    /// reader fetched it (else it was read whole from `endpoint`).
+    fn sent(&self, desc: &Descriptor, kind: BlobKind, fetched: Option<Fetched>, endpoint: &str) {
         self.progress.event(&ProgressEvent::BlobDone {
             digest: &desc.digest,
             size: desc.size,
@@ -512,6 +698,20 @@ impl Engine<'_> {
         let mut r = self.report();
         r.blobs_copied += 1;
         r.bytes_copied += desc.size;
+        match fetched {
+            Some(f) => {
+                r.bytes_read += f.wire;
+                if f.resumed > 0 {
+                    r.blobs_resumed += 1;
+                    r.bytes_resumed += f.resumed;
+                }
+                r.endpoints.insert(desc.digest.clone(), f.endpoint);
+            }
+            None => {
+                r.bytes_read += desc.size;
+                r.endpoints.insert(desc.digest.clone(), endpoint.to_owned());
+            }
+        }
     }
 
     /// Move one blob unless the destination has it.
@@ -528,49 +728,56 @@ impl Engine<'_> {
                 .put_blob_from(desc, kind, fetcher, self.progress)
                 .await?
             {
-                self.sent(desc, kind);
+                let fetched = fetcher.take_fetched(&desc.digest);
+                self.sent(desc, kind, fetched, &self.src.describe());
             } else {
                 self.skipped(desc, kind);
             }
             return Ok(());
         }
         let stream = self.src.get_blob(desc).await?;
+        self.send(desc, kind, stream).await
+    }
+
+    /// Put one blob's stream into the destination, with its events.
+    async fn send(
+        &self,
+        desc: &Descriptor,
+        kind: BlobKind,
+        stream: BlobStream,
+    ) -> Result<(), TransportError> {
+        let origin = stream.origin().to_owned();
         self.progress.event(&ProgressEvent::BlobStart {
             digest: &desc.digest,
             size: desc.size,
             kind,
-            endpoint: stream.origin(),
+            endpoint: &origin,
         });
         self.dst.put_blob(desc, stream, self.progress).await?;
-        self.sent(desc, kind);
+        self.sent(desc, kind, None, &origin);
         Ok(())
     }
 
-    /// Move a small blob already read (the config).
+    /// Move a small blob already read (the config) from `origin` (where it was read; the
+    /// source's name when `None`).
     async fn transfer_bytes(
         &self,
         desc: &Descriptor,
         bytes: Arc<Vec<u8>>,
+        origin: Option<String>,
     ) -> Result<(), TransportError> {
         let kind = BlobKind::Config;
         if !self.claim(&desc.digest) || self.dst.has_blob(desc, &self.hints).await? {
             self.skipped(desc, kind);
             return Ok(());
         }
+        let origin = origin.unwrap_or_else(|| self.src.describe());
         let stream = BlobStream::from_reader(
             Box::new(std::io::Cursor::new(bytes.as_ref().clone())),
             desc.size,
-            self.src.describe(),
+            origin,
         );
-        self.progress.event(&ProgressEvent::BlobStart {
-            digest: &desc.digest,
-            size: desc.size,
-            kind,
-            endpoint: &self.src.describe(),
-        });
-        self.dst.put_blob(desc, stream, self.progress).await?;
-        self.sent(desc, kind);
-        Ok(())
+        self.send(desc, kind, stream).await
     }
 
     /// Recompress one layer; returns its new descriptor.
@@ -616,7 +823,7 @@ impl Engine<'_> {
         }
         let stream = BlobStream::from_reader(Box::new(out.file), new.size, "recompressed layer");
         self.dst.put_blob(&new, stream, self.progress).await?;
-        self.sent(&new, BlobKind::Layer);
+        self.sent(&new, BlobKind::Layer, None, "recompressed layer");
         Ok(new)
     }
 
@@ -732,74 +939,17 @@ fn fit_caps(
     ))
 }
 
-fn schema1(d: &Digest) -> TransportError {
+fn schema1_in_index(d: &Digest) -> TransportError {
     TransportError::Unsupported {
         what: format!(
-            "manifest {d} is Docker schema 1: `hoist pull` converts it into the store, copy from there"
+            "manifest {d} is Docker schema 1, listed by an index: only an image copied alone is converted"
         ),
     }
 }
 
-/// A [`Read`](std::io::Read) over a blob stream that checks size and digest as it goes
-/// and fails at the end if they do not match (so a recompressed layer is never made from
-/// bytes that are not the source's).
-struct VerifyingRead {
-    inner: crate::transports::BlobRead,
-    hasher: hoist_types::Hasher,
-    expected: Descriptor,
-    n: u64,
-    checked: bool,
-}
-
-impl VerifyingRead {
-    fn new(stream: BlobStream, desc: &Descriptor) -> VerifyingRead {
-        VerifyingRead {
-            inner: stream.into_read(),
-            hasher: hoist_types::Hasher::new(desc.digest.algorithm()),
-            expected: desc.clone(),
-            n: 0,
-            checked: false,
-        }
-    }
-}
-
-impl VerifyingRead {
-    /// Read to the end (a decompressor may stop before it) and check.
-    fn finish(mut self) -> std::io::Result<()> {
-        std::io::copy(&mut self, &mut std::io::sink())?;
-        if self.checked {
-            Ok(())
-        } else {
-            Err(std::io::Error::other("blob not read to its end"))
-        }
-    }
-}
-
-impl std::io::Read for VerifyingRead {
-    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.n += n as u64;
-        if self.n > self.expected.size {
-            return Err(std::io::Error::other(format!(
-                "blob {} is longer than its {} bytes",
-                self.expected.digest, self.expected.size
-            )));
-        }
-        self.hasher.update(&buf[..n]);
-        if n == 0 && !self.checked {
-            self.checked = true;
-            let h = std::mem::replace(
-                &mut self.hasher,
-                hoist_types::Hasher::new(self.expected.digest.algorithm()),
-            );
-            let actual = h.finish();
-            if self.n != self.expected.size || actual != self.expected.digest {
-                return Err(std::io::Error::other(format!(
-                    "blob {}: got {} bytes with digest {actual}",
-                    self.expected.digest, self.n
-                )));
-            }
-        }
-        Ok(n)
-    }
-}
+/// One layer's move: as it is, or recompressed `(from, to)`, with its diff ID.
+type Plan = (
+    Descriptor,
+    Option<(Compression, Compression)>,
+    Option<Digest>,
+);

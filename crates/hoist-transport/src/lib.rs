@@ -1,9 +1,10 @@
-//! Moving images between places: the pull engine (registry → local store, with retries,
-//! resume within and across runs, parallel Range downloads of large blobs, one download
-//! per blob across processes, and mirrors), the transports of containers/image
-//! (`docker://`, `oci:`, `oci-archive:`, `docker-archive:`, `dir:`, `hoist:`; one module
-//! each under [`transports`]), the copy engine ([`copy`]) with format conversion and
-//! recompression ([`convert`]), `hoist save`/`hoist load`, and inspect.
+//! Moving images between places: the transports of containers/image (`docker://`,
+//! `oci:`, `oci-archive:`, `docker-archive:`, `dir:`, `hoist:`; one module each under
+//! [`transports`]) and the one copy engine between them ([`copy`]), with format conversion
+//! and recompression ([`convert`]) and schema 1 conversion. `hoist pull` ([`mod@pull`]: retries,
+//! resume within and across runs, parallel Range downloads of large blobs, one download per
+//! blob across processes, mirrors) is that engine from a registry into the store;
+//! `hoist save`/`hoist load` and inspect sit beside it.
 
 pub mod convert;
 pub mod copy;
@@ -11,10 +12,12 @@ pub mod fetch;
 pub mod inspect;
 mod options;
 pub mod pull;
+mod resolve;
 mod schema1;
 mod sources;
 pub mod transports;
 pub mod trust;
+mod verifying;
 
 pub use fetch::{FAST_LINK, MIN_PROGRESS};
 pub use inspect::{InspectInfo, Inspected, inspect_local, inspect_remote, inspect_remote_raw};

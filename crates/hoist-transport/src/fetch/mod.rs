@@ -26,7 +26,7 @@
 //!   in place and hashed in order. A fast connection is bound by the CPU (hashing,
 //!   writing), where slices would only add a read-back pass; a slow one is where slices
 //!   pay.
-//! - **The store** ([`BlobFetcher::fetch_to_store`]): one download per blob across
+//! - **The store** (`BlobFetcher::fetch_to_store`): one download per blob across
 //!   processes (the digest's store lock is held while it downloads; a second fetch waits,
 //!   then finds the blob present), into the store's partial ingest file.
 
@@ -98,12 +98,10 @@ impl BlobFetcher {
             .remove(digest)
     }
 
-    /// The blob from `offset` on as a stream, read by a task with [`read_into`]'s rules
+    /// The blob from `offset` on as a stream, read by a task with the reader's rules
     /// (resumed within the run, handed over between sources at the same offset). The
     /// first source that connects names the stream's origin; when none does, its error
     /// is returned now. Unverified: the consumer checks size and digest.
-    ///
-    /// [`read_into`]: BlobFetcher::read_into
     pub async fn stream(
         &self,
         desc: &Descriptor,

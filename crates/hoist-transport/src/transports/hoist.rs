@@ -211,6 +211,8 @@ pub struct HoistDestination {
     store: Store,
     label: String,
     state: Mutex<DestState>,
+    /// The records the commit wrote ([`HoistDestination::records`]).
+    recorded: Arc<Mutex<Vec<ImageRecord>>>,
 }
 
 impl std::fmt::Debug for HoistDestination {
@@ -275,6 +277,7 @@ impl HoistDestination {
         Ok(HoistDestination {
             store,
             label,
+            recorded: Arc::default(),
             state: Mutex::new(DestState {
                 current,
                 ..DestState::default()
@@ -311,6 +314,13 @@ impl HoistDestination {
         Ok(())
     }
 
+    /// Where the commit leaves the image records it wrote, in commit order (for one
+    /// image, its record last): for a caller that hands the destination to the copy
+    /// engine, which commits it (`hoist pull` reports the record).
+    pub fn records(&self) -> Arc<Mutex<Vec<ImageRecord>>> {
+        self.recorded.clone()
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, DestState> {
         self.state.lock().unwrap_or_else(|p| p.into_inner())
     }
@@ -340,7 +350,7 @@ impl HoistDestination {
     pub async fn commit_records(self) -> Result<(Committed, Vec<ImageRecord>), TransportError> {
         let location = self.describe();
         let st = std::mem::take(&mut *self.state());
-        let store = self.store;
+        let (store, recorded) = (self.store, self.recorded);
         let loc = location.clone();
         let (digest, records) = blocking(move || {
             let DestState {
@@ -389,6 +399,10 @@ impl HoistDestination {
             Ok::<_, TransportError>((top, records))
         })
         .await??;
+        recorded
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone_from(&records);
         Ok((Committed { digest, location }, records))
     }
 }
