@@ -1,0 +1,191 @@
+//! The façade's calls end to end against the real Distribution registry (plain HTTP on
+//! 127.0.0.1) and the store: push, tags, inspect, save and load, copy between transports,
+//! trust refusal, and the error kinds a caller branches on.
+
+use std::sync::Arc;
+
+use hoist::{ArchiveFormat, ErrorKind, Format, RootfsOptions};
+use hoist_testkit::images;
+use hoist_testkit::registry::{Registry, free_port};
+use hoist_testkit::{require_peers, skopeo};
+
+fn client(dir: &std::path::Path) -> hoist::Client {
+    hoist::Client::builder()
+        .store(dir.join("store"))
+        .build()
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_tags_inspect_save_and_load_round_trip() {
+    require_peers!(Peer::Registry, Peer::Skopeo);
+    let reg = Registry::plain();
+    let built = skopeo::push_spec(&images::sample_docker(), &reg, "src/app:v1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = client(dir.path());
+
+    let pulled = client.pull(&reg.image_ref("src/app:v1")).await.unwrap();
+    assert_eq!(pulled.image.id.to_string(), built.config.digest);
+
+    // Push under another name; the registry then lists the tag and serves the same bytes.
+    let pushed = client
+        .push(&reg.image_ref("src/app:v1"), &reg.image_ref("dst/app:v2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        pushed.digest.map(|d| d.to_string()).as_deref(),
+        Some(built.manifest.digest.as_str())
+    );
+    let tags = client
+        .tags(&format!("docker://{}", reg.image_ref("dst/app")))
+        .await
+        .unwrap();
+    assert_eq!(tags, ["v2"]);
+
+    let remote = client
+        .inspect(&format!("docker://{}", reg.image_ref("dst/app:v2")))
+        .await
+        .unwrap();
+    assert_eq!(remote.raw_manifest, built.manifest_bytes);
+    let local = client.inspect(&reg.image_ref("src/app:v1")).await.unwrap();
+    assert_eq!(local.raw_manifest, built.manifest_bytes);
+    assert_eq!(local.raw_config.as_deref(), Some(&built.config_bytes[..]));
+
+    // Save, then load into a second store: the same image ID and name.
+    let archive = dir.path().join("app.tar");
+    client
+        .save(
+            &[&reg.image_ref("src/app:v1")],
+            ArchiveFormat::DockerArchive,
+            &archive,
+        )
+        .await
+        .unwrap();
+    let other = hoist::Client::builder()
+        .store(dir.path().join("other"))
+        .build()
+        .unwrap();
+    let loaded = other.load(&archive).await.unwrap();
+    assert_eq!(loaded.len(), 1);
+    assert_eq!(loaded[0].id.to_string(), built.config.digest);
+    assert_eq!(
+        loaded[0]
+            .names
+            .iter()
+            .map(|n| n.to_string())
+            .collect::<Vec<_>>(),
+        [reg.image_ref("src/app:v1")]
+    );
+    assert_eq!(
+        other.image(&reg.image_ref("src/app:v1")).unwrap().id,
+        pulled.image.id
+    );
+
+    // An archive that is not there: NotFound, naming the path.
+    let err = other.load(dir.path().join("absent.tar")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    assert!(err.to_string().contains("absent.tar"), "{err}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rootfs_pulls_a_missing_image_then_builds_ext4() {
+    require_peers!(Peer::Registry, Peer::Skopeo);
+    let reg = Registry::plain();
+    let built = skopeo::push_spec(&images::sample_zstd(), &reg, "ns/zstd:v1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = client(dir.path());
+    assert!(client.images().unwrap().is_empty());
+
+    let opts = RootfsOptions::new(Format::Ext4).journal(false);
+    let result = client
+        .rootfs(&reg.image_ref("ns/zstd:v1"), &opts)
+        .await
+        .unwrap();
+    assert_eq!(result.format, "ext4");
+    assert_eq!(result.image.to_string(), built.config.digest);
+    // ext4 superblock magic 0xEF53 at byte 1024 + 56.
+    let bytes = std::fs::read(&result.rootfs_path).unwrap();
+    assert_eq!(u16::from_le_bytes([bytes[1080], bytes[1081]]), 0xEF53);
+    // The pull left the image in the store, under its name.
+    assert_eq!(client.images().unwrap().len(), 1);
+    assert_eq!(
+        client.image(&reg.image_ref("ns/zstd:v1")).unwrap().id,
+        result.image
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_trust_policy_that_rejects_refuses_the_pull_before_any_blob() {
+    require_peers!(Peer::Registry, Peer::Skopeo);
+    let reg = Registry::plain();
+    skopeo::push_spec(&images::sample_docker(), &reg, "ns/app:v1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let policy = hoist::trust::Policy::parse(br#"{"default":[{"type":"reject"}]}"#).unwrap();
+    let client = hoist::Client::builder()
+        .store(dir.path().join("store"))
+        .trust_policy(Arc::new(policy))
+        .build()
+        .unwrap();
+
+    let err = client.pull(&reg.image_ref("ns/app:v1")).await.unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Policy, "{err}");
+    let err = client
+        .copy(
+            &format!("docker://{}", reg.image_ref("ns/app:v1")),
+            &format!("oci:{}:app", dir.path().join("layout").display()),
+        )
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Policy, "{err}");
+    assert!(
+        !dir.path().join("layout").exists(),
+        "refused copy created its destination"
+    );
+    assert!(client.images().unwrap().is_empty());
+    let gc = client.gc().await.unwrap();
+    assert_eq!(gc.blobs.count, 0, "a refused pull fetched blobs");
+}
+
+#[test]
+fn an_unreachable_registry_is_a_retryable_network_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut registry = hoist::RegistryOptions::default();
+    registry.retry.max_retries = 0;
+    registry.connect_timeout = std::time::Duration::from_secs(2);
+    let client = hoist::blocking::Client::builder()
+        .store(dir.path().join("store"))
+        .registry(registry)
+        .build()
+        .unwrap();
+    // A port nothing listens on.
+    let port = free_port().unwrap();
+    let err = client
+        .rootfs(
+            &format!("127.0.0.1:{port}/ns/app:v1"),
+            &RootfsOptions::default(),
+        )
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::Network, "{err:?}");
+    assert!(err.is_retryable(), "{err:?}");
+    assert!(err.to_string().contains(&port.to_string()), "{err}");
+}
+
+#[test]
+fn store_calls_need_no_network_and_name_what_is_missing() {
+    let dir = tempfile::tempdir().unwrap();
+    let client = hoist::blocking::Client::builder()
+        .store(dir.path())
+        .build()
+        .unwrap();
+    let err = client.image("example.com/absent:1").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound);
+    assert!(err.to_string().contains("example.com/absent:1"), "{err}");
+    let err = client
+        .unpack("example.com/absent:1", dir.path().join("rootfs"))
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let err = client.pull("Upper/Case:not a tag").unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput, "{err}");
+    let err = hoist::Client::builder().jobs(0).build().unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::InvalidInput);
+}
