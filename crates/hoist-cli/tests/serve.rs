@@ -987,3 +987,193 @@ fn tls_and_htpasswd_skopeo_with_cert_dir_and_creds_curl_401_no_plain_fallback() 
         assert!(err.contains(needle), "{args:?}: {err}");
     }
 }
+
+/// `--allow-push`: skopeo pushes an OCI layout into `hoist serve`, `hoist images` lists
+/// it, a pull back is byte-identical; curl drives chunked uploads (Content-Range order,
+/// 416 on a gap), a mount, and the refusals: a corrupt upload, a wrong monolithic blob, a
+/// manifest naming a missing blob or a wrong digest. Nothing refused becomes visible and
+/// fsck stays clean. Without the flag a write is 405 UNSUPPORTED.
+#[test]
+fn allow_push_skopeo_push_then_pull_byte_identical_and_corrupt_uploads_refused() {
+    require!(Need::Peer(Peer::Skopeo), Need::Tool("curl"));
+    let env = Env::new();
+    let dir = env.dir.path();
+    {
+        let ro = env.serve(&[]);
+        let a = curl(dir, &ro.url("/v2/ns/app/blobs/uploads/"), &["-X", "POST"]);
+        assert_eq!((a.status, a.error_code().as_str()), (405, "UNSUPPORTED"));
+    }
+    let srv = env.serve(&["--allow-push"]);
+    let layout = dir.join("layout");
+    let built = images::sample_multi_layer()
+        .write_layout(&layout, "push")
+        .unwrap();
+    let dest = format!("docker://{}/ns/app:1", srv.addr);
+    let plain = SkopeoOpts::default().tls_verify(false);
+    skopeo::skopeo_copy(
+        &format!("oci:{}:push", layout.display()),
+        &dest,
+        None,
+        Some(&plain),
+        false,
+    )
+    .unwrap();
+    let images = String::from_utf8(env.ok(&["images"])).unwrap();
+    let line = images
+        .lines()
+        .find(|l| l.contains(&format!("{}/ns/app", srv.addr)))
+        .unwrap_or_else(|| panic!("pushed image not listed:\n{images}"));
+    assert!(line.split_whitespace().any(|w| w == "1"), "{line}");
+    assert_eq!(env.blob(&built.manifest.digest), built.manifest_bytes);
+    for d in built.layer_digests().iter().chain([&built.config.digest]) {
+        assert_eq!(sha256_digest(&env.blob(d)), *d);
+    }
+    let manifest = skopeo_from(&srv, &env, "ns/app:1", "back");
+    assert_eq!(manifest, built.manifest_bytes);
+    for d in built.layer_digests() {
+        let copied =
+            std::fs::read(dir.join("back").join(d.strip_prefix("sha256:").unwrap())).unwrap();
+        assert_eq!(sha256_digest(&copied), *d);
+    }
+    support::assert_fsck_clean(dir, &env.store());
+
+    // A chunked upload in two PATCHes with Content-Range, a gap refused with 416.
+    let data = b"hello, chunked upload world".to_vec();
+    let digest = sha256_digest(&data);
+    let part = |name: &str, bytes: &[u8]| {
+        let p = dir.join(name);
+        std::fs::write(&p, bytes).unwrap();
+        format!("@{}", p.display())
+    };
+    let start = curl(dir, &srv.url("/v2/other/blobs/uploads/"), &["-X", "POST"]);
+    assert_eq!(start.status, 202);
+    let loc = start.header("location").unwrap().to_owned();
+    assert!(loc.starts_with("/v2/other/blobs/uploads/"), "{loc}");
+    let p1 = part("p1", &data[..10]);
+    let a = curl(
+        dir,
+        &srv.url(&loc),
+        &[
+            "-X",
+            "PATCH",
+            "-H",
+            "Content-Range: 0-9",
+            "--data-binary",
+            &p1,
+        ],
+    );
+    assert_eq!((a.status, a.header("range")), (202, Some("0-9")));
+    let p2 = part("p2", &data[10..]);
+    let gap = curl(
+        dir,
+        &srv.url(&loc),
+        &[
+            "-X",
+            "PATCH",
+            "-H",
+            "Content-Range: 12-40",
+            "--data-binary",
+            &p2,
+        ],
+    );
+    assert_eq!(gap.status, 416);
+    let range = format!("Content-Range: 10-{}", data.len() - 1);
+    let a = curl(
+        dir,
+        &srv.url(&loc),
+        &["-X", "PATCH", "-H", &range, "--data-binary", &p2],
+    );
+    assert_eq!(a.status, 202);
+    let done = curl(
+        dir,
+        &srv.url(&format!("{loc}?digest={digest}")),
+        &["-X", "PUT"],
+    );
+    assert_eq!(done.status, 201, "{}", String::from_utf8_lossy(&done.body));
+    assert_eq!(done.header("docker-content-digest"), Some(digest.as_str()));
+    assert_eq!(env.blob(&digest), data);
+
+    // A corrupt upload: the bytes are not the digest's. Refused, nothing visible.
+    let wanted = sha256_digest(b"what the client claims");
+    let start = curl(dir, &srv.url("/v2/other/blobs/uploads/"), &["-X", "POST"]);
+    let loc = start.header("location").unwrap().to_owned();
+    let bad = part("bad", b"corrupted bytes");
+    let a = curl(
+        dir,
+        &srv.url(&format!("{loc}?digest={wanted}")),
+        &["-X", "PUT", "--data-binary", &bad],
+    );
+    assert_eq!((a.status, a.error_code().as_str()), (400, "DIGEST_INVALID"));
+    let (alg, hex) = wanted.split_once(':').unwrap();
+    assert!(!env.store().join("blobs").join(alg).join(hex).exists());
+    // The session is gone after a failed final PUT.
+    let a = curl(dir, &srv.url(&loc), &["-X", "PATCH", "--data-binary", &bad]);
+    assert_eq!(
+        (a.status, a.error_code().as_str()),
+        (404, "BLOB_UPLOAD_UNKNOWN")
+    );
+    // Monolithic POST ?digest= with the wrong bytes.
+    let a = curl(
+        dir,
+        &srv.url(&format!("/v2/other/blobs/uploads/?digest={wanted}")),
+        &["-X", "POST", "--data-binary", &bad],
+    );
+    assert_eq!((a.status, a.error_code().as_str()), (400, "DIGEST_INVALID"));
+    assert!(!env.store().join("blobs").join(alg).join(hex).exists());
+
+    // A mount from a repository that holds the blob: 201 without a body.
+    let layer = &built.layer_digests()[0];
+    let a = curl(
+        dir,
+        &srv.url(&format!(
+            "/v2/other/blobs/uploads/?mount={layer}&from=ns/app"
+        )),
+        &["-X", "POST"],
+    );
+    assert_eq!(a.status, 201);
+    assert_eq!(a.header("docker-content-digest"), Some(layer.as_str()));
+
+    // A manifest naming a blob never pushed: refused, no name appears.
+    let mut m: Value = serde_json::from_slice(&built.manifest_bytes).unwrap();
+    m["layers"][0]["digest"] = Value::String(wanted.clone());
+    let mbytes = serde_json::to_vec(&m).unwrap();
+    let mfile = part("m.json", &mbytes);
+    let ct = format!("Content-Type: {OCI_MANIFEST}");
+    let a = curl(
+        dir,
+        &srv.url("/v2/other/manifests/broken"),
+        &["-X", "PUT", "-H", &ct, "--data-binary", &mfile],
+    );
+    assert_eq!(
+        (a.status, a.error_code().as_str()),
+        (400, "MANIFEST_BLOB_UNKNOWN"),
+        "{}",
+        String::from_utf8_lossy(&a.body)
+    );
+    // The right manifest under a digest that is not its own.
+    let good = part("good.json", &built.manifest_bytes);
+    let a = curl(
+        dir,
+        &srv.url(&format!("/v2/other/manifests/{wanted}")),
+        &["-X", "PUT", "-H", &ct, "--data-binary", &good],
+    );
+    assert_eq!((a.status, a.error_code().as_str()), (400, "DIGEST_INVALID"));
+    let images = String::from_utf8(env.ok(&["images"])).unwrap();
+    assert!(!images.contains("broken"), "{images}");
+    assert!(!images.contains("/other"), "{images}");
+    // By its own digest it is accepted and served under the new repository.
+    let a = curl(
+        dir,
+        &srv.url(&format!("/v2/other/manifests/{}", built.manifest.digest)),
+        &["-X", "PUT", "-H", &ct, "--data-binary", &good],
+    );
+    assert_eq!(a.status, 201, "{}", String::from_utf8_lossy(&a.body));
+    let back = curl(
+        dir,
+        &srv.url(&format!("/v2/other/manifests/{}", built.manifest.digest)),
+        &["-H", &format!("Accept: {OCI_MANIFEST}")],
+    );
+    assert_eq!(back.status, 200);
+    assert_eq!(back.body, built.manifest_bytes);
+    support::assert_fsck_clean(dir, &env.store());
+}

@@ -107,6 +107,42 @@ pub enum ApiError {
         /// What was asked.
         what: String,
     },
+    /// Too many upload sessions are open.
+    #[error("too many requests: {what}")]
+    TooManyRequests {
+        /// What is full.
+        what: String,
+    },
+    /// No such upload session (or one of another repository).
+    #[error("upload {id:?} is not known")]
+    BlobUploadUnknown {
+        /// The id sent.
+        id: String,
+    },
+    /// An upload that cannot go on.
+    #[error("invalid upload: {what}")]
+    BlobUploadInvalid {
+        /// Why.
+        what: String,
+    },
+    /// A blob larger than allowed.
+    #[error("size invalid: {what}")]
+    SizeInvalid {
+        /// Why.
+        what: String,
+    },
+    /// A manifest put that does not parse or check.
+    #[error("invalid manifest: {what}")]
+    ManifestInvalid {
+        /// Why.
+        what: String,
+    },
+    /// A manifest put naming a blob the store lacks.
+    #[error("manifest references blob {digest}, which was not pushed")]
+    ManifestBlobUnknown {
+        /// The missing blob.
+        digest: Digest,
+    },
     /// No valid credentials (`--htpasswd`): 401 with `WWW-Authenticate: Basic`.
     #[error("authentication required")]
     Unauthorized,
@@ -132,6 +168,12 @@ impl ApiError {
             ApiError::PaginationInvalid { .. } => "PAGINATION_NUMBER_INVALID",
             ApiError::Unsupported { .. } => "UNSUPPORTED",
             ApiError::Unauthorized => "UNAUTHORIZED",
+            ApiError::TooManyRequests { .. } => "TOOMANYREQUESTS",
+            ApiError::BlobUploadUnknown { .. } => "BLOB_UPLOAD_UNKNOWN",
+            ApiError::BlobUploadInvalid { .. } => "BLOB_UPLOAD_INVALID",
+            ApiError::SizeInvalid { .. } => "SIZE_INVALID",
+            ApiError::ManifestInvalid { .. } => "MANIFEST_INVALID",
+            ApiError::ManifestBlobUnknown { .. } => "MANIFEST_BLOB_UNKNOWN",
             ApiError::Internal(_) => "UNKNOWN",
             ApiError::Upstream(_) => "UNKNOWN",
         }
@@ -150,6 +192,12 @@ impl ApiError {
             | ApiError::PaginationInvalid { .. } => StatusCode::BAD_REQUEST,
             ApiError::Unsupported { .. } => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Unauthorized => StatusCode::UNAUTHORIZED,
+            ApiError::TooManyRequests { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::BlobUploadUnknown { .. } => StatusCode::NOT_FOUND,
+            ApiError::BlobUploadInvalid { .. }
+            | ApiError::SizeInvalid { .. }
+            | ApiError::ManifestInvalid { .. }
+            | ApiError::ManifestBlobUnknown { .. } => StatusCode::BAD_REQUEST,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
         }

@@ -19,6 +19,16 @@
 //! `BLOB_UNKNOWN` 404, writes `UNSUPPORTED` 405. Names and digests are checked against
 //! their grammars on the raw path before anything touches the store.
 //!
+//! # Writes, TLS, authentication
+//!
+//! With [`ServeOptions::push`] (`--allow-push`) the write side is served too: blob
+//! uploads (`POST` → `202` + `Location`; chunked `PATCH` with `Content-Range`; final
+//! `PUT ?digest=`; monolithic `POST ?digest=`), cross-repository mounts
+//! (`?mount=&from=`) and image manifest puts, each verified before the store shows it
+//! (see the `push` module). [`ServeOptions::tls`] serves HTTPS only (rustls; no plain
+//! fallback) and [`ServeOptions::htpasswd`] requires Basic authentication by bcrypt
+//! users (`401 UNAUTHORIZED` with `WWW-Authenticate: Basic realm=…` otherwise).
+//!
 //! # Names
 //!
 //! The store names images with their registry (`127.0.0.1:5000/ns/app:1.0`); the API
@@ -53,6 +63,7 @@ mod auth;
 mod containerd;
 mod error;
 mod pull_through;
+mod push;
 mod server;
 mod tls;
 mod view;
@@ -70,6 +81,7 @@ pub use api::{MAX_NAME_LEN, MAX_PAGE};
 pub use auth::Htpasswd;
 pub use containerd::{hosts_toml, registries_conf};
 pub use error::{ApiError, ServeError};
+pub use push::{DEFAULT_MAX_BLOB_SIZE, MAX_SESSIONS, PushOptions, SESSION_IDLE};
 pub use tls::{HANDSHAKE_TIMEOUT, MAX_HANDSHAKES};
 
 /// Default bound on requests served at once.
@@ -92,6 +104,9 @@ pub struct ServeOptions {
     pub tls: Option<TlsFiles>,
     /// Require Basic authentication by these users; `None`: anyone may read.
     pub htpasswd: Option<Htpasswd>,
+    /// Accept pushes (blob uploads, manifest puts) into the store; `None`: read-only,
+    /// writes answer `405 UNSUPPORTED`.
+    pub push: Option<PushOptions>,
 }
 
 /// A PEM certificate chain (leaf first) and its PEM private key.
@@ -121,6 +136,7 @@ impl Default for ServeOptions {
             pull_through: None,
             tls: None,
             htpasswd: None,
+            push: None,
         }
     }
 }
@@ -243,7 +259,15 @@ impl Server {
             .pull_through
             .clone()
             .map(|p| pull_through::PullThrough::new(p.pull, p.tag_ttl, own));
+        let uploads = match &self.opts.push {
+            Some(p) => Some(
+                push::Uploads::new(p.clone())
+                    .map_err(|source| ServeError::Serve { addr, source })?,
+            ),
+            None => None,
+        };
         let shared = Arc::new(server::Shared {
+            uploads,
             views: view::ViewCache::new(self.store.clone()),
             leases: server::Leases::new(self.store.clone()),
             permits: Arc::new(Semaphore::new(self.opts.max_requests)),

@@ -40,6 +40,7 @@ pub(crate) struct Shared {
     pub(crate) leases: Leases,
     pub(crate) log: Option<LogFn>,
     pub(crate) pull_through: Option<PullThrough>,
+    pub(crate) uploads: Option<crate::push::Uploads>,
 }
 
 /// A leased store handle, replaced every [`LEASE_ROTATION`]: each request keeps the
@@ -59,7 +60,7 @@ impl Leases {
         }
     }
 
-    fn get(&self) -> Store {
+    pub(crate) fn get(&self) -> Store {
         let mut cur = self.current.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((s, t)) = &*cur
             && t.elapsed() < LEASE_ROTATION
@@ -80,7 +81,7 @@ impl Leases {
     }
 }
 
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -100,10 +101,10 @@ pub(crate) async fn handle(State(st): State<Arc<Shared>>, req: Request) -> Respo
     // Bounded concurrency: a request waits for a permit, and a blob body keeps its
     // permit until it is sent or the client goes away.
     let permit = st.permits.clone().acquire_owned().await.ok();
-    // The body of a read is not read; only the head is kept across awaits.
-    let (head, _body) = req.into_parts();
+    // The body is read only by the writes of --allow-push.
+    let (head, body) = req.into_parts();
     let answer = match authorize(&st, &head).await {
-        Ok(()) => dispatch(&st, &head).await,
+        Ok(()) => dispatch(&st, &head, body).await,
         Err(e) => Err(e),
     };
     let mut resp = match answer {
@@ -196,11 +197,35 @@ async fn authorize(st: &Arc<Shared>, req: &Parts) -> Result<(), ApiError> {
     }
 }
 
-async fn dispatch(st: &Arc<Shared>, req: &Parts) -> Result<Response, ApiError> {
+async fn dispatch(st: &Arc<Shared>, req: &Parts, body: Body) -> Result<Response, ApiError> {
     let route = api::parse_route(req.uri.path())?;
     let q = Query::parse(req.uri.query());
     let method = &req.method;
     let read = method == Method::GET || method == Method::HEAD;
+    if st.uploads.is_some() {
+        let write = match &route {
+            Route::Upload { name } if method != Method::HEAD => {
+                match crate::push::upload_id(req.uri.path()) {
+                    None => Some((name, crate::push::WriteOp::Start)),
+                    Some(id) => Some((name, crate::push::WriteOp::Session(id?))),
+                }
+            }
+            Route::Manifest { name, reference } if method == Method::PUT => {
+                Some((name, crate::push::WriteOp::Manifest(reference.clone())))
+            }
+            _ => None,
+        };
+        if let Some((name, w)) = write {
+            let view = current_view(st).await?;
+            let known = registry_for(st, &view, q.ns.as_deref(), name);
+            let registry = crate::push::push_registry(known, req, name)?;
+            let reg2 = registry.clone();
+            let visible = move |from: &str, d: &Digest| {
+                view.repo(&reg2, from).is_some_and(|r| r.blobs.contains(d))
+            };
+            return crate::push::handle(st, registry, name, w, req, body, visible).await;
+        }
+    }
     if !read {
         let what = match route {
             Route::Upload { .. } | Route::Manifest { .. } | Route::Blob { .. } => {

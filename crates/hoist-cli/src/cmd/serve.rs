@@ -8,7 +8,9 @@ use std::time::Duration;
 
 use anyhow::Context as _;
 use hoist_registry::MirrorSources;
-use hoist_serve::{DEFAULT_MAX_REQUESTS, Htpasswd, PullThrough, ServeOptions, Server, TlsFiles};
+use hoist_serve::{
+    DEFAULT_MAX_REQUESTS, Htpasswd, PullThrough, PushOptions, ServeOptions, Server, TlsFiles,
+};
 use hoist_transport::PullOptions;
 use hoist_types::Platform;
 
@@ -54,6 +56,10 @@ pub struct Args {
     /// as `htpasswd -B` writes them). Use it with TLS: Basic sends the password in clear.
     #[arg(long, value_name = "FILE")]
     pub htpasswd: Option<PathBuf>,
+    /// Accept pushes into the store (blob uploads, cross-repository mounts, image
+    /// manifest puts; each verified before anything is visible). Off by default.
+    #[arg(long)]
+    pub allow_push: bool,
     /// No request log on stderr.
     #[arg(long)]
     pub no_log: bool,
@@ -80,12 +86,14 @@ pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
         let mirrors = MirrorSources::from_env()
             .load()
             .context("reading the mirror configuration")?;
+        let trust = a.trust.for_pull()?;
         Some(PullThrough {
             pull: PullOptions {
                 platform,
                 registry: a.upstream.client_options()?,
                 mirrors,
-                trust: a.trust.load()?.map(|(p, _)| p),
+                trust: trust.0,
+                registries_d: trust.1,
                 ..PullOptions::default()
             },
             tag_ttl: a.tag_ttl,
@@ -106,6 +114,7 @@ pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
             _ => None,
         },
         htpasswd: a.htpasswd.as_deref().map(Htpasswd::load).transpose()?,
+        push: a.allow_push.then(PushOptions::default),
     };
     let mut server = Server::bind(store, opts).await?;
     if !a.no_log {
@@ -171,6 +180,10 @@ fn print_config(a: &Args) {
     println!("# containers (podman, skopeo, CRI-O): /etc/containers/registries.conf.d/hoist.conf");
     print!(
         "{}",
-        hoist_serve::registries_conf(&host_port, registry.unwrap_or("docker.io"), a.tls_cert.is_none())
+        hoist_serve::registries_conf(
+            &host_port,
+            registry.unwrap_or("docker.io"),
+            a.tls_cert.is_none()
+        )
     );
 }

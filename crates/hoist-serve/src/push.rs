@@ -1,0 +1,527 @@
+//! The write side (`--allow-push`): blob uploads (monolithic, chunked, cross-repository
+//! mount) and manifest puts, each verified before the store shows anything.
+//!
+//! An upload session's bytes go to a file in the server's own temporary directory (never
+//! in the store). The final `PUT ?digest=` streams that file through the store's
+//! [`BlobWriter`](hoist_store::BlobWriter), which checks digest and size before it
+//! publishes the blob atomically; a mismatch leaves nothing behind. A manifest put
+//! checks the digest named in the path, stores the exact bytes, then records the image
+//! with [`Store::commit_image`], which checks the config and every layer blob (present,
+//! right size, as many layers as diff IDs): a manifest naming a missing blob is refused
+//! with `MANIFEST_BLOB_UNKNOWN` and the store gains no name.
+//!
+//! Bounds: at most [`MAX_SESSIONS`] open uploads (idle ones older than [`SESSION_IDLE`]
+//! are dropped first), a blob at most [`PushOptions::max_blob_size`], a manifest at most
+//! 4 MiB.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::Write;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::body::Body;
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::response::Response;
+use futures_util::StreamExt as _;
+use hoist_store::{ImageCommit, Store, StoreError};
+use hoist_types::{Descriptor, Digest, MAX_MANIFEST_SIZE, Manifest, MediaType, Reference};
+
+use crate::api::ManifestRef;
+use crate::error::ApiError;
+use crate::server::{Shared, blocking};
+
+/// Open upload sessions at most.
+pub const MAX_SESSIONS: usize = 1024;
+/// A session untouched this long may be dropped to make room.
+pub const SESSION_IDLE: Duration = Duration::from_secs(15 * 60);
+/// Default largest blob accepted.
+pub const DEFAULT_MAX_BLOB_SIZE: u64 = 64 << 30;
+/// Bytes gathered before one write on the blocking pool.
+const WRITE_BATCH: usize = 1 << 20;
+
+/// Push settings.
+#[derive(Debug, Clone)]
+pub struct PushOptions {
+    /// Largest blob accepted, in bytes.
+    pub max_blob_size: u64,
+}
+
+impl Default for PushOptions {
+    fn default() -> Self {
+        PushOptions {
+            max_blob_size: DEFAULT_MAX_BLOB_SIZE,
+        }
+    }
+}
+
+struct Session {
+    registry: String,
+    name: String,
+    path: PathBuf,
+    size: u64,
+    last: Instant,
+}
+
+/// Open upload sessions and their directory.
+pub(crate) struct Uploads {
+    dir: tempfile::TempDir,
+    sessions: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
+    opts: PushOptions,
+}
+
+impl Uploads {
+    pub(crate) fn new(opts: PushOptions) -> std::io::Result<Uploads> {
+        Ok(Uploads {
+            dir: tempfile::Builder::new()
+                .prefix("hoist-serve-uploads-")
+                .tempdir()?,
+            sessions: std::sync::Mutex::new(HashMap::new()),
+            opts,
+        })
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Arc<tokio::sync::Mutex<Session>>>> {
+        self.sessions.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    fn open(&self, registry: &str, name: &str) -> Result<String, ApiError> {
+        let id = format!("{:032x}", rand::random::<u128>());
+        let path = self.dir.path().join(&id);
+        File::create(&path)
+            .map_err(|e| ApiError::Internal(format!("creating {}: {e}", path.display())))?;
+        let mut map = self.lock();
+        if map.len() >= MAX_SESSIONS {
+            let stale: Vec<String> = map
+                .iter()
+                .filter(|(_, s)| s.try_lock().is_ok_and(|s| s.last.elapsed() > SESSION_IDLE))
+                .map(|(k, _)| k.clone())
+                .collect();
+            for k in stale {
+                map.remove(&k);
+                let _ = std::fs::remove_file(self.dir.path().join(&k));
+            }
+            if map.len() >= MAX_SESSIONS {
+                let _ = std::fs::remove_file(&path);
+                return Err(ApiError::TooManyRequests {
+                    what: format!("{MAX_SESSIONS} uploads are open"),
+                });
+            }
+        }
+        map.insert(
+            id.clone(),
+            Arc::new(tokio::sync::Mutex::new(Session {
+                registry: registry.to_owned(),
+                name: name.to_owned(),
+                path,
+                size: 0,
+                last: Instant::now(),
+            })),
+        );
+        Ok(id)
+    }
+
+    fn get(
+        &self,
+        id: &str,
+        registry: &str,
+        name: &str,
+    ) -> Result<Arc<tokio::sync::Mutex<Session>>, ApiError> {
+        let unknown = || ApiError::BlobUploadUnknown { id: id.to_owned() };
+        let s = self.lock().get(id).cloned().ok_or_else(unknown)?;
+        // A session is used only under the repository it was opened for.
+        let ok = s
+            .try_lock()
+            .map(|g| g.registry == registry && g.name == name)
+            .unwrap_or(true);
+        if ok { Ok(s) } else { Err(unknown()) }
+    }
+
+    fn close(&self, id: &str) {
+        if self.lock().remove(id).is_some() {
+            let _ = std::fs::remove_file(self.dir.path().join(id));
+        }
+    }
+}
+
+/// What a write request asks for.
+pub(crate) enum WriteOp {
+    /// `POST /v2/<name>/blobs/uploads/`.
+    Start,
+    /// `GET/PATCH/PUT/DELETE /v2/<name>/blobs/uploads/<id>`.
+    Session(String),
+    /// `PUT /v2/<name>/manifests/<reference>`.
+    Manifest(ManifestRef),
+}
+
+/// The upload id from the part of the path after `/blobs/uploads`.
+pub(crate) fn upload_id(path: &str) -> Option<Result<String, ApiError>> {
+    let i = path.rfind("/blobs/uploads")?;
+    let rest = path[i + "/blobs/uploads".len()..].trim_start_matches('/');
+    if rest.is_empty() {
+        return None;
+    }
+    if rest.len() == 32 && rest.bytes().all(|b| b.is_ascii_hexdigit()) {
+        Some(Ok(rest.to_owned()))
+    } else {
+        Some(Err(ApiError::BlobUploadUnknown {
+            id: rest.to_owned(),
+        }))
+    }
+}
+
+fn q(parts: &Parts, key: &str) -> Option<String> {
+    url::form_urlencoded::parse(parts.uri.query().unwrap_or("").as_bytes())
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| v.into_owned())
+}
+
+fn digest_param(parts: &Parts, key: &str) -> Result<Option<Digest>, ApiError> {
+    match q(parts, key) {
+        None => Ok(None),
+        Some(s) => Digest::parse(&s)
+            .map(Some)
+            .map_err(|_| ApiError::DigestInvalid { digest: s }),
+    }
+}
+
+fn location(r: &mut Response, loc: &str) {
+    r.headers_mut().insert(
+        header::LOCATION,
+        HeaderValue::from_str(loc).expect("a checked name and id form a valid header"),
+    );
+}
+
+fn answer(status: StatusCode) -> Response {
+    let mut r = Response::new(Body::empty());
+    *r.status_mut() = status;
+    r.headers_mut()
+        .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
+    r
+}
+
+fn session_answer(status: StatusCode, name: &str, id: &str, size: u64) -> Response {
+    let mut r = answer(status);
+    location(&mut r, &format!("/v2/{name}/blobs/uploads/{id}"));
+    let h = r.headers_mut();
+    h.insert(
+        header::RANGE,
+        HeaderValue::from_str(&format!("0-{}", size.saturating_sub(1)))
+            .expect("numbers are a valid header value"),
+    );
+    h.insert(
+        "docker-upload-uuid",
+        HeaderValue::from_str(id).expect("hex is a valid header value"),
+    );
+    r
+}
+
+fn blob_created(name: &str, d: &Digest) -> Response {
+    let mut r = answer(StatusCode::CREATED);
+    location(&mut r, &format!("/v2/{name}/blobs/{d}"));
+    r.headers_mut().insert(
+        "docker-content-digest",
+        HeaderValue::from_str(&d.to_string()).expect("a digest is a valid header value"),
+    );
+    r
+}
+
+/// Append the request body to `w` (which holds `start` bytes), refusing past `limit`.
+async fn append<W: Write + Send + 'static>(
+    body: Body,
+    mut w: W,
+    start: u64,
+    limit: u64,
+    what: &str,
+) -> Result<(W, u64), ApiError> {
+    let mut stream = body.into_data_stream();
+    let mut size = start;
+    let mut buf: Vec<u8> = Vec::with_capacity(WRITE_BATCH);
+    loop {
+        let chunk = stream.next().await;
+        let done = chunk.is_none();
+        if let Some(c) = chunk {
+            let c = c.map_err(|e| ApiError::BlobUploadInvalid {
+                what: format!("{what}: reading the request body: {e}"),
+            })?;
+            size += c.len() as u64;
+            if size > limit {
+                return Err(ApiError::SizeInvalid {
+                    what: format!("{what}: more than {limit} bytes"),
+                });
+            }
+            buf.extend_from_slice(&c);
+        }
+        if buf.len() >= WRITE_BATCH || (done && !buf.is_empty()) {
+            let data = std::mem::replace(&mut buf, Vec::with_capacity(WRITE_BATCH));
+            let what2 = what.to_owned();
+            w = blocking(move || {
+                w.write_all(&data)
+                    .map_err(|e| ApiError::Internal(format!("{what2}: writing: {e}")))?;
+                Ok(w)
+            })
+            .await?;
+        }
+        if done {
+            return Ok((w, size));
+        }
+    }
+}
+
+fn store_error(e: StoreError, d: &Digest) -> ApiError {
+    match e {
+        StoreError::DigestMismatch { .. } | StoreError::SizeMismatch { .. } => {
+            ApiError::DigestInvalid {
+                digest: format!("{d} (the bytes uploaded do not match it: {e})"),
+            }
+        }
+        e => e.into(),
+    }
+}
+
+/// The store's name of a pushed repository's registry: `?ns=`, else `--registry`, else
+/// the one registry holding the repository, else the host the client addressed (what
+/// `docker push 127.0.0.1:5050/ns/app` names).
+pub(crate) fn push_registry(
+    known: Result<String, ApiError>,
+    parts: &Parts,
+    name: &str,
+) -> Result<String, ApiError> {
+    if let Ok(r) = known {
+        return Ok(r);
+    }
+    let host = parts
+        .headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("")
+        .to_ascii_lowercase();
+    match Reference::parse(&format!("{host}/{name}:x")) {
+        Ok(r) if r.registry() == host => Ok(host),
+        _ => Err(ApiError::NameInvalid {
+            name: format!(
+                "{host}/{name} (no registry to store the push under: use ?ns= or --registry)"
+            ),
+        }),
+    }
+}
+
+/// Serve one write request of `registry/name`.
+pub(crate) async fn handle(
+    st: &Arc<Shared>,
+    registry: String,
+    name: &str,
+    w: WriteOp,
+    parts: &Parts,
+    body: Body,
+    blob_visible: impl FnOnce(&str, &Digest) -> bool,
+) -> Result<Response, ApiError> {
+    let Some(uploads) = &st.uploads else {
+        return Err(ApiError::Unsupported {
+            what: "this server is read-only (start it with --allow-push to accept pushes)".into(),
+        });
+    };
+    let store = st.leases.get();
+    let max = uploads.opts.max_blob_size;
+    match (w, &parts.method) {
+        (WriteOp::Start, &Method::POST) => {
+            if let (Some(d), Some(from)) = (digest_param(parts, "mount")?, q(parts, "from")) {
+                let (s2, d2) = (store.clone(), d.clone());
+                let present = blocking(move || Ok(s2.has_blob(&d2)?.is_some())).await?;
+                if present && blob_visible(&from, &d) {
+                    return Ok(blob_created(name, &d));
+                }
+                // Not mountable: an ordinary upload session, as the spec says.
+            }
+            if let Some(d) = digest_param(parts, "digest")? {
+                return monolithic(store, name, d, body, max).await;
+            }
+            let id = uploads.open(&registry, name)?;
+            Ok(session_answer(StatusCode::ACCEPTED, name, &id, 0))
+        }
+        (WriteOp::Session(id), m) => {
+            let session = uploads.get(&id, &registry, name)?;
+            let mut s = session.lock().await;
+            s.last = Instant::now();
+            match *m {
+                Method::GET => Ok(session_answer(StatusCode::NO_CONTENT, name, &id, s.size)),
+                Method::DELETE => {
+                    drop(s);
+                    uploads.close(&id);
+                    Ok(answer(StatusCode::NO_CONTENT))
+                }
+                Method::PATCH | Method::PUT => {
+                    if let Some(cr) = parts
+                        .headers
+                        .get(header::CONTENT_RANGE)
+                        .and_then(|v| v.to_str().ok())
+                    {
+                        let start = cr
+                            .trim()
+                            .trim_start_matches("bytes ")
+                            .split('-')
+                            .next()
+                            .and_then(|n| n.trim().parse::<u64>().ok());
+                        if start != Some(s.size) {
+                            let mut r = session_answer(
+                                StatusCode::RANGE_NOT_SATISFIABLE,
+                                name,
+                                &id,
+                                s.size,
+                            );
+                            *r.status_mut() = StatusCode::RANGE_NOT_SATISFIABLE;
+                            return Ok(r);
+                        }
+                    }
+                    let file = std::fs::OpenOptions::new()
+                        .append(true)
+                        .open(&s.path)
+                        .map_err(|e| ApiError::Internal(format!("{}: {e}", s.path.display())))?;
+                    let appended = append(body, file, s.size, max, &format!("upload {id}")).await;
+                    let (_, size) = match appended {
+                        Ok(x) => x,
+                        Err(e) => {
+                            drop(s);
+                            uploads.close(&id);
+                            return Err(e);
+                        }
+                    };
+                    s.size = size;
+                    if *m == Method::PATCH {
+                        return Ok(session_answer(StatusCode::ACCEPTED, name, &id, size));
+                    }
+                    let Some(d) = digest_param(parts, "digest")? else {
+                        return Err(ApiError::DigestInvalid {
+                            digest: "(none: the final PUT needs ?digest=)".into(),
+                        });
+                    };
+                    let path = s.path.clone();
+                    let d2 = d.clone();
+                    let res = blocking(move || {
+                        let mut f = File::open(&path)
+                            .map_err(|e| ApiError::Internal(format!("{}: {e}", path.display())))?;
+                        let mut w = store
+                            .blob_writer(&d2, Some(size))
+                            .map_err(|e| store_error(e, &d2))?;
+                        std::io::copy(&mut f, &mut w)
+                            .map_err(|e| ApiError::Internal(format!("copying upload: {e}")))?;
+                        w.commit().map_err(|e| store_error(e, &d2))
+                    })
+                    .await;
+                    drop(s);
+                    uploads.close(&id);
+                    res.map(|()| blob_created(name, &d))
+                }
+                _ => Err(ApiError::Unsupported {
+                    what: format!("{m} on an upload"),
+                }),
+            }
+        }
+        (WriteOp::Manifest(reference), &Method::PUT) => {
+            put_manifest(st, store, &registry, name, reference, parts, body).await
+        }
+        (_, m) => Err(ApiError::Unsupported {
+            what: format!("{m} on this route"),
+        }),
+    }
+}
+
+async fn monolithic(
+    store: Store,
+    name: &str,
+    d: Digest,
+    body: Body,
+    max: u64,
+) -> Result<Response, ApiError> {
+    let (s2, d2) = (store.clone(), d.clone());
+    let w = blocking(move || s2.blob_writer(&d2, None).map_err(|e| store_error(e, &d2))).await?;
+    let (w, _) = append(body, w, 0, max, &format!("blob {d}")).await?;
+    let d2 = d.clone();
+    blocking(move || w.commit().map_err(|e| store_error(e, &d2))).await?;
+    Ok(blob_created(name, &d))
+}
+
+async fn put_manifest(
+    st: &Arc<Shared>,
+    store: Store,
+    registry: &str,
+    name: &str,
+    reference: ManifestRef,
+    parts: &Parts,
+    body: Body,
+) -> Result<Response, ApiError> {
+    let (bytes, _) = append(body, Vec::new(), 0, MAX_MANIFEST_SIZE, "manifest").await?;
+    let declared = parts
+        .headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .map(|v| MediaType::parse(v.split(';').next().unwrap_or("").trim()));
+    let invalid = |what: String| ApiError::ManifestInvalid { what };
+    let (manifest, media_type) =
+        Manifest::parse(&bytes, declared.as_ref()).map_err(|e| invalid(e.to_string()))?;
+    let digest = match &reference {
+        ManifestRef::Digest(d) => {
+            Manifest::verify_digest(&bytes, &media_type, d).map_err(|e| {
+                ApiError::DigestInvalid {
+                    digest: format!("{d}: {e}"),
+                }
+            })?;
+            d.clone()
+        }
+        ManifestRef::Tag(_) => {
+            Manifest::digest_of(&bytes, &media_type).map_err(|e| invalid(e.to_string()))?
+        }
+    };
+    if !matches!(manifest, Manifest::Image(_)) {
+        return Err(ApiError::Unsupported {
+            what: format!(
+                "pushing a {media_type} is not supported yet (image manifests only: OCI and Docker schema 2)"
+            ),
+        });
+    }
+    let name_ref = match &reference {
+        ManifestRef::Tag(t) => Some(Reference::parse(&format!("{registry}/{name}:{t}")).map_err(
+            |e| ApiError::NameInvalid {
+                name: format!("{registry}/{name}: {e}"),
+            },
+        )?),
+        ManifestRef::Digest(_) => None,
+    };
+    let desc = Descriptor::new(media_type, digest.clone(), bytes.len() as u64);
+    let source = format!("{registry}/{name}@{digest}");
+    let d2 = digest.clone();
+    blocking(move || {
+        store
+            .put_blob(&d2, &bytes)
+            .map_err(|e| store_error(e, &d2))?;
+        store
+            .commit_image(ImageCommit {
+                name: name_ref,
+                manifest: desc,
+                index: None,
+                source: Some(source),
+            })
+            .map_err(|e| match e {
+                StoreError::BlobNotFound { digest, .. } => ApiError::ManifestBlobUnknown { digest },
+                StoreError::SizeMismatch { .. }
+                | StoreError::InvalidDocument { .. }
+                | StoreError::NotAnImageManifest { .. }
+                | StoreError::LayerCountMismatch { .. }
+                | StoreError::TooLarge { .. } => ApiError::ManifestInvalid {
+                    what: e.to_string(),
+                },
+                e => e.into(),
+            })
+    })
+    .await?;
+    st.views.invalidate();
+    let mut r = answer(StatusCode::CREATED);
+    location(&mut r, &format!("/v2/{name}/manifests/{digest}"));
+    r.headers_mut().insert(
+        "docker-content-digest",
+        HeaderValue::from_str(&digest.to_string()).expect("a digest is a valid header value"),
+    );
+    Ok(r)
+}
