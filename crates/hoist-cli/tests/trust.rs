@@ -918,6 +918,129 @@ fn hoist_signatures_are_accepted_by_skopeo_and_openssl() {
         "skopeo refused hoist's cosign signature: {err}"
     );
     if !out.status.success() {
-        eprintln!("note: this skopeo cannot verify sigstore signatures: {}", err.trim());
+        eprintln!(
+            "note: this skopeo cannot verify sigstore signatures: {}",
+            err.trim()
+        );
     }
+}
+
+#[test]
+fn lookaside_signatures_written_by_skopeo_are_read_by_pull_and_verify() {
+    require!(
+        Need::Tool("gpg"),
+        Need::Peer(Peer::Skopeo),
+        Need::Peer(Peer::Registry)
+    );
+    let t = tempfile::tempdir().unwrap();
+    let w = |n: &str| -> PathBuf { t.path().join(n) };
+    let s = |n: &str| -> String { w(n).display().to_string() };
+    let home = GpgHome::new();
+    let a = home.key("a@example.com", &w("a.gpg"));
+    let _b = home.key("b@example.com", &w("b.gpg"));
+    let reg = Registry::plain();
+    push_spec(&sample_docker(), &reg, "t/img:1").unwrap();
+    // skopeo signs into the lookaside-staging store; hoist reads the same directory as
+    // its lookaside.
+    std::fs::create_dir_all(w("sigstore")).unwrap();
+    std::fs::create_dir(w("registries.d")).unwrap();
+    std::fs::write(
+        w("registries.d/hoist-test.yaml"),
+        format!(
+            "docker:\n  {}:\n    lookaside: file://{}\n    lookaside-staging: file://{}\n",
+            reg.host_port(),
+            s("sigstore"),
+            s("sigstore")
+        ),
+    )
+    .unwrap();
+    let signed = reg.image_ref("t/signed:1");
+    let out = Command::new("skopeo")
+        .env("GNUPGHOME", home.dir.path())
+        .args(["copy", "--src-tls-verify=false", "--dest-tls-verify=false"])
+        .args(["--registries.d", &s("registries.d"), "--sign-by", &a])
+        .arg(format!("docker://{}", reg.image_ref("t/img:1")))
+        .arg(format!("docker://{signed}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let policy = |key: &str, file: &str| {
+        write_policy(
+            &w(file),
+            "docker",
+            &reg.host_port(),
+            &format!(
+                r#"{{"type": "signedBy", "keyType": "GPGKeys", "keyPath": "{}"}}"#,
+                s(key)
+            ),
+        )
+    };
+    let good = policy("a.gpg", "good.json");
+    let other = policy("b.gpg", "other.json");
+    let store = w("store");
+    let store_s = store.to_str().unwrap();
+    let tls = "--tls-verify=false";
+    // Without registries.d, no signature is found.
+    let err = hoist_refused(
+        t.path(),
+        &["--store", store_s, "pull", tls, "--policy", &good, &signed],
+    );
+    assert!(
+        err.contains("no simple-signing (GPG) signature was found"),
+        "{err}"
+    );
+    let err = hoist_refused(
+        t.path(),
+        &[
+            "--store",
+            store_s,
+            "pull",
+            tls,
+            "--policy",
+            &other,
+            "--registries.d",
+            &s("registries.d"),
+            &signed,
+        ],
+    );
+    assert!(err.contains("not signed by any trusted key"), "{err}");
+    assert_eq!(images_in(t.path(), &store), 0);
+    support::assert_fsck_clean(t.path(), &store);
+    // $HOIST_REGISTRIES_D works like --registries.d.
+    let out = support::hoist(t.path())
+        .env("HOIST_REGISTRIES_D", w("registries.d"))
+        .args(["--store", store_s, "pull", tls, "--policy", &good, &signed])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(images_in(t.path(), &store), 1);
+    let out = hoist_ok(
+        t.path(),
+        &[
+            "verify",
+            tls,
+            "--policy",
+            &good,
+            "--registries.d",
+            &s("registries.d"),
+            "--format",
+            "json",
+            &format!("docker://{signed}"),
+        ],
+    );
+    let v: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(v["signatures"][0]["kind"], "simple-signing", "{v}");
+    assert_eq!(
+        v["requirements"][0]["satisfied_by"][0]["docker_reference"],
+        signed.as_str(),
+        "{v}"
+    );
 }

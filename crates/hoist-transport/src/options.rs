@@ -43,6 +43,8 @@ pub struct PullOptions {
     /// The trust policy (containers-policy.json) enforced on the image's top manifest
     /// before any blob is fetched (`None`: accept anything).
     pub trust: Option<std::sync::Arc<hoist_trust::Policy>>,
+    /// registries.d: lookaside stores of simple signatures, read when `trust` needs them.
+    pub registries_d: Option<std::sync::Arc<hoist_trust::registries_d::RegistriesD>>,
 }
 
 impl Default for PullOptions {
@@ -57,6 +59,7 @@ impl Default for PullOptions {
             range_probe: DEFAULT_RANGE_PROBE,
             foreign_layers: false,
             trust: None,
+            registries_d: None,
         }
     }
 }

@@ -87,10 +87,10 @@ pub async fn pull(
     let copy_opts = CopyOptions {
         platform: opts.platform.clone(),
         jobs: opts.jobs,
-        trust: opts
-            .trust
-            .clone()
-            .map(|p| TrustCheck::new(p, &ImageRef::Docker(reference.clone()))),
+        trust: opts.trust.clone().map(|p| {
+            TrustCheck::new(p, &ImageRef::Docker(reference.clone()))
+                .with_registries_d(opts.registries_d.clone())
+        }),
         ..CopyOptions::default()
     };
     let how = Settings {

@@ -12,16 +12,16 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use hoist_trust::payload::MAX_PAYLOAD_SIZE;
+use hoist_trust::registries_d::RegistriesD;
 use hoist_trust::sigstore::{PAYLOAD_MEDIA_TYPE, SIGNATURE_ANNOTATION};
 use hoist_trust::{Evaluation, ImageSignature, Named, Policy, PolicyTarget, Requirement};
-use hoist_types::{Descriptor, Digest, ImageManifest, Manifest, Reference};
+use hoist_types::{Descriptor, Digest, ImageManifest, Manifest};
 
+use crate::TransportError;
 use crate::transports::any::{AnyDestination, AnySource};
-use crate::transports::docker::DockerSource;
 use crate::transports::{
     ImageDestination as _, ImageRef, ImageSource as _, ManifestRef, RawManifest,
 };
-use crate::{PullOptions, TransportError};
 
 /// Most layers of a `.sig` manifest looked at.
 const MAX_COSIGN_SIGNATURES: usize = 64;
@@ -35,6 +35,8 @@ pub struct TrustCheck {
     pub target: PolicyTarget,
     /// `transport:reference`, for messages.
     pub image: String,
+    /// registries.d, for the lookaside stores of `docker://` sources.
+    pub registries_d: Option<Arc<RegistriesD>>,
     /// The top manifest already accepted by this check (a caller that checks before it
     /// opens the destination, then the engine): the same digest is not evaluated twice.
     accepted: Arc<Mutex<Option<Digest>>>,
@@ -47,8 +49,16 @@ impl TrustCheck {
             policy,
             target: policy_target(source),
             image: source.to_string(),
+            registries_d: None,
             accepted: Arc::default(),
         }
+    }
+
+    /// The same check, reading simple signatures of `docker://` images from the lookaside
+    /// stores `registries_d` configures.
+    pub fn with_registries_d(mut self, registries_d: Option<Arc<RegistriesD>>) -> TrustCheck {
+        self.registries_d = registries_d;
+        self
     }
 
     /// Evaluates the policy for `top`, read from `src`; a refusal is
@@ -109,7 +119,11 @@ impl TrustCheck {
         let cosign = reqs
             .iter()
             .any(|r| matches!(r, Requirement::SigstoreSigned { .. }));
-        let found = find_signatures(src, digest, simple, cosign).await?;
+        let lookaside = match (src, &self.registries_d, &self.target.docker_reference) {
+            (AnySource::Docker(_), Some(r), Some(n)) => Some((r.as_ref(), n)),
+            _ => None,
+        };
+        let found = find_signatures_in(src, digest, simple, cosign, lookaside).await?;
         let mut eval = hoist_trust::evaluate(&self.policy, &self.target, bytes, &found.signatures);
         if !eval.allowed() {
             for r in eval.requirements.iter_mut().filter(|r| !r.satisfied) {
@@ -118,22 +132,6 @@ impl TrustCheck {
         }
         Ok((eval, found))
     }
-}
-
-/// The policy decision for a pull of `reference` whose top manifest (the one the reference
-/// names: an index or an image) is `top`; signatures are looked for in the same registry
-/// (and mirrors) the pull uses.
-pub async fn enforce_pull(
-    policy: &Arc<Policy>,
-    reference: &Reference,
-    opts: &PullOptions,
-    top: &RawManifest,
-) -> Result<(), TransportError> {
-    let src = AnySource::Docker(DockerSource::new(reference.clone(), opts));
-    TrustCheck::new(policy.clone(), &ImageRef::Docker(reference.clone()))
-        .enforce(&src, top)
-        .await
-        .map(|_| ())
 }
 
 /// The policy decision for loading the archive `file` of transport `transport`
@@ -207,10 +205,33 @@ pub async fn find_signatures(
     simple: bool,
     cosign: bool,
 ) -> Result<Found, TransportError> {
+    find_signatures_in(src, digest, simple, cosign, None).await
+}
+
+/// [`find_signatures`], also reading simple signatures of the image `lookaside.1` from the
+/// lookaside store registries.d (`lookaside.0`) configures for it.
+pub async fn find_signatures_in(
+    src: &AnySource,
+    digest: &Digest,
+    simple: bool,
+    cosign: bool,
+    lookaside: Option<(&RegistriesD, &Named)>,
+) -> Result<Found, TransportError> {
     let mut found = Found::default();
     if simple {
         for s in src.get_signatures(None).await? {
             found.signatures.push(ImageSignature::SimpleSigning(s));
+        }
+        if let Some((config, image)) = lookaside
+            && let Some(base) = config.entry_for(image).lookaside
+        {
+            let (image, digest) = (image.clone(), digest.clone());
+            let (sigs, notes) =
+                crate::blocking(move || read_lookaside(&base, &image, &digest)).await?;
+            found
+                .signatures
+                .extend(sigs.into_iter().map(ImageSignature::SimpleSigning));
+            found.notes.extend(notes);
         }
     }
     if cosign {
@@ -232,6 +253,55 @@ pub async fn find_signatures(
         }
     }
     Ok(found)
+}
+
+/// Most signatures read from a lookaside store per manifest.
+const MAX_LOOKASIDE_SIGNATURES: usize = 64;
+
+/// Signatures `signature-1`, `signature-2`, … of `digest` under the lookaside `base`, up to
+/// the first missing one. Only `file://` stores are read; an `http(s)://` one is named in
+/// the notes (a requirement that needs its signatures then fails, saying why).
+fn read_lookaside(base: &str, image: &Named, digest: &Digest) -> (Vec<Vec<u8>>, Vec<String>) {
+    let (mut sigs, mut notes) = (Vec::new(), Vec::new());
+    if !base.starts_with("file://") {
+        notes.push(format!(
+            "lookaside store {base}: only file:// lookaside stores are read by this version"
+        ));
+        return (sigs, notes);
+    }
+    for n in 1..=MAX_LOOKASIDE_SIGNATURES {
+        let u = hoist_trust::registries_d::signature_url(base, image, digest, n);
+        let path = match url::Url::parse(&u).ok().and_then(|u| u.to_file_path().ok()) {
+            Some(p) => p,
+            None => {
+                notes.push(format!("lookaside URL {u} is not a local file path"));
+                break;
+            }
+        };
+        match std::fs::File::open(&path) {
+            Ok(f) => {
+                let mut buf = Vec::new();
+                let limit = hoist_trust::gpg::MAX_SIGNATURE_SIZE as u64;
+                if let Err(e) =
+                    std::io::Read::read_to_end(&mut std::io::Read::take(f, limit + 1), &mut buf)
+                {
+                    notes.push(format!("reading {}: {e}", path.display()));
+                    break;
+                }
+                if buf.len() as u64 > limit {
+                    notes.push(format!("{} is larger than {limit} bytes", path.display()));
+                    break;
+                }
+                sigs.push(buf);
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => break,
+            Err(e) => {
+                notes.push(format!("reading {}: {e}", path.display()));
+                break;
+            }
+        }
+    }
+    (sigs, notes)
 }
 
 /// One `.sig` layer: its payload (≤ [`MAX_PAYLOAD_SIZE`], digest-checked) and annotation.

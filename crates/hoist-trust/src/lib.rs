@@ -5,6 +5,7 @@
 //! - [`identity`]: the `signedIdentity` rules.
 //! - [`payload`]: the simple-signing and cosign payloads (what a signature claims).
 //! - [`gpg`]: OpenPGP keyrings and simple-signing verification (rpgp).
+//! - [`registries_d`]: registries.d lookaside stores and sigstore attachments.
 //! - [`sigstore`]: cosign-style ECDSA P-256 keys, signatures and encrypted private keys.
 //! - [`mod@evaluate`]: the decision for one image and its signatures ([`fn@evaluate`]).
 //!
@@ -17,6 +18,7 @@ pub mod identity;
 pub mod named;
 pub mod payload;
 pub mod policy;
+pub mod registries_d;
 pub mod sigstore;
 
 use std::io::Read as _;

@@ -70,6 +70,7 @@ pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
     let progress: Arc<dyn Progress> = Arc::from(reporter(g.progress_mode()));
     let mut registry = a.registry.client_options()?;
     registry.progress = Some(SharedProgress(progress.clone()));
+    let (trust, registries_d) = a.trust.for_pull()?;
     let opts = PullOptions {
         platform,
         jobs: a.jobs,
@@ -79,7 +80,8 @@ pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
         range_connections: a.range_connections,
         range_probe: a.range_probe,
         foreign_layers: a.foreign_layers,
-        trust: a.trust.load()?.map(|(p, _)| p),
+        trust,
+        registries_d,
     };
     let start = Instant::now();
     let report = hoist_transport::pull(&store, &reference, &opts, progress.as_ref())

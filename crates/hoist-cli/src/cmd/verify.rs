@@ -9,9 +9,10 @@ use anyhow::Context as _;
 use hoist_transport::PullOptions;
 use hoist_transport::transports::any::{AnySource, OpenOptions};
 use hoist_transport::transports::{ImageRef, ImageSource as _, ManifestRef, Transport};
-use hoist_transport::trust::{SignOptions, TrustCheck, find_signatures};
+use hoist_transport::trust::{SignOptions, TrustCheck, find_signatures_in};
 use hoist_trust::Named;
 use hoist_trust::policy::default_policy_paths;
+use hoist_trust::registries_d::RegistriesD;
 use hoist_trust::sigstore::PrivateKey;
 use hoist_trust::{ImageSignature, Policy};
 use serde::Serialize;
@@ -30,6 +31,11 @@ pub struct TrustArgs {
     /// Apply no trust policy: accept every image (skopeo's --insecure-policy).
     #[arg(long)]
     pub insecure_policy: bool,
+    /// registries.d: where simple signatures of registry images are looked up (lookaside)
+    /// [default: ~/.config/containers/registries.d if it exists, else
+    /// /etc/containers/registries.d].
+    #[arg(long = "registries.d", env = "HOIST_REGISTRIES_D", value_name = "DIR")]
+    pub registries_d: Option<PathBuf>,
 }
 
 impl TrustArgs {
@@ -51,7 +57,35 @@ impl TrustArgs {
 
     /// The check the copy engine runs for the image `source` names (`None`: no policy).
     pub fn check_for(&self, source: &ImageRef) -> anyhow::Result<Option<TrustCheck>> {
-        Ok(self.load()?.map(|(p, _)| TrustCheck::new(p, source)))
+        match self.load()? {
+            Some((p, _)) => Ok(Some(
+                TrustCheck::new(p, source).with_registries_d(Some(self.registries_d()?)),
+            )),
+            None => Ok(None),
+        }
+    }
+
+    /// The registries.d configuration: `--registries.d` (or `$HOIST_REGISTRIES_D`), else
+    /// the user's directory if it exists, else the system's (missing: empty).
+    pub fn registries_d(&self) -> anyhow::Result<Arc<RegistriesD>> {
+        let dir = match &self.registries_d {
+            Some(d) => d.clone(),
+            None => config_home()
+                .map(|h| h.join("containers/registries.d"))
+                .filter(|d| d.is_dir())
+                .unwrap_or_else(|| PathBuf::from("/etc/containers/registries.d")),
+        };
+        Ok(Arc::new(
+            RegistriesD::load_dir(&dir).map_err(|e| anyhow::anyhow!("registries.d: {e}"))?,
+        ))
+    }
+
+    /// What a pull needs: the policy and, with one, registries.d.
+    pub fn for_pull(&self) -> anyhow::Result<PullTrust> {
+        match self.load()? {
+            Some((p, _)) => Ok((Some(p), Some(self.registries_d()?))),
+            None => Ok((None, None)),
+        }
     }
 }
 
@@ -131,6 +165,9 @@ impl SignArgs {
     }
 }
 
+/// A pull's trust settings: the policy and, with one, registries.d.
+pub type PullTrust = (Option<Arc<Policy>>, Option<Arc<RegistriesD>>);
+
 /// `$XDG_CONFIG_HOME`, else `$HOME/.config` (as containers' tools resolve it).
 fn config_home() -> Option<PathBuf> {
     let var = |k: &str| {
@@ -198,7 +235,19 @@ pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
         .get_manifest(&ManifestRef::Top)
         .await
         .with_context(|| format!("reading the manifest of {image}"))?;
-    let found = find_signatures(&src, &top.digest, true, true).await?;
+    let registries_d = a.trust.registries_d()?;
+    let lookaside = match (&image, &src) {
+        (ImageRef::Docker(r), AnySource::Docker(_)) => Some(Named::from_reference(r)),
+        _ => None,
+    };
+    let found = find_signatures_in(
+        &src,
+        &top.digest,
+        true,
+        true,
+        lookaside.as_ref().map(|n| (registries_d.as_ref(), n)),
+    )
+    .await?;
     let (eval, path) = match &policy {
         Some((p, path)) => {
             let check = TrustCheck::new(p.clone(), &image);

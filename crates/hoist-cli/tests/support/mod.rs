@@ -31,6 +31,7 @@
 //! | `HOIST_CONTAINERD_CERTS_D` | `DIR/home/.config/containerd/certs.d`, so `/etc/containerd/certs.d` is never read |
 //! | `TMPDIR` | `DIR/tmp` (created): hoist's scratch files stay in the sandbox |
 //! | `HOIST_POLICY` | `DIR/home/.config/containers/policy.json`, created (if missing) as a policy that accepts anything, so `/etc/containers/policy.json` is never read; a test writes its own policy there, or passes `--policy` |
+//! | `HOIST_REGISTRIES_D` | `DIR/home/.config/containers/registries.d` (not created: no lookaside), so `/etc/containers/registries.d` is never read |
 //! | every other `HOIST_*` and `XDG_*` | removed (`HOIST_CREDS`, `HOIST_LOG`, `HOIST_RETRY_*`, …) |
 //! | `REGISTRY_AUTH_FILE` | removed |
 //! | `http_proxy`, `HTTPS_PROXY`, `all_proxy`, `NO_PROXY`, … (any case), `REQUEST_METHOD` | removed (reqwest reads them) |
@@ -71,6 +72,7 @@ pub const SANDBOXED: &[(&str, &str)] = &[
     ),
     ("TMPDIR", "tmp"),
     ("HOIST_POLICY", "home/.config/containers/policy.json"),
+    ("HOIST_REGISTRIES_D", "home/.config/containers/registries.d"),
 ];
 
 /// What the sandbox's `HOIST_POLICY` file holds unless a test wrote its own.
