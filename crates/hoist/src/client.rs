@@ -327,10 +327,17 @@ impl Client {
         &self.inner.platform
     }
 
-    /// The same client on a leased store handle: every blob and image it touches (pulls,
-    /// resolves, builds) is kept by [`gc`](Self::gc), even once untagged or removed,
+    /// The same client on a leased store handle: what it touches is kept by
+    /// [`gc`](Self::gc) (in this process or another), even once untagged or removed,
     /// until the last clone of the returned client is dropped. Hold one for the life of a
     /// sandbox whose rootfs comes from the store.
+    ///
+    /// Held: every image it resolves ([`image`](Self::image), [`unpack`](Self::unpack),
+    /// [`rootfs`](Self::rootfs), [`inspect`](Self::inspect) of the store), every image it
+    /// [`pull`](Self::pull)s (its blobs, diff IDs and chain IDs, so the rootfs cache
+    /// entries built from it too). Not yet: images written by [`copy`](Self::copy) or
+    /// [`load`](Self::load) into the store; resolve them with
+    /// [`image`](Self::image) afterwards to hold them.
     ///
     /// ```
     /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -717,7 +724,12 @@ impl Client {
         let query = image.to_owned();
         let dir = dir.as_ref().to_owned();
         self.blocking(move |store, progress| {
-            let store = store.leased()?;
+            // A leased handle for the unpack: a gc beside it keeps the layers.
+            let store = if store.is_leased() {
+                store
+            } else {
+                store.leased()?
+            };
             let record = store.resolve(&query)?;
             Ok(hoist_unpack::unpack_image(
                 &store,

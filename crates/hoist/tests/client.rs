@@ -189,3 +189,53 @@ fn store_calls_need_no_network_and_name_what_is_missing() {
     let err = hoist::Client::builder().jobs(0).build().unwrap_err();
     assert_eq!(err.kind(), ErrorKind::InvalidInput);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leased_client_keeps_its_rootfs_and_what_it_resolves_through_gc() {
+    require_peers!(Peer::Registry, Peer::Skopeo);
+    let reg = Registry::plain();
+    let built = skopeo::push_spec(&images::sample_docker(), &reg, "ns/held:v1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let client = client(dir.path());
+    let reference = reg.image_ref("ns/held:v1");
+    client.pull(&reference).await.unwrap();
+
+    // A sandbox resolves the image and builds its rootfs on a leased client; meanwhile
+    // the image is removed and the store collected.
+    let held = client.leased().unwrap();
+    let image = held.image(&reference).unwrap();
+    let rootfs = held
+        .rootfs(&image.id.to_string(), &RootfsOptions::new(Format::Erofs))
+        .await
+        .unwrap();
+    client.remove(&image.id.to_string(), true).unwrap();
+    let gc = client.gc().await.unwrap();
+    assert_eq!(gc.blobs.count, 0, "{gc:?}");
+    assert_eq!(gc.rootfs_flat.count, 0, "{gc:?}");
+    assert!(rootfs.rootfs_path.exists());
+    for layer in &image.layers {
+        assert!(client.store().has_blob(&layer.digest).unwrap().is_some());
+    }
+
+    // Once the lease is dropped, the next gc frees the blobs and the rootfs entry.
+    drop(held);
+    let gc = client.gc().await.unwrap();
+    let removed: Vec<String> = gc
+        .removed
+        .iter()
+        .filter(|i| i.kind == "blob")
+        .filter_map(|i| i.path.file_name()?.to_str().map(|h| format!("sha256:{h}")))
+        .collect();
+    let image_blobs = [&built.manifest.digest, &built.config.digest]
+        .into_iter()
+        .chain(built.layers.iter().map(|l| &l.blob.digest));
+    for d in image_blobs {
+        assert!(removed.contains(d), "{d} not collected: {gc:?}");
+    }
+    let left = std::fs::read_dir(dir.path().join("store/blobs/sha256"))
+        .unwrap()
+        .count();
+    assert_eq!(left, 0, "blobs left after the lease ended: {gc:?}");
+    assert_eq!(gc.rootfs_flat.count, 1, "{gc:?}");
+    assert!(!rootfs.rootfs_path.exists());
+}
