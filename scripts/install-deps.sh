@@ -4,14 +4,15 @@
 # The tests start real peers on loopback: Distribution (docker-registry), skopeo, umoci, and use
 # openssl (test CAs and token-signing keys), htpasswd (apache2-utils), curl, mke2fs/e2fsck
 # (e2fsprogs), mkfs.erofs/fsck.erofs (erofs-utils) and gpg (gnupg: throwaway keys that sign
-# images for the trust tests).
+# images for the trust tests), and containerd (its daemon and `ctr`: `hoist serve` as a
+# containerd mirror; the test starts a private daemon, no CRI plugin, its own socket).
 #
 # When every package is already installed this returns at once, without touching apt.
 # Otherwise it runs `apt-get update` once, then `apt-get install` of the missing packages only.
 # Exit status: 0 when all packages are present afterwards, non-zero (with a message) otherwise.
 set -euo pipefail
 
-PACKAGES=(docker-registry skopeo umoci openssl apache2-utils curl e2fsprogs erofs-utils gnupg cryptsetup-bin)
+PACKAGES=(docker-registry skopeo umoci openssl apache2-utils curl e2fsprogs erofs-utils gnupg cryptsetup-bin containerd)
 
 installed() {
   # dpkg -s succeeds for half-removed packages too; require "install ok installed".

@@ -83,8 +83,11 @@ impl Env {
                 .as_nanos()
         ));
         let mut cmd = support::hoist_std(self.dir.path());
-        cmd.args(["serve", "--listen", "127.0.0.1:0"])
-            .args(extra)
+        cmd.arg("serve");
+        if !extra.contains(&"--listen") {
+            cmd.args(["--listen", "127.0.0.1:0"]);
+        }
+        cmd.args(extra)
             .stdout(Stdio::piped())
             .stderr(std::fs::File::create(&log).unwrap());
         let mut child = cmd.spawn().unwrap();
@@ -1176,4 +1179,168 @@ fn allow_push_skopeo_push_then_pull_byte_identical_and_corrupt_uploads_refused()
     assert_eq!(back.status, 200);
     assert_eq!(back.body, built.manifest_bytes);
     support::assert_fsck_clean(dir, &env.store());
+}
+
+/// A private containerd daemon (its own root, state, sockets and config, no CRI plugin),
+/// killed by its own pid when dropped.
+struct Containerd {
+    child: Child,
+    socket: PathBuf,
+}
+
+impl Containerd {
+    fn start(dir: &Path) -> Containerd {
+        std::fs::create_dir_all(dir).unwrap();
+        let socket = dir.join("containerd.sock");
+        let config = dir.join("config.toml");
+        std::fs::write(
+            &config,
+            format!(
+                "version = 2\nroot = {root:?}\nstate = {state:?}\n\
+                 disabled_plugins = [\"io.containerd.grpc.v1.cri\"]\n\
+                 [grpc]\n  address = {sock:?}\n[ttrpc]\n  address = {ttrpc:?}\n\
+                 [debug]\n  address = {debug:?}\n[metrics]\n  address = \"\"\n",
+                root = dir.join("root"),
+                state = dir.join("state"),
+                sock = socket,
+                ttrpc = dir.join("containerd.sock.ttrpc"),
+                debug = dir.join("debug.sock"),
+            ),
+        )
+        .unwrap();
+        let log = std::fs::File::create(dir.join("containerd.log")).unwrap();
+        let mut child = Command::new("containerd")
+            .arg("--config")
+            .arg(&config)
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let up = socket.exists()
+                && Command::new("ctr")
+                    .arg("--address")
+                    .arg(&socket)
+                    .arg("version")
+                    .output()
+                    .is_ok_and(|o| o.status.success());
+            if up {
+                break;
+            }
+            if let Some(st) = child.try_wait().unwrap() {
+                panic!(
+                    "containerd exited ({st}):\n{}",
+                    std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default()
+                );
+            }
+            assert!(
+                Instant::now() < deadline,
+                "containerd did not come up in 30 s:\n{}",
+                std::fs::read_to_string(dir.join("containerd.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        Containerd { child, socket }
+    }
+
+    fn ctr(&self, args: &[&str]) -> std::process::Output {
+        Command::new("ctr")
+            .arg("--address")
+            .arg(&self.socket)
+            .args(args)
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for Containerd {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// containerd as a client: `ctr images pull --hosts-dir` with the `hosts.toml` that
+/// `hoist serve --print-containerd-config` prints, for an upstream that is gone. Every
+/// blob comes from hoist, asked with containerd's `?ns=` naming the upstream.
+#[test]
+fn ctr_pulls_through_hosts_toml_mirror_from_serve_with_ns() {
+    require!(
+        Need::Peer(Peer::Registry),
+        Need::Peer(Peer::Skopeo),
+        Need::Tool("containerd"),
+        Need::Tool("ctr")
+    );
+    let env = Env::new();
+    let (built, upstream) = stored_image(&env);
+    let port = hoist_testkit::registry::free_port().unwrap();
+    let listen = format!("127.0.0.1:{port}");
+    let printed = String::from_utf8(env.ok(&[
+        "serve",
+        "--listen",
+        &listen,
+        "--registry",
+        &upstream,
+        "--print-containerd-config",
+    ]))
+    .unwrap();
+    // The hosts.toml part: after its comment lines, up to containers' section.
+    let hosts_toml: String = printed
+        .lines()
+        .skip_while(|l| l.starts_with('#'))
+        .take_while(|l| !l.starts_with("# containers"))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert!(
+        hosts_toml.contains(&format!("[host.\"http://{listen}\"]")),
+        "{printed}"
+    );
+    let hosts_dir = env.dir.path().join("certs.d");
+    std::fs::create_dir_all(hosts_dir.join(&upstream)).unwrap();
+    std::fs::write(hosts_dir.join(&upstream).join("hosts.toml"), &hosts_toml).unwrap();
+
+    let srv = env.serve(&["--listen", &listen]);
+    let ctd = Containerd::start(&env.dir.path().join("containerd"));
+    let image = format!("{upstream}/ns/app:1.0");
+    let out = ctd.ctr(&[
+        "images",
+        "pull",
+        "--hosts-dir",
+        hosts_dir.to_str().unwrap(),
+        "--plain-http",
+        "--all-platforms",
+        &image,
+    ]);
+    assert!(
+        out.status.success(),
+        "ctr pull failed:\n{}\n{}\nserver log:\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr),
+        srv.log()
+    );
+    let listed = String::from_utf8(ctd.ctr(&["images", "ls"]).stdout).unwrap();
+    let row = listed
+        .lines()
+        .find(|l| l.starts_with(&image))
+        .unwrap_or_else(|| panic!("{image} not in ctr images ls:\n{listed}"));
+    assert!(row.contains(&built.manifest.digest), "{row}");
+    let content = String::from_utf8(ctd.ctr(&["content", "ls", "-q"]).stdout).unwrap();
+    let log = srv.log();
+    let ns_plain = format!("ns={upstream}");
+    let ns_enc = format!("ns={}", upstream.replace(':', "%3A"));
+    for d in built.layer_digests().iter().chain([&built.config.digest]) {
+        assert!(
+            content.lines().any(|l| l == d),
+            "{d} not in containerd:\n{content}"
+        );
+        let served = log.lines().any(|l| {
+            l.starts_with("GET ")
+                && l.contains(&format!("/v2/ns/app/blobs/{d}"))
+                && (l.contains(&ns_plain) || l.contains(&ns_enc))
+                && l.split(' ').nth(2) == Some("200")
+        });
+        assert!(served, "hoist did not serve {d} with ?ns=:\n{log}");
+    }
 }

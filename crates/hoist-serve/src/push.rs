@@ -123,20 +123,11 @@ impl Uploads {
         Ok(id)
     }
 
-    fn get(
-        &self,
-        id: &str,
-        registry: &str,
-        name: &str,
-    ) -> Result<Arc<tokio::sync::Mutex<Session>>, ApiError> {
-        let unknown = || ApiError::BlobUploadUnknown { id: id.to_owned() };
-        let s = self.lock().get(id).cloned().ok_or_else(unknown)?;
-        // A session is used only under the repository it was opened for.
-        let ok = s
-            .try_lock()
-            .map(|g| g.registry == registry && g.name == name)
-            .unwrap_or(true);
-        if ok { Ok(s) } else { Err(unknown()) }
+    fn get(&self, id: &str) -> Result<Arc<tokio::sync::Mutex<Session>>, ApiError> {
+        self.lock()
+            .get(id)
+            .cloned()
+            .ok_or_else(|| ApiError::BlobUploadUnknown { id: id.to_owned() })
     }
 
     fn close(&self, id: &str) {
@@ -342,8 +333,12 @@ pub(crate) async fn handle(
             Ok(session_answer(StatusCode::ACCEPTED, name, &id, 0))
         }
         (WriteOp::Session(id), m) => {
-            let session = uploads.get(&id, &registry, name)?;
+            let session = uploads.get(&id)?;
             let mut s = session.lock().await;
+            // A session is used only under the repository it was opened for.
+            if s.registry != registry || s.name != name {
+                return Err(ApiError::BlobUploadUnknown { id });
+            }
             s.last = Instant::now();
             match *m {
                 Method::GET => Ok(session_answer(StatusCode::NO_CONTENT, name, &id, s.size)),
