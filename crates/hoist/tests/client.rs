@@ -239,3 +239,80 @@ async fn a_leased_client_keeps_its_rootfs_and_what_it_resolves_through_gc() {
     assert_eq!(gc.rootfs_flat.count, 1, "{gc:?}");
     assert!(!rootfs.rootfs_path.exists());
 }
+
+/// Counts the events of one reporter given once to the builder.
+#[derive(Default)]
+struct Counter {
+    resolved: std::sync::atomic::AtomicUsize,
+    blobs_done: std::sync::atomic::AtomicUsize,
+    statuses: std::sync::atomic::AtomicUsize,
+}
+
+impl hoist::types::Progress for Counter {
+    fn event(&self, e: &hoist::types::ProgressEvent<'_>) {
+        use hoist::types::ProgressEvent as E;
+        use std::sync::atomic::Ordering::Relaxed;
+        match e {
+            E::Resolved { .. } => self.resolved.fetch_add(1, Relaxed),
+            E::BlobDone { .. } => self.blobs_done.fetch_add(1, Relaxed),
+            E::Status { .. } => self.statuses.fetch_add(1, Relaxed),
+            _ => 0,
+        };
+    }
+}
+
+#[test]
+fn the_one_progress_reporter_hears_the_pull_and_the_build() {
+    require_peers!(Peer::Registry, Peer::Skopeo);
+    use std::sync::atomic::Ordering::Relaxed;
+    let reg = Registry::plain();
+    let built = skopeo::push_spec(&images::sample_multi_layer(), &reg, "ns/progress:v1").unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let counter = Arc::new(Counter::default());
+    let client = hoist::blocking::Client::builder()
+        .store(dir.path().join("store"))
+        .shared_progress(counter.clone())
+        .build()
+        .unwrap();
+    client
+        .rootfs(
+            &reg.image_ref("ns/progress:v1"),
+            &RootfsOptions::new(Format::Erofs),
+        )
+        .unwrap();
+    assert_eq!(counter.resolved.load(Relaxed), 1);
+    // Config and layers.
+    assert!(
+        counter.blobs_done.load(Relaxed) > built.layers.len(),
+        "{} blob_done events",
+        counter.blobs_done.load(Relaxed)
+    );
+    assert!(
+        counter.statuses.load(Relaxed) > 0,
+        "the build reported nothing"
+    );
+}
+
+/// Embedders spawn the calls on their runtime: the client is Send + Sync + 'static and
+/// its futures are Send.
+#[test]
+fn the_client_and_its_futures_are_send() {
+    fn send<T: Send>(_: &T) {}
+    fn send_sync_static<T: Send + Sync + 'static>() {}
+    send_sync_static::<hoist::Client>();
+    send_sync_static::<hoist::blocking::Client>();
+    send_sync_static::<hoist::Error>();
+    let dir = tempfile::tempdir().unwrap();
+    let c = client(dir.path());
+    let opts = RootfsOptions::default();
+    send(&c.pull("a"));
+    send(&c.copy("a", "b"));
+    send(&c.push("a", "b"));
+    send(&c.inspect("a"));
+    send(&c.tags("a"));
+    send(&c.load("a"));
+    send(&c.save(&["a"], ArchiveFormat::OciArchive, "b"));
+    send(&c.unpack("a", "b"));
+    send(&c.rootfs("a", &opts));
+    send(&c.gc());
+}
