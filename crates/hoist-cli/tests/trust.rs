@@ -1043,4 +1043,71 @@ fn lookaside_signatures_written_by_skopeo_are_read_by_pull_and_verify() {
         signed.as_str(),
         "{v}"
     );
+
+    // hoist signs into the lookaside-staging store; skopeo accepts it under the policy.
+    let hsig = reg.image_ref("t/hsig:1");
+    let out = support::hoist(t.path())
+        .env("GNUPGHOME", home.dir.path())
+        .args([
+            "copy",
+            tls,
+            "--sign-by",
+            &a,
+            "--registries.d",
+            &s("registries.d"),
+        ])
+        .arg(format!("docker://{}", reg.image_ref("t/img:1")))
+        .arg(format!("docker://{hsig}"))
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let skopeo_under = |policy: &str, out: &str| {
+        Command::new("skopeo")
+            .args([
+                "--policy",
+                policy,
+                "--registries.d",
+                &s("registries.d"),
+                "copy",
+            ])
+            .args(["--src-tls-verify=false", "--remove-signatures"])
+            .arg(format!("docker://{hsig}"))
+            .arg(format!("oci:{}:x", s(out)))
+            .output()
+            .unwrap()
+    };
+    let ok = skopeo_under(&good, "skopeo-ok");
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    let no = skopeo_under(&other, "skopeo-no");
+    assert!(
+        !no.status.success(),
+        "skopeo accepted hoist's signature under another key"
+    );
+    // Without a lookaside store for the destination, signing is refused, naming why.
+    let out = support::hoist(t.path())
+        .env("GNUPGHOME", home.dir.path())
+        .args(["copy", tls, "--sign-by", &a])
+        .arg(format!("docker://{}", reg.image_ref("t/img:1")))
+        .arg(format!("docker://{}", reg.image_ref("t/nosig:1")))
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("lookaside"), "{err}");
+    let inspect = Command::new("skopeo")
+        .args(["inspect", "--tls-verify=false", "--raw"])
+        .arg(format!("docker://{}", reg.image_ref("t/nosig:1")))
+        .output()
+        .unwrap();
+    assert!(
+        !inspect.status.success(),
+        "the refused signed copy still pushed t/nosig:1"
+    );
 }

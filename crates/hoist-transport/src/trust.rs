@@ -361,6 +361,9 @@ pub struct SignOptions {
     pub sigstore_key: Option<Arc<hoist_trust::sigstore::PrivateKey>>,
     /// The Docker reference signed (`--sign-identity`, else the destination's).
     pub identity: Named,
+    /// For a `docker://` destination: its reference and registries.d, whose
+    /// `lookaside-staging` (else `lookaside`) store receives simple signatures.
+    pub lookaside: Option<(Named, Arc<RegistriesD>)>,
 }
 
 /// Signs `written`, the top manifest a copy wrote to `dst`: a simple-signing signature
@@ -392,9 +395,18 @@ pub async fn sign(
                 .map_err(|reason| TransportError::Unsupported { what: reason })
         })
         .await??;
-        let mut all = carried;
-        all.push(sig);
-        dst.put_signatures(&written.digest, &all).await?;
+        match (dst, &opts.lookaside) {
+            (AnyDestination::Docker(_), Some((image, config))) => {
+                let (image, config) = (image.clone(), config.clone());
+                let digest = written.digest.clone();
+                crate::blocking(move || write_lookaside(&config, &image, &digest, &sig)).await??;
+            }
+            _ => {
+                let mut all = carried;
+                all.push(sig);
+                dst.put_signatures(&written.digest, &all).await?;
+            }
+        }
         made += 1;
     }
     if let Some(key) = &opts.sigstore_key {
@@ -404,6 +416,74 @@ pub async fn sign(
         made += 1;
     }
     Ok(made)
+}
+
+/// Writes `sig` as the next free `signature-N` of `digest` for `image` in the
+/// `lookaside-staging` (else `lookaside`) store registries.d names (a `file://` one),
+/// atomically (temp file, fsync, rename).
+fn write_lookaside(
+    config: &RegistriesD,
+    image: &Named,
+    digest: &Digest,
+    sig: &[u8],
+) -> Result<(), TransportError> {
+    let entry = config.entry_for(image);
+    let refuse = |what: String| TransportError::Unsupported { what };
+    let base = entry.lookaside_staging.or(entry.lookaside).ok_or_else(|| {
+        refuse(format!(
+            "a registry keeps simple signatures only in a lookaside store: registries.d \
+             configures none for {image} (lookaside-staging)"
+        ))
+    })?;
+    if !base.starts_with("file://") {
+        return Err(refuse(format!(
+            "lookaside store {base}: only file:// stores are written by this version"
+        )));
+    }
+    for n in 1..=MAX_LOOKASIDE_SIGNATURES {
+        let u = hoist_trust::registries_d::signature_url(&base, image, digest, n);
+        let path = url::Url::parse(&u)
+            .ok()
+            .and_then(|u| u.to_file_path().ok())
+            .ok_or_else(|| refuse(format!("lookaside URL {u} is not a local file path")))?;
+        if path.exists() {
+            continue;
+        }
+        let dir = path.parent().expect("a signature file has a directory");
+        let io = |what: &str, e: std::io::Error| TransportError::Io {
+            what: format!("{what} {}", path.display()),
+            source: e,
+        };
+        std::fs::create_dir_all(dir).map_err(|e| io("creating the directory of", e))?;
+        let mut tmp = tempfile_in(dir).map_err(|e| io("writing", e))?;
+        std::io::Write::write_all(&mut tmp.1, sig).map_err(|e| io("writing", e))?;
+        tmp.1.sync_all().map_err(|e| io("syncing", e))?;
+        std::fs::rename(&tmp.0, &path).map_err(|e| {
+            let _ = std::fs::remove_file(&tmp.0);
+            io("publishing", e)
+        })?;
+        return Ok(());
+    }
+    Err(refuse(format!(
+        "{image}@{digest} already has {MAX_LOOKASIDE_SIGNATURES} signatures in {base}"
+    )))
+}
+
+/// A new file with a unique name in `dir`.
+fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+    for i in 0..100u32 {
+        let p = dir.join(format!(".hoist-signature-{}-{i}", std::process::id()));
+        match std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .open(&p)
+        {
+            Ok(f) => return Ok((p, f)),
+            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Err(std::io::Error::other("no free temporary name"))
 }
 
 /// Writes the cosign `.sig` image of `digest` to `dst`: an OCI manifest whose one layer is

@@ -126,7 +126,7 @@ pub async fn copy_refs(
         jobs: flags.jobs,
         temp_dir: None,
         trust: flags.trust.check_for(src)?,
-        sign: flags.sign.options(dst)?,
+        sign: flags.sign.options(dst, || flags.trust.registries_d())?,
     };
     let start = Instant::now();
     let result: anyhow::Result<CopyReport> = async {

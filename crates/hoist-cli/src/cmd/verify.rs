@@ -109,7 +109,11 @@ pub struct SignArgs {
 
 impl SignArgs {
     /// What the copy engine signs with, for the destination `dst` (`None`: no signing).
-    pub fn options(&self, dst: &ImageRef) -> anyhow::Result<Option<SignOptions>> {
+    pub fn options(
+        &self,
+        dst: &ImageRef,
+        registries_d: impl FnOnce() -> anyhow::Result<Arc<RegistriesD>>,
+    ) -> anyhow::Result<Option<SignOptions>> {
         if self.sign_by.is_none() && self.sign_by_sigstore_private_key.is_none() {
             anyhow::ensure!(
                 self.sign_identity.is_none() && self.sign_passphrase_file.is_none(),
@@ -161,6 +165,27 @@ impl SignArgs {
             gpg_passphrase_file: self.sign_passphrase_file.clone(),
             sigstore_key,
             identity,
+            lookaside: match dst {
+                ImageRef::Docker(r) if self.sign_by.is_some() => {
+                    let (image, config) = (Named::from_reference(r), registries_d()?);
+                    // Checked before anything is copied: where the signature will go.
+                    let e = config.entry_for(&image);
+                    match e.lookaside_staging.or(e.lookaside) {
+                        Some(u) if u.starts_with("file://") => {}
+                        Some(u) => anyhow::bail!(
+                            "--sign-by to {r}: lookaside store {u}: only file:// stores are \
+                             written by this version"
+                        ),
+                        None => anyhow::bail!(
+                            "--sign-by to {r}: a registry keeps simple signatures only in a \
+                             lookaside store, and registries.d configures none for it \
+                             (lookaside-staging)"
+                        ),
+                    }
+                    Some((image, config))
+                }
+                _ => None,
+            },
         }))
     }
 }
