@@ -58,6 +58,14 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Not yet
+//!
+//! A destination of the embedder's own (a custom `ImageDestination` plugged into
+//! [`Client::copy`]): the copy engine takes the closed set of transports
+//! (`transport::transports::any::AnyDestination`) today. Images written into the store by
+//! [`Client::copy`] or [`Client::load`] are not held by a [`Client::leased`] client until
+//! resolved with [`Client::image`].
+//!
 //! # The crates below
 //!
 //! The façade is a thin layer: each crate below it stays usable on its own, and is
