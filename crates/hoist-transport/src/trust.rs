@@ -549,3 +549,56 @@ async fn put_sigstore_tag(
     dst.put_manifest(&raw, &crate::transports::ManifestTarget::Tag(tag))
         .await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policy_targets_of_each_transport() {
+        let t = |s: &str| policy_target(&ImageRef::parse(s).unwrap());
+        let d = t("docker://example.com/ns/app:1");
+        assert_eq!(d.transport, "docker");
+        assert_eq!(d.scopes[0], "example.com/ns/app:1");
+        assert_eq!(
+            d.docker_reference.unwrap().to_string(),
+            "example.com/ns/app:1"
+        );
+        let h = t("hoist:example.com/ns/app:1");
+        assert_eq!(h.transport, "hoist");
+        assert_eq!(h.scopes[1], "example.com/ns/app");
+        // An image ID names no repository: only the transport default can apply.
+        let id = t("hoist:0123abcd");
+        assert!(id.scopes.is_empty() && id.docker_reference.is_none());
+        let o = t("oci:/nonexistent-hoist-dir/layout:v1");
+        assert_eq!(o.transport, "oci");
+        assert_eq!(
+            o.scopes,
+            vec![
+                "/nonexistent-hoist-dir/layout:v1",
+                "/nonexistent-hoist-dir/layout",
+                "/nonexistent-hoist-dir"
+            ]
+        );
+        // A relative path is made absolute against the working directory.
+        let r = t("dir:rel/dir");
+        let cwd = std::env::current_dir().unwrap();
+        assert_eq!(r.scopes[0], cwd.join("rel/dir").to_string_lossy());
+        let a = t("docker-archive:/nonexistent-hoist-dir/a.tar:x/y:1");
+        assert_eq!(a.transport, "docker-archive");
+        assert_eq!(a.scopes[0], "/nonexistent-hoist-dir/a.tar");
+    }
+
+    #[test]
+    fn archive_load_decisions() {
+        let p = Policy::parse(
+            br#"{"default": [{"type": "reject"}], "transports": {"docker-archive": {"/srv/ok": [{"type": "insecureAcceptAnything"}]}}}"#,
+        )
+        .unwrap();
+        check_archive_load(&p, "docker-archive", Path::new("/srv/ok/a.tar")).unwrap();
+        let e = check_archive_load(&p, "oci-archive", Path::new("/srv/ok/a.tar"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("scope default") && e.contains("reject"), "{e}");
+    }
+}
