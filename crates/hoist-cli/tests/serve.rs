@@ -1344,3 +1344,56 @@ fn ctr_pulls_through_hosts_toml_mirror_from_serve_with_ns() {
         assert!(served, "hoist did not serve {d} with ?ns=:\n{log}");
     }
 }
+
+/// An index pushed with `skopeo copy --all` into `hoist serve --allow-push`: every
+/// platform recorded, the tag answering the index to clients that take it, and a copy
+/// back (`--all`) byte-identical, index and children.
+#[test]
+fn allow_push_an_index_with_skopeo_all_and_copy_it_back_byte_identical() {
+    require!(Need::Peer(Peer::Skopeo));
+    let env = Env::new();
+    let dir = env.dir.path();
+    let srv = env.serve(&["--allow-push"]);
+    let layout = dir.join("layout");
+    let built = images::sample_index()
+        .write_layout(&layout, "multi")
+        .unwrap();
+    let plain = SkopeoOpts::default().tls_verify(false);
+    skopeo::skopeo_copy(
+        &format!("oci:{}:multi", layout.display()),
+        &format!("docker://{}/ns/multi:1", srv.addr),
+        None,
+        Some(&plain),
+        true,
+    )
+    .unwrap();
+    assert_eq!(env.blob(&built.index.digest), built.index_bytes);
+    let images = String::from_utf8(env.ok(&["images"])).unwrap();
+    assert!(
+        images.contains(&format!("{}/ns/multi", srv.addr)),
+        "{images}"
+    );
+    let out = dir.join("back");
+    skopeo::skopeo_copy(
+        &format!("docker://{}/ns/multi:1", srv.addr),
+        &format!("dir:{}", out.display()),
+        Some(&plain),
+        None,
+        true,
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(out.join("manifest.json")).unwrap(),
+        built.index_bytes
+    );
+    for img in &built.images {
+        let hex = img.manifest.digest.strip_prefix("sha256:").unwrap();
+        let copied = std::fs::read(out.join(format!("{hex}.manifest.json"))).unwrap();
+        assert_eq!(copied, img.manifest_bytes, "{:?}", img.platform);
+        for d in img.layer_digests() {
+            let b = std::fs::read(out.join(d.strip_prefix("sha256:").unwrap())).unwrap();
+            assert_eq!(sha256_digest(&b), d);
+        }
+    }
+    support::assert_fsck_clean(dir, &env.store());
+}

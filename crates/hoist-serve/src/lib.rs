@@ -24,7 +24,7 @@
 //! With [`ServeOptions::push`] (`--allow-push`) the write side is served too: blob
 //! uploads (`POST` → `202` + `Location`; chunked `PATCH` with `Content-Range`; final
 //! `PUT ?digest=`; monolithic `POST ?digest=`), cross-repository mounts
-//! (`?mount=&from=`) and image manifest puts, each verified before the store shows it
+//! (`?mount=&from=`) and manifest puts (image manifests and indexes), each verified before the store shows it
 //! (see the `push` module). [`ServeOptions::tls`] serves HTTPS only (rustls; no plain
 //! fallback) and [`ServeOptions::htpasswd`] requires Basic authentication by bcrypt
 //! users (`401 UNAUTHORIZED` with `WWW-Authenticate: Basic realm=…` otherwise).

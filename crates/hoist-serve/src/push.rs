@@ -8,7 +8,11 @@
 //! checks the digest named in the path, stores the exact bytes, then records the image
 //! with [`Store::commit_image`], which checks the config and every layer blob (present,
 //! right size, as many layers as diff IDs): a manifest naming a missing blob is refused
-//! with `MANIFEST_BLOB_UNKNOWN` and the store gains no name.
+//! with `MANIFEST_BLOB_UNKNOWN` and the store gains no name. An index (what
+//! `skopeo copy --all` pushes after its children, by digest) records each of its image
+//! manifests as an image of the index, the tag on the host's platform (or the first),
+//! committed last; attestations and artifacts stay in the index's bytes only. Docker
+//! schema 1 is refused.
 //!
 //! Bounds: at most [`MAX_SESSIONS`] open uploads (idle ones older than [`SESSION_IDLE`]
 //! are dropped first), a blob at most [`PushOptions::max_blob_size`], a manifest at most
@@ -27,7 +31,10 @@ use axum::http::{HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use futures_util::StreamExt as _;
 use hoist_store::{ImageCommit, Store, StoreError};
-use hoist_types::{Descriptor, Digest, MAX_MANIFEST_SIZE, Manifest, MediaType, Reference};
+use hoist_types::{
+    ANNOTATION_REFERENCE_TYPE, Descriptor, Digest, MAX_MANIFEST_SIZE, Manifest, MediaType,
+    Platform, Reference,
+};
 
 use crate::api::ManifestRef;
 use crate::error::ApiError;
@@ -469,13 +476,6 @@ async fn put_manifest(
             Manifest::digest_of(&bytes, &media_type).map_err(|e| invalid(e.to_string()))?
         }
     };
-    if !matches!(manifest, Manifest::Image(_)) {
-        return Err(ApiError::Unsupported {
-            what: format!(
-                "pushing a {media_type} is not supported yet (image manifests only: OCI and Docker schema 2)"
-            ),
-        });
-    }
     let name_ref = match &reference {
         ManifestRef::Tag(t) => Some(Reference::parse(&format!("{registry}/{name}:{t}")).map_err(
             |e| ApiError::NameInvalid {
@@ -484,31 +484,73 @@ async fn put_manifest(
         )?),
         ManifestRef::Digest(_) => None,
     };
-    let desc = Descriptor::new(media_type, digest.clone(), bytes.len() as u64);
+    let desc = Descriptor::new(media_type.clone(), digest.clone(), bytes.len() as u64);
     let source = format!("{registry}/{name}@{digest}");
+    // What to record: the image itself; for an index, each of its image manifests (all
+    // must be there: pushed by digest before the index), the tag on the host's platform.
+    let commits: Vec<ImageCommit> = match &manifest {
+        Manifest::Image(_) => vec![ImageCommit {
+            name: name_ref,
+            manifest: desc.clone(),
+            index: None,
+            source: Some(source),
+        }],
+        Manifest::Index(idx) => {
+            let children: Vec<&Descriptor> = idx.manifests.iter().filter(|d| storable(d)).collect();
+            let named = idx
+                .choose(&Platform::host())
+                .ok()
+                .filter(|d| storable(d))
+                .or(children.first().copied())
+                .cloned()
+                .ok_or_else(|| ApiError::ManifestInvalid {
+                    what: format!("index {digest} lists no image manifest"),
+                })?;
+            let mut v: Vec<ImageCommit> = children
+                .iter()
+                .filter(|d| d.digest != named.digest)
+                .map(|d| ImageCommit {
+                    name: None,
+                    manifest: (*d).clone(),
+                    index: Some(desc.clone()),
+                    source: Some(source.clone()),
+                })
+                .collect();
+            // The named one last: the tag moves only once every variant is recorded.
+            v.push(ImageCommit {
+                name: name_ref,
+                manifest: named,
+                index: Some(desc.clone()),
+                source: Some(source.clone()),
+            });
+            v
+        }
+        Manifest::Schema1(_) => {
+            return Err(ApiError::Unsupported {
+                what: format!("pushing a {media_type} (Docker schema 1) is not supported"),
+            });
+        }
+    };
     let d2 = digest.clone();
     blocking(move || {
         store
             .put_blob(&d2, &bytes)
             .map_err(|e| store_error(e, &d2))?;
-        store
-            .commit_image(ImageCommit {
-                name: name_ref,
-                manifest: desc,
-                index: None,
-                source: Some(source),
-            })
-            .map_err(|e| match e {
+        for c in commits {
+            store.commit_image(c).map_err(|e| match e {
                 StoreError::BlobNotFound { digest, .. } => ApiError::ManifestBlobUnknown { digest },
                 StoreError::SizeMismatch { .. }
                 | StoreError::InvalidDocument { .. }
                 | StoreError::NotAnImageManifest { .. }
+                | StoreError::IndexMissingManifest { .. }
                 | StoreError::LayerCountMismatch { .. }
                 | StoreError::TooLarge { .. } => ApiError::ManifestInvalid {
                     what: e.to_string(),
                 },
                 e => e.into(),
-            })
+            })?;
+        }
+        Ok(())
     })
     .await?;
     st.views.invalidate();
@@ -519,4 +561,12 @@ async fn put_manifest(
         HeaderValue::from_str(&digest.to_string()).expect("a digest is a valid header value"),
     );
     Ok(r)
+}
+
+/// An index entry recorded as an image: an image manifest, not an attestation or an
+/// artifact (those are kept in the index's bytes, not as images).
+fn storable(d: &Descriptor) -> bool {
+    d.media_type.is_image_manifest()
+        && d.artifact_type.is_none()
+        && d.annotation(ANNOTATION_REFERENCE_TYPE) != Some("attestation-manifest")
 }
