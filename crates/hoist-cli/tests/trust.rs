@@ -1111,3 +1111,77 @@ fn lookaside_signatures_written_by_skopeo_are_read_by_pull_and_verify() {
         "the refused signed copy still pushed t/nosig:1"
     );
 }
+
+/// `hoist serve --pull-through` under a policy: a refused image is not fetched, not stored,
+/// and not served; an accepted one is.
+#[test]
+fn serve_pull_through_enforces_the_policy() {
+    require!(
+        Need::Peer(Peer::Registry),
+        Need::Peer(Peer::Skopeo),
+        Need::Tool("curl")
+    );
+    use std::io::BufRead as _;
+    let t = tempfile::tempdir().unwrap();
+    let w = |n: &str| -> PathBuf { t.path().join(n) };
+    let reg = Registry::plain();
+    push_spec(&sample_docker(), &reg, "ns/app:1").unwrap();
+    let host = reg.host_port();
+    let reject = write_policy(&w("reject.json"), "docker", &host, r#"{"type": "reject"}"#);
+    let accept = write_policy(
+        &w("accept.json"),
+        "docker",
+        &host,
+        r#"{"type": "insecureAcceptAnything"}"#,
+    );
+    let store = w("store");
+    let store_s = store.to_str().unwrap();
+    for (policy, allowed) in [(&reject, false), (&accept, true)] {
+        let mut child = support::hoist_std(t.path())
+            .args(["--store", store_s, "serve", "--listen", "127.0.0.1:0"])
+            .args(["--pull-through", "--registry", &host, "--policy", policy])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let addr = line
+            .trim()
+            .strip_prefix("listening on http://")
+            .map(str::to_owned);
+        let status = addr.as_ref().map(|addr| {
+            let out = Command::new("curl")
+                .args([
+                    "-s",
+                    "-o",
+                    "/dev/null",
+                    "-w",
+                    "%{http_code}",
+                    "--max-time",
+                    "60",
+                ])
+                .args([
+                    "-H",
+                    "Accept: application/vnd.docker.distribution.manifest.v2+json",
+                ])
+                .arg(format!("http://{addr}/v2/ns/app/manifests/1"))
+                .output()
+                .unwrap();
+            String::from_utf8_lossy(&out.stdout).into_owned()
+        });
+        let _ = child.kill();
+        let _ = child.wait();
+        let status = status.unwrap_or_else(|| panic!("hoist serve did not start: {line:?}"));
+        if allowed {
+            assert_eq!(status, "200", "an accepted image was not served");
+            assert_eq!(images_in(t.path(), &store), 1);
+        } else {
+            assert_ne!(status, "200", "a refused image was served");
+            assert_eq!(images_in(t.path(), &store), 0);
+            support::assert_fsck_clean(t.path(), &store);
+        }
+    }
+}
