@@ -6,9 +6,17 @@
 //! checked by bcrypt, whose comparison is constant time; a user not in the file is
 //! checked against a dummy hash of the same cost, so the answer's timing does not tell
 //! which users exist.
+//!
+//! bcrypt is slow on purpose (a few ms at cost 5, a quarter second at cost 12), and a
+//! client sends its credentials with every request: credentials that checked are
+//! remembered for [`REMEMBER`], as a SHA-256 keyed with a secret drawn at start (never
+//! the password), at most [`REMEMBERED`] of them. Reloading the file is a restart, which
+//! forgets them.
 
 use std::collections::HashMap;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use base64::Engine as _;
 
@@ -19,12 +27,18 @@ const MAX_HEADER: usize = 4096;
 /// bcrypt reads at most 72 bytes of a password; longer ones are refused rather than
 /// silently truncated.
 const MAX_PASSWORD: usize = 72;
+/// How long credentials that checked are trusted without bcrypt.
+pub const REMEMBER: Duration = Duration::from_secs(60);
+/// At most this many remembered credentials (the oldest half goes when full).
+pub const REMEMBERED: usize = 1024;
 
 /// The users of an htpasswd file.
 #[derive(Clone)]
 pub struct Htpasswd {
-    users: HashMap<String, String>,
+    users: Arc<HashMap<String, String>>,
     dummy: String,
+    key: [u8; 32],
+    remembered: Arc<Mutex<HashMap<[u8; 32], Instant>>>,
 }
 
 impl std::fmt::Debug for Htpasswd {
@@ -79,21 +93,59 @@ impl Htpasswd {
         let dummy = bcrypt::hash_with_salt(b"hoist-no-such-user", cost.unwrap_or(5), [7u8; 16])
             .map_err(|e| e.to_string())?
             .to_string();
-        Ok(Htpasswd { users, dummy })
+        Ok(Htpasswd {
+            users: Arc::new(users),
+            dummy,
+            key: rand::random(),
+            remembered: Arc::default(),
+        })
     }
 
     /// Whether an `Authorization` header value holds a known user and its password.
     /// CPU-bound (bcrypt): call it off the async runtime.
     pub fn check(&self, authorization: Option<&[u8]>) -> bool {
-        let Some((user, password)) = authorization.and_then(basic_credentials) else {
+        let Some(value) = authorization else {
             return false;
         };
+        let Some((user, password)) = basic_credentials(value) else {
+            return false;
+        };
+        let tag = self.tag(value);
+        {
+            let mut seen = self.remembered.lock().unwrap_or_else(|p| p.into_inner());
+            match seen.get(&tag) {
+                Some(t) if t.elapsed() < REMEMBER => return true,
+                Some(_) => {
+                    seen.remove(&tag);
+                }
+                None => {}
+            }
+        }
         let (hash, known) = match self.users.get(&user) {
             Some(h) => (h.as_str(), true),
             None => (self.dummy.as_str(), false),
         };
-        let ok = bcrypt::verify(password.as_bytes(), hash).unwrap_or(false);
-        ok && known
+        let ok = bcrypt::verify(password.as_bytes(), hash).unwrap_or(false) && known;
+        if ok {
+            let mut seen = self.remembered.lock().unwrap_or_else(|p| p.into_inner());
+            if seen.len() >= REMEMBERED {
+                let mut ages: Vec<Instant> = seen.values().copied().collect();
+                ages.sort();
+                let cut = ages[ages.len() / 2];
+                seen.retain(|_, t| *t > cut);
+            }
+            seen.insert(tag, Instant::now());
+        }
+        ok
+    }
+
+    /// SHA-256 of the secret key and the header value.
+    fn tag(&self, value: &[u8]) -> [u8; 32] {
+        use sha2::Digest as _;
+        let mut h = sha2::Sha256::new();
+        h.update(self.key);
+        h.update(value);
+        h.finalize().into()
     }
 }
 
@@ -150,6 +202,10 @@ mod tests {
             .unwrap()
             .replacen("Basic", "basic", 1);
         assert!(h.check(Some(lower.as_bytes())));
+        // Remembered: checks again without bcrypt, and only the exact credentials.
+        assert!(h.check(Some(&header("alice", "s3cret"))));
+        assert!(!h.check(Some(&header("alice", "s3cret "))));
+        assert_eq!(h.remembered.lock().unwrap().len(), 2);
 
         for bad in [
             "alice:$apr1$abc$def",
