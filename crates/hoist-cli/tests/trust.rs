@@ -1044,6 +1044,63 @@ fn lookaside_signatures_written_by_skopeo_are_read_by_pull_and_verify() {
         "{v}"
     );
 
+    // The same store over http://, served by python's http.server on loopback.
+    require!(Need::Tool("python3"));
+    let port = hoist_testkit::registry::free_port().unwrap();
+    let mut http = Command::new("python3")
+        .args([
+            "-m",
+            "http.server",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--directory",
+        ])
+        .arg(w("sigstore"))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut up = false;
+    for _ in 0..100 {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            up = true;
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    std::fs::create_dir(w("registries-http.d")).unwrap();
+    std::fs::write(
+        w("registries-http.d/http.yaml"),
+        format!(
+            "docker:\n  {}:\n    lookaside: http://127.0.0.1:{port}\n",
+            reg.host_port()
+        ),
+    )
+    .unwrap();
+    let over_http = |policy: &str, store: &str| {
+        support::hoist(t.path())
+            .args(["--store", store, "pull", tls, "--policy", policy])
+            .args(["--registries.d", &s("registries-http.d"), &signed])
+            .output()
+            .unwrap()
+    };
+    let refused = over_http(&other, &s("store-http"));
+    let accepted = over_http(&good, &s("store-http"));
+    let _ = http.kill();
+    let _ = http.wait();
+    assert!(up, "python3 -m http.server did not start");
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && err.contains("not signed by any trusted key"),
+        "{err}"
+    );
+    assert!(
+        accepted.status.success(),
+        "{}",
+        String::from_utf8_lossy(&accepted.stderr)
+    );
+
     // hoist signs into the lookaside-staging store; skopeo accepts it under the policy.
     let hsig = reg.image_ref("t/hsig:1");
     let out = support::hoist(t.path())

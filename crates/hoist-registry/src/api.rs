@@ -596,6 +596,50 @@ impl RegistryClient {
             .await
     }
 
+    /// GET a small document from a lookaside signature store (containers' registries.d):
+    /// `url` must be http or https without user info. No credentials are ever sent, to the
+    /// URL or to anything it redirects to. `Ok(None)` on 404 (no such signature); at most
+    /// `limit` bytes, else an error.
+    pub async fn get_lookaside(
+        &self,
+        url: &str,
+        limit: u64,
+    ) -> Result<Option<Vec<u8>>, RegistryError> {
+        let u = Url::parse(url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+            .filter(|u| u.username().is_empty() && u.password().is_none())
+            .ok_or_else(|| RegistryError::InvalidArgument {
+                what: "lookaside URL",
+                value: url.chars().take(300).collect(),
+                reason: "must be an http or https URL without user info",
+            })?;
+        let resp = self
+            .send_following_redirects(&Method::GET, &u, &HeaderMap::new(), None)
+            .await?;
+        match resp.status() {
+            StatusCode::NOT_FOUND => Ok(None),
+            StatusCode::OK => read_limited(
+                resp,
+                limit,
+                "lookaside signature",
+                self.inner.opts.read_timeout,
+            )
+            .await
+            .map(Some),
+            status => Err(RegistryError::Http {
+                method: "GET",
+                url: url.to_owned(),
+                status: status.as_u16(),
+                message: status
+                    .canonical_reason()
+                    .unwrap_or("unexpected status")
+                    .to_owned(),
+                retry_after: None,
+            }),
+        }
+    }
+
     /// Stream a foreign layer from one of its descriptor's `urls`, from byte `offset`.
     /// No credentials are ever sent, to the URL or to anything it redirects to; only
     /// http and https URLs are followed. Checked like [`get_blob_from`](Self::get_blob_from).

@@ -224,6 +224,15 @@ pub async fn find_signatures_in(
         }
         if let Some((config, image)) = lookaside
             && let Some(base) = config.entry_for(image).lookaside
+            && (base.starts_with("http://") || base.starts_with("https://"))
+        {
+            let (sigs, notes) = read_http_lookaside(src, &base, image, digest).await;
+            found
+                .signatures
+                .extend(sigs.into_iter().map(ImageSignature::SimpleSigning));
+            found.notes.extend(notes);
+        } else if let Some((config, image)) = lookaside
+            && let Some(base) = config.entry_for(image).lookaside
         {
             let (image, digest) = (image.clone(), digest.clone());
             let (sigs, notes) =
@@ -258,15 +267,48 @@ pub async fn find_signatures_in(
 /// Most signatures read from a lookaside store per manifest.
 const MAX_LOOKASIDE_SIGNATURES: usize = 64;
 
-/// Signatures `signature-1`, `signature-2`, … of `digest` under the lookaside `base`, up to
-/// the first missing one. Only `file://` stores are read; an `http(s)://` one is named in
-/// the notes (a requirement that needs its signatures then fails, saying why).
+/// [`read_lookaside`] for an `http(s)://` store, with the registry client of the `docker://`
+/// source (its TLS settings; never its credentials).
+async fn read_http_lookaside(
+    src: &AnySource,
+    base: &str,
+    image: &Named,
+    digest: &Digest,
+) -> (Vec<Vec<u8>>, Vec<String>) {
+    let (mut sigs, mut notes) = (Vec::new(), Vec::new());
+    let AnySource::Docker(d) = src else {
+        return (sigs, notes);
+    };
+    let client = match d.registry_client().await {
+        Ok(c) => c,
+        Err(e) => {
+            notes.push(format!("lookaside store {base}: {e}"));
+            return (sigs, notes);
+        }
+    };
+    for n in 1..=MAX_LOOKASIDE_SIGNATURES {
+        let u = hoist_trust::registries_d::signature_url(base, image, digest, n);
+        match client
+            .get_lookaside(&u, hoist_trust::gpg::MAX_SIGNATURE_SIZE as u64)
+            .await
+        {
+            Ok(Some(b)) => sigs.push(b),
+            Ok(None) => break,
+            Err(e) => {
+                notes.push(format!("lookaside signature {u}: {e}"));
+                break;
+            }
+        }
+    }
+    (sigs, notes)
+}
+
+/// Signatures `signature-1`, `signature-2`, … of `digest` under the `file://` lookaside
+/// `base`, up to the first missing one.
 fn read_lookaside(base: &str, image: &Named, digest: &Digest) -> (Vec<Vec<u8>>, Vec<String>) {
     let (mut sigs, mut notes) = (Vec::new(), Vec::new());
     if !base.starts_with("file://") {
-        notes.push(format!(
-            "lookaside store {base}: only file:// lookaside stores are read by this version"
-        ));
+        notes.push(format!("lookaside store {base}: not a file:// URL"));
         return (sigs, notes);
     }
     for n in 1..=MAX_LOOKASIDE_SIGNATURES {
