@@ -1095,6 +1095,39 @@ fn allow_push_skopeo_push_then_pull_byte_identical_and_corrupt_uploads_refused()
     assert_eq!(done.status, 201, "{}", String::from_utf8_lossy(&done.body));
     assert_eq!(done.header("docker-content-digest"), Some(digest.as_str()));
     assert_eq!(env.blob(&digest), data);
+    // Pushed to `other` (no manifest yet): served there, mountable from there, and
+    // nowhere else.
+    let a = curl(dir, &srv.url(&format!("/v2/other/blobs/{digest}")), &["-I"]);
+    assert_eq!(a.status, 200);
+    assert_eq!(
+        a.header("content-length"),
+        Some(data.len().to_string().as_str())
+    );
+    let a = curl(
+        dir,
+        &srv.url(&format!("/v2/fourth/blobs/{digest}")),
+        &["-I"],
+    );
+    assert_eq!(a.status, 404);
+    let a = curl(
+        dir,
+        &srv.url(&format!(
+            "/v2/third/blobs/uploads/?mount={digest}&from=other"
+        )),
+        &["-X", "POST"],
+    );
+    assert_eq!(a.status, 201);
+    let a = curl(dir, &srv.url(&format!("/v2/third/blobs/{digest}")), &[]);
+    assert_eq!((a.status, a.body.as_slice()), (200, data.as_slice()));
+    // A mount from a repository that never had it starts an upload instead.
+    let a = curl(
+        dir,
+        &srv.url(&format!(
+            "/v2/third/blobs/uploads/?mount={digest}&from=fourth"
+        )),
+        &["-X", "POST"],
+    );
+    assert_eq!(a.status, 202);
 
     // A corrupt upload: the bytes are not the digest's. Refused, nothing visible.
     let wanted = sha256_digest(b"what the client claims");

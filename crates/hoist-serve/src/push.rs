@@ -18,7 +18,7 @@
 //! are dropped first), a blob at most [`PushOptions::max_blob_size`], a manifest at most
 //! 4 MiB.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fs::File;
 use std::io::Write;
 use std::path::PathBuf;
@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 
 use axum::body::Body;
 use axum::http::request::Parts;
-use axum::http::{HeaderValue, Method, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
 use futures_util::StreamExt as _;
 use hoist_store::{ImageCommit, Store, StoreError};
@@ -44,6 +44,10 @@ use crate::server::{Shared, blocking};
 pub const MAX_SESSIONS: usize = 1024;
 /// A session untouched this long may be dropped to make room.
 pub const SESSION_IDLE: Duration = Duration::from_secs(15 * 60);
+/// Blobs remembered as pushed to a repository before a manifest references them (so
+/// `HEAD` and mounts see them, as Distribution's links); past this many the set starts
+/// over (a client that then finds a blob missing uploads it again, a no-op in the store).
+pub const MAX_LINKS: usize = 65_536;
 /// Default largest blob accepted.
 pub const DEFAULT_MAX_BLOB_SIZE: u64 = 64 << 30;
 /// Bytes gathered before one write on the blocking pool.
@@ -76,6 +80,7 @@ struct Session {
 pub(crate) struct Uploads {
     dir: tempfile::TempDir,
     sessions: std::sync::Mutex<HashMap<String, Arc<tokio::sync::Mutex<Session>>>>,
+    links: std::sync::Mutex<HashSet<(String, String, Digest)>>,
     opts: PushOptions,
 }
 
@@ -86,6 +91,7 @@ impl Uploads {
                 .prefix("hoist-serve-uploads-")
                 .tempdir()?,
             sessions: std::sync::Mutex::new(HashMap::new()),
+            links: std::sync::Mutex::new(HashSet::new()),
             opts,
         })
     }
@@ -135,6 +141,22 @@ impl Uploads {
             .get(id)
             .cloned()
             .ok_or_else(|| ApiError::BlobUploadUnknown { id: id.to_owned() })
+    }
+
+    fn link(&self, registry: &str, name: &str, d: &Digest) {
+        let mut l = self.links.lock().unwrap_or_else(|p| p.into_inner());
+        if l.len() >= MAX_LINKS {
+            l.clear();
+        }
+        l.insert((registry.to_owned(), name.to_owned(), d.clone()));
+    }
+
+    /// Whether `d` was pushed or mounted to `registry/name` by this server.
+    pub(crate) fn is_linked(&self, registry: &str, name: &str, d: &Digest) -> bool {
+        self.links
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&(registry.to_owned(), name.to_owned(), d.clone()))
     }
 
     fn close(&self, id: &str) {
@@ -284,14 +306,13 @@ fn store_error(e: StoreError, d: &Digest) -> ApiError {
 /// `docker push 127.0.0.1:5050/ns/app` names).
 pub(crate) fn push_registry(
     known: Result<String, ApiError>,
-    parts: &Parts,
+    headers: &HeaderMap,
     name: &str,
 ) -> Result<String, ApiError> {
     if let Ok(r) = known {
         return Ok(r);
     }
-    let host = parts
-        .headers
+    let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("")
@@ -328,13 +349,16 @@ pub(crate) async fn handle(
             if let (Some(d), Some(from)) = (digest_param(parts, "mount")?, q(parts, "from")) {
                 let (s2, d2) = (store.clone(), d.clone());
                 let present = blocking(move || Ok(s2.has_blob(&d2)?.is_some())).await?;
-                if present && blob_visible(&from, &d) {
+                if present && (blob_visible(&from, &d) || uploads.is_linked(&registry, &from, &d)) {
+                    uploads.link(&registry, name, &d);
                     return Ok(blob_created(name, &d));
                 }
                 // Not mountable: an ordinary upload session, as the spec says.
             }
             if let Some(d) = digest_param(parts, "digest")? {
-                return monolithic(store, name, d, body, max).await;
+                let r = monolithic(store, name, &d, body, max).await?;
+                uploads.link(&registry, name, &d);
+                return Ok(r);
             }
             let id = uploads.open(&registry, name)?;
             Ok(session_answer(StatusCode::ACCEPTED, name, &id, 0))
@@ -414,7 +438,9 @@ pub(crate) async fn handle(
                     .await;
                     drop(s);
                     uploads.close(&id);
-                    res.map(|()| blob_created(name, &d))
+                    res?;
+                    uploads.link(&registry, name, &d);
+                    Ok(blob_created(name, &d))
                 }
                 _ => Err(ApiError::Unsupported {
                     what: format!("{m} on an upload"),
@@ -433,7 +459,7 @@ pub(crate) async fn handle(
 async fn monolithic(
     store: Store,
     name: &str,
-    d: Digest,
+    d: &Digest,
     body: Body,
     max: u64,
 ) -> Result<Response, ApiError> {
@@ -442,7 +468,7 @@ async fn monolithic(
     let (w, _) = append(body, w, 0, max, &format!("blob {d}")).await?;
     let d2 = d.clone();
     blocking(move || w.commit().map_err(|e| store_error(e, &d2))).await?;
-    Ok(blob_created(name, &d))
+    Ok(blob_created(name, d))
 }
 
 async fn put_manifest(

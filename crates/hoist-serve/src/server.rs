@@ -218,7 +218,7 @@ async fn dispatch(st: &Arc<Shared>, req: &Parts, body: Body) -> Result<Response,
         if let Some((name, w)) = write {
             let view = current_view(st).await?;
             let known = registry_for(st, &view, q.ns.as_deref(), name);
-            let registry = crate::push::push_registry(known, req, name)?;
+            let registry = crate::push::push_registry(known, &req.headers, name)?;
             let reg2 = registry.clone();
             let visible = move |from: &str, d: &Digest| {
                 view.repo(&reg2, from).is_some_and(|r| r.blobs.contains(d))
@@ -520,13 +520,23 @@ async fn blob(
     head: bool,
 ) -> Result<Response, ApiError> {
     let view = current_view(st).await?;
-    let registry = registry_for(st, &view, q.ns.as_deref(), name)?;
-    let repo = find_repo(&view, &registry, name)?;
+    let known = registry_for(st, &view, q.ns.as_deref(), name);
+    // With --allow-push, a blob pushed (or mounted) to the repository is served before
+    // a manifest references it, as Distribution's links are.
+    let pushed = st.uploads.as_ref().and_then(|u| {
+        let reg = crate::push::push_registry(known.clone(), headers, name).ok()?;
+        u.is_linked(&reg, name, digest).then_some(reg)
+    });
+    let linked = pushed.is_some();
+    let registry = match pushed {
+        Some(r) => r,
+        None => known?,
+    };
     let unknown = || ApiError::BlobUnknown {
         name: format!("{registry}/{name}"),
         digest: digest.clone(),
     };
-    if !repo.blobs.contains(digest) {
+    if !linked && !find_repo(&view, &registry, name)?.blobs.contains(digest) {
         return Err(unknown());
     }
     let store = st.leases.get();
