@@ -14,8 +14,8 @@
 //! committed last; attestations and artifacts stay in the index's bytes only. Docker
 //! schema 1 is refused.
 //!
-//! Bounds: at most [`MAX_SESSIONS`] open uploads (idle ones older than [`SESSION_IDLE`]
-//! are dropped first), a blob at most [`PushOptions::max_blob_size`], a manifest at most
+//! Bounds: at most [`MAX_SESSIONS`] open uploads (one idle for [`SESSION_IDLE`] is
+//! dropped, with its file, when the next upload starts), a blob at most [`PushOptions::max_blob_size`], a manifest at most
 //! 4 MiB.
 
 use std::collections::{HashMap, HashSet};
@@ -106,22 +106,21 @@ impl Uploads {
         File::create(&path)
             .map_err(|e| ApiError::Internal(format!("creating {}: {e}", path.display())))?;
         let mut map = self.lock();
+        // Abandoned sessions (and their files) go whenever a new one starts.
+        let stale: Vec<String> = map
+            .iter()
+            .filter(|(_, s)| s.try_lock().is_ok_and(|s| s.last.elapsed() > SESSION_IDLE))
+            .map(|(k, _)| k.clone())
+            .collect();
+        for k in stale {
+            map.remove(&k);
+            let _ = std::fs::remove_file(self.dir.path().join(&k));
+        }
         if map.len() >= MAX_SESSIONS {
-            let stale: Vec<String> = map
-                .iter()
-                .filter(|(_, s)| s.try_lock().is_ok_and(|s| s.last.elapsed() > SESSION_IDLE))
-                .map(|(k, _)| k.clone())
-                .collect();
-            for k in stale {
-                map.remove(&k);
-                let _ = std::fs::remove_file(self.dir.path().join(&k));
-            }
-            if map.len() >= MAX_SESSIONS {
-                let _ = std::fs::remove_file(&path);
-                return Err(ApiError::TooManyRequests {
-                    what: format!("{MAX_SESSIONS} uploads are open"),
-                });
-            }
+            let _ = std::fs::remove_file(&path);
+            return Err(ApiError::TooManyRequests {
+                what: format!("{MAX_SESSIONS} uploads are open"),
+            });
         }
         map.insert(
             id.clone(),
