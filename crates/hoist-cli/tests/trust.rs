@@ -1242,3 +1242,129 @@ fn serve_pull_through_enforces_the_policy() {
         }
     }
 }
+
+/// cosign's OCI 1.1 mode: the signature is a referrer of the image (`subject`, cosign's
+/// `artifactType`), found through the registry's referrers API (served here by the
+/// project's fake registry; Distribution 2.8 has no referrers API).
+#[test]
+fn cosign_signatures_as_oci_referrers_are_enforced() {
+    require!(Need::Peer(Peer::Openssl));
+    use base64::Engine as _;
+    let t = tempfile::tempdir().unwrap();
+    let w = |n: &str| -> PathBuf { t.path().join(n) };
+    let s = |n: &str| -> String { w(n).display().to_string() };
+    let fake = hoist_testkit::FakeRegistry::start();
+    let img = sample_docker().build().unwrap();
+    fake.push_image("t/img", "1", &img);
+    let digest = img.manifest.digest.clone();
+    openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        &s("k.pem"),
+    ]);
+    openssl(&["pkey", "-in", &s("k.pem"), "-pubout", "-out", &s("k.pub")]);
+    openssl(&[
+        "ecparam",
+        "-name",
+        "prime256v1",
+        "-genkey",
+        "-noout",
+        "-out",
+        &s("o.pem"),
+    ]);
+    openssl(&["pkey", "-in", &s("o.pem"), "-pubout", "-out", &s("o.pub")]);
+    let image = fake.image_ref("t/img:1");
+    let payload = format!(
+        r#"{{"critical":{{"identity":{{"docker-reference":"{image}"}},"image":{{"docker-manifest-digest":"{digest}"}},"type":"cosign container image signature"}},"optional":null}}"#
+    );
+    std::fs::write(w("payload.json"), &payload).unwrap();
+    openssl(&[
+        "dgst",
+        "-sha256",
+        "-sign",
+        &s("k.pem"),
+        "-out",
+        &s("sig.der"),
+        &s("payload.json"),
+    ]);
+    let signature =
+        base64::engine::general_purpose::STANDARD.encode(std::fs::read(w("sig.der")).unwrap());
+    let sha = |b: &[u8]| hoist_testkit::images::sha256_digest(b);
+    let config = b"{}".to_vec();
+    fake.put_blob("t/img", &sha(&config), config.clone());
+    fake.put_blob(
+        "t/img",
+        &sha(payload.as_bytes()),
+        payload.clone().into_bytes(),
+    );
+    let artifact = "application/vnd.dev.cosign.artifact.sig.v1+json";
+    let manifest = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.manifest.v1+json",
+        "artifactType": artifact,
+        "config": {"mediaType": "application/vnd.oci.empty.v1+json", "digest": sha(&config), "size": config.len()},
+        "layers": [{
+            "mediaType": "application/vnd.dev.cosign.simplesigning.v1+json",
+            "digest": sha(payload.as_bytes()),
+            "size": payload.len(),
+            "annotations": {"dev.cosignproject.cosign/signature": signature},
+        }],
+        "subject": {"mediaType": img.manifest.media_type, "digest": digest, "size": img.manifest.size},
+    })
+    .to_string();
+    let md = fake.put_manifest(
+        "t/img",
+        &sha(manifest.as_bytes()),
+        "application/vnd.oci.image.manifest.v1+json",
+        manifest.clone(),
+    );
+    let index = serde_json::json!({
+        "schemaVersion": 2,
+        "mediaType": "application/vnd.oci.image.index.v1+json",
+        "manifests": [{
+            "mediaType": "application/vnd.oci.image.manifest.v1+json",
+            "digest": md,
+            "size": manifest.len(),
+            "artifactType": artifact,
+        }],
+    })
+    .to_string();
+    fake.set_route(
+        &format!("/v2/t/img/referrers/{digest}"),
+        hoist_testkit::FakeResponse::ok(index)
+            .header("content-type", "application/vnd.oci.image.index.v1+json"),
+    );
+    let host = fake.host_port();
+    let policy = |key: &str, file: &str| {
+        write_policy(
+            &w(file),
+            "docker",
+            &host,
+            &format!(r#"{{"type": "sigstoreSigned", "keyPath": "{}"}}"#, s(key)),
+        )
+    };
+    let good = policy("k.pub", "good.json");
+    let other = policy("o.pub", "other.json");
+    let store = w("store");
+    let store_s = store.to_str().unwrap();
+    let err = hoist_refused(
+        t.path(),
+        &["--store", store_s, "pull", "--policy", &other, &image],
+    );
+    assert!(
+        err.contains("not signed by any of the 1 trusted public key"),
+        "{err}"
+    );
+    assert_eq!(images_in(t.path(), &store), 0);
+    support::assert_fsck_clean(t.path(), &store);
+    hoist_ok(
+        t.path(),
+        &["--store", store_s, "pull", "--policy", &good, &image],
+    );
+    assert_eq!(images_in(t.path(), &store), 1);
+    assert!(fake.hits(&format!("/v2/t/img/referrers/{digest}")) >= 2);
+}

@@ -5,7 +5,9 @@
 //! The signatures come from the source itself: simple-signing signatures its transport
 //! keeps (`dir:` `signature-N` files, [`ImageSource::get_signatures`]) and the cosign
 //! `sha256-<hex>.sig` tag of its repository (each layer of that manifest is a payload, its
-//! `dev.cosignproject.cosign/signature` annotation the signature). Signatures are only
+//! `dev.cosignproject.cosign/signature` annotation the signature), and OCI 1.1 referrers of
+//! the manifest whose `artifactType` is cosign's signature type (same layers), where the
+//! source offers a referrers API. Signatures are only
 //! looked for when a requirement of the applicable scope needs them.
 
 use std::path::{Path, PathBuf};
@@ -22,6 +24,9 @@ use crate::transports::any::{AnyDestination, AnySource};
 use crate::transports::{
     ImageDestination as _, ImageRef, ImageSource as _, ManifestRef, RawManifest,
 };
+
+/// The `artifactType` of a cosign signature stored as an OCI 1.1 referrer.
+pub const COSIGN_ARTIFACT_TYPE: &str = "application/vnd.dev.cosign.artifact.sig.v1+json";
 
 /// Most layers of a `.sig` manifest looked at.
 const MAX_COSIGN_SIGNATURES: usize = 64;
@@ -258,6 +263,53 @@ pub async fn find_signatures_in(
                     }
                 }
                 _ => found.notes.push(format!("{tag} is not an image manifest")),
+            }
+        }
+        // OCI 1.1 referrers of the manifest (cosign's artifact mode), where the source
+        // offers them; an unsupported referrers API means none. Asked only when the `.sig`
+        // tag gave nothing (one request less on every pull of a tag-signed image; an
+        // image signed both ways is judged by its tag signatures).
+        let from_tag = found
+            .signatures
+            .iter()
+            .any(|s| matches!(s, ImageSignature::Cosign { .. }));
+        if !from_tag {
+            match src.referrers(digest).await {
+                Ok(refs) => {
+                    let sigs = refs
+                        .iter()
+                        .filter(|d| d.artifact_type.as_deref() == Some(COSIGN_ARTIFACT_TYPE));
+                    for r in sigs.take(MAX_COSIGN_SIGNATURES) {
+                        let m = match src
+                            .get_manifest(&ManifestRef::Digest(r.digest.clone()))
+                            .await
+                        {
+                            Ok(m) => m,
+                            Err(e) => {
+                                found.notes.push(format!("referrer {}: {e}", r.digest));
+                                continue;
+                            }
+                        };
+                        let Manifest::Image(ImageManifest { layers, .. }) = &m.manifest else {
+                            found
+                                .notes
+                                .push(format!("referrer {} is not an image manifest", r.digest));
+                            continue;
+                        };
+                        for (i, layer) in layers.iter().take(MAX_COSIGN_SIGNATURES).enumerate() {
+                            match cosign_signature(src, layer).await {
+                                Ok(Some(s)) => found.signatures.push(s),
+                                Ok(None) => {}
+                                Err(why) => found.notes.push(format!(
+                                    "referrer {} layer {}: {why}",
+                                    r.digest,
+                                    i + 1
+                                )),
+                            }
+                        }
+                    }
+                }
+                Err(e) => found.notes.push(format!("referrers of {digest}: {e}")),
             }
         }
     }
