@@ -227,6 +227,34 @@ fn simple_signing_from_gpg_and_skopeo() {
             "{msg}"
         );
     }
+    // keyPaths (any key of the list) and keyData (the key inline, base64).
+    {
+        use base64::Engine as _;
+        let sigs = [ImageSignature::SimpleSigning(skopeo_sig.clone())];
+        let paths = policy(&format!(
+            r#"{{"default": [{{"type": "signedBy", "keyType": "GPGKeys", "keyPaths": ["{}", "{}"]}}]}}"#,
+            w("b.asc").display(),
+            w("a.gpg").display()
+        ));
+        assert!(evaluate(&paths, &t, manifest, &sigs).allowed());
+        let data =
+            base64::engine::general_purpose::STANDARD.encode(std::fs::read(w("a.gpg")).unwrap());
+        let inline = policy(&format!(
+            r#"{{"default": [{{"type": "signedBy", "keyType": "GPGKeys", "keyData": "{data}"}}]}}"#
+        ));
+        assert!(evaluate(&inline, &t, manifest, &sigs).allowed());
+        let only_b = policy(&format!(
+            r#"{{"default": [{{"type": "signedBy", "keyType": "GPGKeys", "keyPaths": ["{}"]}}]}}"#,
+            w("b.asc").display()
+        ));
+        assert!(!evaluate(&only_b, &t, manifest, &sigs).allowed());
+        // Two requirements: both must hold.
+        let both = policy(&format!(
+            r#"{{"default": [{{"type": "signedBy", "keyType": "GPGKeys", "keyData": "{data}"}}, {{"type": "reject"}}]}}"#
+        ));
+        let e = evaluate(&both, &t, manifest, &sigs);
+        assert!(!e.allowed() && e.requirements[0].satisfied, "{e:?}");
+    }
     // Oversized signature.
     let big = [ImageSignature::SimpleSigning(vec![
         0x90;
