@@ -1194,7 +1194,24 @@ fn allow_push_skopeo_push_then_pull_byte_identical_and_corrupt_uploads_refused()
         &["-X", "PUT", "-H", &ct, "--data-binary", &good],
     );
     assert_eq!((a.status, a.error_code().as_str()), (400, "DIGEST_INVALID"));
+    // A client naming another registry (`Host: docker.io`) cannot write under it.
+    let a = curl(
+        dir,
+        &srv.url("/v2/library/alpine/manifests/latest"),
+        &[
+            "-X",
+            "PUT",
+            "-H",
+            &ct,
+            "-H",
+            "Host: docker.io",
+            "--data-binary",
+            &good,
+        ],
+    );
+    assert_eq!((a.status, a.error_code().as_str()), (400, "NAME_INVALID"));
     let images = String::from_utf8(env.ok(&["images"])).unwrap();
+    assert!(!images.contains("alpine"), "{images}");
     assert!(!images.contains("broken"), "{images}");
     assert!(!images.contains("/other"), "{images}");
     // By its own digest it is accepted and served under the new repository.

@@ -24,8 +24,11 @@
 //! With [`ServeOptions::push`] (`--allow-push`) the write side is served too: blob
 //! uploads (`POST` → `202` + `Location`; chunked `PATCH` with `Content-Range`; final
 //! `PUT ?digest=`; monolithic `POST ?digest=`), cross-repository mounts
-//! (`?mount=&from=`) and manifest puts (image manifests and indexes), each verified before the store shows it
-//! (see the `push` module). [`ServeOptions::tls`] serves HTTPS only (rustls; no plain
+//! (`?mount=&from=`) and manifest puts (image manifests and indexes), each verified
+//! before the store shows it (see the `push` module). Pushes are stored under
+//! `--registry`, else the `host:port` the client addressed, which must carry the
+//! server's own port (a client never writes under `docker.io` or another registry whose
+//! images the server mirrors). [`ServeOptions::tls`] serves HTTPS only (rustls; no plain
 //! fallback) and [`ServeOptions::htpasswd`] requires Basic authentication by bcrypt
 //! users (`401 UNAUTHORIZED` with `WWW-Authenticate: Basic realm=…` otherwise).
 //!
@@ -268,6 +271,7 @@ impl Server {
         };
         let shared = Arc::new(server::Shared {
             uploads,
+            port: addr.port(),
             views: view::ViewCache::new(self.store.clone()),
             leases: server::Leases::new(self.store.clone()),
             permits: Arc::new(Semaphore::new(self.opts.max_requests)),

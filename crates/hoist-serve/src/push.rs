@@ -300,27 +300,37 @@ fn store_error(e: StoreError, d: &Digest) -> ApiError {
     }
 }
 
-/// The store's name of a pushed repository's registry: `?ns=`, else `--registry`, else
-/// the one registry holding the repository, else the host the client addressed (what
-/// `docker push 127.0.0.1:5050/ns/app` names).
+/// The registry a push is stored under: `--registry` when the operator set one, else
+/// the host the client addressed (what `docker push 127.0.0.1:5050/ns/app` names), which
+/// must carry this server's own port. Neither containerd's `?ns=` nor the registry of
+/// images already in the store is taken: a client could otherwise overwrite what was
+/// pulled from `docker.io` (and so what a containerd mirror serves for it) by sending
+/// `Host: docker.io`.
 pub(crate) fn push_registry(
-    known: Result<String, ApiError>,
+    configured: Option<&str>,
+    own_port: u16,
     headers: &HeaderMap,
     name: &str,
 ) -> Result<String, ApiError> {
-    if let Ok(r) = known {
-        return Ok(r);
+    if let Some(r) = configured {
+        return Ok(r.to_owned());
     }
     let host = headers
         .get(header::HOST)
         .and_then(|h| h.to_str().ok())
         .unwrap_or("")
         .to_ascii_lowercase();
+    let port_ok = host
+        .rsplit_once(':')
+        .and_then(|(_, p)| p.parse::<u16>().ok())
+        == Some(own_port);
     match Reference::parse(&format!("{host}/{name}:x")) {
-        Ok(r) if r.registry() == host => Ok(host),
+        Ok(r) if port_ok && r.registry() == host => Ok(host),
         _ => Err(ApiError::NameInvalid {
             name: format!(
-                "{host}/{name} (no registry to store the push under: use ?ns= or --registry)"
+                "{host}/{name} (a push is stored under the host:port the client addressed, \
+                 which must be this server's port {own_port}; behind a proxy start the server \
+                 with --registry)"
             ),
         }),
     }

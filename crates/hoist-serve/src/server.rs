@@ -41,6 +41,8 @@ pub(crate) struct Shared {
     pub(crate) log: Option<LogFn>,
     pub(crate) pull_through: Option<PullThrough>,
     pub(crate) uploads: Option<crate::push::Uploads>,
+    /// The port listened on (a push names this server by it).
+    pub(crate) port: u16,
 }
 
 /// A leased store handle, replaced every [`LEASE_ROTATION`]: each request keeps the
@@ -217,8 +219,12 @@ async fn dispatch(st: &Arc<Shared>, req: &Parts, body: Body) -> Result<Response,
         };
         if let Some((name, w)) = write {
             let view = current_view(st).await?;
-            let known = registry_for(st, &view, q.ns.as_deref(), name);
-            let registry = crate::push::push_registry(known, &req.headers, name)?;
+            let registry = crate::push::push_registry(
+                st.opts.registry.as_deref(),
+                st.port,
+                &req.headers,
+                name,
+            )?;
             let reg2 = registry.clone();
             let visible = move |from: &str, d: &Digest| {
                 view.repo(&reg2, from).is_some_and(|r| r.blobs.contains(d))
@@ -524,7 +530,8 @@ async fn blob(
     // With --allow-push, a blob pushed (or mounted) to the repository is served before
     // a manifest references it, as Distribution's links are.
     let pushed = st.uploads.as_ref().and_then(|u| {
-        let reg = crate::push::push_registry(known.clone(), headers, name).ok()?;
+        let reg =
+            crate::push::push_registry(st.opts.registry.as_deref(), st.port, headers, name).ok()?;
         u.is_linked(&reg, name, digest).then_some(reg)
     });
     let linked = pushed.is_some();
