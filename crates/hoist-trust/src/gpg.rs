@@ -102,31 +102,88 @@ impl Keyring {
                 "the signed payload is larger than {MAX_PAYLOAD_SIZE} bytes"
             ));
         }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs())
+            .unwrap_or(0);
         for key in &self.keys {
-            if msg.verify(&key.primary_key).is_ok() {
-                return Ok(Verified {
-                    payload,
-                    fingerprint: hex(key.fingerprint().as_bytes()),
-                });
+            let fpr = hex(key.fingerprint().as_bytes());
+            let signed_by_primary = msg.verify(&key.primary_key).is_ok();
+            let signed_by_sub = || {
+                key.public_subkeys.iter().find(|sub| {
+                    sub.signatures.iter().any(|s| s.key_flags().sign())
+                        && sub.verify_bindings(&key.primary_key).is_ok()
+                        && msg.verify(&sub.key).is_ok()
+                })
+            };
+            let sub = if signed_by_primary {
+                None
+            } else {
+                signed_by_sub()
+            };
+            if !signed_by_primary && sub.is_none() {
+                continue;
             }
-            for sub in &key.public_subkeys {
-                let signing = sub.signatures.iter().any(|s| s.key_flags().sign());
-                if signing
-                    && sub.verify_bindings(&key.primary_key).is_ok()
-                    && msg.verify(&sub.key).is_ok()
+            // The signature verifies: the key (and the subkey that made it) must still be
+            // valid, as gpg would judge them.
+            if !key.details.revocation_signatures.is_empty() {
+                return Err(format!("signed by key {fpr}, which is revoked"));
+            }
+            let self_sigs = key
+                .details
+                .users
+                .iter()
+                .flat_map(|u| u.signatures.iter())
+                .chain(key.details.direct_signatures.iter());
+            if let Some(t) = expiry(key.primary_key.created_at(), self_sigs)
+                && t <= now
+            {
+                return Err(format!(
+                    "signed by key {fpr}, which expired at {t} (Unix time)"
+                ));
+            }
+            if let Some(sub) = sub {
+                let sfpr = hex(sub.key.fingerprint().as_bytes());
+                if sub
+                    .signatures
+                    .iter()
+                    .any(|s| s.typ() == Some(pgp::packet::SignatureType::SubkeyRevocation))
                 {
-                    return Ok(Verified {
-                        payload,
-                        fingerprint: hex(key.fingerprint().as_bytes()),
-                    });
+                    return Err(format!(
+                        "signed by subkey {sfpr} of {fpr}, which is revoked"
+                    ));
+                }
+                if let Some(t) = expiry(sub.key.created_at(), sub.signatures.iter())
+                    && t <= now
+                {
+                    return Err(format!(
+                        "signed by subkey {sfpr} of {fpr}, which expired at {t} (Unix time)"
+                    ));
                 }
             }
+            return Ok(Verified {
+                payload,
+                fingerprint: fpr,
+            });
         }
         Err(format!(
             "not signed by any trusted key ({})",
             self.fingerprints().join(", ")
         ))
     }
+}
+
+/// When a key created at `created` expires, by its newest self-signature that says
+/// (`None`: never).
+fn expiry<'a>(
+    created: pgp::types::Timestamp,
+    sigs: impl Iterator<Item = &'a pgp::packet::Signature>,
+) -> Option<u64> {
+    let newest = sigs
+        .filter(|s| s.typ() != Some(pgp::packet::SignatureType::SubkeyRevocation))
+        .max_by_key(|s| s.created().map(|t| t.as_secs()).unwrap_or(0))?;
+    let d = newest.key_expiration_time()?.as_secs();
+    (d != 0).then(|| u64::from(created.as_secs()) + u64::from(d))
 }
 
 pub(crate) fn hex(b: &[u8]) -> String {

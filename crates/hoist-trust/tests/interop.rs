@@ -463,3 +463,92 @@ fn sigstore_signatures_made_by_openssl() {
     ]);
     assert!(String::from_utf8_lossy(&out).contains("Verified OK"));
 }
+
+/// A signature that verifies is still refused when its key has expired (made with gpg's
+/// --faked-system-time in 2020, valid for a day) or has been revoked (gpg's own revocation
+/// certificate imported), as gpg judges them.
+#[test]
+fn expired_and_revoked_keys_are_refused() {
+    require!(Need::Tool("gpg"));
+    let work = tempfile::tempdir().unwrap();
+    let w = |n: &str| -> PathBuf { work.path().join(n) };
+    let home = GpgHome::new();
+    let image = "127.0.0.1:5000/ns/app:1";
+    let manifest = br#"{"schemaVersion": 2}"#;
+    let digest = hoist_types::Digest::sha256_of(manifest);
+    let p = payload::build(
+        PayloadKind::SimpleSigning,
+        &digest,
+        &Named::parse(image).unwrap(),
+        Some(1),
+    );
+    std::fs::write(w("payload.json"), &p).unwrap();
+    let t = docker(image);
+    let sign = |fpr: &str, out: &str, faked: Option<&str>| {
+        let mut c = home.gpg();
+        if let Some(f) = faked {
+            c.args(["--faked-system-time", f]);
+        }
+        c.args(["--sign", "--local-user", fpr, "--output"])
+            .arg(w(out))
+            .arg(w("payload.json"));
+        home.run(c);
+        [ImageSignature::SimpleSigning(
+            std::fs::read(w(out)).unwrap(),
+        )]
+    };
+
+    // Expired.
+    let mut c = home.gpg();
+    c.args(["--faked-system-time", "20200101T000000", "--quick-gen-key"])
+        .args(["old <old@example.com>", "default", "default", "1d"]);
+    home.run(c);
+    let old = {
+        let mut c = home.gpg();
+        c.args(["--with-colons", "--list-keys", "old@example.com"]);
+        let out = String::from_utf8(home.run(c)).unwrap();
+        out.lines()
+            .find_map(|l| l.strip_prefix("fpr:"))
+            .map(|l| l.trim_matches(':').to_owned())
+            .unwrap()
+    };
+    home.export(&old, false, &w("old.gpg"));
+    let sigs = sign(&old, "old.sig", Some("20200101T010000"));
+    let msg = refusal(
+        &signed_by(&w("old.gpg"), "127.0.0.1:5000"),
+        &t,
+        manifest,
+        &sigs,
+    );
+    assert!(msg.contains("expired"), "{msg}");
+
+    // Revoked: a good signature first, then the key's revocation certificate imported.
+    let r = home.gen_key("r@example.com");
+    home.export(&r, false, &w("r.gpg"));
+    let sigs = sign(&r, "r.sig", None);
+    let e = evaluate(
+        &signed_by(&w("r.gpg"), "127.0.0.1:5000"),
+        &t,
+        manifest,
+        &sigs,
+    );
+    assert!(e.allowed(), "{e:?}");
+    let cert = std::fs::read_to_string(home.dir.path().join(format!("openpgp-revocs.d/{r}.rev")))
+        .unwrap()
+        .replace(
+            ":-----BEGIN PGP PUBLIC KEY BLOCK-----",
+            "-----BEGIN PGP PUBLIC KEY BLOCK-----",
+        );
+    std::fs::write(w("r.rev"), cert).unwrap();
+    let mut c = home.gpg();
+    c.arg("--import").arg(w("r.rev"));
+    home.run(c);
+    home.export(&r, false, &w("r-revoked.gpg"));
+    let msg = refusal(
+        &signed_by(&w("r-revoked.gpg"), "127.0.0.1:5000"),
+        &t,
+        manifest,
+        &sigs,
+    );
+    assert!(msg.contains("revoked"), "{msg}");
+}
