@@ -21,7 +21,9 @@
 //! - [`archive`]: arbitrary bytes as a `docker save` archive through `hoist-transport`'s
 //!   reader: image IDs, layer/diff ID counts, clean entry names inside the archive, tags
 //!   that select their image, layers that match their diff IDs and sizes, and a
-//!   synthesised manifest that reads back.
+//!   synthesised manifest that reads back;
+//! - [`trust`](mod@trust): policy files, signature payloads, registries.d files, OpenPGP
+//!   messages and cosign signatures, as read from untrusted stores.
 //!
 //! Nothing but `fuzz/` and this crate's tests depend on it, so fuzz code never reaches a
 //! release build.
@@ -32,6 +34,7 @@ pub mod layer;
 pub mod manifest;
 pub mod reference;
 pub mod scratch;
+pub mod trust;
 
 /// A fuzz target: its name (the directory under `fuzz/corpus/`) and its check.
 #[derive(Debug, Clone, Copy)]
@@ -63,6 +66,10 @@ pub const TARGETS: &[Target] = &[
     Target {
         name: "docker_archive",
         check: archive::check,
+    },
+    Target {
+        name: "trust",
+        check: trust::check,
     },
 ];
 

@@ -73,11 +73,23 @@ fn docker_archive() {
     replay("docker_archive");
 }
 
+#[test]
+fn trust() {
+    replay("trust");
+}
+
 /// Every directory of inputs belongs to a target, and every target has a test above, so
 /// no input is silently skipped.
 #[test]
 fn every_input_directory_is_replayed() {
-    let tested = ["reference", "manifest", "config", "layer", "docker_archive"];
+    let tested = [
+        "reference",
+        "manifest",
+        "config",
+        "layer",
+        "docker_archive",
+        "trust",
+    ];
     for t in TARGETS {
         assert!(
             tested.contains(&t.name),
