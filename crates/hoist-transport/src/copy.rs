@@ -492,6 +492,28 @@ impl Engine<'_> {
         if let Some(bytes) = self.dst.reuse(desc).await? {
             return Ok((bytes, None));
         }
+        if let Some(fetcher) = self.src.blob_fetcher() {
+            // A registry: read through its sources, to learn which one served it (the
+            // engine announces the blob when it moves it).
+            let (bytes, fetched) = fetcher.read_small(desc, &hoist_types::NoProgress).await?;
+            let mut h = hoist_types::Hasher::new(desc.digest.algorithm());
+            h.update(&bytes);
+            let actual = h.finish();
+            if bytes.len() as u64 != desc.size || actual != desc.digest {
+                return Err(TransportError::DigestMismatch {
+                    what: format!(
+                        "config {} from {} ({} bytes, {} declared)",
+                        desc.digest,
+                        fetched.endpoint,
+                        bytes.len(),
+                        desc.size
+                    ),
+                    expected: desc.digest.clone(),
+                    actual,
+                });
+            }
+            return Ok((bytes, Some(fetched.endpoint)));
+        }
         let stream = self.src.get_blob(desc).await?;
         let d = desc.clone();
         blocking(move || {

@@ -47,8 +47,38 @@ pub struct Args {
     pub trust: crate::cmd::verify::TrustArgs,
 }
 
+/// Cap glibc's malloc arenas at one, for the commands that move blobs (`pull`, `copy`).
+///
+/// glibc gives each thread that allocates its own arena (up to 8 per core) and keeps what
+/// is freed there; a transfer touches many threads (the runtime's workers receive network
+/// chunks, a blocking thread per blob hashes and writes them), so every arena ends up
+/// holding its own high-water mark of freed buffers. One arena shares them: the peak RSS
+/// of the bench's 6-layer pull goes from 32–35 to 28–32 MiB, with no measurable change in
+/// time (the allocations are few and large: one per network read). Threads that already
+/// have an arena (the runtime's workers) keep it; later ones share.
+// The one unsafe call of the binary: an FFI declaration and call of glibc's mallopt.
+#[allow(unsafe_code)]
+pub(crate) fn cap_malloc_arenas() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    {
+        unsafe extern "C" {
+            fn mallopt(param: std::ffi::c_int, value: std::ffi::c_int) -> std::ffi::c_int;
+        }
+        /// glibc's `M_ARENA_MAX` (malloc.h).
+        const M_ARENA_MAX: std::ffi::c_int = -8;
+        // SAFETY: the declaration is glibc's prototype (`int mallopt(int param, int
+        // value)`, malloc.h), and this target links glibc. mallopt only sets a tunable of
+        // the allocator (under its own lock, so other threads may allocate meanwhile) and
+        // reads no memory of ours; a refused value returns 0, which leaves the default.
+        unsafe {
+            mallopt(M_ARENA_MAX, 1);
+        }
+    }
+}
+
 /// Run it.
 pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
+    cap_malloc_arenas();
     let reference = Reference::parse(
         a.reference
             .strip_prefix("docker://")

@@ -142,6 +142,32 @@ impl BlobFetcher {
         Ok(stream)
     }
 
+    /// A small blob (a config) read whole, with what reading it took (the URL that served
+    /// it: a source that failed was handed over from). Unverified: the caller checks size
+    /// and digest. `progress` gets the reader's events (a `BlobStart` announced as a
+    /// layer's: pass [`NoProgress`] when the caller announces the blob itself).
+    pub(crate) async fn read_small(
+        &self,
+        desc: &Descriptor,
+        progress: &dyn Progress,
+    ) -> Result<(Vec<u8>, Fetched), TransportError> {
+        let buf = Arc::new(std::sync::Mutex::new(Vec::with_capacity(
+            desc.size as usize,
+        )));
+        let (b, limit) = (buf.clone(), desc.size);
+        let fetched = self
+            .read_into(desc, 0, progress, move |chunk: Bytes| {
+                let mut b = b.lock().unwrap_or_else(|p| p.into_inner());
+                // Never more than declared (the caller's check then fails on the size).
+                let room = (limit + 1).saturating_sub(b.len() as u64) as usize;
+                b.extend_from_slice(&chunk[..chunk.len().min(room)]);
+                true
+            })
+            .await?;
+        let bytes = std::mem::take(&mut *buf.lock().unwrap_or_else(|p| p.into_inner()));
+        Ok((bytes, fetched))
+    }
+
     /// The sources read from.
     pub(crate) fn sources(&self) -> &Sources {
         &self.sources
