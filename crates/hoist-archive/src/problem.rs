@@ -18,7 +18,7 @@ pub enum ArchiveProblem {
         /// What is wrong.
         source: UnpackError,
     },
-    /// More headers than [`MAX_ENTRIES`].
+    /// More headers than [`MAX_ENTRIES`](crate::MAX_ENTRIES).
     #[error("more than {limit} entries")]
     TooManyEntries {
         /// The limit.

@@ -3,7 +3,7 @@
 //! copied, so a refused image leaves the store and the destination as they were.
 //!
 //! The signatures come from the source itself: simple-signing signatures its transport
-//! keeps (`dir:` `signature-N` files, [`ImageSource::get_signatures`]) and the cosign
+//! keeps (`dir:` `signature-N` files, [`ImageSource::get_signatures`](crate::transports::ImageSource::get_signatures)) and the cosign
 //! `sha256-<hex>.sig` tag of its repository (each layer of that manifest is a payload, its
 //! `dev.cosignproject.cosign/signature` annotation the signature), and OCI 1.1 referrers of
 //! the manifest whose `artifactType` is cosign's signature type (same layers), where the
