@@ -113,6 +113,13 @@ fn error_chain(e: &anyhow::Error) -> String {
 }
 
 fn run(command: Command, g: &GlobalArgs) -> anyhow::Result<()> {
+    // Before the runtime's threads exist, so they share the one arena too.
+    if matches!(
+        command,
+        Command::Pull(_) | Command::Copy(_) | Command::Push(_)
+    ) {
+        cmd::pull::cap_malloc_arenas();
+    }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

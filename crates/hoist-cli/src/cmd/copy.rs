@@ -83,7 +83,6 @@ pub async fn copy_refs(
     g: &GlobalArgs,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(flags.jobs >= 1, "-j must be at least 1");
-    crate::cmd::pull::cap_malloc_arenas();
     let platform = match &flags.platform {
         Some(p) => p.parse::<Platform>()?,
         None => Platform::host(),

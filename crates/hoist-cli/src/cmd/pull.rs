@@ -47,15 +47,15 @@ pub struct Args {
     pub trust: crate::cmd::verify::TrustArgs,
 }
 
-/// Cap glibc's malloc arenas at one, for the commands that move blobs (`pull`, `copy`).
+/// Cap glibc's malloc arenas at one, for the commands that move blobs (`pull`, `copy`,
+/// `push`; called by `main` before the runtime starts).
 ///
 /// glibc gives each thread that allocates its own arena (up to 8 per core) and keeps what
 /// is freed there; a transfer touches many threads (the runtime's workers receive network
 /// chunks, a blocking thread per blob hashes and writes them), so every arena ends up
 /// holding its own high-water mark of freed buffers. One arena shares them: the peak RSS
 /// of the bench's 6-layer pull goes from 32–35 to 28–32 MiB, with no measurable change in
-/// time (the allocations are few and large: one per network read). Threads that already
-/// have an arena (the runtime's workers) keep it; later ones share.
+/// time (the allocations are few and large: one per network read).
 // The one unsafe call of the binary: an FFI declaration and call of glibc's mallopt.
 #[allow(unsafe_code)]
 pub(crate) fn cap_malloc_arenas() {
@@ -78,7 +78,6 @@ pub(crate) fn cap_malloc_arenas() {
 
 /// Run it.
 pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
-    cap_malloc_arenas();
     let reference = Reference::parse(
         a.reference
             .strip_prefix("docker://")
