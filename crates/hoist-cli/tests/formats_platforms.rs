@@ -50,13 +50,19 @@ impl Env {
         out
     }
 
+    /// Runs a command that must fail; the store's images are as they were and `hoist
+    /// fsck` finds it clean.
     fn fails(&self, args: &[&str]) -> String {
+        let before = self.ok(&["images", "--format", "json"]).stdout;
         let out = self.run(args);
         assert!(
             !out.status.success(),
             "hoist {args:?} succeeded but should fail:\n{}",
             String::from_utf8_lossy(&out.stderr)
         );
+        let after = self.ok(&["images", "--format", "json"]).stdout;
+        assert_eq!(before, after, "hoist {args:?} changed the store's images");
+        support::assert_fsck_clean(self.dir.path(), &support::store(self.dir.path()));
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
@@ -513,6 +519,7 @@ fn no_matching_platform_lists_every_entry_and_why() {
             bogus.digest
         )),
     );
+    assert!(!env.path("y").join("index.json").exists());
 }
 
 #[test]

@@ -95,6 +95,7 @@ fn pull_trusts_the_guide_certificate_given_with_cert_dir() {
         "{err}"
     );
     assert!(!stored_digests(dir.path()).contains(&digest));
+    support::assert_fsck_clean(dir.path(), &support::store(dir.path()));
 
     let out = support::hoist(dir.path())
         .args(pull_args(dir.path(), &reference))
@@ -164,4 +165,6 @@ fn pull_trusts_the_guide_certificate_copied_to_etc_docker_certs_d() {
         "{}",
         text(&out)
     );
+    assert!(!stored_digests(dir2.path()).contains(&digest));
+    support::assert_fsck_clean(dir2.path(), &support::store(dir2.path()));
 }
