@@ -47,7 +47,7 @@ use hoist_types::{
 use super::local;
 use super::{
     ArchiveSelector, BlobLocation, BlobStream, Committed, DestinationCaps, ImageDestination,
-    ImageSource, ManifestFormat, ManifestRef, ManifestTarget, RawManifest, STREAM_CHUNK,
+    ImageSource, ManifestFormat, ManifestRef, ManifestTarget, RawManifest, STREAM_CHUNK, Staged,
     raw_manifest,
 };
 use crate::{TransportError, blocking};
@@ -223,7 +223,7 @@ pub struct DockerArchiveDestination {
     /// `commit` finishes the archive (a `docker-archive:` destination); else it adds the
     /// image to the archive its [`DockerArchiveWriter`] finishes.
     whole: bool,
-    top: Mutex<Option<RawManifest>>,
+    staged: Staged,
 }
 
 /// A docker-archive of several images and tags, as `docker save` writes: the copy engine
@@ -251,7 +251,7 @@ impl DockerArchiveWriter {
             writer: self.writer.clone(),
             tags,
             whole: false,
-            top: Mutex::default(),
+            staged: Staged::new(),
         }
     }
 
@@ -342,7 +342,7 @@ impl DockerArchiveDestination {
             writer: Arc::new(Writer::create(ArchiveTarget::Path(file)).await?),
             tags: tag.into_iter().collect(),
             whole: true,
-            top: Mutex::default(),
+            staged: Staged::new(),
         })
     }
 }
@@ -563,34 +563,15 @@ impl ImageDestination for DockerArchiveDestination {
             });
         }
         plan(manifest, &self.describe())?;
-        *self.top.lock().unwrap_or_else(|p| p.into_inner()) = Some(manifest.clone());
+        self.staged.record(manifest, target);
         Ok(())
-    }
-
-    async fn put_signatures(
-        &self,
-        instance: &Digest,
-        signatures: &[Vec<u8>],
-    ) -> Result<(), TransportError> {
-        super::refuse_signatures(
-            self.describe(),
-            instance,
-            signatures,
-            "a docker-archive keeps no simple-signing signatures",
-        )
     }
 
     /// Check the image (its layers are the config's diff IDs, all in the tar) and add it
     /// to the archive; a whole-archive destination then finishes and publishes it.
     async fn commit(self) -> Result<Committed, TransportError> {
         let location = self.describe();
-        let top = self
-            .top
-            .into_inner()
-            .unwrap_or_else(|p| p.into_inner())
-            .ok_or_else(|| TransportError::Unsupported {
-                what: format!("{location}: commit without a manifest"),
-            })?;
+        let top = self.staged.take().take_top(&location)?;
         let digest = top.digest.clone();
         let (config_desc, layers) = plan(&top, &location)?;
         {

@@ -39,7 +39,7 @@ use super::docker_archive::{ArchiveOut, ArchiveTarget, open_slots, publish_slots
 use super::oci::{OCI_LAYOUT, updated_index};
 use super::{
     BlobLocation, BlobStream, Committed, DestinationCaps, ImageDestination, ImageSource,
-    ManifestFormat, ManifestRef, ManifestTarget, RawManifest, raw_manifest,
+    ManifestFormat, ManifestRef, ManifestTarget, RawManifest, Staged, raw_manifest,
 };
 use crate::{TransportError, blocking};
 
@@ -182,15 +182,7 @@ pub struct OciArchiveDestination {
     /// `commit` finishes the archive (an `oci-archive:` destination); else it adds the
     /// image to the archive its [`OciArchiveWriter`] finishes.
     whole: bool,
-    staged: Mutex<Staged>,
-}
-
-/// What one image's destination has taken: the top manifest, and manifests put under
-/// extra tags.
-#[derive(Debug, Default)]
-struct Staged {
-    top: Option<RawManifest>,
-    tags: Vec<(String, RawManifest)>,
+    staged: Staged,
 }
 
 /// An oci-archive of several images and names (`hoist save --format oci-archive`): the
@@ -227,7 +219,7 @@ impl OciArchiveWriter {
             names,
             entry,
             whole: false,
-            staged: Mutex::default(),
+            staged: Staged::new(),
         }
     }
 
@@ -333,12 +325,8 @@ impl OciArchiveDestination {
             names: name.into_iter().collect(),
             entry: Descriptor::new(MediaType::OciManifest, Digest::sha256_of(b""), 0),
             whole: true,
-            staged: Mutex::default(),
+            staged: Staged::new(),
         })
-    }
-
-    fn staged(&self) -> MutexGuard<'_, Staged> {
-        self.staged.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     /// The `index.json` entry for manifest `m`: its descriptor with this image's
@@ -418,36 +406,16 @@ impl ImageDestination for OciArchiveDestination {
             self.writer.settle(&manifest.digest, r.is_ok());
             r?;
         }
-        let mut st = self.staged();
-        match target {
-            ManifestTarget::Top => st.top = Some(manifest.clone()),
-            ManifestTarget::Instance => {}
-            ManifestTarget::Tag(t) => st.tags.push((t.clone(), manifest.clone())),
-        }
+        self.staged.record(manifest, target);
         Ok(())
-    }
-
-    async fn put_signatures(
-        &self,
-        instance: &Digest,
-        signatures: &[Vec<u8>],
-    ) -> Result<(), TransportError> {
-        super::refuse_signatures(
-            self.describe(),
-            instance,
-            signatures,
-            "an OCI archive keeps no simple-signing signatures",
-        )
     }
 
     /// Add the image's entries to `index.json` (a name given again moves to this
     /// image); a whole-archive destination then writes `index.json` and publishes.
     async fn commit(self) -> Result<Committed, TransportError> {
         let location = self.describe();
-        let st = std::mem::take(&mut *self.staged());
-        let top = st.top.ok_or_else(|| TransportError::Unsupported {
-            what: format!("{location}: commit without a manifest"),
-        })?;
+        let mut st = self.staged.take();
+        let top = st.take_top(&location)?;
         let digest = top.digest.clone();
         {
             let mut w = self.writer.state();
