@@ -27,6 +27,7 @@ pub mod ext4;
 mod mkfs;
 mod mounted;
 mod size;
+mod source;
 pub mod tools;
 pub mod verity;
 

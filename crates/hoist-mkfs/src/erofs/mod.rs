@@ -40,13 +40,7 @@ use crate::verity::derive;
 use format::{B, BLOCK, InodeFields, SuperBlock, ft};
 
 /// Which tree of an image to write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum ErofsSource {
-    /// All layers, whiteouts applied (the key is the top chain ID).
-    Flattened,
-    /// Layer `i` (base 0) alone in overlayfs form (the key is its diff ID).
-    Layer(usize),
-}
+pub use crate::source::TreeSource as ErofsSource;
 
 /// Writes an erofs image of `image` at `out` (created or truncated) from the layer blobs
 /// in `store`; returns its size in bytes.
@@ -58,30 +52,7 @@ pub fn build_erofs(
     limits: &Limits,
     progress: &dyn Progress,
 ) -> Result<u64, MkfsError> {
-    let (tree, key) = match source {
-        ErofsSource::Flattened => (
-            FsTree::flattened(store, image, limits, progress)?,
-            format!(
-                "flat:{}",
-                image
-                    .chain_ids
-                    .last()
-                    .map(|d| d.to_string())
-                    .unwrap_or_default()
-            ),
-        ),
-        ErofsSource::Layer(i) => (
-            FsTree::layer(store, image, i, limits, progress)?,
-            format!(
-                "layer:{}",
-                image
-                    .diff_ids
-                    .get(i)
-                    .map(|d| d.to_string())
-                    .unwrap_or_default()
-            ),
-        ),
-    };
+    let (tree, key) = source.tree(store, image, limits, progress)?;
     // Pass 2 on every core (up to 4): each layer's data goes to its own blocks.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     write_erofs(&tree, out, key.as_bytes(), |make_sink| {

@@ -73,13 +73,7 @@ impl Default for Ext4Options {
 }
 
 /// Which tree of an image to write.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Ext4Source {
-    /// All layers, whiteouts applied (the key is the top chain ID).
-    Flattened,
-    /// Layer `i` (base 0) alone in overlayfs form (the key is its diff ID).
-    Layer(usize),
-}
+pub use crate::source::TreeSource as Ext4Source;
 
 /// Writes an ext4 image of `image` at `out` (created or truncated) from the layer blobs in
 /// `store`; returns its size in bytes.
@@ -92,30 +86,7 @@ pub fn build_ext4(
     limits: &Limits,
     progress: &dyn Progress,
 ) -> Result<u64, MkfsError> {
-    let (tree, key) = match source {
-        Ext4Source::Flattened => (
-            FsTree::flattened(store, image, limits, progress)?,
-            format!(
-                "flat:{}",
-                image
-                    .chain_ids
-                    .last()
-                    .map(|d| d.to_string())
-                    .unwrap_or_default()
-            ),
-        ),
-        Ext4Source::Layer(i) => (
-            FsTree::layer(store, image, i, limits, progress)?,
-            format!(
-                "layer:{}",
-                image
-                    .diff_ids
-                    .get(i)
-                    .map(|d| d.to_string())
-                    .unwrap_or_default()
-            ),
-        ),
-    };
+    let (tree, key) = source.tree(store, image, limits, progress)?;
     write_ext4(&tree, out, opts, key.as_bytes(), |sink| {
         tree.stream_data(store, image, limits, progress, sink)
     })

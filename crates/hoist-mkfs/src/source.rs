@@ -1,0 +1,43 @@
+//! Which tree of an image a native writer (ext4, erofs) writes, and the key its
+//! deterministic UUID, hash seed and salt are derived from.
+
+use hoist_store::{ImageRecord, Store};
+use hoist_types::Progress;
+use hoist_unpack::Limits;
+use hoist_unpack::tree::FsTree;
+
+use crate::MkfsError;
+
+/// Which tree of an image to write (`ext4::Ext4Source` and `erofs::ErofsSource` name it).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TreeSource {
+    /// All layers, whiteouts applied (the key is the top chain ID).
+    Flattened,
+    /// Layer `i` (base 0) alone in overlayfs form (the key is its diff ID).
+    Layer(usize),
+}
+
+impl TreeSource {
+    /// Builds the tree (pass 1) and its key: `flat:<top chain ID>` or `layer:<diff ID>`.
+    pub(crate) fn tree(
+        self,
+        store: &Store,
+        image: &ImageRecord,
+        limits: &Limits,
+        progress: &dyn Progress,
+    ) -> Result<(FsTree, String), MkfsError> {
+        let key = |kind: &str, d: Option<&hoist_types::Digest>| {
+            format!("{kind}:{}", d.map(ToString::to_string).unwrap_or_default())
+        };
+        Ok(match self {
+            TreeSource::Flattened => (
+                FsTree::flattened(store, image, limits, progress)?,
+                key("flat", image.chain_ids.last()),
+            ),
+            TreeSource::Layer(i) => (
+                FsTree::layer(store, image, i, limits, progress)?,
+                key("layer", image.diff_ids.get(i)),
+            ),
+        })
+    }
+}
