@@ -309,17 +309,20 @@ pub fn recompress(
         let what = what.to_owned();
         move |source| TransportError::Io { what, source }
     };
-    let reader: Box<dyn Read> = match from {
-        Compression::None => Box::new(input),
-        Compression::Gzip => Box::new(flate2::read::MultiGzDecoder::new(input)),
-        Compression::Zstd => Box::new(
-            zstd::stream::read::Decoder::new(input).map_err(io_err(&format!("zstd {what}")))?,
-        ),
-    };
-    let mut plain = DiffIdReader {
-        inner: reader,
-        hasher: Hasher::new(diff_id.map_or(hoist_types::Algorithm::Sha256, Digest::algorithm)),
-    };
+    // The one layer decoder: hoist-unpack's, with its limits on the decompressed size and
+    // the zstd window (the layer is untrusted input), hashing the diff ID as it reads.
+    let algorithm = diff_id.map_or(hoist_types::Algorithm::Sha256, Digest::algorithm);
+    let mut plain = hoist_unpack::LayerStream::with_compression(
+        input,
+        from,
+        algorithm,
+        &hoist_unpack::Limits::default(),
+        &hoist_types::NoProgress,
+    )
+    .map_err(|e| TransportError::Io {
+        what: format!("decompressing {what}"),
+        source: io::Error::other(e),
+    })?;
     let file = tempfile::tempfile_in(tmp_dir).map_err(io_err(&format!(
         "creating a temp file in {}",
         tmp_dir.display()
@@ -345,7 +348,10 @@ pub fn recompress(
             enc.finish().map_err(io_err(&ctx))?;
         }
     }
-    let actual = plain.hasher.finish();
+    let (actual, _) = plain.finish(false).map_err(|e| TransportError::Io {
+        what: format!("decompressing {what}"),
+        source: io::Error::other(e),
+    })?;
     if let Some(d) = diff_id
         && &actual != d
     {
@@ -366,19 +372,6 @@ pub fn recompress(
         digest: hasher.finish(),
         size: n,
     })
-}
-
-struct DiffIdReader<R> {
-    inner: R,
-    hasher: Hasher,
-}
-
-impl<R: Read> Read for DiffIdReader<R> {
-    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        let n = self.inner.read(buf)?;
-        self.hasher.update(&buf[..n]);
-        Ok(n)
-    }
 }
 
 /// Compress one block as raw deflate; all but the last end on a byte boundary with a

@@ -261,6 +261,21 @@ impl<'p, R: Read> LayerStream<'p, R> {
         Self::with_codec(buffered, Codec::from(declared), algorithm, limits)
     }
 
+    /// Opens `blob` compressed with `compression`, without checking its magic bytes (a
+    /// caller that converts a layer it has already verified, such as a recompressing
+    /// copy): the same decoders, limits (decompressed size, zstd window) and diff ID
+    /// hashing as [`LayerStream::open`].
+    pub fn with_compression(
+        blob: R,
+        compression: Compression,
+        algorithm: Algorithm,
+        limits: &Limits,
+        progress: &'p dyn Progress,
+    ) -> Result<LayerStream<'p, R>, UnpackError> {
+        let buffered = Self::buffered(blob, None, progress)?;
+        Self::with_codec(buffered, Codec::from(compression), algorithm, limits)
+    }
+
     /// Opens `blob` of unknown compression, detected from its first bytes: gzip, zstd,
     /// bzip2, xz or none (docker-archive layers, whole archives). A compression hoist does
     /// not decode is refused with [`UnpackError::UnsupportedCompression`]. Otherwise as
