@@ -562,7 +562,9 @@ impl Engine<'_> {
         // Every transfer started is awaited, also after one failed (later ones then do not
         // start): a transfer dropped mid-way would leave its blocking writer running after
         // the copy returned, into a destination that is being cleaned up.
-        let sem = Semaphore::new(self.opts.jobs.max(1));
+        // A destination that lays blobs out as they arrive gets them one at a time.
+        let jobs = if self.caps.ordered { 1 } else { self.opts.jobs };
+        let sem = Semaphore::new(jobs.max(1));
         let failed = std::sync::atomic::AtomicBool::new(false);
         let futures = unique.iter().map(|&i| {
             let (l, r, diff_id) = &plan[i];

@@ -164,10 +164,10 @@ pub async fn save_images(
     }
     let mut opts = opts.clone();
     opts.temp_dir.get_or_insert_with(|| target.temp_dir());
-    // One blob at a time: entries land in the order the images and their layers are
-    // listed, so the same images give the same archive bytes on every run (and on a
-    // stream as in a file), as `docker save` does.
-    opts.jobs = 1;
+    // The archive destinations are `ordered`: the engine sends their blobs one at a time,
+    // so entries land in the order the images and their layers are listed and the same
+    // images give the same archive bytes on every run (and on a stream as in a file), as
+    // `docker save` does.
     let open = |img: &SaveImage| HoistSource::open(store.clone(), img.query.clone());
     match format {
         ArchiveFormat::DockerArchive => {

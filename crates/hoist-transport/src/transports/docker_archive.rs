@@ -486,6 +486,7 @@ impl ImageDestination for DockerArchiveDestination {
             format: Some(ManifestFormat::V2s2),
             default_format: None,
             layer_compression: Some(Compression::None),
+            ordered: true,
         }
     }
 

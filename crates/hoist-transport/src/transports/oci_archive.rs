@@ -349,6 +349,7 @@ impl ImageDestination for OciArchiveDestination {
     fn capabilities(&self) -> DestinationCaps {
         DestinationCaps {
             default_format: Some(ManifestFormat::Oci),
+            ordered: true,
             ..DestinationCaps::default()
         }
     }

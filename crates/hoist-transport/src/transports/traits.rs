@@ -261,6 +261,10 @@ pub struct DestinationCaps {
     pub default_format: Option<ManifestFormat>,
     /// It stores layers only with this compression (`None`: as they come).
     pub layer_compression: Option<Compression>,
+    /// It lays blobs out in the order they arrive (an archive's tar entries), so the
+    /// engine sends them one at a time, in manifest order: the same image gives the same
+    /// bytes on every run.
+    pub ordered: bool,
 }
 
 impl Default for DestinationCaps {
@@ -271,6 +275,7 @@ impl Default for DestinationCaps {
             format: None,
             default_format: None,
             layer_compression: None,
+            ordered: false,
         }
     }
 }
