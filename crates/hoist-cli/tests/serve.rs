@@ -1447,3 +1447,70 @@ fn allow_push_an_index_with_skopeo_all_and_copy_it_back_byte_identical() {
     }
     support::assert_fsck_clean(dir, &env.store());
 }
+
+/// `hoist gc` beside `hoist serve`: an image removed while one of its blobs is being
+/// downloaded keeps that blob until the download ends (the request holds the server's
+/// lease), the client gets every byte, and once the server is gone the same gc frees it.
+#[test]
+fn gc_beside_serve_keeps_a_blob_being_served_and_frees_it_after() {
+    require!(Need::Peer(Peer::Registry), Need::Peer(Peer::Skopeo));
+    let env = Env::new();
+    // A 24 MiB incompressible layer: far more than the socket buffers hold, so the
+    // request stays open while the client does not read.
+    let spec = images::ImageSpec::oci().layer(images::LayerSpec::gzip([
+        images::Entry::dir("data"),
+        images::Entry::random_file("data/big.bin", 24 << 20, 7),
+    ]));
+    let mut reg = Registry::plain();
+    let built = skopeo::push_spec(&spec, &reg, "ns/big:1").unwrap();
+    let reference = reg.image_ref("ns/big:1");
+    env.ok(&["--quiet", "pull", &reference]);
+    reg.kill();
+    let layer = &built.layers[0].blob;
+    let (alg, hex) = layer.digest.split_once(':').unwrap();
+    let stored = env.store().join("blobs").join(alg).join(hex);
+    assert!(stored.exists());
+
+    let mut srv = env.serve(&[]);
+    let mut s = std::net::TcpStream::connect(&srv.addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(60))).unwrap();
+    write!(
+        s,
+        "GET /v2/ns/big/blobs/{} HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        layer.digest, srv.addr
+    )
+    .unwrap();
+    let mut got = Vec::new();
+    let mut buf = vec![0u8; 64 * 1024];
+    // The headers and the first bytes of the body, then the client stops reading.
+    while !got.windows(4).any(|w| w == b"\r\n\r\n") {
+        let n = s.read(&mut buf).unwrap();
+        assert!(n > 0, "the server closed before the headers");
+        got.extend_from_slice(&buf[..n]);
+    }
+
+    env.ok(&["rmi", &reference]);
+    env.ok(&["gc"]);
+    assert!(
+        stored.exists(),
+        "gc removed a blob while hoist serve was sending it"
+    );
+
+    // The client reads the rest: every byte, the right digest.
+    s.read_to_end(&mut got).unwrap();
+    let split = got.windows(4).position(|w| w == b"\r\n\r\n").unwrap() + 4;
+    let head = String::from_utf8_lossy(&got[..split]).to_string();
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert_eq!(got.len() - split, layer.size as usize);
+    assert_eq!(sha256_digest(&got[split..]), layer.digest);
+    assert!(srv.is_running());
+
+    // The server's lease is what kept it: with the server gone, gc frees the blob.
+    drop(srv);
+    env.ok(&["gc"]);
+    assert!(
+        !stored.exists(),
+        "gc kept a blob no image and no live lease needs"
+    );
+    support::assert_fsck_clean(env.dir.path(), &env.store());
+}
