@@ -45,11 +45,12 @@ pub const MAX_LOAD_LAYERS: usize = 512;
 #[derive(Debug, thiserror::Error)]
 pub enum ArchiveError {
     /// An archive that is malformed, unsafe or over a limit.
-    #[error("{archive}: {problem}")]
+    #[error("{archive}")]
     Bad {
         /// The archive's path.
         archive: String,
         /// What is wrong, naming the entry (boxed: it is large and rare).
+        #[source]
         problem: Box<ArchiveProblem>,
     },
     /// No entry of an index in the archive fits the wanted platform.
@@ -61,7 +62,7 @@ pub enum ArchiveError {
         choice: Box<hoist_types::NoPlatformMatch>,
     },
     /// Local I/O failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done, naming the file or entry.
         what: String,

@@ -8,10 +8,10 @@ use hoist_unpack::UnpackError;
 #[non_exhaustive]
 pub enum ArchiveProblem {
     /// The tar stream itself is invalid or unsafe (the parser's verdict).
-    #[error("invalid tar: {0}")]
+    #[error("invalid tar")]
     Tar(#[from] UnpackError),
     /// A layer that cannot be read (bad compression, over the size limit).
-    #[error("{entry}: {source}")]
+    #[error("{entry}")]
     Layer {
         /// The path.
         entry: String,
@@ -65,7 +65,7 @@ pub enum ArchiveProblem {
         limit: u64,
     },
     /// JSON that does not parse into what the format says.
-    #[error("{entry}: invalid JSON: {source}")]
+    #[error("{entry}: invalid JSON")]
     Json {
         /// The path.
         entry: String,
@@ -73,7 +73,7 @@ pub enum ArchiveProblem {
         source: serde_json::Error,
     },
     /// A document that parses but is invalid (a bad digest, media type, config ...).
-    #[error("{entry}: {source}")]
+    #[error("{entry}")]
     Document {
         /// The path.
         entry: String,
@@ -151,7 +151,7 @@ pub enum ArchiveProblem {
         reason: &'static str,
     },
     /// The whole archive is compressed, and could not be decompressed.
-    #[error("decompressing the archive: {source}")]
+    #[error("decompressing the archive")]
     Decompress {
         /// What went wrong (an unsupported compression, damage, the size limit).
         source: UnpackError,

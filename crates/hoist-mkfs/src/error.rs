@@ -34,7 +34,7 @@ pub enum MkfsError {
         stderr: String,
     },
     /// A program could not be started.
-    #[error("cannot run {tool}: {source}")]
+    #[error("cannot run {tool}")]
     Spawn {
         /// The program.
         tool: &'static str,
@@ -42,7 +42,7 @@ pub enum MkfsError {
         source: io::Error,
     },
     /// A filesystem operation failed.
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}")]
     Io {
         /// What was being done.
         action: &'static str,
@@ -59,7 +59,7 @@ pub enum MkfsError {
     },
     /// The requested size cannot hold the tree.
     #[error(
-        "{size} bytes cannot hold the root filesystem of {image}: it needs about {needed} bytes (use --size auto)"
+        "{size} bytes cannot hold the root filesystem of {image}: it needs about {needed} bytes"
     )]
     TooSmall {
         /// The requested size.
@@ -90,7 +90,7 @@ pub enum MkfsError {
         reason: &'static str,
     },
     /// `--verity` was asked for a directory.
-    #[error("--verity needs an image format (ext4 or erofs), not a directory")]
+    #[error("dm-verity needs an image format (ext4 or erofs), not a directory")]
     VerityNeedsImage,
     /// Something needs root.
     #[error("{what} needs root: {why}")]

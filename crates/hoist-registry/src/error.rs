@@ -28,7 +28,7 @@ pub enum RegistryError {
         reason: &'static str,
     },
     /// The TCP connection or the request failed before a response arrived.
-    #[error("{method} {url}: connection failed: {source}")]
+    #[error("{method} {url}: connection failed")]
     Connect {
         /// Method.
         method: &'static str,
@@ -38,9 +38,7 @@ pub enum RegistryError {
         source: reqwest::Error,
     },
     /// A TLS failure, such as an untrusted or invalid certificate. Never downgraded to HTTP.
-    #[error(
-        "{url}: TLS error: {reason} (trust the registry's CA with --cert-dir or /etc/containers/certs.d/HOST/, or skip verification with --tls-verify=false)"
-    )]
+    #[error("{url}: TLS error: {reason} (the registry's certificate is not trusted or invalid)")]
     Tls {
         /// URL.
         url: String,
@@ -66,7 +64,7 @@ pub enum RegistryError {
         after: Duration,
     },
     /// Reading the body failed mid-way.
-    #[error("{url}: reading the body failed: {source}")]
+    #[error("{url}: reading the body failed")]
     Body {
         /// URL.
         url: String,
@@ -144,7 +142,7 @@ pub enum RegistryError {
         actual: Digest,
     },
     /// A manifest that cannot be parsed.
-    #[error("{url}: {source}")]
+    #[error("{url}")]
     Manifest {
         /// URL.
         url: String,
@@ -194,7 +192,7 @@ pub enum RegistryError {
         reason: String,
     },
     /// I/O on a credential file.
-    #[error("credentials file {path}: {source}")]
+    #[error("credentials file {path}")]
     AuthFileIo {
         /// The file.
         path: PathBuf,
@@ -254,7 +252,7 @@ pub enum RegistryError {
         message: String,
     },
     /// A transient failure that persisted through every retry the policy allows.
-    #[error("{source} (gave up after {attempts} attempts in {elapsed:.1?})")]
+    #[error("gave up after {attempts} attempts in {elapsed:.1?}")]
     GaveUp {
         /// Attempts made, the first included.
         attempts: u32,
@@ -327,7 +325,7 @@ pub enum RegistryError {
     /// one-shot reader or stream already read past the bytes kept for replay. Push from a
     /// file or a reopenable source to let hoist retry.
     #[error(
-        "{url}: pushing blob {digest} failed and cannot be retried: its source is a one-shot stream already read to byte {offset} (cause: {cause})"
+        "{url}: pushing blob {digest} failed and cannot be retried: its source is a one-shot stream already read to byte {offset}"
     )]
     NotReplayable {
         /// The upload URL.
@@ -354,7 +352,7 @@ pub enum RegistryError {
         message: String,
     },
     /// The client could not be built.
-    #[error("building the HTTP client for {registry}: {source}")]
+    #[error("building the HTTP client for {registry}")]
     ClientBuild {
         /// Registry.
         registry: String,

@@ -11,7 +11,7 @@ use hoist_types::{Digest, MediaType, Reference, TypeError};
 #[non_exhaustive]
 pub enum StoreError {
     /// A filesystem operation failed.
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}")]
     Io {
         /// What was being done (`"create directory"`, `"rename into"`, …).
         action: &'static str,
@@ -22,7 +22,7 @@ pub enum StoreError {
     },
     /// The store directory cannot be written (read-only filesystem or permissions).
     #[error(
-        "cannot write {path} ({source}): the store needs write access; choose a store directory you can write to"
+        "cannot write {path} (the store needs write access; choose a store directory you can write to)"
     )]
     NotWritable {
         /// The path that could not be written.
@@ -40,7 +40,7 @@ pub enum StoreError {
     },
     /// The filesystem holding the store is full (or a quota is exhausted).
     #[error(
-        "no space left to {action} {path} ({source}): free space on the store's filesystem, e.g. with `hoist gc`, and try again"
+        "no space left to {action} {path} (free space on the store's filesystem and try again)"
     )]
     NoSpace {
         /// What was being done.
@@ -125,7 +125,7 @@ pub enum StoreError {
         limit: u64,
     },
     /// A stored manifest, index or config cannot be parsed.
-    #[error("invalid {what} {digest}: {source}")]
+    #[error("invalid {what} {digest}")]
     InvalidDocument {
         /// `"manifest"`, `"index"` or `"config"`.
         what: &'static str,
@@ -201,7 +201,7 @@ pub enum StoreError {
         min: usize,
     },
     /// A string that is neither a reference, a digest nor an ID prefix.
-    #[error("{input:?} is neither an image reference nor an image ID: {source}")]
+    #[error("{input:?} is neither an image reference nor an image ID")]
     InvalidQuery {
         /// The input.
         input: String,

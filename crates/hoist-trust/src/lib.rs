@@ -34,7 +34,7 @@ pub use policy::{KeySource, Policy, PolicyTarget, Requirement, Scope};
 #[non_exhaustive]
 pub enum TrustError {
     /// A file could not be read.
-    #[error("reading {path}: {source}")]
+    #[error("reading {path}")]
     Io {
         /// The file.
         path: PathBuf,

@@ -58,7 +58,7 @@ pub enum TypeError {
         reason: &'static str,
     },
     /// A document that is not valid JSON of the expected shape.
-    #[error("invalid {what}: {source}")]
+    #[error("invalid {what}")]
     Json {
         /// What was parsed.
         what: &'static str,

@@ -21,7 +21,7 @@ pub(crate) fn show(p: &[u8]) -> String {
 #[non_exhaustive]
 pub enum UnpackError {
     /// An error inside one layer of an image, with the layer's position and digest.
-    #[error("layer {index} ({digest}): {source}")]
+    #[error("layer {index} ({digest})")]
     Layer {
         /// 1-based position, base first.
         index: usize,
@@ -32,7 +32,7 @@ pub enum UnpackError {
         source: Box<UnpackError>,
     },
     /// A filesystem operation on a host path (target, temp or cache directory) failed.
-    #[error("cannot {action} {path}: {source}")]
+    #[error("cannot {action} {path}")]
     Io {
         /// What was being done.
         action: &'static str,
@@ -42,7 +42,7 @@ pub enum UnpackError {
         source: io::Error,
     },
     /// A filesystem operation for one tar entry failed.
-    #[error("entry {path:?}: cannot {action}: {source}")]
+    #[error("entry {path:?}: cannot {action}")]
     EntryIo {
         /// The entry's path inside the image.
         path: String,
@@ -88,7 +88,7 @@ pub enum UnpackError {
         entry: Option<String>,
     },
     /// Reading or decompressing the layer stream failed (truncated or corrupt data).
-    #[error("cannot read the layer stream: {source}")]
+    #[error("cannot read the layer stream")]
     Stream {
         /// The decoder's error.
         #[source]
@@ -180,7 +180,7 @@ pub enum UnpackError {
     #[error(transparent)]
     Store(#[from] StoreError),
     /// The image config is invalid.
-    #[error("invalid image config {digest}: {source}")]
+    #[error("invalid image config {digest}")]
     Config {
         /// The config digest.
         digest: Digest,
@@ -189,7 +189,7 @@ pub enum UnpackError {
         source: TypeError,
     },
     /// Writing the flattened tar failed.
-    #[error("cannot write the tar stream: {source}")]
+    #[error("cannot write the tar stream")]
     Output {
         /// The writer's error.
         #[source]

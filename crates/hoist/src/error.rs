@@ -58,7 +58,7 @@ pub enum Error {
         reason: String,
     },
     /// A file the façade opens itself (an archive to load) could not be opened.
-    #[error("cannot open {}: {source}", path.display())]
+    #[error("cannot open {}", path.display())]
     Io {
         /// The path.
         path: std::path::PathBuf,
@@ -66,7 +66,7 @@ pub enum Error {
         source: std::io::Error,
     },
     /// The blocking client could not start its runtime.
-    #[error("cannot start the runtime of the blocking client: {0}")]
+    #[error("cannot start the runtime of the blocking client")]
     Runtime(#[source] std::io::Error),
     /// A worker thread panicked or was cancelled.
     #[error("internal task failed: {what}")]
