@@ -6,6 +6,7 @@
 mod cmd;
 mod opts;
 mod progress;
+mod report;
 
 use std::process::ExitCode;
 
@@ -89,27 +90,10 @@ fn main() -> ExitCode {
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("hoist: error: {}", error_chain(&e));
+            report::print(&e);
             ExitCode::FAILURE
         }
     }
-}
-
-/// The error and its causes joined with `: `, like `{:#}`, but skipping a cause whose text
-/// the message already holds: the libraries' errors print their source themselves.
-fn error_chain(e: &anyhow::Error) -> String {
-    let mut out = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if out.contains(&text) {
-            continue;
-        }
-        if !out.is_empty() {
-            out.push_str(": ");
-        }
-        out.push_str(&text);
-    }
-    out
 }
 
 fn run(command: Command, g: &GlobalArgs) -> anyhow::Result<()> {
@@ -150,31 +134,4 @@ fn run(command: Command, g: &GlobalArgs) -> anyhow::Result<()> {
             Command::Completions { .. } => unreachable!("handled before the runtime starts"),
         }
     })
-}
-
-#[cfg(test)]
-mod tests {
-    use super::error_chain;
-
-    #[derive(Debug)]
-    struct Outer(std::io::Error);
-    impl std::fmt::Display for Outer {
-        fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-            write!(f, "reading /x: {}", self.0)
-        }
-    }
-    impl std::error::Error for Outer {
-        fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-            Some(&self.0)
-        }
-    }
-
-    #[test]
-    fn causes_already_printed_are_skipped() {
-        let e =
-            anyhow::Error::new(Outer(std::io::Error::other("disk on fire"))).context("pulling a:b");
-        assert_eq!(error_chain(&e), "pulling a:b: reading /x: disk on fire");
-        let e = anyhow::anyhow!("inner").context("middle").context("outer");
-        assert_eq!(error_chain(&e), "outer: middle: inner");
-    }
 }
