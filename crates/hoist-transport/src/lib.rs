@@ -79,7 +79,7 @@ pub enum TransportError {
         actual: u64,
     },
     /// An image config that cannot be parsed or does not fit its manifest.
-    #[error("config {digest}: {source}")]
+    #[error("config {digest}")]
     InvalidConfig {
         /// The config's digest.
         digest: Digest,
@@ -87,7 +87,7 @@ pub enum TransportError {
         source: hoist_types::TypeError,
     },
     /// A registry served a blob whose bytes are not the descriptor's (digest or size).
-    #[error("{url}: {source}")]
+    #[error("{url}")]
     BadBlob {
         /// Where the bytes came from.
         url: String,
@@ -101,7 +101,7 @@ pub enum TransportError {
         digest: Digest,
     },
     /// Local I/O failed.
-    #[error("{what}: {source}")]
+    #[error("{what}")]
     Io {
         /// What was being done.
         what: String,
@@ -158,11 +158,12 @@ pub enum TransportError {
     },
     /// An archive (`docker-archive:`, `oci-archive:`) that is malformed, unsafe or over a
     /// limit.
-    #[error("{archive}: {problem}")]
+    #[error("{archive}")]
     BadArchive {
         /// The archive's path.
         archive: String,
         /// What is wrong, naming the entry (boxed: it is large and rare).
+        #[source]
         problem: Box<transports::ArchiveProblem>,
     },
     /// A worker task panicked or was cancelled.
