@@ -30,6 +30,8 @@ enum Command {
     Pull(cmd::pull::Args),
     /// Copy an image between any two places: `docker://`, `oci:`, `dir:`, `hoist:`, archives.
     Copy(cmd::copy::Args),
+    /// Copy many images: a repository's tags, or a skopeo-sync YAML/TOML file's images.
+    Sync(cmd::sync::Args),
     /// Push an image from the store to a registry (`hoist copy hoist:IMAGE docker://DEST`).
     Push(cmd::push::Args),
     /// List images in the local store.
@@ -100,7 +102,7 @@ fn run(command: Command, g: &GlobalArgs) -> anyhow::Result<()> {
     // Before the runtime's threads exist, so they share the one arena too.
     if matches!(
         command,
-        Command::Pull(_) | Command::Copy(_) | Command::Push(_)
+        Command::Pull(_) | Command::Copy(_) | Command::Push(_) | Command::Sync(_)
     ) {
         cmd::pull::cap_malloc_arenas();
     }
@@ -112,6 +114,7 @@ fn run(command: Command, g: &GlobalArgs) -> anyhow::Result<()> {
             Command::Pull(a) => cmd::pull::run(a, g).await,
             Command::Copy(a) => cmd::copy::run(a, g).await,
             Command::Push(a) => cmd::push::run(a, g).await,
+            Command::Sync(a) => cmd::sync::run(a, g).await,
             Command::Images(a) => cmd::images::images(a, g),
             Command::Tag(a) => cmd::images::tag(a, g),
             Command::Rmi(a) => cmd::images::rmi(a, g),

@@ -15,6 +15,7 @@ pub mod pull;
 mod resolve;
 mod schema1;
 mod sources;
+pub mod sync;
 pub mod transports;
 pub mod trust;
 mod verifying;

@@ -15,6 +15,7 @@ pub mod push;
 pub mod rootfs;
 pub mod save;
 pub mod serve;
+pub mod sync;
 pub mod tags;
 pub mod unpack;
 pub mod verify;

@@ -143,6 +143,12 @@ struct Shared<'a> {
     /// `index.json` of one OCI layout is rewritten by each image's commit: copies into an
     /// OCI layout run one at a time.
     oci: AsyncMutex<()>,
+    /// One lock per destination repository of a registry: Distribution writes a blob's
+    /// link file in place, and a manifest `PUT` racing another image's upload of the same
+    /// blob into the same repository can read it half-written and refuse the manifest
+    /// (`DIGEST_INVALID`). Images of one repository are copied one after the other;
+    /// repositories go in parallel (the plan is interleaved by repository).
+    repos: std::sync::Mutex<std::collections::HashMap<String, Arc<AsyncMutex<()>>>>,
 }
 
 /// Run `plan`: every image, `image_jobs` at a time; a failure of one does not stop the
@@ -154,6 +160,7 @@ pub async fn run(plan: Plan, opts: &SyncOptions, progress: &dyn Progress) -> Syn
         progress,
         dest_clients: Default::default(),
         oci: AsyncMutex::new(()),
+        repos: Default::default(),
     };
     let mut report = SyncReport {
         dry_run: opts.dry_run,
@@ -170,15 +177,21 @@ pub async fn run(plan: Plan, opts: &SyncOptions, progress: &dyn Progress) -> Syn
         });
     }
     let shared = &shared;
-    let results: Vec<ImageResult> = futures_util::stream::iter(
-        plan.images
-            .into_iter()
-            .map(|img| async move { sync_one(shared, img).await }),
+    let order = interleaved(&plan.images);
+    let mut slots: Vec<Option<PlannedImage>> = plan.images.into_iter().map(Some).collect();
+    let work: Vec<(usize, PlannedImage)> = order
+        .into_iter()
+        .filter_map(|i| slots[i].take().map(|img| (i, img)))
+        .collect();
+    let mut results: Vec<(usize, ImageResult)> = futures_util::stream::iter(
+        work.into_iter()
+            .map(|(i, img)| async move { (i, sync_one(shared, img).await) }),
     )
-    .buffered(opts.image_jobs.max(1))
+    .buffer_unordered(opts.image_jobs.max(1))
     .collect()
     .await;
-    report.images.extend(results);
+    results.sort_by_key(|(i, _)| *i);
+    report.images.extend(results.into_iter().map(|(_, r)| r));
     for r in &report.images {
         match &r.outcome {
             Outcome::Copied { bytes, .. } => {
@@ -192,6 +205,38 @@ pub async fn run(plan: Plan, opts: &SyncOptions, progress: &dyn Progress) -> Syn
     }
     report.seconds = start.elapsed().as_secs_f64();
     report
+}
+
+/// The key of an image's destination repository (registries only).
+fn repo_key(dest: &ImageRef) -> Option<String> {
+    match dest {
+        ImageRef::Docker(r) => Some(format!("{}/{}", r.registry(), r.repository())),
+        _ => None,
+    }
+}
+
+/// Plan indexes in round-robin order over destination repositories (first image of each
+/// repository, then the second of each, …), so that images running at once are of
+/// different repositories.
+fn interleaved(images: &[PlannedImage]) -> Vec<usize> {
+    let mut groups: Vec<(Option<String>, Vec<usize>)> = Vec::new();
+    for (i, img) in images.iter().enumerate() {
+        let k = repo_key(&img.dest);
+        match groups.iter_mut().find(|(g, _)| k.is_some() && g == &k) {
+            Some((_, v)) => v.push(i),
+            None => groups.push((k, vec![i])),
+        }
+    }
+    let longest = groups.iter().map(|(_, v)| v.len()).max().unwrap_or(0);
+    let mut out = Vec::with_capacity(images.len());
+    for round in 0..longest {
+        for (_, v) in &groups {
+            if let Some(i) = v.get(round) {
+                out.push(*i);
+            }
+        }
+    }
+    out
 }
 
 async fn sync_one(sh: &Shared<'_>, img: PlannedImage) -> ImageResult {
@@ -258,6 +303,18 @@ async fn try_sync_one(sh: &Shared<'_>, img: &PlannedImage) -> Result<Outcome, Sy
     let _oci = match img.dest {
         ImageRef::Oci { .. } => Some(sh.oci.lock().await),
         _ => None,
+    };
+    let repo_lock = repo_key(&img.dest).map(|k| {
+        sh.repos
+            .lock()
+            .expect("not poisoned")
+            .entry(k)
+            .or_default()
+            .clone()
+    });
+    let _repo = match &repo_lock {
+        Some(l) => Some(l.lock().await),
+        None => None,
     };
     let mut dopen = open.clone();
     dopen.pull.registry = opts.dest_registry.clone();
@@ -379,4 +436,32 @@ fn dest_client(sh: &Shared<'_>, r: &Reference) -> Result<RegistryClient, Transpo
     let c = RegistryClient::new(r.registry(), sh.opts.dest_registry.clone())?;
     map.insert(r.registry().to_owned(), c.clone());
     Ok(c)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn img(dest: &str) -> PlannedImage {
+        PlannedImage {
+            source: Reference::parse("h/s:1").unwrap(),
+            source_opts: ClientOptions::default(),
+            dest: ImageRef::parse(dest).unwrap(),
+            dest_label: String::new(),
+        }
+    }
+
+    #[test]
+    fn images_of_one_repository_are_spread_out() {
+        let plan = [
+            img("docker://r/a:1"),
+            img("docker://r/a:2"),
+            img("docker://r/a:3"),
+            img("docker://r/b:1"),
+            img("dir:/x/1"),
+            img("docker://r/b:2"),
+            img("dir:/x/2"),
+        ];
+        assert_eq!(interleaved(&plan), [0, 3, 4, 6, 1, 5, 2]);
+    }
 }
