@@ -29,6 +29,23 @@ pub const LAYOUT_FILE: &[u8] = br#"{"imageLayoutVersion":"1.0.0"}"#;
 /// containerd's annotation with an image's full name.
 pub const ANNOTATION_IMAGE_NAME: &str = "io.containerd.image.name";
 
+/// The name an `index.json` entry gives: containerd's full-name annotation, else a
+/// `ref.name` that is a full `NAME:TAG` (a bare tag like `v1` names no repository).
+pub fn entry_name(entry: &Descriptor) -> Option<Reference> {
+    let full = |s: &str| {
+        Reference::parse(s)
+            .ok()
+            .filter(|r| r.tag().is_some() && r.digest().is_none())
+    };
+    if let Some(r) = entry.annotation(ANNOTATION_IMAGE_NAME).and_then(full) {
+        return Some(r);
+    }
+    entry
+        .annotation(ANNOTATION_REF_NAME)
+        .filter(|n| n.contains(':') || n.contains('/'))
+        .and_then(full)
+}
+
 /// The entry of blob `d` in a layout.
 pub fn blob_entry(d: &Digest) -> String {
     format!("blobs/{}/{}", d.algorithm(), d.hex())
@@ -52,21 +69,9 @@ pub struct OciImage {
 }
 
 impl OciImage {
-    /// The name the `index.json` entry gives: containerd's full-name annotation, else a
-    /// `ref.name` that is a full `NAME:TAG` (a bare tag like `v1` names no repository).
+    /// The name the `index.json` entry gives ([`entry_name`]).
     pub fn name(&self) -> Option<Reference> {
-        let full = |s: &str| {
-            Reference::parse(s)
-                .ok()
-                .filter(|r| r.tag().is_some() && r.digest().is_none())
-        };
-        if let Some(r) = self.entry.annotation(ANNOTATION_IMAGE_NAME).and_then(full) {
-            return Some(r);
-        }
-        self.entry
-            .annotation(ANNOTATION_REF_NAME)
-            .filter(|n| n.contains(':') || n.contains('/'))
-            .and_then(full)
+        entry_name(&self.entry)
     }
 }
 

@@ -134,13 +134,15 @@ pub struct CopyReport {
     pub endpoints: BTreeMap<Digest, String>,
 }
 
-/// How the engine runs for a caller: what it calls the source in events and errors, and
+/// How the engine runs for a caller: what it calls the source in events and errors,
 /// whether foreign layers that name `urls` are refused (a pull without
-/// `--foreign-layers`).
+/// `--foreign-layers`), and whether a blob the destination holds is still read from the
+/// source and verified (a load refuses a bad archive whatever the store holds).
 #[derive(Debug, Clone)]
 pub(crate) struct Settings {
     pub label: String,
     pub refuse_foreign_urls: bool,
+    pub verify_present: bool,
 }
 
 impl Settings {
@@ -148,6 +150,7 @@ impl Settings {
         Settings {
             label: src.describe(),
             refuse_foreign_urls: false,
+            verify_present: false,
         }
     }
 }
@@ -163,8 +166,9 @@ struct Engine<'a> {
     compression: Option<Compression>,
     hints: Vec<BlobLocation>,
     report: Mutex<CopyReport>,
-    /// Blobs already handled in this copy (shared layers of several images).
-    done: Mutex<HashSet<Digest>>,
+    /// Blobs already handled in this copy (shared layers of several images, and of the
+    /// images of one [`copy_images`]).
+    done: &'a Mutex<HashSet<Digest>>,
 }
 
 /// Copy the image `src` names to `dst`, then commit `dst`.
@@ -195,12 +199,80 @@ pub(crate) async fn copy_with(
         _ => None,
     };
     let result = copy_to(src, dst, opts, progress, how).await;
-    if let (Err(_), Some(s)) = (&result, store) {
+    withdraw_on_failure(&result, store).await;
+    result
+}
+
+/// After a copy into the store failed: what it published that nothing reaches goes again
+/// (see [`copy_with`]).
+async fn withdraw_on_failure<T>(result: &Result<T, TransportError>, store: Option<Store>) {
+    if let (Err(_), Some(s)) = (result, store) {
         // The copy's own error is what the caller needs; a failed withdrawal only
         // leaves orphans that gc collects.
         let _ = crate::blocking(move || s.withdraw_unreached()).await;
     }
+}
+
+/// One image of [`copy_images`]: where it is read from, the name it gets in the store (a
+/// tag, or `None`: recorded by digest only) and the source recorded with it.
+#[derive(Debug)]
+pub struct StoreImage {
+    /// The image's source.
+    pub source: AnySource,
+    /// Its names in the store, each a tag or `None` (recorded by digest only); the image
+    /// is recorded once per name.
+    pub names: Vec<Option<String>>,
+    /// Where it came from, as recorded (`docker-archive:PATH`).
+    pub recorded: Option<String>,
+}
+
+/// Copy several images into the store and commit them together (`hoist load` of an
+/// archive of several images): each is copied by the engine as [`copy`] copies one, into
+/// one [`HoistDestination`](crate::transports::hoist::HoistDestination) that sets each
+/// aside ([`next_image`](crate::transports::hoist::HoistDestination::next_image)); a blob
+/// several images share is read and verified once. The one commit checks every image
+/// before it publishes a blob or moves a name, so a refusal of any leaves the store as it
+/// was; the records written are returned in order.
+pub async fn copy_images(
+    images: &[StoreImage],
+    dst: crate::transports::hoist::HoistDestination,
+    opts: &CopyOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<hoist_store::ImageRecord>, TransportError> {
+    let store = Some(dst.store().clone());
+    let result = copy_images_to(images, dst, opts, progress).await;
+    withdraw_on_failure(&result, store).await;
     result
+}
+
+async fn copy_images_to(
+    images: &[StoreImage],
+    dst: crate::transports::hoist::HoistDestination,
+    opts: &CopyOptions,
+    progress: &dyn Progress,
+) -> Result<Vec<hoist_store::ImageRecord>, TransportError> {
+    let done = Mutex::new(HashSet::new());
+    let dst = AnyDestination::Hoist(dst);
+    for img in images {
+        let how = Settings {
+            verify_present: true,
+            ..Settings::of(&img.source)
+        };
+        // Under a second name the image is copied again, and its blobs (in `done`) are not.
+        for name in &img.names {
+            if let AnyDestination::Hoist(d) = &dst {
+                d.next_image(name.as_deref(), img.recorded.clone())?;
+            }
+            transfer(&img.source, &dst, opts, progress, &how, &done).await?;
+        }
+    }
+    progress.event(&ProgressEvent::Status {
+        message: "committing",
+    });
+    match dst {
+        AnyDestination::Hoist(d) => Ok(d.commit_records().await?.1),
+        _ => unreachable!("built as a store destination above"),
+    }
 }
 
 async fn copy_to(
@@ -210,12 +282,35 @@ async fn copy_to(
     progress: &dyn Progress,
     how: &Settings,
 ) -> Result<CopyReport, TransportError> {
+    let done = Mutex::new(HashSet::new());
+    let report = transfer(src, &dst, opts, progress, how, &done).await?;
+    progress.event(&ProgressEvent::Status {
+        message: "committing",
+    });
+    let committed = dst.commit().await?;
+    Ok(CopyReport {
+        digest: Some(committed.digest),
+        location: committed.location,
+        ..report
+    })
+}
+
+/// Everything of a copy but the commit: trust, the top manifest and what it names, the
+/// signatures. `done`: the blobs handled already (by earlier images of one commit).
+async fn transfer(
+    src: &AnySource,
+    dst: &AnyDestination,
+    opts: &CopyOptions,
+    progress: &dyn Progress,
+    how: &Settings,
+    done: &Mutex<HashSet<Digest>>,
+) -> Result<CopyReport, TransportError> {
     let caps = dst.capabilities();
     let (format, compression) = fit_caps(opts, &caps, &dst.describe())?;
     let engine = Engine {
         src,
         how,
-        dst: &dst,
+        dst,
         opts,
         progress,
         format,
@@ -223,7 +318,7 @@ async fn copy_to(
         caps,
         hints: src.blob_locations(),
         report: Mutex::new(CopyReport::default()),
-        done: Mutex::new(HashSet::new()),
+        done,
     };
     let top = src.get_manifest(&ManifestRef::Top).await?;
     // Trust first: a refused image leaves the destination untouched.
@@ -243,17 +338,9 @@ async fn copy_to(
             Vec::new()
         };
         engine.report().signatures +=
-            crate::trust::sign(sign, &dst, &written, carried, progress).await?;
+            crate::trust::sign(sign, dst, &written, carried, progress).await?;
     }
-    let mut report = std::mem::take(&mut *engine.report());
-    drop(engine);
-    progress.event(&ProgressEvent::Status {
-        message: "committing",
-    });
-    let committed = dst.commit().await?;
-    report.digest = Some(committed.digest);
-    report.location = committed.location;
-    Ok(report)
+    Ok(std::mem::take(&mut *engine.report()))
 }
 
 impl Engine<'_> {
@@ -323,20 +410,19 @@ impl Engine<'_> {
         idx: &ImageIndex,
     ) -> Result<RawManifest, TransportError> {
         if idx.manifests.len() > MAX_INSTANCES {
-            return Err(TransportError::Unsupported {
-                what: format!(
-                    "index {} lists {} manifests (at most {MAX_INSTANCES})",
-                    top.digest,
-                    idx.manifests.len()
-                ),
+            return Err(TransportError::IndexTooLarge {
+                digest: top.digest.clone(),
+                count: idx.manifests.len(),
+                limit: MAX_INSTANCES,
             });
         }
         let mut entries = Vec::with_capacity(idx.manifests.len());
         let mut changed = false;
         for entry in &idx.manifests {
             if entry.media_type.is_index() {
-                return Err(TransportError::Unsupported {
-                    what: format!("index {}: nested index {}", top.digest, entry.digest),
+                return Err(TransportError::NestedIndex {
+                    index: top.digest.clone(),
+                    nested: entry.digest.clone(),
                 });
             }
             let child = self.instance(entry).await?;
@@ -368,11 +454,10 @@ impl Engine<'_> {
         if format == ManifestFormat::V2s2
             && (idx.annotations.as_ref().is_some_and(|a| !a.is_empty()) || idx.subject.is_some())
         {
-            return Err(TransportError::Unsupported {
-                what: format!(
-                    "index {}: annotations or subject cannot be kept in a Docker manifest list",
-                    top.digest
-                ),
+            return Err(TransportError::ConversionRefused {
+                digest: top.digest.clone(),
+                reason: "annotations or subject cannot be kept in a Docker manifest list"
+                    .to_owned(),
             });
         }
         let bytes = convert::index_bytes(idx, format, &entries);
@@ -382,8 +467,10 @@ impl Engine<'_> {
     /// Copy one image's blobs; returns the manifest to write (converted or as it was).
     async fn copy_image(&self, m: &RawManifest) -> Result<RawManifest, TransportError> {
         let Manifest::Image(im) = &m.manifest else {
-            return Err(TransportError::Unsupported {
-                what: format!("manifest {} is not an image manifest", m.digest),
+            return Err(TransportError::NotAnImage {
+                location: self.how.label.clone(),
+                digest: m.digest.clone(),
+                found: format!("media type {}", m.media_type),
             });
         };
         let format = self
@@ -437,11 +524,8 @@ impl Engine<'_> {
                     == Some(Compression::Zstd)
             })
         {
-            return Err(TransportError::Unsupported {
-                what: format!(
-                    "manifest {}: Docker schema 2 has no zstd layer type (add --dest-compress-format gzip)",
-                    m.digest
-                ),
+            return Err(TransportError::ZstdInDockerSchema2 {
+                manifest: Some(m.digest.clone()),
             });
         }
         // The config first (small; a store keeps it staged until the commit), then the
@@ -618,11 +702,9 @@ impl Engine<'_> {
         m: &RawManifest,
         s1: &Schema1Manifest,
     ) -> Result<RawManifest, TransportError> {
-        let unsupported = |why: &str| TransportError::Unsupported {
-            what: format!(
-                "schema 1 manifest {} of {}: {why}",
-                m.digest, self.how.label
-            ),
+        let unsupported = |why: &str| TransportError::ConversionRefused {
+            digest: m.digest.clone(),
+            reason: format!("schema 1 manifest of {}: {why}", self.how.label),
         };
         let Some(fetcher) = self.src.blob_fetcher() else {
             return Err(unsupported(
@@ -740,7 +822,14 @@ impl Engine<'_> {
 
     /// Move one blob unless the destination has it.
     async fn transfer(&self, desc: &Descriptor, kind: BlobKind) -> Result<(), TransportError> {
-        if !self.claim(&desc.digest) || self.dst.has_blob(desc, &self.hints).await? {
+        if !self.claim(&desc.digest) {
+            self.skipped(desc, kind);
+            return Ok(());
+        }
+        if self.dst.has_blob(desc, &self.hints).await? {
+            if self.how.verify_present {
+                self.verify_only(desc).await?;
+            }
             self.skipped(desc, kind);
             return Ok(());
         }
@@ -761,6 +850,17 @@ impl Engine<'_> {
         }
         let stream = self.src.get_blob(desc).await?;
         self.send(desc, kind, stream).await
+    }
+
+    /// Read a blob the destination has from the source and check it, sending nothing.
+    async fn verify_only(&self, desc: &Descriptor) -> Result<(), TransportError> {
+        let mut stream = self.src.get_blob(desc).await?;
+        let d = desc.clone();
+        blocking(move || {
+            let done = std::sync::atomic::AtomicU64::new(0);
+            crate::transports::local::copy_verified(&mut stream, &d, &mut std::io::sink(), &done)
+        })
+        .await?
     }
 
     /// Put one blob's stream into the destination, with its events.
@@ -874,12 +974,10 @@ impl Engine<'_> {
         }
         if !sigs.is_empty() {
             if !self.caps.signatures {
-                return Err(TransportError::Unsupported {
-                    what: format!(
-                        "{} keeps no simple-signing signatures ({} to carry)",
-                        self.dst.describe(),
-                        sigs.len()
-                    ),
+                return Err(TransportError::SignaturesNotKept {
+                    location: self.dst.describe(),
+                    kind: "simple-signing",
+                    count: sigs.len(),
                 });
             }
             self.dst.put_signatures(&written.digest, &sigs).await?;
@@ -906,11 +1004,10 @@ impl Engine<'_> {
     /// Copy an artifact's blobs unchanged (signatures, referrers: no conversion).
     async fn copy_plain(&self, m: &RawManifest) -> Result<(), TransportError> {
         let Manifest::Image(ImageManifest { config, layers, .. }) = &m.manifest else {
-            return Err(TransportError::Unsupported {
-                what: format!(
-                    "signature or referrer {} is not an image manifest",
-                    m.digest
-                ),
+            return Err(TransportError::NotAnImage {
+                location: format!("signature or referrer of {}", self.how.label),
+                digest: m.digest.clone(),
+                found: format!("media type {}", m.media_type),
             });
         };
         self.transfer(config, BlobKind::Config).await?;
@@ -933,12 +1030,10 @@ fn fit_caps(
     if let (Some(want), Some(only)) = (opts.format, caps.format)
         && want != only
     {
-        return Err(TransportError::Unsupported {
-            what: format!(
-                "{dest} holds only {} manifests (asked for --format {})",
-                only.as_str(),
-                want.as_str()
-            ),
+        return Err(TransportError::FormatNotAccepted {
+            location: dest.to_owned(),
+            accepts: format!("{} manifests", only.as_str()),
+            asked: format!("{} manifests", want.as_str()),
         });
     }
     if let (Some(want), Some(only)) = (opts.compression, caps.layer_compression)
@@ -949,12 +1044,10 @@ fn fit_caps(
             Compression::Gzip => "gzip",
             Compression::Zstd => "zstd",
         };
-        return Err(TransportError::Unsupported {
-            what: format!(
-                "{dest} stores only {} layers (asked for {})",
-                name(only),
-                name(want)
-            ),
+        return Err(TransportError::FormatNotAccepted {
+            location: dest.to_owned(),
+            accepts: format!("{} layers", name(only)),
+            asked: format!("{} layers", name(want)),
         });
     }
     Ok((
@@ -964,10 +1057,10 @@ fn fit_caps(
 }
 
 fn schema1_in_index(d: &Digest) -> TransportError {
-    TransportError::Unsupported {
-        what: format!(
-            "manifest {d} is Docker schema 1, listed by an index: only an image copied alone is converted"
-        ),
+    TransportError::ConversionRefused {
+        digest: d.clone(),
+        reason: "Docker schema 1, listed by an index: only an image copied alone is converted"
+            .to_owned(),
     }
 }
 

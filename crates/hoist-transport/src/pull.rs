@@ -96,6 +96,7 @@ pub async fn pull(
     let how = Settings {
         label: reference.to_string(),
         refuse_foreign_urls: !opts.foreign_layers,
+        verify_present: false,
     };
     let report = copy_with(&src, AnyDestination::Hoist(dst), &copy_opts, progress, &how).await?;
     let image = records

@@ -20,7 +20,7 @@ use hoist_trust::Policy;
 use hoist_types::{NoProgress, Platform, Progress, Reference};
 use hoist_unpack::{UnpackOptions, UnpackReport};
 
-use crate::{CopyOptions, Error, Result, RootfsOptions};
+use crate::{CopyOptions, Error, PullPolicy, Result, RootfsOptions};
 
 /// A handle on a store and the settings every call shares: the façade's entry point.
 ///
@@ -626,22 +626,19 @@ impl Client {
     /// ```
     pub async fn load(&self, archive: impl AsRef<Path>) -> Result<Vec<LoadedImage>> {
         let path = archive.as_ref().to_owned();
-        let policy = self.inner.trust.clone();
-        self.blocking(move |store, progress| {
-            let file = std::fs::File::open(&path).map_err(|source| Error::Io {
-                path: path.clone(),
-                source,
-            })?;
-            let (_, loaded) = hoist_transport::transports::load_archive_trusted(
-                &store,
-                file,
-                &path,
-                policy.as_deref(),
-                progress.as_ref(),
-            )?;
-            Ok(loaded)
-        })
-        .await
+        let file = std::fs::File::open(&path).map_err(|source| Error::Io {
+            path: path.clone(),
+            source,
+        })?;
+        let (_, loaded) = hoist_transport::transports::load_archive_trusted(
+            &self.inner.store,
+            file,
+            &path,
+            self.inner.trust.as_deref(),
+            self.inner.progress.as_ref(),
+        )
+        .await?;
+        Ok(loaded)
     }
 
     /// Saves images of the store (names keep their tag; IDs are saved untagged) into one
@@ -687,7 +684,9 @@ impl Client {
     }
 
     /// Unpacks an image of the store into `dir` (created; it must be absent or empty),
-    /// atomically: rootless unless the process is root. See
+    /// atomically: rootless unless the process is root. The image must be in the store
+    /// ([`PullPolicy::Never`]); [`unpack_with_pull`](Self::unpack_with_pull) pulls it
+    /// first when missing, as [`rootfs`](Self::rootfs) does. See
     /// [`unpack_with`](Self::unpack_with) for id maps and limits.
     ///
     /// ```no_run
@@ -705,7 +704,7 @@ impl Client {
         self.unpack_with(image, dir, opts).await
     }
 
-    /// [`unpack`](Self::unpack) with the unpacker's own options.
+    /// [`unpack`](Self::unpack) with the unpacker's own options (the store only).
     ///
     /// ```no_run
     /// # async fn f() -> hoist::Result<()> {
@@ -721,16 +720,49 @@ impl Client {
         dir: impl AsRef<Path>,
         options: UnpackOptions,
     ) -> Result<UnpackReport> {
-        let query = image.to_owned();
+        self.unpack_with_pull(image, dir, options, PullPolicy::Never)
+            .await
+    }
+
+    /// [`unpack_with`](Self::unpack_with) under a pull policy, in one call from a
+    /// reference: [`PullPolicy::Missing`] pulls an image absent from the store first,
+    /// [`PullPolicy::Always`] asks the registry (`docker://REF` always does),
+    /// [`PullPolicy::Never`] reads the store only. A pull happens (trust policy enforced)
+    /// before `dir` is touched, so a refused or failed pull leaves no directory behind.
+    ///
+    /// ```
+    /// # fn main() -> Result<(), Box<dyn std::error::Error>> {
+    /// # let dir = tempfile::tempdir()?;
+    /// let client = hoist::Client::builder().store(dir.path().join("store")).build()?;
+    /// let runtime = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+    /// let err = runtime
+    ///     .block_on(client.unpack_with_pull(
+    ///         "127.0.0.1:5000/app:1",
+    ///         dir.path().join("rootfs"),
+    ///         hoist::UnpackOptions { rootless: true, ..Default::default() },
+    ///         hoist::PullPolicy::Never,
+    ///     ))
+    ///     .unwrap_err();
+    /// assert_eq!(err.kind(), hoist::ErrorKind::NotFound);
+    /// assert!(!dir.path().join("rootfs").exists());
+    /// # Ok(()) }
+    /// ```
+    pub async fn unpack_with_pull(
+        &self,
+        image: &str,
+        dir: impl AsRef<Path>,
+        options: UnpackOptions,
+        pull: PullPolicy,
+    ) -> Result<UnpackReport> {
+        // A leased client for the pull and the unpack: a gc beside it keeps the layers.
+        let held = if self.inner.store.is_leased() {
+            self.clone()
+        } else {
+            self.leased()?
+        };
+        let record = held.resolve_or_pull(image, pull).await?;
         let dir = dir.as_ref().to_owned();
-        self.blocking(move |store, progress| {
-            // A leased handle for the unpack: a gc beside it keeps the layers.
-            let store = if store.is_leased() {
-                store
-            } else {
-                store.leased()?
-            };
-            let record = store.resolve(&query)?;
+        held.blocking(move |store, progress| {
             Ok(hoist_unpack::unpack_image(
                 &store,
                 &record,
@@ -742,10 +774,45 @@ impl Client {
         .await
     }
 
+    /// The image `image` names under `policy`: from the store, or pulled (see
+    /// [`PullPolicy`]). On a leased client the image is held either way.
+    async fn resolve_or_pull(&self, image: &str, policy: PullPolicy) -> Result<ImageRecord> {
+        let registry_only = image.starts_with("docker://");
+        if registry_only && policy == PullPolicy::Never {
+            return Err(Error::InvalidArgument {
+                what: "image",
+                reason: format!(
+                    "{image}: a docker:// reference always asks the registry, which \
+                     PullPolicy::Never forbids"
+                ),
+            });
+        }
+        if !registry_only && policy != PullPolicy::Always {
+            match self.image(image) {
+                Ok(record) => return Ok(record),
+                Err(e)
+                    if policy == PullPolicy::Missing && e.kind() == crate::ErrorKind::NotFound => {}
+                Err(e) => return Err(e),
+            }
+        }
+        // `sha256:…` would parse as the repository docker.io/library/sha256.
+        if ["sha256:", "sha512:"].iter().any(|p| image.starts_with(p)) {
+            return Err(Error::InvalidArgument {
+                what: "image",
+                reason: format!(
+                    "{image} is not in the store, and an image ID cannot be pulled (pull a \
+                     reference: REGISTRY/REPO[:TAG][@DIGEST])"
+                ),
+            });
+        }
+        Ok(self.pull(image).await?.image)
+    }
+
     /// A root filesystem of `image` (directory, ext4 or erofs; flattened or per layer),
     /// cached in the store by chain ID so a second call is instant. An image absent from
-    /// the store is pulled first (`docker://REF` always asks the registry), all under a
-    /// lease, so a concurrent [`gc`](Self::gc) cannot take what the build needs.
+    /// the store is pulled first (`docker://REF` always asks the registry; see
+    /// [`RootfsOptions::pull`] for the other [`PullPolicy`]s), all under a lease, so a
+    /// concurrent [`gc`](Self::gc) cannot take what the build needs.
     ///
     /// ```no_run
     /// # async fn f() -> hoist::Result<()> {
@@ -757,14 +824,7 @@ impl Client {
     /// ```
     pub async fn rootfs(&self, image: &str, options: &RootfsOptions) -> Result<BuildResult> {
         let held = self.leased()?;
-        let record = match image.strip_prefix("docker://") {
-            Some(_) => held.pull(image).await?.image,
-            None => match held.image(image) {
-                Ok(record) => record,
-                Err(e) if e.kind() == crate::ErrorKind::NotFound => held.pull(image).await?.image,
-                Err(e) => return Err(e),
-            },
-        };
+        let record = held.resolve_or_pull(image, options.pull_policy()).await?;
         let opts = options.build_options();
         held.blocking(move |store, progress| {
             Ok(hoist_mkfs::build_rootfs(

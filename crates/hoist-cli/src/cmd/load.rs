@@ -46,9 +46,17 @@ pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
     };
     let progress = reporter(g.progress_mode());
     let policy = a.trust.load()?.map(|(p, _)| p);
-    let (format, loaded) =
-        load_archive_trusted(&store, file, &name, policy.as_deref(), progress.as_ref())
-            .with_context(|| format!("loading {}", name.display()))?;
+    // The copy engine runs on the runtime while this thread waits (`block_in_place`).
+    let (format, loaded) = tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(load_archive_trusted(
+            &store,
+            file,
+            &name,
+            policy.as_deref(),
+            progress.as_ref(),
+        ))
+    })
+    .with_context(|| format!("loading {}", name.display()))?;
     drop(progress);
     match a.format {
         Format::Json => print_json(&json!({

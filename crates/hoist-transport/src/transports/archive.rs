@@ -5,35 +5,21 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fs::File;
-use std::io;
 use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
 
-use hoist_archive::docker::{ArchiveLayer, DockerArchive};
+use hoist_archive::docker::DockerArchive;
 use hoist_archive::oci::{ANNOTATION_IMAGE_NAME, OciArchive};
 use hoist_archive::{ArchiveError, ArchiveFormat, ArchiveIndex, ArchiveProblem, MAX_LOAD_LAYERS};
-use hoist_store::{BlobWriter, ImageCommit, ImageRecord, Store};
-use hoist_types::{Descriptor, Digest, MediaType, Platform, Progress, Reference};
-use hoist_unpack::Codec;
+use hoist_store::{ImageRecord, Store};
+use hoist_types::{Digest, Manifest, Platform, Progress, Reference};
 
 use super::any::{AnyDestination, AnySource};
-use super::docker_archive::{ArchiveTarget, DockerArchiveWriter};
-use super::hoist::HoistSource;
-use super::oci_archive::OciArchiveWriter;
-use crate::TransportError;
-use crate::copy::{CopyOptions, copy};
-
-pub(crate) fn check_layer_limit(index: &ArchiveIndex, n: usize) -> Result<(), TransportError> {
-    if n > MAX_LOAD_LAYERS {
-        return Err(index
-            .bad(ArchiveProblem::TooManyLayers {
-                limit: MAX_LOAD_LAYERS,
-            })
-            .into());
-    }
-    Ok(())
-}
+use super::docker_archive::{ArchiveTarget, DockerArchiveSource, DockerArchiveWriter};
+use super::hoist::{HoistDestination, HoistSource};
+use super::oci_archive::{OciArchiveSource, OciArchiveWriter};
+use super::{ImageSource, ManifestRef};
+use crate::copy::{CopyOptions, StoreImage, copy, copy_images};
+use crate::{TransportError, blocking};
 
 impl From<ArchiveError> for TransportError {
     /// The archive crate's errors as the transport's, variant for variant.
@@ -94,50 +80,117 @@ impl SaveImage {
 /// `store`. `file` is read from its start; `name` names it in errors. Every blob is
 /// verified (digests, sizes, diff IDs, layer counts) before anything is published: a bad
 /// archive leaves the store unchanged.
-pub fn load_archive(
+pub async fn load_archive(
     store: &Store,
     file: File,
     name: &Path,
     progress: &dyn Progress,
 ) -> Result<(ArchiveFormat, Vec<LoadedImage>), TransportError> {
-    load_archive_trusted(store, file, name, None, progress)
+    load_archive_trusted(store, file, name, None, progress).await
 }
 
 /// [`load_archive`] under a trust policy, decided for the archive (its transport and
 /// path scopes) before anything is written: a refused archive leaves the store unchanged.
-pub fn load_archive_trusted(
+///
+/// A load is the copy engine in its multi-image form ([`copy_images`]): each image of the
+/// archive is a source (`docker-archive:PATH:@N`, `oci-archive:PATH:@N`, sharing one
+/// index of the tar), copied into one store destination under each of its names, and
+/// committed together: every image is checked before a blob is published or a name
+/// moves, and a blob several images share is read and verified once.
+pub async fn load_archive_trusted(
     store: &Store,
     file: File,
     name: &Path,
     trust: Option<&hoist_trust::Policy>,
     progress: &dyn Progress,
 ) -> Result<(ArchiveFormat, Vec<LoadedImage>), TransportError> {
-    let index = ArchiveIndex::from_file(file, name)?;
-    let format = ArchiveFormat::detect(&index)?;
+    let path = name.to_owned();
+    let (index, format) = blocking(move || {
+        let index = ArchiveIndex::from_file(file, &path)?;
+        let format = ArchiveFormat::detect(&index)?;
+        Ok::<_, TransportError>((index, format))
+    })
+    .await??;
     if let Some(policy) = trust {
         crate::trust::check_archive_load(policy, format.as_str(), name)?;
     }
-    // A leased handle: the blobs staged and committed before the images are recorded
-    // are kept by a concurrent `hoist gc` (hoist-store's `lease` module).
-    let leased = store.leased()?;
-    let store = &leased;
-    let source = format!("{}:{}", format.as_str(), name.display());
-    let loaded = match format {
-        ArchiveFormat::DockerArchive => DockerArchive::from_index(index)
-            .map_err(TransportError::from)
-            .and_then(|a| load_docker(store, &a, &source, progress)),
-        ArchiveFormat::OciArchive => OciArchive::from_index(index)
-            .map_err(TransportError::from)
-            .and_then(|a| load_oci(store, &a, &source, progress)),
-    };
-    if loaded.is_err() {
-        // A layer refused at its commit (its one hash is the writer's) comes after others
-        // were published: what this load published and nothing reaches goes again, so
-        // a failed load leaves the store as it was. The load's own error is what the
-        // caller needs; a failed withdrawal leaves orphans that gc collects.
-        let _ = store.withdraw_unreached();
+    let path = name.to_owned();
+    let sources: Vec<(AnySource, Vec<Option<Reference>>)> = blocking(move || {
+        Ok::<_, TransportError>(match format {
+            ArchiveFormat::DockerArchive => {
+                DockerArchiveSource::every(DockerArchive::from_index(index)?, &path)?
+                    .into_iter()
+                    .map(|(src, tags)| {
+                        let names = if tags.is_empty() {
+                            vec![None]
+                        } else {
+                            tags.into_iter().map(Some).collect()
+                        };
+                        (AnySource::DockerArchive(src), names)
+                    })
+                    .collect()
+            }
+            ArchiveFormat::OciArchive => {
+                OciArchiveSource::every(OciArchive::from_index(index)?, &path)?
+                    .into_iter()
+                    .map(|(src, name)| (AnySource::OciArchive(src), vec![name]))
+                    .collect()
+            }
+        })
+    })
+    .await??;
+    // The layers of the whole archive are bounded before any is read.
+    let mut layers = BTreeSet::new();
+    for (src, _) in &sources {
+        if let Manifest::Image(m) = &src.get_manifest(&ManifestRef::Top).await?.manifest {
+            layers.extend(m.layers.iter().map(|l| l.digest.clone()));
+        }
     }
-    Ok((format, loaded?))
+    if layers.len() > MAX_LOAD_LAYERS {
+        return Err(TransportError::BadArchive {
+            archive: name.display().to_string(),
+            problem: Box::new(ArchiveProblem::TooManyLayers {
+                limit: MAX_LOAD_LAYERS,
+            }),
+        });
+    }
+    let recorded = format!("{}:{}", format.as_str(), name.display());
+    let images: Vec<StoreImage> = sources
+        .into_iter()
+        .map(|(source, names)| StoreImage {
+            source,
+            names: names
+                .iter()
+                .map(|n| n.as_ref().map(ToString::to_string))
+                .collect(),
+            recorded: Some(recorded.clone()),
+        })
+        .collect();
+    let dst = HoistDestination::for_images(store.clone(), recorded.clone())?;
+    // Every layer is verified: the engine reads it from the archive unless the store
+    // holds that digest already (then the store's verified copy is the image's).
+    let opts = CopyOptions {
+        platform: Platform::host(),
+        ..CopyOptions::default()
+    };
+    let records = copy_images(&images, dst, &opts, progress).await?;
+    // One record per image and name, in the order they were given.
+    let given = images
+        .iter()
+        .flat_map(|i| i.names.iter().map(|n| n.as_deref().map(Reference::parse)));
+    let mut out: Vec<LoadedImage> = Vec::new();
+    for (r, name) in records.iter().zip(given) {
+        let name = name.transpose()?;
+        match out.iter_mut().find(|l| l.manifest == r.manifest.digest) {
+            Some(l) => l.names.extend(name),
+            None => out.push(LoadedImage {
+                id: r.id.clone(),
+                manifest: r.manifest.digest.clone(),
+                names: name.into_iter().collect(),
+            }),
+        }
+    }
+    Ok((format, out))
 }
 
 /// Save `images` from `store` as one archive of `format` at `target`: the copy engine
@@ -158,8 +211,8 @@ pub async fn save_images(
     progress: &dyn Progress,
 ) -> Result<(), TransportError> {
     if images.is_empty() {
-        return Err(TransportError::Unsupported {
-            what: "saving an archive of no image".into(),
+        return Err(TransportError::NoImage {
+            location: "the list of images to save".to_owned(),
         });
     }
     let mut opts = opts.clone();
@@ -200,226 +253,4 @@ pub async fn save_images(
             archive.finish().await
         }
     }
-}
-
-/// Workers for parallel layer work: the cores, at most 4.
-fn workers(jobs: usize) -> usize {
-    std::thread::available_parallelism()
-        .map_or(2, |n| n.get())
-        .clamp(1, 4)
-        .min(jobs.max(1))
-}
-
-/// Run `f` on every job on a few threads; the results in job order, or the first error
-/// (the remaining jobs are then skipped, and results already made are dropped).
-pub(crate) fn parallel<J: Send, T: Send>(
-    jobs: Vec<J>,
-    f: impl Fn(J) -> Result<T, TransportError> + Sync,
-) -> Result<Vec<T>, TransportError> {
-    let n = jobs.len();
-    let queue = Mutex::new(jobs.into_iter().enumerate());
-    let results: Mutex<Vec<Option<T>>> = Mutex::new((0..n).map(|_| None).collect());
-    let failed: Mutex<Option<TransportError>> = Mutex::new(None);
-    let stop = AtomicBool::new(false);
-    std::thread::scope(|s| {
-        for _ in 0..workers(n) {
-            s.spawn(|| {
-                while !stop.load(Ordering::Relaxed) {
-                    let Some((i, job)) = lock(&queue).next() else {
-                        break;
-                    };
-                    match f(job) {
-                        Ok(v) => lock(&results)[i] = Some(v),
-                        Err(e) => {
-                            stop.store(true, Ordering::Relaxed);
-                            lock(&failed).get_or_insert(e);
-                        }
-                    }
-                }
-            });
-        }
-    });
-    if let Some(e) = failed.into_inner().unwrap_or_else(|p| p.into_inner()) {
-        return Err(e);
-    }
-    Ok(results
-        .into_inner()
-        .unwrap_or_else(|p| p.into_inner())
-        .into_iter()
-        .flatten()
-        .collect())
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|p| p.into_inner())
-}
-
-/// Load every image of a docker-archive into `store`, with every tag. Every layer is
-/// checked against its diff ID before anything is published; on any error the store is
-/// left as it was.
-fn load_docker(
-    store: &Store,
-    archive: &DockerArchive,
-    source: &str,
-    progress: &dyn Progress,
-) -> Result<Vec<LoadedImage>, TransportError> {
-    let images = (0..archive.items().len())
-        .map(|i| archive.image(i))
-        .collect::<Result<Vec<_>, _>>()?;
-    // Distinct layers, in archive order. Every one is checked against its diff ID, even
-    // one the store has already: a bad archive is refused whatever the store holds.
-    let mut seen = BTreeSet::new();
-    let mut jobs = Vec::new();
-    for l in images.iter().flat_map(|i| &i.layers) {
-        if seen.insert(l.diff_id.clone()) {
-            jobs.push(l.clone());
-        }
-    }
-    check_layer_limit(archive.index(), jobs.len())?;
-    let staged: Vec<(ArchiveLayer, u64, Option<BlobWriter>)> = parallel(jobs, |l| {
-        if store.has_blob(&l.diff_id)?.is_some() {
-            let size = archive.copy_layer(&l, &mut io::sink(), progress)?;
-            return Ok((l, size, None));
-        }
-        if l.codec == Codec::None {
-            // An uncompressed layer's blob digest is its diff ID: the store's writer hashes
-            // it once, and its commit (below, before any image is recorded) checks it.
-            let mut w = store.blob_writer(&l.diff_id, Some(l.entry_size))?;
-            let mut r = archive.index().open_entry(&l.entry, "a layer")?;
-            io::copy(&mut r, &mut w).map_err(|source| TransportError::Io {
-                what: format!(
-                    "copying layer {} of archive {} into the store",
-                    l.entry,
-                    archive.index().path().display()
-                ),
-                source,
-            })?;
-            return Ok((l.clone(), l.entry_size, Some(w)));
-        }
-        let mut w = store.blob_writer(&l.diff_id, None)?;
-        let size = archive.copy_layer(&l, &mut w, progress)?;
-        Ok((l, size, Some(w)))
-    })?;
-    let mut sizes: BTreeMap<Digest, u64> = BTreeMap::new();
-    for (l, size, w) in staged {
-        if let Some(w) = w {
-            w.commit().map_err(|e| match e {
-                hoist_store::StoreError::DigestMismatch { expected, actual } => archive
-                    .index()
-                    .bad(ArchiveProblem::DigestMismatch {
-                        entry: l.entry.clone(),
-                        expected,
-                        actual,
-                    })
-                    .into(),
-                e => TransportError::from(e),
-            })?;
-        }
-        sizes.insert(l.diff_id, size);
-    }
-    let mut out = Vec::new();
-    for img in &images {
-        let layer_sizes: Vec<u64> = img
-            .layers
-            .iter()
-            .map(|l| sizes.get(&l.diff_id).copied().unwrap_or_default())
-            .collect();
-        store.put_blob(&img.config_digest, &img.config_bytes)?;
-        let manifest = img.manifest(&layer_sizes);
-        let mdigest = Digest::sha256_of(&manifest);
-        store.put_blob(&mdigest, &manifest)?;
-        let desc = Descriptor::new(
-            MediaType::DockerManifest,
-            mdigest.clone(),
-            manifest.len() as u64,
-        );
-        let names: Vec<Option<Reference>> = if img.tags.is_empty() {
-            vec![None]
-        } else {
-            img.tags.iter().cloned().map(Some).collect()
-        };
-        for name in names {
-            store.commit_image(ImageCommit {
-                name,
-                manifest: desc.clone(),
-                index: None,
-                source: Some(source.to_owned()),
-            })?;
-        }
-        out.push(LoadedImage {
-            id: img.config_digest.clone(),
-            manifest: mdigest,
-            names: img.tags.clone(),
-        });
-    }
-    Ok(out)
-}
-
-/// Load every image of an oci-archive into `store`. Every blob is verified before
-/// anything is published.
-fn load_oci(
-    store: &Store,
-    archive: &OciArchive,
-    source: &str,
-    progress: &dyn Progress,
-) -> Result<Vec<LoadedImage>, TransportError> {
-    let _ = progress;
-    let platform = Platform::host();
-    let images = archive
-        .entries()
-        .iter()
-        .map(|e| archive.image(e, &platform))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut seen = BTreeSet::new();
-    let mut jobs = Vec::new();
-    for l in images.iter().flat_map(|i| &i.parsed.layers) {
-        if seen.insert(l.digest.clone()) {
-            jobs.push(l.clone());
-        }
-    }
-    check_layer_limit(archive.index(), jobs.len())?;
-    // Every layer is verified, even one the store has already.
-    let staged: Vec<Option<BlobWriter>> = parallel(jobs, |l| {
-        if store.has_blob(&l.digest)?.is_some() {
-            archive.copy_blob(&l, &mut io::sink())?;
-            return Ok(None);
-        }
-        let mut w = store.blob_writer(&l.digest, Some(l.size))?;
-        archive.copy_blob(&l, &mut w)?;
-        Ok(Some(w))
-    })?;
-    for w in staged.into_iter().flatten() {
-        w.commit()?;
-    }
-    let mut out = Vec::new();
-    for img in &images {
-        store.put_blob(&img.parsed.config.digest, &img.config_bytes)?;
-        let (mdesc, mbytes) = &img.manifest;
-        store.put_blob(&mdesc.digest, mbytes)?;
-        if let Some((idesc, ibytes)) = &img.index {
-            store.put_blob(&idesc.digest, ibytes)?;
-        }
-        let name = img.name();
-        store.commit_image(ImageCommit {
-            name: name.clone(),
-            manifest: Descriptor::new(mdesc.media_type.clone(), mdesc.digest.clone(), mdesc.size),
-            index: img
-                .index
-                .as_ref()
-                .map(|(d, _)| Descriptor::new(d.media_type.clone(), d.digest.clone(), d.size)),
-            source: Some(source.to_owned()),
-        })?;
-        match out
-            .iter_mut()
-            .find(|l: &&mut LoadedImage| l.manifest == mdesc.digest)
-        {
-            Some(l) => l.names.extend(name),
-            None => out.push(LoadedImage {
-                id: img.parsed.config.digest.clone(),
-                manifest: mdesc.digest.clone(),
-                names: name.into_iter().collect(),
-            }),
-        }
-    }
-    Ok(out)
 }

@@ -84,22 +84,54 @@ impl DockerArchiveSource {
                 ArchiveSelector::Named(r) => Choice::Tag(r),
                 ArchiveSelector::Index(i) => Choice::Position(*i),
             });
-            let image = archive.image(archive.select(choice)?)?;
-            let sizes = image
-                .layers
-                .iter()
-                .map(|l| archive.layer_size(l))
-                .collect::<Result<Vec<_>, _>>()?;
-            let bytes = image.manifest(&sizes);
-            let top = raw_manifest(bytes, Some(&MediaType::DockerManifest), None)?;
-            Ok(DockerArchiveSource {
-                archive: Arc::new(archive),
-                image: Box::new(image),
-                top,
-                name: describe(&file, selector.as_ref()),
-            })
+            let position = archive.select(choice)?;
+            Self::at(
+                Arc::new(archive),
+                position,
+                describe(&file, selector.as_ref()),
+            )
         })
         .await?
+    }
+
+    /// Every image of an indexed archive (`hoist load`), in `manifest.json` order, each
+    /// with its tags; `file` names the archive in errors. Blocking: compressed layer
+    /// files are decompressed to learn their size.
+    pub fn every(
+        archive: DockerArchive,
+        file: &Path,
+    ) -> Result<Vec<(DockerArchiveSource, Vec<Reference>)>, TransportError> {
+        let archive = Arc::new(archive);
+        (0..archive.items().len())
+            .map(|i| {
+                let name = describe(file, Some(&ArchiveSelector::Index(i)));
+                let src = Self::at(archive.clone(), i, name)?;
+                let tags = src.image.tags.clone();
+                Ok((src, tags))
+            })
+            .collect()
+    }
+
+    /// The image at `position`, with its manifest synthesised.
+    fn at(
+        archive: Arc<DockerArchive>,
+        position: usize,
+        name: String,
+    ) -> Result<DockerArchiveSource, TransportError> {
+        let image = archive.image(position)?;
+        let sizes = image
+            .layers
+            .iter()
+            .map(|l| archive.layer_size(l))
+            .collect::<Result<Vec<_>, _>>()?;
+        let bytes = image.manifest(&sizes);
+        let top = raw_manifest(bytes, Some(&MediaType::DockerManifest), None)?;
+        Ok(DockerArchiveSource {
+            archive,
+            image: Box::new(image),
+            top,
+            name,
+        })
     }
 }
 
@@ -116,11 +148,9 @@ impl ImageSource for DockerArchiveSource {
                 digest: d.clone(),
                 location: self.describe(),
             }),
-            ManifestRef::Tag(t) => Err(TransportError::Unsupported {
-                what: format!(
-                    "{}: a docker-archive has no manifests by tag (asked for {t:?})",
-                    self.describe()
-                ),
+            ManifestRef::Tag(t) => Err(TransportError::NotSupportedBy {
+                location: self.describe(),
+                reason: format!("a docker-archive has no manifests by tag (asked for {t:?})"),
             }),
         }
     }
@@ -300,8 +330,8 @@ impl Writer {
             configs, images, ..
         } = state.into_inner().unwrap_or_else(|p| p.into_inner());
         if images.is_empty() {
-            return Err(TransportError::Unsupported {
-                what: format!("{}: an archive of no image", describe(&file, None)),
+            return Err(TransportError::NoImage {
+                location: describe(&file, None),
             });
         }
         let indexed: Vec<IndexedImage<'_>> = images
@@ -556,11 +586,9 @@ impl ImageDestination for DockerArchiveDestination {
         target: &ManifestTarget,
     ) -> Result<(), TransportError> {
         if *target != ManifestTarget::Top {
-            return Err(TransportError::Unsupported {
-                what: format!(
-                    "{}: a docker-archive holds one image per copy, no other manifests",
-                    self.describe()
-                ),
+            return Err(TransportError::NotSupportedBy {
+                location: self.describe(),
+                reason: "a docker-archive holds one image per copy, no other manifests".to_owned(),
             });
         }
         plan(manifest, &self.describe())?;
@@ -614,11 +642,16 @@ impl ImageDestination for DockerArchiveDestination {
 /// image manifest with uncompressed layers (what the copy engine converts to, given the
 /// destination's capabilities).
 fn plan(m: &RawManifest, location: &str) -> Result<(Descriptor, Vec<Descriptor>), TransportError> {
-    let refuse = |why: String| TransportError::Unsupported {
-        what: format!("{location}: manifest {}: {why}", m.digest),
+    let refuse = |why: String| TransportError::NotSupportedBy {
+        location: location.to_owned(),
+        reason: format!("manifest {}: {why}", m.digest),
     };
     let Manifest::Image(im) = &m.manifest else {
-        return Err(refuse("not an image manifest".into()));
+        return Err(TransportError::NotAnImage {
+            location: location.to_owned(),
+            digest: m.digest.clone(),
+            found: format!("media type {}", m.media_type),
+        });
     };
     if m.media_type != MediaType::DockerManifest {
         return Err(refuse(format!(

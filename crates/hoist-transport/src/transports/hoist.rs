@@ -130,8 +130,9 @@ impl ImageSource for HoistSource {
                 let repo = self
                     .repo
                     .as_ref()
-                    .ok_or_else(|| TransportError::Unsupported {
-                        what: format!("{}: no repository to find tag {t:?} in", self.describe()),
+                    .ok_or_else(|| TransportError::NotSupportedBy {
+                        location: self.describe(),
+                        reason: format!("no repository to find tag {t:?} in"),
                     })?;
                 let name = repo.with_tag(t)?.to_string();
                 let s = self.store.clone();
@@ -260,6 +261,13 @@ impl HoistDestination {
         )
     }
 
+    /// The destination of several images committed together (`hoist load`): each image,
+    /// the first one too, is begun with [`next_image`](Self::next_image), which names it;
+    /// `label` names the destination in errors.
+    pub fn for_images(store: Store, label: String) -> Result<HoistDestination, TransportError> {
+        Self::with(store, label, None, None)
+    }
+
     fn with(
         store: Store,
         label: String,
@@ -299,9 +307,16 @@ impl HoistDestination {
     ) -> Result<(), TransportError> {
         let name = name.map(parse_name).transpose()?;
         let mut st = self.state();
+        if st.done.is_empty() && st.current.top.is_none() && st.current.name.is_none() {
+            // The first image of a destination opened with no name ([`Self::for_images`]).
+            st.current.name = name;
+            st.current.source = source;
+            return Ok(());
+        }
         if st.current.top.is_none() {
-            return Err(TransportError::Unsupported {
-                what: format!("{}: next image before this one's manifest", self.describe()),
+            return Err(TransportError::OutOfOrder {
+                location: self.describe(),
+                what: "next image before this one's manifest",
             });
         }
         let next = Pending {
@@ -563,8 +578,9 @@ impl ImageDestination for HoistDestination {
                 let r = match &st.current.name {
                     Some(n) => n.with_tag(t)?,
                     None => {
-                        return Err(TransportError::Unsupported {
-                            what: format!("{}: no repository to tag {t:?} in", self.describe()),
+                        return Err(TransportError::NotSupportedBy {
+                            location: self.describe(),
+                            reason: format!("no repository to tag {t:?} in"),
                         });
                     }
                 };
@@ -605,8 +621,9 @@ struct CommitPlan {
 /// left unrecorded (a referrer).
 fn plan_commit(location: &str, st: &Pending) -> Result<CommitPlan, TransportError> {
     let name = st.name.clone();
-    let top = st.top.as_ref().ok_or_else(|| TransportError::Unsupported {
-        what: format!("{location}: commit without a manifest"),
+    let top = st.top.as_ref().ok_or_else(|| TransportError::OutOfOrder {
+        location: location.to_owned(),
+        what: "commit without a manifest",
     })?;
     let mut images = Vec::new();
     for (tag, m) in &st.tags {
@@ -635,8 +652,8 @@ fn plan_commit(location: &str, st: &Pending) -> Result<CommitPlan, TransportErro
                 })
                 .map(|d| d.digest.clone())
                 .or_else(|| in_index.first().map(|m| m.digest.clone()))
-                .ok_or_else(|| TransportError::Unsupported {
-                    what: format!("{location}: the index {} holds no image", top.digest),
+                .ok_or_else(|| TransportError::NoImage {
+                    location: format!("{location}: the index {}", top.digest),
                 })?;
             for m in &in_index {
                 if m.digest != chosen {
@@ -659,17 +676,18 @@ fn plan_commit(location: &str, st: &Pending) -> Result<CommitPlan, TransportErro
             Vec::new()
         }
         Manifest::Schema1(_) => {
-            return Err(TransportError::Unsupported {
-                what: format!(
-                    "{location}: schema 1 manifests are converted by `hoist pull`, not stored as they are"
-                ),
+            return Err(TransportError::NotSupportedBy {
+                location: location.to_owned(),
+                reason: "schema 1 manifests are converted by a pull, not stored as they are"
+                    .to_owned(),
             });
         }
     };
     if let Some(m) = st.instances.iter().find(|m| !listed.contains(&&m.digest)) {
-        return Err(TransportError::Unsupported {
-            what: format!(
-                "{location}: the store keeps images only, not manifest {} ({}), which {} does not list",
+        return Err(TransportError::NotSupportedBy {
+            location: location.to_owned(),
+            reason: format!(
+                "the store keeps images only, not manifest {} ({}), which {} does not list",
                 m.digest, m.media_type, top.digest
             ),
         });
@@ -688,8 +706,10 @@ fn check_image(
     staged: &HashMap<Digest, Vec<u8>>,
 ) -> Result<(), TransportError> {
     let Manifest::Image(im) = &m.manifest else {
-        return Err(TransportError::Unsupported {
-            what: format!("{location}: manifest {} is not an image manifest", m.digest),
+        return Err(TransportError::NotAnImage {
+            location: location.to_owned(),
+            digest: m.digest.clone(),
+            found: format!("media type {}", m.media_type),
         });
     };
     if !im.config.media_type.is_config() {
@@ -698,10 +718,12 @@ fn check_image(
             .as_deref()
             .map(|t| format!(", artifact type {t}"))
             .unwrap_or_default();
-        return Err(TransportError::Unsupported {
-            what: format!(
-                "{location}: manifest {} is an artifact, not an image (config media type {}{artifact}); the store holds images only",
-                m.digest, im.config.media_type
+        return Err(TransportError::NotAnImage {
+            location: location.to_owned(),
+            digest: m.digest.clone(),
+            found: format!(
+                "an artifact: config media type {}{artifact}; the store holds images only",
+                im.config.media_type
             ),
         });
     }

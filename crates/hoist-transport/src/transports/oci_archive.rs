@@ -32,7 +32,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use hoist_archive::oci::{OciArchive, blob_entry};
 use hoist_archive::{ArchiveProblem, SlotWriter};
 use hoist_types::{
-    ANNOTATION_REF_NAME, Algorithm, Descriptor, Digest, ImageIndex, MediaType, Progress,
+    ANNOTATION_REF_NAME, Algorithm, Descriptor, Digest, ImageIndex, MediaType, Progress, Reference,
 };
 
 use super::docker_archive::{ArchiveOut, ArchiveTarget, open_slots, publish_slots, put_slot};
@@ -98,6 +98,30 @@ impl OciArchiveSource {
             })
         })
         .await?
+    }
+
+    /// Every image `index.json` lists (`hoist load`), in its order, each with the name its
+    /// entry gives ([`OciImage::name`](hoist_archive::oci::OciImage::name)); `file` names
+    /// the archive in errors. Blocking: reads each entry's manifest.
+    pub fn every(
+        archive: OciArchive,
+        file: &Path,
+    ) -> Result<Vec<(OciArchiveSource, Option<Reference>)>, TransportError> {
+        let archive = Arc::new(archive);
+        archive
+            .entries()
+            .iter()
+            .enumerate()
+            .map(|(i, entry)| {
+                let top = read_manifest(&archive, entry, true)?;
+                let src = OciArchiveSource {
+                    archive: archive.clone(),
+                    name: describe(file, Some(&format!("@{i}"))),
+                    top,
+                };
+                Ok((src, hoist_archive::oci::entry_name(entry)))
+            })
+            .collect()
     }
 }
 
@@ -300,8 +324,8 @@ impl Writer {
             state,
         } = self;
         let st = state.into_inner().unwrap_or_else(|p| p.into_inner());
-        let doc = st.index.ok_or_else(|| TransportError::Unsupported {
-            what: format!("{}: an archive of no image", describe(&file, None)),
+        let doc = st.index.ok_or_else(|| TransportError::NoImage {
+            location: describe(&file, None),
         })?;
         let bytes = serde_json::to_vec(&doc).expect("JSON values serialise");
         slots
