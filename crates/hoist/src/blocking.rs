@@ -27,7 +27,7 @@ use hoist_trust::Policy;
 use hoist_types::{Platform, Progress};
 use hoist_unpack::{UnpackOptions, UnpackReport};
 
-use crate::{CopyOptions, Error, Result, RootfsOptions};
+use crate::{CopyOptions, Error, PullPolicy, Result, RootfsOptions};
 
 /// A [`crate::Client`] with its own runtime; every call blocks. Cheap to clone.
 ///
@@ -395,6 +395,29 @@ impl Client {
     ) -> Result<UnpackReport> {
         self.runtime
             .block_on(self.inner.unpack_with(image, dir, options))
+    }
+
+    /// See [`crate::Client::unpack_with_pull`].
+    ///
+    /// ```no_run
+    /// let client = hoist::blocking::Client::builder().build()?;
+    /// client.unpack_with_pull(
+    ///     "127.0.0.1:5000/app:1",
+    ///     "/tmp/rootfs",
+    ///     hoist::UnpackOptions::default(),
+    ///     hoist::PullPolicy::Always,
+    /// )?;
+    /// # Ok::<(), hoist::Error>(())
+    /// ```
+    pub fn unpack_with_pull(
+        &self,
+        image: &str,
+        dir: impl AsRef<Path>,
+        options: UnpackOptions,
+        pull: PullPolicy,
+    ) -> Result<UnpackReport> {
+        self.runtime
+            .block_on(self.inner.unpack_with_pull(image, dir, options, pull))
     }
 
     /// See [`crate::Client::rootfs`].

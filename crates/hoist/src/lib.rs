@@ -8,7 +8,7 @@
 //! |---|---|
 //! | [`Client::pull`] | a registry image into the store (resumable, parallel, verified, mirrors) |
 //! | [`Client::rootfs`] | a directory, ext4 or erofs root filesystem (pulled first when missing; cached) |
-//! | [`Client::unpack`] | an image of the store into a directory |
+//! | [`Client::unpack`], [`Client::unpack_with_pull`] | an image into a directory (`_with_pull`: pulled first when missing) |
 //! | [`Client::copy`] | between any two of `docker://`, `oci:`, `oci-archive:`, `docker-archive:`, `dir:`, `hoist:` |
 //! | [`Client::push`] | an image of the store to a registry |
 //! | [`Client::inspect`], [`Client::tags`] | what `skopeo inspect` and `list-tags` tell |
@@ -82,7 +82,7 @@ pub mod blocking;
 
 pub use client::{Client, ClientBuilder};
 pub use error::{Error, ErrorKind, Result};
-pub use options::{CopyOptions, RootfsOptions};
+pub use options::{CopyOptions, PullPolicy, RootfsOptions};
 
 pub use hoist_mkfs::{BuildResult, Format, LayerResult, RunInfo, Size};
 pub use hoist_registry::{ClientOptions as RegistryOptions, MirrorConfig, MirrorSources};

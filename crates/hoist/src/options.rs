@@ -9,6 +9,33 @@ use hoist_transport::transports::ManifestFormat;
 use hoist_types::Compression;
 use hoist_unpack::UnpackOptions;
 
+/// When a call that needs an image asks the registry for it ([`RootfsOptions::pull`],
+/// [`crate::Client::unpack_with_pull`]), as `podman run --pull` and the `--pull` option of
+/// `hoist rootfs` and `hoist unpack`.
+///
+/// A `docker://REF` argument always asks the registry, whatever the policy but
+/// [`PullPolicy::Never`], which refuses it. Every pull enforces the client's trust policy
+/// before any blob is fetched: a refused image leaves the store as it was.
+///
+/// ```
+/// assert_eq!(hoist::PullPolicy::default(), hoist::PullPolicy::Missing);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[non_exhaustive]
+pub enum PullPolicy {
+    /// Use the image of the store the argument names (a name, normalized as
+    /// [`crate::Client::pull`] does, an ID, an ID prefix or a digest); pull it when there
+    /// is none.
+    #[default]
+    Missing,
+    /// Always ask the registry: a moved tag is followed; blobs already in the store are not
+    /// fetched again. The argument must be a reference.
+    Always,
+    /// Never ask the registry: an image absent from the store is an error of kind
+    /// [`crate::ErrorKind::NotFound`].
+    Never,
+}
+
 /// How [`crate::Client::rootfs`] builds a root filesystem.
 ///
 /// The default is a flattened directory tree, cached in the store by chain ID; rootless
@@ -30,6 +57,7 @@ pub struct RootfsOptions {
     force: bool,
     output: Option<PathBuf>,
     rootless: Option<bool>,
+    pull: PullPolicy,
 }
 
 impl Default for RootfsOptions {
@@ -55,6 +83,7 @@ impl RootfsOptions {
             force: false,
             output: None,
             rootless: None,
+            pull: PullPolicy::Missing,
         }
     }
 
@@ -146,6 +175,28 @@ impl RootfsOptions {
     pub fn rootless(mut self, on: bool) -> RootfsOptions {
         self.rootless = Some(on);
         self
+    }
+
+    /// When the image is pulled first (default: [`PullPolicy::Missing`], only when the
+    /// store has no image of that name).
+    ///
+    /// ```
+    /// use hoist::{Format, PullPolicy, RootfsOptions};
+    /// let opts = RootfsOptions::new(Format::Ext4).pull(PullPolicy::Never);
+    /// assert_eq!(opts.pull_policy(), PullPolicy::Never);
+    /// ```
+    pub fn pull(mut self, policy: PullPolicy) -> RootfsOptions {
+        self.pull = policy;
+        self
+    }
+
+    /// When the image is pulled first.
+    ///
+    /// ```
+    /// assert_eq!(hoist::RootfsOptions::default().pull_policy(), hoist::PullPolicy::Missing);
+    /// ```
+    pub fn pull_policy(&self) -> PullPolicy {
+        self.pull
     }
 
     pub(crate) fn build_options(&self) -> BuildOptions {

@@ -5,7 +5,9 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 use bytesize::ByteSize;
+use clap::ValueEnum;
 use hoist_registry::{MirrorSources, SharedProgress};
+use hoist_store::{ImageRecord, Store, StoreError};
 use hoist_transport::{
     DEFAULT_JOBS, DEFAULT_RANGE_CONNECTIONS, DEFAULT_RANGE_THRESHOLD, PullOptions,
 };
@@ -19,6 +21,14 @@ use crate::progress::reporter;
 pub struct Args {
     /// The image, e.g. `alpine`, `127.0.0.1:5000/ns/repo:tag`, `repo@sha256:…`.
     pub reference: String,
+    #[command(flatten)]
+    pub pull: PullArgs,
+}
+
+/// How an image is pulled: the options of `hoist pull`, shared by every command that pulls
+/// (`hoist rootfs REF`, `hoist unpack REF DIR`).
+#[derive(Debug, Clone, clap::Args)]
+pub struct PullArgs {
     /// The platform to pull from a multi-platform image, `os/arch[/variant]`.
     #[arg(long)]
     pub platform: Option<String>,
@@ -45,6 +55,130 @@ pub struct Args {
     pub registry: RegistryArgs,
     #[command(flatten)]
     pub trust: crate::cmd::verify::TrustArgs,
+}
+
+impl PullArgs {
+    /// The pull options these arguments describe (mirrors from the environment, the trust
+    /// policy loaded), with `progress` as the registry client's reporter.
+    pub fn options(&self, progress: &Arc<dyn Progress>) -> anyhow::Result<PullOptions> {
+        let platform = match &self.platform {
+            Some(p) => p.parse::<Platform>()?,
+            None => Platform::host(),
+        };
+        anyhow::ensure!(self.jobs >= 1, "-j must be at least 1");
+        anyhow::ensure!(
+            self.range_connections >= 1,
+            "--range-connections must be at least 1"
+        );
+        let mirrors = MirrorSources::from_env()
+            .load()
+            .context("reading the mirror configuration")?;
+        let mut registry = self.registry.client_options()?;
+        registry.progress = Some(SharedProgress(progress.clone()));
+        let (trust, registries_d) = self.trust.for_pull()?;
+        Ok(PullOptions {
+            platform,
+            jobs: self.jobs,
+            registry,
+            mirrors,
+            range_threshold: self.range_threshold.as_u64(),
+            range_connections: self.range_connections,
+            range_probe: self.range_probe,
+            foreign_layers: self.foreign_layers,
+            trust,
+            registries_d,
+        })
+    }
+}
+
+/// When `hoist rootfs` and `hoist unpack` ask the registry (`--pull`, as `podman run
+/// --pull`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
+pub enum PullPolicy {
+    /// Use the image of the store the argument names (a name, normalized as `hoist pull`
+    /// does, an ID or an ID prefix); pull it when there is none.
+    #[default]
+    Missing,
+    /// Always ask the registry: a moved tag is followed; blobs in the store are not
+    /// fetched again. The argument must be a reference.
+    Always,
+    /// Never ask the registry: the image must be in the store.
+    Never,
+}
+
+/// The image `arg` names under `policy`, pulled first when the policy says so, on `store`
+/// (a leased handle keeps it for the caller). `arg` is `REF`, `docker://REF` (always asks
+/// the registry) or an image of the store. A pull enforces the trust policy before any
+/// blob is fetched, so a refused image leaves the store as it was.
+///
+/// Called from a command's synchronous body inside the runtime: the pull runs on the
+/// runtime while this thread waits (`block_in_place`).
+pub fn resolve_or_pull(
+    store: &Store,
+    arg: &str,
+    policy: PullPolicy,
+    pull: &PullArgs,
+    progress: &Arc<dyn Progress>,
+    quiet: bool,
+) -> anyhow::Result<ImageRecord> {
+    let registry_only = arg.starts_with("docker://");
+    if registry_only && policy == PullPolicy::Never {
+        anyhow::bail!(
+            "{arg}: a docker:// reference always asks the registry, which --pull never forbids \
+             (name the image of the store without docker://)"
+        );
+    }
+    if !registry_only && policy != PullPolicy::Always {
+        match store.resolve(arg) {
+            Ok(image) => return Ok(image),
+            Err(StoreError::ImageNotFound { .. }) if policy == PullPolicy::Missing => {}
+            Err(e @ StoreError::ImageNotFound { .. }) => {
+                return Err(anyhow::Error::new(e).context(format!(
+                    "{arg} is not in the store and --pull never forbids pulling it \
+                     (run `hoist pull {arg}` first, or use --pull missing)"
+                )));
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+    anyhow::ensure!(
+        !names_an_id(arg),
+        "{arg} is not in the store, and an image ID cannot be pulled (pull a reference: \
+         REGISTRY/REPO[:TAG][@DIGEST])"
+    );
+    let reference =
+        Reference::parse(arg.strip_prefix("docker://").unwrap_or(arg)).with_context(|| {
+            format!("{arg} is not in the store, and not an image reference to pull")
+        })?;
+    let opts = pull.options(progress)?;
+    let start = Instant::now();
+    let report = tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(hoist_transport::pull(
+            store,
+            &reference,
+            &opts,
+            progress.as_ref(),
+        ))
+    })
+    .with_context(|| format!("pulling {reference}"))?;
+    if !quiet {
+        eprintln!(
+            "pulled {reference} in {:.2}s: {} blobs fetched ({}), {} already present",
+            start.elapsed().as_secs_f64(),
+            report.blobs_fetched,
+            ByteSize(report.bytes_fetched),
+            report.blobs_skipped
+        );
+    }
+    // By the manifest pulled: resolving holds the image on a leased handle (the pull's
+    // own lease ended with it), and fails cleanly if it was removed meanwhile.
+    Ok(store.resolve(&report.image.manifest.digest.to_string())?)
+}
+
+/// Whether `arg` names an image by ID (`sha256:…`, a full digest or a prefix), which
+/// [`Reference::parse`] would otherwise read as the repository `docker.io/library/sha256`.
+fn names_an_id(arg: &str) -> bool {
+    ["sha256:", "sha512:"].iter().any(|p| arg.starts_with(p))
 }
 
 /// Cap glibc's malloc arenas at one, for the commands that move blobs (`pull`, `copy`,
@@ -83,35 +217,9 @@ pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
             .strip_prefix("docker://")
             .unwrap_or(&a.reference),
     )?;
-    let platform = match &a.platform {
-        Some(p) => p.parse::<Platform>()?,
-        None => Platform::host(),
-    };
-    anyhow::ensure!(a.jobs >= 1, "-j must be at least 1");
-    anyhow::ensure!(
-        a.range_connections >= 1,
-        "--range-connections must be at least 1"
-    );
-    let store = g.open_store()?;
-    let mirrors = MirrorSources::from_env()
-        .load()
-        .context("reading the mirror configuration")?;
     let progress: Arc<dyn Progress> = Arc::from(reporter(g.progress_mode()));
-    let mut registry = a.registry.client_options()?;
-    registry.progress = Some(SharedProgress(progress.clone()));
-    let (trust, registries_d) = a.trust.for_pull()?;
-    let opts = PullOptions {
-        platform,
-        jobs: a.jobs,
-        registry,
-        mirrors,
-        range_threshold: a.range_threshold.as_u64(),
-        range_connections: a.range_connections,
-        range_probe: a.range_probe,
-        foreign_layers: a.foreign_layers,
-        trust,
-        registries_d,
-    };
+    let opts = a.pull.options(&progress)?;
+    let store = g.open_store()?;
     let start = Instant::now();
     let report = hoist_transport::pull(&store, &reference, &opts, progress.as_ref())
         .await

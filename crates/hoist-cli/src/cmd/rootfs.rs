@@ -1,7 +1,8 @@
 //! `hoist rootfs`: a root filesystem (directory, ext4 or erofs; flattened or per layer) from
-//! an image in the store, cached; prints the result as JSON.
+//! an image, pulled first when missing (`--pull`), cached; prints the result as JSON.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use clap::ValueEnum;
@@ -9,6 +10,7 @@ use hoist_mkfs::{BuildOptions, Ext4Writer, Format, Size};
 use hoist_unpack::UnpackOptions;
 
 use crate::cmd::print_json;
+use crate::cmd::pull::{PullArgs, PullPolicy, resolve_or_pull};
 use crate::opts::GlobalArgs;
 use crate::progress::reporter;
 
@@ -26,8 +28,18 @@ pub enum FormatArg {
 /// Arguments of `hoist rootfs`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The image in the store: a name, an ID or an ID prefix.
+    /// The image: a reference (`alpine`, `127.0.0.1:5000/ns/app:1`, `docker://…`) pulled
+    /// when missing, or an image of the store (a name, an ID or an ID prefix).
     pub image: String,
+    /// When to pull: `missing` uses the image of the store the argument names (a name
+    /// normalized as `hoist pull` does, an ID or an ID prefix) and pulls it only when there
+    /// is none; `always` asks the registry (a moved tag is followed; blobs already in the
+    /// store are not fetched again); `never` uses the store only. `docker://REF` always
+    /// asks the registry. A pull enforces the trust policy as `hoist pull` does.
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing, value_name = "POLICY")]
+    pub pull: PullPolicy,
+    #[command(flatten)]
+    pub pull_args: PullArgs,
     /// What to build.
     #[arg(long, value_enum, default_value_t = FormatArg::Dir)]
     pub format: FormatArg,
@@ -65,7 +77,8 @@ pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
     // Leased: a concurrent `hoist gc` keeps the image's blobs and cache entries until the
     // build is over, even if the image is removed meanwhile.
     let store = g.open_store()?.leased()?;
-    let image = store.resolve(&a.image)?;
+    let progress: Arc<dyn hoist_types::Progress> = Arc::from(reporter(g.progress_mode()));
+    let image = resolve_or_pull(&store, &a.image, a.pull, &a.pull_args, &progress, g.quiet)?;
     let opts = BuildOptions {
         format: Some(match a.format {
             FormatArg::Dir => Format::Dir,
@@ -90,7 +103,6 @@ pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
         },
         ..BuildOptions::default()
     };
-    let progress = reporter(g.progress_mode());
     let result =
         hoist_mkfs::build_rootfs(&store, &image, &opts, progress.as_ref()).with_context(|| {
             format!(

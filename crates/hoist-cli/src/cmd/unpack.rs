@@ -1,23 +1,36 @@
-//! `hoist unpack`: an image from the store into a root filesystem directory or an OCI
-//! runtime bundle.
+//! `hoist unpack`: an image (pulled first when missing, `--pull`) into a root filesystem
+//! directory or an OCI runtime bundle.
 
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::Context as _;
 use bytesize::ByteSize;
 use hoist_unpack::{IdMap, UnpackOptions};
 
+use crate::cmd::pull::{PullArgs, PullPolicy, resolve_or_pull};
 use crate::opts::GlobalArgs;
 use crate::progress::reporter;
 
 /// Arguments of `hoist unpack`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// The image in the store: a name, an ID or an ID prefix.
+    /// The image: a reference (`alpine`, `127.0.0.1:5000/ns/app:1`, `docker://…`) pulled
+    /// when missing, or an image of the store (a name, an ID or an ID prefix).
     pub image: String,
     /// The target directory: created; it must be absent or empty.
     pub dir: PathBuf,
+    /// When to pull: `missing` uses the image of the store the argument names (a name
+    /// normalized as `hoist pull` does, an ID or an ID prefix) and pulls it only when there
+    /// is none; `always` asks the registry (a moved tag is followed; blobs already in the
+    /// store are not fetched again); `never` uses the store only. `docker://REF` always
+    /// asks the registry. A pull enforces the trust policy as `hoist pull` does, before
+    /// DIR is touched.
+    #[arg(long, value_enum, default_value_t = PullPolicy::Missing, value_name = "POLICY")]
+    pub pull: PullPolicy,
+    #[command(flatten)]
+    pub pull_args: PullArgs,
     /// Write an OCI runtime bundle: DIR/rootfs and DIR/config.json.
     #[arg(long)]
     pub bundle: bool,
@@ -59,10 +72,11 @@ impl OwnerArgs {
 
 /// Run it.
 pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
-    let store = g.open_store()?;
-    let image = store.resolve(&a.image)?;
+    // Leased: a concurrent `hoist gc` keeps what the unpack reads, pulled or not.
+    let store = g.open_store()?.leased()?;
     let opts = a.owners.options()?;
-    let progress = reporter(g.progress_mode());
+    let progress: Arc<dyn hoist_types::Progress> = Arc::from(reporter(g.progress_mode()));
+    let image = resolve_or_pull(&store, &a.image, a.pull, &a.pull_args, &progress, g.quiet)?;
     let start = Instant::now();
     let report = if a.bundle {
         hoist_unpack::unpack_bundle(&store, &image, &a.dir, &opts, progress.as_ref())
