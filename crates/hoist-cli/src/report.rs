@@ -76,8 +76,16 @@ fn hint(cause: &(dyn StdError + 'static)) -> Option<&'static str> {
             _ => None,
         };
     }
-    if let Some(_e) = cause.downcast_ref::<TransportError>() {
-        return None;
+    if let Some(e) = cause.downcast_ref::<TransportError>() {
+        return match e {
+            TransportError::ZstdInDockerSchema2 { .. } => Some(
+                "keep zstd layers with --format oci, or recompress them with --dest-compress-format gzip",
+            ),
+            TransportError::FormatNotAccepted { .. } => Some(
+                "leave out --format and --dest-compress-format: the copy then writes what the destination holds",
+            ),
+            _ => None,
+        };
     }
     None
 }
@@ -141,5 +149,12 @@ mod tests {
             reason: "invalid peer certificate: UnknownIssuer".into(),
         });
         assert!(hints(&e)[0].contains("--tls-verify=false"));
+        let e = anyhow::Error::new(TransportError::ZstdInDockerSchema2 { manifest: None })
+            .context("copying a to b");
+        assert_eq!(
+            chain_line(&e),
+            "copying a to b: Docker schema 2 has no zstd layer type"
+        );
+        assert!(hints(&e)[0].contains("--format oci"));
     }
 }

@@ -78,10 +78,7 @@ pub fn layer_type(
         (ManifestFormat::V2s2, Compression::None, _) => MediaType::DockerLayer,
         (ManifestFormat::V2s2, Compression::Gzip, _) => MediaType::DockerLayerGzip,
         (ManifestFormat::V2s2, Compression::Zstd, _) => {
-            return Err(TransportError::Unsupported {
-                what: "Docker schema 2 has no zstd layer type: use --format oci with zstd"
-                    .to_owned(),
-            });
+            return Err(TransportError::ZstdInDockerSchema2 { manifest: None });
         }
     })
 }
@@ -256,10 +253,10 @@ pub fn check_v2s2(m: &ImageManifest, digest: &Digest) -> Result<(), TransportErr
             .iter()
             .any(|l| l.annotations.as_ref().is_some_and(|a| !a.is_empty()));
     if lossy {
-        return Err(TransportError::Unsupported {
-            what: format!(
-                "manifest {digest}: annotations, subject or artifactType cannot be kept in Docker schema 2"
-            ),
+        return Err(TransportError::ConversionRefused {
+            digest: digest.clone(),
+            reason: "annotations, subject or artifactType cannot be kept in Docker schema 2"
+                .to_owned(),
         });
     }
     Ok(())

@@ -238,11 +238,10 @@ pub fn inspect_local(store: &Store, image: &ImageRecord) -> Result<Inspected, Tr
     let raw_manifest = store.read_blob(&image.manifest.digest, MAX_MANIFEST_SIZE)?;
     let Manifest::Image(m) = Manifest::parse(&raw_manifest, Some(&image.manifest.media_type))?.0
     else {
-        return Err(TransportError::Unsupported {
-            what: format!(
-                "stored manifest {} is not an image manifest",
-                image.manifest.digest
-            ),
+        return Err(TransportError::NotAnImage {
+            location: "the store".to_owned(),
+            digest: image.manifest.digest.clone(),
+            found: format!("media type {}", image.manifest.media_type),
         });
     };
     let raw_config = store.read_blob(&image.id, MAX_CONFIG_SIZE)?;

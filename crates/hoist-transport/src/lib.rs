@@ -109,11 +109,112 @@ pub enum TransportError {
         /// The error.
         source: std::io::Error,
     },
-    /// Something hoist does not do (yet), named.
-    #[error("not supported: {what}")]
-    Unsupported {
-        /// What.
+    /// A transport or place that cannot do what was asked: a `dir:` layout has no tags, a
+    /// docker-archive holds one image per copy, the store keeps images only, a lookaside
+    /// store that is not `file://`.
+    #[error("{location}: {reason}")]
+    NotSupportedBy {
+        /// The transport or place (`transport:reference`, a path, the store).
+        location: String,
+        /// What it cannot do.
+        reason: String,
+    },
+    /// A destination that holds only one manifest format or layer compression was asked
+    /// for another.
+    #[error("{location} holds only {accepts} (asked for {asked})")]
+    FormatNotAccepted {
+        /// The destination.
+        location: String,
+        /// What it holds (`"Docker schema 2 manifests"`, `"gzip layers"`).
+        accepts: String,
+        /// What was asked for.
+        asked: String,
+    },
+    /// A manifest that is not an image manifest where an image is needed (an artifact, a
+    /// signature or referrer of another shape).
+    #[error("{location}: manifest {digest} is not an image manifest ({found})")]
+    NotAnImage {
+        /// Where it was read or is going (`transport:reference`, "the store").
+        location: String,
+        /// The manifest.
+        digest: Digest,
+        /// What it is instead (its media type, artifact type).
+        found: String,
+    },
+    /// A place or an index that holds no image at all (an empty archive, an index with no
+    /// image manifest), or a save given no image.
+    #[error("{location} holds no image")]
+    NoImage {
+        /// The archive, index or place.
+        location: String,
+    },
+    /// A manifest format or compression conversion hoist refuses, because the target
+    /// format cannot express what the manifest declares, or the conversion is not done.
+    #[error("manifest {digest}: {reason}")]
+    ConversionRefused {
+        /// The manifest (or index) to convert.
+        digest: Digest,
+        /// Why.
+        reason: String,
+    },
+    /// Docker schema 2 has no media type for a zstd layer.
+    #[error("{}Docker schema 2 has no zstd layer type", .manifest.as_ref().map(|d| format!("manifest {d}: ")).unwrap_or_default())]
+    ZstdInDockerSchema2 {
+        /// The manifest, when known.
+        manifest: Option<Digest>,
+    },
+    /// An index nests another index, which the copy engine does not follow.
+    #[error("index {index}: nested index {nested} is not copied")]
+    NestedIndex {
+        /// The outer index.
+        index: Digest,
+        /// The nested one.
+        nested: Digest,
+    },
+    /// An index that lists more manifests than allowed.
+    #[error("index {digest} lists {count} manifests (at most {limit})")]
+    IndexTooLarge {
+        /// The index.
+        digest: Digest,
+        /// Its manifests.
+        count: usize,
+        /// The limit.
+        limit: usize,
+    },
+    /// A destination that keeps no signatures of the kind to carry.
+    #[error("{location} keeps no {kind} signatures ({count} to carry)")]
+    SignaturesNotKept {
+        /// The destination.
+        location: String,
+        /// `"simple-signing"`.
+        kind: &'static str,
+        /// How many there were.
+        count: usize,
+    },
+    /// Signing the written image failed (the signer, its key, or the signature's
+    /// destination).
+    #[error("signing {digest}: {reason}")]
+    Signing {
+        /// The signed manifest.
+        digest: Digest,
+        /// What failed.
+        reason: String,
+    },
+    /// No source could serve a blob or manifest (none was configured, or every one was
+    /// passed over).
+    #[error("{what}: no source to fetch it from")]
+    NoSource {
+        /// What was wanted (`blob sha256:…`).
         what: String,
+    },
+    /// A destination's calls came in an order it cannot follow (a commit before any
+    /// manifest): a bug of the caller.
+    #[error("{location}: {what}")]
+    OutOfOrder {
+        /// The destination.
+        location: String,
+        /// What came out of order.
+        what: &'static str,
     },
     /// A `transport:reference` string that does not parse.
     #[error("invalid image reference {input:?}: {reason}")]

@@ -158,8 +158,8 @@ impl Sources {
                 Err(e) => return Err(e),
             }
         }
-        Err(last.unwrap_or_else(|| TransportError::Unsupported {
-            what: format!("{what}: no source may serve it"),
+        Err(last.unwrap_or_else(|| TransportError::NoSource {
+            what: what.to_string(),
         }))
     }
 }

@@ -484,9 +484,14 @@ pub async fn sign(
             now,
         );
         let (fpr, pass) = (fpr.clone(), opts.gpg_passphrase_file.clone());
+        let signed = written.digest.clone();
         let sig = crate::blocking(move || {
-            hoist_trust::gpg::sign_with_gpg(&payload, &fpr, pass.as_deref())
-                .map_err(|reason| TransportError::Unsupported { what: reason })
+            hoist_trust::gpg::sign_with_gpg(&payload, &fpr, pass.as_deref()).map_err(|reason| {
+                TransportError::Signing {
+                    digest: signed,
+                    reason,
+                }
+            })
         })
         .await??;
         match (dst, &opts.lookaside) {
@@ -522,7 +527,10 @@ fn write_lookaside(
     sig: &[u8],
 ) -> Result<(), TransportError> {
     let entry = config.entry_for(image);
-    let refuse = |what: String| TransportError::Unsupported { what };
+    let refuse = |reason: String| TransportError::Signing {
+        digest: digest.clone(),
+        reason,
+    };
     let base = entry.lookaside_staging.or(entry.lookaside).ok_or_else(|| {
         refuse(format!(
             "a registry keeps simple signatures only in a lookaside store: registries.d \
@@ -626,8 +634,9 @@ async fn put_sigstore_tag(
             "size": bytes.len(),
             "digest": Digest::sha256_of(&bytes).to_string(),
         }))
-        .map_err(|e| TransportError::Unsupported {
-            what: format!("building the .sig descriptor: {e}"),
+        .map_err(|e| TransportError::Signing {
+            digest: digest.clone(),
+            reason: format!("building the .sig descriptor: {e}"),
         })?;
         let size = bytes.len() as u64;
         let stream = crate::transports::BlobStream::from_reader(

@@ -241,15 +241,22 @@ fn transport_kind(e: &TransportError) -> ErrorKind {
         TransportError::Types(_) | TransportError::InvalidImageRef { .. } => {
             ErrorKind::InvalidInput
         }
-        TransportError::Trust(_) => ErrorKind::Policy,
-        TransportError::NoMatchingPlatform { .. } | TransportError::BlobNotFound { .. } => {
-            ErrorKind::NotFound
-        }
-        TransportError::Unsupported { .. }
+        TransportError::Trust(_) | TransportError::Signing { .. } => ErrorKind::Policy,
+        TransportError::NoMatchingPlatform { .. }
+        | TransportError::BlobNotFound { .. }
+        | TransportError::NoImage { .. }
+        | TransportError::NoSource { .. } => ErrorKind::NotFound,
+        TransportError::NotSupportedBy { .. }
+        | TransportError::FormatNotAccepted { .. }
+        | TransportError::NotAnImage { .. }
+        | TransportError::ConversionRefused { .. }
+        | TransportError::ZstdInDockerSchema2 { .. }
+        | TransportError::NestedIndex { .. }
+        | TransportError::SignaturesNotKept { .. }
         | TransportError::ForeignLayer { .. }
         | TransportError::SignaturesWouldBreak { .. } => ErrorKind::Unsupported,
         TransportError::Io { .. } => ErrorKind::Io,
-        TransportError::Task { .. } => ErrorKind::Other,
+        TransportError::Task { .. } | TransportError::OutOfOrder { .. } => ErrorKind::Other,
         _ => ErrorKind::Integrity,
     }
 }

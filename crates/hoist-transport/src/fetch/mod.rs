@@ -126,8 +126,8 @@ impl BlobFetcher {
             }
         }
         let Some(origin) = origin else {
-            return Err(first_err.unwrap_or_else(|| TransportError::Unsupported {
-                what: format!("blob {}: no source to fetch it from", desc.digest),
+            return Err(first_err.unwrap_or_else(|| TransportError::NoSource {
+                what: format!("blob {}", desc.digest),
             }));
         };
         let (tx, stream) = BlobStream::channel(desc.size - offset.min(desc.size), origin);
@@ -394,8 +394,8 @@ impl BlobFetcher {
                 }
             }
         }
-        let e = last.unwrap_or_else(|| TransportError::Unsupported {
-            what: format!("blob {}: no source to fetch it from", desc.digest),
+        let e = last.unwrap_or_else(|| TransportError::NoSource {
+            what: format!("blob {}", desc.digest),
         });
         Ok((sink, Err((candidates, e))))
     }

@@ -30,9 +30,12 @@ pub struct OpenOptions {
 }
 
 fn need_store(o: &OpenOptions, r: &ImageRef) -> Result<Store, TransportError> {
-    o.store.clone().ok_or_else(|| TransportError::Unsupported {
-        what: format!("{r}: no store given"),
-    })
+    o.store
+        .clone()
+        .ok_or_else(|| TransportError::NotSupportedBy {
+            location: r.to_string(),
+            reason: "no store given".to_owned(),
+        })
 }
 
 /// One source of any transport.

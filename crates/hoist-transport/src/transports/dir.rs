@@ -97,11 +97,9 @@ impl ImageSource for DirSource {
                 })
                 .await?
             }
-            ManifestRef::Tag(t) => Err(TransportError::Unsupported {
-                what: format!(
-                    "{}: a dir: layout has no tags (asked for {t:?})",
-                    self.describe()
-                ),
+            ManifestRef::Tag(t) => Err(TransportError::NotSupportedBy {
+                location: self.describe(),
+                reason: format!("a dir: layout has no tags (asked for {t:?})"),
             }),
         }
     }
@@ -282,11 +280,9 @@ impl ImageDestination for DirDestination {
             ManifestTarget::Top => manifest_file(&self.staging, None),
             ManifestTarget::Instance => manifest_file(&self.staging, Some(&manifest.digest)),
             ManifestTarget::Tag(t) => {
-                return Err(TransportError::Unsupported {
-                    what: format!(
-                        "{}: a dir: layout has no tags (asked for {t:?})",
-                        self.describe()
-                    ),
+                return Err(TransportError::NotSupportedBy {
+                    location: self.describe(),
+                    reason: format!("a dir: layout has no tags (asked for {t:?})"),
                 });
             }
         };

@@ -86,8 +86,9 @@ pub(crate) fn refuse_signatures(
     if signatures.is_empty() {
         return Ok(());
     }
-    Err(TransportError::Unsupported {
-        what: format!("{location}: {why} (of {instance})"),
+    Err(TransportError::NotSupportedBy {
+        location,
+        reason: format!("{why} (of {instance})"),
     })
 }
 
@@ -113,8 +114,9 @@ impl<X> StagedState<X> {
     /// Take the top manifest; committing without one is an error naming `location` (the
     /// destination's `describe()`), the same for every destination.
     pub fn take_top(&mut self, location: &str) -> Result<RawManifest, TransportError> {
-        self.top.take().ok_or_else(|| TransportError::Unsupported {
-            what: format!("{location}: commit without a manifest"),
+        self.top.take().ok_or_else(|| TransportError::OutOfOrder {
+            location: location.to_owned(),
+            what: "commit without a manifest",
         })
     }
 }
