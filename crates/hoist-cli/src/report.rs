@@ -120,8 +120,8 @@ mod tests {
     #[test]
     fn library_errors_print_their_sources_through_the_chain() {
         let e = StoreError::Io {
-            action: "read",
-            path: "/s/blobs/x".into(),
+            op: "read",
+            path: Some("/s/blobs/x".into()),
             source: std::io::Error::other("disk on fire"),
         };
         let e = anyhow::Error::new(e).context("pulling a:b");

@@ -42,12 +42,12 @@ pub enum MkfsError {
         source: io::Error,
     },
     /// A filesystem operation failed.
-    #[error("cannot {action} {path}")]
+    #[error("cannot {op}{}", hoist_types::io_path(.path))]
     Io {
-        /// What was being done.
-        action: &'static str,
-        /// The path.
-        path: PathBuf,
+        /// What was being done (`"read"`, `"create directory"`, `"rename into"`, …).
+        op: &'static str,
+        /// The path concerned, when there is one.
+        path: Option<PathBuf>,
         /// The OS error.
         source: io::Error,
     },
@@ -111,8 +111,8 @@ pub enum MkfsError {
 impl MkfsError {
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         MkfsError::Io {
-            action,
-            path: path.into(),
+            op: action,
+            path: Some(path.into()),
             source,
         }
     }

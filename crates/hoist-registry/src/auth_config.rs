@@ -212,8 +212,9 @@ pub(crate) fn lookup_in(
 
 /// Read a JSON object; `Ok(None)` when the file does not exist.
 fn read_json(path: &Path) -> Result<Option<Map<String, Value>>, RegistryError> {
-    let io = |source| RegistryError::AuthFileIo {
-        path: path.to_owned(),
+    let io = |source| RegistryError::Io {
+        op: "read credentials file",
+        path: Some(path.to_owned()),
         source,
     };
     let f = match std::fs::File::open(path) {
@@ -564,8 +565,9 @@ pub(crate) fn logout_in(
 /// rename, fsync the directory.
 fn write_atomic(path: &Path, doc: &Map<String, Value>) -> Result<(), RegistryError> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
-    let io = |source| RegistryError::AuthFileIo {
-        path: path.to_owned(),
+    let io = |source| RegistryError::Io {
+        op: "write credentials file",
+        path: Some(path.to_owned()),
         source,
     };
     let dir = match path.parent() {

@@ -191,12 +191,14 @@ pub enum RegistryError {
         /// Why.
         reason: String,
     },
-    /// I/O on a credential file.
-    #[error("credentials file {path}")]
-    AuthFileIo {
+    /// Local I/O failed (a credential file).
+    #[error("cannot {op}{}", hoist_types::io_path(.path))]
+    Io {
+        /// What was being done (`"read credentials file"`).
+        op: &'static str,
         /// The file.
-        path: PathBuf,
-        /// The error.
+        path: Option<PathBuf>,
+        /// The OS error.
         source: std::io::Error,
     },
     /// A `docker-credential-*` helper that is missing or failed.

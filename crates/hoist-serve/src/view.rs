@@ -135,8 +135,8 @@ impl ViewCache {
     fn stamp(&self) -> Result<Stamp, StoreError> {
         let p = self.store.root().join("index.json");
         let m = std::fs::metadata(&p).map_err(|e| StoreError::Io {
-            action: "stat",
-            path: p,
+            op: "stat",
+            path: Some(p),
             source: e,
         })?;
         Ok((m.ino(), m.size(), m.mtime(), m.mtime_nsec(), m.dev()))

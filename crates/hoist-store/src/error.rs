@@ -11,12 +11,12 @@ use hoist_types::{Digest, MediaType, Reference, TypeError};
 #[non_exhaustive]
 pub enum StoreError {
     /// A filesystem operation failed.
-    #[error("cannot {action} {path}")]
+    #[error("cannot {op}{}", hoist_types::io_path(.path))]
     Io {
-        /// What was being done (`"create directory"`, `"rename into"`, …).
-        action: &'static str,
-        /// The path concerned.
-        path: PathBuf,
+        /// What was being done (`"read"`, `"create directory"`, `"rename into"`, …).
+        op: &'static str,
+        /// The path concerned, when there is one.
+        path: Option<PathBuf>,
         /// The OS error.
         source: io::Error,
     },
@@ -250,8 +250,8 @@ impl StoreError {
                 source,
             },
             _ => StoreError::Io {
-                action,
-                path,
+                op: action,
+                path: Some(path),
                 source,
             },
         }
@@ -260,8 +260,8 @@ impl StoreError {
     /// An I/O error reported verbatim (for reads, where "not writable" would mislead).
     pub(crate) fn read(path: impl Into<PathBuf>, source: io::Error) -> Self {
         StoreError::Io {
-            action: "read",
-            path: path.into(),
+            op: "read",
+            path: Some(path.into()),
             source,
         }
     }

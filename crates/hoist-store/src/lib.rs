@@ -255,8 +255,8 @@ impl Store {
         match fs::metadata(&root) {
             Ok(m) if !m.is_dir() => {
                 return Err(StoreError::Io {
-                    action: "use as a store directory",
-                    path: root,
+                    op: "use as a store directory",
+                    path: Some(root),
                     source: io::Error::new(io::ErrorKind::NotADirectory, "not a directory"),
                 });
             }

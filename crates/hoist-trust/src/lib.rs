@@ -34,11 +34,13 @@ pub use policy::{KeySource, Policy, PolicyTarget, Requirement, Scope};
 #[non_exhaustive]
 pub enum TrustError {
     /// A file could not be read.
-    #[error("reading {path}")]
+    #[error("cannot {op}{}", hoist_types::io_path(.path))]
     Io {
+        /// What was being done (`"read"`).
+        op: &'static str,
         /// The file.
-        path: PathBuf,
-        /// The cause.
+        path: Option<PathBuf>,
+        /// The OS error.
         source: std::io::Error,
     },
     /// A file is larger than hoist accepts for its kind.
@@ -82,7 +84,8 @@ pub enum TrustError {
 /// Reads at most `limit` bytes of `path`; a larger file is an error, never truncated.
 pub(crate) fn read_limited(path: &Path, limit: u64) -> Result<Vec<u8>, TrustError> {
     let io = |source| TrustError::Io {
-        path: path.to_path_buf(),
+        op: "read",
+        path: Some(path.to_path_buf()),
         source,
     };
     let f = std::fs::File::open(path).map_err(io)?;

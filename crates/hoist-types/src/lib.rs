@@ -122,6 +122,16 @@ pub enum TypeError {
     },
 }
 
+/// The path of an `Io { op, path, source }` error as its message shows it: `" PATH"`, or
+/// nothing. Every library crate's `Io` variant has that one shape and the message
+/// `cannot {op} {path}`, without the OS error's text (the error's source carries it).
+#[doc(hidden)]
+pub fn io_path(path: &Option<std::path::PathBuf>) -> String {
+    path.as_ref()
+        .map(|p| format!(" {}", p.display()))
+        .unwrap_or_default()
+}
+
 /// Refuses a JSON document that is not UTF-8 (found by the `manifest` fuzz target: a
 /// manifest with an invalid byte in a field hoist ignores was accepted).
 pub(crate) fn check_utf8(bytes: &[u8], what: &'static str) -> Result<(), TypeError> {

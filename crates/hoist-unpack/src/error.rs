@@ -32,12 +32,12 @@ pub enum UnpackError {
         source: Box<UnpackError>,
     },
     /// A filesystem operation on a host path (target, temp or cache directory) failed.
-    #[error("cannot {action} {path}")]
+    #[error("cannot {op}{}", hoist_types::io_path(.path))]
     Io {
-        /// What was being done.
-        action: &'static str,
-        /// The host path.
-        path: PathBuf,
+        /// What was being done (`"read"`, `"create directory"`, `"rename into"`, …).
+        op: &'static str,
+        /// The path concerned, when there is one.
+        path: Option<PathBuf>,
         /// The OS error.
         source: io::Error,
     },
@@ -200,8 +200,8 @@ pub enum UnpackError {
 impl UnpackError {
     pub(crate) fn io(action: &'static str, path: impl Into<PathBuf>, source: io::Error) -> Self {
         UnpackError::Io {
-            action,
-            path: path.into(),
+            op: action,
+            path: Some(path.into()),
             source,
         }
     }

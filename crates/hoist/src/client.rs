@@ -627,7 +627,8 @@ impl Client {
     pub async fn load(&self, archive: impl AsRef<Path>) -> Result<Vec<LoadedImage>> {
         let path = archive.as_ref().to_owned();
         let file = std::fs::File::open(&path).map_err(|source| Error::Io {
-            path: path.clone(),
+            op: "open",
+            path: Some(path.clone()),
             source,
         })?;
         let (_, loaded) = hoist_transport::transports::load_archive_trusted(

@@ -58,10 +58,12 @@ pub enum Error {
         reason: String,
     },
     /// A file the façade opens itself (an archive to load) could not be opened.
-    #[error("cannot open {}", path.display())]
+    #[error("cannot {op}{}", hoist_types::io_path(.path))]
     Io {
+        /// What was being done (`"open"`).
+        op: &'static str,
         /// The path.
-        path: std::path::PathBuf,
+        path: Option<std::path::PathBuf>,
         /// The OS error.
         source: std::io::Error,
     },
@@ -201,10 +203,10 @@ fn registry_kind(e: &RegistryError) -> ErrorKind {
         | RegistryError::Manifest { .. }
         | RegistryError::TooLarge { .. } => ErrorKind::Integrity,
         RegistryError::AuthFile { .. }
-        | RegistryError::AuthFileIo { .. }
         | RegistryError::Config { .. }
         | RegistryError::TlsConfig { .. } => ErrorKind::InvalidInput,
         RegistryError::Unsupported { .. } => ErrorKind::Unsupported,
+        RegistryError::Io { .. } => ErrorKind::Io,
         _ => ErrorKind::Network,
     }
 }

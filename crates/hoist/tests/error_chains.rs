@@ -82,8 +82,8 @@ fn the_helper_finds_a_repeated_cause() {
     }));
     assert!(caught.is_err(), "a repeated cause went unnoticed");
     let good = hoist::store::StoreError::Io {
-        action: "read",
-        path: "/x".into(),
+        op: "read",
+        path: Some("/x".into()),
         source: std::io::Error::other("disk on fire"),
     };
     assert_eq!(
