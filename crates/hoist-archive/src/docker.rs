@@ -299,7 +299,7 @@ impl DockerArchive {
         progress: &dyn Progress,
     ) -> Result<u64, ArchiveError> {
         let mut stream = self.layer_stream(layer, progress)?;
-        io::copy(&mut stream, out).map_err(|source| ArchiveError::Io {
+        io::copy(&mut stream, out).map_err(|source| ArchiveError::Stream {
             what: format!(
                 "copying layer {} of archive {}",
                 layer.entry,
@@ -357,7 +357,7 @@ pub fn finish<E: From<ArchiveError>>(
     images: &[IndexedImage<'_>],
     config: impl Fn(&Digest) -> Result<Vec<u8>, E>,
 ) -> Result<(), E> {
-    let wio = |what: String| move |source| ArchiveError::Io { what, source };
+    let wio = |what: String| move |source| ArchiveError::Stream { what, source };
     let mut items = Vec::new();
     let mut repositories: BTreeMap<String, BTreeMap<String, String>> = BTreeMap::new();
     let mut configs_written = BTreeSet::new();

@@ -85,7 +85,8 @@ impl ArchiveIndex {
     /// Open and index the archive at `path`.
     pub fn open(path: &Path) -> Result<ArchiveIndex, ArchiveError> {
         let file = File::open(path).map_err(|source| ArchiveError::Io {
-            what: format!("opening archive {}", path.display()),
+            op: "open archive",
+            path: Some(path.to_owned()),
             source,
         })?;
         ArchiveIndex::from_file(file, path)
@@ -100,7 +101,8 @@ impl ArchiveIndex {
             let n = file
                 .read_at(&mut head[got..], got as u64)
                 .map_err(|source| ArchiveError::Io {
-                    what: format!("reading archive {}", path.display()),
+                    op: "read archive",
+                    path: Some(path.to_owned()),
                     source,
                 })?;
             if n == 0 {
@@ -112,7 +114,8 @@ impl ArchiveIndex {
             let len = file
                 .metadata()
                 .map_err(|source| ArchiveError::Io {
-                    what: format!("reading archive {}", path.display()),
+                    op: "read archive",
+                    path: Some(path.to_owned()),
                     source,
                 })?
                 .len();
@@ -131,7 +134,8 @@ impl ArchiveIndex {
         let len = file
             .metadata()
             .map_err(|source| ArchiveError::Io {
-                what: format!("reading archive {}", path.display()),
+                op: "read archive",
+                path: Some(path.to_owned()),
                 source,
             })?
             .len();
@@ -179,7 +183,8 @@ impl ArchiveIndex {
         let mut offset = 0u64;
         loop {
             let n = rest.read(&mut buf).map_err(|source| ArchiveError::Io {
-                what: format!("reading archive {}", path.display()),
+                op: "read archive",
+                path: Some(path.to_owned()),
                 source,
             })?;
             if n == 0 {
@@ -286,7 +291,7 @@ impl ArchiveIndex {
         let mut buf = vec![0u8; size as usize];
         self.file
             .read_exact_at(&mut buf, offset)
-            .map_err(|source| ArchiveError::Io {
+            .map_err(|source| ArchiveError::Stream {
                 what: format!("reading {name} in archive {}", self.path.display()),
                 source,
             })?;
@@ -315,7 +320,7 @@ impl ArchiveIndex {
         let mut buf = vec![0u8; n.min(size as usize)];
         self.file
             .read_exact_at(&mut buf, offset)
-            .map_err(|source| ArchiveError::Io {
+            .map_err(|source| ArchiveError::Stream {
                 what: format!("reading {name} in archive {}", self.path.display()),
                 source,
             })?;
@@ -354,16 +359,14 @@ pub fn spool_archive(input: impl Read, path: &Path) -> Result<File, ArchiveError
     .map_err(problem)?
     .without_hashing();
     let mut out = tempfile::tempfile().map_err(|source| ArchiveError::Io {
-        what: format!(
-            "creating a temp file in {} for archive {}",
-            std::env::temp_dir().display(),
-            path.display()
-        ),
+        op: "create a temp file in",
+        path: Some(std::env::temp_dir()),
         source,
     })?;
     {
         let write_err = |source| ArchiveError::Io {
-            what: format!("spooling archive {}", path.display()),
+            op: "spool archive",
+            path: Some(path.to_owned()),
             source,
         };
         let mut w = io::BufWriter::with_capacity(1 << 20, &mut out);
@@ -382,7 +385,8 @@ pub fn spool_archive(input: impl Read, path: &Path) -> Result<File, ArchiveError
     }
     plain.finish(false).map_err(problem)?;
     io::Seek::seek(&mut out, io::SeekFrom::Start(0)).map_err(|source| ArchiveError::Io {
-        what: format!("spooling archive {}", path.display()),
+        op: "spool archive",
+        path: Some(path.to_owned()),
         source,
     })?;
     Ok(out)

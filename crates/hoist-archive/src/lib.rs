@@ -61,10 +61,20 @@ pub enum ArchiveError {
         /// The wanted platform and every entry of the index.
         choice: Box<hoist_types::NoPlatformMatch>,
     },
-    /// Local I/O failed.
-    #[error("{what}")]
+    /// A filesystem operation on a path failed.
+    #[error("cannot {op}{}", hoist_types::io_path(.path))]
     Io {
-        /// What was being done, naming the file or entry.
+        /// What was being done (`"read archive"`, `"create a temp file in"`, …).
+        op: &'static str,
+        /// The path concerned, when there is one.
+        path: Option<std::path::PathBuf>,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Reading, copying or writing the bytes of one entry failed.
+    #[error("{what}")]
+    Stream {
+        /// What was being done, naming the entry and the archive.
         what: String,
         /// The error.
         source: std::io::Error,

@@ -298,7 +298,7 @@ impl OciArchive {
         let mut h = Hasher::new(desc.digest.algorithm());
         let mut buf = vec![0u8; 1 << 20];
         loop {
-            let n = r.read(&mut buf).map_err(|source| ArchiveError::Io {
+            let n = r.read(&mut buf).map_err(|source| ArchiveError::Stream {
                 what: format!("reading {entry} in archive {}", self.index.path().display()),
                 source,
             })?;
@@ -307,7 +307,7 @@ impl OciArchive {
             }
             h.update(&buf[..n]);
             out.write_all(&buf[..n])
-                .map_err(|source| ArchiveError::Io {
+                .map_err(|source| ArchiveError::Stream {
                     what: format!("copying {entry}"),
                     source,
                 })?;

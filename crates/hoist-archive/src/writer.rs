@@ -173,7 +173,8 @@ pub fn write_output<T, E: From<ArchiveError>>(
             let mut buffered = io::BufWriter::with_capacity(1 << 20, w);
             let v = f(&mut buffered, &std::env::temp_dir())?;
             buffered.flush().map_err(|source| ArchiveError::Io {
-                what: "writing the archive".into(),
+                op: "write the archive",
+                path: None,
                 source,
             })?;
             Ok(v)
@@ -185,7 +186,8 @@ pub fn write_output<T, E: From<ArchiveError>>(
                 let mut buffered = io::BufWriter::with_capacity(1 << 20, temp.file_mut());
                 let v = f(&mut buffered, &dir)?;
                 buffered.flush().map_err(|source| ArchiveError::Io {
-                    what: format!("writing {}", path.display()),
+                    op: "write",
+                    path: Some(path.to_owned()),
                     source,
                 })?;
                 v
@@ -216,7 +218,8 @@ impl TempOutput {
             .prefix(".hoist-archive-")
             .tempfile_in(&dir)
             .map_err(|source| ArchiveError::Io {
-                what: format!("creating a temp file in {}", dir.display()),
+                op: "create a temp file in",
+                path: Some(dir.to_owned()),
                 source,
             })?;
         Ok(TempOutput {
@@ -242,30 +245,34 @@ impl TempOutput {
             .as_file()
             .try_clone()
             .map_err(|source| ArchiveError::Io {
-                what: format!("opening {}", self.temp.path().display()),
+                op: "open",
+                path: Some(self.temp.path().to_owned()),
                 source,
             })
     }
 
     /// Mode 0644, fsync, rename onto the path, fsync the directory.
     pub fn publish(self) -> Result<(), ArchiveError> {
-        let io_err = |what: String| move |source| ArchiveError::Io { what, source };
+        let io_err = |op: &'static str, path: &Path| {
+            let path = Some(path.to_owned());
+            move |source| ArchiveError::Io { op, path, source }
+        };
         {
             use std::os::unix::fs::PermissionsExt as _;
             std::fs::set_permissions(self.temp.path(), std::fs::Permissions::from_mode(0o644))
-                .map_err(io_err(format!("chmod {}", self.temp.path().display())))?;
+                .map_err(io_err("chmod", self.temp.path()))?;
         }
         self.temp
             .as_file()
             .sync_all()
-            .map_err(io_err(format!("fsync {}", self.temp.path().display())))?;
+            .map_err(io_err("fsync", self.temp.path()))?;
         let (path, dir) = (self.path, self.dir);
         self.temp
             .persist(&path)
-            .map_err(|e| io_err(format!("renaming into {}", path.display()))(e.error))?;
+            .map_err(|e| io_err("rename into", &path)(e.error))?;
         File::open(&dir)
             .and_then(|d| d.sync_all())
-            .map_err(io_err(format!("fsync {}", dir.display())))?;
+            .map_err(io_err("fsync", &dir))?;
         Ok(())
     }
 }

@@ -304,7 +304,7 @@ pub fn recompress(
 ) -> Result<Recompressed, TransportError> {
     let io_err = |what: &str| {
         let what = what.to_owned();
-        move |source| TransportError::Io { what, source }
+        move |source| TransportError::Stream { what, source }
     };
     // The one layer decoder: hoist-unpack's, with its limits on the decompressed size and
     // the zstd window (the layer is untrusted input), hashing the diff ID as it reads.
@@ -316,14 +316,15 @@ pub fn recompress(
         &hoist_unpack::Limits::default(),
         &hoist_types::NoProgress,
     )
-    .map_err(|e| TransportError::Io {
+    .map_err(|e| TransportError::Stream {
         what: format!("decompressing {what}"),
         source: io::Error::other(e),
     })?;
-    let file = tempfile::tempfile_in(tmp_dir).map_err(io_err(&format!(
-        "creating a temp file in {}",
-        tmp_dir.display()
-    )))?;
+    let file = tempfile::tempfile_in(tmp_dir).map_err(|source| TransportError::Io {
+        op: "create a temp file in",
+        path: Some(tmp_dir.to_path_buf()),
+        source,
+    })?;
     let mut out = Hashing {
         inner: io::BufWriter::with_capacity(1 << 20, file),
         hasher: Hasher::new(hoist_types::Algorithm::Sha256),
@@ -345,7 +346,7 @@ pub fn recompress(
             enc.finish().map_err(io_err(&ctx))?;
         }
     }
-    let (actual, _) = plain.finish(false).map_err(|e| TransportError::Io {
+    let (actual, _) = plain.finish(false).map_err(|e| TransportError::Stream {
         what: format!("decompressing {what}"),
         source: io::Error::other(e),
     })?;

@@ -607,7 +607,7 @@ impl Engine<'_> {
             let mut s = stream;
             crate::transports::local::copy_verified(&mut s, &d, &mut buf, &counter).map_err(
                 |e| match e {
-                    TransportError::Io { what, source } => TransportError::Io {
+                    TransportError::Stream { what, source } => TransportError::Stream {
                         what: format!("{what} (config from {origin})"),
                         source,
                     },
@@ -765,7 +765,7 @@ impl Engine<'_> {
         blocking(move || {
             let mut verified = VerifyingRead::new(stream, &d);
             let id = schema1::diff_id_of_gzip(&mut verified, &d.digest)?;
-            verified.finish().map_err(|source| TransportError::Io {
+            verified.finish().map_err(|source| TransportError::Stream {
                 what: format!("reading layer {}", d.digest),
                 source,
             })?;
@@ -930,7 +930,7 @@ impl Engine<'_> {
             let what = format!("layer {}", d.digest);
             let mut verified = VerifyingRead::new(stream, &d);
             let out = convert::recompress(&mut verified, from, to, diff.as_ref(), &tmp, &what)?;
-            verified.finish().map_err(|source| TransportError::Io {
+            verified.finish().map_err(|source| TransportError::Stream {
                 what: format!("reading {what}"),
                 source,
             })?;

@@ -101,10 +101,20 @@ pub enum TransportError {
         /// The layer.
         digest: Digest,
     },
-    /// Local I/O failed.
-    #[error("{what}")]
+    /// A filesystem operation on a path failed.
+    #[error("cannot {op}{}", hoist_types::io_path(.path))]
     Io {
-        /// What was being done.
+        /// What was being done (`"read"`, `"create a temp file in"`, …).
+        op: &'static str,
+        /// The path concerned, when there is one.
+        path: Option<std::path::PathBuf>,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// Reading, decompressing, recompressing or handing on a blob's bytes failed.
+    #[error("{what}")]
+    Stream {
+        /// What was being done, naming the blob, layer or entry.
         what: String,
         /// The error.
         source: std::io::Error,

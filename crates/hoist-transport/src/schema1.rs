@@ -49,7 +49,7 @@ pub(crate) fn convert(
     let config = m.to_config(diff_ids)?;
     let sizes: Vec<u64> = layers.iter().map(|l| l.size).collect();
     let manifest = m.to_manifest(&config, &sizes)?;
-    let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| TransportError::Io {
+    let manifest_bytes = serde_json::to_vec(&manifest).map_err(|e| TransportError::Stream {
         what: "encoding the converted schema 1 manifest".into(),
         source: std::io::Error::other(e),
     })?;
@@ -63,10 +63,12 @@ pub(crate) fn diff_id_of_gzip(r: impl Read, d: &Digest) -> Result<Digest, Transp
     let mut h = hoist_types::Algorithm::Sha256.hasher();
     let mut buf = vec![0u8; 256 * 1024];
     loop {
-        let n = dec.read(&mut buf).map_err(|source| TransportError::Io {
-            what: format!("decompressing layer {d}"),
-            source,
-        })?;
+        let n = dec
+            .read(&mut buf)
+            .map_err(|source| TransportError::Stream {
+                what: format!("decompressing layer {d}"),
+                source,
+            })?;
         if n == 0 {
             break;
         }

@@ -168,7 +168,10 @@ impl Sources {
 pub(crate) fn is_local(e: &TransportError) -> bool {
     matches!(
         e,
-        TransportError::Store(_) | TransportError::Io { .. } | TransportError::Task { .. }
+        TransportError::Store(_)
+            | TransportError::Io { .. }
+            | TransportError::Stream { .. }
+            | TransportError::Task { .. }
     )
 }
 

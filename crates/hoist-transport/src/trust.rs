@@ -552,17 +552,18 @@ fn write_lookaside(
             continue;
         }
         let dir = path.parent().expect("a signature file has a directory");
-        let io = |what: &str, e: std::io::Error| TransportError::Io {
-            what: format!("{what} {}", path.display()),
+        let io = |op: &'static str, e: std::io::Error| TransportError::Io {
+            op,
+            path: Some(path.clone()),
             source: e,
         };
-        std::fs::create_dir_all(dir).map_err(|e| io("creating the directory of", e))?;
-        let mut tmp = tempfile_in(dir).map_err(|e| io("writing", e))?;
-        std::io::Write::write_all(&mut tmp.1, sig).map_err(|e| io("writing", e))?;
-        tmp.1.sync_all().map_err(|e| io("syncing", e))?;
+        std::fs::create_dir_all(dir).map_err(|e| io("create the directory of", e))?;
+        let mut tmp = tempfile_in(dir).map_err(|e| io("write", e))?;
+        std::io::Write::write_all(&mut tmp.1, sig).map_err(|e| io("write", e))?;
+        tmp.1.sync_all().map_err(|e| io("fsync", e))?;
         std::fs::rename(&tmp.0, &path).map_err(|e| {
             let _ = std::fs::remove_file(&tmp.0);
-            io("publishing", e)
+            io("publish", e)
         })?;
         return Ok(());
     }

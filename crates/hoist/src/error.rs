@@ -257,7 +257,7 @@ fn transport_kind(e: &TransportError) -> ErrorKind {
         | TransportError::SignaturesNotKept { .. }
         | TransportError::ForeignLayer { .. }
         | TransportError::SignaturesWouldBreak { .. } => ErrorKind::Unsupported,
-        TransportError::Io { .. } => ErrorKind::Io,
+        TransportError::Io { .. } | TransportError::Stream { .. } => ErrorKind::Io,
         TransportError::Task { .. } | TransportError::OutOfOrder { .. } => ErrorKind::Other,
         _ => ErrorKind::Integrity,
     }

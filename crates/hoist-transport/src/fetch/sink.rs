@@ -76,7 +76,7 @@ impl<F: FnMut(Bytes) -> bool + Send + 'static> StreamSink<F> {
 
 /// The consumer of a [`StreamSink`] went away: the fetch stops.
 fn gone() -> TransportError {
-    TransportError::Io {
+    TransportError::Stream {
         what: "handing on a blob stream".to_owned(),
         source: std::io::Error::new(std::io::ErrorKind::BrokenPipe, "the reader is gone"),
     }

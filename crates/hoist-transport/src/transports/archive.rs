@@ -31,7 +31,8 @@ impl From<ArchiveError> for TransportError {
             ArchiveError::NoMatchingPlatform { reference, choice } => {
                 TransportError::NoMatchingPlatform { reference, choice }
             }
-            ArchiveError::Io { what, source } => TransportError::Io { what, source },
+            ArchiveError::Io { op, path, source } => TransportError::Io { op, path, source },
+            ArchiveError::Stream { what, source } => TransportError::Stream { what, source },
         }
     }
 }

@@ -201,7 +201,7 @@ impl ImageSource for DockerArchiveSource {
                     }
                     Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                     Err(source) => {
-                        tx.blocking_send(Err(TransportError::Io {
+                        tx.blocking_send(Err(TransportError::Stream {
                             what: format!("decompressing {origin}"),
                             source,
                         }));
@@ -446,11 +446,13 @@ pub(crate) fn open_slots(
         ArchiveTarget::Stream(w) => {
             let dir = std::env::temp_dir();
             let f = tempfile::tempfile_in(&dir).map_err(|source| TransportError::Io {
-                what: format!("creating a temp file in {}", dir.display()),
+                op: "create a temp file in",
+                path: Some(dir.to_path_buf()),
                 source,
             })?;
             let slots = SlotWriter::new(f.try_clone().map_err(|source| TransportError::Io {
-                what: "opening the archive's temp file".into(),
+                op: "reopen the archive's temp file",
+                path: None,
                 source,
             })?);
             Ok((ArchiveOut::Stream(f, w), slots))
@@ -464,16 +466,17 @@ pub(crate) fn publish_slots(
     slots: SlotWriter,
     file: &Path,
 ) -> Result<(), TransportError> {
-    let io = |what: String| move |source| TransportError::Io { what, source };
-    slots
-        .finish()
-        .map_err(io(format!("finishing archive {}", file.display())))?;
+    let io = |op: &'static str, path: Option<&Path>| {
+        let path = path.map(Path::to_path_buf);
+        move |source| TransportError::Io { op, path, source }
+    };
+    slots.finish().map_err(io("finish archive", Some(file)))?;
     match out {
         ArchiveOut::Path(t) => Ok(t.publish()?),
         ArchiveOut::Stream(mut f, mut w) => {
-            f.rewind().map_err(io("reading the archive back".into()))?;
-            std::io::copy(&mut f, &mut w).map_err(io("writing the archive".into()))?;
-            w.flush().map_err(io("writing the archive".into()))
+            f.rewind().map_err(io("read back the archive", None))?;
+            std::io::copy(&mut f, &mut w).map_err(io("write the archive", None))?;
+            w.flush().map_err(io("write the archive", None))
         }
     }
 }
@@ -490,7 +493,7 @@ pub(crate) async fn put_slot(
     let done = Arc::new(AtomicU64::new(0));
     let (slots, d, counter) = (slots.clone(), desc.clone(), done.clone());
     local::with_progress(&desc.digest, progress, done, move || {
-        let io = |source| TransportError::Io {
+        let io = |source| TransportError::Stream {
             what: format!("writing {name} of the archive"),
             source,
         };

@@ -475,7 +475,7 @@ impl ImageDestination for HoistDestination {
             }
             // Verified now, published by `commit` (a failed copy leaves nothing behind).
             let mut w = s.blob_writer(&d.digest, Some(d.size))?;
-            let write_err = |source| TransportError::Io {
+            let write_err = |source| TransportError::Stream {
                 what: format!("writing blob {} into the store", d.digest),
                 source,
             };
@@ -485,7 +485,7 @@ impl ImageDestination for HoistDestination {
                 w.write_all(&buf).map_err(write_err)?;
                 Some(buf)
             } else {
-                local::copy_verified(&mut stream, &d, &mut w as &mut dyn Write, &counter)?;
+                local::copy_into_writer(&mut stream, &d, &mut w, &counter)?;
                 None
             };
             w.flush().map_err(write_err)?;

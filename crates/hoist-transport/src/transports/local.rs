@@ -18,12 +18,9 @@ use crate::TransportError;
 /// How often a blob's progress is reported while a blocking thread writes it.
 const TICK: Duration = Duration::from_millis(100);
 
-pub(crate) fn io_err(
-    what: impl Into<String>,
-    path: &Path,
-) -> impl FnOnce(io::Error) -> TransportError {
-    let what = format!("{} {}", what.into(), path.display());
-    move |source| TransportError::Io { what, source }
+pub(crate) fn io_err(op: &'static str, path: &Path) -> impl FnOnce(io::Error) -> TransportError {
+    let path = Some(path.to_path_buf());
+    move |source| TransportError::Io { op, path, source }
 }
 
 pub(crate) fn invalid(path: &Path, reason: impl Into<String>) -> TransportError {
@@ -167,10 +164,11 @@ pub(crate) fn copy_verified(
             });
         }
         hasher.update(&chunk);
-        out.write_all(&chunk).map_err(|source| TransportError::Io {
-            what: format!("writing blob {}", desc.digest),
-            source,
-        })?;
+        out.write_all(&chunk)
+            .map_err(|source| TransportError::Stream {
+                what: format!("writing blob {}", desc.digest),
+                source,
+            })?;
         done.store(n, Ordering::Relaxed);
     }
     if n != desc.size {
@@ -295,7 +293,7 @@ pub(crate) async fn fetch_resumable(
         return Ok(false);
     };
     let reopen = move || {
-        open()?.ok_or_else(|| TransportError::Io {
+        open()?.ok_or_else(|| TransportError::Stream {
             what: "reopening a partial download".to_owned(),
             source: io::Error::new(io::ErrorKind::WouldBlock, "another process holds it"),
         })

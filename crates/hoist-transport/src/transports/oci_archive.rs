@@ -267,7 +267,8 @@ impl Writer {
         let (out, slots) = blocking(move || {
             let (out, slots) = open_slots(target)?;
             let io = |source| TransportError::Io {
-                what: format!("writing archive {}", f.display()),
+                op: "write archive",
+                path: Some(f.to_path_buf()),
                 source,
             };
             slots
@@ -300,7 +301,8 @@ impl Writer {
             self.slots
                 .dir(&format!("blobs/{}", d.algorithm()))
                 .map_err(|source| TransportError::Io {
-                    what: format!("writing archive {}", self.file.display()),
+                    op: "write archive",
+                    path: Some(self.file.to_path_buf()),
                     source,
                 })?;
         }
@@ -331,7 +333,8 @@ impl Writer {
         slots
             .bytes("index.json", &bytes)
             .map_err(|source| TransportError::Io {
-                what: format!("writing index.json of {}", file.display()),
+                op: "write the index.json of",
+                path: Some(file.to_path_buf()),
                 source,
             })?;
         publish_slots(out, slots, &file)
@@ -421,7 +424,7 @@ impl ImageDestination for OciArchiveDestination {
             let r = blocking(move || {
                 slots
                     .bytes(&name, &bytes)
-                    .map_err(|source| TransportError::Io {
+                    .map_err(|source| TransportError::Stream {
                         what: format!("writing {name} of the archive"),
                         source,
                     })

@@ -119,7 +119,7 @@ impl BlobStream {
                         }
                         Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                         Err(e) => {
-                            break Some(Err(TransportError::Io {
+                            break Some(Err(TransportError::Stream {
                                 what: format!("reading {}", self.origin),
                                 source: e,
                             }));

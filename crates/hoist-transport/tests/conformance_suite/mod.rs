@@ -415,7 +415,7 @@ async fn read_blob<S: ImageSource>(src: &S, d: &Descriptor) -> Result<Vec<u8>, T
             .into_read()
             .read_to_end(&mut out)
             .map(|_| out)
-            .map_err(|e| TransportError::Io {
+            .map_err(|e| TransportError::Stream {
                 what: "reading a blob stream".to_owned(),
                 source: e,
             })
