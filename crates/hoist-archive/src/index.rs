@@ -441,6 +441,19 @@ mod tests {
     use super::*;
     use crate::TarWriter;
 
+    /// The error and its causes, joined as `{:#}` would: the message of an `ArchiveError`
+    /// names the archive, its source the problem.
+    fn full(e: &(dyn std::error::Error + 'static)) -> String {
+        let mut out = e.to_string();
+        let mut cur = e.source();
+        while let Some(c) = cur {
+            out.push_str(": ");
+            out.push_str(&c.to_string());
+            cur = c.source();
+        }
+        out
+    }
+
     fn index_of(bytes: &[u8]) -> Result<ArchiveIndex, ArchiveError> {
         let mut f = tempfile::tempfile().unwrap();
         f.write_all(bytes).unwrap();
@@ -471,11 +484,11 @@ mod tests {
             .unwrap();
         assert_eq!(s, "abc");
         assert_eq!(idx.read_document(&long, "l").unwrap(), b"long");
-        let err = idx.file("blobs", "a blob").unwrap_err().to_string();
+        let err = full(&idx.file("blobs", "a blob").unwrap_err());
         assert!(err.contains("blobs: is a directory"), "{err}");
-        let err = idx.file("nope", "a layer").unwrap_err().to_string();
+        let err = full(&idx.file("nope", "a layer").unwrap_err());
         assert!(err.contains("nope: missing (a layer)"), "{err}");
-        let err = idx.file("../x.tar", "a layer").unwrap_err().to_string();
+        let err = full(&idx.file("../x.tar", "a layer").unwrap_err());
         assert!(err.contains("escapes"), "{err}");
     }
 
@@ -485,7 +498,7 @@ mod tests {
             w.bytes("a", b"1").unwrap();
             w.bytes("./a", b"2").unwrap();
         });
-        let err = index_of(&t).unwrap_err().to_string();
+        let err = full(&index_of(&t).unwrap_err());
         assert!(err.contains("a: duplicate entry"), "{err}");
         let t = written(|w| {
             w.dir("d").unwrap();
@@ -494,7 +507,7 @@ mod tests {
         assert!(index_of(&t).is_ok());
         let mut t = written(|w| w.bytes("a", b"1").unwrap());
         t.extend_from_slice(b"junk");
-        let err = index_of(&t).unwrap_err().to_string();
+        let err = full(&index_of(&t).unwrap_err());
         assert!(err.contains("after the end-of-archive"), "{err}");
     }
 
@@ -547,7 +560,7 @@ mod tests {
     fn read(idx: &ArchiveIndex, name: &str) -> Result<Vec<u8>, String> {
         let mut v = Vec::new();
         idx.open_entry(name, "a layer")
-            .map_err(|e| e.to_string())?
+            .map_err(|e| full(&e))?
             .read_to_end(&mut v)
             .unwrap();
         Ok(v)
@@ -613,7 +626,7 @@ mod tests {
         }
         // An escaping hard link is refused by the parser while indexing.
         let t = linked(&[("x", Err((b'1', "../../etc/passwd")))]);
-        let err = index_of(&t).unwrap_err().to_string();
+        let err = full(&index_of(&t).unwrap_err());
         assert!(err.contains("hardlink target escapes"), "{err}");
     }
 
@@ -633,11 +646,11 @@ mod tests {
         let idx = ArchiveIndex::from_file(f, Path::new("<stdin>")).unwrap();
         assert_eq!(idx.read_document("manifest.json", "m").unwrap(), b"[1]");
         // Damaged and unsupported compressions say so.
-        let err = index_of(&gz[..gz.len() - 10]).unwrap_err().to_string();
+        let err = full(&index_of(&gz[..gz.len() - 10]).unwrap_err());
         assert!(err.contains("decompressing the archive"), "{err}");
         let mut lz4 = vec![0x04, 0x22, 0x4d, 0x18];
         lz4.extend_from_slice(&[0; 100]);
-        let err = index_of(&lz4).unwrap_err().to_string();
+        let err = full(&index_of(&lz4).unwrap_err());
         assert!(err.contains("lz4 compression is not supported"), "{err}");
     }
 }
