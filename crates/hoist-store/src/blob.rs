@@ -108,6 +108,7 @@ impl Store {
             expected: expected.clone(),
             expected_size,
             written: 0,
+            actual: None,
         })
     }
 
@@ -277,9 +278,47 @@ pub struct BlobWriter {
     expected: Digest,
     expected_size: Option<u64>,
     written: u64,
+    /// The digest of what was written, once [`BlobWriter::verify`] computed it; no byte
+    /// may be added since.
+    actual: Option<Digest>,
 }
 
 impl BlobWriter {
+    /// Check size and digest of what was written now, before [`commit`](Self::commit)
+    /// (which then publishes without hashing again): a caller that stages verified blobs
+    /// learns of a mismatch at once, with the bytes hashed once. Writing after the check
+    /// is refused.
+    pub fn verify(&mut self) -> Result<(), StoreError> {
+        if let Some(expected) = self.expected_size
+            && expected != self.written
+        {
+            return Err(StoreError::SizeMismatch {
+                digest: self.expected.clone(),
+                expected,
+                actual: self.written,
+            });
+        }
+        let actual = match &self.actual {
+            Some(a) => a.clone(),
+            None => {
+                let h = self
+                    .hasher
+                    .take()
+                    .expect("hasher present until the digest is");
+                let a = h.finish();
+                self.actual = Some(a.clone());
+                a
+            }
+        };
+        if actual != self.expected {
+            return Err(StoreError::DigestMismatch {
+                expected: self.expected.clone(),
+                actual,
+            });
+        }
+        Ok(())
+    }
+
     /// Bytes written so far.
     pub fn written(&self) -> u64 {
         self.written
@@ -305,22 +344,7 @@ impl BlobWriter {
         let file = buffered
             .into_inner()
             .map_err(|e| StoreError::io("write", &self.temp, e.into_error()))?;
-        if let Some(expected) = self.expected_size
-            && expected != self.written
-        {
-            return Err(StoreError::SizeMismatch {
-                digest: self.expected.clone(),
-                expected,
-                actual: self.written,
-            });
-        }
-        let actual = self.hasher.take().expect("hasher present").finish();
-        if actual != self.expected {
-            return Err(StoreError::DigestMismatch {
-                expected: self.expected.clone(),
-                actual,
-            });
-        }
+        self.verify()?;
         file.sync_all()
             .map_err(|e| StoreError::io("fsync", &self.temp, e))?;
         drop(file);
@@ -340,6 +364,9 @@ impl Write for BlobWriter {
             .file
             .as_mut()
             .ok_or_else(|| io::Error::other("blob writer already committed"))?;
+        if self.actual.is_some() {
+            return Err(io::Error::other("blob writer already verified"));
+        }
         if let Some(limit) = self.expected_size
             && self.written + buf.len() as u64 > limit
         {

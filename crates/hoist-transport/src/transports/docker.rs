@@ -234,6 +234,17 @@ impl ImageDestination for DockerDestination {
     ) -> Result<(), TransportError> {
         // Progress comes from the client's reporter (bytes sent, each counted once).
         let c = self.client().await?;
+        if let Some(reopen) = stream.reopen() {
+            // A file: replayable from any offset, so a failed chunk is read again from the
+            // file rather than kept in memory (the upload hashes what it sends).
+            c.push_blob(
+                self.repo(),
+                desc,
+                BlobBody::reopenable(move |at| reopen(at)),
+            )
+            .await?;
+            return Ok(());
+        }
         let stream_origin = stream.origin().to_owned();
         let (rx, size, origin) = (
             stream.into_async().into_receiver(),

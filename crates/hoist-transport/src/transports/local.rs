@@ -85,8 +85,8 @@ pub(crate) fn blob_stream(
             actual: len,
         });
     }
-    Ok(BlobStream::from_reader(
-        Box::new(f),
+    Ok(BlobStream::from_file(
+        f,
         desc.size,
         path.display().to_string(),
     ))
@@ -187,6 +187,54 @@ pub(crate) fn copy_verified(
         });
     }
     Ok(())
+}
+
+/// [`copy_verified`] into a store writer, which hashes what it writes: the size is
+/// checked as the bytes go, the digest by [`BlobWriter::verify`] at the end (each byte
+/// hashed once). A mismatch names the stream's origin, as [`copy_verified`]'s does.
+pub(crate) fn copy_into_writer(
+    stream: &mut BlobStream,
+    desc: &Descriptor,
+    w: &mut hoist_store::BlobWriter,
+    done: &AtomicU64,
+) -> Result<(), TransportError> {
+    let mut n = 0u64;
+    let origin = stream.origin().to_owned();
+    while let Some(chunk) = stream.blocking_next() {
+        let chunk = chunk?;
+        n += chunk.len() as u64;
+        if n > desc.size {
+            return Err(TransportError::SizeMismatch {
+                what: format!("blob {} from {origin}", desc.digest),
+                expected: desc.size,
+                actual: n,
+            });
+        }
+        w.write_all(&chunk)
+            .map_err(|source| TransportError::Stream {
+                what: format!("writing blob {}", desc.digest),
+                source,
+            })?;
+        done.store(n, Ordering::Relaxed);
+    }
+    if n != desc.size {
+        return Err(TransportError::SizeMismatch {
+            what: format!("blob {} from {origin}", desc.digest),
+            expected: desc.size,
+            actual: n,
+        });
+    }
+    match w.verify() {
+        Ok(()) => Ok(()),
+        Err(hoist_store::StoreError::DigestMismatch { expected, actual }) => {
+            Err(TransportError::DigestMismatch {
+                what: format!("blob from {origin}"),
+                expected,
+                actual,
+            })
+        }
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// Write a verified blob to `dest` (temp in its directory, fsync, rename, fsync dir).

@@ -5,6 +5,8 @@
 
 use std::fmt;
 use std::io::Read;
+use std::os::unix::fs::FileExt;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -16,19 +18,41 @@ pub const STREAM_CHUNK: usize = 1024 * 1024;
 
 type Chunk = Result<Bytes, TransportError>;
 
+/// A `Read` over a shared file from an offset, with positioned reads.
+struct FileAt {
+    file: Arc<std::fs::File>,
+    pos: u64,
+}
+
+impl Read for FileAt {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
 enum Inner {
     Channel(mpsc::Receiver<Chunk>),
     Reader(Box<dyn Read + Send>),
 }
 
+/// Opens a blob again as a blocking reader positioned at an offset.
+pub type Reopen = Arc<dyn Fn(u64) -> std::io::Result<Box<dyn Read + Send>> + Send + Sync>;
+
 /// The bytes of one blob, streamed: from a channel fed by a task (network sources) or
 /// from a reader (files, archive members) read on the consumer's thread. Unverified: the
 /// destination hashes and checks size and digest before publishing.
+///
+/// A stream over a file can also say how to read the blob again from any offset
+/// ([`BlobStream::reopen`]): a destination that may need to send bytes twice (a registry
+/// upload whose chunk failed) replays from the file instead of keeping them in memory.
 pub struct BlobStream {
     inner: Inner,
     origin: String,
     size: u64,
     seen: u64,
+    reopen: Option<Reopen>,
 }
 
 impl fmt::Debug for BlobStream {
@@ -69,6 +93,7 @@ impl BlobStream {
                 origin: origin.into(),
                 size,
                 seen: 0,
+                reopen: None,
             },
         )
     }
@@ -85,7 +110,30 @@ impl BlobStream {
             origin: origin.into(),
             size,
             seen: 0,
+            reopen: None,
         }
+    }
+
+    /// A stream over `file`, which holds exactly the blob: read with positioned reads, and
+    /// replayable from any offset ([`BlobStream::reopen`]).
+    pub fn from_file(file: std::fs::File, size: u64, origin: impl Into<String>) -> BlobStream {
+        let file = Arc::new(file);
+        let again = file.clone();
+        let reopen: Reopen = Arc::new(move |pos| {
+            Ok(Box::new(FileAt {
+                file: again.clone(),
+                pos,
+            }) as Box<dyn Read + Send>)
+        });
+        BlobStream {
+            reopen: Some(reopen),
+            ..BlobStream::from_reader(Box::new(FileAt { file, pos: 0 }), size, origin)
+        }
+    }
+
+    /// How to read the blob again from an offset, when the source can (a file).
+    pub fn reopen(&self) -> Option<Reopen> {
+        self.reopen.clone()
     }
 
     /// Where the bytes come from.
