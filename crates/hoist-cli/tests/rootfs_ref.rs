@@ -426,3 +426,54 @@ fn a_trust_policy_refusal_leaves_no_image_and_no_output() {
     assert!(out.is_file());
     assert_eq!(env.image_ids("st"), vec![built.config.digest.clone()]);
 }
+
+/// A store this process may only read (another user's): `hoist unpack` still unpacks from
+/// it (it takes no lease there), and a pull into it fails clearly, writing nothing.
+#[test]
+fn unpack_reads_a_store_it_may_not_write() {
+    require!(
+        Need::Root,
+        Need::Tool("setpriv"),
+        Need::Peer(Peer::Registry),
+        Need::Peer(Peer::Skopeo)
+    );
+    use std::os::unix::fs::PermissionsExt as _;
+    let reg = Registry::plain();
+    push_spec(&sample_docker(), &reg, "ns/app:1").unwrap();
+    push_spec(&sample_multi_layer(), &reg, "ns/other:1").unwrap();
+    let r = reg.image_ref("ns/app:1");
+    let env = Env::new();
+    env.ok("st", &["-q", "pull", &r]);
+    // Readable, not writable, by nobody (65534).
+    let chmod = StdCommand::new("chmod")
+        .args(["-R", "a+rX,go-w"])
+        .arg(env.dir.path())
+        .status()
+        .unwrap();
+    assert!(chmod.success());
+    let out = env.path("out");
+    std::fs::create_dir(&out).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o777)).unwrap();
+    let as_nobody = |args: &[&str]| {
+        let mut c = StdCommand::new("setpriv");
+        support::isolate(&mut c, env.dir.path());
+        c.args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+            .arg(env!("CARGO_BIN_EXE_hoist"))
+            .arg("--store")
+            .arg(env.path("st"))
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let target = out.join("rootfs");
+    let o = as_nobody(&["unpack", &r, s(&target)]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(target.join("usr/bin/app").is_file());
+    // An image it lacks cannot be pulled into a store it may not write.
+    let t2 = out.join("other");
+    let o = as_nobody(&["unpack", &reg.image_ref("ns/other:1"), s(&t2)]);
+    assert!(!o.status.success());
+    assert!(!t2.exists());
+    assert_eq!(env.image_ids("st").len(), 1);
+    support::assert_fsck_clean(env.dir.path(), &env.path("st"));
+}

@@ -11,7 +11,7 @@ use hoist_store::{ImageRecord, Store, StoreError};
 use hoist_transport::{
     DEFAULT_JOBS, DEFAULT_RANGE_CONNECTIONS, DEFAULT_RANGE_THRESHOLD, PullOptions,
 };
-use hoist_types::{Platform, Progress, Reference};
+use hoist_types::{Platform, Progress, ProgressEvent, Reference};
 
 use crate::opts::{GlobalArgs, RegistryArgs, parse_duration};
 use crate::progress::reporter;
@@ -119,7 +119,6 @@ pub fn resolve_or_pull(
     policy: PullPolicy,
     pull: &PullArgs,
     progress: &Arc<dyn Progress>,
-    quiet: bool,
 ) -> anyhow::Result<ImageRecord> {
     let registry_only = arg.starts_with("docker://");
     if registry_only && policy == PullPolicy::Never {
@@ -161,15 +160,17 @@ pub fn resolve_or_pull(
         ))
     })
     .with_context(|| format!("pulling {reference}"))?;
-    if !quiet {
-        eprintln!(
+    // Through the reporter (a line above the bars on a terminal; a JSON status event with
+    // --progress json; nothing with -q).
+    progress.event(&ProgressEvent::Status {
+        message: &format!(
             "pulled {reference} in {:.2}s: {} blobs fetched ({}), {} already present",
             start.elapsed().as_secs_f64(),
             report.blobs_fetched,
             ByteSize(report.bytes_fetched),
             report.blobs_skipped
-        );
-    }
+        ),
+    });
     // By the manifest pulled: resolving holds the image on a leased handle (the pull's
     // own lease ended with it), and fails cleanly if it was removed meanwhile.
     Ok(store.resolve(&report.image.manifest.digest.to_string())?)

@@ -78,7 +78,7 @@ pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
     // build is over, even if the image is removed meanwhile.
     let store = g.open_store()?.leased()?;
     let progress: Arc<dyn hoist_types::Progress> = Arc::from(reporter(g.progress_mode()));
-    let image = resolve_or_pull(&store, &a.image, a.pull, &a.pull_args, &progress, g.quiet)?;
+    let image = resolve_or_pull(&store, &a.image, a.pull, &a.pull_args, &progress)?;
     let opts = BuildOptions {
         format: Some(match a.format {
             FormatArg::Dir => Format::Dir,

@@ -72,11 +72,18 @@ impl OwnerArgs {
 
 /// Run it.
 pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
-    // Leased: a concurrent `hoist gc` keeps what the unpack reads, pulled or not.
-    let store = g.open_store()?.leased()?;
+    // Leased: a concurrent `hoist gc` keeps what the unpack reads, pulled or not. A store
+    // this process may only read (another user's, a read-only mount) is unpacked from as
+    // it is: no lease can be written there (and no pull either).
+    let store = g.open_store()?;
+    let store = if store.is_read_only() {
+        store
+    } else {
+        store.leased()?
+    };
     let opts = a.owners.options()?;
     let progress: Arc<dyn hoist_types::Progress> = Arc::from(reporter(g.progress_mode()));
-    let image = resolve_or_pull(&store, &a.image, a.pull, &a.pull_args, &progress, g.quiet)?;
+    let image = resolve_or_pull(&store, &a.image, a.pull, &a.pull_args, &progress)?;
     let start = Instant::now();
     let report = if a.bundle {
         hoist_unpack::unpack_bundle(&store, &image, &a.dir, &opts, progress.as_ref())
