@@ -16,6 +16,7 @@ use std::os::unix::fs::FileExt as _;
 use std::path::Path;
 
 use hoist_types::{Algorithm, Digest, Hasher};
+use hoist_unpack::UnpackError;
 use serde::Serialize;
 
 use crate::MkfsError;
@@ -168,7 +169,7 @@ pub fn append_verity(path: &Path, key: &[u8]) -> Result<VerityInfo, MkfsError> {
         }
         for j in jobs {
             j.join()
-                .expect("a hashing thread panicked")
+                .map_err(|_| UnpackError::WorkerPanicked { what: "hashing" })?
                 .map_err(|e| MkfsError::io("read", path, e))?;
         }
         Ok(())

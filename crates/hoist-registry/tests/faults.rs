@@ -128,7 +128,11 @@ async fn endless_failures_give_up_after_the_count() {
         }
         other => panic!("{other}"),
     }
-    let msg = err.to_string();
+    // The message and its causes, as `{:#}` shows them: the last failure is the source.
+    let msg = std::iter::successors(Some(&err as &dyn std::error::Error), |e| e.source())
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join(": ");
     assert!(
         msg.contains("/v2/ns/app/manifests/v1") && msg.contains("gave up after 4 attempts"),
         "{msg}"

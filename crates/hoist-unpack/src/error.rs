@@ -195,6 +195,13 @@ pub enum UnpackError {
         #[source]
         source: io::Error,
     },
+    /// A worker thread (decompression, a parallel pass) panicked: a bug in hoist or a
+    /// library below it, reported as an error rather than taking the caller down.
+    #[error("internal error: the {what} thread panicked")]
+    WorkerPanicked {
+        /// Which thread.
+        what: &'static str,
+    },
 }
 
 impl UnpackError {

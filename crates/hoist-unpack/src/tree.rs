@@ -337,7 +337,14 @@ impl FsTree {
                 })
                 .collect();
             jobs.into_iter()
-                .map(|j| j.join().expect("a pass-2 thread panicked"))
+                .map(|j| {
+                    j.join().unwrap_or(Err((
+                        0,
+                        UnpackError::WorkerPanicked {
+                            what: "layer streaming",
+                        },
+                    )))
+                })
                 .collect()
         });
         match results

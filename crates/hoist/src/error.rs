@@ -266,6 +266,7 @@ fn transport_kind(e: &TransportError) -> ErrorKind {
 fn unpack_kind(e: &UnpackError) -> ErrorKind {
     match e {
         UnpackError::Store(e) => store_kind(e),
+        UnpackError::WorkerPanicked { .. } => ErrorKind::Other,
         UnpackError::Io { .. } | UnpackError::EntryIo { .. } | UnpackError::Output { .. } => {
             ErrorKind::Io
         }
