@@ -155,6 +155,7 @@ impl Env {
             stderr.contains("hoist: error: "),
             "no error line in:\n{stderr}"
         );
+        assert_no_repeated_cause(&stderr);
         assert!(
             out.stdout.is_empty(),
             "a failed pull printed {:?}",
@@ -242,6 +243,35 @@ fn assert_unchanged(before: &Snapshot, after: &Snapshot, stderr: &str) {
         before.files.keys().any(|k| k.starts_with("blobs/sha256/")),
         "the baseline store holds blobs"
     );
+}
+
+/// The error line prints each cause once: split at `: `, no run of segments is followed
+/// by the same run again (a message that repeats its source would print
+/// `context: cause: cause`).
+fn assert_no_repeated_cause(stderr: &str) {
+    for line in stderr.lines().filter(|l| l.starts_with("hoist: error: ")) {
+        let parts: Vec<&str> = line.split(": ").collect();
+        for k in 1..=parts.len() / 2 {
+            for i in 0..=parts.len() - 2 * k {
+                assert!(
+                    parts[i..i + k] != parts[i + k..i + 2 * k],
+                    "a cause is printed twice in:\n{line}"
+                );
+            }
+        }
+    }
+}
+
+#[test]
+fn the_repeated_cause_check_can_fail() {
+    assert_no_repeated_cause("hoist: error: pulling a: reading /x: disk on fire: read /y");
+    for twice in [
+        "hoist: error: reading /x: disk on fire: disk on fire",
+        "hoist: error: layer 1: entry \"a\": bad: entry \"a\": bad",
+    ] {
+        let caught = std::panic::catch_unwind(|| assert_no_repeated_cause(twice));
+        assert!(caught.is_err(), "not caught: {twice}");
+    }
 }
 
 fn assert_mentions(stderr: &str, needles: &[&str]) {
