@@ -32,8 +32,9 @@
 //! 4. With `preserve_signatures`: the source's simple-signing signatures, its cosign
 //!    `sha256-HEX.sig` tag, and its referrers are carried along; a copy that changes the
 //!    signed manifest refuses to (the signatures would not verify).
-//! 5. The destination commits last. A copy into the store that fails leaves it as it was
-//!    (its lease, and [`hoist_store::Store::withdraw_unreached`]).
+//! 5. The destination commits last. A copy into the store that fails, or whose future is
+//!    dropped (cancelled), leaves it as it was (its lease, and
+//!    [`hoist_store::Store::withdraw_unreached`]).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -198,7 +199,9 @@ pub(crate) async fn copy_with(
         AnyDestination::Hoist(d) => Some(d.store().clone()),
         _ => None,
     };
+    let guard = WithdrawOnDrop(store.clone());
     let result = copy_to(src, dst, opts, progress, how).await;
+    guard.disarm();
     withdraw_on_failure(&result, store).await;
     result
 }
@@ -210,6 +213,35 @@ async fn withdraw_on_failure<T>(result: &Result<T, TransportError>, store: Optio
         // The copy's own error is what the caller needs; a failed withdrawal only
         // leaves orphans that gc collects.
         let _ = crate::blocking(move || s.withdraw_unreached()).await;
+    }
+}
+
+/// A copy into the store whose future is dropped before it ends (cancelled: a timeout, a
+/// `select!`) leaves the store as a failure does: the withdrawal runs on a blocking
+/// thread (inline without a runtime), holding the copy's leased handle, so the lease ends
+/// only once what the copy published and nothing else reaches is withdrawn.
+struct WithdrawOnDrop(Option<Store>);
+
+impl WithdrawOnDrop {
+    /// The copy ended (well or not): nothing to do on drop.
+    fn disarm(mut self) {
+        self.0 = None;
+    }
+}
+
+impl Drop for WithdrawOnDrop {
+    fn drop(&mut self) {
+        let Some(s) = self.0.take() else { return };
+        match tokio::runtime::Handle::try_current() {
+            Ok(rt) => {
+                rt.spawn_blocking(move || {
+                    let _ = s.withdraw_unreached();
+                });
+            }
+            Err(_) => {
+                let _ = s.withdraw_unreached();
+            }
+        }
     }
 }
 
@@ -240,7 +272,9 @@ pub async fn copy_images(
     progress: &dyn Progress,
 ) -> Result<Vec<hoist_store::ImageRecord>, TransportError> {
     let store = Some(dst.store().clone());
+    let guard = WithdrawOnDrop(store.clone());
     let result = copy_images_to(images, dst, opts, progress).await;
+    guard.disarm();
     withdraw_on_failure(&result, store).await;
     result
 }
@@ -643,11 +677,13 @@ impl Engine<'_> {
         let unique: Vec<usize> = (0..plan.len())
             .filter(|&i| *first.entry(&plan[i].0.digest).or_insert(i) == i)
             .collect();
+        if self.caps.ordered {
+            return self.move_layers_ordered(plan, &first, &unique).await;
+        }
         // Every transfer started is awaited, also after one failed (later ones then do not
         // start): a transfer dropped mid-way would leave its blocking writer running after
         // the copy returned, into a destination that is being cleaned up.
-        // A destination that lays blobs out as they arrive gets them one at a time.
-        let jobs = if self.caps.ordered { 1 } else { self.opts.jobs };
+        let jobs = self.opts.jobs;
         let sem = Semaphore::new(jobs.max(1));
         let failed = std::sync::atomic::AtomicBool::new(false);
         let futures = unique.iter().map(|&i| {
@@ -682,6 +718,70 @@ impl Engine<'_> {
                     first_err.get_or_insert(e);
                 }
                 None => {}
+            }
+        }
+        if let Some(e) = first_err {
+            return Err(e);
+        }
+        Ok(plan
+            .iter()
+            .map(|(l, ..)| moved[&first[&l.digest]].clone())
+            .collect())
+    }
+
+    /// [`move_layers`](Self::move_layers) into a destination that lays blobs out as they
+    /// arrive (an archive): each blob goes in one at a time, in manifest order, so the
+    /// same image gives the same bytes; but the layers to recompress (decompress for a
+    /// docker-archive) are read, verified and recompressed `jobs` at a time ahead of
+    /// their turn, each into its temp file, so the cores work while one blob is written.
+    /// Every preparation started is awaited, also after a failure.
+    async fn move_layers_ordered(
+        &self,
+        plan: &[Plan],
+        first: &HashMap<&Digest, usize>,
+        unique: &[usize],
+    ) -> Result<Vec<Descriptor>, TransportError> {
+        use futures_util::StreamExt as _;
+        let failed = std::sync::atomic::AtomicBool::new(false);
+        let prepared = futures_util::stream::iter(unique.iter().map(|&i| {
+            let (l, r, diff_id) = &plan[i];
+            let failed = &failed;
+            async move {
+                let out = match r {
+                    Some((from, to)) if !failed.load(std::sync::atomic::Ordering::Relaxed) => {
+                        Some(self.prepare_recompressed(l, *from, *to, diff_id.as_ref()).await)
+                    }
+                    _ => None,
+                };
+                if matches!(out, Some(Err(_))) {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                }
+                (i, out)
+            }
+        }))
+        .buffered(self.opts.jobs.max(1));
+        futures_util::pin_mut!(prepared);
+        let mut moved = HashMap::with_capacity(unique.len());
+        let mut first_err = None;
+        while let Some((i, out)) = prepared.next().await {
+            if first_err.is_some() {
+                // Drain: the preparations under way end before the copy returns.
+                continue;
+            }
+            let (l, ..) = &plan[i];
+            let result = match out {
+                None => self.transfer(l, BlobKind::Layer).await.map(|()| l.clone()),
+                Some(Ok((new, file))) => self.put_recompressed(new, file).await,
+                Some(Err(e)) => Err(e),
+            };
+            match result {
+                Ok(d) => {
+                    moved.insert(i, d);
+                }
+                Err(e) => {
+                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                    first_err = Some(e);
+                }
             }
         }
         if let Some(e) = first_err {
@@ -912,6 +1012,19 @@ impl Engine<'_> {
         to: Compression,
         diff_id: Option<&Digest>,
     ) -> Result<Descriptor, TransportError> {
+        let (new, file) = self.prepare_recompressed(desc, from, to, diff_id).await?;
+        self.put_recompressed(new, file).await
+    }
+
+    /// The first half of [`recompress`](Self::recompress): the layer read, verified and
+    /// recompressed into a temp file; its new descriptor.
+    async fn prepare_recompressed(
+        &self,
+        desc: &Descriptor,
+        from: Compression,
+        to: Compression,
+        diff_id: Option<&Digest>,
+    ) -> Result<(Descriptor, std::fs::File), TransportError> {
         let stream = self.src.get_blob(desc).await?;
         self.progress.event(&ProgressEvent::BlobStart {
             digest: &desc.digest,
@@ -941,11 +1054,21 @@ impl Engine<'_> {
         new.digest = out.digest;
         new.size = out.size;
         self.report().recompressed += 1;
+        Ok((new, out.file))
+    }
+
+    /// The second half of [`recompress`](Self::recompress): the recompressed layer into
+    /// the destination, unless it has it.
+    async fn put_recompressed(
+        &self,
+        new: Descriptor,
+        file: std::fs::File,
+    ) -> Result<Descriptor, TransportError> {
         if !self.claim(&new.digest) || self.dst.has_blob(&new, &self.hints).await? {
             self.skipped(&new, BlobKind::Layer);
             return Ok(new);
         }
-        let stream = BlobStream::from_reader(Box::new(out.file), new.size, "recompressed layer");
+        let stream = BlobStream::from_reader(Box::new(file), new.size, "recompressed layer");
         self.dst.put_blob(&new, stream, self.progress).await?;
         self.sent(&new, BlobKind::Layer, None, "recompressed layer");
         Ok(new)

@@ -1,6 +1,8 @@
-//! Dispatch over the closed set of transports: [`AnySource`] and [`AnyDestination`] hold
-//! one concrete source or destination and forward each call by `match`, so the copy
-//! engine is compiled once, with no `dyn` and no per-pair monomorphisation.
+//! Dispatch over the transports: [`AnySource`] and [`AnyDestination`] hold one concrete
+//! source or destination and forward each call by `match`, so the copy engine is compiled
+//! once, with no `dyn` for the built-in transports and no per-pair monomorphisation. A
+//! transport written outside hoist rides in the `Custom` variants, boxed
+//! ([`DynImageSource`], [`DynImageDestination`]): one boxed future per call, for it only.
 
 use hoist_store::Store;
 use hoist_types::{Descriptor, Digest, Progress};
@@ -8,6 +10,7 @@ use hoist_types::{Descriptor, Digest, Progress};
 use super::dir::{DirDestination, DirSource};
 use super::docker::{DockerDestination, DockerSource};
 use super::docker_archive::{DockerArchiveDestination, DockerArchiveSource};
+use super::dyn_traits::{DynImageDestination, DynImageSource};
 use super::hoist::{HoistDestination, HoistSource};
 use super::oci::{OciDestination, OciSource};
 use super::oci_archive::{OciArchiveDestination, OciArchiveSource};
@@ -54,6 +57,8 @@ pub enum AnySource {
     OciArchive(OciArchiveSource),
     /// `docker-archive:`
     DockerArchive(DockerArchiveSource),
+    /// A source written outside hoist ([`AnySource::custom`]).
+    Custom(Box<dyn DynImageSource>),
 }
 
 /// One destination of any transport.
@@ -74,9 +79,26 @@ pub enum AnyDestination {
     OciArchive(OciArchiveDestination),
     /// `docker-archive:`
     DockerArchive(DockerArchiveDestination),
+    /// A destination written outside hoist ([`AnyDestination::custom`]).
+    Custom(Box<dyn DynImageDestination>),
 }
 
 impl AnySource {
+    /// A source written outside hoist, for the copy engine: any [`ImageSource`], boxed.
+    ///
+    /// ```
+    /// # async fn f(dir: std::path::PathBuf) -> Result<(), hoist_transport::TransportError> {
+    /// use hoist_transport::transports::any::AnySource;
+    /// use hoist_transport::transports::oci::OciSource;
+    /// // Any ImageSource will do; here a built-in one, wrapped as an outside one would be.
+    /// let src = AnySource::custom(OciSource::open(dir, Some("app".into())).await?);
+    /// # let _ = src;
+    /// # Ok(()) }
+    /// ```
+    pub fn custom(source: impl ImageSource + 'static) -> AnySource {
+        AnySource::Custom(Box::new(source))
+    }
+
     /// Open `r` for reading.
     pub async fn open(r: &ImageRef, o: &OpenOptions) -> Result<AnySource, TransportError> {
         Ok(match r {
@@ -100,7 +122,25 @@ impl AnySource {
     }
 }
 
+impl From<Box<dyn DynImageSource>> for AnySource {
+    fn from(source: Box<dyn DynImageSource>) -> AnySource {
+        AnySource::Custom(source)
+    }
+}
+
+impl From<Box<dyn DynImageDestination>> for AnyDestination {
+    fn from(destination: Box<dyn DynImageDestination>) -> AnyDestination {
+        AnyDestination::Custom(destination)
+    }
+}
+
 impl AnyDestination {
+    /// A destination written outside hoist, for the copy engine: any
+    /// [`ImageDestination`], boxed (see [`super::dyn_traits`] for an example).
+    pub fn custom(destination: impl ImageDestination + 'static) -> AnyDestination {
+        AnyDestination::Custom(Box::new(destination))
+    }
+
     /// Open `r` for writing.
     pub async fn open(r: &ImageRef, o: &OpenOptions) -> Result<AnyDestination, TransportError> {
         Ok(match r {
@@ -138,6 +178,7 @@ macro_rules! each {
             Self::Hoist($s) => $e,
             Self::OciArchive($s) => $e,
             Self::DockerArchive($s) => $e,
+            Self::Custom($s) => $e,
         }
     };
 }

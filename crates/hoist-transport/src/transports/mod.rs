@@ -18,8 +18,9 @@
 //! The crate's transport layer is split by concern, with no imports between them in a
 //! cycle: [`reference`](mod@reference) (the grammar above, pure parsing), [`stream`] (blob streams) and
 //! [`traits`] (the [`ImageSource`] / [`ImageDestination`] contract, capabilities and the
-//! destination bookkeeping they share); then one module per transport, and [`any`], the
-//! dispatch over the closed set. Everything is re-exported here, so
+//! destination bookkeeping they share); then one module per transport, [`any`], the
+//! dispatch over them, and [`dyn_traits`], the boxed forms a transport written outside
+//! hoist is plugged in by (`AnySource::Custom`, `AnyDestination::Custom`). Everything is re-exported here, so
 //! `hoist_transport::transports::ImageRef` and friends keep their paths.
 //!
 //! [OCI image layout]: https://github.com/opencontainers/image-spec/blob/main/image-layout.md
@@ -31,6 +32,7 @@ pub mod traits;
 pub mod any;
 pub mod dir;
 pub mod docker;
+pub mod dyn_traits;
 pub mod hoist;
 pub(crate) mod local;
 pub mod oci;
@@ -41,6 +43,7 @@ pub mod oci_archive;
 
 pub use archive::{LoadedImage, SaveImage, load_archive, load_archive_trusted, save_images};
 pub use docker_archive::{ArchiveTarget, DockerArchiveWriter};
+pub use dyn_traits::{DynImageDestination, DynImageSource};
 pub use hoist_archive::{ArchiveFormat, ArchiveProblem, Output};
 pub use oci_archive::OciArchiveWriter;
 pub use reference::{ArchiveSelector, ImageRef, Transport, check_ref_name};
