@@ -129,7 +129,7 @@ fn populate(
 ) -> Result<Option<String>, MkfsError> {
     let losetup = match tools::find(LOSETUP) {
         Ok(p) => p,
-        Err(e) => return Ok(Some(e.to_string())),
+        Err(e) => return Ok(Some(hoist_types::error_chain(&e))),
     };
     let dev = match tools::run(
         LOSETUP,
@@ -137,7 +137,7 @@ fn populate(
         img,
     ) {
         Ok(out) => PathBuf::from(out.trim()),
-        Err(e) => return Ok(Some(e.to_string())),
+        Err(e) => return Ok(Some(hoist_types::error_chain(&e))),
     };
     let detach = || {
         let _ = Command::new(&losetup).arg("-d").arg(&dev).output();

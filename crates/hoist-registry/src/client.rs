@@ -522,7 +522,10 @@ impl RegistryClient {
                 "authentication required and no credentials found for {}",
                 self.inner.registry
             ),
-            Err(e) => format!("authentication required; reading credentials failed: {e}"),
+            Err(e) => format!(
+                "authentication required; reading credentials failed: {}",
+                hoist_types::error_chain(&e)
+            ),
         };
         RegistryError::Unauthorized {
             url: url.to_owned(),

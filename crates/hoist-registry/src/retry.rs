@@ -161,11 +161,15 @@ impl fmt::Debug for SharedProgress {
 impl SharedProgress {
     /// Report one retry of `what` (a URL), attempt number `attempt` (from 2), after
     /// `err`, waiting `delay`.
-    pub fn retry(&self, what: &str, attempt: u32, err: &dyn fmt::Display, delay: Duration) {
+    pub fn retry(&self, what: &str, attempt: u32, err: &dyn std::error::Error, delay: Duration) {
         self.0.event(&ProgressEvent::Retry {
             what,
             attempt,
-            reason: &format!("{err}; retrying in {}", fmt_delay(delay)),
+            reason: &format!(
+                "{}; retrying in {}",
+                hoist_types::error_chain(err),
+                fmt_delay(delay)
+            ),
         });
     }
 }

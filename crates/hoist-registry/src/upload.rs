@@ -795,7 +795,7 @@ impl RegistryClient {
                             format!("a chunk of blob {}", desc.digest),
                         )
                         .await;
-                    return Err(Failure::Rejected(e.to_string()));
+                    return Err(Failure::Rejected(hoist_types::error_chain(&e)));
                 }
                 Ok(resp) => {
                     self.push_error(

@@ -659,7 +659,7 @@ impl Store {
                 }
                 let bytes = self.read_blob(d, MAX_MANIFEST_SIZE);
                 let why = match &bytes {
-                    Err(e) => Some(e.to_string()),
+                    Err(e) => Some(hoist_types::error_chain(e)),
                     Ok(bytes) => match Manifest::parse(bytes, Some(&v.manifest.media_type)) {
                         Ok((Manifest::Image(m), _)) if m.config.digest != rec.id => {
                             Some(format!("it names config {}", m.config.digest))
@@ -669,7 +669,7 @@ impl Store {
                         }
                         Ok((Manifest::Image(_), _)) => None,
                         Ok(_) => Some("it is not an image manifest".to_owned()),
-                        Err(e) => Some(e.to_string()),
+                        Err(e) => Some(hoist_types::error_chain(&e)),
                     },
                 };
                 if why.is_none()

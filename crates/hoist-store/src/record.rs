@@ -537,7 +537,7 @@ impl Store {
             match self.load_record(&id) {
                 Ok(Some(rec)) => good.push(rec),
                 Ok(None) => {}
-                Err(e) => bad.push((entry.path(), e.to_string())),
+                Err(e) => bad.push((entry.path(), hoist_types::error_chain(&e))),
             }
         }
         good.sort_by(|a, b| a.id.cmp(&b.id));

@@ -259,6 +259,9 @@ pub enum TransportError {
         path: std::path::PathBuf,
         /// What is wrong.
         reason: String,
+        /// The parser's or reader's error, when one is behind the reason.
+        #[source]
+        source: Option<Box<dyn std::error::Error + Send + Sync>>,
     },
     /// Signatures were asked to be kept, but the copy changes the manifest they sign.
     #[error(

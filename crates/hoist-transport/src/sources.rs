@@ -148,8 +148,9 @@ impl Sources {
                     self.note_failure(s, &e);
                     progress.event(&ProgressEvent::Status {
                         message: &format!(
-                            "{what}: {} failed ({e}); trying {}",
+                            "{what}: {} failed ({}); trying {}",
                             s.label,
+                            hoist_types::error_chain(&e),
                             candidates[i + 1].label
                         ),
                     });

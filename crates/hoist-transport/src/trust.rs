@@ -286,7 +286,11 @@ pub async fn find_signatures_in(
                         {
                             Ok(m) => m,
                             Err(e) => {
-                                found.notes.push(format!("referrer {}: {e}", r.digest));
+                                found.notes.push(format!(
+                                    "referrer {}: {}",
+                                    r.digest,
+                                    hoist_types::error_chain(&e)
+                                ));
                                 continue;
                             }
                         };
@@ -309,7 +313,10 @@ pub async fn find_signatures_in(
                         }
                     }
                 }
-                Err(e) => found.notes.push(format!("referrers of {digest}: {e}")),
+                Err(e) => found.notes.push(format!(
+                    "referrers of {digest}: {}",
+                    hoist_types::error_chain(&e)
+                )),
             }
         }
     }
@@ -334,7 +341,10 @@ async fn read_http_lookaside(
     let client = match d.registry_client().await {
         Ok(c) => c,
         Err(e) => {
-            notes.push(format!("lookaside store {base}: {e}"));
+            notes.push(format!(
+                "lookaside store {base}: {}",
+                hoist_types::error_chain(&e)
+            ));
             return (sigs, notes);
         }
     };
@@ -347,7 +357,10 @@ async fn read_http_lookaside(
             Ok(Some(b)) => sigs.push(b),
             Ok(None) => break,
             Err(e) => {
-                notes.push(format!("lookaside signature {u}: {e}"));
+                notes.push(format!(
+                    "lookaside signature {u}: {}",
+                    hoist_types::error_chain(&e)
+                ));
                 break;
             }
         }
@@ -420,11 +433,14 @@ async fn cosign_signature(
             layer.size
         ));
     }
-    let mut stream = src.get_blob(layer).await.map_err(|e| e.to_string())?;
+    let mut stream = src
+        .get_blob(layer)
+        .await
+        .map_err(|e| hoist_types::error_chain(&e))?;
     let payload = crate::blocking(move || {
         let mut out = Vec::new();
         while let Some(c) = stream.blocking_next() {
-            let c = c.map_err(|e| e.to_string())?;
+            let c = c.map_err(|e| hoist_types::error_chain(&e))?;
             out.extend_from_slice(&c);
             if out.len() > MAX_PAYLOAD_SIZE {
                 return Err(format!("payload is larger than {MAX_PAYLOAD_SIZE} bytes"));

@@ -80,7 +80,8 @@ impl RegistriesD {
             ));
         }
         for f in files {
-            let bytes = crate::read_limited(&f, MAX_FILE).map_err(|e| e.to_string())?;
+            let bytes =
+                crate::read_limited(&f, MAX_FILE).map_err(|e| hoist_types::error_chain(&e))?;
             let text =
                 String::from_utf8(bytes).map_err(|_| format!("{} is not UTF-8", f.display()))?;
             let one = RegistriesD::parse(&text).map_err(|e| format!("{}: {e}", f.display()))?;

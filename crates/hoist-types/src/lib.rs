@@ -132,6 +132,23 @@ pub fn io_path(path: &Option<std::path::PathBuf>) -> String {
         .unwrap_or_default()
 }
 
+/// An error and its causes on one line, `message: cause: cause` (what `{:#}` prints with
+/// anyhow), for the places that keep an error as text only: progress notes, reports,
+/// lists of problems. A library error's message leaves its cause to the chain, so its
+/// `to_string()` alone would lose it.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut out = e.to_string();
+    let mut cur = e.source();
+    // Bounded: a chain longer than this is a cycle.
+    for _ in 0..64 {
+        let Some(c) = cur else { break };
+        out.push_str(": ");
+        out.push_str(&c.to_string());
+        cur = c.source();
+    }
+    out
+}
+
 /// Refuses a JSON document that is not UTF-8 (found by the `manifest` fuzz target: a
 /// manifest with an invalid byte in a field hoist ignores was accepted).
 pub(crate) fn check_utf8(bytes: &[u8], what: &'static str) -> Result<(), TypeError> {

@@ -280,7 +280,9 @@ async fn broken_layouts() {
             blob_path(&src, &built.manifest.digest, false)
         };
         fs::write(&mpath, b"{\"schemaVersion\": 2, \"layers\": 7").unwrap();
-        l.import_fails(&r, false).await;
+        // The parser's own words survive: the chain carries them, once.
+        let msg = l.import_fails(&r, false).await;
+        assert!(msg.contains("EOF while parsing"), "{msg}");
         // The config is not JSON.
         let (src, r, built) = l.source(&format!("config{n}"), seed + 4, as_dir);
         fs::write(blob_path(&src, &built.config.digest, as_dir), b"{ not json").unwrap();
@@ -386,6 +388,7 @@ async fn registry_down_and_bad_references() {
         .unwrap_err();
     let msg = check(&e);
     assert!(msg.contains(&format!("127.0.0.1:{port}")), "{msg}");
+    assert!(msg.contains("Connection refused"), "{msg}");
     assert!(e.is_retryable(), "{msg}");
 
     for bad in [

@@ -282,7 +282,11 @@ impl BlobFetcher {
                 return Err(err);
             }
             progress.event(&ProgressEvent::Status {
-                message: &format!("blob {}: {err}; trying the next source", desc.digest),
+                message: &format!(
+                    "blob {}: {}; trying the next source",
+                    desc.digest,
+                    hoist_types::error_chain(&err)
+                ),
             });
             from = i + 1;
         }
@@ -388,7 +392,11 @@ impl BlobFetcher {
                         return Ok((sink, Err((i, e))));
                     }
                     run.progress.event(&ProgressEvent::Status {
-                        message: &format!("blob {}: {e}; trying the next source", desc.digest),
+                        message: &format!(
+                            "blob {}: {}; trying the next source",
+                            desc.digest,
+                            hoist_types::error_chain(&e)
+                        ),
                     });
                     last = Some(e);
                 }

@@ -27,7 +27,7 @@ use std::sync::atomic::AtomicU64;
 
 use hoist_types::{Descriptor, Digest, MAX_MANIFEST_SIZE, Progress};
 
-use super::local::{self, invalid};
+use super::local::{self, invalid, invalid_from};
 use super::{
     BlobLocation, BlobStream, Committed, DestinationCaps, ImageDestination, ImageSource,
     ManifestRef, ManifestTarget, RawManifest, Staged, raw_manifest,
@@ -67,7 +67,8 @@ impl DirSource {
             let path = manifest_file(&dir, None);
             let bytes = local::read_bounded(&path, MAX_MANIFEST_SIZE)?
                 .ok_or_else(|| invalid(&path, "missing: not a dir: layout"))?;
-            let top = raw_manifest(bytes, None, None).map_err(|e| invalid(&path, e.to_string()))?;
+            let top = raw_manifest(bytes, None, None)
+                .map_err(|e| invalid_from(&path, "not a usable manifest", e))?;
             Ok(DirSource { dir, top })
         })
         .await?
@@ -93,7 +94,8 @@ impl ImageSource for DirSource {
                             location,
                         },
                     )?;
-                    raw_manifest(bytes, None, Some(&d)).map_err(|e| invalid(&path, e.to_string()))
+                    raw_manifest(bytes, None, Some(&d))
+                        .map_err(|e| invalid_from(&path, "not a usable manifest", e))
                 })
                 .await?
             }

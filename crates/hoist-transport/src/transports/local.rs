@@ -27,6 +27,20 @@ pub(crate) fn invalid(path: &Path, reason: impl Into<String>) -> TransportError 
     TransportError::InvalidLayout {
         path: path.to_owned(),
         reason: reason.into(),
+        source: None,
+    }
+}
+
+/// [`invalid`] with the error behind it as the source (its text is not repeated).
+pub(crate) fn invalid_from(
+    path: &Path,
+    reason: impl Into<String>,
+    source: impl std::error::Error + Send + Sync + 'static,
+) -> TransportError {
+    TransportError::InvalidLayout {
+        path: path.to_owned(),
+        reason: reason.into(),
+        source: Some(Box::new(source)),
     }
 }
 

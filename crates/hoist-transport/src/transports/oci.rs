@@ -34,7 +34,7 @@ use hoist_types::{
 };
 use serde_json::Value;
 
-use super::local::{self, invalid};
+use super::local::{self, invalid, invalid_from};
 use super::{
     BlobLocation, BlobStream, Committed, DestinationCaps, ImageDestination, ImageSource,
     ManifestFormat, ManifestRef, ManifestTarget, RawManifest, Staged, raw_manifest,
@@ -56,9 +56,9 @@ fn read_index(dir: &Path) -> Result<Option<(ImageIndex, Value)>, TransportError>
         return Ok(None);
     };
     let value: Value =
-        serde_json::from_slice(&bytes).map_err(|e| invalid(&path, format!("not JSON: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| invalid_from(&path, "not JSON", e))?;
     let index: ImageIndex = serde_json::from_value(value.clone())
-        .map_err(|e| invalid(&path, format!("not an OCI index: {e}")))?;
+        .map_err(|e| invalid_from(&path, "not an OCI index", e))?;
     Ok(Some((index, value)))
 }
 
@@ -67,7 +67,7 @@ fn check_layout_file(dir: &Path) -> Result<(), TransportError> {
     let bytes = local::read_bounded(&path, 4096)?
         .ok_or_else(|| invalid(&path, "missing: not an OCI image layout"))?;
     let v: Value =
-        serde_json::from_slice(&bytes).map_err(|e| invalid(&path, format!("not JSON: {e}")))?;
+        serde_json::from_slice(&bytes).map_err(|e| invalid_from(&path, "not JSON", e))?;
     match v.get("imageLayoutVersion").and_then(Value::as_str) {
         Some(s) if s.starts_with("1.") => Ok(()),
         other => Err(invalid(
@@ -88,7 +88,7 @@ fn read_manifest(dir: &Path, desc: &Descriptor) -> Result<RawManifest, Transport
     })?;
     let declared = desc.media_type.is_manifest().then_some(&desc.media_type);
     raw_manifest(bytes, declared, Some(&desc.digest))
-        .map_err(|e| invalid(&path, format!("manifest {}: {e}", desc.digest)))
+        .map_err(|e| invalid_from(&path, format!("manifest {}", desc.digest), e))
 }
 
 /// The index entry named `name`, or the only entry.
