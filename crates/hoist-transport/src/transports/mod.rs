@@ -30,6 +30,8 @@ pub mod stream;
 pub mod traits;
 
 pub mod any;
+#[cfg(feature = "conformance")]
+pub mod conformance;
 pub mod dir;
 pub mod docker;
 pub mod dyn_traits;

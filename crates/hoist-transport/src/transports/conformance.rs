@@ -1,11 +1,12 @@
-//! The contract every transport's source and destination keep (the `ImageSource` /
-//! `ImageDestination` docs in `transports/traits.rs`), as one in-process test, in the
-//! spirit of go-containerregistry's `validate` package.
+//! The contract every transport's source and destination keep (the
+//! [`ImageSource`] / [`ImageDestination`] docs), as one in-process check an embedder can
+//! run against a transport of its own, in the spirit of go-containerregistry's `validate`
+//! package. Behind the `conformance` feature (off by default).
 //!
-//! A transport joins by implementing [`Place`] (or, for anything an [`ImageRef`] names, by
-//! one [`RefPlace`] line in `tests/conformance.rs`) and calling [`check`]. [`check`] writes
-//! two small generated images through the destination and reads them back through the
-//! source, and asserts, with a message naming the transport and the broken item:
+//! A transport is checked by implementing [`Place`] (or, for anything an [`ImageRef`]
+//! names, by one [`RefPlace`]) and calling [`check`] from a test. [`check`] writes two
+//! small generated images through the destination and reads them back through the source,
+//! and panics, with a message naming the place and the broken item, unless:
 //!
 //! 1. a name is not visible before it is written;
 //! 2. `put_blob` verifies size and digest before the blob is visible: a corrupt stream, a
@@ -22,21 +23,37 @@
 //!    ([`Place::leftovers`]: the store's fsck, temp files in a directory).
 //!
 //! The image sent follows the destination's capabilities: Docker schema 2 where it takes
-//! only that, uncompressed layers where it stores only those.
+//! only that, uncompressed layers where it stores only those. The images are generated
+//! here (deterministic tar layers, gzip, an OCI or Docker config), so the check needs
+//! nothing but this crate.
+//!
+//! A transport written outside hoist is checked on the path the copy engine takes it by,
+//! boxed: let its [`Place`] hand out [`AnySource::custom`] and [`AnyDestination::custom`].
+//!
+//! ```
+//! use hoist_transport::transports::conformance::{RefPlace, check};
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() {
+//! let dir = tempfile::tempdir().unwrap();
+//! let template = format!("oci:{}/layout:{{}}", dir.path().display());
+//! check(&RefPlace::files(template, dir.path())).await;
+//! # }
+//! ```
 
 use std::future::Future;
-use std::io::{Cursor, Read};
+use std::io::{Cursor, Read, Write as _};
 use std::path::{Path, PathBuf};
 
 use hoist_store::{FsckOptions, Store};
-use hoist_testkit::images::{BuiltImage, Entry, ImageSpec, LayerSpec};
-use hoist_transport::TransportError;
-use hoist_transport::transports::any::{AnyDestination, AnySource, OpenOptions};
-use hoist_transport::transports::{
+use hoist_types::{Compression, Descriptor, Digest, Manifest, NoProgress, Platform};
+
+use crate::TransportError;
+use crate::transports::any::{AnyDestination, AnySource, OpenOptions};
+use crate::transports::{
     BlobStream, DestinationCaps, ImageDestination, ImageRef, ImageSource, ManifestFormat,
     ManifestRef, ManifestTarget, RawManifest, raw_manifest,
 };
-use hoist_types::{Compression, Descriptor, Digest, Manifest, NoProgress};
 
 /// A place images can be written to and read back from, by name.
 pub trait Place {
@@ -66,6 +83,7 @@ pub trait Place {
 }
 
 /// Garbage a place can be checked for.
+#[derive(Debug)]
 pub enum Leftovers {
     /// Nothing the place itself can tell (a registry: upload sessions expire).
     Unchecked,
@@ -78,6 +96,7 @@ pub enum Leftovers {
 
 /// A place named by a `transport:reference` template, opened through `AnySource` /
 /// `AnyDestination`: `{}` in `template` is replaced by the image's name.
+#[derive(Debug)]
 pub struct RefPlace {
     /// E.g. `oci:/tmp/x/layout:{}`.
     pub template: String,
@@ -173,48 +192,128 @@ impl Sample {
     fn new(caps: &DestinationCaps, seed: u64) -> Sample {
         let docker = caps.format == Some(ManifestFormat::V2s2);
         let plain = caps.layer_compression == Some(Compression::None);
-        let layer = |entries: Vec<Entry>| {
-            if plain {
-                LayerSpec::uncompressed(entries)
-            } else {
-                LayerSpec::gzip(entries)
-            }
+        let (manifest_type, config_type, layer_type) = match (docker, plain) {
+            (false, false) => (
+                "application/vnd.oci.image.manifest.v1+json",
+                "application/vnd.oci.image.config.v1+json",
+                "application/vnd.oci.image.layer.v1.tar+gzip",
+            ),
+            (false, true) => (
+                "application/vnd.oci.image.manifest.v1+json",
+                "application/vnd.oci.image.config.v1+json",
+                "application/vnd.oci.image.layer.v1.tar",
+            ),
+            (true, false) => (
+                "application/vnd.docker.distribution.manifest.v2+json",
+                "application/vnd.docker.container.image.v1+json",
+                "application/vnd.docker.image.rootfs.diff.tar.gzip",
+            ),
+            (true, true) => (
+                "application/vnd.docker.distribution.manifest.v2+json",
+                "application/vnd.docker.container.image.v1+json",
+                "application/vnd.docker.image.rootfs.diff.tar",
+            ),
         };
-        let spec = if docker {
-            ImageSpec::docker()
-        } else {
-            ImageSpec::oci()
+        let tars = [
+            tar_of(&[
+                ("etc/", None),
+                (
+                    "etc/conformance",
+                    Some(format!("seed {seed}\n").into_bytes()),
+                ),
+            ]),
+            tar_of(&[("data.bin", Some(seeded_bytes(300 * 1024, seed)))]),
+        ];
+        let layers: Vec<Vec<u8>> = tars
+            .iter()
+            .map(|t| if plain { t.clone() } else { gzip(t) })
+            .collect();
+        let platform = Platform::host();
+        let diff_ids: Vec<String> = tars
+            .iter()
+            .map(|t| Digest::sha256_of(t).to_string())
+            .collect();
+        let created = "2024-01-01T00:00:00Z";
+        let config = serde_json::to_vec(&serde_json::json!({
+            "created": created,
+            "architecture": platform.architecture,
+            "os": platform.os,
+            "config": { "Labels": { "conformance": seed.to_string() } },
+            "rootfs": { "type": "layers", "diff_ids": diff_ids },
+            "history": [
+                { "created": created, "created_by": "hoist conformance layer 1" },
+                { "created": created, "created_by": "hoist conformance layer 2" },
+            ],
+        }))
+        .expect("a JSON config");
+        let desc = |media_type: &str, bytes: &[u8]| {
+            serde_json::json!({
+                "mediaType": media_type,
+                "digest": Digest::sha256_of(bytes).to_string(),
+                "size": bytes.len(),
+            })
         };
-        let built: BuiltImage = spec
-            .layer(layer(vec![
-                Entry::dir("etc"),
-                Entry::file("etc/conformance", format!("seed {seed}\n")),
-            ]))
-            .layer(layer(vec![Entry::random_file(
-                "data.bin",
-                300 * 1024,
-                seed,
-            )]))
-            .label("conformance", &seed.to_string())
-            .build()
-            .expect("build the sample image");
-        let manifest = raw_manifest(built.manifest_bytes.clone(), None, None)
-            .expect("the sample manifest parses");
+        let manifest_bytes = serde_json::to_vec(&serde_json::json!({
+            "schemaVersion": 2,
+            "mediaType": manifest_type,
+            "config": desc(config_type, &config),
+            "layers": layers.iter().map(|l| desc(layer_type, l)).collect::<Vec<_>>(),
+        }))
+        .expect("a JSON manifest");
+        let manifest =
+            raw_manifest(manifest_bytes, None, None).expect("the sample manifest parses");
         let Manifest::Image(m) = &manifest.manifest else {
             panic!("the sample is an image manifest");
         };
-        let blobs = std::iter::once(&m.config)
-            .chain(&m.layers)
-            .map(|d| {
-                let bytes = built
-                    .blob(&d.digest.to_string())
-                    .unwrap_or_else(|| panic!("sample blob {}", d.digest))
-                    .to_vec();
-                (d.clone(), bytes)
-            })
+        let blobs = std::iter::once((m.config.clone(), config))
+            .chain(m.layers.iter().cloned().zip(layers))
             .collect();
         Sample { manifest, blobs }
     }
+}
+
+/// A tar of `entries` (a path ending in `/` is a directory, else a file with the bytes
+/// given), every header field fixed, so the same entries give the same bytes.
+fn tar_of(entries: &[(&str, Option<Vec<u8>>)]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (path, content) in entries {
+        let mut h = tar::Header::new_gnu();
+        h.set_mtime(1_704_067_200);
+        h.set_uid(0);
+        h.set_gid(0);
+        let data = content.as_deref().unwrap_or_default();
+        if content.is_some() {
+            h.set_entry_type(tar::EntryType::Regular);
+            h.set_mode(0o644);
+        } else {
+            h.set_entry_type(tar::EntryType::Directory);
+            h.set_mode(0o755);
+        }
+        h.set_size(data.len() as u64);
+        b.append_data(&mut h, path, data)
+            .expect("a tar entry in memory");
+    }
+    b.into_inner().expect("a tar in memory")
+}
+
+fn gzip(bytes: &[u8]) -> Vec<u8> {
+    let mut z = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::new(6));
+    z.write_all(bytes).expect("gzip in memory");
+    z.finish().expect("gzip in memory")
+}
+
+/// `size` pseudo-random (incompressible) bytes from `seed` (xorshift64*).
+fn seeded_bytes(size: usize, seed: u64) -> Vec<u8> {
+    let mut x = seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut out = Vec::with_capacity(size + 8);
+    while out.len() < size {
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        out.extend_from_slice(&x.wrapping_mul(0x2545_F491_4F6C_DD1D).to_le_bytes());
+    }
+    out.truncate(size);
+    out
 }
 
 fn stream(bytes: Vec<u8>, size: u64) -> BlobStream {
@@ -242,7 +341,13 @@ async fn put_all<D: ImageDestination>(label: &str, dst: &D, sample: &Sample) {
     }
 }
 
-/// Run the whole contract against `place`.
+/// Run the whole contract against `place` (see the [module docs](self)).
+///
+/// # Panics
+///
+/// When `place` breaks an item of the contract, with a message naming the place
+/// ([`Place::label`]) and the item. Call it from a test, on a multi-threaded Tokio
+/// runtime (blob streams are read on blocking threads).
 pub async fn check<P: Place>(place: &P) {
     let label = place.label();
     let label = label.as_str();
