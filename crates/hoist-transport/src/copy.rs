@@ -743,47 +743,45 @@ impl Engine<'_> {
     ) -> Result<Vec<Descriptor>, TransportError> {
         use futures_util::StreamExt as _;
         let failed = std::sync::atomic::AtomicBool::new(false);
-        let prepared = futures_util::stream::iter(unique.iter().map(|&i| {
-            let (l, r, diff_id) = &plan[i];
-            let failed = &failed;
-            async move {
-                let out = match r {
-                    Some((from, to)) if !failed.load(std::sync::atomic::Ordering::Relaxed) => {
-                        Some(self.prepare_recompressed(l, *from, *to, diff_id.as_ref()).await)
-                    }
-                    _ => None,
-                };
-                if matches!(out, Some(Err(_))) {
-                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                }
-                (i, out)
+        let prepared = futures_util::stream::iter(unique.to_vec())
+            .map(|i| self.prepare_in_turn(i, plan, &failed))
+            .buffered(self.opts.jobs.max(1));
+        // The preparations are driven on their own while a blob is being written: the
+        // prepared layers wait, in order, in a short queue (each a temp file).
+        let (tx, mut rx) = tokio::sync::mpsc::channel(1);
+        let producer = async move {
+            futures_util::pin_mut!(prepared);
+            while let Some(item) = prepared.next().await {
+                // A consumer gone (it failed) only drops what is left.
+                let _ = tx.send(item).await;
             }
-        }))
-        .buffered(self.opts.jobs.max(1));
-        futures_util::pin_mut!(prepared);
+        };
         let mut moved = HashMap::with_capacity(unique.len());
         let mut first_err = None;
-        while let Some((i, out)) = prepared.next().await {
-            if first_err.is_some() {
-                // Drain: the preparations under way end before the copy returns.
-                continue;
-            }
-            let (l, ..) = &plan[i];
-            let result = match out {
-                None => self.transfer(l, BlobKind::Layer).await.map(|()| l.clone()),
-                Some(Ok((new, file))) => self.put_recompressed(new, file).await,
-                Some(Err(e)) => Err(e),
-            };
-            match result {
-                Ok(d) => {
-                    moved.insert(i, d);
+        let consumer = async {
+            while let Some((i, out)) = rx.recv().await {
+                if first_err.is_some() {
+                    // Drain: the preparations under way end before the copy returns.
+                    continue;
                 }
-                Err(e) => {
-                    failed.store(true, std::sync::atomic::Ordering::Relaxed);
-                    first_err = Some(e);
+                let (l, ..) = &plan[i];
+                let result = match out {
+                    None => self.transfer(l, BlobKind::Layer).await.map(|()| l.clone()),
+                    Some(Ok((new, file))) => self.put_recompressed(new, file).await,
+                    Some(Err(e)) => Err(e),
+                };
+                match result {
+                    Ok(d) => {
+                        moved.insert(i, d);
+                    }
+                    Err(e) => {
+                        failed.store(true, std::sync::atomic::Ordering::Relaxed);
+                        first_err = Some(e);
+                    }
                 }
             }
-        }
+        };
+        futures_util::future::join(producer, consumer).await;
         if let Some(e) = first_err {
             return Err(e);
         }
@@ -791,6 +789,31 @@ impl Engine<'_> {
             .iter()
             .map(|(l, ..)| moved[&first[&l.digest]].clone())
             .collect())
+    }
+
+    /// One preparation of [`move_layers_ordered`](Self::move_layers_ordered): the layer
+    /// `plan[i]` recompressed into a temp file when the plan says so and nothing failed.
+    async fn prepare_in_turn(
+        &self,
+        i: usize,
+        plan: &[Plan],
+        failed: &std::sync::atomic::AtomicBool,
+    ) -> (
+        usize,
+        Option<Result<(Descriptor, std::fs::File), TransportError>>,
+    ) {
+        let (l, r, diff_id) = &plan[i];
+        let out = match r {
+            Some((from, to)) if !failed.load(std::sync::atomic::Ordering::Relaxed) => Some(
+                self.prepare_recompressed(l, *from, *to, diff_id.as_ref())
+                    .await,
+            ),
+            _ => None,
+        };
+        if matches!(out, Some(Err(_))) {
+            failed.store(true, std::sync::atomic::Ordering::Relaxed);
+        }
+        (i, out)
     }
 
     /// A Docker schema 1 image, converted to schema 2 (the layers' sizes learnt from the
