@@ -353,7 +353,10 @@ pub fn rmi(a: RmiArgs, g: &GlobalArgs) -> anyhow::Result<()> {
                 }
             }
             Err(e) => {
-                eprintln!("hoist: error: removing {i}: {e}");
+                eprintln!(
+                    "hoist: error: removing {i}: {}",
+                    hoist_types::error_chain(&e)
+                );
                 failed += 1;
             }
         }
