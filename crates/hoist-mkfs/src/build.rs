@@ -241,7 +241,7 @@ pub fn build_rootfs(
     }
     if opts.per_layer && !native && !root {
         return Err(MkfsError::NeedsRoot {
-            what: "--per-layer",
+            what: "per-layer images built with the kernel and the mkfs tools",
             why: "overlayfs whiteouts are 0/0 device nodes and trusted.overlay.* xattrs",
         });
     }
