@@ -20,14 +20,16 @@ pub fn print(e: &anyhow::Error) {
 
 /// The error and its causes joined with `: `, like `{:#}`. A library error's message
 /// never holds its source's text; a cause is still skipped when the message before it
-/// ends with that cause's text, for errors from outside that rule (a message built with
-/// `format!("{ctx}: {e}")` that also keeps `e` as its source).
+/// ends with `: CAUSE` or `(CAUSE)`, for errors from outside that rule (a message built
+/// with `format!("{ctx}: {e}")` that also keeps `e` as its source).
 pub fn chain_line(e: &anyhow::Error) -> String {
     let mut out = String::new();
     let mut previous = String::new();
     for cause in e.chain() {
         let text = cause.to_string();
-        if text.is_empty() || previous.ends_with(&text) {
+        let repeated =
+            previous.ends_with(&format!(": {text}")) || previous.ends_with(&format!("({text})"));
+        if text.is_empty() || repeated {
             continue;
         }
         if !out.is_empty() {
@@ -115,6 +117,9 @@ mod tests {
         let e =
             anyhow::Error::new(Outer(std::io::Error::other("disk on fire"))).context("pulling a:b");
         assert_eq!(chain_line(&e), "pulling a:b: reading /x: disk on fire");
+        // A cause that merely ends the message before it is still printed.
+        let e = anyhow::anyhow!("x").context("cannot read /tmp/x");
+        assert_eq!(chain_line(&e), "cannot read /tmp/x: x");
     }
 
     #[test]
