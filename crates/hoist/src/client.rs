@@ -11,8 +11,8 @@ use hoist_store::{GcOptions, GcReport, ImageRecord, RemoveReport, Store};
 use hoist_transport::copy::CopyReport;
 use hoist_transport::transports::any::{AnyDestination, AnySource, OpenOptions};
 use hoist_transport::transports::{
-    ArchiveFormat, ArchiveTarget, ImageRef, ImageSource as _, LoadedImage, ManifestRef, SaveImage,
-    Transport,
+    ArchiveFormat, ArchiveTarget, DynImageDestination, ImageDestination, ImageRef,
+    ImageSource as _, LoadedImage, ManifestRef, SaveImage, Transport,
 };
 use hoist_transport::trust::TrustCheck;
 use hoist_transport::{DEFAULT_JOBS, Inspected, PullOptions, PullReport};
@@ -287,6 +287,13 @@ impl ClientBuilder {
     }
 }
 
+/// Where [`Client::copy_into`] writes: a reference to open (after trust is enforced), or
+/// a destination of the embedder's own.
+enum Dest<'a> {
+    Ref(&'a ImageRef),
+    Custom(Box<dyn DynImageDestination>),
+}
+
 /// `docker://REF` or `REF` as a registry reference.
 fn registry_reference(s: &str) -> Result<Reference> {
     Ok(Reference::parse(s.strip_prefix("docker://").unwrap_or(s))?)
@@ -437,6 +444,12 @@ impl Client {
     /// println!("{} ({} blobs fetched)", report.image.id, report.blobs_fetched);
     /// # Ok(()) }
     /// ```
+    ///
+    /// Cancelling: drop the future (a `tokio::time::timeout`, a `select!`), or use
+    /// [`pull_until`](Self::pull_until). A pull cancelled mid-way leaves the store as a
+    /// failed one does: no image, and the blobs it published that nothing else reaches
+    /// withdrawn (large ones kept as complete partial downloads, so the next pull does not
+    /// fetch them again) by the time its lease ends, moments after the drop.
     pub async fn pull(&self, reference: &str) -> Result<PullReport> {
         let reference = registry_reference(reference)?;
         let opts = self.pull_options();
@@ -457,6 +470,40 @@ impl Client {
             if self.hold(&report.image).await? || tries == 2 {
                 return Ok(report);
             }
+        }
+    }
+
+    /// [`pull`](Self::pull), cancelled when `cancel` completes first: then an error of
+    /// kind [`crate::ErrorKind::Other`] ([`Error::Task`]) saying so, and the store is left
+    /// as a failed pull leaves it (see [`pull`](Self::pull)). `cancel` is any future: a
+    /// token's `cancelled()` (tokio-util's `CancellationToken`), a channel, a signal, a
+    /// deadline.
+    ///
+    /// ```no_run
+    /// # async fn f() -> hoist::Result<()> {
+    /// let client = hoist::Client::builder().build()?;
+    /// let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    /// // Elsewhere: `stop.send(())` (or dropping `stop`) cancels the pull.
+    /// # drop(stop);
+    /// let pulled = client
+    ///     .pull_until("127.0.0.1:5000/library/alpine:3", async move {
+    ///         let _ = stopped.await;
+    ///     })
+    ///     .await;
+    /// # let _ = pulled;
+    /// # Ok(()) }
+    /// ```
+    pub async fn pull_until(
+        &self,
+        reference: &str,
+        cancel: impl Future<Output = ()>,
+    ) -> Result<PullReport> {
+        tokio::select! {
+            biased;
+            () = cancel => Err(Error::Task {
+                what: format!("pull of {reference} cancelled"),
+            }),
+            pulled = self.pull(reference) => pulled,
         }
     }
 
@@ -521,9 +568,73 @@ impl Client {
         destination: &str,
         options: &CopyOptions,
     ) -> Result<CopyReport> {
-        let src = ImageRef::parse(source)?;
         let dst = ImageRef::parse(destination)?;
-        let uses = |t: Transport| src.transport() == t || dst.transport() == t;
+        self.copy_into(source, Dest::Ref(&dst), options).await
+    }
+
+    /// Copies an image from any place [`copy`](Self::copy) reads (`docker://`, `oci:`,
+    /// `hoist:`…) into a destination of the embedder's own: any
+    /// [`ImageDestination`](crate::transport::transports::ImageDestination), or a boxed
+    /// [`DynImageDestination`](crate::transport::transports::DynImageDestination). The
+    /// copy engine treats it as one of its own: it converts to fit its
+    /// [`capabilities`](crate::transport::transports::ImageDestination::capabilities),
+    /// sends each blob it does not have (streamed; a registry source's resumable reader is
+    /// streamed into [`put_blob`](crate::transport::transports::ImageDestination::put_blob)
+    /// unless the destination overrides `put_blob_from`), children before the index that
+    /// lists them, and commits it last. Check it with the `conformance` feature's
+    /// `hoist::conformance::check`.
+    ///
+    /// ```no_run
+    /// # async fn f(my_destination: Box<dyn hoist::transport::transports::DynImageDestination>)
+    /// # -> hoist::Result<()> {
+    /// let client = hoist::Client::builder().build()?;
+    /// let report = client.copy_to("docker://127.0.0.1:5000/app:1", my_destination).await?;
+    /// println!("{:?} went to {}", report.digest, report.location);
+    /// # Ok(()) }
+    /// ```
+    pub async fn copy_to(
+        &self,
+        source: &str,
+        destination: impl ImageDestination + 'static,
+    ) -> Result<CopyReport> {
+        self.copy_to_with(source, destination, &CopyOptions::default())
+            .await
+    }
+
+    /// [`copy_to`](Self::copy_to) with options (every platform, format conversion,
+    /// recompression, signatures carried along, as far as the destination's capabilities
+    /// allow).
+    ///
+    /// ```no_run
+    /// # async fn f(my_destination: Box<dyn hoist::transport::transports::DynImageDestination>)
+    /// # -> hoist::Result<()> {
+    /// let client = hoist::Client::builder().build()?;
+    /// let opts = hoist::CopyOptions::default().all(true);
+    /// client.copy_to_with("docker://127.0.0.1:5000/app:1", my_destination, &opts).await?;
+    /// # Ok(()) }
+    /// ```
+    pub async fn copy_to_with(
+        &self,
+        source: &str,
+        destination: impl ImageDestination + 'static,
+        options: &CopyOptions,
+    ) -> Result<CopyReport> {
+        let dest = Dest::Custom(Box::new(destination));
+        self.copy_into(source, dest, options).await
+    }
+
+    /// The copy of [`copy_with`](Self::copy_with) and [`copy_to_with`](Self::copy_to_with):
+    /// the source opened, trust enforced, then the destination opened.
+    async fn copy_into(
+        &self,
+        source: &str,
+        dst: Dest<'_>,
+        options: &CopyOptions,
+    ) -> Result<CopyReport> {
+        let src = ImageRef::parse(source)?;
+        let uses = |t: Transport| {
+            src.transport() == t || matches!(&dst, Dest::Ref(d) if d.transport() == t)
+        };
         let open = OpenOptions {
             store: uses(Transport::Hoist).then(|| self.inner.store.clone()),
             pull: self.pull_options(),
@@ -546,7 +657,10 @@ impl Client {
             let top = source.get_manifest(&ManifestRef::Top).await?;
             trust.enforce(&source, &top).await?;
         }
-        let dest = AnyDestination::open(&dst, &open).await?;
+        let dest = match dst {
+            Dest::Ref(d) => AnyDestination::open(d, &open).await?,
+            Dest::Custom(d) => AnyDestination::Custom(d),
+        };
         Ok(hoist_transport::copy::copy(&source, dest, &opts, self.inner.progress.as_ref()).await?)
     }
 

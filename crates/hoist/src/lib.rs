@@ -10,6 +10,7 @@
 //! | [`Client::rootfs`] | a directory, ext4 or erofs root filesystem (pulled first when missing; cached) |
 //! | [`Client::unpack`], [`Client::unpack_with_pull`] | an image into a directory (`_with_pull`: pulled first when missing) |
 //! | [`Client::copy`] | between any two of `docker://`, `oci:`, `oci-archive:`, `docker-archive:`, `dir:`, `hoist:` |
+//! | [`Client::copy_to`] | into a destination of the embedder's own (an `ImageDestination`; see below) |
 //! | [`Client::push`] | an image of the store to a registry |
 //! | [`Client::inspect`], [`Client::tags`] | what `skopeo inspect` and `list-tags` tell |
 //! | [`Client::load`], [`Client::save`] | docker-archive and oci-archive files |
@@ -58,13 +59,25 @@
 //! # Ok(()) }
 //! ```
 //!
+//! # Transports of the embedder's own
+//!
+//! A destination written outside hoist implements
+//! [`transport::transports::ImageDestination`] (a source, `ImageSource`) and is handed to
+//! [`Client::copy_to`]; the copy engine takes it boxed
+//! ([`transport::transports::DynImageDestination`], `AnyDestination::Custom`), as one of
+//! its own. With the `conformance` feature, `hoist::conformance::check` runs the contract
+//! every built-in transport keeps against it, from the embedder's tests.
+//!
+//! # Cancelling
+//!
+//! Dropping the future of a call cancels it (a `tokio::time::timeout`, a `select!`);
+//! [`Client::pull_until`] takes the cancellation as a future (a token's `cancelled()`). A
+//! pull or copy into the store cancelled mid-way leaves the store as a failure does.
+//!
 //! # Not yet
 //!
-//! A destination of the embedder's own (a custom `ImageDestination` plugged into
-//! [`Client::copy`]): the copy engine takes the closed set of transports
-//! (`transport::transports::any::AnyDestination`) today. Images written into the store by
-//! [`Client::copy`] or [`Client::load`] are not held by a [`Client::leased`] client until
-//! resolved with [`Client::image`].
+//! Images written into the store by [`Client::copy`] or [`Client::load`] are not held by
+//! a [`Client::leased`] client until resolved with [`Client::image`].
 //!
 //! # The crates below
 //!
@@ -81,6 +94,24 @@ mod options;
 pub mod blocking;
 
 pub use client::{Client, ClientBuilder};
+
+/// The source/destination contract as a check to run against a transport of the
+/// embedder's own (the `conformance` feature): see
+/// [`transport::transports::conformance`].
+///
+/// ```
+/// use hoist::conformance::{RefPlace, check};
+///
+/// # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+/// # async fn main() {
+/// let dir = tempfile::tempdir().unwrap();
+/// check(&RefPlace::files(format!("dir:{}/{{}}", dir.path().display()), dir.path())).await;
+/// # }
+/// ```
+#[cfg(feature = "conformance")]
+pub mod conformance {
+    pub use hoist_transport::transports::conformance::*;
+}
 pub use error::{Error, ErrorKind, Result};
 pub use options::{CopyOptions, PullPolicy, RootfsOptions};
 

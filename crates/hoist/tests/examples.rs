@@ -19,6 +19,10 @@ mod copy_to_oci;
 #[path = "../examples/gc_lease.rs"]
 mod gc_lease;
 
+#[allow(dead_code)]
+#[path = "../examples/custom_destination.rs"]
+mod custom_destination;
+
 use hoist_testkit::images::{self, BuiltImage};
 use hoist_testkit::registry::Registry;
 use hoist_testkit::{require_peers, skopeo};
@@ -171,4 +175,49 @@ fn gc_lease_example_keeps_leased_blobs_then_frees_them() {
     assert!(outcome.layers_kept, "{outcome:?}");
     // Layers, config and manifest: nothing else names them once the lease is gone.
     assert_eq!(outcome.freed_after, built.layers.len() + 2, "{outcome:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn custom_destination_example_gets_every_blob_and_the_manifest() {
+    require_peers!(Peer::Registry, Peer::Skopeo);
+    let (_reg, built, reference) = registry_with_sample("ns/drop:v1");
+    let dir = tempfile::tempdir().unwrap();
+    let store = dir.path().join("store");
+    let out = dir.path().join("drop");
+
+    let report = custom_destination::run(&reference, &store, &out)
+        .await
+        .unwrap();
+    assert_eq!(
+        report.digest.as_ref().map(ToString::to_string).as_deref(),
+        Some(built.manifest.digest.as_str())
+    );
+    assert_eq!(report.location, format!("file-drop:{}", out.display()));
+    assert_eq!(report.blobs_copied, built.layers.len() + 1);
+    assert_eq!(
+        std::fs::read(out.join("manifest.json")).unwrap(),
+        built.manifest_bytes,
+        "manifest bytes changed"
+    );
+    let blob = |d: &str| std::fs::read(out.join(d.replace(':', "-"))).unwrap();
+    assert_eq!(blob(&built.config.digest), built.config_bytes);
+    for layer in &built.layers {
+        assert_eq!(
+            blob(&layer.blob.digest),
+            built.blob(&layer.blob.digest).unwrap(),
+            "layer {}",
+            layer.blob.digest
+        );
+    }
+    // No temp file left, nothing but the blobs and the manifest.
+    assert_eq!(
+        std::fs::read_dir(&out).unwrap().count(),
+        built.layers.len() + 2
+    );
+    // A second copy finds every blob there and sends none.
+    let again = custom_destination::run(&reference, &store, &out)
+        .await
+        .unwrap();
+    assert_eq!(again.blobs_copied, 0);
+    assert_eq!(again.blobs_skipped, built.layers.len() + 1);
 }
