@@ -22,7 +22,7 @@ use hoist_types::{Progress, ProgressEvent};
 
 use crate::image::check_layers;
 use crate::path::{join, split, subtree_range};
-use crate::stream::{ChannelReader, LayerStream, piped};
+use crate::stream::{ChannelReader, LayerStream, piped, piped_data};
 use crate::tar::{Entry, EntryKind, TarReader, Timestamp};
 use crate::whiteout::{self, Whiteout};
 use crate::writer::{Header, TarWriter};
@@ -496,6 +496,138 @@ pub(crate) fn read_layer<T>(
     Ok(v)
 }
 
+/// A layer blob of the store, opened once for both passes of a [`Model`] user (the tree
+/// of the native filesystem writers): pass 2 reads the very file pass 1 verified.
+///
+/// Why pass 2 need not hash the layer again: pass 1 checked the diff ID of the bytes read
+/// through this descriptor. Pass 2 reads through the same descriptor (positioned reads, so
+/// threads do not share an offset), so a blob renamed over, replaced or removed in the
+/// store between the passes is not seen: the descriptor keeps the inode pass 1 read. Store
+/// blobs are content-addressed and never written in place; a write to this inode anyway
+/// (any `write(2)`, `truncate`, `fallocate`) changes its size, mtime or ctime, which no
+/// unprivileged process can set back (ctime is the kernel's), so [`LayerBlob::unchanged`]
+/// compares them with what they were before pass 1 once pass 2 has read the layer. Pass 2
+/// still parses the tar as strictly, holds the size cap and checks that each file it
+/// writes has the size pass 1 planned for it.
+#[derive(Debug)]
+pub(crate) struct LayerBlob {
+    file: std::fs::File,
+    stamp: Stamp,
+}
+
+/// What identifies a file's content without reading it: device, inode, size, mtime, ctime.
+type Stamp = (u64, u64, u64, i64, i64, i64, i64);
+
+fn stamp(f: &std::fs::File) -> std::io::Result<Stamp> {
+    use std::os::unix::fs::MetadataExt as _;
+    let m = f.metadata()?;
+    Ok((
+        m.dev(),
+        m.ino(),
+        m.size(),
+        m.mtime(),
+        m.mtime_nsec(),
+        m.ctime(),
+        m.ctime_nsec(),
+    ))
+}
+
+impl LayerBlob {
+    fn open(store: &Store, digest: &hoist_types::Digest) -> Result<LayerBlob, UnpackError> {
+        let file = store.open_blob(digest)?;
+        let stamp =
+            stamp(&file).map_err(|e| UnpackError::io("stat", store.blob_path(digest), e))?;
+        Ok(LayerBlob { file, stamp })
+    }
+
+    /// A reader from the start of the blob, with its own offset.
+    fn reader(&self) -> ReadAt<'_> {
+        ReadAt {
+            file: &self.file,
+            pos: 0,
+        }
+    }
+
+    /// Whether the blob is as it was when it was opened (see [`LayerBlob`]).
+    pub(crate) fn unchanged(&self) -> bool {
+        stamp(&self.file).is_ok_and(|s| s == self.stamp)
+    }
+}
+
+/// Positioned reads of a file shared by threads.
+struct ReadAt<'a> {
+    file: &'a std::fs::File,
+    pos: u64,
+}
+
+impl std::io::Read for ReadAt<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
+        use std::os::unix::fs::FileExt as _;
+        let n = self.file.read_at(buf, self.pos)?;
+        self.pos += n as u64;
+        Ok(n)
+    }
+}
+
+/// Pass 2 of the tree: reads layer `i` of `image` from `blob` (opened by pass 1, which
+/// checked its diff ID) with `consume`, without hashing it again (see [`LayerBlob`]); the
+/// rest of the layer after what `consume` reads is not decompressed. Fails if the blob
+/// was written to since pass 1.
+pub(crate) fn read_layer_data<T>(
+    image: &ImageRecord,
+    i: usize,
+    blob: &LayerBlob,
+    limits: &Limits,
+    progress: &dyn Progress,
+    consume: impl FnOnce(&mut TarReader<ChannelReader>) -> Result<T, UnpackError>,
+) -> Result<T, UnpackError> {
+    let desc = &image.layers[i];
+    let stream = LayerStream::open(
+        blob.reader(),
+        &desc.media_type,
+        image.diff_ids[i].algorithm(),
+        limits,
+        Some(&desc.digest),
+        progress,
+    )?;
+    let v = piped_data(stream, limits, consume)?;
+    if !blob.unchanged() {
+        return Err(UnpackError::bad(
+            b"",
+            "the layer blob was written to between the two passes",
+        ));
+    }
+    Ok(v)
+}
+
+/// Reads layer `i` of `image` from `blob` as [`read_layer`] does (diff ID checked).
+fn read_layer_from<T>(
+    image: &ImageRecord,
+    i: usize,
+    blob: &LayerBlob,
+    limits: &Limits,
+    progress: &dyn Progress,
+    consume: impl FnOnce(&mut TarReader<ChannelReader>) -> Result<T, UnpackError>,
+) -> Result<T, UnpackError> {
+    let desc = &image.layers[i];
+    let stream = LayerStream::open(
+        blob.reader(),
+        &desc.media_type,
+        image.diff_ids[i].algorithm(),
+        limits,
+        Some(&desc.digest),
+        progress,
+    )?;
+    let (v, pumped) = piped(stream, limits, consume)?;
+    if pumped.digest != image.diff_ids[i] {
+        return Err(UnpackError::DiffIdMismatch {
+            expected: image.diff_ids[i].clone(),
+            actual: pumped.digest,
+        });
+    }
+    Ok(v)
+}
+
 /// Like [`export`], for the first `count` layers of `image` only.
 pub fn export_layers<W: Write>(
     store: &Store,
@@ -508,7 +640,7 @@ pub fn export_layers<W: Write>(
     check_layers(image)?;
     let count = count.min(image.layers.len());
     // Pass 1: the model.
-    let model = build_model(store, image, 0..count, false, limits, progress)?;
+    let (model, _) = build_model(store, image, 0..count, false, limits, progress)?;
     // The plan: what to write at each position.
     let mut plan: HashMap<Pos, Plan> = HashMap::new();
     let mut names: HashMap<usize, Vec<Vec<u8>>> = HashMap::new();
@@ -603,8 +735,33 @@ pub fn export_layers<W: Write>(
     Ok(report)
 }
 
+/// Entries parsed ahead of the layer being applied, per layer: batches in flight.
+const BATCHES: usize = 32;
+/// A batch is sent once it holds this many entries, or about this many bytes.
+const BATCH_ENTRIES: usize = 1024;
+const BATCH_BYTES: usize = 256 << 10;
+
+/// What a layer-reading thread hands to the thread that applies the layers.
+enum Parsed {
+    /// The next entries of the layer, in order.
+    Entries(Vec<Entry>),
+    /// The layer's end: read whole with its diff ID right, or the error that stopped it
+    /// (wrapped with the layer), after the entries parsed before it.
+    Done(Result<(), UnpackError>),
+}
+
 /// Pass 1: applies layers `range` of `image` to a fresh model, each layer's diff ID
-/// checked; `overlay` keeps whiteouts in overlayfs form (for one layer alone).
+/// checked; `overlay` keeps whiteouts in overlayfs form (for one layer alone). Returns the
+/// model and the layer blobs it read, opened (for pass 2, see [`LayerBlob`]).
+///
+/// The layers are decompressed, hashed and parsed on up to as many threads as there are
+/// cores, several layers at once (each layer itself on two threads, see [`piped`]), and
+/// applied in order on this thread, base first, as they come: a layer's entries may be
+/// parsed ahead by at most [`BATCHES`] batches of [`BATCH_BYTES`] (so memory stays bounded
+/// whatever the layers hold). The model, and the error reported for a bad layer, are the
+/// same as reading the layers one after the other: a layer's entries are applied in
+/// order; an entry that cannot be applied stops the build before the layer's own parse or
+/// diff ID error, which comes before the next layer's.
 pub(crate) fn build_model(
     store: &Store,
     image: &ImageRecord,
@@ -612,14 +769,11 @@ pub(crate) fn build_model(
     overlay: bool,
     limits: &Limits,
     progress: &dyn Progress,
-) -> Result<Model, UnpackError> {
+) -> Result<(Model, Vec<LayerBlob>), UnpackError> {
     check_layers(image)?;
     let count = image.layers.len();
-    let mut model = Model {
-        overlay,
-        ..Model::default()
-    };
-    for i in range {
+    let mut blobs = Vec::with_capacity(range.len());
+    for i in range.clone() {
         let digest =
             image
                 .layers
@@ -630,22 +784,144 @@ pub(crate) fn build_model(
                     layers: count,
                     diff_ids: image.diff_ids.len(),
                 })?;
-        let wrap = |e: UnpackError| e.in_layer(i + 1, digest);
-        let message = format!("reading layer {}/{count} {}", i + 1, digest.short());
-        progress.event(&ProgressEvent::Status { message: &message });
+        blobs.push(LayerBlob::open(store, digest).map_err(|e| e.in_layer(i + 1, digest))?);
+    }
+    let mut model = Model {
+        overlay,
+        ..Model::default()
+    };
+    let threads = std::thread::available_parallelism()
+        .map_or(1, |n| n.get().min(4))
+        .clamp(1, range.len().max(1));
+    let mut receivers = Vec::with_capacity(range.len());
+    let mut queue = VecDeque::with_capacity(range.len());
+    for i in range.clone() {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Parsed>(BATCHES);
+        queue.push_back((i, tx));
+        receivers.push((i, rx));
+    }
+    let queue = std::sync::Mutex::new(queue);
+    let start = range.start;
+    std::thread::scope(|s| {
+        let workers: Vec<_> = (0..threads)
+            .map(|_| {
+                let (queue, blobs) = (&queue, &blobs);
+                s.spawn(move || {
+                    loop {
+                        let next = queue
+                            .lock()
+                            .unwrap_or_else(std::sync::PoisonError::into_inner)
+                            .pop_front();
+                        let Some((i, tx)) = next else { return };
+                        parse_layer(image, i, &blobs[i - start], limits, progress, &tx);
+                    }
+                })
+            })
+            .collect();
+        let applied = apply_layers(&mut model, image, receivers);
+        // On an error, the layers not started are not read; the ones being read stop at
+        // their next batch (their receiver is gone).
+        queue
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
+            .clear();
+        let mut panicked = false;
+        for w in workers {
+            panicked |= w.join().is_err();
+        }
+        applied?;
+        if panicked {
+            return Err(UnpackError::WorkerPanicked {
+                what: "layer reading",
+            });
+        }
+        Ok(())
+    })?;
+    Ok((model, blobs))
+}
+
+/// Applies each layer's entries as its reading thread sends them, base first.
+fn apply_layers(
+    model: &mut Model,
+    image: &ImageRecord,
+    receivers: Vec<(usize, std::sync::mpsc::Receiver<Parsed>)>,
+) -> Result<(), UnpackError> {
+    for (i, rx) in receivers {
+        let digest = &image.layers[i].digest;
         model.written.clear();
         model.whiteouts.clear();
-        read_layer(store, image, i, limits, progress, |tar| {
-            let mut idx = 0u64;
-            while let Some(e) = tar.next_entry()? {
-                model.apply(e, (i, idx))?;
-                idx += 1;
+        let mut idx = 0u64;
+        loop {
+            match rx.recv() {
+                Ok(Parsed::Entries(batch)) => {
+                    for e in batch {
+                        model
+                            .apply(e, (i, idx))
+                            .map_err(|e| e.in_layer(i + 1, digest))?;
+                        idx += 1;
+                    }
+                }
+                Ok(Parsed::Done(r)) => {
+                    r?;
+                    break;
+                }
+                // The reading thread went away without a word: it panicked.
+                Err(_) => {
+                    return Err(UnpackError::WorkerPanicked {
+                        what: "layer reading",
+                    });
+                }
             }
-            Ok(())
-        })
-        .map_err(wrap)?;
+        }
     }
-    Ok(model)
+    Ok(())
+}
+
+/// Reads layer `i` (diff ID checked) and sends its entries in batches through `tx`, then
+/// how it ended.
+fn parse_layer(
+    image: &ImageRecord,
+    i: usize,
+    blob: &LayerBlob,
+    limits: &Limits,
+    progress: &dyn Progress,
+    tx: &std::sync::mpsc::SyncSender<Parsed>,
+) {
+    let count = image.layers.len();
+    let digest = &image.layers[i].digest;
+    let message = format!("reading layer {}/{count} {}", i + 1, digest.short());
+    progress.event(&ProgressEvent::Status { message: &message });
+    let stopped = || UnpackError::Stream {
+        source: std::io::Error::other("the layers are no longer read"),
+    };
+    let r = read_layer_from(image, i, blob, limits, progress, |tar| {
+        let mut batch = Vec::new();
+        let mut bytes = 0usize;
+        while let Some(e) = tar.next_entry()? {
+            bytes += 128
+                + e.path.len()
+                + e.xattrs
+                    .iter()
+                    .map(|(k, v)| k.len() + v.len() + 48)
+                    .sum::<usize>()
+                + match &e.kind {
+                    EntryKind::Symlink(t) | EntryKind::Hardlink(t) => t.len(),
+                    _ => 0,
+                };
+            batch.push(e);
+            if batch.len() >= BATCH_ENTRIES || bytes >= BATCH_BYTES {
+                tx.send(Parsed::Entries(std::mem::take(&mut batch)))
+                    .map_err(|_| stopped())?;
+                bytes = 0;
+            }
+        }
+        if !batch.is_empty() {
+            tx.send(Parsed::Entries(batch)).map_err(|_| stopped())?;
+        }
+        Ok(())
+    })
+    .map_err(|e| e.in_layer(i + 1, digest));
+    let _ = tx.send(Parsed::Done(r));
 }
 
 fn write_meta<W: Write>(

@@ -12,13 +12,14 @@
 //! The model holds metadata only (owners, modes, devices and xattrs come from the tar
 //! headers, never from the host, so it is the same for root and for an unprivileged
 //! user). File contents are streamed in a second pass, [`FsTree::stream_data`], which
-//! reads the layers again (checking the diff IDs again) and hands each regular file's bytes
-//! over in [`FsTree::data_order`], so a writer can place every file before a byte arrives.
+//! reads the layers again (from the blobs pass 1 opened and verified, not hashed again) and
+//! hands each regular file's bytes over in [`FsTree::data_order`], so a writer can place
+//! every file before a byte arrives.
 
 use hoist_store::{ImageRecord, Store};
 use hoist_types::{Progress, ProgressEvent};
 
-use crate::flatten::{Model, Node, Pos, build_model, read_layer};
+use crate::flatten::{LayerBlob, Model, Node, Pos, build_model, read_layer_data};
 use crate::tar::{EntryKind, Timestamp};
 use crate::{Limits, OVERLAY_OPAQUE, UnpackError};
 
@@ -87,6 +88,8 @@ pub struct FsTree {
     layers: std::ops::Range<usize>,
     /// Regular files with data, in the order their bytes are streamed: `(pos, inode)`.
     data: Vec<(Pos, InodeId)>,
+    /// The blobs of `layers`, kept open from pass 1 for pass 2.
+    blobs: Vec<LayerBlob>,
 }
 
 impl std::fmt::Debug for FsTree {
@@ -112,8 +115,8 @@ impl FsTree {
         progress: &dyn Progress,
     ) -> Result<FsTree, UnpackError> {
         let range = 0..image.layers.len();
-        let model = build_model(store, image, range.clone(), false, limits, progress)?;
-        Ok(FsTree::from_model(model, range))
+        let (model, blobs) = build_model(store, image, range.clone(), false, limits, progress)?;
+        Ok(FsTree::from_model(model, range, blobs))
     }
 
     /// Pass 1 for one layer (index `layer`, base 0) alone in overlayfs form, for a lower
@@ -126,11 +129,11 @@ impl FsTree {
         progress: &dyn Progress,
     ) -> Result<FsTree, UnpackError> {
         let range = layer..layer + 1;
-        let model = build_model(store, image, range.clone(), true, limits, progress)?;
-        Ok(FsTree::from_model(model, range))
+        let (model, blobs) = build_model(store, image, range.clone(), true, limits, progress)?;
+        Ok(FsTree::from_model(model, range, blobs))
     }
 
-    fn from_model(model: Model, layers: std::ops::Range<usize>) -> FsTree {
+    fn from_model(model: Model, layers: std::ops::Range<usize>, blobs: Vec<LayerBlob>) -> FsTree {
         let default_dir = |mtime: Timestamp| Inode {
             kind: InodeKind::Dir {
                 entries: Vec::new(),
@@ -254,6 +257,7 @@ impl FsTree {
             inodes,
             layers,
             data,
+            blobs,
         }
     }
 
@@ -263,12 +267,15 @@ impl FsTree {
         self.data.iter().map(|(_, id)| *id)
     }
 
-    /// Pass 2: reads the layers again (diff IDs checked again) and calls `sink(inode,
-    /// offset, bytes)` with each regular file's bytes, in order, file after file in
-    /// [`FsTree::data_order`]. `image` must be the one the tree was built from.
+    /// Pass 2: reads the layers again and calls `sink(inode, offset, bytes)` with each
+    /// regular file's bytes, in order, file after file in [`FsTree::data_order`]. `image`
+    /// must be the one the tree was built from. The layers are read from the blobs pass 1
+    /// opened and verified (not from `_store` again), without hashing them a second time:
+    /// the blob must not have been written to since (checked, see `flatten::LayerBlob`),
+    /// and only as much of each layer is decompressed as holds data of the tree.
     pub fn stream_data(
         &self,
-        store: &Store,
+        _store: &Store,
         image: &ImageRecord,
         limits: &Limits,
         progress: &dyn Progress,
@@ -276,9 +283,7 @@ impl FsTree {
     ) -> Result<(), UnpackError> {
         let mut buf = vec![0u8; 1 << 20];
         for (i, range) in self.layer_data() {
-            self.stream_layer(
-                store, image, limits, progress, i, range, &mut buf, &mut sink,
-            )?;
+            self.stream_layer(image, limits, progress, i, range, &mut buf, &mut sink)?;
         }
         Ok(())
     }
@@ -291,7 +296,7 @@ impl FsTree {
     /// layer's error (base first) is returned once every thread has stopped.
     pub fn stream_data_parallel<S>(
         &self,
-        store: &Store,
+        _store: &Store,
         image: &ImageRecord,
         limits: &Limits,
         progress: &dyn Progress,
@@ -304,7 +309,7 @@ impl FsTree {
         let layers = self.layer_data();
         let threads = threads.clamp(1, layers.len().max(1));
         if threads == 1 {
-            return self.stream_data(store, image, limits, progress, make_sink());
+            return self.stream_data(_store, image, limits, progress, make_sink());
         }
         let mut order: Vec<usize> = (0..layers.len()).collect();
         order.sort_by_key(|&k| std::cmp::Reverse(image.layers[layers[k].0].size));
@@ -328,7 +333,7 @@ impl FsTree {
                         for k in mine {
                             let (i, range) = layers[k].clone();
                             self.stream_layer(
-                                store, image, limits, progress, i, range, &mut buf, &mut sink,
+                                image, limits, progress, i, range, &mut buf, &mut sink,
                             )
                             .map_err(|e| (i, e))?;
                         }
@@ -373,7 +378,6 @@ impl FsTree {
     #[allow(clippy::too_many_arguments)]
     fn stream_layer(
         &self,
-        store: &Store,
         image: &ImageRecord,
         limits: &Limits,
         progress: &dyn Progress,
@@ -387,14 +391,12 @@ impl FsTree {
         let message = format!("writing layer {}/{count} {}", i + 1, digest.short());
         progress.event(&ProgressEvent::Status { message: &message });
         let mut next = range.start;
-        read_layer(store, image, i, limits, progress, |tar| {
+        let blob = &self.blobs[i - self.layers.start];
+        read_layer_data(image, i, blob, limits, progress, |tar| {
             let mut idx = 0u64;
             while let Some(e) = tar.next_entry()? {
                 let here = (i, idx);
                 idx += 1;
-                if next == range.end {
-                    continue;
-                }
                 let (pos, id) = self.data[next];
                 if pos != here {
                     continue;
@@ -415,6 +417,10 @@ impl FsTree {
                     }
                     sink(id, off, &buf[..n])?;
                     off += n as u64;
+                }
+                if next == range.end {
+                    // The rest of the layer holds no data of the tree: not read.
+                    break;
                 }
             }
             Ok(())

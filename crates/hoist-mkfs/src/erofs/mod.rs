@@ -460,9 +460,9 @@ fn uuid_from(key: &[u8]) -> [u8; 16] {
 }
 
 /// A pass-2 thread's writer, flushed when its sink is dropped (the first error kept).
-struct FlushOnDrop<'a> {
-    w: SeqWriter<'a>,
-    error: &'a Mutex<Option<std::io::Error>>,
+pub(crate) struct FlushOnDrop<'a> {
+    pub(crate) w: SeqWriter<'a>,
+    pub(crate) error: &'a Mutex<Option<std::io::Error>>,
 }
 
 impl Drop for FlushOnDrop<'_> {

@@ -31,6 +31,7 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
+use std::sync::Mutex;
 
 use hoist_store::{ImageRecord, Store};
 use hoist_types::{Digest, Progress};
@@ -38,6 +39,7 @@ use hoist_unpack::tree::{FsTree, InodeId, InodeKind};
 use hoist_unpack::{Limits, Timestamp, UnpackError};
 
 use crate::MkfsError;
+use crate::erofs::{FlushOnDrop, SinkFactory};
 use crate::size::Size;
 use dir::{DirEntry, ft};
 use inode::{FL_EXTENTS, FL_INDEX, InodeFields};
@@ -87,8 +89,10 @@ pub fn build_ext4(
     progress: &dyn Progress,
 ) -> Result<u64, MkfsError> {
     let (tree, key) = source.tree(store, image, limits, progress)?;
-    write_ext4(&tree, out, opts, key.as_bytes(), |sink| {
-        tree.stream_data(store, image, limits, progress, sink)
+    // Pass 2 on every core (up to 4): each layer's data goes to its own blocks.
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+    write_ext4(&tree, out, opts, key.as_bytes(), |make_sink| {
+        tree.stream_data_parallel(store, image, limits, progress, threads, make_sink)
     })
 }
 
@@ -117,15 +121,18 @@ struct Place {
     htree: bool,
 }
 
-/// Writes `tree` as an ext4 image at `out`; `stream` must call the sink with every
-/// regular file's bytes (as [`FsTree::stream_data`] does). `key` seeds the UUID and the
-/// directory hash. Returns the image size in bytes.
+/// Writes `tree` as an ext4 image at `out`. `stream` must deliver every regular file's
+/// bytes through sinks it makes with the factory it is given, one sink per thread, as
+/// [`FsTree::stream_data_parallel`] does (or [`FsTree::stream_data`] with one sink): each
+/// file's bytes in order through one sink; files in any order (each file's blocks are
+/// placed before any byte arrives, so the image is the same whatever the order). `key`
+/// seeds the UUID and the directory hash. Returns the image size in bytes.
 pub fn write_ext4(
     tree: &FsTree,
     out: &Path,
     opts: &Ext4Options,
     key: &[u8],
-    stream: impl FnOnce(&mut DataSink<'_>) -> Result<(), UnpackError>,
+    stream: impl for<'s> FnOnce(&'s SinkFactory<'s>) -> Result<(), UnpackError>,
 ) -> Result<u64, MkfsError> {
     let unsupported = |id: InodeId, reason: &'static str| MkfsError::Ext4Unsupported {
         image: out.to_path_buf(),
@@ -310,19 +317,30 @@ pub fn write_ext4(
     let file = File::create(out).map_err(|e| MkfsError::io("create", out, e))?;
     file.set_len(geo.blocks * B)
         .map_err(|e| MkfsError::io("size", out, e))?;
-    let mut w = SeqWriter::new(&file);
-    let mut sink = |id: InodeId, off: u64, bytes: &[u8]| -> Result<(), UnpackError> {
-        let p = &places[id as usize];
-        if off + bytes.len() as u64 > p.blocks * B {
-            return Err(UnpackError::Output {
-                source: std::io::Error::other("file data past its planned size"),
-            });
-        }
-        w.write_at(p.start * B + off, bytes)
-            .map_err(|source| UnpackError::Output { source })
-    };
-    stream(&mut sink)?;
-    w.flush().map_err(|e| MkfsError::io("write", out, e))?;
+    let flush_error = Mutex::new(None);
+    {
+        let (places_ref, file_ref, flush_ref) = (&places, &file, &flush_error);
+        let make_sink = move || -> Box<DataSink<'_>> {
+            let mut w = FlushOnDrop {
+                w: SeqWriter::new(file_ref),
+                error: flush_ref,
+            };
+            Box::new(move |id: InodeId, off: u64, bytes: &[u8]| {
+                let p = &places_ref[id as usize];
+                if off + bytes.len() as u64 > p.blocks * B {
+                    return Err(UnpackError::Output {
+                        source: std::io::Error::other("file data past its planned size"),
+                    });
+                }
+                w.w.write_at(p.start * B + off, bytes)
+                    .map_err(|source| UnpackError::Output { source })
+            })
+        };
+        stream(&make_sink)?;
+    }
+    if let Some(e) = flush_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(MkfsError::io("write", out, e));
+    }
     let put = |at: u64, bytes: &[u8]| {
         file.write_all_at(bytes, at)
             .map_err(|e| MkfsError::io("write", out, e))
