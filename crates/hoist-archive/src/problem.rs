@@ -1,6 +1,6 @@
 //! What can be wrong with an archive: every variant names the member it is about.
 
-use hoist_types::{Digest, TypeError};
+use hoist_types::{Digest, Mismatch, TypeError};
 use hoist_unpack::UnpackError;
 
 /// What is wrong with an archive. Every variant names the entry it is about.
@@ -162,4 +162,30 @@ pub enum ArchiveProblem {
         /// The limit.
         limit: usize,
     },
+}
+
+impl ArchiveProblem {
+    /// The digest or size mismatch this problem is, if it is one (an entry that is not
+    /// what the archive's documents declare).
+    pub fn mismatch(&self) -> Option<Mismatch> {
+        match self {
+            ArchiveProblem::DigestMismatch {
+                expected, actual, ..
+            } => Some(Mismatch::Digest {
+                expected: expected.clone(),
+                actual: actual.clone(),
+            }),
+            ArchiveProblem::SizeMismatch {
+                expected, actual, ..
+            } => Some(Mismatch::Size {
+                expected: *expected,
+                actual: *actual,
+            }),
+            ArchiveProblem::Tar(e)
+            | ArchiveProblem::Layer { source: e, .. }
+            | ArchiveProblem::Decompress { source: e } => e.mismatch(),
+            ArchiveProblem::Document { source, .. } => source.mismatch(),
+            _ => None,
+        }
+    }
 }

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 use std::time::Duration;
 
-use hoist_types::{Digest, TypeError};
+use hoist_types::{Digest, Mismatch, TypeError};
 
 /// Errors from talking to a registry or reading credential files.
 #[derive(Debug, thiserror::Error)]
@@ -399,6 +399,38 @@ impl RegistryError {
     pub fn retry_after(&self) -> Option<Duration> {
         match self {
             RegistryError::Http { retry_after, .. } => *retry_after,
+            _ => None,
+        }
+    }
+
+    /// The digest or size mismatch this error is (through [`RegistryError::GaveUp`]), if
+    /// it is one: a body of the wrong size or digest, or a push source that is not its
+    /// descriptor.
+    pub fn mismatch(&self) -> Option<Mismatch> {
+        match self.root() {
+            RegistryError::SizeMismatch {
+                expected, actual, ..
+            }
+            | RegistryError::SourceSize {
+                expected, actual, ..
+            } => Some(Mismatch::Size {
+                expected: *expected,
+                actual: *actual,
+            }),
+            RegistryError::ShortBody {
+                received, expected, ..
+            } => Some(Mismatch::Size {
+                expected: *expected,
+                actual: *received,
+            }),
+            RegistryError::DigestMismatch {
+                expected, actual, ..
+            }
+            | RegistryError::SourceDigest { expected, actual } => Some(Mismatch::Digest {
+                expected: expected.clone(),
+                actual: actual.clone(),
+            }),
+            RegistryError::Manifest { source, .. } => source.mismatch(),
             _ => None,
         }
     }

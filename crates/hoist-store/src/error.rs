@@ -3,7 +3,7 @@
 use std::io;
 use std::path::PathBuf;
 
-use hoist_types::{Digest, MediaType, Reference, TypeError};
+use hoist_types::{Digest, MediaType, Mismatch, Reference, TypeError};
 
 /// Everything that can go wrong in the store. Every message names the path, digest or
 /// reference concerned.
@@ -254,6 +254,29 @@ impl StoreError {
                 path: Some(path),
                 source,
             },
+        }
+    }
+
+    /// The digest or size mismatch this error is, if it is one (a blob written or found
+    /// with other bytes than its name or descriptor says).
+    pub fn mismatch(&self) -> Option<Mismatch> {
+        match self {
+            StoreError::DigestMismatch { expected, actual }
+            | StoreError::CorruptBlob {
+                expected, actual, ..
+            } => Some(Mismatch::Digest {
+                expected: expected.clone(),
+                actual: actual.clone(),
+            }),
+            StoreError::SizeMismatch {
+                expected, actual, ..
+            } => Some(Mismatch::Size {
+                expected: *expected,
+                actual: *actual,
+            }),
+            StoreError::InvalidDocument { source, .. }
+            | StoreError::InvalidQuery { source, .. } => source.mismatch(),
+            _ => None,
         }
     }
 

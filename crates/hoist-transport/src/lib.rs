@@ -289,6 +289,36 @@ pub enum TransportError {
     },
 }
 
+impl TransportError {
+    /// The digest or size mismatch this error is, or wraps, if it is one: content from a
+    /// registry, a layout, an archive or the store that is not what was declared.
+    pub fn mismatch(&self) -> Option<hoist_types::Mismatch> {
+        use hoist_types::Mismatch;
+        match self {
+            TransportError::SizeMismatch {
+                expected, actual, ..
+            } => Some(Mismatch::Size {
+                expected: *expected,
+                actual: *actual,
+            }),
+            TransportError::DigestMismatch {
+                expected, actual, ..
+            } => Some(Mismatch::Digest {
+                expected: expected.clone(),
+                actual: actual.clone(),
+            }),
+            TransportError::Registry(e) => e.mismatch(),
+            TransportError::Store(e) => e.mismatch(),
+            TransportError::Types(e) | TransportError::InvalidConfig { source: e, .. } => {
+                e.mismatch()
+            }
+            TransportError::BadBlob { source, .. } => source.mismatch(),
+            TransportError::BadArchive { problem, .. } => problem.mismatch(),
+            _ => None,
+        }
+    }
+}
+
 /// Run blocking work (store I/O, hashing) off the runtime's workers.
 pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,

@@ -122,6 +122,44 @@ pub enum TypeError {
     },
 }
 
+/// Content that is not what was declared for it: the one shape of a digest or size
+/// mismatch, whichever crate found it (a registry's body, a blob written to the store, a
+/// layer's diff ID, an archive's entry). Each crate's error answers `mismatch()` with it;
+/// the façade's `hoist::Error::mismatch` finds it through the wrappers.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum Mismatch {
+    /// The bytes hash to another digest.
+    #[error("digest mismatch: expected {expected}, got {actual}")]
+    Digest {
+        /// The digest declared (descriptor, reference, config).
+        expected: Digest,
+        /// The digest of the bytes.
+        actual: Digest,
+    },
+    /// There are more or fewer bytes than declared.
+    #[error("size mismatch: expected {expected} bytes, got {actual}")]
+    Size {
+        /// The size declared.
+        expected: u64,
+        /// The bytes seen (as far as they were read).
+        actual: u64,
+    },
+}
+
+impl TypeError {
+    /// The digest mismatch this error is, if it is one.
+    pub fn mismatch(&self) -> Option<Mismatch> {
+        match self {
+            TypeError::DigestMismatch { expected, actual } => Some(Mismatch::Digest {
+                expected: expected.clone(),
+                actual: actual.clone(),
+            }),
+            _ => None,
+        }
+    }
+}
+
 /// The path of an `Io { op, path, source }` error as its message shows it: `" PATH"`, or
 /// nothing. Every library crate's `Io` variant has that one shape and the message
 /// `cannot {op} {path}`, without the OS error's text (the error's source carries it).

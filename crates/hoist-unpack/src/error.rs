@@ -4,7 +4,7 @@ use std::io;
 use std::path::PathBuf;
 
 use hoist_store::StoreError;
-use hoist_types::{Compression, Digest, MediaType, TypeError};
+use hoist_types::{Compression, Digest, MediaType, Mismatch, TypeError};
 
 /// Shows a tar path (raw bytes) in messages.
 pub(crate) fn show(p: &[u8]) -> String {
@@ -237,6 +237,19 @@ impl UnpackError {
             index,
             digest: digest.clone(),
             source: Box::new(self),
+        }
+    }
+
+    /// The digest mismatch this error is (through [`UnpackError::Layer`] wrappers), if it
+    /// is one: a layer whose content is not its diff ID, or a store's mismatch.
+    pub fn mismatch(&self) -> Option<Mismatch> {
+        match self.root_cause() {
+            UnpackError::DiffIdMismatch { expected, actual } => Some(Mismatch::Digest {
+                expected: expected.clone(),
+                actual: actual.clone(),
+            }),
+            UnpackError::Store(e) => e.mismatch(),
+            _ => None,
         }
     }
 

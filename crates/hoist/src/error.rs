@@ -169,6 +169,30 @@ impl Error {
             .is_some_and(|e| e.root().is_retryable())
     }
 
+    /// The digest or size mismatch behind this error, if it is one, in the one shape every
+    /// crate shares ([`hoist_types::Mismatch`]): a registry's body, a blob written to the
+    /// store, a layer's diff ID or an archive's entry that is not what was declared.
+    ///
+    /// ```
+    /// let e = hoist::Error::InvalidArgument { what: "jobs", reason: "must be at least 1".into() };
+    /// assert!(e.mismatch().is_none());
+    /// ```
+    pub fn mismatch(&self) -> Option<hoist_types::Mismatch> {
+        match self {
+            Error::Transport(e) => e.mismatch(),
+            Error::Store(e) => e.mismatch(),
+            Error::Registry(e) => e.mismatch(),
+            Error::Unpack(e) => e.mismatch(),
+            Error::Mkfs(e) => match &**e {
+                MkfsError::Unpack(e) => e.mismatch(),
+                MkfsError::Store(e) => e.mismatch(),
+                _ => None,
+            },
+            Error::Types(e) => e.mismatch(),
+            _ => None,
+        }
+    }
+
     /// The registry error at the heart of this one, if any (through the copy engine's
     /// wrapper).
     ///

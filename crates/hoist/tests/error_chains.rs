@@ -13,7 +13,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use hoist::types::{Digest, MediaType, NoProgress};
+use hoist::types::{Digest, MediaType, Mismatch, NoProgress};
 use hoist::unpack::{LayerInput, Limits, Rootfs, UnpackOptions};
 use hoist_testkit::evil::{self, Expect};
 use hoist_testkit::evil_archive;
@@ -168,6 +168,12 @@ async fn evil_archives() {
             .expect_err(&format!("{} loaded", case.name));
         eprint!("{}: ", case.name);
         let joined = check(&e);
+        if case.name.contains("wrong digest") {
+            assert!(
+                matches!(e.mismatch(), Some(Mismatch::Digest { .. })),
+                "{joined}"
+            );
+        }
         assert!(
             joined.contains(&case.expect),
             "{}: {joined:?} does not mention {:?}",
@@ -233,6 +239,11 @@ impl Layouts {
     }
 
     async fn import_fails(&self, source: &str, all: bool) -> String {
+        self.import_error(source, all).await.0
+    }
+
+    /// The joined chain and the error.
+    async fn import_error(&self, source: &str, all: bool) -> (String, hoist::Error) {
         let opts = hoist::CopyOptions::default().all(all);
         let e = self
             .client
@@ -240,7 +251,7 @@ impl Layouts {
             .await
             .expect_err(source);
         eprint!("{source}: ");
-        check(&e)
+        (check(&e), e)
     }
 }
 
@@ -270,8 +281,14 @@ async fn broken_layouts() {
         let path = blob_path(&src, d, as_dir);
         let len = fs::metadata(&path).unwrap().len() as usize;
         fs::write(&path, seeded_bytes(len, 77)).unwrap();
-        let msg = l.import_fails(&r, false).await;
+        let (msg, e) = l.import_error(&r, false).await;
         assert!(msg.contains("digest mismatch"), "{msg}");
+        // The one mismatch type, whichever crate found it.
+        assert!(
+            matches!(e.mismatch(), Some(Mismatch::Digest { ref expected, .. }) if expected.to_string() == *d),
+            "{:?}",
+            e.mismatch()
+        );
         // The manifest is not JSON, or is a manifest of nothing.
         let (src, r, built) = l.source(&format!("manifest{n}"), seed + 3, as_dir);
         let mpath = if as_dir {
@@ -296,8 +313,16 @@ async fn broken_layouts() {
     let last = built.layers.last().unwrap();
     m["layers"][2]["size"] = (last.blob.size + 1).into();
     fs::write(src.join("manifest.json"), serde_json::to_vec(&m).unwrap()).unwrap();
-    let msg = l.import_fails(&r, false).await;
+    let (msg, e) = l.import_error(&r, false).await;
     assert!(msg.contains(&last.blob.digest), "{msg}");
+    assert_eq!(
+        e.mismatch(),
+        Some(Mismatch::Size {
+            expected: last.blob.size + 1,
+            actual: last.blob.size
+        }),
+        "{msg}"
+    );
 
     // An index whose second manifest is not what the index says.
     let dir = l.path("index");
