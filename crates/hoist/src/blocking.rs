@@ -305,6 +305,24 @@ impl Client {
             .block_on(self.inner.copy_with(source, destination, options))
     }
 
+    /// See [`crate::Client::copy_to`]: into a destination of the embedder's own.
+    ///
+    /// ```no_run
+    /// # fn f(my_destination: Box<dyn hoist::transport::transports::DynImageDestination>)
+    /// # -> hoist::Result<()> {
+    /// let client = hoist::blocking::Client::builder().build()?;
+    /// client.copy_to("docker://127.0.0.1:5000/app:1", my_destination)?;
+    /// # Ok(()) }
+    /// ```
+    pub fn copy_to(
+        &self,
+        source: &str,
+        destination: impl hoist_transport::transports::ImageDestination + 'static,
+    ) -> Result<CopyReport> {
+        self.runtime
+            .block_on(self.inner.copy_to(source, destination))
+    }
+
     /// See [`crate::Client::push`].
     ///
     /// ```no_run
