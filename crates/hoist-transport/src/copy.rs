@@ -677,9 +677,27 @@ impl Engine<'_> {
         let unique: Vec<usize> = (0..plan.len())
             .filter(|&i| *first.entry(&plan[i].0.digest).or_insert(i) == i)
             .collect();
-        if self.caps.ordered {
-            return self.move_layers_ordered(plan, &first, &unique).await;
+        let (moved, first_err) = if self.caps.ordered {
+            self.move_layers_ordered(plan, &unique).await
+        } else {
+            self.move_layers_parallel(plan, &unique).await
+        };
+        if let Some(e) = first_err {
+            return Err(e);
         }
+        Ok(plan
+            .iter()
+            .map(|(l, ..)| moved[&first[&l.digest]].clone())
+            .collect())
+    }
+
+    /// [`move_layers`](Self::move_layers) into any other destination: `jobs` at a time.
+    /// The layers moved by index in `plan`, and the first error.
+    async fn move_layers_parallel(
+        &self,
+        plan: &[Plan],
+        unique: &[usize],
+    ) -> (HashMap<usize, Descriptor>, Option<TransportError>) {
         // Every transfer started is awaited, also after one failed (later ones then do not
         // start): a transfer dropped mid-way would leave its blocking writer running after
         // the copy returned, into a destination that is being cleaned up.
@@ -720,13 +738,7 @@ impl Engine<'_> {
                 None => {}
             }
         }
-        if let Some(e) = first_err {
-            return Err(e);
-        }
-        Ok(plan
-            .iter()
-            .map(|(l, ..)| moved[&first[&l.digest]].clone())
-            .collect())
+        (moved, first_err)
     }
 
     /// [`move_layers`](Self::move_layers) into a destination that lays blobs out as they
@@ -738,9 +750,8 @@ impl Engine<'_> {
     async fn move_layers_ordered(
         &self,
         plan: &[Plan],
-        first: &HashMap<&Digest, usize>,
         unique: &[usize],
-    ) -> Result<Vec<Descriptor>, TransportError> {
+    ) -> (HashMap<usize, Descriptor>, Option<TransportError>) {
         use futures_util::StreamExt as _;
         let failed = std::sync::atomic::AtomicBool::new(false);
         let prepared = futures_util::stream::iter(unique.to_vec())
@@ -782,13 +793,7 @@ impl Engine<'_> {
             }
         };
         futures_util::future::join(producer, consumer).await;
-        if let Some(e) = first_err {
-            return Err(e);
-        }
-        Ok(plan
-            .iter()
-            .map(|(l, ..)| moved[&first[&l.digest]].clone())
-            .collect())
+        (moved, first_err)
     }
 
     /// One preparation of [`move_layers_ordered`](Self::move_layers_ordered): the layer

@@ -165,33 +165,7 @@ pub(crate) fn copy_verified(
     done: &AtomicU64,
 ) -> Result<(), TransportError> {
     let mut hasher = Hasher::new(desc.digest.algorithm());
-    let mut n = 0u64;
-    let origin = stream.origin().to_owned();
-    while let Some(chunk) = stream.blocking_next() {
-        let chunk = chunk?;
-        n += chunk.len() as u64;
-        if n > desc.size {
-            return Err(TransportError::SizeMismatch {
-                what: format!("blob {} from {origin}", desc.digest),
-                expected: desc.size,
-                actual: n,
-            });
-        }
-        hasher.update(&chunk);
-        out.write_all(&chunk)
-            .map_err(|source| TransportError::Stream {
-                what: format!("writing blob {}", desc.digest),
-                source,
-            })?;
-        done.store(n, Ordering::Relaxed);
-    }
-    if n != desc.size {
-        return Err(TransportError::SizeMismatch {
-            what: format!("blob {} from {origin}", desc.digest),
-            expected: desc.size,
-            actual: n,
-        });
-    }
+    let origin = pump(stream, desc, out, done, Some(&mut hasher))?;
     let actual = hasher.finish();
     if actual != desc.digest {
         return Err(TransportError::DigestMismatch {
@@ -212,32 +186,7 @@ pub(crate) fn copy_into_writer(
     w: &mut hoist_store::BlobWriter,
     done: &AtomicU64,
 ) -> Result<(), TransportError> {
-    let mut n = 0u64;
-    let origin = stream.origin().to_owned();
-    while let Some(chunk) = stream.blocking_next() {
-        let chunk = chunk?;
-        n += chunk.len() as u64;
-        if n > desc.size {
-            return Err(TransportError::SizeMismatch {
-                what: format!("blob {} from {origin}", desc.digest),
-                expected: desc.size,
-                actual: n,
-            });
-        }
-        w.write_all(&chunk)
-            .map_err(|source| TransportError::Stream {
-                what: format!("writing blob {}", desc.digest),
-                source,
-            })?;
-        done.store(n, Ordering::Relaxed);
-    }
-    if n != desc.size {
-        return Err(TransportError::SizeMismatch {
-            what: format!("blob {} from {origin}", desc.digest),
-            expected: desc.size,
-            actual: n,
-        });
-    }
+    let origin = pump(stream, desc, w, done, None)?;
     match w.verify() {
         Ok(()) => Ok(()),
         Err(hoist_store::StoreError::DigestMismatch { expected, actual }) => {
@@ -249,6 +198,44 @@ pub(crate) fn copy_into_writer(
         }
         Err(e) => Err(e.into()),
     }
+}
+
+/// Write the stream into `out` (hashing it into `hasher` when given), checking that it is
+/// exactly `desc.size` bytes; returns where it came from.
+fn pump(
+    stream: &mut BlobStream,
+    desc: &Descriptor,
+    out: &mut dyn Write,
+    done: &AtomicU64,
+    mut hasher: Option<&mut Hasher>,
+) -> Result<String, TransportError> {
+    let mut n = 0u64;
+    let origin = stream.origin().to_owned();
+    let size_err = |actual| TransportError::SizeMismatch {
+        what: format!("blob {} from {origin}", desc.digest),
+        expected: desc.size,
+        actual,
+    };
+    while let Some(chunk) = stream.blocking_next() {
+        let chunk = chunk?;
+        n += chunk.len() as u64;
+        if n > desc.size {
+            return Err(size_err(n));
+        }
+        if let Some(h) = hasher.as_mut() {
+            h.update(&chunk);
+        }
+        out.write_all(&chunk)
+            .map_err(|source| TransportError::Stream {
+                what: format!("writing blob {}", desc.digest),
+                source,
+            })?;
+        done.store(n, Ordering::Relaxed);
+    }
+    if n != desc.size {
+        return Err(size_err(n));
+    }
+    Ok(origin)
 }
 
 /// Write a verified blob to `dest` (temp in its directory, fsync, rename, fsync dir).
