@@ -39,6 +39,8 @@ TARGETS = {  # scenario number -> (kind, value, text)
     9: ("ratio", 1.5, "≥ 1.5"),
     10: ("ratio", 2.0, "≥ 2.0"),
     11: ("ratio", 0.95, "≥ 0.95 (≤ 5% over unsigned)"),
+    12: ("ratio", 2.0, "≥ 2.0"),
+    (12, "second"): ("ratio", 10.0, "≥ 10"),  # a (number, variant) key wins over the number
 }
 SCENARIOS = {
     1: "pull into a store",
@@ -52,7 +54,19 @@ SCENARIOS = {
     9: "push to the registry",
     10: "load a docker-archive",
     11: "pull under a sigstoreSigned policy (peer: the same pull without policy)",
+    12: "sync 3 repositories × 4 tags into a registry",
 }
+VARIANTS = {  # (number, variant) -> the text after the scenario's, where the variant needs words
+    (12, "empty"): "into an empty registry",
+    (12, "second"): "second run, nothing to copy; peer: hoist's first run into an empty registry",
+}
+# Scenario 12's source: 3 repositories x 4 tags in the source registry, made once from the
+# multi image's layers (pushed as bench/multi:latest) and one small layer of its own per tag,
+# as an application's releases share their base: repository -> indexes of multi's layers
+# (0 = the debian layer, shared by all three; 1 = the node_modules layer; 2 = the big files).
+SYNC_REPOS = {"app1": [0], "app2": [0, 1], "app3": [0, 2]}
+SYNC_TAGS = ["t1", "t2", "t3", "t4"]
+SYNC_NS = "bench/sync"
 
 
 def log(msg):
@@ -140,6 +154,9 @@ class Bench:
         self.caps = self.detect()
         self.seeds = {}
         self.refsize = {}
+        self.sync_reg = a.sync_registry
+        self.sync_restart = a.sync_restart
+        self.sync_facts = None
 
     # -------------------------------------------------------------- hoist's abilities
     def detect(self):
@@ -147,7 +164,8 @@ class Bench:
             r = subprocess.run([self.hoist, *cmd, "--help"], capture_output=True, text=True)
             return r.stdout if r.returncode == 0 else None
 
-        caps = {c: help_of(c) is not None for c in ["pull", "unpack", "rootfs", "copy", "save", "export", "load"]}
+        caps = {c: help_of(c) is not None
+                for c in ["pull", "unpack", "rootfs", "copy", "save", "export", "load", "sync"]}
         rh = help_of("rootfs") or ""
         caps["policy"] = "--policy" in (help_of("pull") or "")
         caps["rootfs-formats"] = {f for f in ("dir", "ext4", "erofs") if re.search(rf"\b{f}\b", rh)}
@@ -266,6 +284,138 @@ class Bench:
                 self.reg: [{"type": "sigstoreSigned", "keyPath": f"{w}/k.pub"}]}}}, f)
         self.seeds[key] = policy
         return policy
+
+    def seed_sync(self):
+        """Scenario 12's source, made once: SYNC_REPOS x SYNC_TAGS in the source registry
+        under SYNC_NS, each tag = its repository's base layers (mounted from bench/multi or
+        bench/debian, where bench/run pushed them) + a layer of its own (a seeded random
+        file of 1-2.5 MiB, so every tag has its own manifest); the skopeo-sync YAML naming
+        the three repositories with every tag (`[]`). Deterministic: a second bench run finds
+        the same digests in the registry and pushes nothing. Returns (yaml path, [(repo,
+        tag, manifest digest)])."""
+        if "sync" in self.seeds:
+            return self.seeds["sync"]
+        import gzip
+        import hashlib
+        import io
+        import random
+        import tarfile
+        import urllib.error
+        import urllib.parse
+        import urllib.request
+        base = f"http://{self.reg}"
+        OCI_M = "application/vnd.oci.image.manifest.v1+json"
+
+        def req(method, url, data=None, headers=None):
+            r = urllib.request.Request(url if url.startswith("http") else base + url, data=data,
+                                       method=method, headers=headers or {})
+            try:
+                with urllib.request.urlopen(r, timeout=120) as resp:
+                    return resp.status, resp.headers, resp.read()
+            except urllib.error.HTTPError as e:
+                return e.code, e.headers, e.read()
+
+        def layout_image(tag):
+            with open(os.path.join(self.layout, "index.json")) as f:
+                idx = json.load(f)
+            m = [x for x in idx["manifests"] if x["annotations"]["org.opencontainers.image.ref.name"] == tag]
+            if not m:
+                raise RuntimeError(f"scenario 12 needs the {tag} image in {self.layout}")
+            blob = lambda d: json.load(open(os.path.join(self.layout, "blobs", "sha256", d[7:])))
+            man = blob(m[0]["digest"])
+            return man, blob(man["config"]["digest"])
+
+        def put_blob(repo, data):
+            d = "sha256:" + hashlib.sha256(data).hexdigest()
+            if req("HEAD", f"/v2/{repo}/blobs/{d}")[0] == 200:
+                return d
+            st, h, body = req("POST", f"/v2/{repo}/blobs/uploads/")
+            if st != 202:
+                raise RuntimeError(f"upload to {repo}: {st} {body[:200]!r}")
+            loc = urllib.parse.urljoin(base + "/", h["Location"])
+            loc += ("&" if "?" in loc else "?") + "digest=" + urllib.parse.quote(d)
+            st, _, body = req("PUT", loc, data, {"Content-Type": "application/octet-stream"})
+            if st != 201:
+                raise RuntimeError(f"upload to {repo}: {st} {body[:200]!r}")
+            return d
+
+        def mount(repo, d, frm):
+            if req("HEAD", f"/v2/{repo}/blobs/{d}")[0] == 200:
+                return
+            st, _, body = req("POST", f"/v2/{repo}/blobs/uploads/?mount={urllib.parse.quote(d)}&from={frm}")
+            if st != 201:
+                raise RuntimeError(f"mount {d} from {frm} into {repo}: {st} {body[:200]!r}")
+
+        def own_layer(name, size):
+            """A gzip layer holding app/NAME/blob (SIZE seeded random bytes) and app/NAME/VERSION."""
+            rnd = random.Random(name)
+            raw = io.BytesIO()
+            with tarfile.open(fileobj=raw, mode="w", format=tarfile.PAX_FORMAT) as t:
+                for path, data in [(f"app/{name}/VERSION", name.encode() + b"\n"),
+                                   (f"app/{name}/blob", rnd.randbytes(size))]:
+                    ti = tarfile.TarInfo(path)
+                    ti.size, ti.mtime, ti.mode, ti.uid, ti.gid = len(data), 1700000000, 0o644, 0, 0
+                    t.addfile(ti, io.BytesIO(data))
+            tar = raw.getvalue()
+            return gzip.compress(tar, compresslevel=6, mtime=0), "sha256:" + hashlib.sha256(tar).hexdigest()
+
+        quick = self.a.quick
+        base_img = "debian" if quick else "multi"
+        bman, bcfg = layout_image(base_img)
+        frm = IMAGES[base_img].split(":")[0]
+        images, facts = [], []
+        for repo_short, idxs in SYNC_REPOS.items():
+            idxs = [0] if quick else idxs
+            repo = f"{SYNC_NS}/{repo_short}"
+            for k, tag in enumerate(SYNC_TAGS):
+                gz, diff = own_layer(f"{repo_short}-{tag}", (1 << 20) + k * (512 << 10))
+                layers = [bman["layers"][i] for i in idxs]
+                for l in layers:
+                    mount(repo, l["digest"], frm)
+                own = {"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                       "digest": put_blob(repo, gz), "size": len(gz)}
+                cfg = dict(bcfg)
+                cfg["rootfs"] = {"type": "layers",
+                                 "diff_ids": [bcfg["rootfs"]["diff_ids"][i] for i in idxs] + [diff]}
+                cfg["history"] = [{"created": bcfg.get("created", ""), "created_by": f"{base_img} layer {i}"}
+                                  for i in idxs] + [{"created": bcfg.get("created", ""),
+                                                     "created_by": f"{repo_short}:{tag}"}]
+                cfg["config"] = dict(cfg.get("config", {}),
+                                     Labels={"org.opencontainers.image.title": f"hoist bench {repo}:{tag}"})
+                cb = json.dumps(cfg, sort_keys=True, separators=(",", ":")).encode()
+                man = {"schemaVersion": 2, "mediaType": OCI_M,
+                       "config": {"mediaType": "application/vnd.oci.image.config.v1+json",
+                                  "digest": put_blob(repo, cb), "size": len(cb)},
+                       "layers": layers + [own]}
+                mb = json.dumps(man, sort_keys=True, separators=(",", ":")).encode()
+                md = "sha256:" + hashlib.sha256(mb).hexdigest()
+                st, h, _ = req("HEAD", f"/v2/{repo}/manifests/{tag}", headers={"Accept": OCI_M})
+                if st != 200 or h.get("Docker-Content-Digest") != md:
+                    st, _, body = req("PUT", f"/v2/{repo}/manifests/{tag}", mb, {"Content-Type": OCI_M})
+                    if st != 201:
+                        raise RuntimeError(f"manifest {repo}:{tag}: {st} {body[:200]!r}")
+                images.append((repo_short, tag, md))
+                facts.append((repo, tag, man))
+        yml = self.d("sync.yml")
+        with open(yml, "w") as f:
+            f.write(f"{self.reg}:\n  tls-verify: false\n  images:\n")
+            for repo_short in SYNC_REPOS:
+                f.write(f"    {SYNC_NS}/{repo_short}: []\n")
+        self.sync_facts = facts
+        self.seeds["sync"] = (yml, images)
+        log(f"scenario 12 source: {len(images)} images in {self.reg}/{SYNC_NS}/, {yml}")
+        return self.seeds["sync"]
+
+    def sync_check(self):
+        """Shell text: every image of the sync source in the sync registry under `mirror/`,
+        with the source's manifest digest (both tools keep it: no conversion asked)."""
+        _, images = self.seed_sync()
+        acc = "application/vnd.oci.image.manifest.v1+json"
+        parts = []
+        for repo, tag, md in images:
+            url = f"http://{self.sync_reg}/v2/mirror/{repo}/manifests/{tag}"
+            parts.append(f"curl -fsI -H {q('Accept: ' + acc)} {q(url)} | grep -qi {q('docker-content-digest: ' + md)}")
+        return " && ".join(parts)
 
     # -------------------------------------------------------------- cases
     def cases(self):
@@ -394,6 +544,37 @@ class Bench:
             p = Tool("hoist pull --insecure-policy", None, clean, na=na)
             p.cmd_fn = lambda img=img: self.H(S, "pull", "--insecure-policy", self.ref(img))
             out.append(Case(11, img, h, p))
+        # 12. sync 3 repositories x 4 tags (SYNC_REPOS, a skopeo-sync YAML) into the second
+        #     registry: (empty) both tools into the registry emptied and restarted before each
+        #     run; (second) hoist into a registry that holds everything (the untimed prepare
+        #     syncs once), against hoist's own first run into an empty registry
+        if self.sync_reg:
+            na = None if c["sync"] else na_cmd("sync")
+            dest = f"{self.sync_reg}/mirror"
+            hsync = lambda: self.H(S, "sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false",
+                                   "--format", "json", self.seed_sync()[0], dest)
+            ssync = lambda: q("skopeo", "sync", "--src", "yaml", "--dest", "docker", "--dest-tls-verify=false",
+                              self.seed_sync()[0], dest)
+            empty = f"{clean} && {q(self.sync_restart)}"
+            # skopeo's blob-info cache remembers blob locations in the destination of the
+            # previous run, which the restart deleted (scenario 9 removes it too)
+            nobic = ("rm -f /var/lib/containers/cache/blob-info-cache-v1.boltdb "
+                     "\"$HOME/.local/share/containers/cache/blob-info-cache-v1.boltdb\"")
+            h = Tool("hoist sync", None, empty, na=na)
+            h.cmd_fn = hsync
+            p = Tool("skopeo sync", None, f"{empty} && {nobic}")
+            p.cmd_fn = ssync
+            for t in (h, p):
+                t.check_fn = self.sync_check
+            out.append(Case(12, "apps3x4", h, p, variant="empty"))
+            h2 = Tool("hoist sync (second run)", None, na=na)
+            h2.cmd_fn = hsync
+            h2.prepare_fn = lambda: f"{clean} && {hsync()} >/dev/null"
+            p2 = Tool("hoist sync (first run)", None, empty, na=na)
+            p2.cmd_fn = hsync
+            for t in (h2, p2):
+                t.check_fn = self.sync_check
+            out.append(Case(12, "apps3x4", h2, p2, variant="second"))
         if self.a.only:
             out = [x for x in out if re.search(self.a.only, x.name)]
         return out
@@ -406,6 +587,10 @@ class Bench:
                 t.prepare = t.prepare()
             if getattr(t, "cmd_fn", None):
                 t.cmd = t.cmd_fn()
+            if getattr(t, "prepare_fn", None):
+                t.prepare = t.prepare_fn()
+            if getattr(t, "check_fn", None):
+                t.check = t.check_fn()
         if case.setup and not case.hoist.na:
             try:
                 sh(case.setup())
@@ -452,7 +637,7 @@ def cell(t):
 
 
 def verdict(case):
-    tgt = TARGETS.get(case.num)
+    tgt = TARGETS.get((case.num, case.variant)) or TARGETS.get(case.num)
     if not tgt or (case.num == 8 and case.variant != "default"):
         return ""
     kind, val, text = tgt
@@ -482,7 +667,8 @@ def table(cases):
         h, p = c.hoist.stats(), c.peer.stats()
         ratio = f"{p[0] / h[0]:.2f}×" if h and p else "—"
         rss = " / ".join(f"{max(t.rss) / 1024:.0f}" if t.rss else "—" for t in (c.hoist, c.peer))
-        scen = SCENARIOS[c.num] + (f" ({c.variant})" if c.variant else "")
+        v = VARIANTS.get((c.num, c.variant), c.variant)
+        scen = SCENARIOS[c.num] + (f" ({v})" if v else "")
         rows.append(f"| {c.num} | {scen} | {c.image} | {c.hoist.label} | {cell(c.hoist)} | {c.peer.label} | "
                     f"{cell(c.peer)} | {ratio} | {verdict(c)} | {rss} |")
     return "\n".join(rows)
@@ -538,6 +724,32 @@ def image_facts(b, images):
     return "\n".join(rows)
 
 
+def sync_facts(b):
+    """Scenario 12's source: each repository's tags and layers, the bytes a sync moves."""
+    if not b.sync_facts:
+        return ""
+    rows = ["| repository | tags | layers per tag | compressed MB per tag |", "|---|---|---|---|"]
+    per_repo, distinct = {}, {}
+    for repo, tag, man in b.sync_facts:
+        per_repo.setdefault(repo, []).append((tag, man))
+        for l in man["layers"] + [man["config"]]:
+            distinct[l["digest"]] = l["size"]
+    repo_bytes = 0
+    for repo, tags in per_repo.items():
+        blobs = {l["digest"]: l["size"] for _, man in tags for l in man["layers"] + [man["config"]]}
+        repo_bytes += sum(blobs.values())
+        sizes = ", ".join(f"{sum(l['size'] for l in man['layers']) / 1e6:.1f}" for _, man in tags)
+        rows.append(f"| {repo} | {', '.join(t for t, _ in tags)} | {len(tags[0][1]['layers'])} | {sizes} |")
+    return ("\n\n## Scenario 12's source\n\n"
+            f"{len(b.sync_facts)} images in `{b.reg}`, synced with a skopeo-sync YAML (every tag of each "
+            f"repository, `[]`) to `{b.sync_reg}/mirror/NAME:TAG`. Each tag is its repository's base layers "
+            "(from bench/multi: the debian layer in all three, the node_modules layer in app2, the "
+            "big-files layer in app3) and a 1–2.5 MiB layer of its own. Distinct blobs: "
+            f"{distinct and sum(distinct.values()) / 1e6:.1f} MB; per destination repository (what a tool "
+            f"that neither mounts across repositories nor skips known blobs uploads): {repo_bytes / 1e6:.1f} MB."
+            "\n\n" + "\n".join(rows))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--hoist", required=True)
@@ -552,6 +764,8 @@ def main():
     ap.add_argument("--logdir", required=True)
     ap.add_argument("--commit", default="?")
     ap.add_argument("--build-note", default="")
+    ap.add_argument("--sync-registry", default="", help="scenario 12's destination registry (host:port)")
+    ap.add_argument("--sync-restart", default="", help="a command that empties and restarts it")
     a = ap.parse_args()
     os.makedirs(a.logdir, exist_ok=True)
     os.makedirs(a.shm, exist_ok=True)
@@ -569,7 +783,7 @@ def main():
             log(f"  {c.name}: {e}")
     elapsed = time.time() - t0
     load1 = open("/proc/loadavg").read().split()[:3]
-    images = sorted({c.image for c in cases}, key=list(IMAGES).index)
+    images = sorted({c.image for c in cases if c.image in IMAGES}, key=list(IMAGES).index)
     for img in images:  # entries and size of each image's rootfs, for the report
         try:
             if img not in b.refsize and "big" not in img:
@@ -580,6 +794,10 @@ def main():
     hv = subprocess.run([a.hoist, "--version"], capture_output=True, text=True).stdout.strip()
     tbl = table(cases)
     print(tbl)
+    sync_note = ("\n- scenario 12 writes into a second registry of the same kind (its storage on the same disk, "
+                 "under bench/work/registry-sync/PID), which an untimed prepare step stops, empties and starts "
+                 "again before every first run; skopeo's blob-info cache is removed before each of its runs"
+                 if any(c.num == 12 for c in cases) else "")
     mode = "quick (1 run, no warm-up, small images)" if a.quick else f"{a.warmup} warm-up + {a.runs} counted runs"
     doc = f"""# hoist bench, {time.strftime('%Y-%m-%d %H:%M %Z')}
 
@@ -592,11 +810,11 @@ def main():
   the absolute times.
 - cold state: every run starts from a fresh store / layout / target directory on tmpfs
   (`/dev/shm`), made by an untimed prepare step; the registry (Distribution 2.8 on
-  127.0.0.1, plain HTTP) serves from its disk storage through a warm page cache.
+  127.0.0.1, plain HTTP) serves from its disk storage through a warm page cache.{sync_note}
 
 ## Images
 
-{image_facts(b, images)}
+{image_facts(b, images) if images else "(no case of this run uses the bench images directly)"}{sync_facts(b)}
 
 ## Results
 

@@ -12,8 +12,10 @@
 //!    layout's `manifest.json`, the OCI layout's `index.json` entry, the store's record);
 //!    an image the destination holds is counted unchanged and not copied. Every copy is
 //!    [`crate::copy::copy`]: resume (within and across runs), verification, mounts and
-//!    skipping blobs the destination has all come from the engine. A failure of one image
-//!    is recorded and the others go on.
+//!    skipping blobs the destination has all come from the engine. A blob that several
+//!    destination repositories of one registry need is uploaded once and mounted into the
+//!    others (the runner keeps where this run put each blob). A failure of one image is
+//!    recorded and the others go on.
 
 pub mod config;
 pub mod plan;
