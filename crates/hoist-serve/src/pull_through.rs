@@ -1,90 +1,237 @@
-//! Pull-through: a manifest the store lacks is pulled from the upstream registry with
+//! Pull-through, streaming: what the store lacks is answered from upstream at once while
 //! hoist's pull engine ([`hoist_transport::pull::pull`]: mirrors, credentials, retries,
-//! resume, one download per blob, verified and committed like `hoist pull`), then served
-//! from the store. A tag is re-validated upstream at most once per TTL; when the upstream
-//! cannot be reached the stored tag is served.
+//! resume, one download per blob, verified and committed like `hoist pull`) writes it
+//! into the store in the background; once committed it is served from the store.
 //!
-//! The whole image (the platform of [`PullOptions::platform`]) is pulled before the
-//! manifest is answered, so the blob requests that follow are served from the store.
+//! - **Manifests**: a manifest the store lacks (a tag whose TTL ran out, or a digest) is
+//!   fetched with the engine's registry source ([`DockerSource`]: the same mirrors,
+//!   credentials and retries; a by-digest answer is checked against the digest) and
+//!   answered with those exact bytes, its media type and `Docker-Content-Digest`. The
+//!   bytes are kept in a small bounded cache (digest → bytes, [`CACHE_TTL`]) so the
+//!   by-digest request that follows (a platform manifest of an index) is answered the
+//!   same way, and a pull of the image pinned to that digest (`repo:tag@digest`, so the
+//!   tag is recorded for what was served) starts in the background, one per reference.
+//!   A tag is re-validated upstream at most once per TTL; when the upstream cannot be
+//!   reached the stored tag is served.
+//! - **Blobs** of a manifest answered so: the config (small, kept in memory by the engine
+//!   until its commit) is fetched by the same source, verified, and answered whole; a
+//!   layer is streamed from the pull's partial download in the store's ingest area
+//!   ([`Store::partial_of`]; the background pull uses one connection per blob, so the
+//!   file grows in order), then from the published blob at the same offset. The
+//!   server hashes what it streams and sends the last chunk only when the whole blob
+//!   matches its digest (and after waiting, bounded, for the pull to commit, so a client
+//!   that received a whole blob finds the image in the store): a pull that fails or an
+//!   upstream that lies ends the body short of its `Content-Length`, which every client
+//!   sees as a broken transfer. A `Range` request for a blob still being pulled waits
+//!   (bounded) for the pull and is then served from the store.
+//! - A blob of no manifest seen by this server, absent from the store, is
+//!   `BLOB_UNKNOWN` (as Distribution: clients reach blobs through a manifest).
+//! - **The trust policy** (containers-policy.json), when there is one, is enforced on a
+//!   manifest fetched upstream before it is served (the engine's own check,
+//!   [`TrustCheck`]; a refusal is `502` naming the requirement).
+//! - **Fallbacks to the whole pull first** (as before streaming): a schema 1 manifest
+//!   (stored converted), and a tag that is an index asked by a client that does not
+//!   accept indexes (it gets the stored platform manifest).
 
 use std::collections::HashMap;
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use axum::body::Bytes;
+use futures_util::Stream;
 use hoist_store::Store;
+use hoist_transport::transports::any::AnySource;
+use hoist_transport::transports::docker::DockerSource;
+use hoist_transport::transports::{ImageRef, ImageSource, ManifestRef as SourceRef};
+use hoist_transport::trust::TrustCheck;
 use hoist_transport::{PullOptions, pull};
-use hoist_types::{NoProgress, Reference};
+use hoist_types::{
+    Descriptor, Digest, Hasher, MAX_CONFIG_SIZE, Manifest, MediaType, NoProgress, Reference,
+    error_chain,
+};
+use tokio::sync::watch;
 
 use crate::api::ManifestRef;
 use crate::error::ApiError;
 
-type Key = (String, String, String);
+/// Manifests fetched upstream are kept this long for the requests that follow.
+pub(crate) const CACHE_TTL: Duration = Duration::from_secs(600);
+/// At most this many manifests are cached.
+const MAX_CACHED_MANIFESTS: usize = 256;
+/// At most this many blobs of cached manifests are remembered.
+const MAX_KNOWN_BLOBS: usize = 65_536;
+/// A background pull that failed is not started again for this long: requests in
+/// between get its error.
+const RETRY_AFTER: Duration = Duration::from_secs(5);
+/// A streamed blob whose download made no progress for this long ends in an error.
+pub(crate) const STREAM_IDLE: Duration = Duration::from_secs(120);
+/// How often a streamed blob's partial download is looked at when it has nothing new.
+const POLL: Duration = Duration::from_millis(25);
+/// The last chunk of a streamed blob waits at most this long for its pull to commit.
+const COMMIT_WAIT: Duration = Duration::from_secs(30);
+/// A request that needs a whole pull first waits at most this long for it.
+pub(crate) const PULL_WAIT: Duration = Duration::from_secs(3600);
+/// Bytes read per `pread` while streaming.
+const CHUNK: u64 = 256 * 1024;
 
-/// Pull-through settings and the tags' last validation times.
+type TagKey = (String, String, String);
+type DigestKey = (String, String, Digest);
+
+/// A background pull's state.
+#[derive(Debug, Clone)]
+pub(crate) enum PullState {
+    Running,
+    Done(Instant),
+    Failed(String, Instant),
+}
+
+/// A manifest fetched upstream, answered before its image is in the store.
+#[derive(Debug)]
+pub(crate) struct Cached {
+    pub(crate) bytes: Bytes,
+    pub(crate) media_type: MediaType,
+    pub(crate) digest: Digest,
+    at: Instant,
+}
+
+/// What a manifest request is answered with.
+pub(crate) enum ManifestAnswer {
+    /// Look in the store (it holds it, or the upstream could not say otherwise); `true`
+    /// when a pull just changed it.
+    Store(bool),
+    /// These bytes, fetched upstream (the pull runs in the background).
+    Upstream(Arc<Cached>),
+}
+
+/// What a blob request the store cannot answer yet gets.
+pub(crate) enum BlobAnswer {
+    /// A config: fetched upstream and verified.
+    Whole(Bytes),
+    /// A layer being pulled: stream it ([`tail`]).
+    Pulling {
+        desc: Box<Descriptor>,
+        pull: watch::Receiver<PullState>,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct KnownBlob {
+    desc: Descriptor,
+    config: bool,
+    /// The pull that brings it.
+    pull: Reference,
+    at: Instant,
+}
+
+/// Pull-through settings, the tags' last validations, the manifests fetched, the
+/// background pulls.
 pub(crate) struct PullThrough {
     opts: PullOptions,
     ttl: Duration,
     /// Registries never pulled from: the server's own addresses (a loop).
     own: Vec<String>,
     /// One lock per (registry, repository, tag): concurrent requests for one tag wait
-    /// for one validation. The value is when it was last validated.
-    tags: Mutex<HashMap<Key, Arc<tokio::sync::Mutex<Option<Instant>>>>>,
+    /// for one validation. The value is when it was last validated and what it was.
+    #[allow(clippy::type_complexity)]
+    tags: Mutex<HashMap<TagKey, Arc<tokio::sync::Mutex<Option<(Instant, Option<Digest>)>>>>>,
+    manifests: Mutex<HashMap<DigestKey, Arc<Cached>>>,
+    blobs: Mutex<HashMap<DigestKey, KnownBlob>>,
+    /// Background pulls by reference (`registry/repo[:tag]@digest`).
+    pulls: Mutex<HashMap<String, watch::Receiver<PullState>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl PullThrough {
-    pub(crate) fn new(opts: PullOptions, ttl: Duration, own: Vec<String>) -> PullThrough {
+    pub(crate) fn new(mut opts: PullOptions, ttl: Duration, own: Vec<String>) -> PullThrough {
+        // A blob is streamed to clients from its partial download as it grows: one
+        // connection per blob keeps the file growing in order.
+        opts.range_connections = 1;
         PullThrough {
             opts,
             ttl,
             own,
             tags: Mutex::new(HashMap::new()),
+            manifests: Mutex::new(HashMap::new()),
+            blobs: Mutex::new(HashMap::new()),
+            pulls: Mutex::new(HashMap::new()),
         }
     }
 
-    /// Make sure the store holds `reference` of `registry/name` if the upstream has it.
-    /// `have`: the store holds it now. Returns whether a pull changed the store.
-    pub(crate) async fn refresh(
+    fn is_own(&self, registry: &str) -> bool {
+        self.own.iter().any(|o| o == registry)
+    }
+
+    /// Answer a manifest request: from the store, or with bytes fetched upstream while
+    /// the image is pulled in the background. `have`: the digest the store holds for
+    /// the reference (the tag's top manifest; the digest itself), if any.
+    /// `accepts`: whether the client takes a media type (an index, for a tag).
+    pub(crate) async fn manifest(
         &self,
         store: &Store,
         registry: &str,
         name: &str,
         reference: &ManifestRef,
-        have: bool,
-    ) -> Result<bool, ApiError> {
-        if self.own.iter().any(|o| o == registry) {
-            return Ok(false);
+        have: Option<Digest>,
+        accepts: &(dyn Fn(&MediaType) -> bool + Sync),
+    ) -> Result<ManifestAnswer, ApiError> {
+        if self.is_own(registry) {
+            return Ok(ManifestAnswer::Store(false));
         }
         let invalid = || ApiError::NameInvalid {
             name: format!("{registry}/{name}"),
         };
         match reference {
-            ManifestRef::Digest(_) if have => Ok(false),
+            ManifestRef::Digest(_) if have.is_some() => Ok(ManifestAnswer::Store(false)),
             ManifestRef::Digest(d) => {
                 let r = Reference::from_parts(registry, name, None, Some(d.clone()))
                     .map_err(|_| invalid())?;
-                self.pull(store, &r).await.map(|()| true)
+                if let Some(c) = self.cached(registry, name, d) {
+                    self.start_known(store, registry, name, d);
+                    return Ok(ManifestAnswer::Upstream(c));
+                }
+                let m = self.fetch_manifest(&r).await?;
+                self.answer(store, registry, name, r, m, &|_| true).await
             }
             ManifestRef::Tag(t) => {
                 let r =
                     Reference::from_parts(registry, name, Some(t), None).map_err(|_| invalid())?;
-                let slot = {
-                    let mut m = self.tags.lock().unwrap_or_else(|p| p.into_inner());
-                    m.entry((registry.to_owned(), name.to_owned(), t.clone()))
-                        .or_default()
-                        .clone()
-                };
+                let slot = lock(&self.tags)
+                    .entry((registry.to_owned(), name.to_owned(), t.clone()))
+                    .or_default()
+                    .clone();
                 let mut last = slot.lock().await;
-                if have && last.is_some_and(|l| l.elapsed() < self.ttl) {
-                    return Ok(false);
+                let fresh = last.as_ref().filter(|(at, _)| at.elapsed() < self.ttl);
+                if have.is_some() && fresh.is_some() {
+                    return Ok(ManifestAnswer::Store(false));
                 }
-                let res = self.pull(store, &r).await;
+                if let Some((_, Some(d))) = fresh
+                    && let Some(c) = self.cached(registry, name, d)
+                {
+                    self.start_known(store, registry, name, d);
+                    return Ok(ManifestAnswer::Upstream(c));
+                }
+                let fetched = self.fetch_manifest(&r).await;
                 // Validated or not, the upstream is asked again only after the TTL.
-                *last = Some(Instant::now());
-                match res {
-                    Ok(()) => Ok(true),
-                    Err(e) if have => {
+                *last = Some((
+                    Instant::now(),
+                    fetched.as_ref().ok().map(|m| m.digest.clone()),
+                ));
+                match fetched {
+                    Ok(m) if have.as_ref() == Some(&m.digest) => Ok(ManifestAnswer::Store(false)),
+                    Ok(m) => {
+                        let pinned =
+                            Reference::from_parts(registry, name, Some(t), Some(m.digest.clone()))
+                                .map_err(|_| invalid())?;
+                        self.answer(store, registry, name, pinned, m, accepts).await
+                    }
+                    Err(e) if have.is_some() => {
                         tracing::warn!("pull-through of {r}: {e}; serving the stored tag");
-                        Ok(false)
+                        Ok(ManifestAnswer::Store(false))
                     }
                     Err(e) => Err(e),
                 }
@@ -92,10 +239,431 @@ impl PullThrough {
         }
     }
 
-    async fn pull(&self, store: &Store, r: &Reference) -> Result<(), ApiError> {
-        match pull(store, r, &self.opts, &NoProgress).await {
-            Ok(_) => Ok(()),
-            Err(e) => Err(ApiError::Upstream(format!("pulling {r}: {e}"))),
+    async fn fetch_manifest(
+        &self,
+        r: &Reference,
+    ) -> Result<hoist_transport::transports::RawManifest, ApiError> {
+        let src = DockerSource::new(r.clone(), &self.opts);
+        let which = match r.digest() {
+            Some(d) => SourceRef::Digest(d.clone()),
+            None => SourceRef::Top,
+        };
+        let m = src
+            .get_manifest(&which)
+            .await
+            .map_err(|e| ApiError::Upstream(format!("fetching the manifest of {r}: {e}")))?;
+        // The trust policy decides on what is served before it is served, as the engine
+        // decides before it stores (the same check; the background pull makes it again).
+        if let Some(policy) = &self.opts.trust {
+            TrustCheck::new(policy.clone(), &ImageRef::Docker(r.clone()))
+                .with_registries_d(self.opts.registries_d.clone())
+                .enforce_manifest(&AnySource::Docker(src), &m.digest, &m.bytes)
+                .await
+                .map_err(|e| ApiError::Upstream(format!("{r}: {}", error_chain(&e))))?;
+        }
+        Ok(m)
+    }
+
+    /// Serve `m` (fetched for the pull `r`) now and pull its image in the background; or,
+    /// where streaming does not apply, pull first and answer from the store.
+    async fn answer(
+        &self,
+        store: &Store,
+        registry: &str,
+        name: &str,
+        r: Reference,
+        m: hoist_transport::transports::RawManifest,
+        accepts: &(dyn Fn(&MediaType) -> bool + Sync),
+    ) -> Result<ManifestAnswer, ApiError> {
+        match &m.manifest {
+            Manifest::Schema1(_) => {
+                // Stored converted: what the client gets is the stored schema 2 image.
+                let unpinned = if r.tag().is_some() {
+                    Reference::from_parts(registry, name, r.tag(), None).unwrap_or(r)
+                } else {
+                    r
+                };
+                self.pull_now(store, &unpinned).await?;
+                return Ok(ManifestAnswer::Store(true));
+            }
+            Manifest::Index(_) if !accepts(&m.media_type) => {
+                self.pull_now(store, &r).await?;
+                return Ok(ManifestAnswer::Store(true));
+            }
+            _ => {}
+        }
+        let now = Instant::now();
+        if let Manifest::Image(img) = &m.manifest {
+            let mut blobs = lock(&self.blobs);
+            if blobs.len() + img.layers.len() + 1 > MAX_KNOWN_BLOBS {
+                blobs.retain(|_, b| b.at.elapsed() < CACHE_TTL);
+                if blobs.len() + img.layers.len() + 1 > MAX_KNOWN_BLOBS {
+                    blobs.clear();
+                }
+            }
+            let all =
+                std::iter::once((&img.config, true)).chain(img.layers.iter().map(|l| (l, false)));
+            for (desc, config) in all {
+                blobs.insert(
+                    (registry.to_owned(), name.to_owned(), desc.digest.clone()),
+                    KnownBlob {
+                        desc: desc.clone(),
+                        config,
+                        pull: r.clone(),
+                        at: now,
+                    },
+                );
+            }
+        }
+        let cached = Arc::new(Cached {
+            bytes: Bytes::from(m.bytes),
+            media_type: m.media_type,
+            digest: m.digest,
+            at: now,
+        });
+        {
+            let mut ms = lock(&self.manifests);
+            if ms.len() >= MAX_CACHED_MANIFESTS {
+                ms.retain(|_, c| c.at.elapsed() < CACHE_TTL);
+                if ms.len() >= MAX_CACHED_MANIFESTS
+                    && let Some(oldest) =
+                        ms.iter().min_by_key(|(_, c)| c.at).map(|(k, _)| k.clone())
+                {
+                    ms.remove(&oldest);
+                }
+            }
+            ms.insert(
+                (registry.to_owned(), name.to_owned(), cached.digest.clone()),
+                cached.clone(),
+            );
+        }
+        self.ensure_pull(store, &r);
+        Ok(ManifestAnswer::Upstream(cached))
+    }
+
+    fn cached(&self, registry: &str, name: &str, d: &Digest) -> Option<Arc<Cached>> {
+        lock(&self.manifests)
+            .get(&(registry.to_owned(), name.to_owned(), d.clone()))
+            .filter(|c| c.at.elapsed() < CACHE_TTL)
+            .cloned()
+    }
+
+    /// Make sure the pull of a cached image manifest runs (its config names it).
+    fn start_known(&self, store: &Store, registry: &str, name: &str, d: &Digest) {
+        let Some(c) = self.cached(registry, name, d) else {
+            return;
+        };
+        let pull = match Manifest::parse(&c.bytes, Some(&c.media_type)) {
+            Ok((Manifest::Image(img), _)) => self.known(registry, name, &img.config.digest),
+            _ => None,
+        }
+        .map(|k| k.pull);
+        let r = pull.or_else(|| Reference::from_parts(registry, name, None, Some(d.clone())).ok());
+        if let Some(r) = r {
+            self.ensure_pull(store, &r);
         }
     }
+
+    fn known(&self, registry: &str, name: &str, d: &Digest) -> Option<KnownBlob> {
+        lock(&self.blobs)
+            .get(&(registry.to_owned(), name.to_owned(), d.clone()))
+            .filter(|b| b.at.elapsed() < CACHE_TTL)
+            .cloned()
+    }
+
+    /// Whether `d` is a blob of a manifest this server answered from upstream.
+    pub(crate) fn knows_blob(&self, registry: &str, name: &str, d: &Digest) -> bool {
+        !self.is_own(registry) && self.known(registry, name, d).is_some()
+    }
+
+    /// The background pull of `r`: the running one, one that failed moments ago, or a new
+    /// one.
+    fn ensure_pull(&self, store: &Store, r: &Reference) -> watch::Receiver<PullState> {
+        let key = r.to_string();
+        let mut pulls = lock(&self.pulls);
+        pulls.retain(|_, rx| match &*rx.borrow() {
+            PullState::Running => true,
+            PullState::Done(at) | PullState::Failed(_, at) => at.elapsed() < RETRY_AFTER,
+        });
+        if let Some(rx) = pulls.get(&key)
+            && !matches!(&*rx.borrow(), PullState::Done(_))
+        {
+            return rx.clone();
+        }
+        let (tx, rx) = watch::channel(PullState::Running);
+        pulls.insert(key, rx.clone());
+        let (store, r, opts) = (store.clone(), r.clone(), self.opts.clone());
+        tokio::spawn(async move {
+            let state = match pull(&store, &r, &opts, &NoProgress).await {
+                Ok(_) => PullState::Done(Instant::now()),
+                Err(e) => {
+                    let msg = format!("pulling {r}: {}", error_chain(&e));
+                    tracing::warn!("pull-through: {msg}");
+                    PullState::Failed(msg, Instant::now())
+                }
+            };
+            tx.send_replace(state);
+        });
+        rx
+    }
+
+    /// Pull `r` and wait for it (bounded).
+    async fn pull_now(&self, store: &Store, r: &Reference) -> Result<(), ApiError> {
+        let rx = self.ensure_pull(store, r);
+        match wait_pull(rx, PULL_WAIT).await {
+            PullState::Done(_) => Ok(()),
+            PullState::Failed(msg, _) => Err(ApiError::Upstream(msg)),
+            PullState::Running => Err(ApiError::Upstream(format!(
+                "pulling {r}: not done after {PULL_WAIT:?}"
+            ))),
+        }
+    }
+
+    /// A blob of a manifest answered from upstream that the store does not hold yet:
+    /// `None` when this server never answered a manifest holding it.
+    pub(crate) async fn blob(
+        &self,
+        store: &Store,
+        registry: &str,
+        name: &str,
+        d: &Digest,
+    ) -> Result<Option<BlobAnswer>, ApiError> {
+        if self.is_own(registry) {
+            return Ok(None);
+        }
+        let Some(k) = self.known(registry, name, d) else {
+            return Ok(None);
+        };
+        if k.config {
+            return self
+                .fetch_config(&k)
+                .await
+                .map(|b| Some(BlobAnswer::Whole(b)));
+        }
+        Ok(Some(BlobAnswer::Pulling {
+            desc: Box::new(k.desc),
+            pull: self.ensure_pull(store, &k.pull),
+        }))
+    }
+
+    /// A config, fetched through the engine's source (the engine keeps its own copy in
+    /// memory until it commits), checked against size and digest.
+    async fn fetch_config(&self, k: &KnownBlob) -> Result<Bytes, ApiError> {
+        let what = format!("config {} of {}", k.desc.digest, k.pull);
+        if k.desc.size > MAX_CONFIG_SIZE {
+            return Err(ApiError::Upstream(format!(
+                "{what}: {} bytes, more than {MAX_CONFIG_SIZE}",
+                k.desc.size
+            )));
+        }
+        let src = DockerSource::new(k.pull.clone(), &self.opts);
+        let mut s = src
+            .get_blob(&k.desc)
+            .await
+            .map_err(|e| ApiError::Upstream(format!("{what}: {e}")))?
+            .into_async();
+        let mut buf = Vec::with_capacity(k.desc.size as usize);
+        while let Some(c) = s.next().await {
+            let c = c.map_err(|e| ApiError::Upstream(format!("{what}: {e}")))?;
+            if (buf.len() + c.len()) as u64 > k.desc.size {
+                return Err(ApiError::Upstream(format!(
+                    "{what}: more bytes than its size"
+                )));
+            }
+            buf.extend_from_slice(&c);
+        }
+        let mut h = Hasher::new(k.desc.digest.algorithm());
+        h.update(&buf);
+        let actual = h.finish();
+        if buf.len() as u64 != k.desc.size || actual != k.desc.digest {
+            return Err(ApiError::Upstream(format!(
+                "{what}: the upstream sent {} bytes hashing to {actual}",
+                buf.len()
+            )));
+        }
+        Ok(Bytes::from(buf))
+    }
+}
+
+/// Wait for a pull to end, at most `limit`.
+pub(crate) async fn wait_pull(mut rx: watch::Receiver<PullState>, limit: Duration) -> PullState {
+    let wait = async {
+        loop {
+            let s = rx.borrow_and_update().clone();
+            if !matches!(s, PullState::Running) {
+                return s;
+            }
+            if rx.changed().await.is_err() {
+                let s = rx.borrow().clone();
+                return match s {
+                    PullState::Running => {
+                        PullState::Failed("the pull ended without a result".into(), Instant::now())
+                    }
+                    s => s,
+                };
+            }
+        }
+    };
+    tokio::time::timeout(limit, wait)
+        .await
+        .unwrap_or(PullState::Running)
+}
+
+/// A blob being pulled, as a body: read from the pull's partial download as it grows,
+/// then from the published blob; hashed as it goes; the last chunk sent only when the
+/// whole blob matches its digest (and the pull had a bounded chance to commit).
+pub(crate) fn tail(
+    store: Store,
+    desc: Descriptor,
+    pull: watch::Receiver<PullState>,
+) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    let t = Tail {
+        hasher: Some(Hasher::new(desc.digest.algorithm())),
+        store,
+        desc,
+        pull,
+        pos: 0,
+        published: None,
+        done: false,
+    };
+    futures_util::stream::unfold(t, |mut t| async move {
+        if t.done {
+            return None;
+        }
+        match t.next_chunk().await {
+            Ok(Some(b)) => Some((Ok(b), t)),
+            Ok(None) => None,
+            Err(e) => {
+                tracing::warn!("streaming blob {}: {e}", t.desc.digest);
+                t.done = true;
+                Some((Err(e), t))
+            }
+        }
+    })
+}
+
+struct Tail {
+    store: Store,
+    desc: Descriptor,
+    pull: watch::Receiver<PullState>,
+    pos: u64,
+    hasher: Option<Hasher>,
+    published: Option<Arc<File>>,
+    done: bool,
+}
+
+impl Tail {
+    async fn next_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
+        let size = self.desc.size;
+        if self.pos >= size {
+            return Ok(None);
+        }
+        let idle = Instant::now();
+        let mut last_look = false;
+        // Bounded: every turn either returns, or sleeps POLL within STREAM_IDLE.
+        loop {
+            if let Some(b) = self.read_some().await? {
+                self.pos += b.len() as u64;
+                if let Some(h) = self.hasher.as_mut() {
+                    h.update(&b);
+                }
+                if self.pos == size {
+                    let actual = self.hasher.take().map(Hasher::finish);
+                    if actual.as_ref() != Some(&self.desc.digest) {
+                        return Err(std::io::Error::other(format!(
+                            "the bytes pulled do not hash to {} (the upstream sent wrong bytes); the body ends short",
+                            self.desc.digest
+                        )));
+                    }
+                    // The whole blob is verified: give the pull a bounded chance to
+                    // commit, so a client that got every byte finds the image stored.
+                    wait_pull(self.pull.clone(), COMMIT_WAIT).await;
+                }
+                return Ok(Some(b));
+            }
+            if last_look {
+                let why = match &*self.pull.borrow() {
+                    PullState::Failed(msg, _) => msg.clone(),
+                    _ => "the pull ended without this blob".to_owned(),
+                };
+                return Err(std::io::Error::other(why));
+            }
+            let gone = self.pull.has_changed().is_err();
+            if gone || !matches!(&*self.pull.borrow(), PullState::Running) {
+                // One more look: the pull may have published it just before it ended.
+                last_look = true;
+                continue;
+            }
+            if idle.elapsed() > STREAM_IDLE {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::TimedOut,
+                    format!("no progress pulling the blob for {STREAM_IDLE:?}"),
+                ));
+            }
+            let mut rx = self.pull.clone();
+            tokio::select! {
+                _ = rx.changed() => {}
+                _ = tokio::time::sleep(POLL) => {}
+            }
+        }
+    }
+
+    /// The next bytes at `pos`, if any are there: from the published blob, else from the
+    /// valid prefix of the partial download.
+    async fn read_some(&mut self) -> std::io::Result<Option<Bytes>> {
+        let (store, d) = (self.store.clone(), self.desc.digest.clone());
+        let (pos, size, published) = (self.pos, self.desc.size, self.published.clone());
+        let (bytes, published) = tokio::task::spawn_blocking(move || {
+            let published = match published {
+                Some(f) => Some(f),
+                None => store.open_blob(&d).ok().map(Arc::new),
+            };
+            if let Some(f) = &published {
+                let want = (size - pos).min(CHUNK) as usize;
+                let got = read_at(f, pos, want)?;
+                if got.is_empty() {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "blob shorter than its size",
+                    ));
+                }
+                return Ok((Some(got), published));
+            }
+            let Ok(Some(p)) = store.partial_of(&d) else {
+                return Ok((None, None));
+            };
+            if p.size != Some(size) || p.offset <= pos {
+                return Ok((None, None));
+            }
+            let f = match File::open(&p.path) {
+                Ok(f) => f,
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, None)),
+                Err(e) => return Err(e),
+            };
+            let want = (p.offset - pos).min(CHUNK) as usize;
+            let got = read_at(&f, pos, want)?;
+            Ok(((!got.is_empty()).then_some(got), None))
+        })
+        .await
+        .map_err(std::io::Error::other)??;
+        if published.is_some() {
+            self.published = published;
+        }
+        Ok(bytes.map(Bytes::from))
+    }
+}
+
+fn read_at(f: &File, pos: u64, want: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; want];
+    let mut got = 0;
+    while got < want {
+        match f.read_at(&mut buf[got..], pos + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(got);
+    Ok(buf)
 }

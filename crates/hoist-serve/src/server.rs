@@ -21,7 +21,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::api::{self, ManifestRef, Page, RangeAnswer, Route};
 use crate::error::ApiError;
-use crate::pull_through::PullThrough;
+use crate::pull_through::{
+    self, BlobAnswer, Cached, ManifestAnswer, PULL_WAIT, PullState, PullThrough, wait_pull,
+};
 use crate::view::{Repo, View, ViewCache, manifest_content_type};
 use crate::{LogFn, RequestLog, ServeOptions};
 
@@ -444,16 +446,22 @@ async fn manifest(
     // store has never seen (which pull-through may fetch).
     let registry = registry_for(st, &view, q.ns.as_deref(), name)?;
     if let Some(pt) = &st.pull_through {
-        let have = view.repo(&registry, name).is_some_and(|r| match reference {
-            ManifestRef::Tag(t) => r.tags.contains_key(t),
-            ManifestRef::Digest(d) => r.manifests.contains_key(d),
+        let have = view.repo(&registry, name).and_then(|r| match reference {
+            ManifestRef::Tag(t) => r.tags.get(t).map(|t| t.top.digest.clone()),
+            ManifestRef::Digest(d) => r.manifests.contains_key(d).then(|| d.clone()),
         });
-        if pt
-            .refresh(&st.store, &registry, name, reference, have)
+        let accept = header_values(headers, header::ACCEPT);
+        let accepts = |m: &MediaType| api::accepts(&accept, m.as_str());
+        match pt
+            .manifest(&st.store, &registry, name, reference, have, &accepts)
             .await?
         {
-            st.views.invalidate();
-            view = current_view(st).await?;
+            ManifestAnswer::Upstream(c) => return Ok(upstream_manifest(&c, headers, head)),
+            ManifestAnswer::Store(true) => {
+                st.views.invalidate();
+                view = current_view(st).await?;
+            }
+            ManifestAnswer::Store(false) => {}
         }
     }
     let unknown = || ApiError::ManifestUnknown {
@@ -513,6 +521,29 @@ async fn manifest(
     Ok(r)
 }
 
+/// A manifest fetched upstream by pull-through, answered before its image is stored:
+/// the exact bytes, the upstream's media type, its digest.
+fn upstream_manifest(c: &Cached, headers: &HeaderMap, head: bool) -> Response {
+    let mut r = Response::new(Body::empty());
+    let h = r.headers_mut();
+    h.insert(header::ETAG, etag_of(&c.digest));
+    if not_modified(headers, &c.digest) {
+        *r.status_mut() = StatusCode::NOT_MODIFIED;
+        return r;
+    }
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_str(c.media_type.as_str())
+            .unwrap_or(HeaderValue::from_static("application/json")),
+    );
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(c.bytes.len()));
+    h.insert("docker-content-digest", digest_header(&c.digest));
+    if !head {
+        *r.body_mut() = Body::from(c.bytes.clone());
+    }
+    r
+}
+
 fn digest_header(d: &Digest) -> HeaderValue {
     HeaderValue::from_str(&d.to_string()).expect("a digest is a valid header value")
 }
@@ -543,22 +574,100 @@ async fn blob(
         name: format!("{registry}/{name}"),
         digest: digest.clone(),
     };
-    if !linked && !find_repo(&view, &registry, name)?.blobs.contains(digest) {
+    let in_view = linked
+        || view
+            .repo(&registry, name)
+            .is_some_and(|r| r.blobs.contains(digest));
+    // Pull-through: a blob of a manifest answered from upstream, its image being pulled.
+    let through = !in_view
+        && st
+            .pull_through
+            .as_ref()
+            .is_some_and(|pt| pt.knows_blob(&registry, name, digest));
+    if !in_view && !through {
+        find_repo(&view, &registry, name)?;
         return Err(unknown());
     }
     let store = st.leases.get();
+    let file = open_blob(&store, digest).await?;
+    let file = match (file, &st.pull_through) {
+        (Some(f), _) => f,
+        (None, Some(pt)) if through => {
+            return match pt.blob(&st.store, &registry, name, digest).await? {
+                None => Err(unknown()),
+                Some(BlobAnswer::Whole(bytes)) => {
+                    let size = bytes.len() as u64;
+                    Ok(blob_response(digest, headers, head, size, |s, e| {
+                        Body::from(bytes.slice(s as usize..e as usize))
+                    }))
+                }
+                Some(BlobAnswer::Pulling { pull, .. }) if headers.contains_key(header::RANGE) => {
+                    // A Range of a blob being pulled: served from the store once it is
+                    // there (the partial download is only read in order, hashed).
+                    if let PullState::Failed(msg, _) = wait_pull(pull, PULL_WAIT).await {
+                        return Err(ApiError::Upstream(msg));
+                    }
+                    let file = open_blob(&store, digest).await?.ok_or_else(unknown)?;
+                    file_response(file, digest, headers, head, store)
+                }
+                Some(BlobAnswer::Pulling { pull, .. })
+                    if matches!(&*pull.borrow(), PullState::Failed(..)) =>
+                {
+                    // The pull failed moments ago: an error, not a body that breaks off.
+                    match &*pull.borrow() {
+                        PullState::Failed(msg, _) => Err(ApiError::Upstream(msg.clone())),
+                        _ => Err(unknown()),
+                    }
+                }
+                Some(BlobAnswer::Pulling { desc, pull }) => {
+                    Ok(blob_response(digest, headers, head, desc.size, |_, _| {
+                        Body::from_stream(pull_through::tail(store, (*desc).clone(), pull))
+                    }))
+                }
+            };
+        }
+        (None, _) => return Err(unknown()),
+    };
+    file_response(file, digest, headers, head, store)
+}
+
+async fn open_blob(store: &Store, digest: &Digest) -> Result<Option<File>, ApiError> {
     let (s2, d) = (store.clone(), digest.clone());
-    let file = blocking(move || match s2.open_blob(&d) {
+    blocking(move || match s2.open_blob(&d) {
         Ok(f) => Ok(Some(f)),
         Err(hoist_store::StoreError::BlobNotFound { .. }) => Ok(None),
         Err(e) => Err(e.into()),
     })
-    .await?
-    .ok_or_else(unknown)?;
+    .await
+}
+
+/// A stored blob's answer (ranges, HEAD, `If-None-Match`), its body read from `file`.
+fn file_response(
+    file: File,
+    digest: &Digest,
+    headers: &HeaderMap,
+    head: bool,
+    store: Store,
+) -> Result<Response, ApiError> {
     let size = file
         .metadata()
         .map_err(|e| ApiError::Internal(format!("stat of blob {digest}: {e}")))?
         .len();
+    Ok(blob_response(digest, headers, head, size, |start, end| {
+        Body::from_stream(file_stream(file, start, end, store))
+    }))
+}
+
+/// A blob's answer of `size` bytes: headers, `304` for a matching `If-None-Match`, one
+/// `Range` (`206`, or `416` outside), `Content-Length`; the body of `[start, end)` from
+/// `body` unless `head`.
+fn blob_response(
+    digest: &Digest,
+    headers: &HeaderMap,
+    head: bool,
+    size: u64,
+    body: impl FnOnce(u64, u64) -> Body,
+) -> Response {
     let mut r = Response::new(Body::empty());
     let h = r.headers_mut();
     h.insert(
@@ -574,7 +683,7 @@ async fn blob(
     );
     if not_modified(headers, digest) {
         *r.status_mut() = StatusCode::NOT_MODIFIED;
-        return Ok(r);
+        return r;
     }
     let range = headers.get(header::RANGE).and_then(|v| v.to_str().ok());
     let (start, end) = match api::parse_range(range, size) {
@@ -597,15 +706,15 @@ async fn blob(
             );
             r.headers_mut()
                 .insert(header::CONTENT_LENGTH, HeaderValue::from(0));
-            return Ok(r);
+            return r;
         }
     };
     r.headers_mut()
         .insert(header::CONTENT_LENGTH, HeaderValue::from(end - start));
     if !head {
-        *r.body_mut() = Body::from_stream(file_stream(file, start, end, store));
+        *r.body_mut() = body(start, end);
     }
-    Ok(r)
+    r
 }
 
 /// `[start, end)` of `file`, `CHUNK` bytes per `pread` on the blocking pool. The store

@@ -123,6 +123,32 @@ impl Store {
         PartialBlob::open_at(data_path, self.blob_path(d), d, size)
     }
 
+    /// The partial download of `d` in the ingest area, if there is one: its record's size
+    /// and valid offset, and its data file. The first `offset` bytes of the data file
+    /// were written before the record counted them, so a reader (`hoist serve
+    /// --pull-through` streaming a download in progress) may read them; they are
+    /// unverified until the blob is published.
+    pub fn partial_of(&self, d: &Digest) -> Result<Option<PartialInfo>, StoreError> {
+        let (path, meta) = self.partial_paths(d);
+        let m = match fs::metadata(&path) {
+            Ok(m) => m,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(None),
+            Err(e) => return Err(StoreError::read(path, e)),
+        };
+        let valid = File::open(&meta)
+            .ok()
+            .and_then(|f| read_meta(&f))
+            .filter(|m| &m.digest == d);
+        Ok(Some(PartialInfo {
+            size: valid.as_ref().map(|m| m.size),
+            offset: valid.map(|m| m.offset.min(m.size)).unwrap_or(0),
+            digest: d.clone(),
+            path,
+            file_len: m.len(),
+            modified: m.modified().ok(),
+        }))
+    }
+
     /// The partial downloads in the ingest area, for fsck, df and gc.
     pub fn partial_blobs(&self) -> Result<Vec<PartialInfo>, StoreError> {
         let dir = self.ingest_dir();
