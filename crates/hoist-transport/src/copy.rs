@@ -1096,7 +1096,8 @@ impl Engine<'_> {
             self.skipped(&new, BlobKind::Layer);
             return Ok(new);
         }
-        let stream = BlobStream::from_reader(Box::new(file), new.size, "recompressed layer");
+        let stream =
+            BlobStream::from_own_file(file, new.size, new.digest.clone(), "recompressed layer");
         self.dst.put_blob(&new, stream, self.progress).await?;
         self.sent(&new, BlobKind::Layer, None, "recompressed layer");
         Ok(new)

@@ -164,6 +164,11 @@ pub(crate) fn copy_verified(
     out: &mut dyn Write,
     done: &AtomicU64,
 ) -> Result<(), TransportError> {
+    if stream.verified() == Some(&desc.digest) {
+        // Bytes this process hashed as it wrote them: the size is still checked.
+        pump(stream, desc, out, done, None)?;
+        return Ok(());
+    }
     let mut hasher = Hasher::new(desc.digest.algorithm());
     let origin = pump(stream, desc, out, done, Some(&mut hasher))?;
     let actual = hasher.finish();
@@ -416,6 +421,35 @@ mod tests {
             .filter(|e| e.file_name().to_string_lossy().ends_with(".hoist-tmp"))
             .collect();
         assert!(left.is_empty());
+    }
+
+    #[test]
+    fn own_files_skip_the_hash_only_for_their_own_digest_and_keep_the_size_check() {
+        let good = b"hello".as_slice();
+        let own = |digest: Digest| {
+            let mut f = tempfile::tempfile().unwrap();
+            f.write_all(good).unwrap();
+            BlobStream::from_own_file(f, good.len() as u64, digest, "own")
+        };
+        let copy = |mut s: BlobStream, d: &Descriptor| {
+            let mut out = Vec::new();
+            copy_verified(&mut s, d, &mut out, &AtomicU64::new(0)).map(|()| out)
+        };
+        // Its own digest: accepted as written.
+        assert_eq!(
+            copy(own(Digest::sha256_of(good)), &desc(good)).unwrap(),
+            good
+        );
+        // Marked with another digest than the descriptor's: hashed, and refused.
+        let mut other = desc(good);
+        other.digest = Digest::sha256_of(b"other");
+        let e = copy(own(Digest::sha256_of(good)), &other).unwrap_err();
+        assert!(matches!(e, TransportError::DigestMismatch { .. }), "{e}");
+        // Marked with the descriptor's digest, but not that long: the size check stays.
+        let mut longer = other.clone();
+        longer.size = 6;
+        let e = copy(own(other.digest.clone()), &longer).unwrap_err();
+        assert!(matches!(e, TransportError::SizeMismatch { .. }), "{e}");
     }
 
     #[test]

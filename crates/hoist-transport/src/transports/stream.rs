@@ -53,6 +53,10 @@ pub struct BlobStream {
     size: u64,
     seen: u64,
     reopen: Option<Reopen>,
+    /// The digest this process computed over exactly these bytes as it wrote them (a
+    /// layer the copy engine recompressed into its temp file): a destination need not
+    /// hash them again. Only the engine sets it.
+    verified: Option<hoist_types::Digest>,
 }
 
 impl fmt::Debug for BlobStream {
@@ -94,6 +98,7 @@ impl BlobStream {
                 size,
                 seen: 0,
                 reopen: None,
+                verified: None,
             },
         )
     }
@@ -111,6 +116,7 @@ impl BlobStream {
             size,
             seen: 0,
             reopen: None,
+            verified: None,
         }
     }
 
@@ -129,6 +135,26 @@ impl BlobStream {
             reopen: Some(reopen),
             ..BlobStream::from_reader(Box::new(FileAt { file, pos: 0 }), size, origin)
         }
+    }
+
+    /// A stream over a temp file this process wrote and hashed itself (the copy engine's
+    /// recompressed layer), whose bytes have digest `digest`.
+    pub(crate) fn from_own_file(
+        file: std::fs::File,
+        size: u64,
+        digest: hoist_types::Digest,
+        origin: impl Into<String>,
+    ) -> BlobStream {
+        BlobStream {
+            verified: Some(digest),
+            ..BlobStream::from_file(file, size, origin)
+        }
+    }
+
+    /// The digest computed over these bytes by this process as it wrote them, when it was
+    /// ([`BlobStream::from_own_file`]).
+    pub(crate) fn verified(&self) -> Option<&hoist_types::Digest> {
+        self.verified.as_ref()
     }
 
     /// How to read the blob again from an offset, when the source can (a file).
