@@ -19,23 +19,30 @@ pub enum TreeSource {
 
 impl TreeSource {
     /// Builds the tree (pass 1) and its key: `flat:<top chain ID>` or `layer:<diff ID>`.
+    /// Pass 1 also spools the file data to unnamed files beside `out` (so pass 2 need not
+    /// decompress the layers again).
     pub(crate) fn tree(
         self,
         store: &Store,
         image: &ImageRecord,
+        out: &std::path::Path,
         limits: &Limits,
         progress: &dyn Progress,
     ) -> Result<(FsTree, String), MkfsError> {
+        let spool = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => std::path::Path::new("."),
+        };
         let key = |kind: &str, d: Option<&hoist_types::Digest>| {
             format!("{kind}:{}", d.map(ToString::to_string).unwrap_or_default())
         };
         Ok(match self {
             TreeSource::Flattened => (
-                FsTree::flattened(store, image, limits, progress)?,
+                FsTree::flattened_spooled(store, image, spool, limits, progress)?,
                 key("flat", image.chain_ids.last()),
             ),
             TreeSource::Layer(i) => (
-                FsTree::layer(store, image, i, limits, progress)?,
+                FsTree::layer_spooled(store, image, i, spool, limits, progress)?,
                 key("layer", image.diff_ids.get(i)),
             ),
         })

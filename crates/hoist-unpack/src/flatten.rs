@@ -16,6 +16,7 @@
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
 use std::io::Write;
+use std::path::Path;
 
 use hoist_store::{ImageRecord, Store};
 use hoist_types::{Progress, ProgressEvent};
@@ -640,7 +641,7 @@ pub fn export_layers<W: Write>(
     check_layers(image)?;
     let count = count.min(image.layers.len());
     // Pass 1: the model.
-    let (model, _) = build_model(store, image, 0..count, false, limits, progress)?;
+    let (model, _, _) = build_model(store, image, 0..count, false, None, limits, progress)?;
     // The plan: what to write at each position.
     let mut plan: HashMap<Pos, Plan> = HashMap::new();
     let mut names: HashMap<usize, Vec<Vec<u8>>> = HashMap::new();
@@ -735,6 +736,106 @@ pub fn export_layers<W: Write>(
     Ok(report)
 }
 
+/// The file data of one layer, written aside by pass 1 as it read the layer (so pass 2
+/// copies it from here instead of decompressing the layer again): an unnamed file (its
+/// name is removed as soon as it is created) holding every regular file's bytes, file
+/// after file, in the layer's order.
+///
+/// These are the very bytes whose diff ID pass 1 checked; pass 2 reads them back through
+/// the descriptor, which no other process can open by name.
+#[derive(Debug)]
+pub(crate) struct LayerSpool {
+    file: std::fs::File,
+    /// `(entry index, offset in the file)` of each regular file with data, by index.
+    files: Vec<(u64, u64)>,
+}
+
+impl LayerSpool {
+    /// Reads `buf.len()` bytes of the data of entry `idx` from offset `off` of its data.
+    pub(crate) fn read(&self, idx: u64, off: u64, buf: &mut [u8]) -> Result<(), UnpackError> {
+        use std::os::unix::fs::FileExt as _;
+        let k = self
+            .files
+            .binary_search_by_key(&idx, |(i, _)| *i)
+            .map_err(|_| UnpackError::bad(b"", "file data missing from the spool"))?;
+        self.file
+            .read_exact_at(buf, self.files[k].1 + off)
+            .map_err(|source| UnpackError::Stream { source })
+    }
+}
+
+/// Pass 1's writer of a [`LayerSpool`].
+struct SpoolWriter {
+    out: std::io::BufWriter<std::fs::File>,
+    files: Vec<(u64, u64)>,
+    at: u64,
+    /// Entries of the layer already sent to the applying thread.
+    sent: u64,
+    buf: Vec<u8>,
+}
+
+impl SpoolWriter {
+    fn new(dir: &Path, layer: usize) -> Result<SpoolWriter, UnpackError> {
+        use std::os::unix::fs::OpenOptionsExt as _;
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
+        let path = dir.join(format!(
+            ".hoist-spool-{}-{layer}-{nanos}",
+            std::process::id()
+        ));
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(|e| UnpackError::io("create", &path, e))?;
+        std::fs::remove_file(&path).map_err(|e| UnpackError::io("remove", &path, e))?;
+        Ok(SpoolWriter {
+            out: std::io::BufWriter::with_capacity(1 << 20, file),
+            files: Vec::new(),
+            at: 0,
+            sent: 0,
+            buf: vec![0u8; 1 << 20],
+        })
+    }
+
+    /// Copies the data of entry `idx` (`e`, just read) to the spool.
+    fn file_data(
+        &mut self,
+        tar: &mut TarReader<ChannelReader>,
+        idx: u64,
+        e: &Entry,
+    ) -> Result<(), UnpackError> {
+        use std::io::Write as _;
+        self.files.push((idx, self.at));
+        let mut left = e.size;
+        while left > 0 {
+            let n = tar.read_data(&mut self.buf)?;
+            if n == 0 {
+                return Err(UnpackError::bad(&e.path, "file data ends early"));
+            }
+            self.out
+                .write_all(&self.buf[..n])
+                .map_err(|source| UnpackError::Output { source })?;
+            left -= n as u64;
+        }
+        self.at += e.size;
+        Ok(())
+    }
+
+    fn finish(self) -> Result<LayerSpool, UnpackError> {
+        let file = self.out.into_inner().map_err(|e| UnpackError::Output {
+            source: e.into_error(),
+        })?;
+        Ok(LayerSpool {
+            file,
+            files: self.files,
+        })
+    }
+}
+
 /// Entries parsed ahead of the layer being applied, per layer: batches in flight.
 const BATCHES: usize = 32;
 /// A batch is sent once it holds this many entries, or about this many bytes.
@@ -745,9 +846,10 @@ const BATCH_BYTES: usize = 256 << 10;
 enum Parsed {
     /// The next entries of the layer, in order.
     Entries(Vec<Entry>),
-    /// The layer's end: read whole with its diff ID right, or the error that stopped it
-    /// (wrapped with the layer), after the entries parsed before it.
-    Done(Result<(), UnpackError>),
+    /// The layer's end: read whole with its diff ID right (with its file data, when
+    /// spooled), or the error that stopped it (wrapped with the layer), after the entries
+    /// parsed before it.
+    Done(Result<Option<LayerSpool>, UnpackError>),
 }
 
 /// Pass 1: applies layers `range` of `image` to a fresh model, each layer's diff ID
@@ -762,14 +864,16 @@ enum Parsed {
 /// same as reading the layers one after the other: a layer's entries are applied in
 /// order; an entry that cannot be applied stops the build before the layer's own parse or
 /// diff ID error, which comes before the next layer's.
+#[allow(clippy::type_complexity)]
 pub(crate) fn build_model(
     store: &Store,
     image: &ImageRecord,
     range: std::ops::Range<usize>,
     overlay: bool,
+    spool: Option<&Path>,
     limits: &Limits,
     progress: &dyn Progress,
-) -> Result<(Model, Vec<LayerBlob>), UnpackError> {
+) -> Result<(Model, Vec<LayerBlob>, Vec<Option<LayerSpool>>), UnpackError> {
     check_layers(image)?;
     let count = image.layers.len();
     let mut blobs = Vec::with_capacity(range.len());
@@ -802,6 +906,7 @@ pub(crate) fn build_model(
     }
     let queue = std::sync::Mutex::new(queue);
     let start = range.start;
+    let mut spools = Vec::with_capacity(range.len());
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
@@ -813,12 +918,13 @@ pub(crate) fn build_model(
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .pop_front();
                         let Some((i, tx)) = next else { return };
-                        parse_layer(image, i, &blobs[i - start], limits, progress, &tx);
+                        let blob = &blobs[i - start];
+                        parse_layer(image, i, blob, spool, limits, progress, &tx);
                     }
                 })
             })
             .collect();
-        let applied = apply_layers(&mut model, image, receivers);
+        let applied = apply_layers(&mut model, image, receivers, &mut spools);
         // On an error, the layers not started are not read; the ones being read stop at
         // their next batch (their receiver is gone).
         queue
@@ -837,7 +943,7 @@ pub(crate) fn build_model(
         }
         Ok(())
     })?;
-    Ok((model, blobs))
+    Ok((model, blobs, spools))
 }
 
 /// Applies each layer's entries as its reading thread sends them, base first.
@@ -845,6 +951,7 @@ fn apply_layers(
     model: &mut Model,
     image: &ImageRecord,
     receivers: Vec<(usize, std::sync::mpsc::Receiver<Parsed>)>,
+    spools: &mut Vec<Option<LayerSpool>>,
 ) -> Result<(), UnpackError> {
     for (i, rx) in receivers {
         let digest = &image.layers[i].digest;
@@ -862,7 +969,7 @@ fn apply_layers(
                     }
                 }
                 Ok(Parsed::Done(r)) => {
-                    r?;
+                    spools.push(r?);
                     break;
                 }
                 // The reading thread went away without a word: it panicked.
@@ -883,6 +990,7 @@ fn parse_layer(
     image: &ImageRecord,
     i: usize,
     blob: &LayerBlob,
+    spool: Option<&Path>,
     limits: &Limits,
     progress: &dyn Progress,
     tx: &std::sync::mpsc::SyncSender<Parsed>,
@@ -895,9 +1003,16 @@ fn parse_layer(
         source: std::io::Error::other("the layers are no longer read"),
     };
     let r = read_layer_from(image, i, blob, limits, progress, |tar| {
+        let mut spool = spool.map(|dir| SpoolWriter::new(dir, i)).transpose()?;
         let mut batch = Vec::new();
         let mut bytes = 0usize;
         while let Some(e) = tar.next_entry()? {
+            if let Some(w) = &mut spool
+                && e.kind == EntryKind::File
+                && e.size > 0
+            {
+                w.file_data(tar, batch.len() as u64 + w.sent, &e)?;
+            }
             bytes += 128
                 + e.path.len()
                 + e.xattrs
@@ -910,6 +1025,9 @@ fn parse_layer(
                 };
             batch.push(e);
             if batch.len() >= BATCH_ENTRIES || bytes >= BATCH_BYTES {
+                if let Some(w) = &mut spool {
+                    w.sent += batch.len() as u64;
+                }
                 tx.send(Parsed::Entries(std::mem::take(&mut batch)))
                     .map_err(|_| stopped())?;
                 bytes = 0;
@@ -918,7 +1036,7 @@ fn parse_layer(
         if !batch.is_empty() {
             tx.send(Parsed::Entries(batch)).map_err(|_| stopped())?;
         }
-        Ok(())
+        spool.map(SpoolWriter::finish).transpose()
     })
     .map_err(|e| e.in_layer(i + 1, digest));
     let _ = tx.send(Parsed::Done(r));

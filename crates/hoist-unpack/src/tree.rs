@@ -19,7 +19,7 @@
 use hoist_store::{ImageRecord, Store};
 use hoist_types::{Progress, ProgressEvent};
 
-use crate::flatten::{LayerBlob, Model, Node, Pos, build_model, read_layer_data};
+use crate::flatten::{LayerBlob, LayerSpool, Model, Node, Pos, build_model, read_layer_data};
 use crate::tar::{EntryKind, Timestamp};
 use crate::{Limits, OVERLAY_OPAQUE, UnpackError};
 
@@ -90,6 +90,9 @@ pub struct FsTree {
     data: Vec<(Pos, InodeId)>,
     /// The blobs of `layers`, kept open from pass 1 for pass 2.
     blobs: Vec<LayerBlob>,
+    /// The file data of `layers`, when pass 1 spooled it (then pass 2 reads it from
+    /// there, not from the blobs).
+    spools: Vec<Option<LayerSpool>>,
 }
 
 impl std::fmt::Debug for FsTree {
@@ -115,8 +118,56 @@ impl FsTree {
         progress: &dyn Progress,
     ) -> Result<FsTree, UnpackError> {
         let range = 0..image.layers.len();
-        let (model, blobs) = build_model(store, image, range.clone(), false, limits, progress)?;
-        Ok(FsTree::from_model(model, range, blobs))
+        FsTree::build(store, image, range, false, None, limits, progress)
+    }
+
+    /// As [`FsTree::flattened`], and pass 1 also writes every regular file's bytes to
+    /// unnamed files in `spool` (a directory on the filesystem of the output, say: as many
+    /// bytes as the layers' files hold, until the tree is dropped), so that pass 2 copies
+    /// them from there instead of decompressing the layers a second time.
+    pub fn flattened_spooled(
+        store: &Store,
+        image: &ImageRecord,
+        spool: &std::path::Path,
+        limits: &Limits,
+        progress: &dyn Progress,
+    ) -> Result<FsTree, UnpackError> {
+        let range = 0..image.layers.len();
+        FsTree::build(store, image, range, false, Some(spool), limits, progress)
+    }
+
+    /// As [`FsTree::layer`], with the file data spooled as [`FsTree::flattened_spooled`].
+    pub fn layer_spooled(
+        store: &Store,
+        image: &ImageRecord,
+        layer: usize,
+        spool: &std::path::Path,
+        limits: &Limits,
+        progress: &dyn Progress,
+    ) -> Result<FsTree, UnpackError> {
+        let range = layer..layer + 1;
+        FsTree::build(store, image, range, true, Some(spool), limits, progress)
+    }
+
+    fn build(
+        store: &Store,
+        image: &ImageRecord,
+        range: std::ops::Range<usize>,
+        overlay: bool,
+        spool: Option<&std::path::Path>,
+        limits: &Limits,
+        progress: &dyn Progress,
+    ) -> Result<FsTree, UnpackError> {
+        let (model, blobs, spools) = build_model(
+            store,
+            image,
+            range.clone(),
+            overlay,
+            spool,
+            limits,
+            progress,
+        )?;
+        Ok(FsTree::from_model(model, range, blobs, spools))
     }
 
     /// Pass 1 for one layer (index `layer`, base 0) alone in overlayfs form, for a lower
@@ -129,11 +180,15 @@ impl FsTree {
         progress: &dyn Progress,
     ) -> Result<FsTree, UnpackError> {
         let range = layer..layer + 1;
-        let (model, blobs) = build_model(store, image, range.clone(), true, limits, progress)?;
-        Ok(FsTree::from_model(model, range, blobs))
+        FsTree::build(store, image, range, true, None, limits, progress)
     }
 
-    fn from_model(model: Model, layers: std::ops::Range<usize>, blobs: Vec<LayerBlob>) -> FsTree {
+    fn from_model(
+        model: Model,
+        layers: std::ops::Range<usize>,
+        blobs: Vec<LayerBlob>,
+        spools: Vec<Option<LayerSpool>>,
+    ) -> FsTree {
         let default_dir = |mtime: Timestamp| Inode {
             kind: InodeKind::Dir {
                 entries: Vec::new(),
@@ -258,6 +313,7 @@ impl FsTree {
             layers,
             data,
             blobs,
+            spools,
         }
     }
 
@@ -390,6 +446,23 @@ impl FsTree {
         let digest = &image.layers[i].digest;
         let message = format!("writing layer {}/{count} {}", i + 1, digest.short());
         progress.event(&ProgressEvent::Status { message: &message });
+        if let Some(Some(spool)) = self.spools.get(i - self.layers.start) {
+            for &((_, idx), id) in &self.data[range] {
+                let InodeKind::File { size } = self.inodes[id as usize].kind else {
+                    continue;
+                };
+                let mut off = 0u64;
+                while off < size {
+                    let n = (size - off).min(buf.len() as u64) as usize;
+                    spool
+                        .read(idx, off, &mut buf[..n])
+                        .map_err(|e| e.in_layer(i + 1, digest))?;
+                    sink(id, off, &buf[..n])?;
+                    off += n as u64;
+                }
+            }
+            return Ok(());
+        }
         let mut next = range.start;
         let blob = &self.blobs[i - self.layers.start];
         read_layer_data(image, i, blob, limits, progress, |tar| {

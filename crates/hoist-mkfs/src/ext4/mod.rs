@@ -88,7 +88,7 @@ pub fn build_ext4(
     limits: &Limits,
     progress: &dyn Progress,
 ) -> Result<u64, MkfsError> {
-    let (tree, key) = source.tree(store, image, limits, progress)?;
+    let (tree, key) = source.tree(store, image, out, limits, progress)?;
     // Pass 2 on every core (up to 4): each layer's data goes to its own blocks.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     write_ext4(&tree, out, opts, key.as_bytes(), |make_sink| {
