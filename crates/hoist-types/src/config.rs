@@ -107,7 +107,30 @@ pub struct History {
 }
 
 impl ImageConfig {
-    /// Parse a config's raw bytes (at most 4 MiB).
+    /// Parse a config's raw bytes (at most [`MAX_CONFIG_SIZE`], 4 MiB). Fields hoist does
+    /// not model are ignored.
+    ///
+    /// # Errors
+    ///
+    /// [`TypeError::TooLarge`] over the limit, [`TypeError::NotUtf8`] or
+    /// [`TypeError::Json`] for bytes that are not a JSON config.
+    ///
+    /// ```
+    /// use hoist_types::{Digest, ImageConfig};
+    ///
+    /// let layer = Digest::sha256_of(b"layer tar");
+    /// let json = format!(
+    ///     r#"{{"architecture":"amd64","os":"linux",
+    ///        "config":{{"Entrypoint":["/app"]}},
+    ///        "rootfs":{{"type":"layers","diff_ids":["{layer}"]}}}}"#
+    /// );
+    /// let config = ImageConfig::parse(json.as_bytes())?;
+    /// assert_eq!(config.rootfs.diff_ids, [layer]);
+    /// assert_eq!(config.run_config().entrypoint, Some(vec!["/app".to_owned()]));
+    /// config.check_layer_count(1)?;
+    /// assert!(config.check_layer_count(2).is_err());
+    /// # Ok::<(), hoist_types::TypeError>(())
+    /// ```
     pub fn parse(bytes: &[u8]) -> Result<ImageConfig, TypeError> {
         if bytes.len() as u64 > MAX_CONFIG_SIZE {
             return Err(TypeError::TooLarge {
@@ -147,6 +170,18 @@ impl ImageConfig {
 }
 
 /// Chain IDs: `chain[0] = diff[0]`, `chain[i] = sha256(chain[i-1] + " " + diff[i])`.
+///
+/// A chain ID names a layer together with every layer below it (Docker's layer store and
+/// hoist's unpack cache key by it).
+///
+/// ```
+/// use hoist_types::{Digest, chain_ids};
+///
+/// let (a, b) = (Digest::sha256_of(b"a"), Digest::sha256_of(b"b"));
+/// let chain = chain_ids(&[a.clone(), b.clone()]);
+/// assert_eq!(chain[0], a);
+/// assert_eq!(chain[1], Digest::sha256_of(format!("{a} {b}").as_bytes()));
+/// ```
 pub fn chain_ids(diff_ids: &[Digest]) -> Vec<Digest> {
     let mut out: Vec<Digest> = Vec::with_capacity(diff_ids.len());
     for d in diff_ids {

@@ -57,7 +57,30 @@ pub struct Digest {
 }
 
 impl Digest {
-    /// Parse `algorithm:hex` strictly: known algorithm, lower-case hex, exact length.
+    /// Parse `algorithm:hex` strictly: known algorithm (`sha256` or `sha512`), lower-case
+    /// hex, exact length (64 or 128 characters).
+    ///
+    /// # Errors
+    ///
+    /// [`TypeError::InvalidDigest`] naming the input (truncated to 200 characters) and
+    /// which rule it broke.
+    ///
+    /// ```
+    /// use hoist_types::{Algorithm, Digest};
+    ///
+    /// let d = Digest::parse(
+    ///     "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855",
+    /// )?;
+    /// assert_eq!(d.algorithm(), Algorithm::Sha256);
+    /// assert_eq!(d.short(), "e3b0c44298fc");
+    /// assert!(d.verifies(b""));
+    ///
+    /// // Upper-case hex, a wrong length or an unknown algorithm are refused.
+    /// assert!(Digest::parse("sha256:E3B0C44298FC1C149AFBF4C8996FB92427AE41E4649B934CA495991B7852B855").is_err());
+    /// assert!(Digest::parse("sha256:e3b0").is_err());
+    /// assert!(Digest::parse("md5:d41d8cd98f00b204e9800998ecf8427e").is_err());
+    /// # Ok::<(), hoist_types::TypeError>(())
+    /// ```
     pub fn parse(s: &str) -> Result<Digest, TypeError> {
         let bad = |reason: &'static str| TypeError::InvalidDigest {
             input: s.chars().take(200).collect(),
@@ -151,7 +174,18 @@ impl<'de> Deserialize<'de> for Digest {
     }
 }
 
-/// A streaming hasher producing a [`Digest`].
+/// A streaming hasher producing a [`Digest`]. It is also an [`std::io::Write`], so
+/// [`std::io::copy`] can feed it.
+///
+/// ```
+/// use hoist_types::{Algorithm, Digest};
+///
+/// let mut h = Algorithm::Sha256.hasher();
+/// h.update(b"hel");
+/// std::io::copy(&mut &b"lo"[..], &mut h)?;
+/// assert_eq!(h.finish(), Digest::sha256_of(b"hello"));
+/// # Ok::<(), std::io::Error>(())
+/// ```
 #[derive(Clone)]
 pub struct Hasher {
     inner: HasherInner,

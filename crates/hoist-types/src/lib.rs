@@ -4,6 +4,39 @@
 //! Everything here is pure logic with no I/O. A [`Digest`] is parsed once, strictly,
 //! because it becomes a file name; manifests are parsed from the exact bytes served and
 //! never re-serialised for storage.
+//!
+//! ```
+//! use hoist_types::{Digest, Manifest, MediaType, Platform, Reference};
+//!
+//! // References are normalised the way Docker does it.
+//! let r = Reference::parse("alpine")?;
+//! assert_eq!(r.to_string(), "docker.io/library/alpine:latest");
+//! assert_eq!(r.familiar(), "alpine:latest");
+//!
+//! // Digests are strict: known algorithm, lower-case hex of the exact length.
+//! let d = Digest::sha256_of(b"hello");
+//! assert_eq!(Digest::parse(&d.to_string())?, d);
+//! assert!(Digest::parse("sha256:ABC").is_err());
+//!
+//! // A manifest is parsed from the exact bytes served; its kind and media type come back.
+//! let config = Digest::sha256_of(b"{}");
+//! let bytes = format!(
+//!     r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+//!        "config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config}","size":2}},
+//!        "layers":[]}}"#
+//! );
+//! let (manifest, media_type) = Manifest::parse(bytes.as_bytes(), None)?;
+//! assert_eq!(media_type, MediaType::OciManifest);
+//! let Manifest::Image(image) = manifest else { unreachable!() };
+//! assert_eq!(image.config.digest, config);
+//!
+//! // Platforms are normalised before they are compared.
+//! let want: Platform = "linux/aarch64".parse()?;
+//! assert!(want.matches(&Platform::new("linux", "arm64", Some("v8"))));
+//! # Ok::<(), hoist_types::TypeError>(())
+//! ```
+
+#![warn(missing_docs)]
 
 mod config;
 mod descriptor;
@@ -38,7 +71,7 @@ pub enum TypeError {
     InvalidDigest {
         /// The input (truncated).
         input: String,
-        /// Why.
+        /// Which rule the input broke.
         reason: &'static str,
     },
     /// An image reference that does not follow Docker's grammar.
@@ -46,7 +79,7 @@ pub enum TypeError {
     InvalidReference {
         /// The input (truncated).
         input: String,
-        /// Why.
+        /// Which rule the input broke.
         reason: &'static str,
     },
     /// A platform that is not `os/arch[/variant]`.
@@ -54,7 +87,7 @@ pub enum TypeError {
     InvalidPlatform {
         /// The input.
         input: String,
-        /// Why.
+        /// Which rule the input broke.
         reason: &'static str,
     },
     /// A document that is not valid JSON of the expected shape.
@@ -68,17 +101,17 @@ pub enum TypeError {
     /// A document over its size limit.
     #[error("{what} is {size} bytes, over the limit of {limit} bytes")]
     TooLarge {
-        /// What.
+        /// What was refused (`"manifest"`, `"config"`).
         what: &'static str,
-        /// Its size.
+        /// Its size in bytes.
         size: u64,
-        /// The limit.
+        /// The limit in bytes ([`MAX_MANIFEST_SIZE`], [`MAX_CONFIG_SIZE`]).
         limit: u64,
     },
     /// A manifest whose structure is invalid.
     #[error("invalid manifest: {reason}")]
     InvalidManifest {
-        /// Why.
+        /// What is wrong with its structure.
         reason: String,
     },
     /// The media type in the document contradicts the one declared for it.
@@ -92,7 +125,7 @@ pub enum TypeError {
     /// A schema 1 manifest that cannot be read or converted.
     #[error("invalid schema 1 manifest: {reason}")]
     Schema1 {
-        /// Why.
+        /// What could not be read or converted.
         reason: String,
     },
     /// The number of layers differs from the number of diff IDs in the config.
@@ -106,9 +139,9 @@ pub enum TypeError {
     /// Content does not hash to the expected digest.
     #[error("digest mismatch: expected {expected}, got {actual}")]
     DigestMismatch {
-        /// Expected.
+        /// The digest the content was declared or asked for with.
         expected: Digest,
-        /// Computed.
+        /// The digest of the bytes, with the expected digest's algorithm.
         actual: Digest,
     },
     /// A JSON document that is not UTF-8. JSON must be; the JSON parser skips the strings
@@ -174,6 +207,12 @@ pub fn io_path(path: &Option<std::path::PathBuf>) -> String {
 /// anyhow), for the places that keep an error as text only: progress notes, reports,
 /// lists of problems. A library error's message leaves its cause to the chain, so its
 /// `to_string()` alone would lose it.
+///
+/// ```
+/// let err = hoist_types::ImageConfig::parse(b"{").unwrap_err();
+/// let line = hoist_types::error_chain(&err);
+/// assert!(line.starts_with("invalid image config: EOF while parsing"), "{line}");
+/// ```
 pub fn error_chain(e: &dyn std::error::Error) -> String {
     let mut out = e.to_string();
     let mut cur = e.source();

@@ -220,7 +220,27 @@ impl Manifest {
         }
     }
 
-    /// Verify that `bytes` match `expected`, using `expected`'s algorithm.
+    /// Verify that `bytes` match `expected`, using `expected`'s algorithm (and, for signed
+    /// schema 1, hashing the payload without its signatures).
+    ///
+    /// # Errors
+    ///
+    /// [`TypeError::DigestMismatch`] with both digests (its
+    /// [`mismatch()`](TypeError::mismatch) gives the shared [`Mismatch`](crate::Mismatch));
+    /// [`TypeError::Schema1`] when a schema 1 manifest's signed payload cannot be found.
+    ///
+    /// ```
+    /// use hoist_types::{Digest, Manifest, MediaType, Mismatch};
+    ///
+    /// let bytes = br#"{"schemaVersion":2,"manifests":[]}"#;
+    /// let good = Digest::sha256_of(bytes);
+    /// Manifest::verify_digest(bytes, &MediaType::OciIndex, &good)?;
+    ///
+    /// let wrong = Digest::sha256_of(b"something else");
+    /// let err = Manifest::verify_digest(bytes, &MediaType::OciIndex, &wrong).unwrap_err();
+    /// assert!(matches!(err.mismatch(), Some(Mismatch::Digest { actual, .. }) if actual == good));
+    /// # Ok::<(), hoist_types::TypeError>(())
+    /// ```
     pub fn verify_digest(
         bytes: &[u8],
         media_type: &MediaType,

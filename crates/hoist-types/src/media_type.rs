@@ -138,7 +138,22 @@ const TABLE: &[(MediaType, &str)] = &[
 ];
 
 impl MediaType {
-    /// Parse a media type string; parameters after `;` are ignored for matching.
+    /// Parse a media type string; parameters after `;` are ignored for matching, and
+    /// known types match without regard to case. Never fails: an unknown type is kept in
+    /// [`MediaType::Other`].
+    ///
+    /// ```
+    /// use hoist_types::{Compression, MediaType};
+    ///
+    /// let mt = MediaType::parse("application/vnd.docker.image.rootfs.diff.tar.gzip");
+    /// assert_eq!(mt, MediaType::DockerLayerGzip);
+    /// assert_eq!(mt.layer_compression(), Some(Compression::Gzip));
+    /// assert_eq!(mt.docker_to_oci(), MediaType::OciLayerGzip);
+    ///
+    /// let odd = MediaType::parse("text/plain; charset=utf-8");
+    /// assert_eq!(odd.as_str(), "text/plain");
+    /// assert_eq!(odd.layer_compression(), None);
+    /// ```
     pub fn parse(s: &str) -> MediaType {
         let base = s.split(';').next().unwrap_or("").trim();
         TABLE

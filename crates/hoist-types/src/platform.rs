@@ -106,6 +106,21 @@ impl Platform {
     /// variant fits best); a wanted `arm` variant also runs older ones (`v7` runs `v6` and
     /// `v5`), and an `amd64` microarchitecture level runs the lower levels (`v3` runs
     /// `v2` and plain `amd64`), each step down ranked one worse.
+    ///
+    /// ```
+    /// use hoist_types::Platform;
+    ///
+    /// let arm_v7 = Platform::new("linux", "arm", Some("v7"));
+    /// assert_eq!(arm_v7.match_rank(&Platform::new("linux", "arm", Some("v7"))), Some(0));
+    /// assert_eq!(arm_v7.match_rank(&Platform::new("linux", "arm", Some("v6"))), Some(1));
+    /// assert_eq!(arm_v7.match_rank(&Platform::new("linux", "arm", Some("v8"))), None);
+    /// assert_eq!(arm_v7.match_rank(&Platform::new("linux", "arm64", None)), None);
+    ///
+    /// // No variant wanted: any variant fits, none fits best.
+    /// let arm64 = Platform::new("linux", "arm64", None);
+    /// assert_eq!(arm64.match_rank(&Platform::new("linux", "aarch64", None)), Some(0));
+    /// assert_eq!(arm64.match_rank(&Platform::new("linux", "arm64", Some("v9"))), Some(1));
+    /// ```
     pub fn match_rank(&self, candidate: &Platform) -> Option<u32> {
         let want = self.clone().normalized();
         let have = candidate.clone().normalized();
@@ -226,6 +241,29 @@ impl fmt::Display for NoPlatformMatch {
 ///   manifests before nested indexes, then the first in the index.
 ///
 /// A nested index is returned like an image entry; the caller follows it.
+///
+/// # Errors
+///
+/// [`NoPlatformMatch`] (boxed: it lists every entry) when no entry is a candidate; each
+/// [`SkippedEntry`] says why it was passed over.
+///
+/// ```
+/// use hoist_types::{Descriptor, Digest, EntrySkip, MediaType, Platform, choose_entry};
+///
+/// let entry = |n: &[u8], p: &str| Descriptor {
+///     platform: Some(p.parse().unwrap()),
+///     ..Descriptor::new(MediaType::OciManifest, Digest::sha256_of(n), 100)
+/// };
+/// let entries = [entry(b"amd", "linux/amd64"), entry(b"arm", "linux/arm64")];
+///
+/// let chosen = choose_entry(&entries, &"linux/arm64".parse()?).unwrap();
+/// assert_eq!(chosen.digest, Digest::sha256_of(b"arm"));
+///
+/// let none = choose_entry(&entries, &Platform::new("windows", "amd64", None)).unwrap_err();
+/// assert_eq!(none.entries.len(), 2);
+/// assert_eq!(none.entries[0].reason, EntrySkip::PlatformMismatch);
+/// # Ok::<(), hoist_types::TypeError>(())
+/// ```
 pub fn choose_entry<'a>(
     entries: &'a [Descriptor],
     want: &Platform,

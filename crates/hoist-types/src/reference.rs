@@ -24,7 +24,32 @@ pub struct Reference {
 }
 
 impl Reference {
-    /// Parse and normalise a reference.
+    /// Parse and normalise a reference, as Docker does: a name without a registry is on
+    /// Docker Hub (`docker.io`), a single-component Docker Hub name is under `library/`,
+    /// and a reference with neither tag nor digest gets the tag `latest`. A leading
+    /// `docker://` is dropped. Both a tag and a digest may be given (`name:tag@digest`).
+    ///
+    /// # Errors
+    ///
+    /// [`TypeError::InvalidReference`] naming the input and the rule it broke: empty,
+    /// invalid registry host, repository name (lower-case components), tag
+    /// (`[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}`) or digest, or a name over 255 characters.
+    ///
+    /// ```
+    /// use hoist_types::Reference;
+    ///
+    /// let r = Reference::parse("127.0.0.1:5000/team/app:v1")?;
+    /// assert_eq!(r.registry(), "127.0.0.1:5000");
+    /// assert_eq!(r.repository(), "team/app");
+    /// assert_eq!(r.tag(), Some("v1"));
+    /// assert_eq!(r.manifest_reference(), "v1");
+    ///
+    /// let hub = Reference::parse("docker://user/tool")?;
+    /// assert_eq!(hub.to_string(), "docker.io/user/tool:latest");
+    ///
+    /// assert!(Reference::parse("Upper/Case").is_err());
+    /// # Ok::<(), hoist_types::TypeError>(())
+    /// ```
     pub fn parse(s: &str) -> Result<Reference, TypeError> {
         Reference::parse_repository_part(s, true)
     }
@@ -159,7 +184,17 @@ impl Reference {
         format!("{}/{}", self.registry, self.repository)
     }
 
-    /// A copy with the digest replaced (the tag is kept).
+    /// A copy with the digest replaced (the tag is kept): `name:tag@digest`, which a
+    /// registry resolves by the digest alone.
+    ///
+    /// ```
+    /// use hoist_types::{Digest, Reference};
+    ///
+    /// let r = Reference::parse("alpine:3")?.with_digest(Digest::sha256_of(b"m"));
+    /// assert_eq!(r.tag(), Some("3"));
+    /// assert_eq!(r.manifest_reference(), Digest::sha256_of(b"m").to_string());
+    /// # Ok::<(), hoist_types::TypeError>(())
+    /// ```
     pub fn with_digest(&self, digest: Digest) -> Reference {
         Reference {
             digest: Some(digest),
@@ -184,6 +219,17 @@ impl Reference {
 
     /// The short repository name Docker shows: `alpine` for Docker Hub library images,
     /// `user/app` for other Docker Hub images, else `registry/repository`.
+    ///
+    /// ```
+    /// use hoist_types::Reference;
+    ///
+    /// let name = |s| Reference::parse(s).map(|r| r.familiar_name());
+    /// assert_eq!(name("docker.io/library/alpine")?, "alpine");
+    /// assert_eq!(name("docker.io/user/app")?, "user/app");
+    /// assert_eq!(name("docker.io/library/a/b")?, "library/a/b");
+    /// assert_eq!(name("ghcr.io/o/r")?, "ghcr.io/o/r");
+    /// # Ok::<(), hoist_types::TypeError>(())
+    /// ```
     ///
     /// The short form always parses back to the same repository: `library/` is dropped only
     /// before a single component (`docker.io/library/a/b` stays `library/a/b`), and a Docker
