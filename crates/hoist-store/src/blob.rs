@@ -87,6 +87,37 @@ impl Store {
 
     /// Start writing the blob `expected`. Bytes go to a temp file in `hoist/ingest` and are
     /// hashed as written; [`BlobWriter::commit`] verifies and publishes them.
+    /// `expected_size`, when given, is checked too (in bytes). On a leased handle the
+    /// digest is leased first.
+    ///
+    /// Several writers of one digest may run at once (the first commit wins, the others
+    /// find the blob present); callers that want one download per blob take
+    /// [`Store::lock_blob`] first.
+    ///
+    /// ```
+    /// use std::io::Write as _;
+    /// use hoist_store::{Store, StoreError};
+    /// use hoist_types::Digest;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path())?;
+    /// let digest = Digest::sha256_of(b"hello world");
+    ///
+    /// let mut w = store.blob_writer(&digest, Some(11))?;
+    /// w.write_all(b"hello ")?;
+    /// w.write_all(b"world")?;
+    /// assert_eq!(w.written(), 11);
+    /// w.commit()?;
+    /// assert_eq!(store.has_blob(&digest)?, Some(11));
+    ///
+    /// // Bytes that do not hash to the digest never become visible.
+    /// let other = Digest::sha256_of(b"something else");
+    /// let mut w = store.blob_writer(&other, None)?;
+    /// w.write_all(b"hello world")?;
+    /// assert!(matches!(w.commit(), Err(StoreError::DigestMismatch { .. })));
+    /// assert_eq!(store.has_blob(&other)?, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn blob_writer(
         &self,
         expected: &Digest,

@@ -311,6 +311,27 @@ impl Store {
     /// Check the store (see the module docs of `fsck`). With `repair`, remove what is
     /// corrupt or orphaned (an image that needs a missing or corrupt blob goes too: pull
     /// it again), and rewrite `index.json`; each problem then says what was done.
+    ///
+    /// Blobs are hashed on [`FsckOptions::jobs`] threads without the store lock; the rest
+    /// runs under the shared lock (the exclusive one with `repair`).
+    ///
+    /// ```
+    /// use hoist_store::{FsckOptions, ProblemKind, Store};
+    /// use hoist_types::Digest;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path())?;
+    /// assert!(store.fsck(&FsckOptions::default())?.is_clean());
+    ///
+    /// // A blob no image reaches is an orphan; `repair` removes it.
+    /// store.put_blob(&Digest::sha256_of(b"orphan"), b"orphan")?;
+    /// let report = store.fsck(&FsckOptions::default())?;
+    /// assert_eq!(report.problems[0].kind, ProblemKind::OrphanBlob);
+    /// let repair = FsckOptions { repair: true, ..FsckOptions::default() };
+    /// assert_eq!(store.fsck(&repair)?.unrepaired(), 0);
+    /// assert!(store.fsck(&FsckOptions::default())?.is_clean());
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn fsck(&self, opts: &FsckOptions) -> Result<FsckReport, StoreError> {
         let start = Instant::now();
         let s = self.unleased();

@@ -88,6 +88,25 @@ impl Store {
     /// `lease`): every blob it looks at or writes, and every image it resolves, is kept
     /// by garbage collection until the last clone of the handle is dropped. Pulls,
     /// copies, loads and rootfs builds run on such a handle.
+    ///
+    /// ```
+    /// use hoist_store::{GcOptions, Store};
+    /// use hoist_types::Digest;
+    ///
+    /// let dir = tempfile::tempdir()?;
+    /// let store = Store::open(dir.path())?;
+    /// let digest = Digest::sha256_of(b"work in flight");
+    ///
+    /// let work = store.leased()?;
+    /// work.put_blob(&digest, b"work in flight")?;
+    /// // No image names the blob yet, but the lease keeps it.
+    /// assert_eq!(store.gc(&GcOptions::default())?.blobs.count, 0);
+    ///
+    /// drop(work);
+    /// assert_eq!(store.gc(&GcOptions::default())?.blobs.count, 1);
+    /// assert_eq!(store.has_blob(&digest)?, None);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
     pub fn leased(&self) -> Result<Store, StoreError> {
         let dir = self.leases_dir();
         fsutil::create_dir(&dir)?;

@@ -4,6 +4,55 @@
 //! (`oci:ROOT:NAME`) and `umoci` (`--layout ROOT`) read it directly. The code is
 //! synchronous `std`; the async pull engine calls it from blocking threads.
 //!
+//! ```
+//! use hoist_store::{GcOptions, ImageCommit, Store};
+//! use hoist_types::{Descriptor, Digest, MediaType, Reference};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = Store::open(dir.path().join("store"))?;
+//!
+//! // Blobs are verified against their digest before they become visible.
+//! let layer = b"not really a tar: the store never looks inside layers".to_vec();
+//! let layer_digest = Digest::sha256_of(&layer);
+//! store.put_blob(&layer_digest, &layer)?;
+//! assert_eq!(store.read_blob(&layer_digest, 1 << 20)?, layer);
+//! assert!(store.put_blob(&Digest::sha256_of(b"other"), &layer).is_err());
+//!
+//! // An image is a manifest and a config whose blobs are present; committing it
+//! // records it under a name, which `index.json` lists for skopeo and umoci.
+//! let diff_id = Digest::sha256_of(b"the uncompressed layer");
+//! let config = format!(
+//!     r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
+//! );
+//! let config_digest = Digest::sha256_of(config.as_bytes());
+//! store.put_blob(&config_digest, config.as_bytes())?;
+//! let manifest = format!(
+//!     r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json",
+//!        "config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},
+//!        "layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer_digest}","size":{}}}]}}"#,
+//!     config.len(),
+//!     layer.len(),
+//! );
+//! let manifest_digest = Digest::sha256_of(manifest.as_bytes());
+//! store.put_blob(&manifest_digest, manifest.as_bytes())?;
+//!
+//! let record = store.commit_image(ImageCommit {
+//!     name: Some(Reference::parse("example.com/demo:1")?),
+//!     manifest: Descriptor::new(MediaType::OciManifest, manifest_digest, manifest.len() as u64),
+//!     index: None,
+//!     source: None,
+//! })?;
+//! assert_eq!(record.id, config_digest);
+//! assert_eq!(store.resolve("example.com/demo:1")?.diff_ids, [diff_id]);
+//!
+//! // Blobs no image reaches are garbage; the image's are kept.
+//! store.put_blob(&Digest::sha256_of(b"stray"), b"stray")?;
+//! let report = store.gc(&GcOptions::default())?;
+//! assert_eq!(report.blobs.count, 1);
+//! assert!(store.has_blob(&layer_digest)?.is_some());
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+//!
 //! # Two promises: readable by peers, and byte for byte by digest
 //!
 //! Every named image is readable by skopeo and umoci through `oci:ROOT:NAME`, and an image
@@ -154,6 +203,8 @@
 //! GC would reclaim.
 //!
 //! [OCI image layout]: https://github.com/opencontainers/image-spec/blob/main/image-layout.md
+
+#![warn(missing_docs)]
 
 mod blob;
 mod error;
