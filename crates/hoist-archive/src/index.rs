@@ -299,7 +299,7 @@ impl ArchiveIndex {
     }
 
     /// Parse the JSON document `name`; returns it with its bytes.
-    pub fn json<T: serde::de::DeserializeOwned>(
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(
         &self,
         name: &str,
         what: &'static str,
@@ -315,7 +315,12 @@ impl ArchiveIndex {
     }
 
     /// The first bytes of an entry (up to `n`), for sniffing its compression.
-    pub fn head(&self, name: &str, what: &'static str, n: usize) -> Result<Vec<u8>, ArchiveError> {
+    pub(crate) fn head(
+        &self,
+        name: &str,
+        what: &'static str,
+        n: usize,
+    ) -> Result<Vec<u8>, ArchiveError> {
         let (offset, size) = self.file(name, what)?;
         let mut buf = vec![0u8; n.min(size as usize)];
         self.file
@@ -395,6 +400,14 @@ pub fn spool_archive(input: impl Read, path: &Path) -> Result<File, ArchiveError
 /// Cleans a member name given by a document inside the archive (`manifest.json`'s
 /// `Layers`, ...) the way the tar parser cleans entry names; `None` if it escapes the
 /// archive or is empty.
+///
+/// ```
+/// use hoist_archive::clean_member;
+///
+/// assert_eq!(clean_member("./layers//abc/layer.tar").as_deref(), Some("layers/abc/layer.tar"));
+/// assert_eq!(clean_member("../etc/passwd"), None);
+/// assert_eq!(clean_member("."), None);
+/// ```
 pub fn clean_member(name: &str) -> Option<String> {
     let cleaned = hoist_unpack::path::clean(name.as_bytes(), &Limits::default()).ok()?;
     if cleaned.is_empty() {

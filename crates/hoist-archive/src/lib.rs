@@ -19,6 +19,49 @@
 //!   a file published atomically (temp file beside it, fsync, rename) or a stream.
 //! - [`ArchiveProblem`]: everything an untrusted archive can get wrong, each naming the
 //!   member; [`ArchiveError`] adds the archive's path and I/O failures.
+//!
+//! ```
+//! use hoist_archive::{ArchiveFormat, ArchiveIndex, TarWriter};
+//! use hoist_archive::docker::DockerArchive;
+//! use hoist_types::{Digest, NoProgress};
+//!
+//! // A one-layer docker-archive, written in the doctest: the layer is itself a tar.
+//! let mut layer = TarWriter::new(Vec::new());
+//! layer.bytes("hello.txt", b"hello\n")?;
+//! let layer = layer.finish()?;
+//! let diff_id = Digest::sha256_of(&layer);
+//! let config = format!(
+//!     r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{diff_id}"]}}}}"#
+//! );
+//! let config_name = format!("{}.json", Digest::sha256_of(config.as_bytes()).hex());
+//! let manifest = format!(
+//!     r#"[{{"Config":"{config_name}","RepoTags":["demo:1"],"Layers":["layer/layer.tar"]}}]"#
+//! );
+//! let dir = tempfile::tempdir()?;
+//! let path = dir.path().join("demo.tar");
+//! let mut tar = TarWriter::new(std::fs::File::create(&path)?);
+//! tar.bytes(&config_name, config.as_bytes())?;
+//! tar.dir("layer")?;
+//! tar.bytes("layer/layer.tar", &layer)?;
+//! tar.bytes("manifest.json", manifest.as_bytes())?;
+//! tar.finish()?;
+//!
+//! // Index it once; entries are read by offset from then on.
+//! let index = ArchiveIndex::open(&path)?;
+//! assert_eq!(ArchiveFormat::detect(&index)?, ArchiveFormat::DockerArchive);
+//! assert_eq!(index.read_document("manifest.json", "the manifest")?, manifest.as_bytes());
+//!
+//! // The docker-archive view: the image, its config checked, its layer against its diff ID.
+//! let archive = DockerArchive::from_index(index)?;
+//! let image = archive.image(archive.select(None)?)?;
+//! assert_eq!(image.tags[0].to_string(), "docker.io/library/demo:1");
+//! let mut out = Vec::new();
+//! archive.copy_layer(&image.layers[0], &mut out, &NoProgress)?;
+//! assert_eq!(out, layer);
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_docs)]
 
 pub mod docker;
 mod index;
@@ -82,7 +125,7 @@ pub enum ArchiveError {
 }
 
 /// Wraps a problem with the archive's name.
-pub fn bad(archive: &Path, problem: ArchiveProblem) -> ArchiveError {
+pub(crate) fn bad(archive: &Path, problem: ArchiveProblem) -> ArchiveError {
     ArchiveError::Bad {
         archive: archive.display().to_string(),
         problem: Box::new(problem),

@@ -26,7 +26,37 @@ struct Shared {
     holes: Mutex<Vec<(u64, u64)>>,
 }
 
-/// A tar file being filled by slots (see the module docs).
+/// A tar file being filled by slots: each entry's place (header, data, padding) is reserved
+/// at the end of the file once its size is known, and its data written straight into the
+/// slot by whoever holds it, while other slots are being filled; every byte is written
+/// once. A [`Slot`] dropped before all its bytes were written leaves a hole that the next
+/// entry of the same footprint takes, or that [`finish`](SlotWriter::finish) turns into an
+/// inert zero-filled member. Clones share the file.
+///
+/// ```
+/// use std::io::Write as _;
+/// use hoist_archive::{ArchiveIndex, SlotWriter};
+///
+/// let dir = tempfile::tempdir()?;
+/// let path = dir.path().join("out.tar");
+/// let tar = SlotWriter::new(std::fs::File::create(&path)?);
+/// let mut big = tar.reserve("blobs/big", 6)?;
+/// let mut small = tar.reserve("blobs/small", 2)?;
+/// // Slots are filled in any order, from any thread.
+/// std::thread::scope(|s| {
+///     s.spawn(|| small.write_all(b"hi"));
+///     s.spawn(|| big.write_all(b"abcdef"));
+/// });
+/// small.finish()?;
+/// big.finish()?;
+/// tar.bytes("index.json", b"{}")?;
+/// tar.finish()?;
+///
+/// let index = ArchiveIndex::open(&path)?;
+/// assert_eq!(index.read_document("blobs/big", "a blob")?, b"abcdef");
+/// assert_eq!(index.read_document("index.json", "the index")?, b"{}");
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone)]
 pub struct SlotWriter {
     shared: Arc<Shared>,
