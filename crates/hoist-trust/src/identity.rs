@@ -46,6 +46,19 @@ impl SignedIdentity {
     /// Whether a signature claiming `signed` is acceptable for the image known as `image`
     /// (`None` when the image's transport gives it no Docker reference: only the `exact*`
     /// rules can match then).
+    ///
+    /// ```
+    /// use hoist_trust::{Named, SignedIdentity};
+    ///
+    /// let image = Named::parse("example.com/app@sha256:1111111111111111111111111111111111111111111111111111111111111111")?;
+    /// let signed = Named::parse("example.com/app:1")?;
+    /// // By digest, the default rule only wants the same repository…
+    /// assert!(SignedIdentity::MatchRepoDigestOrExact.matches(Some(&image), &signed));
+    /// // …and matchExact the same reference.
+    /// assert!(!SignedIdentity::MatchExact.matches(Some(&image), &signed));
+    /// assert!(!SignedIdentity::MatchRepository.matches(Some(&image), &Named::parse("example.com/other:1")?));
+    /// # Ok::<(), hoist_trust::TrustError>(())
+    /// ```
     pub fn matches(&self, image: Option<&Named>, signed: &Named) -> bool {
         match self {
             SignedIdentity::MatchExact => image.is_some_and(|i| match_exact(i, signed)),

@@ -11,6 +11,52 @@
 //!
 //! Everything here is pure logic over bytes the caller supplies, apart from reading the
 //! policy and key files the policy names.
+//!
+//! ```
+//! use hoist_trust::payload::{self, PayloadKind};
+//! use hoist_trust::sigstore::PrivateKey;
+//! use hoist_trust::{ImageSignature, Named, Policy, PolicyTarget, evaluate};
+//! use hoist_types::Digest;
+//!
+//! // A cosign-style key pair; the policy trusts the public half for one repository.
+//! let key = PrivateKey::generate();
+//! let dir = tempfile::tempdir()?;
+//! let key_path = dir.path().join("cosign.pub");
+//! std::fs::write(&key_path, key.public_pem())?;
+//! let policy = Policy::parse(
+//!     serde_json::json!({
+//!         "default": [{"type": "reject"}],
+//!         "transports": {"docker": {
+//!             "example.com/app": [{"type": "sigstoreSigned", "keyPath": key_path}]
+//!         }}
+//!     })
+//!     .to_string()
+//!     .as_bytes(),
+//! )?;
+//!
+//! // The image: its exact manifest bytes, and a signature claiming their digest.
+//! let image = Named::parse("example.com/app:1")?;
+//! let manifest = br#"{"schemaVersion":2,"layers":[]}"#;
+//! let claims = payload::build(PayloadKind::Cosign, &Digest::sha256_of(manifest), &image, None);
+//! let signature = ImageSignature::Cosign { signature: key.sign(&claims), payload: claims };
+//!
+//! let target = PolicyTarget::docker("docker", &image);
+//! let signed = evaluate(&policy, &target, manifest, std::slice::from_ref(&signature));
+//! assert!(signed.allowed(), "{signed:?}");
+//! assert_eq!(signed.scope, "transports.docker.\"example.com/app\"");
+//!
+//! // Without the signature, or for another manifest, the requirement fails.
+//! assert!(!evaluate(&policy, &target, manifest, &[]).allowed());
+//! let other = evaluate(&policy, &target, b"{}", &[signature]);
+//! assert!(other.check("example.com/app:1").is_err());
+//!
+//! // Other repositories fall to the default scope, which rejects.
+//! let elsewhere = PolicyTarget::docker("docker", &Named::parse("example.com/other")?);
+//! assert_eq!(evaluate(&policy, &elsewhere, manifest, &[]).scope, "default");
+//! # Ok::<(), Box<dyn std::error::Error>>(())
+//! ```
+
+#![warn(missing_docs)]
 
 pub mod evaluate;
 pub mod gpg;

@@ -171,6 +171,24 @@ impl PolicyTarget {
     ///
     /// Scopes: `host/ns/repo:tag` (or `@digest`), `host/ns/repo`, `host/ns`, `host`, then
     /// `*.d.example.com`, `*.example.com`, `*.com` for the host `a.d.example.com`.
+    ///
+    /// ```
+    /// use hoist_trust::{Named, PolicyTarget};
+    ///
+    /// let t = PolicyTarget::docker("docker", &Named::parse("a.example.com/ns/app:1")?);
+    /// assert_eq!(
+    ///     t.scopes,
+    ///     [
+    ///         "a.example.com/ns/app:1",
+    ///         "a.example.com/ns/app",
+    ///         "a.example.com/ns",
+    ///         "a.example.com",
+    ///         "*.example.com",
+    ///         "*.com",
+    ///     ]
+    /// );
+    /// # Ok::<(), hoist_trust::TrustError>(())
+    /// ```
     pub fn docker(transport: &str, reference: &Named) -> PolicyTarget {
         let mut scopes = Vec::new();
         if !reference.is_name_only() {
@@ -249,6 +267,27 @@ impl Policy {
     }
 
     /// Parses policy JSON. Errors carry an empty path; [`Policy::from_file`] fills it in.
+    ///
+    /// Parsing is strict, like containers/image's: an unknown key or requirement type, a
+    /// scope that is not valid for its transport, or an empty requirement list is
+    /// [`TrustError::PolicyInvalid`] naming the JSON path.
+    ///
+    /// ```
+    /// use hoist_trust::{Named, Policy, PolicyTarget, Requirement};
+    ///
+    /// let policy = Policy::parse(br#"{
+    ///     "default": [{"type": "insecureAcceptAnything"}],
+    ///     "transports": {"docker": {"example.com": [{"type": "reject"}]}}
+    /// }"#)?;
+    /// let target = PolicyTarget::docker("docker", &Named::parse("example.com/ns/app:1")?);
+    /// let (scope, reqs) = policy.requirements_for(&target);
+    /// assert_eq!(scope.to_string(), "transports.docker.\"example.com\"");
+    /// assert!(matches!(reqs, [Requirement::Reject]));
+    ///
+    /// assert!(Policy::parse(br#"{"default": [{"type": "acceptEverything"}]}"#).is_err());
+    /// assert!(Policy::parse(br#"{"default": []}"#).is_err());
+    /// # Ok::<(), hoist_trust::TrustError>(())
+    /// ```
     pub fn parse(bytes: &[u8]) -> Result<Policy, TrustError> {
         let fail = |reason: String| TrustError::PolicyInvalid {
             path: PathBuf::new(),
