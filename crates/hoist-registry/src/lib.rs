@@ -12,11 +12,41 @@
 //! # Ok(()) }
 //! ```
 //!
+//! Building a client does no network traffic, so its configuration can be checked
+//! without a registry:
+//!
+//! ```
+//! use std::time::Duration;
+//! use hoist_registry::{ClientOptions, Credentials, RegistryClient, RetryPolicy};
+//!
+//! let opts = ClientOptions {
+//!     credentials: Credentials::from_user_pass("ci:s3cret"),
+//!     read_timeout: Duration::from_secs(120),
+//!     retry: RetryPolicy { max_retries: 5, ..RetryPolicy::default() },
+//!     ..ClientOptions::default()
+//! };
+//! let hub = RegistryClient::new("docker.io", opts.clone())?;
+//! assert_eq!(hub.registry(), "docker.io");
+//!
+//! // A loopback registry is tried over https first, then plain http if it has no TLS;
+//! // `plain_http: Some(true)` goes straight to http.
+//! let local = RegistryClient::new(
+//!     "127.0.0.1:5000",
+//!     ClientOptions { plain_http: Some(true), ..opts },
+//! )?;
+//! assert!(local.base_url().starts_with("http://127.0.0.1:5000"));
+//!
+//! assert!(RegistryClient::new("bad host", ClientOptions::default()).is_err());
+//! # Ok::<(), hoist_registry::RegistryError>(())
+//! ```
+//!
 //! Security (guide §4): credentials go only to the registry's origin and to a token realm on
 //! the same host (or `auth.docker.io` for Docker Hub), over https or to loopback; redirects
 //! are followed by hand and lose `Authorization` when scheme, host or port change; https is
 //! never downgraded to http; a TLS error is never retried over plain HTTP. Bodies read into
 //! memory are bounded (manifests 4 MiB, token and error bodies 1 MiB).
+
+#![warn(missing_docs)]
 
 mod api;
 mod auth;
@@ -119,7 +149,19 @@ pub struct Credentials {
 }
 
 impl Credentials {
-    /// Parse `user:password` as `--creds` takes it (split at the first `:`).
+    /// Parse `user:password` as `--creds` takes it (split at the first `:`, so the
+    /// password may contain colons); `None` without a colon or with an empty user.
+    ///
+    /// ```
+    /// use hoist_registry::Credentials;
+    ///
+    /// let c = Credentials::from_user_pass("bot:pa:ss").unwrap();
+    /// assert_eq!((c.username.as_str(), c.password.as_str()), ("bot", "pa:ss"));
+    /// assert!(Credentials::from_user_pass(":nouser").is_none());
+    /// assert!(Credentials::from_user_pass("nopassword").is_none());
+    /// // The Debug form never shows the password.
+    /// assert!(!format!("{c:?}").contains("pa:ss"));
+    /// ```
     pub fn from_user_pass(s: &str) -> Option<Credentials> {
         let (u, p) = s.split_once(':')?;
         (!u.is_empty()).then(|| Credentials {

@@ -181,8 +181,31 @@ pub struct MirrorConfig {
 }
 
 /// The files [`MirrorConfig`] is read from. [`MirrorSources::from_env`] gives the
-/// documented defaults; tests point them elsewhere.
+/// documented defaults; [`MirrorSources::none`] none, to fill in field by field.
+///
+/// ```
+/// use hoist_registry::MirrorSources;
+///
+/// let dir = tempfile::tempdir()?;
+/// let file = dir.path().join("config.toml");
+/// std::fs::write(&file, r#"
+///     [registry."docker.io"]
+///     mirrors = ["http://127.0.0.1:5001/hub", { url = "https://cache.internal", tags = false }]
+/// "#)?;
+/// let mut sources = MirrorSources::none();
+/// sources.hoist_files.push(file);
+/// let config = sources.load()?;
+///
+/// let mirrors = config.mirrors_for("docker.io", "library/alpine");
+/// assert_eq!(mirrors[0].endpoint.host, "127.0.0.1:5001");
+/// assert_eq!(mirrors[0].endpoint.plain_http, Some(true));
+/// assert_eq!(mirrors[0].repository, "hub/library/alpine");
+/// assert!(!mirrors[1].resolve_tags);
+/// assert!(config.mirrors_for("ghcr.io", "o/r").is_empty());
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct MirrorSources {
     /// hoist config files, later ones overriding earlier ones.
     pub hoist_files: Vec<PathBuf>,

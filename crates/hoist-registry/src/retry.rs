@@ -62,6 +62,20 @@ impl RetryPolicy {
     /// The wait before retry number `retry` (from 1): `initial_delay * 2^(retry-1)`, at
     /// most `max_delay`, scaled into `[d/2, d]` by `jitter` (in `[0, 1)`). A server's
     /// `Retry-After`, capped at `max_retry_after`, is used instead when it is longer.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use hoist_registry::RetryPolicy;
+    ///
+    /// let p = RetryPolicy::default(); // 500 ms first, doubling, at most 30 s
+    /// assert_eq!(p.delay(1, None, 1.0), Duration::from_millis(500));
+    /// assert_eq!(p.delay(3, None, 1.0), Duration::from_secs(2));
+    /// assert_eq!(p.delay(3, None, 0.0), Duration::from_secs(1)); // jitter: [d/2, d]
+    /// assert_eq!(p.delay(20, None, 1.0), Duration::from_secs(30));
+    /// // A server's Retry-After wins when longer, up to max_retry_after (60 s).
+    /// assert_eq!(p.delay(1, Some(Duration::from_secs(10)), 1.0), Duration::from_secs(10));
+    /// assert_eq!(p.delay(1, Some(Duration::from_secs(600)), 1.0), Duration::from_secs(60));
+    /// ```
     pub fn delay(&self, retry: u32, retry_after: Option<Duration>, jitter: f64) -> Duration {
         let exp = retry.saturating_sub(1).min(30);
         let base = self
