@@ -15,7 +15,7 @@ pub(crate) const REALM_CHALLENGE: &str = "Basic realm=\"hoist serve\", charset=\
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
     /// The listening socket could not be bound.
-    #[error("cannot listen on {addr}: {source}")]
+    #[error("cannot listen on {addr}")]
     Bind {
         /// The address asked for.
         addr: SocketAddr,
@@ -23,7 +23,7 @@ pub enum ServeError {
         source: std::io::Error,
     },
     /// Accepting or serving connections failed.
-    #[error("serving on {addr}: {source}")]
+    #[error("serving on {addr} failed")]
     Serve {
         /// The listening address.
         addr: SocketAddr,
@@ -40,7 +40,7 @@ pub enum ServeError {
         what: String,
     },
     /// A file of the configuration could not be read.
-    #[error("reading {path}: {source}")]
+    #[error("cannot read {}", path.display())]
     ReadConfig {
         /// The file.
         path: PathBuf,

@@ -85,6 +85,41 @@
 //! and writing are).
 //! Each request is reported once, when its body is done, through
 //! [`Server::on_request`].
+//!
+//! # Example
+//!
+//! Serve a store on a free loopback port, ask it `GET /v2/`, stop it:
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::io::{Read, Write};
+//!
+//! let dir = tempfile::tempdir()?;
+//! let store = hoist_store::Store::open(dir.path())?;
+//! let runtime = tokio::runtime::Runtime::new()?;
+//! let opts = hoist_serve::ServeOptions {
+//!     listen: "127.0.0.1:0".parse()?,
+//!     ..Default::default()
+//! };
+//! let server = runtime.block_on(hoist_serve::Server::bind(store, opts))?;
+//! let addr = server.local_addr();
+//! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+//! let running = runtime.spawn(server.run(async {
+//!     let _ = stopped.await;
+//! }));
+//!
+//! let mut conn = std::net::TcpStream::connect(addr)?;
+//! write!(conn, "GET /v2/ HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n")?;
+//! let mut answer = String::new();
+//! conn.read_to_string(&mut answer)?;
+//! assert!(answer.starts_with("HTTP/1.1 200"), "{answer}");
+//!
+//! let _ = stop.send(());
+//! runtime.block_on(running)??;
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
 
 mod api;
 mod auth;
