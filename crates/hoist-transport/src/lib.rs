@@ -5,6 +5,63 @@
 //! resume within and across runs, parallel Range downloads of large blobs, one download per
 //! blob across processes, mirrors) is that engine from a registry into the store;
 //! `hoist save`/`hoist load` and inspect sit beside it.
+//!
+//! A copy between two `oci:` layouts, without a network (the source layout is made with
+//! [`hoist_store::Store`], itself an OCI layout):
+//!
+//! ```
+//! use hoist_store::{ImageCommit, Store};
+//! use hoist_transport::copy::{CopyOptions, copy};
+//! use hoist_transport::transports::ImageRef;
+//! use hoist_transport::transports::any::{AnyDestination, AnySource, OpenOptions};
+//! use hoist_types::{Descriptor, Digest, MediaType, NoProgress, Reference};
+//!
+//! # #[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+//! # async fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! let dir = tempfile::tempdir()?;
+//! let src_dir = dir.path().join("src");
+//!
+//! // An image in the source layout: one layer, a config, a manifest, named `demo:1`.
+//! let store = Store::open(&src_dir)?;
+//! let layer = b"layer bytes".as_slice();
+//! let layer_digest = Digest::sha256_of(layer);
+//! store.put_blob(&layer_digest, layer)?;
+//! let config = format!(
+//!     r#"{{"architecture":"amd64","os":"linux","rootfs":{{"type":"layers","diff_ids":["{}"]}}}}"#,
+//!     Digest::sha256_of(b"diff"),
+//! );
+//! let config_digest = Digest::sha256_of(config.as_bytes());
+//! store.put_blob(&config_digest, config.as_bytes())?;
+//! let manifest = format!(
+//!     r#"{{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"{config_digest}","size":{}}},"layers":[{{"mediaType":"application/vnd.oci.image.layer.v1.tar+gzip","digest":"{layer_digest}","size":{}}}]}}"#,
+//!     config.len(),
+//!     layer.len(),
+//! );
+//! let manifest_digest = Digest::sha256_of(manifest.as_bytes());
+//! store.put_blob(&manifest_digest, manifest.as_bytes())?;
+//! store.commit_image(ImageCommit {
+//!     name: Some(Reference::parse("example.com/demo:1")?),
+//!     manifest: Descriptor::new(MediaType::OciManifest, manifest_digest.clone(), manifest.len() as u64),
+//!     index: None,
+//!     source: None,
+//! })?;
+//!
+//! // Copy it to a second layout under another name.
+//! let from = ImageRef::Oci { dir: src_dir, name: Some("example.com/demo:1".into()) };
+//! let to = ImageRef::parse(&format!("oci:{}:demo", dir.path().join("dst").display()))?;
+//! let open = OpenOptions::default();
+//! let src = AnySource::open(&from, &open).await?;
+//! let dst = AnyDestination::open(&to, &open).await?;
+//! let report = copy(&src, dst, &CopyOptions::default(), &NoProgress).await?;
+//!
+//! // Nothing was changed, so the manifest is byte for byte the same: same digest.
+//! assert_eq!(report.digest, Some(manifest_digest));
+//! assert_eq!(report.blobs_copied, 2); // the config and the layer
+//! # Ok(())
+//! # }
+//! ```
+
+#![warn(missing_docs)]
 
 pub mod convert;
 pub mod copy;

@@ -115,6 +115,28 @@ pub enum ImageRef {
 impl ImageRef {
     /// Parse `transport:reference`; a string whose prefix is no transport name is a
     /// `hoist:` reference.
+    ///
+    /// # Errors
+    ///
+    /// [`TransportError::InvalidImageRef`] naming the input and what is wrong with it (an
+    /// invalid image reference after `docker://`, an empty path, a bad name or `@N`).
+    ///
+    /// ```
+    /// use std::path::PathBuf;
+    /// use hoist_transport::transports::{ImageRef, Transport};
+    ///
+    /// let r = ImageRef::parse("docker://alpine")?;
+    /// assert_eq!(r.transport(), Transport::Docker);
+    /// assert_eq!(r.to_string(), "docker://docker.io/library/alpine:latest");
+    ///
+    /// assert_eq!(
+    ///     ImageRef::parse("oci:/srv/layout:app")?,
+    ///     ImageRef::Oci { dir: PathBuf::from("/srv/layout"), name: Some("app".into()) },
+    /// );
+    /// // No transport prefix: an image in the store.
+    /// assert_eq!(ImageRef::parse("alpine:3")?, ImageRef::Hoist { name: "alpine:3".into() });
+    /// # Ok::<(), hoist_transport::TransportError>(())
+    /// ```
     pub fn parse(s: &str) -> Result<ImageRef, TransportError> {
         let bad = |reason: &str| TransportError::InvalidImageRef {
             input: s.to_owned(),
