@@ -30,6 +30,10 @@ impl Drop for Serve {
 }
 
 fn serve(dir: &TempDir) -> Serve {
+    serve_with(dir, &[])
+}
+
+fn serve_with(dir: &TempDir, extra: &[&str]) -> Serve {
     let log = dir.path().join("serve.log");
     let mut child = support::hoist_std(dir.path())
         .args([
@@ -40,6 +44,7 @@ fn serve(dir: &TempDir) -> Serve {
             "--retry-delay",
             "10ms",
         ])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(std::fs::File::create(&log).unwrap())
         .spawn()
@@ -382,5 +387,58 @@ fn pull_through_of_corrupt_upstream_bytes_never_completes_a_body_and_stores_noth
     );
     assert_store_verified(&dir);
     drop(srv);
+    support::assert_fsck_clean(dir.path(), &support::store(dir.path()));
+}
+
+/// The trust policy is enforced on pull-through: an image the policy refuses is neither
+/// served nor pulled, and the upstream is never asked for its blobs.
+#[test]
+fn pull_through_under_a_policy_that_refuses_serves_and_stores_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let fake = FakeRegistry::start();
+    let built = big_image(64 << 10);
+    fake.push_image("ns/app", "1.0", &built);
+    let policy = dir.path().join("policy.json");
+    std::fs::write(&policy, r#"{"default":[{"type":"reject"}]}"#).unwrap();
+    let srv = serve_with(&dir, &["--policy", policy.to_str().unwrap()]);
+    let ns = format!("?ns={}", fake.host_port());
+
+    let m = get(&srv.addr, &format!("/v2/ns/app/manifests/1.0{ns}"));
+    assert_eq!(m.status, 403, "a refused image was answered {}", m.status);
+    // The distribution-spec's DENIED, with the policy's reason.
+    let mut body = String::new();
+    let mut m = m;
+    m.body.read_to_string(&mut body).unwrap();
+    assert!(
+        body.contains("\"DENIED\"") && body.contains("reject"),
+        "{body}"
+    );
+    let by_digest = get(
+        &srv.addr,
+        &format!("/v2/ns/app/manifests/{}{ns}", built.manifest.digest),
+    );
+    assert!(
+        (400..500).contains(&by_digest.status),
+        "{}",
+        by_digest.status
+    );
+    for layer in &built.layers {
+        let b = get(
+            &srv.addr,
+            &format!("/v2/ns/app/blobs/{}{ns}", layer.blob.digest),
+        );
+        assert!((400..500).contains(&b.status), "{}", b.status);
+        assert_eq!(
+            fake.blob_gets(&layer.blob.digest),
+            0,
+            "a refused blob was fetched"
+        );
+    }
+    // Nothing arrives later either.
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(stored_images(&dir), serde_json::json!([]));
+    let blobs = support::store(dir.path()).join("blobs/sha256");
+    let stored = std::fs::read_dir(&blobs).map_or(0, |d| d.count());
+    assert_eq!(stored, 0, "blobs were stored for a refused image");
     support::assert_fsck_clean(dir.path(), &support::store(dir.path()));
 }

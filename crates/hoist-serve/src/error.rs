@@ -152,6 +152,9 @@ pub enum ApiError {
     /// The upstream registry could not deliver (pull-through).
     #[error("upstream: {0}")]
     Upstream(String),
+    /// The trust policy refuses the image (pull-through): 403 `DENIED`.
+    #[error("denied by the trust policy: {0}")]
+    Denied(String),
 }
 
 impl ApiError {
@@ -176,6 +179,7 @@ impl ApiError {
             ApiError::ManifestBlobUnknown { .. } => "MANIFEST_BLOB_UNKNOWN",
             ApiError::Internal(_) => "UNKNOWN",
             ApiError::Upstream(_) => "UNKNOWN",
+            ApiError::Denied(_) => "DENIED",
         }
     }
 
@@ -200,6 +204,7 @@ impl ApiError {
             | ApiError::ManifestBlobUnknown { .. } => StatusCode::BAD_REQUEST,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
             ApiError::Upstream(_) => StatusCode::BAD_GATEWAY,
+            ApiError::Denied(_) => StatusCode::FORBIDDEN,
         }
     }
 }

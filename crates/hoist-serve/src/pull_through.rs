@@ -84,7 +84,8 @@ type DigestKey = (String, String, Digest);
 pub(crate) enum PullState {
     Running,
     Done(Instant),
-    Failed(String, Instant),
+    /// How it failed, as answered to a client (`Upstream`, or `Denied` by the policy).
+    Failed(ApiError, Instant),
 }
 
 /// A manifest fetched upstream, answered before its image is in the store.
@@ -259,7 +260,7 @@ impl PullThrough {
                 .with_registries_d(self.opts.registries_d.clone())
                 .enforce_manifest(&AnySource::Docker(src), &m.digest, &m.bytes)
                 .await
-                .map_err(|e| ApiError::Upstream(format!("{r}: {}", error_chain(&e))))?;
+                .map_err(|e| ApiError::Denied(format!("{r}: {}", error_chain(&e))))?;
         }
         Ok(m)
     }
@@ -399,7 +400,11 @@ impl PullThrough {
                 Err(e) => {
                     let msg = format!("pulling {r}: {}", error_chain(&e));
                     tracing::warn!("pull-through: {msg}");
-                    PullState::Failed(msg, Instant::now())
+                    let e = match e {
+                        hoist_transport::TransportError::Trust(_) => ApiError::Denied(msg),
+                        _ => ApiError::Upstream(msg),
+                    };
+                    PullState::Failed(e, Instant::now())
                 }
             };
             tx.send_replace(state);
@@ -412,7 +417,7 @@ impl PullThrough {
         let rx = self.ensure_pull(store, r);
         match wait_pull(rx, PULL_WAIT).await {
             PullState::Done(_) => Ok(()),
-            PullState::Failed(msg, _) => Err(ApiError::Upstream(msg)),
+            PullState::Failed(e, _) => Err(e),
             PullState::Running => Err(ApiError::Upstream(format!(
                 "pulling {r}: not done after {PULL_WAIT:?}"
             ))),
@@ -496,9 +501,10 @@ pub(crate) async fn wait_pull(mut rx: watch::Receiver<PullState>, limit: Duratio
             if rx.changed().await.is_err() {
                 let s = rx.borrow().clone();
                 return match s {
-                    PullState::Running => {
-                        PullState::Failed("the pull ended without a result".into(), Instant::now())
-                    }
+                    PullState::Running => PullState::Failed(
+                        ApiError::Upstream("the pull ended without a result".into()),
+                        Instant::now(),
+                    ),
                     s => s,
                 };
             }
@@ -583,7 +589,7 @@ impl Tail {
             }
             if last_look {
                 let why = match &*self.pull.borrow() {
-                    PullState::Failed(msg, _) => msg.clone(),
+                    PullState::Failed(e, _) => e.to_string(),
                     _ => "the pull ended without this blob".to_owned(),
                 };
                 return Err(std::io::Error::other(why));

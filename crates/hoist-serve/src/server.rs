@@ -604,8 +604,8 @@ async fn blob(
                 Some(BlobAnswer::Pulling { pull, .. }) if headers.contains_key(header::RANGE) => {
                     // A Range of a blob being pulled: served from the store once it is
                     // there (the partial download is only read in order, hashed).
-                    if let PullState::Failed(msg, _) = wait_pull(pull, PULL_WAIT).await {
-                        return Err(ApiError::Upstream(msg));
+                    if let PullState::Failed(e, _) = wait_pull(pull, PULL_WAIT).await {
+                        return Err(e);
                     }
                     let file = open_blob(&store, digest).await?.ok_or_else(unknown)?;
                     file_response(file, digest, headers, head, store)
@@ -615,7 +615,7 @@ async fn blob(
                 {
                     // The pull failed moments ago: an error, not a body that breaks off.
                     match &*pull.borrow() {
-                        PullState::Failed(msg, _) => Err(ApiError::Upstream(msg.clone())),
+                        PullState::Failed(e, _) => Err(e.clone()),
                         _ => Err(unknown()),
                     }
                 }
