@@ -31,6 +31,61 @@
 //!
 //! The rootfs cache in the store ([`cache`]) and OCI runtime bundles ([`bundle`]) live here
 //! too. Libraries never print: progress and warnings go through [`hoist_types::Progress`].
+//!
+//! # Example
+//!
+//! A gzip layer read as every consumer reads it: decompressed and hashed into its diff ID
+//! in one pass, its entries parsed by the one [`TarReader`] under [`Limits`]:
+//!
+//! ```
+//! # fn main() -> Result<(), Box<dyn std::error::Error>> {
+//! use std::io::Write;
+//!
+//! use hoist_types::{Algorithm, Digest, MediaType, NoProgress};
+//! use hoist_unpack::{EntryKind, LayerStream, Limits, TarReader};
+//!
+//! // A layer: a directory and a file, as a tar, gzip-compressed.
+//! let mut tar = tar::Builder::new(Vec::new());
+//! let mut dir = tar::Header::new_ustar();
+//! dir.set_entry_type(tar::EntryType::Directory);
+//! dir.set_mode(0o755);
+//! dir.set_size(0);
+//! tar.append_data(&mut dir, "etc/", std::io::empty())?;
+//! let mut file = tar::Header::new_ustar();
+//! file.set_mode(0o644);
+//! file.set_size(6);
+//! tar.append_data(&mut file, "etc/hostname", &b"hoist\n"[..])?;
+//! let plain = tar.into_inner()?;
+//! let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+//! gz.write_all(&plain)?;
+//! let blob = gz.finish()?;
+//!
+//! let limits = Limits::default();
+//! let mut layer = LayerStream::open(
+//!     &blob[..],
+//!     &MediaType::OciLayerGzip,
+//!     Algorithm::Sha256,
+//!     &limits,
+//!     None,
+//!     &NoProgress,
+//! )?;
+//! let mut names = Vec::new();
+//! {
+//!     let mut entries = TarReader::new(&mut layer, &limits);
+//!     while let Some(entry) = entries.next_entry()? {
+//!         let kind = if entry.kind == EntryKind::Dir { "dir" } else { "file" };
+//!         names.push(format!("{kind} {}", String::from_utf8_lossy(&entry.path)));
+//!     }
+//! }
+//! assert_eq!(names, ["dir etc", "file etc/hostname"]);
+//! // The diff ID is the digest of the uncompressed tar.
+//! let (diff_id, size) = layer.finish(true)?;
+//! assert_eq!(diff_id, Digest::sha256_of(&plain));
+//! assert_eq!(size, plain.len() as u64);
+//! # Ok(()) }
+//! ```
+
+#![warn(missing_docs)]
 
 mod apply;
 pub mod bundle;
