@@ -25,6 +25,7 @@ use crate::{LAYOUT_VERSION, Store, StoreError};
 
 /// How [`Store::fsck`] runs.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct FsckOptions {
     /// Remove what is corrupt or orphaned, and rewrite `index.json`.
     pub repair: bool,
@@ -327,7 +328,8 @@ impl Store {
     /// store.put_blob(&Digest::sha256_of(b"orphan"), b"orphan")?;
     /// let report = store.fsck(&FsckOptions::default())?;
     /// assert_eq!(report.problems[0].kind, ProblemKind::OrphanBlob);
-    /// let repair = FsckOptions { repair: true, ..FsckOptions::default() };
+    /// let mut repair = FsckOptions::default();
+    /// repair.repair = true;
     /// assert_eq!(store.fsck(&repair)?.unrepaired(), 0);
     /// assert!(store.fsck(&FsckOptions::default())?.is_clean());
     /// # Ok::<(), Box<dyn std::error::Error>>(())

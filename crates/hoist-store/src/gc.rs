@@ -21,6 +21,7 @@ use crate::{Store, StoreError};
 
 /// How [`Store::gc`] runs.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct GcOptions {
     /// Report what would go, remove nothing.
     pub dry_run: bool,

@@ -39,21 +39,15 @@ fn leased_work_survives_gc_and_garbage_goes_after() {
 
     // Unleased, uncommitted blobs are garbage.
     let loose = build(&s, &Spec::new("loose", &[b"loose-own"]));
-    let dry = s
-        .gc(&GcOptions {
-            dry_run: true,
-            ..GcOptions::default()
-        })
-        .unwrap();
+    let mut dry_run = GcOptions::default();
+    dry_run.dry_run = true;
+    let dry = s.gc(&dry_run).unwrap();
     assert_eq!(dry.blobs.count, 3, "config, manifest, layer");
     assert!(s.blob_path(&loose.config.digest).exists(), "dry run");
     // A grace period keeps fresh blobs.
-    let graced = s
-        .gc(&GcOptions {
-            blob_grace: std::time::Duration::from_secs(3600),
-            ..GcOptions::default()
-        })
-        .unwrap();
+    let mut grace = GcOptions::default();
+    grace.blob_grace = std::time::Duration::from_secs(3600);
+    let graced = s.gc(&grace).unwrap();
     assert_eq!(graced.blobs.count, 0);
     let done = gc(&s);
     assert_eq!(done.blobs, dry.blobs);

@@ -441,12 +441,9 @@ fn forget_view(s: &Store, id: &Digest, docker: &Descriptor, view: &Descriptor) {
 }
 
 fn kinds(s: &Store, repair: bool) -> Vec<hoist_store::ProblemKind> {
-    let f = s
-        .fsck(&hoist_store::FsckOptions {
-            repair,
-            ..Default::default()
-        })
-        .unwrap();
+    let mut opts = hoist_store::FsckOptions::default();
+    opts.repair = repair;
+    let f = s.fsck(&opts).unwrap();
     f.problems.iter().map(|p| p.kind).collect()
 }
 

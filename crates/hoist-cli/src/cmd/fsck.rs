@@ -28,11 +28,11 @@ pub struct Args {
 /// 2 when problems remain.
 pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
     let store = g.open_store()?;
+    let mut opts = FsckOptions::default();
+    opts.repair = a.repair;
+    opts.jobs = a.jobs;
     let report = store
-        .fsck(&FsckOptions {
-            repair: a.repair,
-            jobs: a.jobs,
-        })
+        .fsck(&opts)
         .with_context(|| format!("checking the store at {}", store.root().display()))?;
     if a.format == Format::Json {
         print_json(&report)?;

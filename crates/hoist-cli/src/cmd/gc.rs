@@ -36,11 +36,10 @@ fn line(label: &str, a: Amount) -> String {
 /// Run it.
 pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
     let store = g.open_store()?;
-    let opts = GcOptions {
-        dry_run: a.dry_run,
-        blob_grace: a.grace.unwrap_or(Duration::ZERO),
-        ingest_grace: a.ingest_grace.unwrap_or(DEFAULT_INGEST_GRACE),
-    };
+    let mut opts = GcOptions::default();
+    opts.dry_run = a.dry_run;
+    opts.blob_grace = a.grace.unwrap_or(Duration::ZERO);
+    opts.ingest_grace = a.ingest_grace.unwrap_or(DEFAULT_INGEST_GRACE);
     let report = store.gc(&opts).with_context(|| {
         format!(
             "collecting garbage in {} (if a record is broken, run `hoist fsck --repair`)",
