@@ -135,20 +135,15 @@ pub fn parse_duration(s: &str) -> Result<Duration, String> {
 impl RegistryArgs {
     /// The registry client options these arguments describe.
     pub fn client_options(&self) -> anyhow::Result<ClientOptions> {
-        let mut o = ClientOptions {
-            tls_verify: self.tls_verify,
-            cert_dir: self.cert_dir.clone(),
-            auth_file: self.authfile.clone(),
-            connect_timeout: Duration::from_secs(self.connect_timeout),
-            read_timeout: self.read_timeout,
-            retry: RetryPolicy {
-                max_retries: self.retry_times,
-                initial_delay: self.retry_delay,
-                max_delay: self.retry_delay.max(RetryPolicy::default().max_delay),
-                ..RetryPolicy::default()
-            },
-            ..ClientOptions::default()
-        };
+        let mut o = ClientOptions::default();
+        o.tls_verify = self.tls_verify;
+        o.cert_dir = self.cert_dir.clone();
+        o.auth_file = self.authfile.clone();
+        o.connect_timeout = Duration::from_secs(self.connect_timeout);
+        o.read_timeout = self.read_timeout;
+        o.retry.max_retries = self.retry_times;
+        o.retry.initial_delay = self.retry_delay;
+        o.retry.max_delay = self.retry_delay.max(RetryPolicy::default().max_delay);
         if self.plain_http {
             o.plain_http = Some(true);
         }

@@ -19,21 +19,19 @@
 //! use std::time::Duration;
 //! use hoist_registry::{ClientOptions, Credentials, RegistryClient, RetryPolicy};
 //!
-//! let opts = ClientOptions {
-//!     credentials: Credentials::from_user_pass("ci:s3cret"),
-//!     read_timeout: Duration::from_secs(120),
-//!     retry: RetryPolicy { max_retries: 5, ..RetryPolicy::default() },
-//!     ..ClientOptions::default()
-//! };
+//! // The option structs are `#[non_exhaustive]`: start from `default()`, set fields.
+//! let mut opts = ClientOptions::default();
+//! opts.credentials = Credentials::from_user_pass("ci:s3cret");
+//! opts.read_timeout = Duration::from_secs(120);
+//! opts.retry.max_retries = 5;
 //! let hub = RegistryClient::new("docker.io", opts.clone())?;
 //! assert_eq!(hub.registry(), "docker.io");
+//! assert_ne!(opts.retry, RetryPolicy::default());
 //!
 //! // A loopback registry is tried over https first, then plain http if it has no TLS;
-//! // `plain_http: Some(true)` goes straight to http.
-//! let local = RegistryClient::new(
-//!     "127.0.0.1:5000",
-//!     ClientOptions { plain_http: Some(true), ..opts },
-//! )?;
+//! // `plain_http = Some(true)` goes straight to http.
+//! opts.plain_http = Some(true);
+//! let local = RegistryClient::new("127.0.0.1:5000", opts)?;
 //! assert!(local.base_url().starts_with("http://127.0.0.1:5000"));
 //!
 //! assert!(RegistryClient::new("bad host", ClientOptions::default()).is_err());
@@ -82,6 +80,7 @@ pub const MAX_PAGES: usize = 10_000;
 
 /// Options for a [`RegistryClient`].
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ClientOptions {
     /// Verify the server's certificate (default). `false` accepts any certificate, as
     /// `--tls-verify=false` asks.

@@ -19,6 +19,7 @@ use crate::RegistryError;
 /// How failed requests are retried: exponential backoff with jitter, `Retry-After`
 /// honoured up to a cap, a bounded number of retries and a bounded total time.
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct RetryPolicy {
     /// Retries after the first attempt (`--retry-times`); 0 turns retries off.
     pub max_retries: u32,

@@ -77,6 +77,7 @@ use crate::{BlobBody, RegistryClient, RegistryError};
 
 /// How blobs are uploaded (part of [`ClientOptions`](crate::ClientOptions)).
 #[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
 pub struct UploadOptions {
     /// Blobs smaller than this go in one `PUT`; larger ones in chunks. Default 16 MiB.
     pub monolithic_threshold: u64,

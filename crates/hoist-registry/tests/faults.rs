@@ -10,13 +10,13 @@ use hoist_testkit::images::{self, seeded_bytes, sha256_digest};
 use hoist_types::{Descriptor, Digest, MediaType};
 
 fn policy(retries: u32) -> RetryPolicy {
-    RetryPolicy {
-        max_retries: retries,
-        initial_delay: Duration::from_millis(20),
-        max_delay: Duration::from_millis(100),
-        max_retry_after: Duration::from_secs(3),
-        max_elapsed: Duration::from_secs(30),
-    }
+    let mut p = RetryPolicy::default();
+    p.max_retries = retries;
+    p.initial_delay = Duration::from_millis(20);
+    p.max_delay = Duration::from_millis(100);
+    p.max_retry_after = Duration::from_secs(3);
+    p.max_elapsed = Duration::from_secs(30);
+    p
 }
 
 /// An empty credentials file, so the host's are never read.
@@ -31,14 +31,13 @@ fn no_auth_file() -> std::path::PathBuf {
 }
 
 fn opts(retries: u32) -> ClientOptions {
-    ClientOptions {
-        connect_timeout: Duration::from_secs(5),
-        read_timeout: Duration::from_secs(5),
-        certs_d_roots: vec![],
-        auth_file: Some(no_auth_file()),
-        retry: policy(retries),
-        ..ClientOptions::default()
-    }
+    let mut o = ClientOptions::default();
+    o.connect_timeout = Duration::from_secs(5);
+    o.read_timeout = Duration::from_secs(5);
+    o.certs_d_roots = vec![];
+    o.auth_file = Some(no_auth_file());
+    o.retry = policy(retries);
+    o
 }
 
 struct Env {

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use hoist_registry::{
-    BlobBody, ClientOptions, Credentials, MountOutcome, RegistryClient, RegistryError, RetryPolicy,
+    BlobBody, ClientOptions, Credentials, MountOutcome, RegistryClient, RegistryError,
     SharedProgress, UploadMethod, UploadOptions,
 };
 use hoist_testkit::fake::{FakeRegistry, Fault, TokenAuth};
@@ -32,35 +32,34 @@ fn no_auth_file() -> std::path::PathBuf {
 }
 
 fn opts() -> ClientOptions {
-    ClientOptions {
-        connect_timeout: Duration::from_secs(5),
-        read_timeout: Duration::from_secs(20),
-        certs_d_roots: vec![],
-        auth_file: Some(no_auth_file()),
-        retry: RetryPolicy {
-            max_retries: 3,
-            initial_delay: Duration::from_millis(20),
-            max_delay: Duration::from_millis(100),
-            max_retry_after: Duration::from_secs(2),
-            max_elapsed: Duration::from_secs(30),
-        },
-        upload: UploadOptions {
-            monolithic_threshold: 16 * MIB,
-            chunk_size: 8 * MIB,
-        },
-        ..ClientOptions::default()
-    }
+    let mut o = ClientOptions::default();
+    o.connect_timeout = Duration::from_secs(5);
+    o.read_timeout = Duration::from_secs(20);
+    o.certs_d_roots = vec![];
+    o.auth_file = Some(no_auth_file());
+    o.retry.max_retries = 3;
+    o.retry.initial_delay = Duration::from_millis(20);
+    o.retry.max_delay = Duration::from_millis(100);
+    o.retry.max_retry_after = Duration::from_secs(2);
+    o.retry.max_elapsed = Duration::from_secs(30);
+    o.upload = upload(16 * MIB, 8 * MIB);
+    o
+}
+
+fn upload(monolithic_threshold: u64, chunk_size: u64) -> UploadOptions {
+    let mut u = UploadOptions::default();
+    u.monolithic_threshold = monolithic_threshold;
+    u.chunk_size = chunk_size;
+    u
 }
 
 fn client_for(reg: &Registry) -> RegistryClient {
-    let o = ClientOptions {
-        cert_dir: reg.cert_dir().map(Into::into),
-        credentials: reg.credentials().map(|(u, p)| Credentials {
-            username: u.into(),
-            password: p.into(),
-        }),
-        ..opts()
-    };
+    let mut o = opts();
+    o.cert_dir = reg.cert_dir().map(Into::into);
+    o.credentials = reg.credentials().map(|(u, p)| Credentials {
+        username: u.into(),
+        password: p.into(),
+    });
     RegistryClient::new(&reg.host_port(), o).unwrap()
 }
 
@@ -428,13 +427,11 @@ async fn tls_and_basic_auth() {
         .unwrap();
     assert_eq!((p.method, p.data_requests), (UploadMethod::Chunked, 3));
     // Without credentials: refused.
-    let anon = RegistryClient::new(
-        &reg.host_port(),
-        ClientOptions {
-            cert_dir: reg.cert_dir().map(Into::into),
-            ..opts()
-        },
-    )
+    let anon = RegistryClient::new(&reg.host_port(), {
+        let mut o = opts();
+        o.cert_dir = reg.cert_dir().map(Into::into);
+        o
+    })
     .unwrap();
     let e = anon
         .push_blob("secure/app", &d, BlobBody::from_bytes(Vec::new()))
@@ -446,13 +443,8 @@ async fn tls_and_basic_auth() {
 // ---- The fault-injecting fake ----
 
 fn fake_client(fake: &FakeRegistry, chunk: u64) -> RegistryClient {
-    let o = ClientOptions {
-        upload: UploadOptions {
-            monolithic_threshold: chunk,
-            chunk_size: chunk,
-        },
-        ..opts()
-    };
+    let mut o = opts();
+    o.upload = upload(chunk, chunk);
     RegistryClient::new(&fake.host_port(), o).unwrap()
 }
 
@@ -527,17 +519,12 @@ async fn chunked_uploads_resume_after_5xx() {
     let fake = FakeRegistry::start();
     fake.accept_pushes(true);
     let rec = Arc::new(Recorder::default());
-    let c = RegistryClient::new(
-        &fake.host_port(),
-        ClientOptions {
-            upload: UploadOptions {
-                monolithic_threshold: MIB,
-                chunk_size: MIB,
-            },
-            progress: Some(SharedProgress(rec.clone())),
-            ..opts()
-        },
-    )
+    let c = RegistryClient::new(&fake.host_port(), {
+        let mut o = opts();
+        o.upload = upload(MIB, MIB);
+        o.progress = Some(SharedProgress(rec.clone()));
+        o
+    })
     .unwrap();
     let data = seeded_bytes(4 * MIB as usize, 8);
     let d = blob_desc(&data);

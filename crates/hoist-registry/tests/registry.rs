@@ -11,13 +11,19 @@ use support::{AuthMode, Config, Served, Server, St, sha256};
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 
 fn opts() -> ClientOptions {
-    ClientOptions {
-        connect_timeout: Duration::from_secs(5),
-        read_timeout: Duration::from_secs(10),
-        // These tests look at single answers; retries have their own tests.
-        retry: hoist_registry::RetryPolicy::none(),
-        ..ClientOptions::default()
-    }
+    let mut o = ClientOptions::default();
+    o.connect_timeout = Duration::from_secs(5);
+    o.read_timeout = Duration::from_secs(10);
+    // These tests look at single answers; retries have their own tests.
+    o.retry = hoist_registry::RetryPolicy::none();
+    o
+}
+
+/// [`opts`] with some fields changed.
+fn opts_with(change: impl FnOnce(&mut ClientOptions)) -> ClientOptions {
+    let mut o = opts();
+    change(&mut o);
+    o
 }
 
 fn creds(u: &str, p: &str) -> Option<Credentials> {
@@ -113,13 +119,7 @@ async fn bearer_with_basic_credentials() {
     })
     .await;
     let (_, cfg) = sample(&s.st, "app", "latest");
-    let c = client(
-        &s,
-        ClientOptions {
-            credentials: creds("alice", "s3cret"),
-            ..opts()
-        },
-    );
+    let c = client(&s, opts_with(|o| o.credentials = creds("alice", "s3cret")));
     c.ping().await.unwrap();
     c.get_manifest("app", "latest").await.unwrap();
     c.get_blob_bytes("app", &cfg, 1 << 20).await.unwrap();
@@ -146,13 +146,7 @@ async fn bad_credentials_are_unauthorized() {
     })
     .await;
     sample(&s.st, "app", "latest");
-    let c = client(
-        &s,
-        ClientOptions {
-            credentials: creds("alice", "wrong"),
-            ..opts()
-        },
-    );
+    let c = client(&s, opts_with(|o| o.credentials = creds("alice", "wrong")));
     let e = c.get_manifest("app", "latest").await.unwrap_err();
     assert!(e.is_unauthorized(), "{e}");
     let msg = e.to_string();
@@ -168,13 +162,7 @@ async fn bad_credentials_are_unauthorized() {
     })
     .await;
     sample(&s.st, "app", "latest");
-    let c = client(
-        &s,
-        ClientOptions {
-            credentials: creds("bob", "nope"),
-            ..opts()
-        },
-    );
+    let c = client(&s, opts_with(|o| o.credentials = creds("bob", "nope")));
     let e = c.get_manifest("app", "latest").await.unwrap_err();
     assert!(
         matches!(&e, RegistryError::Unauthorized { url, .. } if url.contains("/v2/app/manifests/latest")),
@@ -188,13 +176,7 @@ async fn bad_credentials_are_unauthorized() {
             .count();
     assert!(n <= 3, "{n} manifest requests");
 
-    let anon = client(
-        &s,
-        ClientOptions {
-            auth_file: Some(empty_auth_file()),
-            ..opts()
-        },
-    );
+    let anon = client(&s, opts_with(|o| o.auth_file = Some(empty_auth_file())));
     let e = anon.get_manifest("app", "latest").await.unwrap_err();
     assert!(e.to_string().contains("no credentials"), "{e}");
 }
@@ -226,13 +208,7 @@ async fn basic_auth_and_credentials_from_file() {
         Some(&file),
     )
     .unwrap();
-    let c = client(
-        &s,
-        ClientOptions {
-            auth_file: Some(file.clone()),
-            ..opts()
-        },
-    );
+    let c = client(&s, opts_with(|o| o.auth_file = Some(file.clone())));
     c.get_manifest("app", "latest").await.unwrap();
     assert!(
         s.st.seen()
@@ -253,10 +229,7 @@ async fn refresh_token_and_password_grants() {
     sample(&s.st, "app", "v1");
     let c = client(
         &s,
-        ClientOptions {
-            credentials: creds("<token>", "refresh-1"),
-            ..opts()
-        },
+        opts_with(|o| o.credentials = creds("<token>", "refresh-1")),
     );
     c.get_manifest("app", "v1").await.unwrap();
     let t = s.st.tokens_log.lock().unwrap()[0].clone();
@@ -280,13 +253,7 @@ async fn refresh_token_and_password_grants() {
     })
     .await;
     sample(&s.st, "app", "v1");
-    let c = client(
-        &s,
-        ClientOptions {
-            credentials: creds("carol", "pw"),
-            ..opts()
-        },
-    );
+    let c = client(&s, opts_with(|o| o.credentials = creds("carol", "pw")));
     c.get_manifest("app", "v1").await.unwrap();
     let log = s.st.tokens_log.lock().unwrap().clone();
     assert_eq!(
@@ -306,13 +273,7 @@ async fn credentials_never_go_to_a_foreign_realm() {
     // Same server, but named differently: another host as far as the client knows.
     s.st.cfg(|c| c.realm = Some(format!("http://localhost:{}/token", s.addr.port())));
     sample(&s.st, "app", "v1");
-    let c = client(
-        &s,
-        ClientOptions {
-            credentials: creds("alice", "pw"),
-            ..opts()
-        },
-    );
+    let c = client(&s, opts_with(|o| o.credentials = creds("alice", "pw")));
     c.get_manifest("app", "v1").await.unwrap();
     let log = s.st.tokens_log.lock().unwrap().clone();
     assert_eq!(log.len(), 1);
@@ -467,13 +428,7 @@ async fn redirect_to_another_port_strips_authorization() {
             .unwrap();
     storage.st.add_blob(&data);
     s.st.cfg(|c| c.redirect_blobs_to = Some(storage.url()));
-    let c = client(
-        &s,
-        ClientOptions {
-            credentials: creds("bob", "pw"),
-            ..opts()
-        },
-    );
+    let c = client(&s, opts_with(|o| o.credentials = creds("bob", "pw")));
     assert_eq!(c.get_blob_bytes("app", &cfg, 1 << 20).await.unwrap(), data);
     let reg =
         s.st.seen()
@@ -642,10 +597,7 @@ async fn idle_timeout_per_chunk() {
     let d = Digest::parse(&s.st.add_blob(&data)).unwrap();
     let c = client(
         &s,
-        ClientOptions {
-            read_timeout: Duration::from_millis(300),
-            ..opts()
-        },
+        opts_with(|o| o.read_timeout = Duration::from_millis(300)),
     );
     let desc = Descriptor::new(MediaType::OciLayer, d, data.len() as u64);
     let mut b = c.get_blob("app", &desc).await.unwrap();
@@ -679,22 +631,10 @@ async fn loopback_scheme_selection() {
     c.ping().await.unwrap();
     assert!(c.base_url().starts_with("http://"), "{}", c.base_url());
     // Explicit plain HTTP.
-    let c = client(
-        &s,
-        ClientOptions {
-            plain_http: Some(true),
-            ..opts()
-        },
-    );
+    let c = client(&s, opts_with(|o| o.plain_http = Some(true)));
     c.ping().await.unwrap();
     // https only: no fallback, a clear TLS error.
-    let c = client(
-        &s,
-        ClientOptions {
-            plain_http: Some(false),
-            ..opts()
-        },
-    );
+    let c = client(&s, opts_with(|o| o.plain_http = Some(false)));
     let e = c.ping().await.unwrap_err();
     assert!(
         matches!(&e, RegistryError::Tls { url, .. } if url.starts_with("https://")),

@@ -144,15 +144,21 @@ async fn serve_tls(
 }
 
 fn opts() -> ClientOptions {
-    ClientOptions {
-        connect_timeout: Duration::from_secs(5),
-        read_timeout: Duration::from_secs(5),
-        // Never read the machine's certs.d in tests.
-        certs_d_roots: vec![],
-        // These tests look at single answers; retries have their own tests.
-        retry: hoist_registry::RetryPolicy::none(),
-        ..ClientOptions::default()
-    }
+    let mut o = ClientOptions::default();
+    o.connect_timeout = Duration::from_secs(5);
+    o.read_timeout = Duration::from_secs(5);
+    // Never read the machine's certs.d in tests.
+    o.certs_d_roots = vec![];
+    // These tests look at single answers; retries have their own tests.
+    o.retry = hoist_registry::RetryPolicy::none();
+    o
+}
+
+/// [`opts`] with some fields changed.
+fn opts_with(change: impl FnOnce(&mut ClientOptions)) -> ClientOptions {
+    let mut o = opts();
+    change(&mut o);
+    o
 }
 
 fn write_ca(pki: &Pki, dir: &Path) {
@@ -193,10 +199,7 @@ async fn extra_cas_from_cert_dir_and_certs_d() {
     write_ca(&pki, &d.path().join("certs"));
     let c = RegistryClient::new(
         &s.addr.to_string(),
-        ClientOptions {
-            cert_dir: Some(d.path().join("certs")),
-            ..opts()
-        },
+        opts_with(|o| o.cert_dir = Some(d.path().join("certs"))),
     )
     .unwrap();
     c.ping().await.unwrap();
@@ -206,10 +209,7 @@ async fn extra_cas_from_cert_dir_and_certs_d() {
     write_ca(&pki, &d.path().join("root2").join(s.addr.to_string()));
     let c = RegistryClient::new(
         &s.addr.to_string(),
-        ClientOptions {
-            certs_d_roots: vec![d.path().join("root1"), d.path().join("root2")],
-            ..opts()
-        },
+        opts_with(|o| o.certs_d_roots = vec![d.path().join("root1"), d.path().join("root2")]),
     )
     .unwrap();
     c.ping().await.unwrap();
@@ -221,14 +221,7 @@ async fn extra_cas_from_cert_dir_and_certs_d() {
 async fn tls_verify_false_accepts_any_certificate() {
     let pki = pki();
     let s = tls_server(&pki, false).await;
-    let c = RegistryClient::new(
-        &s.addr.to_string(),
-        ClientOptions {
-            tls_verify: false,
-            ..opts()
-        },
-    )
-    .unwrap();
+    let c = RegistryClient::new(&s.addr.to_string(), opts_with(|o| o.tls_verify = false)).unwrap();
     c.ping().await.unwrap();
     assert!(c.base_url().starts_with("https://"));
 }
@@ -239,10 +232,7 @@ async fn client_certificate_from_cert_dir() {
     let s = tls_server(&pki, true).await;
     let d = tempfile::tempdir().unwrap();
     write_ca(&pki, d.path());
-    let o = ClientOptions {
-        cert_dir: Some(d.path().to_owned()),
-        ..opts()
-    };
+    let o = opts_with(|o| o.cert_dir = Some(d.path().to_owned()));
     // Without a client certificate the server refuses the handshake.
     let c = RegistryClient::new(&s.addr.to_string(), o.clone()).unwrap();
     let e = c.ping().await.unwrap_err();
@@ -287,11 +277,10 @@ async fn silent_plain_http_server_on_loopback_falls_back() {
     });
     let c = RegistryClient::new(
         &addr.to_string(),
-        ClientOptions {
-            connect_timeout: Duration::from_millis(500),
-            read_timeout: Duration::from_millis(500),
-            ..opts()
-        },
+        opts_with(|o| {
+            o.connect_timeout = Duration::from_millis(500);
+            o.read_timeout = Duration::from_millis(500);
+        }),
     )
     .unwrap();
     c.ping().await.unwrap();
@@ -350,10 +339,7 @@ async fn docker_guide_certificate_trusted_through_certs_d() {
     std::fs::copy(&guide_cert().server_cert, host_dir.join("ca.crt")).unwrap();
     let c = RegistryClient::new(
         &r.host_port(),
-        ClientOptions {
-            certs_d_roots: vec![d.path().join("root1"), d.path().join("root2")],
-            ..opts()
-        },
+        opts_with(|o| o.certs_d_roots = vec![d.path().join("root1"), d.path().join("root2")]),
     )
     .unwrap();
     c.ping().await.unwrap();
@@ -367,10 +353,7 @@ async fn docker_guide_certificate_trusted_through_cert_dir() {
     let r = guide_registry();
     let c = RegistryClient::new(
         &r.host_port(),
-        ClientOptions {
-            cert_dir: Some(guide_cert().cert_dir.clone()),
-            ..opts()
-        },
+        opts_with(|o| o.cert_dir = Some(guide_cert().cert_dir.clone())),
     )
     .unwrap();
     c.ping().await.unwrap();
@@ -390,10 +373,7 @@ async fn docker_guide_certificate_not_configured_is_refused_without_http() {
     // Auto mode on loopback: a TLS refusal must not turn into a plain-HTTP attempt.
     let c = RegistryClient::new(
         &r.host_port(),
-        ClientOptions {
-            certs_d_roots: vec![d.path().to_owned()],
-            ..opts()
-        },
+        opts_with(|o| o.certs_d_roots = vec![d.path().to_owned()]),
     )
     .unwrap();
     let e = c.ping().await.unwrap_err();
@@ -429,14 +409,8 @@ async fn docker_guide_certificate_for_another_name_is_refused() {
     std::fs::create_dir_all(&host_dir).unwrap();
     std::fs::copy(&guide_cert().server_cert, host_dir.join("ca.crt")).unwrap();
     for o in [
-        ClientOptions {
-            certs_d_roots: vec![d.path().to_owned()],
-            ..opts()
-        },
-        ClientOptions {
-            cert_dir: Some(host_dir.clone()),
-            ..opts()
-        },
+        opts_with(|o| o.certs_d_roots = vec![d.path().to_owned()]),
+        opts_with(|o| o.cert_dir = Some(host_dir.clone())),
     ] {
         let c = RegistryClient::new(&name, o).unwrap();
         let e = c.ping().await.unwrap_err();
@@ -477,10 +451,7 @@ async fn ping_trusting(
     std::fs::write(d.path().join("ca.crt"), trusted).unwrap();
     let c = RegistryClient::new(
         &s.addr.to_string(),
-        ClientOptions {
-            cert_dir: Some(d.path().to_owned()),
-            ..opts()
-        },
+        opts_with(|o| o.cert_dir = Some(d.path().to_owned())),
     )
     .unwrap();
     let r = c.ping().await;

@@ -6,7 +6,6 @@
 
 use std::time::Duration;
 
-use hoist_registry::{ClientOptions, UploadOptions};
 use hoist_testkit::FakeRegistry;
 use hoist_testkit::fake::Fault;
 use hoist_testkit::images::{Entry, ImageSpec, LayerSpec};
@@ -35,15 +34,10 @@ async fn a_refused_chunk_is_replayed_from_the_layout_file() {
     fake.inject(Fault::Status(416).on_upload("PATCH").skip(1));
 
     let mut opts = OpenOptions::default();
-    opts.pull.registry = ClientOptions {
-        connect_timeout: Duration::from_secs(5),
-        read_timeout: Duration::from_secs(20),
-        upload: UploadOptions {
-            monolithic_threshold: MIB,
-            chunk_size: MIB,
-        },
-        ..ClientOptions::default()
-    };
+    opts.pull.registry.connect_timeout = Duration::from_secs(5);
+    opts.pull.registry.read_timeout = Duration::from_secs(20);
+    opts.pull.registry.upload.monolithic_threshold = MIB;
+    opts.pull.registry.upload.chunk_size = MIB;
     let src_ref: ImageRef = format!("oci:{}:v1", t.path().join("layout").display())
         .parse()
         .unwrap();

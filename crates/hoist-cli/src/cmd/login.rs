@@ -4,7 +4,7 @@ use std::io::{BufRead, IsTerminal};
 use std::path::PathBuf;
 
 use anyhow::Context as _;
-use hoist_registry::{ClientOptions, Credentials, RegistryClient, auth_config};
+use hoist_registry::{Credentials, RegistryClient, auth_config};
 
 use crate::opts::{GlobalArgs, RegistryArgs};
 
@@ -66,10 +66,8 @@ pub async fn login(a: LoginArgs, _g: &GlobalArgs) -> anyhow::Result<()> {
         .trim_start_matches("docker://")
         .trim_end_matches('/');
     if !a.no_verify {
-        let opts = ClientOptions {
-            credentials: Some(creds.clone()),
-            ..a.registry.client_options()?
-        };
+        let mut opts = a.registry.client_options()?;
+        opts.credentials = Some(creds.clone());
         let client = RegistryClient::new(host, opts)?;
         client
             .check_credentials()

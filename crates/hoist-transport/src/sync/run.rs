@@ -280,13 +280,12 @@ fn round_ms(d: Duration) -> f64 {
 
 async fn try_sync_one(sh: &Shared<'_>, img: &PlannedImage) -> Result<Outcome, SyncError> {
     let opts = sh.opts;
+    let mut registry = img.source_opts.clone();
+    registry.progress = opts.pull.registry.progress.clone();
     let open = OpenOptions {
         store: opts.store.clone(),
         pull: PullOptions {
-            registry: ClientOptions {
-                progress: opts.pull.registry.progress.clone(),
-                ..img.source_opts.clone()
-            },
+            registry,
             ..opts.pull.clone()
         },
         source_label: Some(format!("docker://{}", img.source)),
