@@ -63,6 +63,7 @@ const MAX_INSTANCES: usize = 1024;
 
 /// What to copy and how.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct CopyOptions {
     /// Copy every instance of an index (else the platform's image only).
     pub all: bool,

@@ -19,6 +19,7 @@ pub const DEFAULT_RANGE_PROBE: Duration = Duration::from_secs(1);
 
 /// What to pull and how.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PullOptions {
     /// The platform to select from an index.
     pub platform: Platform,

@@ -462,6 +462,7 @@ async fn cosign_signature(
 /// How to sign what a copy writes: simple signing with a GnuPG key, and/or a cosign
 /// signature with an ECDSA P-256 key, both for the top manifest written and `identity`.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SignOptions {
     /// `--sign-by`: the GnuPG key fingerprint.
     pub gpg_key: Option<String>,
@@ -474,6 +475,20 @@ pub struct SignOptions {
     /// For a `docker://` destination: its reference and registries.d, whose
     /// `lookaside-staging` (else `lookaside`) store receives simple signatures.
     pub lookaside: Option<(Named, Arc<RegistriesD>)>,
+}
+
+impl SignOptions {
+    /// Signs for `identity`, with no key yet: set [`gpg_key`](Self::gpg_key) and/or
+    /// [`sigstore_key`](Self::sigstore_key) (with neither, nothing is signed).
+    pub fn new(identity: Named) -> SignOptions {
+        SignOptions {
+            gpg_key: None,
+            gpg_passphrase_file: None,
+            sigstore_key: None,
+            identity,
+            lookaside: None,
+        }
+    }
 }
 
 /// Signs `written`, the top manifest a copy wrote to `dst`: a simple-signing signature

@@ -63,9 +63,10 @@ async fn hoist_store() {
     let store = Store::open(t.path().join("store")).expect("open a store");
     check(&RefPlace {
         template: "hoist:conformance/{}:v1".to_owned(),
-        opts: OpenOptions {
-            store: Some(store.clone()),
-            ..OpenOptions::default()
+        opts: {
+            let mut o = OpenOptions::default();
+            o.store = Some(store.clone());
+            o
         },
         leftovers: Leftovers::Fsck(store),
         keeps_manifest_bytes: true,

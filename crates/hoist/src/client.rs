@@ -376,14 +376,13 @@ impl Client {
 
     fn pull_options(&self) -> PullOptions {
         let i = &self.inner;
-        PullOptions {
-            platform: i.platform.clone(),
-            jobs: i.jobs,
-            registry: i.registry.clone(),
-            mirrors: i.mirrors.clone(),
-            trust: i.trust.clone(),
-            ..PullOptions::default()
-        }
+        let mut o = PullOptions::default();
+        o.platform = i.platform.clone();
+        o.jobs = i.jobs;
+        o.registry = i.registry.clone();
+        o.mirrors = i.mirrors.clone();
+        o.trust = i.trust.clone();
+        o
     }
 
     async fn blocking<T: Send + 'static>(
@@ -635,21 +634,18 @@ impl Client {
         let uses = |t: Transport| {
             src.transport() == t || matches!(&dst, Dest::Ref(d) if d.transport() == t)
         };
-        let open = OpenOptions {
-            store: uses(Transport::Hoist).then(|| self.inner.store.clone()),
-            pull: self.pull_options(),
-            source_label: Some(src.to_string()),
-        };
-        let opts = hoist_transport::copy::CopyOptions {
-            all: options.all,
-            platform: self.inner.platform.clone(),
-            format: options.format,
-            compression: options.compression,
-            preserve_signatures: options.preserve_signatures,
-            jobs: self.inner.jobs,
-            trust: self.inner.trust.clone().map(|p| TrustCheck::new(p, &src)),
-            ..hoist_transport::copy::CopyOptions::default()
-        };
+        let mut open = OpenOptions::default();
+        open.store = uses(Transport::Hoist).then(|| self.inner.store.clone());
+        open.pull = self.pull_options();
+        open.source_label = Some(src.to_string());
+        let mut opts = hoist_transport::copy::CopyOptions::default();
+        opts.all = options.all;
+        opts.platform = self.inner.platform.clone();
+        opts.format = options.format;
+        opts.compression = options.compression;
+        opts.preserve_signatures = options.preserve_signatures;
+        opts.jobs = self.inner.jobs;
+        opts.trust = self.inner.trust.clone().map(|p| TrustCheck::new(p, &src));
         let source = AnySource::open(&src, &open).await?;
         // Trust before the destination is opened (opening may create it): a refused image
         // leaves the destination as it was. The engine skips the digest accepted here.
@@ -782,10 +778,8 @@ impl Client {
             .iter()
             .map(|q| SaveImage::resolve(store, q))
             .collect::<Result<Vec<_>, _>>()?;
-        let opts = hoist_transport::copy::CopyOptions {
-            jobs: self.inner.jobs,
-            ..hoist_transport::copy::CopyOptions::default()
-        };
+        let mut opts = hoist_transport::copy::CopyOptions::default();
+        opts.jobs = self.inner.jobs;
         hoist_transport::transports::save_images(
             store,
             &images,

@@ -6,12 +6,12 @@ use std::time::Instant;
 use anyhow::Context as _;
 use bytesize::ByteSize;
 use hoist_registry::{MirrorSources, SharedProgress};
+use hoist_transport::DEFAULT_JOBS;
 use hoist_transport::copy::{CopyOptions, CopyReport};
 use hoist_transport::transports::any::{AnyDestination, AnySource, OpenOptions};
 use hoist_transport::transports::{
     ImageRef, ImageSource as _, ManifestFormat, ManifestRef, Transport,
 };
-use hoist_transport::{DEFAULT_JOBS, PullOptions};
 use hoist_types::{Compression, Platform, Progress};
 
 use crate::opts::{GlobalArgs, RegistryArgs};
@@ -103,31 +103,26 @@ pub async fn copy_refs(
     let progress: Arc<dyn Progress> = Arc::from(reporter(g.progress_mode()));
     let mut registry = flags.registry.client_options()?;
     registry.progress = Some(SharedProgress(progress.clone()));
-    let open = OpenOptions {
-        store,
-        pull: PullOptions {
-            platform: platform.clone(),
-            jobs: flags.jobs,
-            registry,
-            mirrors,
-            ..PullOptions::default()
-        },
-        source_label: Some(src.to_string()),
-    };
-    let opts = CopyOptions {
-        all: flags.all,
-        platform,
-        format: flags.format,
-        compression: flags.dest_compress_format.map(|c| match c {
-            CompressArg::Gzip => Compression::Gzip,
-            CompressArg::Zstd => Compression::Zstd,
-        }),
-        preserve_signatures: flags.preserve_signatures,
-        jobs: flags.jobs,
-        temp_dir: None,
-        trust: flags.trust.check_for(src)?,
-        sign: flags.sign.options(dst, || flags.trust.registries_d())?,
-    };
+    let mut open = OpenOptions::default();
+    open.store = store;
+    open.pull.platform = platform.clone();
+    open.pull.jobs = flags.jobs;
+    open.pull.registry = registry;
+    open.pull.mirrors = mirrors;
+    open.source_label = Some(src.to_string());
+    let mut opts = CopyOptions::default();
+    opts.all = flags.all;
+    opts.platform = platform;
+    opts.format = flags.format;
+    opts.compression = flags.dest_compress_format.map(|c| match c {
+        CompressArg::Gzip => Compression::Gzip,
+        CompressArg::Zstd => Compression::Zstd,
+    });
+    opts.preserve_signatures = flags.preserve_signatures;
+    opts.jobs = flags.jobs;
+    opts.temp_dir = None;
+    opts.trust = flags.trust.check_for(src)?;
+    opts.sign = flags.sign.options(dst, || flags.trust.registries_d())?;
     let start = Instant::now();
     let result: anyhow::Result<CopyReport> = async {
         let source = AnySource::open(src, &open)

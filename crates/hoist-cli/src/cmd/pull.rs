@@ -76,18 +76,18 @@ impl PullArgs {
         let mut registry = self.registry.client_options()?;
         registry.progress = Some(SharedProgress(progress.clone()));
         let (trust, registries_d) = self.trust.for_pull()?;
-        Ok(PullOptions {
-            platform,
-            jobs: self.jobs,
-            registry,
-            mirrors,
-            range_threshold: self.range_threshold.as_u64(),
-            range_connections: self.range_connections,
-            range_probe: self.range_probe,
-            foreign_layers: self.foreign_layers,
-            trust,
-            registries_d,
-        })
+        let mut o = PullOptions::default();
+        o.platform = platform;
+        o.jobs = self.jobs;
+        o.registry = registry;
+        o.mirrors = mirrors;
+        o.range_threshold = self.range_threshold.as_u64();
+        o.range_connections = self.range_connections;
+        o.range_probe = self.range_probe;
+        o.foreign_layers = self.foreign_layers;
+        o.trust = trust;
+        o.registries_d = registries_d;
+        Ok(o)
     }
 }
 

@@ -87,15 +87,14 @@ pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
             .load()
             .context("reading the mirror configuration")?;
         let trust = a.trust.for_pull()?;
+        let mut pull = PullOptions::default();
+        pull.platform = platform;
+        pull.registry = a.upstream.client_options()?;
+        pull.mirrors = mirrors;
+        pull.trust = trust.0;
+        pull.registries_d = trust.1;
         Some(PullThrough {
-            pull: PullOptions {
-                platform,
-                registry: a.upstream.client_options()?,
-                mirrors,
-                trust: trust.0,
-                registries_d: trust.1,
-                ..PullOptions::default()
-            },
+            pull,
             tag_ttl: a.tag_ttl,
         })
     } else {

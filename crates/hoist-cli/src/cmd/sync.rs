@@ -6,12 +6,11 @@ use std::sync::Arc;
 use anyhow::Context as _;
 use bytesize::ByteSize;
 use hoist_registry::SharedProgress;
-use hoist_transport::copy::CopyOptions;
+use hoist_transport::DEFAULT_JOBS;
 use hoist_transport::sync::{
     self, ConfigFormat, DestKind, Outcome, SyncOptions, SyncReport, SyncSource, SyncTarget,
 };
 use hoist_transport::transports::ManifestFormat;
-use hoist_transport::{DEFAULT_JOBS, PullOptions};
 use hoist_types::{Platform, Progress};
 
 use crate::cmd::print_json;
@@ -176,26 +175,19 @@ pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
     let plan = sync::plan(&source, &target, &src_opts, a.jobs_images)
         .await
         .with_context(|| format!("planning the sync of {}", a.source))?;
-    let opts = SyncOptions {
-        copy: CopyOptions {
-            all: a.all,
-            platform: platform.clone(),
-            format: a.manifest_format,
-            jobs: a.jobs,
-            ..CopyOptions::default()
-        },
-        image_jobs: a.jobs_images,
-        dry_run: a.dry_run,
-        pull: PullOptions {
-            platform,
-            jobs: a.jobs,
-            registry: src_opts,
-            ..PullOptions::default()
-        },
-        dest_registry: dest_opts,
-        store,
-        trust,
-    };
+    let mut opts = SyncOptions::default();
+    opts.copy.all = a.all;
+    opts.copy.platform = platform.clone();
+    opts.copy.format = a.manifest_format;
+    opts.copy.jobs = a.jobs;
+    opts.image_jobs = a.jobs_images;
+    opts.dry_run = a.dry_run;
+    opts.pull.platform = platform;
+    opts.pull.jobs = a.jobs;
+    opts.pull.registry = src_opts;
+    opts.dest_registry = dest_opts;
+    opts.store = store;
+    opts.trust = trust;
     let report = sync::run(plan, &opts, progress.as_ref()).await;
     drop(opts);
     drop(progress);

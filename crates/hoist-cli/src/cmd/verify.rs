@@ -6,7 +6,6 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context as _;
-use hoist_transport::PullOptions;
 use hoist_transport::transports::any::{AnySource, OpenOptions};
 use hoist_transport::transports::{ImageRef, ImageSource as _, ManifestRef, Transport};
 use hoist_transport::trust::{SignOptions, TrustCheck, find_signatures_in};
@@ -160,33 +159,33 @@ impl SignArgs {
             }
             None => None,
         };
-        Ok(Some(SignOptions {
-            gpg_key: self.sign_by.clone(),
-            gpg_passphrase_file: self.sign_passphrase_file.clone(),
-            sigstore_key,
-            identity,
-            lookaside: match dst {
-                ImageRef::Docker(r) if self.sign_by.is_some() => {
-                    let (image, config) = (Named::from_reference(r), registries_d()?);
-                    // Checked before anything is copied: where the signature will go.
-                    let e = config.entry_for(&image);
-                    match e.lookaside_staging.or(e.lookaside) {
-                        Some(u) if u.starts_with("file://") => {}
-                        Some(u) => anyhow::bail!(
-                            "--sign-by to {r}: lookaside store {u}: only file:// stores are \
-                             written by this version"
-                        ),
-                        None => anyhow::bail!(
-                            "--sign-by to {r}: a registry keeps simple signatures only in a \
-                             lookaside store, and registries.d configures none for it \
-                             (lookaside-staging)"
-                        ),
-                    }
-                    Some((image, config))
+        let lookaside = match dst {
+            ImageRef::Docker(r) if self.sign_by.is_some() => {
+                let (image, config) = (Named::from_reference(r), registries_d()?);
+                // Checked before anything is copied: where the signature will go.
+                let e = config.entry_for(&image);
+                match e.lookaside_staging.or(e.lookaside) {
+                    Some(u) if u.starts_with("file://") => {}
+                    Some(u) => anyhow::bail!(
+                        "--sign-by to {r}: lookaside store {u}: only file:// stores are \
+                         written by this version"
+                    ),
+                    None => anyhow::bail!(
+                        "--sign-by to {r}: a registry keeps simple signatures only in a \
+                         lookaside store, and registries.d configures none for it \
+                         (lookaside-staging)"
+                    ),
                 }
-                _ => None,
-            },
-        }))
+                Some((image, config))
+            }
+            _ => None,
+        };
+        let mut sign = SignOptions::new(identity);
+        sign.gpg_key = self.sign_by.clone();
+        sign.gpg_passphrase_file = self.sign_passphrase_file.clone();
+        sign.sigstore_key = sigstore_key;
+        sign.lookaside = lookaside;
+        Ok(Some(sign))
     }
 }
 
@@ -245,14 +244,9 @@ pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let open = OpenOptions {
-        store,
-        pull: PullOptions {
-            registry: a.registry.client_options()?,
-            ..PullOptions::default()
-        },
-        source_label: None,
-    };
+    let mut open = OpenOptions::default();
+    open.store = store;
+    open.pull.registry = a.registry.client_options()?;
     let src = AnySource::open(&image, &open)
         .await
         .with_context(|| format!("opening {image}"))?;

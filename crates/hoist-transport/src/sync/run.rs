@@ -23,6 +23,7 @@ use crate::{TransportError, blocking};
 
 /// How to run a sync.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct SyncOptions {
     /// Per-copy options (platform, `all`, layer `jobs`, format, trust, …).
     pub copy: CopyOptions,
@@ -43,6 +44,22 @@ pub struct SyncOptions {
         Arc<hoist_trust::Policy>,
         Option<Arc<hoist_trust::registries_d::RegistriesD>>,
     )>,
+}
+
+impl Default for SyncOptions {
+    /// Copy options, pull options and destination registry settings at their defaults,
+    /// 4 images at once (as `hoist sync`), no store, no trust policy.
+    fn default() -> Self {
+        SyncOptions {
+            copy: CopyOptions::default(),
+            image_jobs: 4,
+            dry_run: false,
+            pull: PullOptions::default(),
+            dest_registry: ClientOptions::default(),
+            store: None,
+            trust: None,
+        }
+    }
 }
 
 /// What happened to one image.

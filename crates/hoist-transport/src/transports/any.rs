@@ -23,6 +23,7 @@ use crate::pull::PullOptions;
 
 /// What opening a source or destination needs besides its reference.
 #[derive(Debug, Clone, Default)]
+#[non_exhaustive]
 pub struct OpenOptions {
     /// The store, for `hoist:` (and as the default when no transport is given).
     pub store: Option<Store>,
