@@ -97,10 +97,8 @@
 //! let dir = tempfile::tempdir()?;
 //! let store = hoist_store::Store::open(dir.path())?;
 //! let runtime = tokio::runtime::Runtime::new()?;
-//! let opts = hoist_serve::ServeOptions {
-//!     listen: "127.0.0.1:0".parse()?,
-//!     ..Default::default()
-//! };
+//! let mut opts = hoist_serve::ServeOptions::default();
+//! opts.listen = "127.0.0.1:0".parse()?;
 //! let server = runtime.block_on(hoist_serve::Server::bind(store, opts))?;
 //! let addr = server.local_addr();
 //! let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
@@ -154,6 +152,7 @@ pub const DEFAULT_TAG_TTL: Duration = Duration::from_secs(60);
 
 /// How to serve.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct ServeOptions {
     /// Where to listen (loopback by default).
     pub listen: SocketAddr,

@@ -55,6 +55,7 @@ const WRITE_BATCH: usize = 1 << 20;
 
 /// Push settings.
 #[derive(Debug, Clone)]
+#[non_exhaustive]
 pub struct PushOptions {
     /// Largest blob accepted, in bytes.
     pub max_blob_size: u64,

@@ -100,21 +100,20 @@ pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
     } else {
         None
     };
-    let opts = ServeOptions {
-        listen: a.listen,
-        registry: a.registry.clone(),
-        max_requests: a.max_requests,
-        pull_through,
-        tls: match (&a.tls_cert, &a.tls_key) {
-            (Some(cert), Some(key)) => Some(TlsFiles {
-                cert: cert.clone(),
-                key: key.clone(),
-            }),
-            _ => None,
-        },
-        htpasswd: a.htpasswd.as_deref().map(Htpasswd::load).transpose()?,
-        push: a.allow_push.then(PushOptions::default),
+    let mut opts = ServeOptions::default();
+    opts.listen = a.listen;
+    opts.registry = a.registry.clone();
+    opts.max_requests = a.max_requests;
+    opts.pull_through = pull_through;
+    opts.tls = match (&a.tls_cert, &a.tls_key) {
+        (Some(cert), Some(key)) => Some(TlsFiles {
+            cert: cert.clone(),
+            key: key.clone(),
+        }),
+        _ => None,
     };
+    opts.htpasswd = a.htpasswd.as_deref().map(Htpasswd::load).transpose()?;
+    opts.push = a.allow_push.then(PushOptions::default);
     let mut server = Server::bind(store, opts).await?;
     if !a.no_log {
         server = server.on_request(|r| {
