@@ -1229,6 +1229,14 @@ fn serve_pull_through_enforces_the_policy() {
                 .unwrap();
             String::from_utf8_lossy(&out.stdout).into_owned()
         });
+        if allowed && status.as_deref() == Some("200") {
+            // The manifest is answered at once and the image pulled behind it (streaming
+            // pull-through): wait, bounded, for the pull to commit before stopping.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+            while images_in(t.path(), &store) == 0 && std::time::Instant::now() < deadline {
+                std::thread::sleep(std::time::Duration::from_millis(100));
+            }
+        }
         let _ = child.kill();
         let _ = child.wait();
         let status = status.unwrap_or_else(|| panic!("hoist serve did not start: {line:?}"));
