@@ -363,6 +363,10 @@ impl FsTree {
         S: FnMut(InodeId, u64, &[u8]) -> Result<(), UnpackError>,
     {
         let layers = self.layer_data();
+        if threads > 1 && !layers.is_empty() && layers.iter().all(|(i, _)| self.spool(*i).is_some())
+        {
+            return self.stream_spooled_parallel(image, progress, threads, make_sink);
+        }
         let threads = threads.clamp(1, layers.len().max(1));
         if threads == 1 {
             return self.stream_data(_store, image, limits, progress, make_sink());
@@ -418,6 +422,80 @@ impl FsTree {
         }
     }
 
+    /// The spooled file data of layer `i`, if pass 1 spooled it.
+    fn spool(&self, i: usize) -> Option<&LayerSpool> {
+        self.spools
+            .get(i.checked_sub(self.layers.start)?)
+            .and_then(Option::as_ref)
+    }
+
+    /// Pass 2 from the spool on `threads` threads: the files, in [`FsTree::data_order`],
+    /// cut in `threads` runs of about the same number of bytes (whatever the layers they
+    /// come from), each run through its own sink. On an error, the first failing run's
+    /// error is returned once every thread has stopped.
+    fn stream_spooled_parallel<S>(
+        &self,
+        image: &ImageRecord,
+        progress: &dyn Progress,
+        threads: usize,
+        make_sink: impl Fn() -> S + Sync,
+    ) -> Result<(), UnpackError>
+    where
+        S: FnMut(InodeId, u64, &[u8]) -> Result<(), UnpackError>,
+    {
+        let size = |id: InodeId| match self.inodes[id as usize].kind {
+            InodeKind::File { size } => size,
+            _ => 0,
+        };
+        let total: u64 = self.data.iter().map(|(_, id)| size(*id)).sum();
+        let threads = threads.clamp(1, self.data.len().max(1));
+        let per = total.div_ceil(threads as u64).max(1);
+        let mut cuts = vec![0usize];
+        let mut acc = 0u64;
+        for (k, (_, id)) in self.data.iter().enumerate() {
+            acc += size(*id);
+            if acc >= per * cuts.len() as u64 && cuts.len() < threads && k + 1 < self.data.len() {
+                cuts.push(k + 1);
+            }
+        }
+        cuts.push(self.data.len());
+        let count = image.layers.len();
+        let results: Vec<Result<(), UnpackError>> = std::thread::scope(|s| {
+            let jobs: Vec<_> = cuts
+                .windows(2)
+                .map(|w| {
+                    let (run, make_sink) = (&self.data[w[0]..w[1]], &make_sink);
+                    s.spawn(move || {
+                        let mut sink = make_sink();
+                        let mut buf = vec![0u8; 1 << 20];
+                        let mut layer = None;
+                        for &((i, idx), id) in run {
+                            let digest = &image.layers[i].digest;
+                            if layer != Some(i) {
+                                layer = Some(i);
+                                let message =
+                                    format!("writing layer {}/{count} {}", i + 1, digest.short());
+                                progress.event(&ProgressEvent::Status { message: &message });
+                            }
+                            let spool = self.spool(i).expect("every layer with data spooled");
+                            copy_spooled(spool, idx, id, size(id), &mut buf, &mut sink)
+                                .map_err(|e| e.in_layer(i + 1, digest))?;
+                        }
+                        Ok(())
+                    })
+                })
+                .collect();
+            jobs.into_iter()
+                .map(|j| {
+                    j.join().unwrap_or(Err(UnpackError::WorkerPanicked {
+                        what: "layer streaming",
+                    }))
+                })
+                .collect()
+        });
+        results.into_iter().collect()
+    }
+
     /// The layers with surviving data, base first, each with its range in `self.data`.
     fn layer_data(&self) -> Vec<(usize, std::ops::Range<usize>)> {
         let mut out: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
@@ -446,20 +524,13 @@ impl FsTree {
         let digest = &image.layers[i].digest;
         let message = format!("writing layer {}/{count} {}", i + 1, digest.short());
         progress.event(&ProgressEvent::Status { message: &message });
-        if let Some(Some(spool)) = self.spools.get(i - self.layers.start) {
+        if let Some(spool) = self.spool(i) {
             for &((_, idx), id) in &self.data[range] {
                 let InodeKind::File { size } = self.inodes[id as usize].kind else {
                     continue;
                 };
-                let mut off = 0u64;
-                while off < size {
-                    let n = (size - off).min(buf.len() as u64) as usize;
-                    spool
-                        .read(idx, off, &mut buf[..n])
-                        .map_err(|e| e.in_layer(i + 1, digest))?;
-                    sink(id, off, &buf[..n])?;
-                    off += n as u64;
-                }
+                copy_spooled(spool, idx, id, size, buf, sink)
+                    .map_err(|e| e.in_layer(i + 1, digest))?;
             }
             return Ok(());
         }
@@ -507,6 +578,25 @@ impl FsTree {
         }
         Ok(())
     }
+}
+
+/// Hands the `size` bytes of file `id` (entry `idx` of its layer) from `spool` to `sink`.
+fn copy_spooled(
+    spool: &LayerSpool,
+    idx: u64,
+    id: InodeId,
+    size: u64,
+    buf: &mut [u8],
+    sink: &mut impl FnMut(InodeId, u64, &[u8]) -> Result<(), UnpackError>,
+) -> Result<(), UnpackError> {
+    let mut off = 0u64;
+    while off < size {
+        let n = (size - off).min(buf.len() as u64) as usize;
+        spool.read(idx, off, &mut buf[..n])?;
+        sink(id, off, &buf[..n])?;
+        off += n as u64;
+    }
+    Ok(())
 }
 
 fn sort_xattrs(x: &mut [(Vec<u8>, Vec<u8>)]) {
