@@ -36,7 +36,8 @@ step "cargo test"
 log=$(mktemp)
 trap 'rm -f "$log"' EXIT
 set +e
-cargo test --workspace -- --test-threads="${HOIST_TEST_THREADS:-4}" 2>&1 | tee "$log"
+# --no-fail-fast: every test binary runs, so one failure does not hide the others.
+cargo test --workspace --no-fail-fast -- --test-threads="${HOIST_TEST_THREADS:-4}" 2>&1 | tee "$log"
 status=${PIPESTATUS[0]}
 set -e
 # One closing line for the whole run, summed over every test binary.
