@@ -659,7 +659,8 @@ impl Tail {
     }
 }
 
-fn read_at(f: &File, pos: u64, want: usize) -> std::io::Result<Vec<u8>> {
+/// Up to `want` bytes of `f` from `pos` (fewer at its end), with positioned reads.
+pub(crate) fn read_at(f: &File, pos: u64, want: usize) -> std::io::Result<Vec<u8>> {
     let mut buf = vec![0u8; want];
     let mut got = 0;
     while got < want {

@@ -3,7 +3,6 @@
 //! pool.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -732,23 +731,10 @@ fn file_stream(
         }
         let want = (end - pos).min(CHUNK as u64) as usize;
         let f = file.clone();
-        let read = tokio::task::spawn_blocking(move || {
-            let mut buf = vec![0u8; want];
-            let mut got = 0;
-            while got < want {
-                match f.read_at(&mut buf[got..], pos + got as u64) {
-                    Ok(0) => break,
-                    Ok(n) => got += n,
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(e),
-                }
-            }
-            buf.truncate(got);
-            Ok(buf)
-        })
-        .await
-        .map_err(std::io::Error::other)
-        .and_then(|r| r);
+        let read = tokio::task::spawn_blocking(move || crate::pull_through::read_at(&f, pos, want))
+            .await
+            .map_err(std::io::Error::other)
+            .and_then(|r| r);
         match read {
             // A blob that shrank under us (it never should): end the body short, so
             // the client sees a truncated transfer, not wrong bytes.
