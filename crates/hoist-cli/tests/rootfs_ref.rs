@@ -289,6 +289,7 @@ fn pull_missing_uses_the_store_without_asking_the_registry() {
     );
     assert!(err.contains(&format!("pulling {r}")), "{err}");
     assert_eq!(env.image_ids("st"), vec![built.config.digest.clone()]);
+    support::assert_fsck_clean(env.dir.path(), &env.path("st"));
 }
 
 #[test]

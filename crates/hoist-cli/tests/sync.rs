@@ -327,21 +327,29 @@ fn docker_source_toml_dry_run_and_bad_files_write_nothing() {
             &["badre.yml", "images-by-tag-regex: ns/a", "regex"][..],
         ),
     ] {
-        let out = env.run(&[
-            "sync",
-            "--src",
-            "yaml",
-            file.to_str().unwrap(),
-            &dst.host_port(),
-        ]);
-        assert!(!out.status.success());
-        let err = String::from_utf8_lossy(&out.stderr);
-        for w in wants {
-            assert!(err.contains(w), "{err} lacks {w}");
+        // Into a registry and into the store: refused before either is touched.
+        for dest in [
+            &["--dest", "docker", &dst.host_port()][..],
+            &["--dest", "hoist", "mirror"][..],
+        ] {
+            let mut args = vec!["sync", "--src", "yaml", file.to_str().unwrap()];
+            args.extend_from_slice(dest);
+            let out = env.run(&args);
+            assert!(!out.status.success());
+            let err = String::from_utf8_lossy(&out.stderr);
+            for w in wants {
+                assert!(err.contains(w), "{err} lacks {w}");
+            }
+            assert!(!err.contains("panicked"), "{err}");
         }
-        assert!(!err.contains("panicked"), "{err}");
     }
     assert!(catalog(&env, &dst).is_empty());
+    let images = env.run(&["images", "--format", "json"]);
+    assert_eq!(
+        serde_json::from_slice::<Value>(&images.stdout).unwrap(),
+        serde_json::json!([])
+    );
+    support::assert_fsck_clean(env.dir.path(), &support::store(env.dir.path()));
 
     // A TOML file, and a single image by tag with --src docker.
     let toml = env.write(

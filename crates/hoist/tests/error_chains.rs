@@ -190,6 +190,7 @@ async fn evil_archives() {
     fs::write(dir.path().join("junk.tar"), seeded_bytes(4096, 3)).unwrap();
     let e = client.load(dir.path().join("junk.tar")).await.unwrap_err();
     check(&e);
+    assert_untouched(&client);
 }
 
 /// Three layers of their own content.
@@ -251,8 +252,20 @@ impl Layouts {
             .await
             .expect_err(source);
         eprint!("{source}: ");
+        assert_untouched(&self.client);
         (check(&e), e)
     }
+}
+
+/// A refused input left the store as it was: no image, and fsck finds nothing (no
+/// orphan, no stray temp file, no broken record).
+fn assert_untouched(client: &hoist::Client) {
+    assert!(client.images().unwrap().is_empty(), "an image was recorded");
+    let report = client
+        .store()
+        .fsck(&hoist::store::FsckOptions::default())
+        .unwrap();
+    assert!(report.problems.is_empty(), "{:?}", report.problems);
 }
 
 fn blob_path(src: &Path, digest: &str, as_dir: bool) -> PathBuf {
@@ -432,6 +445,7 @@ async fn registry_down_and_bad_references() {
     }
     check(&client.image("example.test/absent:v1").unwrap_err());
     check(&client.image("abc").unwrap_err());
+    assert_untouched(&client);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -451,6 +465,7 @@ async fn unknown_tag_on_a_real_registry() {
         .await
         .unwrap_err();
     check(&e);
+    assert_untouched(&client);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -493,4 +508,5 @@ async fn bad_policies() {
         .unwrap_err();
     assert_eq!(e.kind(), hoist::ErrorKind::Policy);
     check(&e);
+    assert_untouched(&client);
 }
