@@ -137,21 +137,6 @@ impl SyncReport {
     }
 }
 
-/// The error and its causes, each once (library errors often print their source).
-fn chain(e: &(dyn std::error::Error + 'static)) -> String {
-    let mut out = e.to_string();
-    let mut cur = e.source();
-    while let Some(c) = cur {
-        let t = c.to_string();
-        if !out.contains(&t) {
-            out.push_str(": ");
-            out.push_str(&t);
-        }
-        cur = c.source();
-    }
-    out
-}
-
 /// Shared state of a run: destination registry clients, the OCI layout lock.
 struct Shared<'a> {
     opts: &'a SyncOptions,
@@ -198,7 +183,7 @@ pub async fn run(plan: Plan, opts: &SyncOptions, progress: &dyn Progress) -> Syn
             source: format!("docker://{repo}"),
             destination: String::new(),
             outcome: Outcome::Failed {
-                error: format!("listing tags: {}", chain(&e)),
+                error: format!("listing tags: {}", hoist_types::error_chain(&e)),
             },
             seconds: 0.0,
         });
@@ -272,7 +257,9 @@ async fn sync_one(sh: &Shared<'_>, img: PlannedImage) -> ImageResult {
     let destination = img.dest.to_string();
     let outcome = match try_sync_one(sh, &img).await {
         Ok(o) => o,
-        Err(e) => Outcome::Failed { error: chain(&e) },
+        Err(e) => Outcome::Failed {
+            error: hoist_types::error_chain(&e),
+        },
     };
     let word = match &outcome {
         Outcome::Copied { .. } => "copied",
@@ -310,14 +297,14 @@ async fn try_sync_one(sh: &Shared<'_>, img: &PlannedImage) -> Result<Outcome, Sy
     let src_ref = ImageRef::Docker(img.source.clone());
     let src = AnySource::open(&src_ref, &open).await?;
     let top = src.get_manifest(&ManifestRef::Top).await?;
-    let mut copy = opts.copy.clone();
     if let Some((policy, registries_d)) = &opts.trust {
-        let check = crate::trust::TrustCheck::new(policy.clone(), &src_ref)
-            .with_registries_d(registries_d.clone());
         // Before anything is compared or written: a refused image is a failure, even
-        // when the destination already holds it.
-        check.enforce(&src, &top).await?;
-        copy.trust = Some(check);
+        // when the destination already holds it. The copy below reads exactly these
+        // bytes (its source is pinned to their digest), so it is judged once.
+        crate::trust::TrustCheck::new(policy.clone(), &src_ref)
+            .with_registries_d(registries_d.clone())
+            .enforce(&src, &top)
+            .await?;
     }
     let wanted = wanted_digests(&src, &top, &opts.copy).await?;
     if dest_holds(sh, img, &wanted).await {
@@ -378,7 +365,17 @@ async fn try_sync_one(sh: &Shared<'_>, img: &PlannedImage) -> Result<Outcome, Sy
     let mut dopen = open.clone();
     dopen.pull.registry = opts.dest_registry.clone();
     let dst = AnyDestination::open(&img.dest, &dopen).await?;
-    let r: CopyReport = crate::copy::copy(&src, dst, &copy, sh.progress).await?;
+    // The source pinned to the digest compared and judged above: a tag that moves
+    // meanwhile cannot put other bytes in the destination.
+    let pinned = Reference::from_parts(
+        img.source.registry(),
+        img.source.repository(),
+        img.source.tag(),
+        Some(top.digest.clone()),
+    )
+    .map_err(TransportError::from)?;
+    let src = AnySource::open(&ImageRef::Docker(pinned), &open).await?;
+    let r: CopyReport = crate::copy::copy(&src, dst, &opts.copy, sh.progress).await?;
     if let ImageRef::Docker(d) = &img.dest {
         for mut g in claimed {
             *g = Some(d.repository().to_owned());
