@@ -775,23 +775,11 @@ struct SpoolWriter {
 }
 
 impl SpoolWriter {
-    fn new(dir: &Path, layer: usize) -> Result<SpoolWriter, UnpackError> {
-        use std::os::unix::fs::OpenOptionsExt as _;
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path = dir.join(format!(
-            ".hoist-spool-{}-{layer}-{nanos}",
-            std::process::id()
-        ));
-        let file = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create_new(true)
-            .mode(0o600)
-            .open(&path)
-            .map_err(|e| UnpackError::io("create", &path, e))?;
-        std::fs::remove_file(&path).map_err(|e| UnpackError::io("remove", &path, e))?;
+    fn new(dir: &Path) -> Result<SpoolWriter, UnpackError> {
+        // Unnamed from the start where the kernel can (O_TMPFILE), else created and
+        // unlinked at once; readable only by this user.
+        let file = tempfile::tempfile_in(dir)
+            .map_err(|e| UnpackError::io("create a temp file in", dir, e))?;
         Ok(SpoolWriter {
             out: std::io::BufWriter::with_capacity(1 << 20, file),
             files: Vec::new(),
@@ -1003,7 +991,7 @@ fn parse_layer(
         source: std::io::Error::other("the layers are no longer read"),
     };
     let r = read_layer_from(image, i, blob, limits, progress, |tar| {
-        let mut spool = spool.map(|dir| SpoolWriter::new(dir, i)).transpose()?;
+        let mut spool = spool.map(SpoolWriter::new).transpose()?;
         let mut batch = Vec::new();
         let mut bytes = 0usize;
         while let Some(e) = tar.next_entry()? {

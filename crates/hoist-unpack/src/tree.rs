@@ -403,8 +403,10 @@ impl FsTree {
                 .collect();
             jobs.into_iter()
                 .map(|j| {
+                    // A panic sorts after every layer's own error (which is the one
+                    // to report when there is one).
                     j.join().unwrap_or(Err((
-                        0,
+                        usize::MAX,
                         UnpackError::WorkerPanicked {
                             what: "layer streaming",
                         },
