@@ -35,7 +35,6 @@
 
 use std::collections::HashMap;
 use std::fs::File;
-use std::os::unix::fs::FileExt as _;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -626,7 +625,7 @@ impl Tail {
             };
             if let Some(f) = &published {
                 let want = (size - pos).min(CHUNK) as usize;
-                let got = read_at(f, pos, want)?;
+                let got = crate::server::read_at(f, pos, want)?;
                 if got.is_empty() {
                     return Err(std::io::Error::new(
                         std::io::ErrorKind::UnexpectedEof,
@@ -647,7 +646,7 @@ impl Tail {
                 Err(e) => return Err(e),
             };
             let want = (p.offset - pos).min(CHUNK) as usize;
-            let got = read_at(&f, pos, want)?;
+            let got = crate::server::read_at(&f, pos, want)?;
             Ok(((!got.is_empty()).then_some(got), None))
         })
         .await
@@ -657,20 +656,4 @@ impl Tail {
         }
         Ok(bytes.map(Bytes::from))
     }
-}
-
-/// Up to `want` bytes of `f` from `pos` (fewer at its end), with positioned reads.
-pub(crate) fn read_at(f: &File, pos: u64, want: usize) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; want];
-    let mut got = 0;
-    while got < want {
-        match f.read_at(&mut buf[got..], pos + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(got);
-    Ok(buf)
 }

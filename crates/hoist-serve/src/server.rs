@@ -3,6 +3,7 @@
 //! pool.
 
 use std::fs::File;
+use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -609,19 +610,18 @@ async fn blob(
                     let file = open_blob(&store, digest).await?.ok_or_else(unknown)?;
                     file_response(file, digest, headers, head, store)
                 }
-                Some(BlobAnswer::Pulling { pull, .. })
-                    if matches!(&*pull.borrow(), PullState::Failed(..)) =>
-                {
-                    // The pull failed moments ago: an error, not a body that breaks off.
-                    match &*pull.borrow() {
-                        PullState::Failed(e, _) => Err(e.clone()),
-                        _ => Err(unknown()),
-                    }
-                }
                 Some(BlobAnswer::Pulling { desc, pull }) => {
-                    Ok(blob_response(digest, headers, head, desc.size, |_, _| {
-                        Body::from_stream(pull_through::tail(store, (*desc).clone(), pull))
-                    }))
+                    let failed = match &*pull.borrow() {
+                        PullState::Failed(e, _) => Some(e.clone()),
+                        _ => None,
+                    };
+                    match failed {
+                        // The pull failed moments ago: an error, not a body that breaks off.
+                        Some(e) => Err(e),
+                        None => Ok(blob_response(digest, headers, head, desc.size, |_, _| {
+                            Body::from_stream(pull_through::tail(store, (*desc).clone(), pull))
+                        })),
+                    }
                 }
             };
         }
@@ -731,7 +731,7 @@ fn file_stream(
         }
         let want = (end - pos).min(CHUNK as u64) as usize;
         let f = file.clone();
-        let read = tokio::task::spawn_blocking(move || crate::pull_through::read_at(&f, pos, want))
+        let read = tokio::task::spawn_blocking(move || read_at(&f, pos, want))
             .await
             .map_err(std::io::Error::other)
             .and_then(|r| r);
@@ -776,4 +776,20 @@ async fn referrers(
         "application/vnd.oci.image.index.v1+json",
         head,
     ))
+}
+
+/// Up to `want` bytes of `f` from `pos` (fewer at its end), with positioned reads.
+pub(crate) fn read_at(f: &std::fs::File, pos: u64, want: usize) -> std::io::Result<Vec<u8>> {
+    let mut buf = vec![0u8; want];
+    let mut got = 0;
+    while got < want {
+        match FileExt::read_at(f, &mut buf[got..], pos + got as u64) {
+            Ok(0) => break,
+            Ok(n) => got += n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    buf.truncate(got);
+    Ok(buf)
 }
