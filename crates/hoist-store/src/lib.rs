@@ -233,7 +233,7 @@ pub use error::StoreError;
 pub use fsck::{FsckOptions, FsckReport, Problem, ProblemKind, Resumable};
 pub use gc::{Amount, DEFAULT_INGEST_GRACE, GcItem, GcOptions, GcReport, KEEP_AS_PARTIAL};
 pub use index::ANNOTATION_IMAGE_ID;
-pub use partial::{PARTIAL_GRACE, PartialBlob, PartialInfo, SliceWriter};
+pub use partial::{PARTIAL_GRACE, PartialBlob, PartialInfo, PartialReader, SliceWriter};
 pub use query::MIN_PREFIX;
 pub use record::{
     ImageCommit, ImageManifest, ImageRecord, NameTarget, OciView, RemoveReport, ResolvedImage,

@@ -149,6 +149,25 @@ impl Store {
         }))
     }
 
+    /// The partial download of `d` opened for reading while it grows ([`PartialReader`]:
+    /// its data file and record kept open), if there is one.
+    pub fn open_partial_reader(&self, d: &Digest) -> Result<Option<PartialReader>, StoreError> {
+        let (path, meta) = self.partial_paths(d);
+        let open = |p: &Path| match File::open(p) {
+            Ok(f) => Ok(Some(f)),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(StoreError::read(p.to_path_buf(), e)),
+        };
+        let (Some(data), Some(meta)) = (open(&path)?, open(&meta)?) else {
+            return Ok(None);
+        };
+        Ok(Some(PartialReader {
+            data,
+            meta,
+            digest: d.clone(),
+        }))
+    }
+
     /// The partial downloads in the ingest area, for fsck, df and gc.
     pub fn partial_blobs(&self) -> Result<Vec<PartialInfo>, StoreError> {
         let dir = self.ingest_dir();
@@ -279,6 +298,41 @@ fn read_meta(f: &File) -> Option<Meta> {
     let n = f.read_at(&mut buf, 0).ok()?;
     let m: Meta = serde_json::from_slice(buf[..n].trim_ascii()).ok()?;
     (m.v == 1).then_some(m)
+}
+
+/// A partial download read while it is written (`hoist serve --pull-through` streams a
+/// blob from it): the data file and its record stay open, so following the download
+/// costs a positioned read of each, not an open per look. The data file keeps being the
+/// same file when the blob is published (renamed into `blobs/`), and the record's last
+/// state stays readable after it is removed. The bytes are unverified until the blob is
+/// published: a reader hashes what it reads.
+#[derive(Debug)]
+pub struct PartialReader {
+    data: File,
+    meta: File,
+    digest: Digest,
+}
+
+impl PartialReader {
+    /// The record's blob size and valid offset, read now (`None` when the record is
+    /// unreadable, or for another blob).
+    pub fn valid(&self) -> Option<(u64, u64)> {
+        read_meta(&self.meta)
+            .filter(|m| m.digest == self.digest)
+            .map(|m| (m.size, m.offset.min(m.size)))
+    }
+
+    /// The data file, for positioned reads below the valid offset.
+    pub fn data(&self) -> &File {
+        &self.data
+    }
+
+    /// Whether the data file was removed (a failed download discarded): its bytes will
+    /// not grow any more; a new download writes a new file.
+    pub fn removed(&self) -> bool {
+        use std::os::unix::fs::MetadataExt as _;
+        self.data.metadata().is_ok_and(|m| m.nlink() == 0)
+    }
 }
 
 impl PartialBlob {
