@@ -31,28 +31,41 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let out = PathBuf::from(out);
     let limits = Limits::default();
     if rest.iter().any(|a| a == "--passes") {
-        // Each pass alone: pass 1 (the tree) and pass 2 (the data, into nothing; on one
-        // thread, then on every core).
+        // Each pass alone: pass 1 (the tree, the file data spooled beside OUT) and pass 2
+        // (the data from the spool, into nothing; on one thread, then on every core).
+        let spool = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
         let started = Instant::now();
-        let tree = hoist_unpack::tree::FsTree::flattened(&store, &rec, &limits, &NoProgress)?;
+        let tree = hoist_unpack::tree::FsTree::flattened_spooled(
+            &store,
+            &rec,
+            &spool,
+            &limits,
+            &NoProgress,
+        )?;
         println!(
             "pass 1 ({} inodes): {:?}",
             tree.inodes.len(),
             started.elapsed()
         );
-        let started = Instant::now();
-        let mut bytes = 0u64;
-        tree.stream_data(&store, &rec, &limits, &NoProgress, |_, _, b| {
-            bytes += b.len() as u64;
-            Ok(())
-        })?;
-        println!("pass 2 ({bytes} bytes): {:?}", started.elapsed());
-        let started = Instant::now();
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
-        tree.stream_data_parallel(&store, &rec, &limits, &NoProgress, threads, || {
-            |_, _, _: &[u8]| Ok(())
-        })?;
-        println!("pass 2 on {threads} threads: {:?}", started.elapsed());
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
+        for threads in [1, cores] {
+            let started = Instant::now();
+            let bytes = std::sync::atomic::AtomicU64::new(0);
+            tree.stream_data(&rec, &NoProgress, threads, || {
+                |_, _, b: &[u8]| {
+                    bytes.fetch_add(b.len() as u64, std::sync::atomic::Ordering::Relaxed);
+                    Ok(())
+                }
+            })?;
+            println!(
+                "pass 2 ({} bytes) on {threads} threads: {:?}",
+                bytes.into_inner(),
+                started.elapsed()
+            );
+        }
     }
     let started = Instant::now();
     let size = match format.as_str() {

@@ -15,7 +15,7 @@
 //! The output is what `hoist unpack` would produce, as a tar.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet, VecDeque};
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::Path;
 
 use hoist_store::{ImageRecord, Store};
@@ -23,7 +23,7 @@ use hoist_types::{Progress, ProgressEvent};
 
 use crate::image::check_layers;
 use crate::path::{join, split, subtree_range};
-use crate::stream::{ChannelReader, LayerStream, piped, piped_data};
+use crate::stream::{ChannelReader, LayerStream, piped};
 use crate::tar::{Entry, EntryKind, TarReader, Timestamp};
 use crate::whiteout::{self, Whiteout};
 use crate::writer::{Header, TarWriter};
@@ -467,92 +467,44 @@ pub fn export<W: Write>(
     export_layers(store, image, image.layers.len(), out, limits, progress)
 }
 
-/// Reads layer `i` of `image` with `consume` (decompressing on a second thread) and checks
-/// its diff ID.
-pub(crate) fn read_layer<T>(
+/// Where a pass reads the layer blobs from: `open(i)` gives a reader of layer `i`'s blob
+/// (an index into the image's layers) from its first byte: a blob of the store, or one
+/// still downloading, followed as it grows. What it reads is checked against the layer's
+/// diff ID.
+pub type OpenBlob<'a> =
+    dyn Fn(usize) -> Result<Box<dyn Read + Send + 'a>, UnpackError> + Sync + 'a;
+
+/// Layers `range` of `image`, opened from the store once (the passes read them through
+/// positioned readers, see [`read_at`]).
+pub(crate) fn store_blobs(
     store: &Store,
     image: &ImageRecord,
-    i: usize,
-    limits: &Limits,
-    progress: &dyn Progress,
-    consume: impl FnOnce(&mut TarReader<ChannelReader>) -> Result<T, UnpackError>,
-) -> Result<T, UnpackError> {
-    let desc = &image.layers[i];
-    let blob = store.open_blob(&desc.digest)?;
-    let stream = LayerStream::open(
-        blob,
-        &desc.media_type,
-        image.diff_ids[i].algorithm(),
-        limits,
-        Some(&desc.digest),
-        progress,
-    )?;
-    let (v, pumped) = piped(stream, limits, consume)?;
-    if pumped.digest != image.diff_ids[i] {
-        return Err(UnpackError::DiffIdMismatch {
-            expected: image.diff_ids[i].clone(),
-            actual: pumped.digest,
-        });
-    }
-    Ok(v)
+    range: std::ops::Range<usize>,
+) -> Result<Vec<std::fs::File>, UnpackError> {
+    check_layers(image)?;
+    let count = image.layers.len();
+    range
+        .map(|i| {
+            let digest = &image
+                .layers
+                .get(i)
+                .ok_or_else(|| UnpackError::LayerCount {
+                    image: image.id.clone(),
+                    layers: count,
+                    diff_ids: image.diff_ids.len(),
+                })?
+                .digest;
+            store
+                .open_blob(digest)
+                .map_err(|e| UnpackError::from(e).in_layer(i + 1, digest))
+        })
+        .collect()
 }
 
-/// A layer blob of the store, opened once for both passes of a [`Model`] user (the tree
-/// of the native filesystem writers): pass 2 reads the very file pass 1 verified.
-///
-/// Why pass 2 need not hash the layer again: pass 1 checked the diff ID of the bytes read
-/// through this descriptor. Pass 2 reads through the same descriptor (positioned reads, so
-/// threads do not share an offset), so a blob renamed over, replaced or removed in the
-/// store between the passes is not seen: the descriptor keeps the inode pass 1 read. Store
-/// blobs are content-addressed and never written in place; a write to this inode anyway
-/// (any `write(2)`, `truncate`, `fallocate`) changes its size, mtime or ctime, which no
-/// unprivileged process can set back (ctime is the kernel's), so [`LayerBlob::unchanged`]
-/// compares them with what they were before pass 1 once pass 2 has read the layer. Pass 2
-/// still parses the tar as strictly, holds the size cap and checks that each file it
-/// writes has the size pass 1 planned for it.
-#[derive(Debug)]
-pub(crate) struct LayerBlob {
-    file: std::fs::File,
-    stamp: Stamp,
-}
-
-/// What identifies a file's content without reading it: device, inode, size, mtime, ctime.
-type Stamp = (u64, u64, u64, i64, i64, i64, i64);
-
-fn stamp(f: &std::fs::File) -> std::io::Result<Stamp> {
-    use std::os::unix::fs::MetadataExt as _;
-    let m = f.metadata()?;
-    Ok((
-        m.dev(),
-        m.ino(),
-        m.size(),
-        m.mtime(),
-        m.mtime_nsec(),
-        m.ctime(),
-        m.ctime_nsec(),
-    ))
-}
-
-impl LayerBlob {
-    fn open(store: &Store, digest: &hoist_types::Digest) -> Result<LayerBlob, UnpackError> {
-        let file = store.open_blob(digest)?;
-        let stamp =
-            stamp(&file).map_err(|e| UnpackError::io("stat", store.blob_path(digest), e))?;
-        Ok(LayerBlob { file, stamp })
-    }
-
-    /// A reader from the start of the blob, with its own offset.
-    fn reader(&self) -> ReadAt<'_> {
-        ReadAt {
-            file: &self.file,
-            pos: 0,
-        }
-    }
-
-    /// Whether the blob is as it was when it was opened (see [`LayerBlob`]).
-    pub(crate) fn unchanged(&self) -> bool {
-        stamp(&self.file).is_ok_and(|s| s == self.stamp)
-    }
+/// A reader of `file` from its first byte, with its own offset (so threads, and the two
+/// passes, share one descriptor).
+pub(crate) fn read_at(file: &std::fs::File) -> Box<dyn Read + Send + '_> {
+    Box::new(ReadAt { file, pos: 0 })
 }
 
 /// Positioned reads of a file shared by threads.
@@ -561,7 +513,7 @@ struct ReadAt<'a> {
     pos: u64,
 }
 
-impl std::io::Read for ReadAt<'_> {
+impl Read for ReadAt<'_> {
     fn read(&mut self, buf: &mut [u8]) -> std::io::Result<usize> {
         use std::os::unix::fs::FileExt as _;
         let n = self.file.read_at(buf, self.pos)?;
@@ -570,49 +522,19 @@ impl std::io::Read for ReadAt<'_> {
     }
 }
 
-/// Pass 2 of the tree: reads layer `i` of `image` from `blob` (opened by pass 1, which
-/// checked its diff ID) with `consume`, without hashing it again (see [`LayerBlob`]); the
-/// rest of the layer after what `consume` reads is not decompressed. Fails if the blob
-/// was written to since pass 1.
-pub(crate) fn read_layer_data<T>(
+/// Reads layer `i` of `image` from `blob` with `consume` (decompressing on a second
+/// thread) and checks its diff ID.
+pub(crate) fn read_layer<R: Read + Send, T>(
     image: &ImageRecord,
     i: usize,
-    blob: &LayerBlob,
+    blob: R,
     limits: &Limits,
     progress: &dyn Progress,
     consume: impl FnOnce(&mut TarReader<ChannelReader>) -> Result<T, UnpackError>,
 ) -> Result<T, UnpackError> {
     let desc = &image.layers[i];
     let stream = LayerStream::open(
-        blob.reader(),
-        &desc.media_type,
-        image.diff_ids[i].algorithm(),
-        limits,
-        Some(&desc.digest),
-        progress,
-    )?;
-    let v = piped_data(stream, limits, consume)?;
-    if !blob.unchanged() {
-        return Err(UnpackError::bad(
-            b"",
-            "the layer blob was written to between the two passes",
-        ));
-    }
-    Ok(v)
-}
-
-/// Reads layer `i` of `image` from `blob` as [`read_layer`] does (diff ID checked).
-fn read_layer_from<T>(
-    image: &ImageRecord,
-    i: usize,
-    blob: &LayerBlob,
-    limits: &Limits,
-    progress: &dyn Progress,
-    consume: impl FnOnce(&mut TarReader<ChannelReader>) -> Result<T, UnpackError>,
-) -> Result<T, UnpackError> {
-    let desc = &image.layers[i];
-    let stream = LayerStream::open(
-        blob.reader(),
+        blob,
         &desc.media_type,
         image.diff_ids[i].algorithm(),
         limits,
@@ -640,8 +562,11 @@ pub fn export_layers<W: Write>(
 ) -> Result<ExportReport, UnpackError> {
     check_layers(image)?;
     let count = count.min(image.layers.len());
+    // The blobs, opened once for both passes.
+    let blobs = store_blobs(store, image, 0..count)?;
+    let open = |i: usize| Ok(read_at(&blobs[i]));
     // Pass 1: the model.
-    let (model, _, _) = build_model(store, image, 0..count, false, None, limits, progress)?;
+    let (model, _) = build_model(image, 0..count, false, None, &open, limits, progress)?;
     // The plan: what to write at each position.
     let mut plan: HashMap<Pos, Plan> = HashMap::new();
     let mut names: HashMap<usize, Vec<Vec<u8>>> = HashMap::new();
@@ -673,7 +598,7 @@ pub fn export_layers<W: Write>(
         xattrs: Vec::new(),
     };
     let out_err = |source| UnpackError::Output { source };
-    for i in 0..count {
+    for (i, blob) in blobs.iter().enumerate() {
         let wrap = |e: UnpackError| e.in_layer(i + 1, &image.layers[i].digest);
         let message = format!(
             "writing layer {}/{count} {}",
@@ -681,7 +606,7 @@ pub fn export_layers<W: Write>(
             image.layers[i].digest.short()
         );
         progress.event(&ProgressEvent::Status { message: &message });
-        read_layer(store, image, i, limits, progress, |tar| {
+        read_layer(image, i, read_at(blob), limits, progress, |tar| {
             let mut idx = 0u64;
             while let Some(e) = tar.next_entry()? {
                 let Some(p) = plan.remove(&(i, idx)) else {
@@ -841,8 +766,10 @@ enum Parsed {
 }
 
 /// Pass 1: applies layers `range` of `image` to a fresh model, each layer's diff ID
-/// checked; `overlay` keeps whiteouts in overlayfs form (for one layer alone). Returns the
-/// model and the layer blobs it read, opened (for pass 2, see [`LayerBlob`]).
+/// checked; `overlay` keeps whiteouts in overlayfs form (for one layer alone). The blobs
+/// are read through `open` (see [`OpenBlob`]). With `spool`, every regular file's bytes
+/// are also written to an unnamed file per layer there ([`LayerSpool`], returned in
+/// layer order), for a second pass that copies them instead of reading the layers again.
 ///
 /// The layers are decompressed, hashed and parsed on up to as many threads as there are
 /// cores, several layers at once (each layer itself on two threads, see [`piped`]), and
@@ -852,31 +779,23 @@ enum Parsed {
 /// same as reading the layers one after the other: a layer's entries are applied in
 /// order; an entry that cannot be applied stops the build before the layer's own parse or
 /// diff ID error, which comes before the next layer's.
-#[allow(clippy::type_complexity)]
 pub(crate) fn build_model(
-    store: &Store,
     image: &ImageRecord,
     range: std::ops::Range<usize>,
     overlay: bool,
     spool: Option<&Path>,
+    open: &OpenBlob<'_>,
     limits: &Limits,
     progress: &dyn Progress,
-) -> Result<(Model, Vec<LayerBlob>, Vec<Option<LayerSpool>>), UnpackError> {
+) -> Result<(Model, Option<Vec<LayerSpool>>), UnpackError> {
     check_layers(image)?;
     let count = image.layers.len();
-    let mut blobs = Vec::with_capacity(range.len());
-    for i in range.clone() {
-        let digest =
-            image
-                .layers
-                .get(i)
-                .map(|l| &l.digest)
-                .ok_or_else(|| UnpackError::LayerCount {
-                    image: image.id.clone(),
-                    layers: count,
-                    diff_ids: image.diff_ids.len(),
-                })?;
-        blobs.push(LayerBlob::open(store, digest).map_err(|e| e.in_layer(i + 1, digest))?);
+    if range.end > count {
+        return Err(UnpackError::LayerCount {
+            image: image.id.clone(),
+            layers: count,
+            diff_ids: image.diff_ids.len(),
+        });
     }
     let mut model = Model {
         overlay,
@@ -893,12 +812,11 @@ pub(crate) fn build_model(
         receivers.push((i, rx));
     }
     let queue = std::sync::Mutex::new(queue);
-    let start = range.start;
-    let mut spools = Vec::with_capacity(range.len());
+    let mut spools = spool.map(|_| Vec::with_capacity(range.len()));
     std::thread::scope(|s| {
         let workers: Vec<_> = (0..threads)
             .map(|_| {
-                let (queue, blobs) = (&queue, &blobs);
+                let queue = &queue;
                 s.spawn(move || {
                     loop {
                         let next = queue
@@ -906,13 +824,12 @@ pub(crate) fn build_model(
                             .unwrap_or_else(std::sync::PoisonError::into_inner)
                             .pop_front();
                         let Some((i, tx)) = next else { return };
-                        let blob = &blobs[i - start];
-                        parse_layer(image, i, blob, spool, limits, progress, &tx);
+                        parse_layer(image, i, open, spool, limits, progress, &tx);
                     }
                 })
             })
             .collect();
-        let applied = apply_layers(&mut model, image, receivers, &mut spools);
+        let applied = apply_layers(&mut model, image, receivers, spools.as_mut());
         // On an error, the layers not started are not read; the ones being read stop at
         // their next batch (their receiver is gone).
         queue
@@ -931,7 +848,7 @@ pub(crate) fn build_model(
         }
         Ok(())
     })?;
-    Ok((model, blobs, spools))
+    Ok((model, spools))
 }
 
 /// Applies each layer's entries as its reading thread sends them, base first.
@@ -939,7 +856,7 @@ fn apply_layers(
     model: &mut Model,
     image: &ImageRecord,
     receivers: Vec<(usize, std::sync::mpsc::Receiver<Parsed>)>,
-    spools: &mut Vec<Option<LayerSpool>>,
+    mut spools: Option<&mut Vec<LayerSpool>>,
 ) -> Result<(), UnpackError> {
     for (i, rx) in receivers {
         let digest = &image.layers[i].digest;
@@ -957,7 +874,9 @@ fn apply_layers(
                     }
                 }
                 Ok(Parsed::Done(r)) => {
-                    spools.push(r?);
+                    if let (Some(spools), Some(spool)) = (spools.as_deref_mut(), r?) {
+                        spools.push(spool);
+                    }
                     break;
                 }
                 // The reading thread went away without a word: it panicked.
@@ -977,7 +896,7 @@ fn apply_layers(
 fn parse_layer(
     image: &ImageRecord,
     i: usize,
-    blob: &LayerBlob,
+    open: &OpenBlob<'_>,
     spool: Option<&Path>,
     limits: &Limits,
     progress: &dyn Progress,
@@ -990,43 +909,46 @@ fn parse_layer(
     let stopped = || UnpackError::Stream {
         source: std::io::Error::other("the layers are no longer read"),
     };
-    let r = read_layer_from(image, i, blob, limits, progress, |tar| {
-        let mut spool = spool.map(SpoolWriter::new).transpose()?;
-        let mut batch = Vec::new();
-        let mut bytes = 0usize;
-        while let Some(e) = tar.next_entry()? {
-            if let Some(w) = &mut spool
-                && e.kind == EntryKind::File
-                && e.size > 0
-            {
-                w.file_data(tar, batch.len() as u64 + w.sent, &e)?;
-            }
-            bytes += 128
-                + e.path.len()
-                + e.xattrs
-                    .iter()
-                    .map(|(k, v)| k.len() + v.len() + 48)
-                    .sum::<usize>()
-                + match &e.kind {
-                    EntryKind::Symlink(t) | EntryKind::Hardlink(t) => t.len(),
-                    _ => 0,
-                };
-            batch.push(e);
-            if batch.len() >= BATCH_ENTRIES || bytes >= BATCH_BYTES {
-                if let Some(w) = &mut spool {
-                    w.sent += batch.len() as u64;
+    let r = open(i)
+        .and_then(|blob| {
+            read_layer(image, i, blob, limits, progress, |tar| {
+                let mut spool = spool.map(SpoolWriter::new).transpose()?;
+                let mut batch = Vec::new();
+                let mut bytes = 0usize;
+                while let Some(e) = tar.next_entry()? {
+                    if let Some(w) = &mut spool
+                        && e.kind == EntryKind::File
+                        && e.size > 0
+                    {
+                        w.file_data(tar, batch.len() as u64 + w.sent, &e)?;
+                    }
+                    bytes += 128
+                        + e.path.len()
+                        + e.xattrs
+                            .iter()
+                            .map(|(k, v)| k.len() + v.len() + 48)
+                            .sum::<usize>()
+                        + match &e.kind {
+                            EntryKind::Symlink(t) | EntryKind::Hardlink(t) => t.len(),
+                            _ => 0,
+                        };
+                    batch.push(e);
+                    if batch.len() >= BATCH_ENTRIES || bytes >= BATCH_BYTES {
+                        if let Some(w) = &mut spool {
+                            w.sent += batch.len() as u64;
+                        }
+                        tx.send(Parsed::Entries(std::mem::take(&mut batch)))
+                            .map_err(|_| stopped())?;
+                        bytes = 0;
+                    }
                 }
-                tx.send(Parsed::Entries(std::mem::take(&mut batch)))
-                    .map_err(|_| stopped())?;
-                bytes = 0;
-            }
-        }
-        if !batch.is_empty() {
-            tx.send(Parsed::Entries(batch)).map_err(|_| stopped())?;
-        }
-        spool.map(SpoolWriter::finish).transpose()
-    })
-    .map_err(|e| e.in_layer(i + 1, digest));
+                if !batch.is_empty() {
+                    tx.send(Parsed::Entries(batch)).map_err(|_| stopped())?;
+                }
+                spool.map(SpoolWriter::finish).transpose()
+            })
+        })
+        .map_err(|e| e.in_layer(i + 1, digest));
     let _ = tx.send(Parsed::Done(r));
 }
 

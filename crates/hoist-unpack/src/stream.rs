@@ -473,8 +473,8 @@ const CHUNK: usize = 1 << 20;
 
 /// The consuming end of a [`piped`] layer: the decompressed bytes, in order.
 pub(crate) struct ChannelReader {
-    /// `None`: the bytes are not hashed ([`piped_data`]).
-    hasher: Option<Hasher>,
+    /// The diff ID, as the bytes are read.
+    hasher: Hasher,
     rx: Receiver<io::Result<Vec<u8>>>,
     back: SyncSender<Vec<u8>>,
     cur: Vec<u8>,
@@ -490,9 +490,7 @@ impl Read for ChannelReader {
             }
             match self.rx.recv() {
                 Ok(Ok(chunk)) => {
-                    if let Some(h) = &mut self.hasher {
-                        h.update(&chunk);
-                    }
+                    self.hasher.update(&chunk);
                     let old = std::mem::replace(&mut self.cur, chunk);
                     self.pos = 0;
                     let _ = self.back.try_send(old);
@@ -531,29 +529,6 @@ pub(crate) fn piped<R: Read + Send, T>(
     limits: &Limits,
     consume: impl FnOnce(&mut TarReader<ChannelReader>) -> Result<T, UnpackError>,
 ) -> Result<(T, Pumped), UnpackError> {
-    let (v, pumped) = pipe(stream, limits, true, consume)?;
-    Ok((v, pumped.expect("a verifying pipe reports what it pumped")))
-}
-
-/// As [`piped`], for a second read of a layer whose diff ID an earlier pass checked (the
-/// data pass of [`crate::tree::FsTree`]): the bytes are not hashed, and once `consume`
-/// returns the rest of the stream is not read (the decompression thread is told to stop),
-/// so nothing after the last entry `consume` needs is decompressed. The tar is parsed as
-/// strictly and the size cap holds as in [`piped`].
-pub(crate) fn piped_data<R: Read + Send, T>(
-    stream: LayerStream<'_, R>,
-    limits: &Limits,
-    consume: impl FnOnce(&mut TarReader<ChannelReader>) -> Result<T, UnpackError>,
-) -> Result<T, UnpackError> {
-    Ok(pipe(stream, limits, false, consume)?.0)
-}
-
-fn pipe<R: Read + Send, T>(
-    stream: LayerStream<'_, R>,
-    limits: &Limits,
-    verify: bool,
-    consume: impl FnOnce(&mut TarReader<ChannelReader>) -> Result<T, UnpackError>,
-) -> Result<(T, Option<Pumped>), UnpackError> {
     let algorithm = stream.hasher.algorithm();
     let mut stream = stream;
     stream.hashing = false;
@@ -599,7 +574,7 @@ fn pipe<R: Read + Send, T>(
             Ok((total, compressed))
         });
         let reader = ChannelReader {
-            hasher: verify.then(|| Hasher::new(algorithm)),
+            hasher: Hasher::new(algorithm),
             rx,
             back: btx,
             cur: Vec::new(),
@@ -608,16 +583,11 @@ fn pipe<R: Read + Send, T>(
         };
         let mut tar = TarReader::new(reader, limits);
         let out = match consume(&mut tar) {
-            Ok(v) if verify => {
+            Ok(v) => {
                 let ended = tar.saw_end();
                 let offset = tar.offset();
                 let mut rest = tar.into_inner();
-                drain(&mut rest, ended, offset).map(|()| (v, rest.hasher.map(Hasher::finish)))
-            }
-            Ok(v) => {
-                // Not verifying: hang up, the rest of the stream is not needed.
-                drop(tar);
-                Ok((v, None))
+                drain(&mut rest, ended, offset).map(|()| (v, rest.hasher.finish()))
             }
             Err(e) => {
                 // Hang up, so the decompression thread stops instead of waiting to send.
@@ -631,23 +601,14 @@ fn pipe<R: Read + Send, T>(
             what: "decompression",
         }));
         let (v, digest) = out?;
-        if !verify {
-            // The decompressor's own error, if any, came after every byte `consume` read
-            // (an error before would have reached `consume`), or is the hang-up; only a
-            // panic is reported.
-            if let Err(e @ UnpackError::WorkerPanicked { .. }) = pumped {
-                return Err(e);
-            }
-            return Ok((v, None));
-        }
         let (total, compressed) = pumped?;
         Ok((
             v,
-            digest.map(|digest| Pumped {
+            Pumped {
                 digest,
                 total,
                 compressed,
-            }),
+            },
         ))
     })
 }

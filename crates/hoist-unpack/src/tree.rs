@@ -11,15 +11,16 @@
 //!
 //! The model holds metadata only (owners, modes, devices and xattrs come from the tar
 //! headers, never from the host, so it is the same for root and for an unprivileged
-//! user). File contents are streamed in a second pass, [`FsTree::stream_data`], which
-//! reads the layers again (from the blobs pass 1 opened and verified, not hashed again) and
-//! hands each regular file's bytes over in [`FsTree::data_order`], so a writer can place
-//! every file before a byte arrives.
+//! user). Pass 1 also writes every regular file's bytes, as it reads them, to an unnamed
+//! spool file per layer (beside the output: the bytes whose diff ID it checked). File
+//! contents are handed over in a second pass, [`FsTree::stream_data`], which copies them
+//! from the spool (the layers are not decompressed again), so a writer can place every
+//! file before a byte arrives.
 
 use hoist_store::{ImageRecord, Store};
 use hoist_types::{Progress, ProgressEvent};
 
-use crate::flatten::{LayerBlob, LayerSpool, Model, Node, Pos, build_model, read_layer_data};
+use crate::flatten::{LayerSpool, Model, Node, Pos, build_model, read_at, store_blobs};
 use crate::tar::{EntryKind, Timestamp};
 use crate::{Limits, OVERLAY_OPAQUE, UnpackError};
 
@@ -88,11 +89,8 @@ pub struct FsTree {
     layers: std::ops::Range<usize>,
     /// Regular files with data, in the order their bytes are streamed: `(pos, inode)`.
     data: Vec<(Pos, InodeId)>,
-    /// The blobs of `layers`, kept open from pass 1 for pass 2.
-    blobs: Vec<LayerBlob>,
-    /// The file data of `layers`, when pass 1 spooled it (then pass 2 reads it from
-    /// there, not from the blobs).
-    spools: Vec<Option<LayerSpool>>,
+    /// The file data of `layers`, spooled by pass 1, for pass 2.
+    spools: Vec<LayerSpool>,
 }
 
 impl std::fmt::Debug for FsTree {
@@ -110,21 +108,10 @@ impl FsTree {
     pub const ROOT: InodeId = 0;
 
     /// Pass 1 for a flattened root filesystem: every layer of `image` applied (whiteouts
-    /// applied), as `hoist unpack` would leave it.
-    pub fn flattened(
-        store: &Store,
-        image: &ImageRecord,
-        limits: &Limits,
-        progress: &dyn Progress,
-    ) -> Result<FsTree, UnpackError> {
-        let range = 0..image.layers.len();
-        FsTree::build(store, image, range, false, None, limits, progress)
-    }
-
-    /// As [`FsTree::flattened`], and pass 1 also writes every regular file's bytes to
-    /// unnamed files in `spool` (a directory on the filesystem of the output, say: as many
-    /// bytes as the layers' files hold, until the tree is dropped), so that pass 2 copies
-    /// them from there instead of decompressing the layers a second time.
+    /// applied), as `hoist unpack` would leave it. Every regular file's bytes are written
+    /// to unnamed files in `spool` (a directory on the filesystem of the output, say: as
+    /// many bytes as the layers' files hold, until the tree is dropped), from which pass 2
+    /// ([`FsTree::stream_data`]) copies them.
     pub fn flattened_spooled(
         store: &Store,
         image: &ImageRecord,
@@ -132,11 +119,19 @@ impl FsTree {
         limits: &Limits,
         progress: &dyn Progress,
     ) -> Result<FsTree, UnpackError> {
-        let range = 0..image.layers.len();
-        FsTree::build(store, image, range, false, Some(spool), limits, progress)
+        FsTree::build(
+            store,
+            image,
+            0..image.layers.len(),
+            false,
+            spool,
+            limits,
+            progress,
+        )
     }
 
-    /// As [`FsTree::layer`], with the file data spooled as [`FsTree::flattened_spooled`].
+    /// Pass 1 for one layer (index `layer`, base 0) alone in overlayfs form, for a lower
+    /// of an overlay stack; the file data spooled as [`FsTree::flattened_spooled`].
     pub fn layer_spooled(
         store: &Store,
         image: &ImageRecord,
@@ -145,8 +140,15 @@ impl FsTree {
         limits: &Limits,
         progress: &dyn Progress,
     ) -> Result<FsTree, UnpackError> {
-        let range = layer..layer + 1;
-        FsTree::build(store, image, range, true, Some(spool), limits, progress)
+        FsTree::build(
+            store,
+            image,
+            layer..layer + 1,
+            true,
+            spool,
+            limits,
+            progress,
+        )
     }
 
     fn build(
@@ -154,41 +156,26 @@ impl FsTree {
         image: &ImageRecord,
         range: std::ops::Range<usize>,
         overlay: bool,
-        spool: Option<&std::path::Path>,
+        spool: &std::path::Path,
         limits: &Limits,
         progress: &dyn Progress,
     ) -> Result<FsTree, UnpackError> {
-        let (model, blobs, spools) = build_model(
-            store,
+        let blobs = store_blobs(store, image, range.clone())?;
+        let open = |i: usize| Ok(read_at(&blobs[i - range.start]));
+        let (model, spools) = build_model(
             image,
             range.clone(),
             overlay,
-            spool,
+            Some(spool),
+            &open,
             limits,
             progress,
         )?;
-        Ok(FsTree::from_model(model, range, blobs, spools))
+        let spools = spools.expect("a spool directory was given");
+        Ok(FsTree::from_model(model, range, spools))
     }
 
-    /// Pass 1 for one layer (index `layer`, base 0) alone in overlayfs form, for a lower
-    /// of an overlay stack.
-    pub fn layer(
-        store: &Store,
-        image: &ImageRecord,
-        layer: usize,
-        limits: &Limits,
-        progress: &dyn Progress,
-    ) -> Result<FsTree, UnpackError> {
-        let range = layer..layer + 1;
-        FsTree::build(store, image, range, true, None, limits, progress)
-    }
-
-    fn from_model(
-        model: Model,
-        layers: std::ops::Range<usize>,
-        blobs: Vec<LayerBlob>,
-        spools: Vec<Option<LayerSpool>>,
-    ) -> FsTree {
+    fn from_model(model: Model, layers: std::ops::Range<usize>, spools: Vec<LayerSpool>) -> FsTree {
         let default_dir = |mtime: Timestamp| Inode {
             kind: InodeKind::Dir {
                 entries: Vec::new(),
@@ -312,7 +299,6 @@ impl FsTree {
             inodes,
             layers,
             data,
-            blobs,
             spools,
         }
     }
@@ -323,119 +309,16 @@ impl FsTree {
         self.data.iter().map(|(_, id)| *id)
     }
 
-    /// Pass 2: reads the layers again and calls `sink(inode, offset, bytes)` with each
-    /// regular file's bytes, in order, file after file in [`FsTree::data_order`]. `image`
-    /// must be the one the tree was built from. The layers are read from the blobs pass 1
-    /// opened and verified (not from `_store` again), without hashing them a second time:
-    /// the blob must not have been written to since (checked, see `flatten::LayerBlob`),
-    /// and only as much of each layer is decompressed as holds data of the tree.
-    pub fn stream_data(
-        &self,
-        _store: &Store,
-        image: &ImageRecord,
-        limits: &Limits,
-        progress: &dyn Progress,
-        mut sink: impl FnMut(InodeId, u64, &[u8]) -> Result<(), UnpackError>,
-    ) -> Result<(), UnpackError> {
-        let mut buf = vec![0u8; 1 << 20];
-        for (i, range) in self.layer_data() {
-            self.stream_layer(image, limits, progress, i, range, &mut buf, &mut sink)?;
-        }
-        Ok(())
-    }
-
-    /// Pass 2 on up to `threads` threads: as [`FsTree::stream_data`], but the layers with
-    /// data are shared out (the largest blobs first, each to the least loaded thread), and
-    /// each thread streams its layers, base first, through its own sink from `make_sink`.
-    /// Within a layer the files come in [`FsTree::data_order`]; layers run concurrently,
-    /// so a sink must not rely on the order across layers. On an error, the first failing
-    /// layer's error (base first) is returned once every thread has stopped.
-    pub fn stream_data_parallel<S>(
-        &self,
-        _store: &Store,
-        image: &ImageRecord,
-        limits: &Limits,
-        progress: &dyn Progress,
-        threads: usize,
-        make_sink: impl Fn() -> S + Sync,
-    ) -> Result<(), UnpackError>
-    where
-        S: FnMut(InodeId, u64, &[u8]) -> Result<(), UnpackError>,
-    {
-        let layers = self.layer_data();
-        if threads > 1 && !layers.is_empty() && layers.iter().all(|(i, _)| self.spool(*i).is_some())
-        {
-            return self.stream_spooled_parallel(image, progress, threads, make_sink);
-        }
-        let threads = threads.clamp(1, layers.len().max(1));
-        if threads == 1 {
-            return self.stream_data(_store, image, limits, progress, make_sink());
-        }
-        let mut order: Vec<usize> = (0..layers.len()).collect();
-        order.sort_by_key(|&k| std::cmp::Reverse(image.layers[layers[k].0].size));
-        let mut buckets: Vec<(u64, Vec<usize>)> = vec![(0, Vec::new()); threads];
-        for k in order {
-            let least = (0..threads)
-                .min_by_key(|&b| buckets[b].0)
-                .expect("one thread at least");
-            buckets[least].0 += image.layers[layers[k].0].size;
-            buckets[least].1.push(k);
-        }
-        let results: Vec<Result<(), (usize, UnpackError)>> = std::thread::scope(|s| {
-            let jobs: Vec<_> = buckets
-                .into_iter()
-                .map(|(_, mut mine)| {
-                    mine.sort_unstable();
-                    let (layers, make_sink) = (&layers, &make_sink);
-                    s.spawn(move || {
-                        let mut sink = make_sink();
-                        let mut buf = vec![0u8; 1 << 20];
-                        for k in mine {
-                            let (i, range) = layers[k].clone();
-                            self.stream_layer(
-                                image, limits, progress, i, range, &mut buf, &mut sink,
-                            )
-                            .map_err(|e| (i, e))?;
-                        }
-                        Ok(())
-                    })
-                })
-                .collect();
-            jobs.into_iter()
-                .map(|j| {
-                    // A panic sorts after every layer's own error (which is the one
-                    // to report when there is one).
-                    j.join().unwrap_or(Err((
-                        usize::MAX,
-                        UnpackError::WorkerPanicked {
-                            what: "layer streaming",
-                        },
-                    )))
-                })
-                .collect()
-        });
-        match results
-            .into_iter()
-            .filter_map(Result::err)
-            .min_by_key(|(i, _)| *i)
-        {
-            Some((_, e)) => Err(e),
-            None => Ok(()),
-        }
-    }
-
-    /// The spooled file data of layer `i`, if pass 1 spooled it.
-    fn spool(&self, i: usize) -> Option<&LayerSpool> {
-        self.spools
-            .get(i.checked_sub(self.layers.start)?)
-            .and_then(Option::as_ref)
-    }
-
-    /// Pass 2 from the spool on `threads` threads: the files, in [`FsTree::data_order`],
-    /// cut in `threads` runs of about the same number of bytes (whatever the layers they
-    /// come from), each run through its own sink. On an error, the first failing run's
-    /// error is returned once every thread has stopped.
-    fn stream_spooled_parallel<S>(
+    /// Pass 2: calls `sink(inode, offset, bytes)` with each regular file's bytes, copied
+    /// from the spool of pass 1 (the layers are not read again), on up to `threads`
+    /// threads: the files, in [`FsTree::data_order`], are cut in `threads` runs of about
+    /// the same number of bytes (whatever the layers they come from), each run through
+    /// its own sink from `make_sink`. Each file's bytes come in order through one sink;
+    /// runs go concurrently, so a sink must not rely on the order across runs. `image`
+    /// must be the one the tree was built from (it names the layers in progress and
+    /// errors). On an error, the first failing run's error is returned once every thread
+    /// has stopped.
+    pub fn stream_data<S>(
         &self,
         image: &ImageRecord,
         progress: &dyn Progress,
@@ -479,7 +362,7 @@ impl FsTree {
                                     format!("writing layer {}/{count} {}", i + 1, digest.short());
                                 progress.event(&ProgressEvent::Status { message: &message });
                             }
-                            let spool = self.spool(i).expect("every layer with data spooled");
+                            let spool = &self.spools[i - self.layers.start];
                             copy_spooled(spool, idx, id, size(id), &mut buf, &mut sink)
                                 .map_err(|e| e.in_layer(i + 1, digest))?;
                         }
@@ -496,89 +379,6 @@ impl FsTree {
                 .collect()
         });
         results.into_iter().collect()
-    }
-
-    /// The layers with surviving data, base first, each with its range in `self.data`.
-    fn layer_data(&self) -> Vec<(usize, std::ops::Range<usize>)> {
-        let mut out: Vec<(usize, std::ops::Range<usize>)> = Vec::new();
-        for (k, ((layer, _), _)) in self.data.iter().enumerate() {
-            match out.last_mut() {
-                Some((l, r)) if l == layer => r.end = k + 1,
-                _ => out.push((*layer, k..k + 1)),
-            }
-        }
-        out
-    }
-
-    /// Streams the files `self.data[range]` of layer `i` through `sink`.
-    #[allow(clippy::too_many_arguments)]
-    fn stream_layer(
-        &self,
-        image: &ImageRecord,
-        limits: &Limits,
-        progress: &dyn Progress,
-        i: usize,
-        range: std::ops::Range<usize>,
-        buf: &mut [u8],
-        sink: &mut impl FnMut(InodeId, u64, &[u8]) -> Result<(), UnpackError>,
-    ) -> Result<(), UnpackError> {
-        let count = image.layers.len();
-        let digest = &image.layers[i].digest;
-        let message = format!("writing layer {}/{count} {}", i + 1, digest.short());
-        progress.event(&ProgressEvent::Status { message: &message });
-        if let Some(spool) = self.spool(i) {
-            for &((_, idx), id) in &self.data[range] {
-                let InodeKind::File { size } = self.inodes[id as usize].kind else {
-                    continue;
-                };
-                copy_spooled(spool, idx, id, size, buf, sink)
-                    .map_err(|e| e.in_layer(i + 1, digest))?;
-            }
-            return Ok(());
-        }
-        let mut next = range.start;
-        let blob = &self.blobs[i - self.layers.start];
-        read_layer_data(image, i, blob, limits, progress, |tar| {
-            let mut idx = 0u64;
-            while let Some(e) = tar.next_entry()? {
-                let here = (i, idx);
-                idx += 1;
-                let (pos, id) = self.data[next];
-                if pos != here {
-                    continue;
-                }
-                next += 1;
-                if !matches!(self.inodes[id as usize].kind, InodeKind::File { size } if size == e.size)
-                {
-                    return Err(UnpackError::bad(
-                        &e.path,
-                        "the layer changed between the two passes (file size differs)",
-                    ));
-                }
-                let mut off = 0u64;
-                while off < e.size {
-                    let n = tar.read_data(buf)?;
-                    if n == 0 {
-                        return Err(UnpackError::bad(&e.path, "file data ends early"));
-                    }
-                    sink(id, off, &buf[..n])?;
-                    off += n as u64;
-                }
-                if next == range.end {
-                    // The rest of the layer holds no data of the tree: not read.
-                    break;
-                }
-            }
-            Ok(())
-        })
-        .map_err(|e| e.in_layer(i + 1, digest))?;
-        if next != range.end {
-            return Err(UnpackError::bad(
-                b"",
-                "a layer changed between the two passes (file data not found again)",
-            ));
-        }
-        Ok(())
     }
 }
 

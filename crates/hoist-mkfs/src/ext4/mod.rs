@@ -92,7 +92,7 @@ pub fn build_ext4(
     // Pass 2 on every core (up to 4): each layer's data goes to its own blocks.
     let threads = std::thread::available_parallelism().map_or(1, |n| n.get().min(4));
     write_ext4(&tree, out, opts, key.as_bytes(), |make_sink| {
-        tree.stream_data_parallel(store, image, limits, progress, threads, make_sink)
+        tree.stream_data(image, progress, threads, make_sink)
     })
 }
 
@@ -123,7 +123,7 @@ struct Place {
 
 /// Writes `tree` as an ext4 image at `out`. `stream` must deliver every regular file's
 /// bytes through sinks it makes with the factory it is given, one sink per thread, as
-/// [`FsTree::stream_data_parallel`] does (or [`FsTree::stream_data`] with one sink): each
+/// [`FsTree::stream_data`] does: each
 /// file's bytes in order through one sink; files in any order (each file's blocks are
 /// placed before any byte arrives, so the image is the same whatever the order). `key`
 /// seeds the UUID and the directory hash. Returns the image size in bytes.
