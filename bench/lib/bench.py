@@ -10,16 +10,20 @@ for a shell pipeline of several programs is the largest of them.
 """
 
 import argparse
+import atexit
 import json
 import os
 import platform
 import re
 import shlex
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
 import time
+
+import serving
 
 IMAGES = {  # layout tag -> registry repository:tag
     "debian": "bench/debian:latest",
@@ -42,6 +46,8 @@ TARGETS = {  # scenario number -> (kind, value, text)
     12: ("ratio", 2.0, "≥ 2.0"),
     (12, "second"): ("ratio", 10.0, "≥ 10"),  # a (number, variant) key wins over the number
     (11, "gpg-skopeo"): ("ratio", 2.0, "≥ 2.0 (as a pull)"),
+    14: ("ratio", 1.0, "≥ 1.0"),
+    15: ("ratio", 1.0, "≥ 1.0"),
 }
 SCENARIOS = {
     1: "pull into a store",
@@ -56,11 +62,16 @@ SCENARIOS = {
     10: "load a docker-archive",
     11: "pull under a sigstoreSigned policy (peer: the same pull without policy)",
     12: "sync 3 repositories × 4 tags into a registry",
+    14: "skopeo copy from hoist serve (peer: from the Distribution registry)",
+    15: "skopeo copy through a pull-through cache, cold (peer: Distribution's proxy mode)",
 }
 VARIANTS = {  # (number, variant) -> the text after the scenario's, where the variant needs words
     (11, "gpg-skopeo"): "signedBy (GPG simple signing, lookaside store); peer: skopeo copy under the same policy",
     (12, "empty"): "into an empty registry",
     (12, "second"): "second run, nothing to copy; peer: hoist's first run into an empty registry",
+    (14, "1client"): "one client",
+    (14, "16clients"): "16 clients at once, every copy's digests verified",
+    (15, "cold"): "both caches empty, upstream: the bench registry",
 }
 # Scenario 12's source: 3 repositories x 4 tags in the source registry, made once from the
 # multi image's layers (pushed as bench/multi:latest) and one small layer of its own per tag,
@@ -619,6 +630,10 @@ class Bench:
             for t in (h2, p2):
                 t.check_fn = self.sync_check
             out.append(Case(12, "apps3x4", h2, p2, variant="second"))
+        # 14, 15. hoist serve against the Distribution registry, read by skopeo copy: the
+        #     store served (one client; 16 at once), and a cold pull-through cache against
+        #     Distribution's proxy mode (lib/serving.py)
+        out += serving.cases(self, Tool, Case, small if quick else ["multi"], lambda img: IMAGES[img], clean, O)
         if self.a.only:
             out = [x for x in out if re.search(self.a.only, x.name)]
         return out
@@ -814,6 +829,8 @@ def main():
     os.makedirs(a.logdir, exist_ok=True)
     os.makedirs(a.shm, exist_ok=True)
     b = Bench(a)
+    atexit.register(serving.stop_all)
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     cases = b.cases()
     load0 = open("/proc/loadavg").read().split()[:3]
     t0 = time.time()
