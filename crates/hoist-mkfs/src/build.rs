@@ -75,6 +75,10 @@ pub struct BuildOptions {
     /// Append a dm-verity hash tree to each image (ext4 or erofs) and report its root
     /// hash, salt and offsets ([`VerityInfo`]).
     pub verity: bool,
+    /// With [`Format::Erofs`]: an erofs tar index ([`crate::erofs::tar_index`]), whose
+    /// files reference the layers' uncompressed tars (written into the store once per
+    /// layer), mounted with them as extra devices ([`BuildResult::tar_index`]).
+    pub tar_index: bool,
 }
 
 /// How erofs images are written.
@@ -152,6 +156,9 @@ pub struct LayerResult {
     /// The per-layer image's dm-verity tree (`--verity`).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verity: Option<VerityInfo>,
+    /// How to mount the per-layer tar index (`tar_index`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tar_index: Option<crate::erofs::tar_index::MountInfo>,
 }
 
 /// The run config a runtime needs.
@@ -195,6 +202,10 @@ pub struct BuildResult {
     /// The flattened image's dm-verity tree (`--verity`; per layer, see each layer's).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub verity: Option<VerityInfo>,
+    /// A flattened tar index: its devices and how to mount it (per layer, see each
+    /// layer's).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tar_index: Option<crate::erofs::tar_index::MountInfo>,
     /// The run config.
     pub run_config: RunInfo,
 }
@@ -233,6 +244,18 @@ pub fn build_rootfs(
     if opts.verity && format == Format::Dir {
         return Err(MkfsError::VerityNeedsImage);
     }
+    if opts.tar_index {
+        if format != Format::Erofs || opts.erofs_writer != ErofsWriter::Native {
+            return Err(MkfsError::TarIndex {
+                reason: "is an erofs image written by hoist: use it with the erofs format",
+            });
+        }
+        if opts.verity {
+            return Err(MkfsError::TarIndex {
+                reason: "takes no dm-verity tree: it would cover the index, not the tars its files are in",
+            });
+        }
+    }
     if format != Format::Dir && !native && !root {
         return Err(MkfsError::NeedsRoot {
             what: "building images with the kernel, mke2fs or mkfs.erofs",
@@ -270,6 +293,7 @@ pub fn build_rootfs(
             fs_type: None,
             cached: None,
             verity: None,
+            tar_index: None,
         })
         .collect();
     let cache = Cache::new(store)?;
@@ -290,6 +314,24 @@ pub fn build_rootfs(
         (true, false) => Some(verity_of(&lower_paths[0])?),
         _ => None,
     };
+    // A tar index needs its tars: a cached index whose tar was removed since (say, by
+    // `fsck --repair`) gets it again, byte for byte (named by its diff ID).
+    let tar_index = if opts.tar_index {
+        use crate::erofs::tar_index::{MountInfo, ensure_tars};
+        let limits = &opts.unpack.limits;
+        if opts.per_layer {
+            for (i, (layer, path)) in layers.iter_mut().zip(&lower_paths).enumerate() {
+                let devices = ensure_tars(store, image, ErofsSource::Layer(i), limits, progress)?;
+                layer.tar_index = Some(MountInfo::of(path, devices));
+            }
+            None
+        } else {
+            let devices = ensure_tars(store, image, ErofsSource::Flattened, limits, progress)?;
+            Some(MountInfo::of(&lower_paths[0], devices))
+        }
+    } else {
+        None
+    };
     let fs_type = format.as_str();
     Ok(BuildResult {
         image: image.id.clone(),
@@ -303,6 +345,7 @@ pub fn build_rootfs(
         size,
         cached,
         verity,
+        tar_index,
         run_config,
     })
 }
@@ -374,6 +417,7 @@ impl Ctx<'_> {
             }
             Format::Dir => ArtifactFormat::Dir,
             Format::Ext4 => ArtifactFormat::Ext4,
+            Format::Erofs if self.opts.tar_index => ArtifactFormat::ErofsTarIndex,
             Format::Erofs => ArtifactFormat::Erofs,
         }
     }
@@ -582,6 +626,22 @@ impl Ctx<'_> {
             None => format!("{} layers", self.image.layers.len()),
             Some(i) => format!("layer {}/{}", i + 1, self.image.layers.len()),
         };
+        if self.format == Format::Erofs && self.opts.tar_index {
+            status(
+                self.progress,
+                &format!("indexing {what} in an erofs tar index (hoist's writer)"),
+            );
+            let source = layer.map_or(ErofsSource::Flattened, ErofsSource::Layer);
+            let ix = crate::erofs::tar_index::build_tar_index(
+                self.store,
+                self.image,
+                source,
+                &tmp.join(artifact),
+                &self.opts.unpack.limits,
+                self.progress,
+            )?;
+            return Ok(Some(ix.size));
+        }
         if self.format == Format::Erofs && self.opts.erofs_writer == ErofsWriter::Native {
             status(
                 self.progress,

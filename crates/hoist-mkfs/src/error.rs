@@ -89,6 +89,22 @@ pub enum MkfsError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// The kernel refused a step of mounting an erofs tar index.
+    #[error("cannot mount the erofs tar index {image}: the kernel refused to {step}")]
+    TarIndexMount {
+        /// The index image.
+        image: PathBuf,
+        /// What was being done.
+        step: &'static str,
+        /// The kernel's answer.
+        source: io::Error,
+    },
+    /// `--tar-index` asked with something it does not go with.
+    #[error("a tar index {reason}")]
+    TarIndex {
+        /// Why not.
+        reason: &'static str,
+    },
     /// `--verity` was asked for a directory.
     #[error("dm-verity needs an image format (ext4 or erofs), not a directory")]
     VerityNeedsImage,

@@ -77,6 +77,7 @@ fn build_with(
         // The reference writers here; hoist's own erofs writer: tests/erofs_native.rs.
         erofs_writer: ErofsWriter::MkfsDir,
         verity: false,
+        tar_index: false,
     };
     hoist_mkfs::build_rootfs(store, rec, &opts, &NoProgress).unwrap()
 }

@@ -26,7 +26,8 @@ pub(crate) fn empty_chain() -> Digest {
 }
 
 /// Mark from the roots: every image record (all its manifests, indexes, config and
-/// layers; its top chain ID and diff IDs for the rootfs cache), the blobs reached from
+/// layers; its diff IDs, as the blobs of the layers' uncompressed tars and as keys of the
+/// rootfs cache; its top chain ID), the blobs reached from
 /// `index.json` entries hoist does not manage (`foreign`), and every leased digest (as a
 /// blob and as a rootfs key).
 pub(crate) fn mark(
@@ -37,6 +38,9 @@ pub(crate) fn mark(
     let mut m = Marks::default();
     for rec in records {
         m.blobs.extend(rec.blobs());
+        // The layers' uncompressed tars (blobs named by their diff IDs, written for erofs
+        // tar indexes) stay while an image has the layer.
+        m.blobs.extend(rec.diff_ids.iter().cloned());
         m.flat
             .insert(rec.chain_ids.last().cloned().unwrap_or_else(empty_chain));
         m.layer.extend(rec.diff_ids.iter().cloned());
@@ -190,12 +194,17 @@ mod tests {
             "man-e",
             "foreign-man",
             "in-flight",
+            // The layers' uncompressed tars (erofs tar indexes), by diff ID.
+            "diff-base",
+            "diff-a1",
+            "diff-b1",
+            "diff-t1",
         ];
         for k in kept {
             assert!(m.blobs.contains(&d(k)), "{k} kept");
         }
         assert_eq!(m.blobs.len(), kept.len() + 1, "and the leased diff ID");
-        for gone in ["cfg-x", "layer-of-removed", "diff-base"] {
+        for gone in ["cfg-x", "layer-of-removed", "diff-layer-of-removed"] {
             assert!(!m.blobs.contains(&d(gone)), "{gone}");
         }
         // Rootfs keys: top chain IDs (the empty image's too) and diff IDs.

@@ -15,8 +15,11 @@ use crate::{Store, StoreError};
 /// What the store holds ([`Store::disk_usage`]).
 #[derive(Debug, Clone, Serialize)]
 pub struct DiskUsage {
-    /// Every blob.
+    /// Every blob but the layer tars.
     pub blobs: Amount,
+    /// The layers' uncompressed tars (blobs named by a diff ID that no image has as a
+    /// manifest, config or layer), written for erofs tar indexes.
+    pub layer_tars: Amount,
     /// Flattened rootfs cache entries.
     pub rootfs_flat: Amount,
     /// Per-layer rootfs cache entries.
@@ -46,6 +49,9 @@ pub struct ImageUsage {
     pub rootfs_unique: u64,
     /// Bytes of rootfs cache entries other images need too.
     pub rootfs_shared: u64,
+    /// Bytes of the uncompressed tars of its layers in the store (erofs tar indexes),
+    /// not counted in `size`.
+    pub layer_tars: u64,
 }
 
 /// Split each image's blobs (and rootfs entries) into shared and unique. `blobs` maps a
@@ -88,7 +94,13 @@ pub(crate) fn split(
                 unique: 0,
                 rootfs_unique: 0,
                 rootfs_shared: 0,
+                layer_tars: 0,
             };
+            for d in &rec.diff_ids {
+                if !need.contains(d) {
+                    u.layer_tars += blobs.get(d).copied().unwrap_or(0);
+                }
+            }
             for d in &need {
                 let Some(bytes) = blobs.get(d) else { continue };
                 u.size += bytes;
@@ -131,10 +143,22 @@ impl Store {
             }
             (records, scan, rscan, ingests)
         };
+        let needed: std::collections::HashSet<Digest> =
+            records.iter().flat_map(ImageRecord::blobs).collect();
+        let tars: std::collections::HashSet<&Digest> = records
+            .iter()
+            .flat_map(|r| &r.diff_ids)
+            .filter(|d| !needed.contains(*d))
+            .collect();
         let mut blobs = Amount::default();
+        let mut layer_tars = Amount::default();
         let mut sizes = HashMap::new();
         for b in &scan.blobs {
-            blobs.add(b.size);
+            if tars.contains(&b.digest) {
+                layer_tars.add(b.size);
+            } else {
+                blobs.add(b.size);
+            }
             sizes.insert(b.digest.clone(), b.size);
         }
         let mut rootfs_flat = Amount::default();
@@ -156,6 +180,7 @@ impl Store {
         reclaimable.removed.clear();
         Ok(DiskUsage {
             blobs,
+            layer_tars,
             rootfs_flat,
             rootfs_layer,
             ingests,
@@ -192,6 +217,8 @@ mod tests {
             (d("b"), 1),
             (d("man-b"), 2),
             (d("b1"), 20),
+            // The tar of layer base: counted apart, for both.
+            (d("diff-base"), 3000),
         ]
         .into();
         let rootfs = vec![
@@ -210,5 +237,6 @@ mod tests {
         );
         assert_eq!((got[0].rootfs_unique, got[0].rootfs_shared), (70, 500));
         assert_eq!((got[1].rootfs_unique, got[1].rootfs_shared), (0, 500));
+        assert_eq!((got[0].layer_tars, got[1].layer_tars), (3000, 3000));
     }
 }

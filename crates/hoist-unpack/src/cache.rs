@@ -58,16 +58,19 @@ pub enum ArtifactFormat {
     Ext4,
     /// An erofs image.
     Erofs,
+    /// An erofs tar index: metadata only, the file data in the layers' tars in the store.
+    ErofsTarIndex,
 }
 
 impl ArtifactFormat {
-    /// `dir`, `dir-rootless`, `ext4` or `erofs`.
+    /// `dir`, `dir-rootless`, `ext4`, `erofs` or `erofs-tar-index`.
     pub fn as_str(self) -> &'static str {
         match self {
             ArtifactFormat::Dir => "dir",
             ArtifactFormat::DirRootless => "dir-rootless",
             ArtifactFormat::Ext4 => "ext4",
             ArtifactFormat::Erofs => "erofs",
+            ArtifactFormat::ErofsTarIndex => "erofs-tar-index",
         }
     }
 
@@ -76,10 +79,14 @@ impl ArtifactFormat {
         match (kind, self) {
             (EntryKind::Flat, ArtifactFormat::Dir | ArtifactFormat::DirRootless) => "rootfs",
             (EntryKind::Flat, ArtifactFormat::Ext4) => "rootfs.ext4",
-            (EntryKind::Flat, ArtifactFormat::Erofs) => "rootfs.erofs",
+            (EntryKind::Flat, ArtifactFormat::Erofs | ArtifactFormat::ErofsTarIndex) => {
+                "rootfs.erofs"
+            }
             (EntryKind::Layer, ArtifactFormat::Dir | ArtifactFormat::DirRootless) => "layer",
             (EntryKind::Layer, ArtifactFormat::Ext4) => "layer.ext4",
-            (EntryKind::Layer, ArtifactFormat::Erofs) => "layer.erofs",
+            (EntryKind::Layer, ArtifactFormat::Erofs | ArtifactFormat::ErofsTarIndex) => {
+                "layer.erofs"
+            }
         }
     }
 }

@@ -309,6 +309,35 @@ impl FsTree {
         self.data.iter().map(|(_, id)| *id)
     }
 
+    /// Pass 1 only, for writers that reference the file data where it lies instead of
+    /// copying it (the erofs tar index): layers `range` of `image` (all of them, or one
+    /// in overlay form when `overlay`), each read from `open(i)` (a reader of layer `i`'s
+    /// blob as `image.layers[i]` describes it, from its first byte) with the rules and
+    /// checks of [`FsTree::flattened_spooled`], diff IDs included. Nothing is spooled:
+    /// the tree streams no data ([`FsTree::stream_data`] hands nothing over). Returned
+    /// with it: every regular file with data as `(layer, entry, inode)`, where `entry`
+    /// counts the layer's entries as [`crate::TarReader::next_entry`] returns them (from
+    /// 0): the entry whose data the file holds.
+    #[allow(clippy::type_complexity)]
+    pub fn without_data<'a>(
+        image: &ImageRecord,
+        range: std::ops::Range<usize>,
+        overlay: bool,
+        open: &(
+             dyn Fn(usize) -> Result<Box<dyn std::io::Read + Send + 'a>, UnpackError> + Sync + 'a
+         ),
+        limits: &Limits,
+        progress: &dyn Progress,
+    ) -> Result<(FsTree, Vec<(usize, u64, InodeId)>), UnpackError> {
+        let (model, _) = build_model(image, range.clone(), overlay, None, open, limits, progress)?;
+        let mut tree = FsTree::from_model(model, range, Vec::new());
+        let data = std::mem::take(&mut tree.data);
+        Ok((
+            tree,
+            data.into_iter().map(|((l, e), id)| (l, e, id)).collect(),
+        ))
+    }
+
     /// Pass 2: calls `sink(inode, offset, bytes)` with each regular file's bytes, copied
     /// from the spool of pass 1 (the layers are not read again), on up to `threads`
     /// threads: the files, in [`FsTree::data_order`], are cut in `threads` runs of about

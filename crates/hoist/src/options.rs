@@ -54,6 +54,7 @@ pub struct RootfsOptions {
     size: Size,
     journal: bool,
     verity: bool,
+    tar_index: bool,
     force: bool,
     output: Option<PathBuf>,
     rootless: Option<bool>,
@@ -80,6 +81,7 @@ impl RootfsOptions {
             size: Size::default(),
             journal: true,
             verity: false,
+            tar_index: false,
             force: false,
             output: None,
             rootless: None,
@@ -139,6 +141,21 @@ impl RootfsOptions {
     /// ```
     pub fn verity(mut self, on: bool) -> RootfsOptions {
         self.verity = on;
+        self
+    }
+
+    /// With [`Format::Erofs`]: an erofs tar index, a metadata-only image whose files are
+    /// chunk references into the layers' uncompressed tars, which the store keeps (written
+    /// once per layer; `gc` frees them with the last image that has the layer). The
+    /// result's `tar_index` (per layer: each layer's) lists the tars to mount it with, in
+    /// order, the `mount(2)` data, and whether the running kernel can mount it.
+    ///
+    /// ```
+    /// let opts = hoist::RootfsOptions::new(hoist::Format::Erofs).tar_index(true);
+    /// # let _ = opts;
+    /// ```
+    pub fn tar_index(mut self, on: bool) -> RootfsOptions {
+        self.tar_index = on;
         self
     }
 
@@ -211,6 +228,7 @@ impl RootfsOptions {
                 free: 0,
             },
             verity: self.verity,
+            tar_index: self.tar_index,
             unpack: UnpackOptions {
                 rootless: self.rootless.unwrap_or_else(|| !hoist_unpack::is_root()),
                 ..UnpackOptions::default()

@@ -44,6 +44,7 @@ pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
             "RECLAIMABLE".into(),
         ],
         row("blobs", u.blobs, r.blobs),
+        row("layer tars", u.layer_tars, Amount::default()),
         row("rootfs (flattened)", u.rootfs_flat, r.rootfs_flat),
         row("rootfs (per layer)", u.rootfs_layer, r.rootfs_layer),
         row("ingests", u.ingests, temp),
@@ -57,6 +58,7 @@ pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
         "UNIQUE".into(),
         "ROOTFS UNIQUE".into(),
         "ROOTFS SHARED".into(),
+        "LAYER TARS".into(),
     ]];
     for i in &u.images {
         table.push(vec![
@@ -71,6 +73,7 @@ pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
             ByteSize(i.unique).to_string(),
             ByteSize(i.rootfs_unique).to_string(),
             ByteSize(i.rootfs_shared).to_string(),
+            ByteSize(i.layer_tars).to_string(),
         ]);
     }
     print_table(&table);

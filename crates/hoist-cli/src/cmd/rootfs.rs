@@ -63,6 +63,17 @@ pub struct Args {
     /// hash offset (`veritysetup verify IMAGE IMAGE ROOT_HASH --hash-offset=OFFSET`).
     #[arg(long)]
     pub verity: bool,
+    /// With `--format erofs`: an erofs tar index, a metadata-only image whose files are
+    /// chunk references into the layers' uncompressed tars, which the store keeps (written
+    /// once per layer, shared by every image with that layer; `hoist df` shows them, `hoist
+    /// gc` frees them with the last image that has the layer). Mount it with the tars as
+    /// extra devices, in the order the JSON result's `tar_index.devices` lists them:
+    /// `mount(2)` with the data `tar_index.options` (`ro,device=TAR,…`; Linux 6.12 or
+    /// later takes files; util-linux 2.38's `mount -o device=` does not work). The result
+    /// says whether the running kernel can mount it (`tar_index.mountable`), and a note
+    /// on stderr when it cannot.
+    #[arg(long)]
+    pub tar_index: bool,
     /// Rebuild even when the result is cached.
     #[arg(long)]
     pub force: bool,
@@ -97,6 +108,7 @@ pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
             },
         },
         verity: a.verity,
+        tar_index: a.tar_index,
         unpack: UnpackOptions {
             rootless: a.rootless || !hoist_unpack::is_root(),
             ..UnpackOptions::default()
@@ -115,5 +127,15 @@ pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
             )
         })?;
     drop(progress);
+    let indexes = result
+        .tar_index
+        .iter()
+        .chain(result.layers.iter().filter_map(|l| l.tar_index.as_ref()));
+    if let Some(m) = indexes.into_iter().find(|m| !m.mountable) {
+        eprintln!(
+            "hoist: warning: the running kernel cannot mount this erofs tar index: {}",
+            m.kernel
+        );
+    }
     print_json(&result)
 }

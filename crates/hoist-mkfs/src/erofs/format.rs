@@ -14,6 +14,20 @@
 //! - directory data: blocks of 12-byte dirents (`nid: u64, nameoff: u16, file_type: u8`)
 //!   then the names, unterminated; every name in the directory sorted by bytes (`.` and
 //!   `..` included), as lookups binary-search the blocks and then each block.
+//!
+//! The tar index (erofs-utils' `mkfs.erofs --tar=i` layout) adds, from the same sources:
+//!
+//! - 512-byte blocks (`blkszbits` 9), so that a file's data in a tar (512-aligned) can be
+//!   addressed by block;
+//! - a device table (`feature_incompat` DEVICE_TABLE): `extra_devices` slots of 128 bytes
+//!   at byte `devt_slotoff * 128`, each a 64-byte tag, the device's size in blocks
+//!   (`blocks_lo`) and its place in a unified address space (`uniaddr_lo`, 0: none, the
+//!   device is addressed by its id);
+//! - chunk-based regular files (`feature_incompat` CHUNKED_FILE, layout 4): `i_u` holds
+//!   the chunk format (chunk size = block size << low 5 bits; bit 0x20: 8-byte indexes
+//!   with a device id), and after the inode and its xattrs, aligned to 8 bytes, one index
+//!   per chunk (`startblk_hi: u16, device_id: u16, startblk_lo: u32`); device id 0 is the
+//!   image itself, 1.. the extra devices in table order.
 
 use hoist_unpack::Timestamp;
 
@@ -25,6 +39,18 @@ pub(crate) const COMPACT_SIZE: usize = 32;
 pub(crate) const EXTENDED_SIZE: usize = 64;
 pub(crate) const LAYOUT_FLAT_PLAIN: u16 = 0;
 pub(crate) const LAYOUT_FLAT_INLINE: u16 = 2;
+pub(crate) const LAYOUT_CHUNK_BASED: u16 = 4;
+/// `feature_incompat` bits of the tar index.
+pub(crate) const INCOMPAT_CHUNKED_FILE: u32 = 0x4;
+pub(crate) const INCOMPAT_DEVICE_TABLE: u32 = 0x8;
+/// Chunk format flag: 8-byte chunk indexes (with a device id).
+const CHUNK_FORMAT_INDEXES: u16 = 0x20;
+/// Largest chunk-size shift over the block size the chunk format holds.
+const CHUNK_BLKBITS_MAX: u32 = 0x1F;
+/// Bytes of one chunk index.
+pub(crate) const CHUNK_INDEX: u64 = 8;
+/// Bytes of one device slot.
+pub(crate) const DEVICE_SLOT: usize = 128;
 pub(crate) const XATTR_HEADER: usize = 12;
 const DIRENT: usize = 12;
 /// The longest name a dirent holds.
@@ -51,16 +77,26 @@ pub(crate) struct SuperBlock {
     pub meta_blkaddr: u32,
     pub xattr_blkaddr: u32,
     pub uuid: [u8; 16],
+    /// Block size shift: 12 (4 KiB), or 9 for a tar index.
+    pub blkszbits: u8,
+    /// 0, or the tar index's CHUNKED_FILE | DEVICE_TABLE.
+    pub feature_incompat: u32,
+    /// Devices besides the image.
+    pub extra_devices: u16,
+    /// Where the device table starts, in 128-byte slots from the image's start.
+    pub devt_slotoff: u16,
 }
 
 impl SuperBlock {
-    /// The 128 bytes at [`SUPER_OFFSET`]. No feature bits: everything hoist writes is
-    /// readable by every erofs implementation (Linux 5.4 onwards, erofs-utils 1.x).
+    /// The 128 bytes at [`SUPER_OFFSET`]. No feature bits for a full image: it is
+    /// readable by every erofs implementation (Linux 5.4 onwards, erofs-utils 1.x); a tar
+    /// index needs chunk-based files and the device table (Linux 5.16 onwards; 512-byte
+    /// blocks need 6.4, device paths that are files 6.12).
     pub(crate) fn encode(&self) -> [u8; 128] {
         let mut b = [0u8; 128];
         b[0..4].copy_from_slice(&MAGIC.to_le_bytes());
         // 4: checksum (no SB_CHKSUM feature), 8: feature_compat
-        b[12] = 12; // blkszbits
+        b[12] = self.blkszbits;
         // 13: sb_extslots
         b[14..16].copy_from_slice(&self.root_nid.to_le_bytes());
         b[16..24].copy_from_slice(&self.inos.to_le_bytes());
@@ -70,9 +106,46 @@ impl SuperBlock {
         b[40..44].copy_from_slice(&self.meta_blkaddr.to_le_bytes());
         b[44..48].copy_from_slice(&self.xattr_blkaddr.to_le_bytes());
         b[48..64].copy_from_slice(&self.uuid);
-        // 64..80: volume name, 80: feature_incompat, 90: dirblkbits (0: the block size)
+        // 64..80: volume name
+        b[80..84].copy_from_slice(&self.feature_incompat.to_le_bytes());
+        // 84: compression algorithms (none)
+        b[86..88].copy_from_slice(&self.extra_devices.to_le_bytes());
+        b[88..90].copy_from_slice(&self.devt_slotoff.to_le_bytes());
+        // 90: dirblkbits (0: the block size)
         b
     }
+}
+
+/// One device slot: `tag` (the first 64 bytes; the kernel opens it as a path when the
+/// mount names no device) and the device's size in blocks.
+pub(crate) fn device_slot(tag: &[u8], blocks: u32) -> [u8; DEVICE_SLOT] {
+    let mut b = [0u8; DEVICE_SLOT];
+    let n = tag.len().min(64);
+    b[..n].copy_from_slice(&tag[..n]);
+    b[64..68].copy_from_slice(&blocks.to_le_bytes());
+    // 68: uniaddr_lo 0 (not in a unified address space), 72: the high halves (48-bit off)
+    b
+}
+
+/// The chunk layout of a file of `size` bytes (> 0) with blocks of `1 << blkszbits`, as
+/// erofs-utils chooses it for a tar index: one chunk as large as the file (rounded up to a
+/// power of two), at most `block << 31`. Returns `(i_u chunk format, chunk size, chunk
+/// count)`.
+pub(crate) fn chunk_layout(size: u64, blkszbits: u32) -> (u32, u64, u64) {
+    let bits = (64 - (size.max(2) - 1).leading_zeros())
+        .max(blkszbits)
+        .min(blkszbits + CHUNK_BLKBITS_MAX);
+    let chunk = 1u64 << bits;
+    let format = (bits - blkszbits) as u16 | CHUNK_FORMAT_INDEXES;
+    (u32::from(format), chunk, size.div_ceil(chunk))
+}
+
+/// Appends one chunk index: the chunk's first block on device `device` (32-bit block
+/// numbers: the 48-bit feature is off).
+pub(crate) fn put_chunk_index(device: u16, blkaddr: u32, out: &mut Vec<u8>) {
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out.extend_from_slice(&device.to_le_bytes());
+    out.extend_from_slice(&blkaddr.to_le_bytes());
 }
 
 /// One inode's fields.
@@ -228,12 +301,12 @@ pub(crate) fn put_xattr_entry(index: u8, suffix: &[u8], value: &[u8], out: &mut 
 }
 
 /// Splits names (sorted) into directory blocks: the number of entries in each block.
-pub(crate) fn dir_blocks<'a>(names: impl Iterator<Item = &'a [u8]>) -> Vec<usize> {
+pub(crate) fn dir_blocks<'a>(names: impl Iterator<Item = &'a [u8]>, block: usize) -> Vec<usize> {
     let mut blocks = Vec::new();
     let (mut count, mut used) = (0usize, 0usize);
     for name in names {
         let need = DIRENT + name.len();
-        if used + need > BLOCK {
+        if used + need > block {
             blocks.push(count);
             (count, used) = (0, 0);
         }
@@ -248,8 +321,11 @@ pub(crate) fn dir_blocks<'a>(names: impl Iterator<Item = &'a [u8]>) -> Vec<usize
 
 /// A directory's size from its names (sorted, `.` and `..` included): `(blocks, bytes
 /// used in the last block)`.
-pub(crate) fn dir_size<'a>(names: impl Iterator<Item = &'a [u8]> + Clone) -> (u64, usize) {
-    let split = dir_blocks(names.clone());
+pub(crate) fn dir_size<'a>(
+    names: impl Iterator<Item = &'a [u8]> + Clone,
+    block: usize,
+) -> (u64, usize) {
+    let split = dir_blocks(names.clone(), block);
     let mut it = names;
     let mut last = 0;
     for (i, &n) in split.iter().enumerate() {
@@ -264,27 +340,28 @@ pub(crate) fn dir_size<'a>(names: impl Iterator<Item = &'a [u8]> + Clone) -> (u6
 }
 
 /// Appends the directory blocks of `entries` (`(name, nid, file type)`, sorted by name):
-/// every block but the last padded to [`BLOCK`], the last only as long as it is used.
-pub(crate) fn put_dir(entries: &[(&[u8], u64, u8)], out: &mut Vec<u8>) {
-    let split = dir_blocks(entries.iter().map(|e| e.0));
+/// every block (of `block` bytes) but the last padded, the last only as long as it is
+/// used.
+pub(crate) fn put_dir(entries: &[(&[u8], u64, u8)], block: usize, out: &mut Vec<u8>) {
+    let split = dir_blocks(entries.iter().map(|e| e.0), block);
     let mut next = 0;
     for (i, &n) in split.iter().enumerate() {
         let start = out.len();
-        let block = &entries[next..next + n];
+        let run = &entries[next..next + n];
         next += n;
         let mut nameoff = DIRENT * n;
-        for (name, nid, ftype) in block {
+        for (name, nid, ftype) in run {
             out.extend_from_slice(&nid.to_le_bytes());
             out.extend_from_slice(&(nameoff as u16).to_le_bytes());
             out.push(*ftype);
             out.push(0);
             nameoff += name.len();
         }
-        for (name, _, _) in block {
+        for (name, _, _) in run {
             out.extend_from_slice(name);
         }
         if i + 1 < split.len() {
-            out.resize(start + BLOCK, 0);
+            out.resize(start + block, 0);
         }
     }
 }
@@ -292,6 +369,21 @@ pub(crate) fn put_dir(entries: &[(&[u8], u64, u8)], out: &mut Vec<u8>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn chunks_cover_a_file_in_one_index_where_they_can() {
+        // Block-sized files and smaller: one block-sized chunk.
+        assert_eq!(chunk_layout(1, 9), (0x20, 512, 1));
+        assert_eq!(chunk_layout(512, 9), (0x20, 512, 1));
+        // One byte more: the next power of two.
+        assert_eq!(chunk_layout(513, 9), (0x21, 1024, 1));
+        assert_eq!(chunk_layout(100_000, 9), (0x20 | 8, 131_072, 1));
+        // The largest chunk is 512 << 31 = 1 TiB: larger files take several.
+        assert_eq!(chunk_layout(3 << 40, 9), (0x20 | 31, 1 << 40, 3));
+        let mut out = Vec::new();
+        put_chunk_index(3, 0x0102_0304, &mut out);
+        assert_eq!(out, [0, 0, 3, 0, 4, 3, 2, 1]);
+    }
 
     #[test]
     fn device_numbers_encode_like_the_kernel() {
@@ -375,13 +467,15 @@ mod tests {
     fn directory_blocks_split_where_the_next_entry_does_not_fit() {
         let names: Vec<Vec<u8>> = (0..400).map(|i| format!("{i:08}").into_bytes()).collect();
         // 20 bytes per entry: 204 in a block.
-        let split = dir_blocks(names.iter().map(|n| &n[..]));
+        let split = dir_blocks(names.iter().map(|n| &n[..]), BLOCK);
         assert_eq!(split, vec![204, 196]);
-        assert_eq!(dir_size(names.iter().map(|n| &n[..])), (2, 196 * 20));
+        assert_eq!(dir_size(names.iter().map(|n| &n[..]), BLOCK), (2, 196 * 20));
+        // 512-byte blocks (a tar index): 25 entries in a block.
+        assert_eq!(dir_blocks(names.iter().map(|n| &n[..]), 512), vec![25; 16]);
         let entries: Vec<(&[u8], u64, u8)> =
             names.iter().map(|n| (&n[..], 7u64, ft::REG)).collect();
         let mut out = Vec::new();
-        put_dir(&entries, &mut out);
+        put_dir(&entries, BLOCK, &mut out);
         assert_eq!(out.len(), BLOCK + 196 * 20);
         // The first dirent's nameoff gives the number of entries in the block.
         assert_eq!(u16::from_le_bytes([out[8], out[9]]), 204 * 12);

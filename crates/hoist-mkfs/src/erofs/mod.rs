@@ -22,6 +22,7 @@
 //! from the tree. The same tree gives the same bytes.
 
 mod format;
+pub mod tar_index;
 
 use std::collections::HashMap;
 use std::fs::File;
@@ -78,6 +79,8 @@ struct Rec {
     data_len: u64,
     /// First block of its data in the data area (0 if none).
     blkaddr: u64,
+    /// A tar index's regular file: its chunk format (`i_u`), chunk size and count.
+    chunks: Option<(u32, u64, u64)>,
 }
 
 impl Rec {
@@ -106,6 +109,38 @@ pub fn write_erofs(
     key: &[u8],
     stream: impl for<'s> FnOnce(&'s SinkFactory<'s>) -> Result<(), UnpackError>,
 ) -> Result<u64, MkfsError> {
+    write_image(tree, out, key, None, stream)
+}
+
+/// Where the regular files' data of a tar index lie: each is one run of bytes in one of
+/// the extra devices (a layer's uncompressed tar).
+pub(crate) struct Chunks<'a> {
+    /// By inode id: `(device, byte offset)` of each regular file with data; devices count
+    /// from 1 (`devices[0]` is device 1), offsets are multiples of 512.
+    pub at: &'a [Option<(u16, u64)>],
+    /// Each extra device: its tag and its size in bytes.
+    pub devices: &'a [(Vec<u8>, u64)],
+}
+
+/// Blocks of a tar index: 512 bytes, as tar data is 512-aligned.
+pub(crate) const INDEX_BLKSZBITS: u32 = 9;
+
+/// [`write_erofs`], or with `chunks` a tar index: 512-byte blocks, regular files as chunk
+/// references into the devices (their data is not written; `stream` is not called).
+pub(crate) fn write_image(
+    tree: &FsTree,
+    out: &Path,
+    key: &[u8],
+    chunks: Option<&Chunks<'_>>,
+    stream: impl for<'s> FnOnce(&'s SinkFactory<'s>) -> Result<(), UnpackError>,
+) -> Result<u64, MkfsError> {
+    let blkszbits: u32 = if chunks.is_some() {
+        INDEX_BLKSZBITS
+    } else {
+        12
+    };
+    let bs: u64 = 1 << blkszbits;
+    let block = bs as usize;
     let unsupported = |id: InodeId, reason: &'static str| MkfsError::ErofsUnsupported {
         image: out.to_path_buf(),
         path: path_of(tree, id),
@@ -178,8 +213,8 @@ pub fn write_erofs(
             }
             let (index, suffix) = format::split_xattr_name(k).expect("checked above");
             let len = format::xattr_entry_len(suffix.len(), v.len());
-            let room = BLOCK - shared_area.len() % BLOCK;
-            if len > room && len <= BLOCK {
+            let room = block - shared_area.len() % block;
+            if len > room && len <= block {
                 // An entry never crosses a block boundary.
                 shared_area.resize(shared_area.len() + room, 0);
             }
@@ -237,7 +272,8 @@ pub fn write_erofs(
             return Err(unsupported(id, "xattrs too large for one erofs inode"));
         }
         let (size, tail) = match &ino.kind {
-            InodeKind::File { size } => (*size, size % B),
+            InodeKind::File { size } if chunks.is_some() => (*size, 0),
+            InodeKind::File { size } => (*size, size % bs),
             InodeKind::Dir { entries } => {
                 for (name, child) in entries {
                     if name.len() > format::NAME_MAX {
@@ -245,14 +281,14 @@ pub fn write_erofs(
                     }
                     parents[*child as usize] = id;
                 }
-                let (blocks, last) = format::dir_size(dir_names(i).into_iter());
-                ((blocks - 1) * B + last as u64, last as u64 % B)
+                let (blocks, last) = format::dir_size(dir_names(i).into_iter(), block);
+                ((blocks - 1) * bs + last as u64, last as u64 % bs)
             }
             InodeKind::Symlink(t) => {
                 if t.len() >= BLOCK {
                     return Err(unsupported(id, "symlink target of 4096 bytes or more"));
                 }
-                (t.len() as u64, t.len() as u64)
+                (t.len() as u64, t.len() as u64 % bs)
             }
             InodeKind::Char { major, minor } | InodeKind::Block { major, minor } => {
                 if format::rdev(*major, *minor).is_none() {
@@ -270,47 +306,72 @@ pub fn write_erofs(
         r.xattr_bytes = scratch.len() as u32;
         r.size = size;
         let base = r.base();
-        let room = B - pos % B;
+        let room = bs - pos % bs;
         r.inline = false;
-        if tail > 0 && base + tail <= B {
+        if tail > 0 && base + tail <= bs {
             if base + tail <= room {
                 r.inline = true;
-            } else if room <= B - tail {
+            } else if room <= bs - tail {
                 // Padding to the next block wastes less than a block for the tail would.
                 pos += room;
                 r.inline = true;
             }
         }
         r.data_len = if r.inline { size - tail } else { size };
-        let rec_len = base + if r.inline { tail } else { 0 };
-        if rec_len > room && !pos.is_multiple_of(B) {
+        let mut rec_len = base + if r.inline { tail } else { 0 };
+        if let (Some(c), InodeKind::File { .. }) = (chunks, &ino.kind) {
+            // No data blocks: one chunk index per chunk after the inode and its xattrs,
+            // aligned to 8 bytes (the inode's offset is).
+            r.data_len = 0;
+            if size > 0 {
+                if c.at.get(i).copied().flatten().is_none() {
+                    return Err(unsupported(id, "file data not found in the layer tars"));
+                }
+                let layout = format::chunk_layout(size, blkszbits);
+                rec_len = base.next_multiple_of(8) + layout.2 * format::CHUNK_INDEX;
+                r.chunks = Some(layout);
+            } else {
+                r.chunks = Some((0, 0, 0));
+            }
+        }
+        if rec_len > room && !pos.is_multiple_of(bs) {
             // A record never crosses a block boundary unless it is larger than a block.
             pos += room;
         }
         r.off = pos;
         pos = (pos + rec_len).next_multiple_of(32);
     }
-    let shared_blocks = (shared_area.len() as u64).div_ceil(B);
-    let xattr_blkaddr = if shared_blocks > 0 { 1 } else { 0 };
-    let meta_blkaddr = 1 + shared_blocks;
-    let meta_start = meta_blkaddr * B;
-    let mut cursor = meta_blkaddr + pos.div_ceil(B);
+    // The device table (a tar index) right after the superblock, then the shared xattrs
+    // and the inodes from the next block.
+    let devices = chunks.map_or(&[][..], |c| c.devices);
+    if devices.len() > usize::from(u16::MAX >> 1) {
+        return Err(unsupported(FsTree::ROOT, "more layers than erofs devices"));
+    }
+    let devt_at = format::SUPER_OFFSET + 128;
+    let first = ((devt_at + devices.len() * format::DEVICE_SLOT) as u64).div_ceil(bs);
+    let shared_blocks = (shared_area.len() as u64).div_ceil(bs);
+    let xattr_blkaddr = if shared_blocks > 0 { first } else { 0 };
+    let meta_blkaddr = first + shared_blocks;
+    let meta_start = meta_blkaddr * bs;
+    let mut cursor = meta_blkaddr + pos.div_ceil(bs);
     // Directory blocks and block-sized symlinks, then file data in streaming order.
     for (i, ino) in tree.inodes.iter().enumerate() {
         let r = &mut recs[i];
         if matches!(ino.kind, InodeKind::Dir { .. } | InodeKind::Symlink(_)) && r.data_len > 0 {
             r.blkaddr = cursor;
-            cursor += r.data_len.div_ceil(B);
+            cursor += r.data_len.div_ceil(bs);
         }
     }
     for id in tree.data_order() {
         let r = &mut recs[id as usize];
         if r.data_len > 0 {
             r.blkaddr = cursor;
-            cursor += r.data_len.div_ceil(B);
+            cursor += r.data_len.div_ceil(bs);
         }
     }
-    let blocks = cursor.max(2);
+    // A tar index is padded to 4 KiB too: readers (erofs-utils 1.5) read the superblock's
+    // whole page.
+    let blocks = cursor.max(2).next_multiple_of(4096 / bs);
     if blocks > u64::from(u32::MAX) {
         return Err(unsupported(FsTree::ROOT, "too large for an erofs image"));
     }
@@ -318,7 +379,7 @@ pub fn write_erofs(
     // The file, sparse, then the data of pass 2 straight into its blocks (tails into
     // their inodes' blocks).
     let file = File::create(out).map_err(|e| MkfsError::io("create", out, e))?;
-    file.set_len(blocks * B)
+    file.set_len(blocks * bs)
         .map_err(|e| MkfsError::io("size", out, e))?;
     let flush_error: Mutex<Option<std::io::Error>> = Mutex::new(None);
     let (recs_ref, file_ref, flush_ref) = (&recs, &file, &flush_error);
@@ -331,7 +392,9 @@ pub fn write_erofs(
             sink_write(recs_ref, file_ref, &mut w.w, meta_start, id, off, bytes)
         })
     };
-    stream(&make_sink)?;
+    if chunks.is_none() {
+        stream(&make_sink)?;
+    }
     if let Some(e) = flush_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
         return Err(MkfsError::io("write", out, e));
     }
@@ -341,7 +404,7 @@ pub fn write_erofs(
     };
     // The metadata: inodes with their xattrs and inline tails, in runs that stop where a
     // file's tail (already written) sits; directory and symlink blocks.
-    put(xattr_blkaddr * B, &shared_area)?;
+    put(xattr_blkaddr * bs, &shared_area)?;
     let mut run: Vec<u8> = Vec::with_capacity(1 << 20);
     let mut run_at = meta_start;
     let mut dir = Vec::new();
@@ -349,13 +412,16 @@ pub fn write_erofs(
         let r = &recs[i];
         let at = meta_start + r.off;
         let run_end = run_at + run.len() as u64;
-        if at - run_end > B || run.len() > 4 << 20 {
+        if at - run_end > bs || run.len() > 4 << 20 {
             put(run_at, &run)?;
             run.clear();
             run_at = at;
         }
         run.resize((at - run_at) as usize, 0);
         let (mode, u) = match &ino.kind {
+            InodeKind::File { .. } if r.chunks.is_some() => {
+                (0o100000, u64::from(r.chunks.map_or(0, |c| c.0)))
+            }
             InodeKind::File { .. } => (0o100000, r.blkaddr),
             InodeKind::Dir { .. } => (0o040000, r.blkaddr),
             InodeKind::Symlink(_) => (0o120000, r.blkaddr),
@@ -372,7 +438,9 @@ pub fn write_erofs(
         format::put_inode(
             &InodeFields {
                 extended: r.extended,
-                layout: if r.inline {
+                layout: if r.chunks.is_some() {
+                    format::LAYOUT_CHUNK_BASED
+                } else if r.inline {
                     format::LAYOUT_FLAT_INLINE
                 } else {
                     format::LAYOUT_FLAT_PLAIN
@@ -411,18 +479,32 @@ pub fn write_erofs(
                     list.insert(at, (dot, nid_of(target), ft::DIR));
                 }
                 dir.clear();
-                format::put_dir(&list, &mut dir);
+                format::put_dir(&list, block, &mut dir);
                 debug_assert_eq!(dir.len() as u64, r.size);
                 if r.data_len > 0 {
-                    put(r.blkaddr * B, &dir[..r.data_len as usize])?;
+                    put(r.blkaddr * bs, &dir[..r.data_len as usize])?;
                 }
                 inline_tail(&dir, &mut run);
             }
             InodeKind::Symlink(t) => {
                 if r.data_len > 0 {
-                    put(r.blkaddr * B, t)?;
+                    put(r.blkaddr * bs, &t[..r.data_len as usize])?;
                 }
                 inline_tail(t, &mut run);
+            }
+            InodeKind::File { .. } if r.chunks.is_some_and(|c| c.2 > 0) => {
+                let (_, chunk, count) = r.chunks.expect("checked");
+                let (device, offset) = chunks
+                    .and_then(|c| c.at.get(i).copied().flatten())
+                    .expect("checked in the layout");
+                let idx_at = (at + r.base()).next_multiple_of(8);
+                run.resize((idx_at - run_at) as usize, 0);
+                for k in 0..count {
+                    let blk = (offset + k * chunk) >> blkszbits;
+                    let blk = u32::try_from(blk)
+                        .map_err(|_| unsupported(i as InodeId, "a layer tar of 2 TiB or more"))?;
+                    format::put_chunk_index(device, blk, &mut run);
+                }
             }
             InodeKind::File { .. } if r.inline => {
                 // Its tail is in the file already: the run stops here.
@@ -444,10 +526,29 @@ pub fn write_erofs(
         meta_blkaddr: meta_blkaddr as u32,
         xattr_blkaddr: xattr_blkaddr as u32,
         uuid: uuid_from(key),
+        blkszbits: blkszbits as u8,
+        feature_incompat: if chunks.is_some() {
+            format::INCOMPAT_CHUNKED_FILE | format::INCOMPAT_DEVICE_TABLE
+        } else {
+            0
+        },
+        extra_devices: devices.len() as u16,
+        devt_slotoff: if devices.is_empty() {
+            0
+        } else {
+            (devt_at / format::DEVICE_SLOT) as u16
+        },
     };
+    let mut table = Vec::with_capacity(devices.len() * format::DEVICE_SLOT);
+    for (tag, bytes) in devices {
+        let blocks = u32::try_from(bytes.div_ceil(bs))
+            .map_err(|_| unsupported(FsTree::ROOT, "a layer tar of 2 TiB or more"))?;
+        table.extend_from_slice(&format::device_slot(tag, blocks));
+    }
+    put(devt_at as u64, &table)?;
     put(format::SUPER_OFFSET as u64, &sb.encode())?;
     file.sync_all().map_err(|e| MkfsError::io("sync", out, e))?;
-    Ok(blocks * B)
+    Ok(blocks * bs)
 }
 
 /// A version 4 UUID derived from `key`.
