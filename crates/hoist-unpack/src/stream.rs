@@ -200,7 +200,7 @@ impl<R: Read> Read for Counting<'_, R> {
 
 enum Decoder<'p, R: Read> {
     Plain(BufReader<Counting<'p, R>>),
-    Gzip(Box<flate2::bufread::MultiGzDecoder<BufReader<Counting<'p, R>>>>),
+    Gzip(Box<GzipMembers<BufReader<Counting<'p, R>>>>),
     Zstd(Box<zstd::stream::read::Decoder<'static, BufReader<Counting<'p, R>>>>),
     Bzip2(Box<bzip2::bufread::MultiBzDecoder<BufReader<Counting<'p, R>>>>),
     Xz(Box<liblzma::bufread::XzDecoder<BufReader<Counting<'p, R>>>>),
@@ -336,7 +336,7 @@ impl<'p, R: Read> LayerStream<'p, R> {
     ) -> Result<LayerStream<'p, R>, UnpackError> {
         let decoder = match codec {
             Codec::None => Decoder::Plain(buffered),
-            Codec::Gzip => Decoder::Gzip(Box::new(flate2::bufread::MultiGzDecoder::new(buffered))),
+            Codec::Gzip => Decoder::Gzip(Box::new(GzipMembers::new(buffered))),
             Codec::Zstd => {
                 let mut d = zstd::stream::read::Decoder::with_buffer(buffered)
                     .map_err(|source| UnpackError::Stream { source })?;
@@ -442,6 +442,158 @@ impl<R: Read> Read for LayerStream<'_, R> {
     }
 }
 
+/// gzip (RFC 1952), one member or several in a row, decoded as raw deflate with the member
+/// headers and trailers read here: each trailer's length is checked, and its CRC-32 too
+/// unless `check_crc` was turned off by a consumer that checks a digest of the output
+/// (the diff ID) instead. Anything after a member but another member is an error, as is a
+/// stream that ends early.
+pub(crate) struct GzipMembers<R: BufRead> {
+    inflate: Option<flate2::bufread::DeflateDecoder<R>>,
+    crc: flate2::Crc,
+    /// Bytes of the current member's output, modulo 2^32 (the trailer's ISIZE).
+    len: u32,
+    state: GzState,
+    pub(crate) check_crc: bool,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GzState {
+    /// Before a member's header (`true`: the first, which must be there).
+    Header(bool),
+    Body,
+    Done,
+}
+
+fn gz_error(what: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("corrupt gzip stream: {what}"),
+    )
+}
+
+impl<R: BufRead> GzipMembers<R> {
+    fn new(r: R) -> GzipMembers<R> {
+        GzipMembers {
+            inflate: Some(flate2::bufread::DeflateDecoder::new(r)),
+            crc: flate2::Crc::new(),
+            len: 0,
+            state: GzState::Header(true),
+            check_crc: true,
+        }
+    }
+
+    fn reader(&mut self) -> &mut R {
+        self.inflate.as_mut().expect("always there").get_mut()
+    }
+
+    /// The compressed reader.
+    fn get_ref(&self) -> &R {
+        self.inflate.as_ref().expect("always there").get_ref()
+    }
+
+    fn byte(&mut self) -> io::Result<u8> {
+        let mut b = [0u8; 1];
+        self.reader().read_exact(&mut b)?;
+        Ok(b[0])
+    }
+
+    /// Skips a zero-terminated field of the header.
+    fn skip_cstr(&mut self) -> io::Result<()> {
+        while self.byte()? != 0 {}
+        Ok(())
+    }
+
+    /// Reads a member's header (RFC 1952 2.3.1); `false` at the end of the stream, where
+    /// a member may end it.
+    fn header(&mut self, first: bool) -> io::Result<bool> {
+        if !first && self.reader().fill_buf()?.is_empty() {
+            return Ok(false);
+        }
+        let mut h = [0u8; 10];
+        self.reader().read_exact(&mut h)?;
+        if h[0..2] != [0x1f, 0x8b] {
+            return Err(gz_error("no gzip header where a member starts"));
+        }
+        if h[2] != 8 {
+            return Err(gz_error("compression method is not deflate"));
+        }
+        let flags = h[3];
+        if flags & 0xe0 != 0 {
+            return Err(gz_error("reserved header flags set"));
+        }
+        if flags & 0x04 != 0 {
+            let mut x = [0u8; 2];
+            self.reader().read_exact(&mut x)?;
+            let mut extra = self.reader().take(u64::from(u16::from_le_bytes(x)));
+            if io::copy(&mut extra, &mut io::sink())? != u64::from(u16::from_le_bytes(x)) {
+                return Err(io::ErrorKind::UnexpectedEof.into());
+            }
+        }
+        if flags & 0x08 != 0 {
+            self.skip_cstr()?;
+        }
+        if flags & 0x10 != 0 {
+            self.skip_cstr()?;
+        }
+        if flags & 0x02 != 0 {
+            let mut crc16 = [0u8; 2];
+            self.reader().read_exact(&mut crc16)?;
+        }
+        Ok(true)
+    }
+
+    /// Reads and checks a member's trailer, and makes ready for the next member.
+    fn trailer(&mut self) -> io::Result<()> {
+        let mut t = [0u8; 8];
+        self.reader().read_exact(&mut t)?;
+        let crc = u32::from_le_bytes(t[0..4].try_into().expect("4 bytes"));
+        let isize = u32::from_le_bytes(t[4..8].try_into().expect("4 bytes"));
+        if isize != self.len {
+            return Err(gz_error("length in the trailer differs"));
+        }
+        if self.check_crc && crc != self.crc.sum() {
+            return Err(gz_error("CRC-32 in the trailer differs"));
+        }
+        let r = self.inflate.take().expect("always there").into_inner();
+        self.inflate = Some(flate2::bufread::DeflateDecoder::new(r));
+        self.crc.reset();
+        self.len = 0;
+        Ok(())
+    }
+}
+
+impl<R: BufRead> Read for GzipMembers<R> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        if buf.is_empty() {
+            return Ok(0);
+        }
+        loop {
+            match self.state {
+                GzState::Done => return Ok(0),
+                GzState::Header(first) => {
+                    self.state = if self.header(first)? {
+                        GzState::Body
+                    } else {
+                        GzState::Done
+                    };
+                }
+                GzState::Body => {
+                    let n = self.inflate.as_mut().expect("always there").read(buf)?;
+                    if n > 0 {
+                        if self.check_crc {
+                            self.crc.update(&buf[..n]);
+                        }
+                        self.len = self.len.wrapping_add(n as u32);
+                        return Ok(n);
+                    }
+                    self.trailer()?;
+                    self.state = GzState::Header(false);
+                }
+            }
+        }
+    }
+}
+
 /// The io::Error payload of a stream over its size cap.
 #[derive(Debug)]
 pub(crate) struct LimitExceeded(pub u64);
@@ -532,6 +684,12 @@ pub(crate) fn piped<R: Read + Send, T>(
     let algorithm = stream.hasher.algorithm();
     let mut stream = stream;
     stream.hashing = false;
+    // The bytes are hashed here and every caller compares the digest with the diff ID,
+    // which says more than gzip's CRC-32: the CRC is not computed (the trailer's length
+    // still is checked).
+    if let Decoder::Gzip(g) = &mut stream.decoder {
+        g.check_crc = false;
+    }
     std::thread::scope(|s| {
         let (tx, rx) = sync_channel::<io::Result<Vec<u8>>>(4);
         let (btx, brx) = sync_channel::<Vec<u8>>(8);
@@ -707,6 +865,60 @@ mod tests {
             run(&g, "application/vnd.oci.image.config.v1+json", &l),
             Err(UnpackError::UnsupportedMediaType { .. })
         ));
+    }
+
+    /// gzip members as hoist decodes them: headers with every optional field, several
+    /// members, the trailer's length always checked and its CRC-32 unless turned off.
+    #[test]
+    fn gzip_members_are_read_and_checked() {
+        let data = b"some layer bytes ".repeat(5000);
+        let read = |blob: &[u8], check_crc: bool| -> io::Result<Vec<u8>> {
+            let mut g = GzipMembers::new(blob);
+            g.check_crc = check_crc;
+            let mut out = Vec::new();
+            g.read_to_end(&mut out)?;
+            Ok(out)
+        };
+        // A name, a comment, an extra field and a header CRC.
+        let mut named = flate2::GzBuilder::new()
+            .filename("layer.tar")
+            .comment("hi")
+            .extra(vec![1, 2, 3])
+            .write(Vec::new(), flate2::Compression::fast());
+        named.write_all(&data).unwrap();
+        let named = named.finish().unwrap();
+        let mut two = gz(&data[..1000]);
+        two.extend(named.clone());
+        for blob in [gz(&data), named.clone()] {
+            assert_eq!(read(&blob, true).unwrap(), data);
+        }
+        let mut want = data[..1000].to_vec();
+        want.extend_from_slice(&data);
+        assert_eq!(read(&two, true).unwrap(), want);
+        assert_eq!(read(&two, false).unwrap(), want);
+        // A wrong CRC: refused when checked (the digest of the output catches it else).
+        let mut bad_crc = gz(&data);
+        let n = bad_crc.len();
+        bad_crc[n - 8] ^= 1;
+        assert!(read(&bad_crc, true).is_err());
+        assert_eq!(read(&bad_crc, false).unwrap(), data);
+        // A wrong length, a cut stream, garbage after a member: refused either way.
+        let mut bad_len = gz(&data);
+        bad_len[n - 4] ^= 1;
+        let mut garbage = gz(&data);
+        garbage.extend_from_slice(b"garbage!");
+        let cut = gz(&data)[..n - 5].to_vec();
+        let mid = gz(&data)[..n / 2].to_vec();
+        for (what, blob) in [
+            ("length", bad_len),
+            ("garbage", garbage),
+            ("cut", cut),
+            ("mid", mid),
+        ] {
+            for check in [true, false] {
+                assert!(read(&blob, check).is_err(), "{what}, crc {check}");
+            }
+        }
     }
 
     fn bz(data: &[u8]) -> Vec<u8> {
