@@ -332,9 +332,7 @@ pub fn recompress(
     };
     let ctx = format!("recompressing {what}");
     match to {
-        Compression::None => {
-            io::copy(&mut plain, &mut out).map_err(io_err(&ctx))?;
-        }
+        Compression::None => return decompress_to(plain, diff_id, out.inner.into_parts().0, what),
         Compression::Gzip => parallel_gzip(&mut plain, &mut out).map_err(io_err(&ctx))?,
         Compression::Zstd => {
             let mut enc = zstd::stream::write::Encoder::new(&mut out, 3).map_err(io_err(&ctx))?;
@@ -350,15 +348,7 @@ pub fn recompress(
         what: format!("decompressing {what}"),
         source: io::Error::other(e),
     })?;
-    if let Some(d) = diff_id
-        && &actual != d
-    {
-        return Err(TransportError::DigestMismatch {
-            what: format!("diff ID of {what}"),
-            expected: d.clone(),
-            actual,
-        });
-    }
+    check_diff_id(diff_id, actual, what)?;
     let Hashing { inner, hasher, n } = out;
     let mut file = inner
         .into_inner()
@@ -370,6 +360,111 @@ pub fn recompress(
         digest: hasher.finish(),
         size: n,
     })
+}
+
+fn check_diff_id(
+    diff_id: Option<&Digest>,
+    actual: Digest,
+    what: &str,
+) -> Result<(), TransportError> {
+    if let Some(d) = diff_id
+        && &actual != d
+    {
+        return Err(TransportError::DigestMismatch {
+            what: format!("diff ID of {what}"),
+            expected: d.clone(),
+            actual,
+        });
+    }
+    Ok(())
+}
+
+/// Chunks in flight between the decompressing thread and the writing one.
+const DECOMPRESSED_CHUNK: usize = 1 << 20;
+
+/// [`recompress`] to no compression: the output is the decompressed stream itself, so its
+/// digest is the diff ID (when that is a SHA-256), hashed once. This thread reads and
+/// inflates while a second one hashes and writes (inflate is the heavier half): one layer
+/// keeps two cores busy.
+fn decompress_to(
+    plain: hoist_unpack::LayerStream<'_, impl Read>,
+    diff_id: Option<&Digest>,
+    mut file: std::fs::File,
+    what: &str,
+) -> Result<Recompressed, TransportError> {
+    use std::sync::mpsc::sync_channel;
+    // A diff ID of another algorithm is still hashed by the stream itself.
+    let same = diff_id.is_none_or(|d| d.algorithm() == hoist_types::Algorithm::Sha256);
+    let mut plain = if same { plain.without_hashing() } else { plain };
+    let decompressing = |e: hoist_unpack::UnpackError| TransportError::Stream {
+        what: format!("decompressing {what}"),
+        source: io::Error::other(e),
+    };
+    let writing = |source| TransportError::Stream {
+        what: format!("writing {what} decompressed"),
+        source,
+    };
+    let (digest, size, stream_digest) = std::thread::scope(|s| {
+        let (tx, rx) = sync_channel::<Vec<u8>>(4);
+        let (back, spare) = sync_channel::<Vec<u8>>(6);
+        let file = &mut file;
+        let writer = s.spawn(move || -> io::Result<(Digest, u64)> {
+            let mut hasher = Hasher::new(hoist_types::Algorithm::Sha256);
+            let mut n = 0u64;
+            for chunk in rx {
+                hasher.update(&chunk);
+                file.write_all(&chunk)?;
+                n += chunk.len() as u64;
+                let _ = back.try_send(chunk);
+            }
+            Ok((hasher.finish(), n))
+        });
+        let read = (|| -> Result<Digest, TransportError> {
+            loop {
+                let mut chunk = spare.try_recv().unwrap_or_default();
+                chunk.resize(DECOMPRESSED_CHUNK, 0);
+                let mut filled = 0;
+                while filled < chunk.len() {
+                    match plain.read(&mut chunk[filled..]) {
+                        Ok(0) => break,
+                        Ok(k) => filled += k,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(source) => {
+                            return Err(TransportError::Stream {
+                                what: format!("decompressing {what}"),
+                                source,
+                            });
+                        }
+                    }
+                }
+                chunk.truncate(filled);
+                let last = filled < DECOMPRESSED_CHUNK;
+                // A writer gone has failed: its error is the one reported.
+                if filled > 0 && tx.send(chunk).is_err() || last {
+                    break;
+                }
+            }
+            drop(tx);
+            let (d, _) = plain.finish(false).map_err(decompressing)?;
+            Ok(d)
+        })();
+        let written = writer.join().unwrap_or_else(|_| {
+            Err(io::Error::other(
+                "the thread writing the decompressed layer panicked",
+            ))
+        });
+        // The writer's failure first: the reader stopped because of it.
+        let (digest, size) = written.map_err(writing)?;
+        Ok::<_, TransportError>((digest, size, read?))
+    })?;
+    check_diff_id(
+        diff_id,
+        if same { digest.clone() } else { stream_digest },
+        what,
+    )?;
+    use std::io::Seek;
+    file.seek(io::SeekFrom::Start(0)).map_err(writing)?;
+    Ok(Recompressed { file, digest, size })
 }
 
 /// Compress one block as raw deflate; all but the last end on a byte boundary with a
@@ -596,6 +691,88 @@ mod tests {
             c.digest, l.digest
         );
         assert_eq!(s, want);
+    }
+
+    #[test]
+    fn decompressing_to_a_plain_layer_checks_the_diff_id_with_its_algorithm() {
+        // Several chunks of the writer thread, and a tail shorter than one.
+        let tar: Vec<u8> = (0..(DECOMPRESSED_CHUNK * 2 + 12_345))
+            .map(|i| (i % 251) as u8)
+            .collect();
+        let mut gz = Vec::new();
+        parallel_gzip(&mut &tar[..], &mut gz).unwrap();
+        let good = Digest::sha256_of(&tar);
+        let dir = tempfile::tempdir().unwrap();
+        let mut out = recompress(
+            &gz[..],
+            Compression::Gzip,
+            Compression::None,
+            Some(&good),
+            dir.path(),
+            "t",
+        )
+        .unwrap();
+        assert_eq!(
+            (out.digest.clone(), out.size),
+            (good.clone(), tar.len() as u64)
+        );
+        let mut back = Vec::new();
+        out.file.read_to_end(&mut back).unwrap();
+        assert!(
+            back == tar,
+            "the temp file holds the decompressed layer from 0"
+        );
+        // No diff ID known: the digest is still the decompressed bytes'.
+        let out = recompress(
+            &gz[..],
+            Compression::Gzip,
+            Compression::None,
+            None,
+            dir.path(),
+            "t",
+        );
+        assert_eq!(out.unwrap().digest, good);
+        // A diff ID of another algorithm is checked with that algorithm.
+        let sha512 = Digest::parse(&format!("sha512:{}", "0".repeat(128))).unwrap();
+        let err = recompress(
+            &gz[..],
+            Compression::Gzip,
+            Compression::None,
+            Some(&sha512),
+            dir.path(),
+            "t",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, TransportError::DigestMismatch { .. }),
+            "{err:?}"
+        );
+        // A wrong diff ID, and a truncated stream, are refused.
+        let bad = Digest::sha256_of(b"no");
+        let err = recompress(
+            &gz[..],
+            Compression::Gzip,
+            Compression::None,
+            Some(&bad),
+            dir.path(),
+            "t",
+        )
+        .unwrap_err();
+        assert!(
+            matches!(err, TransportError::DigestMismatch { .. }),
+            "{err:?}"
+        );
+        let cut = &gz[..gz.len() - 9];
+        let err = recompress(
+            cut,
+            Compression::Gzip,
+            Compression::None,
+            Some(&good),
+            dir.path(),
+            "t",
+        )
+        .unwrap_err();
+        assert!(matches!(err, TransportError::Stream { .. }), "{err:?}");
     }
 
     #[test]
