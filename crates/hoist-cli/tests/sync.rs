@@ -586,3 +586,63 @@ fn killed_sync_finishes_when_run_again() {
     assert_eq!(count(&again, "copied"), 0, "{again}");
     assert!(Path::new(&tree).is_dir());
 }
+
+#[test]
+fn a_layer_shared_by_images_copied_at_once_is_uploaded_once() {
+    require_peers!(Peer::Registry, Peer::Skopeo);
+    let src = Registry::plain();
+    let dst = Registry::plain();
+    // Three repositories copied at once (--jobs-images 4), their images sharing a base and
+    // an 8 MiB layer, each with its own config.
+    let mut distinct: BTreeMap<String, u64> = BTreeMap::new();
+    let mut digests = BTreeMap::new();
+    for r in ["s/x", "s/y", "s/z"] {
+        let spec = images::sample_docker()
+            .layer(LayerSpec::gzip([Entry::random_file(
+                "shared.bin",
+                8 << 20,
+                42,
+            )]))
+            .label("org.example.name", r);
+        let built = skopeo::push_spec(&spec, &src, &format!("{r}:v1")).unwrap();
+        for b in std::iter::once(&built.config).chain(built.layers.iter().map(|l| &l.blob)) {
+            distinct.insert(b.digest.clone(), b.size);
+        }
+        digests.insert(r.trim_start_matches("s/").to_owned(), built.manifest.digest);
+    }
+    let env = Env::new();
+    let file = env.write(
+        "sync.yml",
+        &format!(
+            "{}:\n  tls-verify: false\n  images:\n    s/x: []\n    s/y: []\n    s/z: []\n",
+            src.host_port()
+        ),
+    );
+    let dest = format!("{}/mirror", dst.host_port());
+    let r = env.sync_ok(&[
+        "--src",
+        "yaml",
+        "--dest",
+        "docker",
+        "--jobs-images",
+        "4",
+        file.to_str().unwrap(),
+        &dest,
+    ]);
+    assert_eq!(count(&r, "copied"), 3, "{r}");
+    for (name, d) in &digests {
+        assert_eq!(
+            served(&dst, &format!("mirror/{name}:v1")).as_deref(),
+            Some(d.as_str())
+        );
+    }
+    // Each distinct blob crossed once: the shared layers went into one repository and
+    // were mounted into the others, not uploaded three times.
+    let want: u64 = distinct.values().sum();
+    assert_eq!(
+        count(&r, "bytes"),
+        want,
+        "bytes sent, against {} distinct blobs of {want} bytes: {r}",
+        distinct.len()
+    );
+}

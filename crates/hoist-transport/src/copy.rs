@@ -84,6 +84,10 @@ pub struct CopyOptions {
     pub trust: Option<crate::trust::TrustCheck>,
     /// Sign the top manifest written (`--sign-by`, `--sign-by-sigstore-private-key`).
     pub sign: Option<crate::trust::SignOptions>,
+    /// Copies running at once into one registry put each shared blob once: each blob is
+    /// claimed while it moves, and a blob another copy has put is mounted from its
+    /// repository ([`crate::sync::BlobClaims`]; `hoist sync` sets it).
+    pub blob_claims: Option<crate::sync::DestinationClaims>,
 }
 
 impl Default for CopyOptions {
@@ -98,6 +102,7 @@ impl Default for CopyOptions {
             temp_dir: None,
             trust: None,
             sign: None,
+            blob_claims: None,
         }
     }
 }
@@ -949,13 +954,42 @@ impl Engine<'_> {
         }
     }
 
+    /// The claim on a blob shared with copies running at once
+    /// ([`CopyOptions::blob_claims`]), and the mount hints: where it already is first.
+    async fn shared_claim(
+        &self,
+        d: &Digest,
+    ) -> (Option<crate::sync::claims::Claim>, Vec<BlobLocation>) {
+        let Some(c) = &self.opts.blob_claims else {
+            return (None, self.hints.clone());
+        };
+        let claim = c.claim(d).await;
+        let hints = claim.hint().into_iter().chain(self.hints.clone()).collect();
+        (Some(claim), hints)
+    }
+
     /// Move one blob unless the destination has it.
     async fn transfer(&self, desc: &Descriptor, kind: BlobKind) -> Result<(), TransportError> {
         if !self.claim(&desc.digest) {
             self.skipped(desc, kind);
             return Ok(());
         }
-        if self.dst.has_blob(desc, &self.hints).await? {
+        let (shared, hints) = self.shared_claim(&desc.digest).await;
+        self.transfer_claimed(desc, kind, &hints).await?;
+        if let Some(c) = shared {
+            c.placed();
+        }
+        Ok(())
+    }
+
+    /// [`transfer`](Self::transfer) once the blob is claimed, with these mount hints.
+    async fn transfer_claimed(
+        &self,
+        desc: &Descriptor,
+        kind: BlobKind,
+        hints: &[BlobLocation],
+    ) -> Result<(), TransportError> {
+        if self.dst.has_blob(desc, hints).await? {
             if self.how.verify_present {
                 self.verify_only(desc).await?;
             }
@@ -1020,17 +1054,26 @@ impl Engine<'_> {
         origin: Option<String>,
     ) -> Result<(), TransportError> {
         let kind = BlobKind::Config;
-        if !self.claim(&desc.digest) || self.dst.has_blob(desc, &self.hints).await? {
+        if !self.claim(&desc.digest) {
             self.skipped(desc, kind);
             return Ok(());
         }
-        let origin = origin.unwrap_or_else(|| self.src.describe());
-        let stream = BlobStream::from_reader(
-            Box::new(std::io::Cursor::new(bytes.as_ref().clone())),
-            desc.size,
-            origin,
-        );
-        self.send(desc, kind, stream).await
+        let (shared, hints) = self.shared_claim(&desc.digest).await;
+        if self.dst.has_blob(desc, &hints).await? {
+            self.skipped(desc, kind);
+        } else {
+            let origin = origin.unwrap_or_else(|| self.src.describe());
+            let stream = BlobStream::from_reader(
+                Box::new(std::io::Cursor::new(bytes.as_ref().clone())),
+                desc.size,
+                origin,
+            );
+            self.send(desc, kind, stream).await?;
+        }
+        if let Some(c) = shared {
+            c.placed();
+        }
+        Ok(())
     }
 
     /// Recompress one layer; returns its new descriptor.

@@ -13,16 +13,19 @@
 //!    an image the destination holds is counted unchanged and not copied. Every copy is
 //!    [`crate::copy::copy`]: resume (within and across runs), verification, mounts and
 //!    skipping blobs the destination has all come from the engine. A blob that several
-//!    destination repositories of one registry need is uploaded once and mounted into the
-//!    others (the runner keeps where this run put each blob). A failure of one image is
-//!    recorded and the others go on.
+//!    images of one destination registry need is uploaded once: the engine claims each
+//!    blob while it moves it ([`claims`]), so a copy that needs a blob another copy is
+//!    putting waits for that blob alone, then finds it or mounts it from the repository
+//!    that holds it. A failure of one image is recorded and the others go on.
 
+pub mod claims;
 pub mod config;
 pub mod plan;
 pub mod run;
 
 use std::path::PathBuf;
 
+pub use claims::{BlobClaims, DestinationClaims};
 pub use config::{ConfigFormat, SyncConfig};
 pub use plan::{DestKind, Plan, PlannedImage, SyncSource, SyncTarget, destination_for, plan};
 pub use run::{ImageResult, Outcome, SyncOptions, SyncReport, run};

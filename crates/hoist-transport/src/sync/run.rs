@@ -151,16 +151,13 @@ struct Shared<'a> {
     /// (`DIGEST_INVALID`). Images of one repository are copied one after the other;
     /// repositories go in parallel (the plan is interleaved by repository).
     repos: std::sync::Mutex<std::collections::HashMap<String, Arc<AsyncMutex<()>>>>,
-    /// The blobs of this run's images in a destination registry, by (registry, digest):
-    /// the repository that holds it once an image's copy has put (or found) it there. An
-    /// image of another repository waits for the copy that holds its lock, then mounts the
-    /// blob from that repository instead of uploading it again (skopeo's blob-info cache
-    /// mounts the same way), so a base layer shared by several repositories is sent once.
-    blobs: std::sync::Mutex<std::collections::HashMap<(String, Digest), BlobSlot>>,
+    /// The blobs of this run's images in the destination registries: the copy engine
+    /// claims each blob while it moves it, so a blob several images need is put once (the
+    /// others wait for that blob, then find it or mount it from the repository that holds
+    /// it, as skopeo's blob-info cache mounts), and a base layer shared by several
+    /// repositories is sent once.
+    blobs: super::BlobClaims,
 }
-
-/// Where a blob is in the destination registry (`None`: not known yet, or its copy failed).
-type BlobSlot = Arc<AsyncMutex<Option<String>>>;
 
 /// Run `plan`: every image, `image_jobs` at a time; a failure of one does not stop the
 /// others.
@@ -329,38 +326,10 @@ async fn try_sync_one(sh: &Shared<'_>, img: &PlannedImage) -> Result<Outcome, Sy
         Some(l) => Some(l.lock().await),
         None => None,
     };
-    // The blobs this copy puts into the repository (mounted from another repository of this
-    // run where one already holds them); their locks are held until the copy has ended.
-    let mut claimed = Vec::new();
-    if let (ImageRef::Docker(r), Some(Manifest::Image(m))) = (&img.dest, &wanted.image) {
-        let mut descs: Vec<&hoist_types::Descriptor> =
-            std::iter::once(&m.config).chain(&m.layers).collect();
-        descs.sort_by(|a, b| a.digest.cmp(&b.digest)); // one lock order: no deadlock
-        descs.dedup_by(|a, b| a.digest == b.digest);
-        for d in descs {
-            let slot = sh
-                .blobs
-                .lock()
-                .expect("not poisoned")
-                .entry((r.registry().to_owned(), d.digest.clone()))
-                .or_default()
-                .clone();
-            let guard = slot.lock_owned().await;
-            match guard.as_deref() {
-                Some(repo) if repo == r.repository() => {}
-                Some(from) => {
-                    if let Ok(client) = dest_client(sh, r) {
-                        match client.mount_blob(r.repository(), from, d).await {
-                            Ok(hoist_registry::MountOutcome::Mounted) => {}
-                            other => {
-                                tracing::debug!(digest = %d.digest, from, ?other, "not mounted")
-                            }
-                        }
-                    }
-                }
-                None => claimed.push(guard),
-            }
-        }
+    // Each blob is claimed by the engine while it moves it (see `Shared::blobs`).
+    let mut copy_opts = opts.copy.clone();
+    if let ImageRef::Docker(r) = &img.dest {
+        copy_opts.blob_claims = Some(sh.blobs.for_destination(r.registry(), r.repository()));
     }
     let mut dopen = open.clone();
     dopen.pull.registry = opts.dest_registry.clone();
@@ -375,12 +344,7 @@ async fn try_sync_one(sh: &Shared<'_>, img: &PlannedImage) -> Result<Outcome, Sy
     )
     .map_err(TransportError::from)?;
     let src = AnySource::open(&ImageRef::Docker(pinned), &open).await?;
-    let r: CopyReport = crate::copy::copy(&src, dst, &opts.copy, sh.progress).await?;
-    if let ImageRef::Docker(d) = &img.dest {
-        for mut g in claimed {
-            *g = Some(d.repository().to_owned());
-        }
-    }
+    let r: CopyReport = crate::copy::copy(&src, dst, &copy_opts, sh.progress).await?;
     Ok(Outcome::Copied {
         digest: r.digest,
         blobs_copied: r.blobs_copied,
