@@ -268,15 +268,6 @@ pub fn build_rootfs(
             why: "overlayfs whiteouts are 0/0 device nodes and trusted.overlay.* xattrs",
         });
     }
-    let config = hoist_unpack::image_config(store, image)?;
-    let rc = config.run_config();
-    let run_config = RunInfo {
-        user: rc.user.clone(),
-        workdir: rc.working_dir.clone(),
-        entrypoint: rc.entrypoint.clone().unwrap_or_default(),
-        cmd: rc.cmd.clone().unwrap_or_default(),
-        env: rc.env.clone().unwrap_or_default(),
-    };
     let chain_id = image.chain_ids.last().cloned().unwrap_or_else(empty_chain);
     let mut layers: Vec<LayerResult> = image
         .layers
@@ -309,6 +300,20 @@ pub fn build_rootfs(
         ctx.per_layer(&mut layers)?
     } else {
         ctx.flat(&chain_id)?
+    };
+    // Built from a pull still running (`Store::following`): its end (every blob verified,
+    // the image committed) comes before anything is reported, the config included.
+    if let Some(d) = store.downloads() {
+        d.wait()?;
+    }
+    let config = hoist_unpack::image_config(store, image)?;
+    let rc = config.run_config();
+    let run_config = RunInfo {
+        user: rc.user.clone(),
+        workdir: rc.working_dir.clone(),
+        entrypoint: rc.entrypoint.clone().unwrap_or_default(),
+        cmd: rc.cmd.clone().unwrap_or_default(),
+        env: rc.env.clone().unwrap_or_default(),
     };
     let verity = match (opts.verity, opts.per_layer) {
         (true, false) => Some(verity_of(&lower_paths[0])?),
@@ -562,6 +567,7 @@ impl Ctx<'_> {
             &verity_key(EntryKind::Flat, chain),
             size,
         )?;
+        self.pull_settled()?;
         Ok(EntryRecord {
             version: 1,
             kind: EntryKind::Flat,
@@ -573,6 +579,16 @@ impl Ctx<'_> {
             size,
             created: now_secs(),
         })
+    }
+
+    /// An entry built while a pull was still downloading the layers
+    /// ([`Store::following`]) is published (renamed into the cache) only once that pull
+    /// has committed: every blob verified by its digest, as each layer by its diff ID.
+    fn pull_settled(&self) -> Result<(), MkfsError> {
+        match self.store.downloads() {
+            Some(d) => Ok(d.wait()?),
+            None => Ok(()),
+        }
     }
 
     /// With `--verity`, appends the hash tree to an image (cut first to its filesystem's
@@ -849,6 +865,7 @@ impl Ctx<'_> {
         let vkey = verity_key(EntryKind::Layer, diff_id);
         if let Some(size) = direct {
             let size = self.seal(&tmp.join(artifact), &vkey, size)?;
+            self.pull_settled()?;
             return Ok(EntryRecord {
                 version: 1,
                 kind: EntryKind::Layer,

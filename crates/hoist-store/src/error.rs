@@ -88,6 +88,13 @@ pub enum StoreError {
         /// Where it would be.
         path: PathBuf,
     },
+    /// The pull a [`crate::Store::following`] handle followed failed: what it was reading
+    /// or building from its downloads must not be published.
+    #[error("the pull being followed failed: {reason}")]
+    PullFailed {
+        /// The pull's error, as text (the pull reports it in full).
+        reason: String,
+    },
     /// Written content does not hash to the expected digest; nothing was stored.
     #[error("digest mismatch writing blob {expected}: content hashes to {actual}")]
     DigestMismatch {

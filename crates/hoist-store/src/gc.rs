@@ -167,6 +167,7 @@ impl Store {
                 read_only: self.inner.read_only,
                 lease: None,
             }),
+            downloads: None,
         }
     }
 

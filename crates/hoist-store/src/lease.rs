@@ -141,6 +141,7 @@ impl Store {
                     }),
                 }),
             }),
+            downloads: self.downloads.clone(),
         })
     }
 

@@ -208,6 +208,7 @@
 
 mod blob;
 mod error;
+mod follow;
 mod fsck;
 mod fsutil;
 mod gc;
@@ -230,6 +231,7 @@ use hoist_types::{Digest, Reference};
 
 pub use blob::{BlobLock, BlobWriter, INGEST_GRACE, NamedLock};
 pub use error::StoreError;
+pub use follow::Downloads;
 pub use fsck::{FsckOptions, FsckReport, Problem, ProblemKind, Resumable};
 pub use gc::{Amount, DEFAULT_INGEST_GRACE, GcItem, GcOptions, GcReport, KEEP_AS_PARTIAL};
 pub use index::ANNOTATION_IMAGE_ID;
@@ -254,6 +256,8 @@ pub const OCI_LAYOUT_VERSION: &str = "1.0.0";
 #[derive(Debug, Clone)]
 pub struct Store {
     inner: Arc<Inner>,
+    /// The pull whose downloads [`Store::blob_reader`] follows ([`Store::following`]).
+    downloads: Option<follow::Downloads>,
 }
 
 #[derive(Debug)]
@@ -321,6 +325,7 @@ impl Store {
                 read_only: false,
                 lease: None,
             }),
+            downloads: None,
         };
         match store.open_writable() {
             Ok(()) => Ok(store),
@@ -338,6 +343,7 @@ impl Store {
                         read_only: true,
                         lease: None,
                     }),
+                    downloads: None,
                 };
                 ro.check_version()?;
                 Ok(ro)

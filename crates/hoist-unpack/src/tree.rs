@@ -20,7 +20,7 @@
 use hoist_store::{ImageRecord, Store};
 use hoist_types::{Progress, ProgressEvent};
 
-use crate::flatten::{LayerSpool, Model, Node, Pos, build_model, read_at, store_blobs};
+use crate::flatten::{LayerSpool, Model, Node, Pos, build_model};
 use crate::tar::{EntryKind, Timestamp};
 use crate::{Limits, OVERLAY_OPAQUE, UnpackError};
 
@@ -160,8 +160,12 @@ impl FsTree {
         limits: &Limits,
         progress: &dyn Progress,
     ) -> Result<FsTree, UnpackError> {
-        let blobs = store_blobs(store, image, range.clone())?;
-        let open = |i: usize| Ok(read_at(&blobs[i - range.start]));
+        // A blob the store does not hold yet is followed as it downloads when `store` is a
+        // `Store::following` handle (`hoist rootfs REF` builds while it pulls).
+        let open = |i: usize| -> Result<Box<dyn std::io::Read + Send>, UnpackError> {
+            let l = &image.layers[i];
+            Ok(store.blob_reader(&l.digest, l.size)?)
+        };
         let (model, spools) = build_model(
             image,
             range.clone(),

@@ -120,6 +120,35 @@ pub fn resolve_or_pull(
     pull: &PullArgs,
     progress: &Arc<dyn Progress>,
 ) -> anyhow::Result<ImageRecord> {
+    let reference = match target(store, arg, policy)? {
+        Target::Stored(image) => return Ok(*image),
+        Target::Pull(reference) => reference,
+    };
+    let opts = pull.options(progress)?;
+    let report = tokio::task::block_in_place(|| {
+        tokio::runtime::Handle::current().block_on(pull_reported(
+            store,
+            &reference,
+            &opts,
+            progress.as_ref(),
+        ))
+    })?;
+    // By the manifest pulled: resolving holds the image on a leased handle (the pull's
+    // own lease ended with it), and fails cleanly if it was removed meanwhile.
+    Ok(store.resolve(&report.image.manifest.digest.to_string())?)
+}
+
+/// What `arg` names under `policy` (see [`resolve_or_pull`]).
+pub enum Target {
+    /// An image of the store.
+    Stored(Box<ImageRecord>),
+    /// A reference to pull.
+    Pull(Reference),
+}
+
+/// Whether `arg` under `policy` is an image of the store or a reference to pull (see
+/// [`resolve_or_pull`]); nothing is pulled.
+pub fn target(store: &Store, arg: &str, policy: PullPolicy) -> anyhow::Result<Target> {
     let registry_only = arg.starts_with("docker://");
     if registry_only && policy == PullPolicy::Never {
         anyhow::bail!(
@@ -129,7 +158,7 @@ pub fn resolve_or_pull(
     }
     if !registry_only && policy != PullPolicy::Always {
         match store.resolve(arg) {
-            Ok(image) => return Ok(image),
+            Ok(image) => return Ok(Target::Stored(Box::new(image))),
             Err(StoreError::ImageNotFound { .. }) if policy == PullPolicy::Missing => {}
             Err(e @ StoreError::ImageNotFound { .. }) => {
                 return Err(anyhow::Error::new(e).context(format!(
@@ -149,17 +178,21 @@ pub fn resolve_or_pull(
         Reference::parse(arg.strip_prefix("docker://").unwrap_or(arg)).with_context(|| {
             format!("{arg} is not in the store, and not an image reference to pull")
         })?;
-    let opts = pull.options(progress)?;
+    Ok(Target::Pull(reference))
+}
+
+/// Pulls `reference` into `store` and reports how it went through `progress` (a status
+/// line: time, blobs fetched and present).
+pub async fn pull_reported(
+    store: &Store,
+    reference: &Reference,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> anyhow::Result<hoist_transport::PullReport> {
     let start = Instant::now();
-    let report = tokio::task::block_in_place(|| {
-        tokio::runtime::Handle::current().block_on(hoist_transport::pull(
-            store,
-            &reference,
-            &opts,
-            progress.as_ref(),
-        ))
-    })
-    .with_context(|| format!("pulling {reference}"))?;
+    let report = hoist_transport::pull(store, reference, opts, progress)
+        .await
+        .with_context(|| format!("pulling {reference}"))?;
     // Through the reporter (a line above the bars on a terminal; a JSON status event with
     // --progress json; nothing with -q).
     progress.event(&ProgressEvent::Status {
@@ -171,9 +204,7 @@ pub fn resolve_or_pull(
             report.blobs_skipped
         ),
     });
-    // By the manifest pulled: resolving holds the image on a leased handle (the pull's
-    // own lease ended with it), and fails cleanly if it was removed meanwhile.
-    Ok(store.resolve(&report.image.manifest.digest.to_string())?)
+    Ok(report)
 }
 
 /// Whether `arg` names an image by ID (`sha256:…`, a full digest or a prefix), which
