@@ -58,12 +58,14 @@
 //!
 //! With [`ServeOptions::pull_through`] a manifest the store lacks (or a tag whose TTL ran
 //! out) is fetched from upstream with the pull engine's own source (mirrors, credentials,
-//! retries; the trust policy enforced on it) and answered at once, exact bytes and
-//! `Docker-Content-Digest`, while the engine pulls the image in the background, pinned to
-//! the digest served. Its layers are streamed to clients from the engine's partial
-//! download in the store's ingest area as it grows, then from the published blob; the
-//! server hashes what it streams and sends a body's last chunk only once the whole blob
-//! matches its digest, so a pull that fails or an upstream that lies leaves the client
+//! retries; the trust policy enforced on it), one per upstream repository, and answered
+//! at once, exact bytes and `Docker-Content-Digest`, while the engine pulls the image in
+//! the background through that same source, pinned to the digest served and given the
+//! manifests already fetched. Its layers are streamed to clients from the engine's
+//! partial download in the store's ingest area as it grows (the file and its record kept
+//! open), which becomes the published blob; each download is read and hashed once for
+//! all its clients, and a body's last chunk is sent only once the bytes that client got
+//! hash to the digest, so a pull that fails or an upstream that lies leaves the client
 //! with a body short of its `Content-Length`, never a complete wrong one; the store only
 //! ever gets what the engine verified. Once committed, the image is served from the
 //! store. Details and fallbacks: the `pull_through` module.
@@ -122,6 +124,7 @@
 mod api;
 mod auth;
 mod containerd;
+mod download;
 mod error;
 mod pull_through;
 mod push;

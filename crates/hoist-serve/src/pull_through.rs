@@ -3,49 +3,66 @@
 //! resume, one download per blob, verified and committed like `hoist pull`) writes it
 //! into the store in the background; once committed it is served from the store.
 //!
+//! - **One upstream source per repository**: the engine's registry source
+//!   ([`DockerSource`]: mirrors, credentials, retries, its client pinged once), kept for
+//!   [`SOURCE_TTL`] and shared by the manifest fetches, the config reads and the
+//!   background pulls of that repository, so a pull-through costs no extra pings, token
+//!   requests or connections beside the engine's.
 //! - **Manifests**: a manifest the store lacks (a tag whose TTL ran out, or a digest) is
-//!   fetched with the engine's registry source ([`DockerSource`]: the same mirrors,
-//!   credentials and retries; a by-digest answer is checked against the digest) and
+//!   fetched with that source (a by-digest answer is checked against the digest) and
 //!   answered with those exact bytes, its media type and `Docker-Content-Digest`. The
 //!   bytes are kept in a small bounded cache (digest → bytes, [`CACHE_TTL`]) so the
 //!   by-digest request that follows (a platform manifest of an index) is answered the
 //!   same way, and a pull of the image pinned to that digest (`repo:tag@digest`, so the
 //!   tag is recorded for what was served) starts in the background, one per reference.
+//!   The pull reads through the same source and takes its manifests from the cache
+//!   ([`Pinned`]): the engine does not fetch again what was just served.
 //!   A tag is re-validated upstream at most once per TTL; when the upstream cannot be
 //!   reached the stored tag is served.
 //! - **Blobs** of a manifest answered so: the config (small, kept in memory by the engine
-//!   until its commit) is fetched by the same source, verified, and answered whole; a
-//!   layer is streamed from the pull's partial download in the store's ingest area
-//!   ([`Store::partial_of`]; the background pull uses one connection per blob, so the
-//!   file grows in order), then from the published blob at the same offset. The
-//!   server hashes what it streams and sends the last chunk only when the whole blob
-//!   matches its digest (and after waiting, bounded, for the pull to commit, so a client
+//!   until its commit) is read by the same source, verified, and answered whole; a layer
+//!   is streamed from the pull's partial download in the store's ingest area
+//!   ([`Store::open_partial_reader`]: the data file and its record kept open; the
+//!   background pull uses one connection per blob, so the file grows in order), which
+//!   becomes the published blob in place. Each download is read and hashed **once**
+//!   whatever the number of clients ([`Download`]): the client at the front reads the
+//!   next chunk and extends the hash chain; the others take the same bytes, with the
+//!   hash state after them, from a short ring of recent chunks; a client that fell
+//!   behind the ring (or joined late) reads and hashes for itself and rejoins the chain
+//!   where its hash state equals the chain's. Every byte a client is sent was therefore
+//!   hashed into the state it holds, and the last chunk is sent only when that state is
+//!   the blob's digest (and after waiting, bounded, for the pull to commit, so a client
 //!   that received a whole blob finds the image in the store): a pull that fails or an
 //!   upstream that lies ends the body short of its `Content-Length`, which every client
 //!   sees as a broken transfer. A `Range` request for a blob still being pulled waits
 //!   (bounded) for the pull and is then served from the store.
 //! - A blob of no manifest seen by this server, absent from the store, is
 //!   `BLOB_UNKNOWN` (as Distribution: clients reach blobs through a manifest).
-//! - **The trust policy** (containers-policy.json), when there is one, is enforced on a
-//!   manifest fetched upstream before it is served (the engine's own check,
-//!   [`TrustCheck`]; a refusal is `502` naming the requirement).
+//! - **The trust policy** (containers-policy.json), when there is one, is enforced on
+//!   every manifest fetched upstream before it is served (the engine's own check,
+//!   [`TrustCheck`]; a refusal is `403 DENIED` naming the requirement). The background
+//!   pull of a manifest so judged reads exactly those bytes (pinned to their digest) and
+//!   is not judged again, as `hoist sync` judges once per image; the whole-pull fallbacks
+//!   below are judged by the pull itself.
 //! - **Fallbacks to the whole pull first** (as before streaming): a schema 1 manifest
 //!   (stored converted), and a tag that is an index asked by a client that does not
 //!   accept indexes (it gets the stored platform manifest).
 
 use std::collections::HashMap;
-use std::fs::File;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, Weak};
 use std::time::{Duration, Instant};
 
 use axum::body::Bytes;
 use futures_util::Stream;
 use hoist_store::Store;
+use hoist_transport::fetch::BlobFetcher;
 use hoist_transport::transports::any::AnySource;
 use hoist_transport::transports::docker::DockerSource;
-use hoist_transport::transports::{ImageRef, ImageSource, ManifestRef as SourceRef};
+use hoist_transport::transports::{
+    BlobLocation, BlobStream, ImageRef, ImageSource, ManifestRef as SourceRef, RawManifest,
+};
 use hoist_transport::trust::TrustCheck;
-use hoist_transport::{PullOptions, pull};
+use hoist_transport::{PullOptions, TransportError, pull, pull_from};
 use hoist_types::{
     Descriptor, Digest, Hasher, MAX_CONFIG_SIZE, Manifest, MediaType, NoProgress, Reference,
     error_chain,
@@ -53,6 +70,7 @@ use hoist_types::{
 use tokio::sync::watch;
 
 use crate::api::ManifestRef;
+use crate::download::{self, Download};
 use crate::error::ApiError;
 
 /// Manifests fetched upstream are kept this long for the requests that follow.
@@ -66,14 +84,15 @@ const MAX_KNOWN_BLOBS: usize = 65_536;
 const RETRY_AFTER: Duration = Duration::from_secs(5);
 /// A streamed blob whose download made no progress for this long ends in an error.
 pub(crate) const STREAM_IDLE: Duration = Duration::from_secs(120);
-/// How often a streamed blob's partial download is looked at when it has nothing new.
-const POLL: Duration = Duration::from_millis(25);
 /// The last chunk of a streamed blob waits at most this long for its pull to commit.
-const COMMIT_WAIT: Duration = Duration::from_secs(30);
+pub(crate) const COMMIT_WAIT: Duration = Duration::from_secs(30);
 /// A request that needs a whole pull first waits at most this long for it.
 pub(crate) const PULL_WAIT: Duration = Duration::from_secs(3600);
-/// Bytes read per `pread` while streaming.
-const CHUNK: u64 = 256 * 1024;
+/// An upstream repository's source (and its registry client) is used this long, then
+/// replaced on the next request (a mirror found unreachable is tried again then).
+const SOURCE_TTL: Duration = Duration::from_secs(60);
+/// At most this many upstream repositories' sources are kept.
+const MAX_SOURCES: usize = 256;
 
 type TagKey = (String, String, String);
 type DigestKey = (String, String, Digest);
@@ -93,8 +112,22 @@ pub(crate) struct Cached {
     pub(crate) bytes: Bytes,
     pub(crate) media_type: MediaType,
     pub(crate) digest: Digest,
+    manifest: Manifest,
     at: Instant,
 }
+
+impl Cached {
+    fn raw(&self) -> RawManifest {
+        RawManifest {
+            bytes: self.bytes.to_vec(),
+            media_type: self.media_type.clone(),
+            digest: self.digest.clone(),
+            manifest: self.manifest.clone(),
+        }
+    }
+}
+
+type Manifests = Arc<Mutex<HashMap<DigestKey, Arc<Cached>>>>;
 
 /// What a manifest request is answered with.
 pub(crate) enum ManifestAnswer {
@@ -136,10 +169,16 @@ pub(crate) struct PullThrough {
     /// for one validation. The value is when it was last validated and what it was.
     #[allow(clippy::type_complexity)]
     tags: Mutex<HashMap<TagKey, Arc<tokio::sync::Mutex<Option<(Instant, Option<Digest>)>>>>>,
-    manifests: Mutex<HashMap<DigestKey, Arc<Cached>>>,
+    /// Manifests answered from upstream (shared with the background pulls' sources).
+    manifests: Manifests,
     blobs: Mutex<HashMap<DigestKey, KnownBlob>>,
     /// Background pulls by reference (`registry/repo[:tag]@digest`).
     pulls: Mutex<HashMap<String, watch::Receiver<PullState>>>,
+    /// The upstream source of each (registry, repository), and when it was made.
+    #[allow(clippy::type_complexity)]
+    sources: Mutex<HashMap<(String, String), (Instant, Arc<AnySource>)>>,
+    /// Blobs being streamed, each read and hashed once for all its clients.
+    downloads: Mutex<HashMap<Digest, Weak<Download>>>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
@@ -156,10 +195,38 @@ impl PullThrough {
             ttl,
             own,
             tags: Mutex::new(HashMap::new()),
-            manifests: Mutex::new(HashMap::new()),
+            manifests: Arc::new(Mutex::new(HashMap::new())),
             blobs: Mutex::new(HashMap::new()),
             pulls: Mutex::new(HashMap::new()),
+            sources: Mutex::new(HashMap::new()),
+            downloads: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// The upstream source of `registry/name`: the one in use, or a new one once it is
+    /// [`SOURCE_TTL`] old.
+    fn source(&self, registry: &str, name: &str) -> Result<Arc<AnySource>, ApiError> {
+        let key = (registry.to_owned(), name.to_owned());
+        let mut sources = lock(&self.sources);
+        if let Some((at, s)) = sources.get(&key)
+            && at.elapsed() < SOURCE_TTL
+        {
+            return Ok(s.clone());
+        }
+        if sources.len() >= MAX_SOURCES {
+            sources.retain(|_, (at, _)| at.elapsed() < SOURCE_TTL);
+            if sources.len() >= MAX_SOURCES {
+                sources.clear();
+            }
+        }
+        let r = Reference::from_parts(registry, name, None, None).map_err(|_| {
+            ApiError::NameInvalid {
+                name: format!("{registry}/{name}"),
+            }
+        })?;
+        let s = Arc::new(AnySource::Docker(DockerSource::new(r, &self.opts)));
+        sources.insert(key, (Instant::now(), s.clone()));
+        Ok(s)
     }
 
     fn is_own(&self, registry: &str) -> bool {
@@ -239,14 +306,11 @@ impl PullThrough {
         }
     }
 
-    async fn fetch_manifest(
-        &self,
-        r: &Reference,
-    ) -> Result<hoist_transport::transports::RawManifest, ApiError> {
-        let src = DockerSource::new(r.clone(), &self.opts);
-        let which = match r.digest() {
-            Some(d) => SourceRef::Digest(d.clone()),
-            None => SourceRef::Top,
+    async fn fetch_manifest(&self, r: &Reference) -> Result<RawManifest, ApiError> {
+        let src = self.source(r.registry(), r.repository())?;
+        let which = match (r.digest(), r.tag()) {
+            (Some(d), _) => SourceRef::Digest(d.clone()),
+            (None, t) => SourceRef::Tag(t.unwrap_or("latest").to_owned()),
         };
         let m = src
             .get_manifest(&which)
@@ -257,7 +321,7 @@ impl PullThrough {
         if let Some(policy) = &self.opts.trust {
             TrustCheck::new(policy.clone(), &ImageRef::Docker(r.clone()))
                 .with_registries_d(self.opts.registries_d.clone())
-                .enforce_manifest(&AnySource::Docker(src), &m.digest, &m.bytes)
+                .enforce_manifest(&src, &m.digest, &m.bytes)
                 .await
                 .map_err(|e| ApiError::Denied(format!("{r}: {}", error_chain(&e))))?;
         }
@@ -272,7 +336,7 @@ impl PullThrough {
         registry: &str,
         name: &str,
         r: Reference,
-        m: hoist_transport::transports::RawManifest,
+        m: RawManifest,
         accepts: &(dyn Fn(&MediaType) -> bool + Sync),
     ) -> Result<ManifestAnswer, ApiError> {
         match &m.manifest {
@@ -319,6 +383,7 @@ impl PullThrough {
             bytes: Bytes::from(m.bytes),
             media_type: m.media_type,
             digest: m.digest,
+            manifest: m.manifest,
             at: now,
         });
         {
@@ -342,10 +407,7 @@ impl PullThrough {
     }
 
     fn cached(&self, registry: &str, name: &str, d: &Digest) -> Option<Arc<Cached>> {
-        lock(&self.manifests)
-            .get(&(registry.to_owned(), name.to_owned(), d.clone()))
-            .filter(|c| c.at.elapsed() < CACHE_TTL)
-            .cloned()
+        cached_in(&self.manifests, registry, name, d)
     }
 
     /// Make sure the pull of a cached image manifest runs (its config names it).
@@ -393,8 +455,30 @@ impl PullThrough {
         let (tx, rx) = watch::channel(PullState::Running);
         pulls.insert(key, rx.clone());
         let (store, r, opts) = (store.clone(), r.clone(), self.opts.clone());
+        // A pull pinned to a manifest this server fetched (and judged) reads through the
+        // repository's source with that manifest; any other pulls as `hoist pull` does.
+        let pinned = r
+            .digest()
+            .and_then(|d| self.cached(r.registry(), r.repository(), d))
+            .and_then(|top| {
+                let upstream = self.source(r.registry(), r.repository()).ok()?;
+                Some(AnySource::custom(Pinned {
+                    upstream,
+                    reference: r.clone(),
+                    top: top.raw(),
+                    manifests: self.manifests.clone(),
+                }))
+            });
         tokio::spawn(async move {
-            let state = match pull(&store, &r, &opts, &NoProgress).await {
+            let pulled = match &pinned {
+                Some(src) => {
+                    let mut opts = opts;
+                    opts.trust = None;
+                    pull_from(&store, &r, src, &opts, &NoProgress).await
+                }
+                None => pull(&store, &r, &opts, &NoProgress).await,
+            };
+            let state = match pulled {
                 Ok(_) => PullState::Done(Instant::now()),
                 Err(e) => {
                     let msg = format!("pulling {r}: {}", error_chain(&e));
@@ -450,8 +534,8 @@ impl PullThrough {
         }))
     }
 
-    /// A config, fetched through the engine's source (the engine keeps its own copy in
-    /// memory until it commits), checked against size and digest.
+    /// A config, read by the repository's source (the engine's reader; the engine keeps
+    /// its own copy in memory until it commits), checked against size and digest.
     async fn fetch_config(&self, k: &KnownBlob) -> Result<Bytes, ApiError> {
         let what = format!("config {} of {}", k.desc.digest, k.pull);
         if k.desc.size > MAX_CONFIG_SIZE {
@@ -460,7 +544,7 @@ impl PullThrough {
                 k.desc.size
             )));
         }
-        let src = DockerSource::new(k.pull.clone(), &self.opts);
+        let src = self.source(k.pull.registry(), k.pull.repository())?;
         let mut s = src
             .get_blob(&k.desc)
             .await
@@ -514,146 +598,97 @@ pub(crate) async fn wait_pull(mut rx: watch::Receiver<PullState>, limit: Duratio
         .unwrap_or(PullState::Running)
 }
 
-/// A blob being pulled, as a body: read from the pull's partial download as it grows,
-/// then from the published blob; hashed as it goes; the last chunk sent only when the
-/// whole blob matches its digest (and the pull had a bounded chance to commit).
-pub(crate) fn tail(
-    store: Store,
-    desc: Descriptor,
-    pull: watch::Receiver<PullState>,
-) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
-    let t = Tail {
-        hasher: Some(Hasher::new(desc.digest.algorithm())),
-        store,
-        desc,
-        pull,
-        pos: 0,
-        published: None,
-        done: false,
-    };
-    futures_util::stream::unfold(t, |mut t| async move {
-        if t.done {
-            return None;
-        }
-        match t.next_chunk().await {
-            Ok(Some(b)) => Some((Ok(b), t)),
-            Ok(None) => None,
-            Err(e) => {
-                tracing::warn!("streaming blob {}: {e}", t.desc.digest);
-                t.done = true;
-                Some((Err(e), t))
-            }
-        }
-    })
+fn cached_in(manifests: &Manifests, registry: &str, name: &str, d: &Digest) -> Option<Arc<Cached>> {
+    lock(manifests)
+        .get(&(registry.to_owned(), name.to_owned(), d.clone()))
+        .filter(|c| c.at.elapsed() < CACHE_TTL)
+        .cloned()
 }
 
-struct Tail {
-    store: Store,
-    desc: Descriptor,
-    pull: watch::Receiver<PullState>,
-    pos: u64,
-    hasher: Option<Hasher>,
-    published: Option<Arc<File>>,
-    done: bool,
+impl PullThrough {
+    /// A blob being pulled, as a body ([`Download::tail`]): one download per digest,
+    /// shared by every client streaming it.
+    pub(crate) fn tail(
+        &self,
+        store: Store,
+        desc: Descriptor,
+        pull: watch::Receiver<PullState>,
+    ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send + 'static {
+        let download = {
+            let mut downloads = lock(&self.downloads);
+            match downloads.get(&desc.digest).and_then(Weak::upgrade) {
+                Some(d)
+                    if d.desc.size == desc.size
+                        && !d.broken.load(std::sync::atomic::Ordering::Relaxed) =>
+                {
+                    d
+                }
+                _ => {
+                    downloads.retain(|_, w| w.strong_count() > 0);
+                    let d = Arc::new(Download::new(store, desc.clone()));
+                    downloads.insert(desc.digest.clone(), Arc::downgrade(&d));
+                    d
+                }
+            }
+        };
+        download::tail(download, pull)
+    }
 }
 
-impl Tail {
-    async fn next_chunk(&mut self) -> std::io::Result<Option<Bytes>> {
-        let size = self.desc.size;
-        if self.pos >= size {
-            return Ok(None);
-        }
-        let idle = Instant::now();
-        let mut last_look = false;
-        // Bounded: every turn either returns, or sleeps POLL within STREAM_IDLE.
-        loop {
-            if let Some(b) = self.read_some().await? {
-                self.pos += b.len() as u64;
-                if let Some(h) = self.hasher.as_mut() {
-                    h.update(&b);
+/// The background pull's source: the repository's upstream source (its client, mirrors
+/// and resumable reader), with the top manifest the server answered (and judged) and the
+/// manifests it has fetched since taken from the cache instead of fetched again.
+struct Pinned {
+    upstream: Arc<AnySource>,
+    reference: Reference,
+    top: RawManifest,
+    manifests: Manifests,
+}
+
+impl ImageSource for Pinned {
+    fn describe(&self) -> String {
+        format!("docker://{}", self.reference)
+    }
+
+    async fn get_manifest(&self, which: &SourceRef) -> Result<RawManifest, TransportError> {
+        match which {
+            SourceRef::Top => Ok(self.top.clone()),
+            SourceRef::Digest(d) if *d == self.top.digest => Ok(self.top.clone()),
+            SourceRef::Digest(d) => {
+                let r = &self.reference;
+                match cached_in(&self.manifests, r.registry(), r.repository(), d) {
+                    Some(c) => Ok(c.raw()),
+                    None => self.upstream.get_manifest(which).await,
                 }
-                if self.pos == size {
-                    let actual = self.hasher.take().map(Hasher::finish);
-                    if actual.as_ref() != Some(&self.desc.digest) {
-                        return Err(std::io::Error::other(format!(
-                            "the bytes pulled do not hash to {} (the upstream sent wrong bytes); the body ends short",
-                            self.desc.digest
-                        )));
-                    }
-                    // The whole blob is verified: give the pull a bounded chance to
-                    // commit, so a client that got every byte finds the image stored.
-                    wait_pull(self.pull.clone(), COMMIT_WAIT).await;
-                }
-                return Ok(Some(b));
             }
-            if last_look {
-                let why = match &*self.pull.borrow() {
-                    PullState::Failed(e, _) => e.to_string(),
-                    _ => "the pull ended without this blob".to_owned(),
-                };
-                return Err(std::io::Error::other(why));
-            }
-            let gone = self.pull.has_changed().is_err();
-            if gone || !matches!(&*self.pull.borrow(), PullState::Running) {
-                // One more look: the pull may have published it just before it ended.
-                last_look = true;
-                continue;
-            }
-            if idle.elapsed() > STREAM_IDLE {
-                return Err(std::io::Error::new(
-                    std::io::ErrorKind::TimedOut,
-                    format!("no progress pulling the blob for {STREAM_IDLE:?}"),
-                ));
-            }
-            let mut rx = self.pull.clone();
-            tokio::select! {
-                _ = rx.changed() => {}
-                _ = tokio::time::sleep(POLL) => {}
-            }
+            SourceRef::Tag(_) => self.upstream.get_manifest(which).await,
         }
     }
 
-    /// The next bytes at `pos`, if any are there: from the published blob, else from the
-    /// valid prefix of the partial download.
-    async fn read_some(&mut self) -> std::io::Result<Option<Bytes>> {
-        let (store, d) = (self.store.clone(), self.desc.digest.clone());
-        let (pos, size, published) = (self.pos, self.desc.size, self.published.clone());
-        let (bytes, published) = tokio::task::spawn_blocking(move || {
-            let published = match published {
-                Some(f) => Some(f),
-                None => store.open_blob(&d).ok().map(Arc::new),
-            };
-            if let Some(f) = &published {
-                let want = (size - pos).min(CHUNK) as usize;
-                let got = crate::server::read_at(f, pos, want)?;
-                if got.is_empty() {
-                    return Err(std::io::Error::new(
-                        std::io::ErrorKind::UnexpectedEof,
-                        "blob shorter than its size",
-                    ));
-                }
-                return Ok((Some(got), published));
-            }
-            let Ok(Some(p)) = store.partial_of(&d) else {
-                return Ok((None, None));
-            };
-            if p.size != Some(size) || p.offset <= pos {
-                return Ok((None, None));
-            }
-            let f = match File::open(&p.path) {
-                Ok(f) => f,
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok((None, None)),
-                Err(e) => return Err(e),
-            };
-            let want = (p.offset - pos).min(CHUNK) as usize;
-            let got = crate::server::read_at(&f, pos, want)?;
-            Ok(((!got.is_empty()).then_some(got), None))
-        })
-        .await
-        .map_err(std::io::Error::other)??;
-        if published.is_some() {
-            self.published = published;
-        }
-        Ok(bytes.map(Bytes::from))
+    async fn get_blob(&self, desc: &Descriptor) -> Result<BlobStream, TransportError> {
+        self.upstream.get_blob(desc).await
+    }
+
+    async fn get_signatures(
+        &self,
+        instance: Option<&Digest>,
+    ) -> Result<Vec<Vec<u8>>, TransportError> {
+        self.upstream.get_signatures(instance).await
+    }
+
+    async fn tags(&self) -> Result<Vec<String>, TransportError> {
+        self.upstream.tags().await
+    }
+
+    async fn referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>, TransportError> {
+        self.upstream.referrers(subject).await
+    }
+
+    fn blob_locations(&self) -> Vec<BlobLocation> {
+        self.upstream.blob_locations()
+    }
+
+    fn blob_fetcher(&self) -> Option<&BlobFetcher> {
+        self.upstream.blob_fetcher()
     }
 }

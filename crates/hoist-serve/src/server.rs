@@ -22,7 +22,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::api::{self, ManifestRef, Page, RangeAnswer, Route};
 use crate::error::ApiError;
 use crate::pull_through::{
-    self, BlobAnswer, Cached, ManifestAnswer, PULL_WAIT, PullState, PullThrough, wait_pull,
+    BlobAnswer, Cached, ManifestAnswer, PULL_WAIT, PullState, PullThrough, wait_pull,
 };
 use crate::view::{Repo, View, ViewCache, manifest_content_type};
 use crate::{LogFn, RequestLog, ServeOptions};
@@ -619,7 +619,7 @@ async fn blob(
                         // The pull failed moments ago: an error, not a body that breaks off.
                         Some(e) => Err(e),
                         None => Ok(blob_response(digest, headers, head, desc.size, |_, _| {
-                            Body::from_stream(pull_through::tail(store, (*desc).clone(), pull))
+                            Body::from_stream(pt.tail(store, (*desc).clone(), pull))
                         })),
                     }
                 }

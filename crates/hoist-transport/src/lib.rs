@@ -83,7 +83,7 @@ pub use options::{
     DEFAULT_JOBS, DEFAULT_RANGE_CONNECTIONS, DEFAULT_RANGE_PROBE, DEFAULT_RANGE_THRESHOLD,
     PullOptions,
 };
-pub use pull::{PullReport, Resolved, pull, resolve};
+pub use pull::{PullReport, Resolved, pull, pull_from, resolve};
 
 use hoist_types::Digest;
 

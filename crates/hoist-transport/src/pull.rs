@@ -82,6 +82,20 @@ pub async fn pull(
     progress: &dyn Progress,
 ) -> Result<PullReport, TransportError> {
     let src = AnySource::Docker(DockerSource::new(reference.clone(), opts));
+    pull_from(store, reference, &src, opts, progress).await
+}
+
+/// [`pull`] of `reference` read from `src`, a source for it made by the caller (`hoist
+/// serve --pull-through` hands its registry client and the manifests it has fetched
+/// already, so the pull does not fetch them again). The trust policy, if any, is checked
+/// on what `src` serves.
+pub async fn pull_from(
+    store: &Store,
+    reference: &Reference,
+    src: &AnySource,
+    opts: &PullOptions,
+    progress: &dyn Progress,
+) -> Result<PullReport, TransportError> {
     let dst = HoistDestination::for_pull(store.clone(), reference)?;
     let records = dst.records();
     let copy_opts = CopyOptions {
@@ -98,7 +112,7 @@ pub async fn pull(
         refuse_foreign_urls: !opts.foreign_layers,
         verify_present: false,
     };
-    let report = copy_with(&src, AnyDestination::Hoist(dst), &copy_opts, progress, &how).await?;
+    let report = copy_with(src, AnyDestination::Hoist(dst), &copy_opts, progress, &how).await?;
     let image = records
         .lock()
         .unwrap_or_else(|p| p.into_inner())
