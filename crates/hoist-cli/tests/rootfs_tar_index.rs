@@ -183,6 +183,26 @@ fn tar_index_tars_are_store_content_and_the_index_mounts() {
         want.assert_same(&got, &Compare::default(), "unpack vs mounted tar index");
     }
 
+    // Per layer: one index per layer, each with its own tar as its one device.
+    let pl = env.json(&[
+        "rootfs",
+        &ra,
+        "--format",
+        "erofs",
+        "--tar-index",
+        "--per-layer",
+    ]);
+    let layers = pl["layers"].as_array().unwrap();
+    assert_eq!(layers.len(), 2, "{pl:#}");
+    for (i, l) in layers.iter().enumerate() {
+        assert_eq!(devices(l), vec![devs[i].clone()], "{pl:#}");
+        let path = PathBuf::from(l["path"].as_str().unwrap());
+        assert!(path.exists());
+        if hoist_unpack::is_root() && hoist_mkfs::erofs::tar_index::kernel_support(None).is_ok() {
+            assert_eq!(l["tar_index"]["mountable"], true, "{pl:#}");
+        }
+    }
+
     // fsck re-hashes the tars: a flipped byte is found, the repair removes that tar and
     // keeps the image; the next build writes it again, byte for byte.
     let mut bytes = std::fs::read(&devs[1]).unwrap();

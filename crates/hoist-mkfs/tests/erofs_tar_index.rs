@@ -206,6 +206,23 @@ fn mounted_indexes_hold_the_unpacked_tree() {
             );
         }
     }
+    // An index on tmpfs: where the kernel will not back the mount with that file, the
+    // refusal says what to do.
+    if Path::new("/dev/shm").is_dir() {
+        let shm = tempfile::tempdir_in("/dev/shm").unwrap();
+        let img = shm.path().join("multi.erofs");
+        let rec = store.resolve("test/multi:latest").unwrap();
+        let ix = index(&store, &rec, ErofsSource::Flattened, &img);
+        match tar_index::mount_detached(&img, &ix.devices) {
+            Ok(_) => {}
+            Err(e) => {
+                let text = hoist_types::error_chain(&e);
+                assert!(text.contains("loop device"), "{text}");
+                let why = tar_index::kernel_support(Some((&img, &ix.devices))).unwrap_err();
+                assert!(why.contains("disk filesystem"), "{why}");
+            }
+        }
+    }
     // The kernel refuses an index given the wrong number of devices, clearly.
     let rec = store.resolve("test/layered:latest").unwrap();
     let img = t.path().join("layered.erofs");

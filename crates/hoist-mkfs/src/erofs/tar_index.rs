@@ -24,7 +24,10 @@
 //! Mounting: `mount(2)` (or the new mount API) of the image with one `device=PATH` per
 //! tar, in order; Linux 6.12 and later take files as `device=` (and as the image), older
 //! kernels (5.16 to 6.11) block devices only (attach the image and each tar to a loop
-//! device first). util-linux 2.38's `mount -t erofs -o device=…` loop-attaches the image
+//! device first). Files or block devices, not a mix: an image on a loop device takes
+//! only block devices as `device=`. The image file must be on a filesystem the kernel
+//! reads folios from (6.18 here refuses an image on tmpfs with ENOTBLK; tars on tmpfs are
+//! fine), which [`kernel_support`] finds out as root. util-linux 2.38's `mount -t erofs -o device=…` loop-attaches the image
 //! and fails; [`mount_detached`] and [`mount_at`] call the kernel directly.
 
 use std::collections::HashMap;
@@ -452,7 +455,17 @@ fn configure(image: &Path, devices: &[PathBuf]) -> Result<OwnedFd, MkfsError> {
         fsconfig_set_string(&fs, "device", d).map_err(step("add a device"))?;
     }
     fsconfig_set_flag(&fs, "ro").map_err(step("ask for read-only"))?;
-    fsconfig_create(&fs).map_err(step("read the image and open its devices"))?;
+    fsconfig_create(&fs).map_err(|e| {
+        // Linux backs an erofs mount with a file only where the file's filesystem reads
+        // folios (not tmpfs, here); a block device as the image needs block devices as
+        // its devices too.
+        let what = if e == rustix::io::Errno::NOTBLK {
+            "read the image and open its devices (a file on this filesystem, tmpfs say, cannot back an erofs mount: keep the image on a disk filesystem, or attach the image and every tar to a loop device and name those)"
+        } else {
+            "read the image and open its devices"
+        };
+        step(what)(e)
+    })?;
     Ok(fs)
 }
 
