@@ -367,3 +367,62 @@ fn fsck_erofs_reads_the_index_where_it_knows_512_byte_blocks() {
     }
     assert!(out.status.success(), "fsck.erofs: {text}");
 }
+
+/// The evil layers: an index holds exactly what `hoist unpack` writes (mounted), or both
+/// refuse; a refusal leaves no tar that no image names and the store fsck-clean.
+#[test]
+fn evil_layers_give_the_unpacked_tree_or_the_same_refusal() {
+    require!(Need::Root);
+    if let Err(why) = tar_index::kernel_support(None) {
+        hoist_testkit::skip_or_fail(this_test!(), &why);
+        return;
+    }
+    let t = tempfile::tempdir().unwrap();
+    let store = Store::open(t.path().join("store")).unwrap();
+    let sentinel = t.path().join("sentinel");
+    hoist_testkit::evil::make_sentinel(&sentinel).unwrap();
+    let (mut built, mut refused) = (0, 0);
+    for (n, case) in hoist_testkit::evil::cases(&sentinel).iter().enumerate() {
+        if case.max_layer_size.is_some() {
+            continue; // the bomb: a limit case, not a tree
+        }
+        let Ok(rec) = std::panic::catch_unwind(|| support::evil_record(&store, case, n)) else {
+            continue; // the store refuses the blobs themselves
+        };
+        let dir = t.path().join(format!("case{n}"));
+        let unpack =
+            hoist_unpack::unpack_image(&store, &rec, &dir, &UnpackOptions::default(), &NoProgress);
+        let img = t.path().join(format!("case{n}.erofs"));
+        let ix = tar_index::build_tar_index(
+            &store,
+            &rec,
+            ErofsSource::Flattened,
+            &img,
+            &Limits::default(),
+            &NoProgress,
+        );
+        match (unpack, ix) {
+            (Ok(_), Ok(ix)) => {
+                let want = Tree::scan(&dir).unwrap();
+                same_tree(
+                    &want,
+                    &mounted(&img, &ix.devices),
+                    &Compare::default(),
+                    case.name,
+                );
+                built += 1;
+            }
+            (Err(_), Err(_)) => refused += 1,
+            (u, e) => panic!(
+                "{}: unpack {:?} but the tar index {:?}",
+                case.name,
+                u.map(|_| ()),
+                e.map(|_| ())
+            ),
+        }
+        let report = store.fsck(&FsckOptions::default()).unwrap();
+        assert!(report.is_clean(), "{}: {report:?}", case.name);
+    }
+    assert!(built >= 10, "only {built} evil cases built");
+    assert!(refused >= 1, "no evil case refused");
+}
