@@ -15,8 +15,8 @@
 //!   images it names (an index resolved to a platform with `ImageIndex::choose`),
 //!   documents and blobs verified against their descriptors.
 //! - [`TarWriter`] (sequential, for streams) and [`SlotWriter`] (each entry written once,
-//!   at a slot reserved in the output file, by several writers at once), and [`Output`]:
-//!   a file published atomically (temp file beside it, fsync, rename) or a stream.
+//!   at a slot reserved in the output file, by several writers at once), and
+//!   [`TempOutput`]: a file published atomically (temp file beside it, fsync, rename).
 //! - [`ArchiveProblem`]: everything an untrusted archive can get wrong, each naming the
 //!   member; [`ArchiveError`] adds the archive's path and I/O failures.
 //!
@@ -76,7 +76,7 @@ pub use index::{
 };
 pub use problem::ArchiveProblem;
 pub use slots::{Slot, SlotWriter};
-pub use writer::{EntrySink, Output, TarWriter, TempOutput, write_output};
+pub use writer::{EntrySink, TarWriter, TempOutput};
 
 use std::path::Path;
 

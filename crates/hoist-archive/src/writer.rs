@@ -1,5 +1,5 @@
-//! Writing archives: a sequential tar writer ([`TarWriter`]) and where an archive goes
-//! ([`Output`]: a file published atomically, or a stream).
+//! Writing archives: a sequential tar writer ([`TarWriter`]) and a file published
+//! atomically ([`TempOutput`]).
 
 use std::fs::File;
 use std::io::{self, Read, Write};
@@ -141,60 +141,6 @@ impl<W: Write> EntrySink for TarWriter<W> {
 impl EntrySink for crate::SlotWriter {
     fn bytes(&mut self, name: &str, data: &[u8]) -> io::Result<()> {
         crate::SlotWriter::bytes(self, name, data)
-    }
-}
-
-/// Where an archive goes: a file written atomically, or any stream (stdout).
-pub enum Output<'a> {
-    /// A path: written to a temp file beside it, fsynced, renamed into place, directory
-    /// fsynced. Nothing is left on failure.
-    Path(&'a Path),
-    /// A stream, written as produced.
-    Stream(&'a mut dyn Write),
-}
-
-impl std::fmt::Debug for Output<'_> {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            Output::Path(p) => f.debug_tuple("Path").field(p).finish(),
-            Output::Stream(_) => f.write_str("Stream"),
-        }
-    }
-}
-
-/// Run `f` on a writer for `out`, publishing atomically when it is a path. `spool_dir`
-/// receives the directory for temp files (beside the target, or the system temp dir).
-pub fn write_output<T, E: From<ArchiveError>>(
-    out: Output<'_>,
-    f: impl FnOnce(&mut dyn Write, &Path) -> Result<T, E>,
-) -> Result<T, E> {
-    match out {
-        Output::Stream(w) => {
-            let mut buffered = io::BufWriter::with_capacity(1 << 20, w);
-            let v = f(&mut buffered, &std::env::temp_dir())?;
-            buffered.flush().map_err(|source| ArchiveError::Io {
-                op: "write the archive",
-                path: None,
-                source,
-            })?;
-            Ok(v)
-        }
-        Output::Path(path) => {
-            let mut temp = TempOutput::beside(path)?;
-            let dir = temp.dir.clone();
-            let v = {
-                let mut buffered = io::BufWriter::with_capacity(1 << 20, temp.file_mut());
-                let v = f(&mut buffered, &dir)?;
-                buffered.flush().map_err(|source| ArchiveError::Io {
-                    op: "write",
-                    path: Some(path.to_owned()),
-                    source,
-                })?;
-                v
-            };
-            temp.publish()?;
-            Ok(v)
-        }
     }
 }
 
