@@ -325,6 +325,13 @@ fn a_layer_that_is_not_its_diff_id_is_refused_and_leaves_no_tar() {
         "a wrong tar was published"
     );
     assert!(!out.exists(), "an index was written");
+    let left: Vec<_> = std::fs::read_dir(t.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "temp files left: {left:?}");
     let ingest: Vec<_> = std::fs::read_dir(t.path().join("store/hoist/ingest"))
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();

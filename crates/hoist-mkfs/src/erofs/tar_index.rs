@@ -108,7 +108,8 @@ fn check_counts(image: &ImageRecord) -> Result<(), MkfsError> {
     Ok(())
 }
 
-/// Writes the tar index of `image` at `out` (created or truncated): the tree of
+/// Writes the tar index of `image` at `out` (a temp file beside it, renamed over it
+/// last; nothing is left on an error): the tree of
 /// `source` (flattened, or one layer in overlay form) whose files reference the layer
 /// tars, written into the store first where missing (see the module docs). `key` of the
 /// UUID: the top chain ID (flattened) or the diff ID (one layer), as for full images.
@@ -210,7 +211,24 @@ pub fn build_tar_index(
         at: &at,
         devices: &devices,
     };
-    let size = write_image(&tree, out, key.as_bytes(), Some(&chunks), |_| Ok(()))?;
+    // Written beside `out` and renamed over it last: `out` is never half-written.
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let name = out
+        .file_name()
+        .map_or_else(|| "tar-index".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = out.with_file_name(format!(
+        ".{name}.{}-{}.tmp",
+        std::process::id(),
+        NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+    ));
+    let size = write_image(&tree, &tmp, key.as_bytes(), Some(&chunks), |_| Ok(()))
+        .and_then(|size| {
+            std::fs::rename(&tmp, out).map_err(|e| MkfsError::io("rename into", out, e))?;
+            Ok(size)
+        })
+        .inspect_err(|_| {
+            let _ = std::fs::remove_file(&tmp);
+        })?;
     Ok(TarIndex {
         size,
         devices: tar_paths(store, image, source),
