@@ -46,7 +46,7 @@ pub mod oci_archive;
 pub use archive::{LoadedImage, SaveImage, load_archive, load_archive_trusted, save_images};
 pub use docker_archive::{ArchiveTarget, DockerArchiveWriter};
 pub use dyn_traits::{DynImageDestination, DynImageSource};
-pub use hoist_archive::{ArchiveFormat, ArchiveProblem, Output};
+pub use hoist_archive::{ArchiveFormat, ArchiveProblem};
 pub use oci_archive::OciArchiveWriter;
 pub use reference::{ArchiveSelector, ImageRef, Transport, check_ref_name};
 pub use stream::{AsyncBlobStream, BlobRead, BlobSender, BlobStream, STREAM_CHUNK};
