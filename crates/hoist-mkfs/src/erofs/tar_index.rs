@@ -386,6 +386,8 @@ impl<'a> TeeToStore<'a> {
             desc.digest.short()
         );
         progress.event(&ProgressEvent::Status { message: &message });
+        // The stored blob only (not one still downloading): a tar is published only for a
+        // layer the store holds, so a failed pull leaves no tar behind.
         let blob = store.open_blob(&desc.digest)?;
         let stream = LayerStream::open(
             blob,
