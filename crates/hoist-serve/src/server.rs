@@ -29,6 +29,8 @@ use crate::{LogFn, RequestLog, ServeOptions};
 
 /// Bytes read per `pread` of a blob body.
 const CHUNK: usize = 256 * 1024;
+/// Reads of a blob body under way at once, ahead of the socket.
+const READ_AHEAD: usize = 4;
 /// How long a leased store handle is used before a fresh one replaces it (so what the
 /// server stopped serving is released to GC within about this time).
 const LEASE_ROTATION: Duration = Duration::from_secs(60);
@@ -716,41 +718,44 @@ fn blob_response(
     r
 }
 
-/// `[start, end)` of `file`, `CHUNK` bytes per `pread` on the blocking pool. The store
-/// handle (and its lease) lives as long as the stream.
+/// `[start, end)` of `file`, `CHUNK` bytes per `pread` on the blocking pool, the next
+/// [`READ_AHEAD`] reads running while a chunk is being sent (a read and its send in
+/// turn left a single client at half the Distribution registry's speed: 0.5 against 0.9
+/// GB/s for one 78 MB blob with curl on a loaded machine). The store handle (and its
+/// lease) lives as long as the stream.
 fn file_stream(
     file: File,
     start: u64,
     end: u64,
     lease: Store,
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
+    use futures_util::StreamExt as _;
     let file = Arc::new(file);
-    futures_util::stream::unfold((file, start, lease), move |(file, pos, lease)| async move {
-        if pos >= end {
-            return None;
-        }
-        let want = (end - pos).min(CHUNK as u64) as usize;
-        let f = file.clone();
-        let read = tokio::task::spawn_blocking(move || read_at(&f, pos, want))
-            .await
-            .map_err(std::io::Error::other)
-            .and_then(|r| r);
-        match read {
-            // A blob that shrank under us (it never should): end the body short, so
-            // the client sees a truncated transfer, not wrong bytes.
-            Ok(b) if b.is_empty() => Some((
-                Err(std::io::Error::new(
+    let reads = futures_util::stream::iter((start..end).step_by(CHUNK)).map(move |pos| {
+        let (f, _lease) = (file.clone(), lease.clone());
+        async move {
+            let want = (end - pos).min(CHUNK as u64) as usize;
+            let b = tokio::task::spawn_blocking(move || read_at(&f, pos, want))
+                .await
+                .map_err(std::io::Error::other)??;
+            if b.len() < want {
+                // A blob that shrank under us (it never should): end the body short, so
+                // the client sees a truncated transfer, not wrong bytes.
+                return Err(std::io::Error::new(
                     std::io::ErrorKind::UnexpectedEof,
                     "blob shorter than its size",
-                )),
-                (file, end, lease),
-            )),
-            Ok(b) => {
-                let next = pos + b.len() as u64;
-                Some((Ok(Bytes::from(b)), (file, next, lease)))
+                ));
             }
-            Err(e) => Some((Err(e), (file, end, lease))),
+            Ok(Bytes::from(b))
         }
+    });
+    // Nothing after the first error.
+    reads.buffered(READ_AHEAD).scan(false, |failed, r| {
+        let out = (!*failed).then(|| {
+            *failed = r.is_err();
+            r
+        });
+        std::future::ready(out)
     })
 }
 
