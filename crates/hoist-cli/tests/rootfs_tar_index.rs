@@ -203,8 +203,9 @@ fn tar_index_tars_are_store_content_and_the_index_mounts() {
         }
     }
 
-    // fsck re-hashes the tars: a flipped byte is found, the repair removes that tar and
-    // keeps the image; the next build writes it again, byte for byte.
+    // fsck re-hashes the tars: a flipped byte is found, and the indexes that need that
+    // tar are broken; the repair removes the tar and those entries and keeps the image;
+    // the next build writes both again, byte for byte.
     let mut bytes = std::fs::read(&devs[1]).unwrap();
     let good = bytes.clone();
     bytes[600] ^= 0xff;
@@ -212,16 +213,34 @@ fn tar_index_tars_are_store_content_and_the_index_mounts() {
     let out = env.run(&["fsck", "--format", "json"]);
     assert_eq!(out.status.code(), Some(2), "fsck finds the corrupt tar");
     let report: Value = serde_json::from_slice(&out.stdout).unwrap();
-    let text = report.to_string();
-    assert!(text.contains(&a.diff_ids()[1][7..]), "{report:#}");
+    let kinds: Vec<&str> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["kind"].as_str().unwrap())
+        .collect();
+    assert!(kinds.contains(&"corrupt-blob"), "{report:#}");
+    assert!(kinds.contains(&"broken-rootfs"), "{report:#}");
+    assert!(
+        report.to_string().contains(&a.diff_ids()[1][7..]),
+        "{report:#}"
+    );
     env.run(&["fsck", "--repair"]);
     assert!(!devs[1].exists(), "the repair removed the corrupt tar");
+    assert!(
+        !index.exists(),
+        "the repair removed the index that needs it"
+    );
     env.fsck_clean();
     let again = env.json(&["rootfs", &ra, "--format", "erofs", "--tar-index"]);
-    assert_eq!(again["cached"], true, "the index itself is intact");
+    assert_eq!(again["cached"], false, "{again:#}");
     assert!(
         std::fs::read(&devs[1]).unwrap() == good,
         "the tar written again"
+    );
+    assert!(
+        std::fs::read(&index).unwrap() == index_bytes,
+        "the index again"
     );
 
     // gc frees a tar with the last image that has its layer.

@@ -506,6 +506,24 @@ impl Store {
                     .path(&e.dir),
                     e.lock_name(),
                 ));
+            } else if let Some(d) = rootfs::needed_tars(e)
+                .into_iter()
+                .find(|d| sizes.get(d).is_none_or(|(_, corrupt)| *corrupt))
+            {
+                // An erofs tar index whose layer tar is gone or corrupt cannot be mounted:
+                // the repair removes the entry; the next build writes both again.
+                rootfs_problems.push((
+                    Problem::new(
+                        ProblemKind::BrokenRootfs,
+                        format!(
+                            "{} needs the layer tar {d}, which is missing or corrupt",
+                            e.name
+                        ),
+                    )
+                    .digest(&d)
+                    .path(&e.dir),
+                    e.lock_name(),
+                ));
             }
         }
         for (path, lock) in &rscan.temps {

@@ -183,6 +183,32 @@ fn check_entry(dir: &Path, kind: RootfsKind, key: &Digest) -> Option<String> {
     None
 }
 
+/// The format name of erofs tar index entries (`hoist rootfs --tar-index`), whose files
+/// are in the layers' tars: blobs named by their diff IDs.
+pub(crate) const TAR_INDEX_FORMAT: &str = "erofs-tar-index";
+
+/// The layer tars (by diff ID) a tar index entry needs: its key (one layer) or the diff
+/// IDs its `entry.json` lists (flattened). Empty for every other entry, and for an entry
+/// whose record cannot be read (that is reported as broken already).
+pub(crate) fn needed_tars(e: &RootfsDir) -> Vec<Digest> {
+    #[derive(Deserialize)]
+    struct Tars {
+        #[serde(default)]
+        diff_ids: Vec<Digest>,
+    }
+    match parse_entry_name(&e.name) {
+        Some((RootfsKind::Layer, format, key)) if format == TAR_INDEX_FORMAT => vec![key],
+        Some((RootfsKind::Flat, format, _)) if format == TAR_INDEX_FORMAT => {
+            fs::read(e.dir.join(ENTRY_RECORD))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<Tars>(&b).ok())
+                .map(|t| t.diff_ids)
+                .unwrap_or_default()
+        }
+        _ => Vec::new(),
+    }
+}
+
 /// Bytes a file or tree occupies on disk (allocated blocks; symlinks are not followed).
 pub(crate) fn tree_bytes(path: &Path) -> u64 {
     let Ok(meta) = fs::symlink_metadata(path) else {
