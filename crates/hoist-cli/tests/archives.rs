@@ -5,11 +5,11 @@
 
 mod support;
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use support::Env;
 
-use assert_cmd::Command;
+use std::collections::BTreeMap;
+use std::path::Path;
+
 use hoist_testkit::docker_save;
 use hoist_testkit::evil_archive::{self, DockerParts, OciParts};
 use hoist_testkit::images::{self, BuiltImage, Entry, ImageSpec, LayerSpec};
@@ -17,59 +17,8 @@ use hoist_testkit::registry::Registry;
 use hoist_testkit::require_peers;
 use hoist_testkit::skopeo::{self, SkopeoOpts};
 use serde_json::Value;
-use tempfile::TempDir;
-
-/// A sandbox: a store and a HOME with no credentials of the host.
-struct Env {
-    dir: TempDir,
-}
 
 impl Env {
-    fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn store(&self) -> PathBuf {
-        self.path("store")
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = support::hoist(self.dir.path());
-        c.env("HOIST_STORE", self.store());
-        c
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.cmd().args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "hoist {args:?} failed:\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.cmd().args(args).output().unwrap();
-        assert!(
-            !out.status.success(),
-            "hoist {args:?} succeeded but should fail:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        serde_json::from_slice(&self.ok(args).stdout).unwrap()
-    }
-
     /// `hoist images --format json` as (repository:tag → image ID).
     fn names(&self) -> BTreeMap<String, String> {
         let v = self.json(&["images", "--format", "json"]);

@@ -4,64 +4,18 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use support::Env;
 
-use assert_cmd::Command;
+use std::path::{Path, PathBuf};
+
 use hoist_testkit::evil_archive;
 use hoist_testkit::images::{self, BuiltImage};
 use hoist_testkit::registry::Registry;
 use hoist_testkit::require_peers;
 use hoist_testkit::skopeo::{self, SkopeoOpts};
 use serde_json::Value;
-use tempfile::TempDir;
-
-struct Env {
-    dir: TempDir,
-}
 
 impl Env {
-    fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn store(&self) -> PathBuf {
-        self.dir.path().join("store")
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = support::hoist(self.dir.path());
-        c.env("HOIST_STORE", self.store());
-        c
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.cmd().args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "hoist {args:?} failed:\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.cmd().args(args).output().unwrap();
-        assert!(
-            !out.status.success(),
-            "hoist {args:?} succeeded but should fail:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
     /// `hoist copy` quietly; returns the digest it prints.
     fn copy(&self, extra: &[&str], src: &str, dst: &str) -> String {
         let mut args = vec!["-q", "copy"];

@@ -7,69 +7,20 @@
 
 mod support;
 
+use support::Env;
+
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use hoist_testkit::images::{self, Entry, ImageSpec, IndexSpec, LayerSpec};
 use hoist_testkit::registry::Registry;
 use hoist_testkit::require_peers;
 use hoist_testkit::skopeo::{self, SkopeoOpts};
 use serde_json::Value;
-use tempfile::TempDir;
 
 const OCI_MANIFEST: &str = "application/vnd.oci.image.manifest.v1+json";
 const DOCKER_MANIFEST: &str = "application/vnd.docker.distribution.manifest.v2+json";
 
-struct Env {
-    dir: TempDir,
-}
-
 impl Env {
-    fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        support::hoist(self.dir.path()).args(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "hoist {args:?} failed:\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    /// Runs a command that must fail; the store's images are as they were and `hoist
-    /// fsck` finds it clean.
-    fn fails(&self, args: &[&str]) -> String {
-        let before = self.ok(&["images", "--format", "json"]).stdout;
-        let out = self.run(args);
-        assert!(
-            !out.status.success(),
-            "hoist {args:?} succeeded but should fail:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let after = self.ok(&["images", "--format", "json"]).stdout;
-        assert_eq!(before, after, "hoist {args:?} changed the store's images");
-        support::assert_fsck_clean(self.dir.path(), &support::store(self.dir.path()));
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        serde_json::from_slice(&self.ok(args).stdout).unwrap()
-    }
-
     /// `hoist copy` quietly; returns the digest it prints.
     fn copy(&self, extra: &[&str], src: &str, dst: &str) -> String {
         let mut args = vec!["-q", "copy"];

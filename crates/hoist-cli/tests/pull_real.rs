@@ -4,63 +4,13 @@
 
 mod support;
 
-use std::process::Output;
+use support::Env;
 
-use assert_cmd::Command;
 use hoist_testkit::images::{self, Entry, ImageSpec, LayerSpec};
 use hoist_testkit::registry::Registry;
 use hoist_testkit::require_peers;
 use hoist_testkit::skopeo::{self, SkopeoOpts};
 use serde_json::Value;
-use tempfile::TempDir;
-
-/// A sandbox for one test: a store and a HOME with no credentials of the host.
-struct Env {
-    dir: TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn store(&self) -> std::path::PathBuf {
-        self.dir.path().join("store")
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = support::hoist(self.dir.path());
-        c.env("HOIST_STORE", self.store());
-        c
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.cmd().args(args).output().unwrap();
-        assert!(
-            out.status.success(),
-            "hoist {args:?} failed:\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.cmd().args(args).output().unwrap();
-        assert!(
-            !out.status.success(),
-            "hoist {args:?} succeeded but should fail:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        serde_json::from_slice(&self.ok(args).stdout).unwrap()
-    }
-}
 
 fn tls_args(reg: &Registry) -> Vec<String> {
     vec![

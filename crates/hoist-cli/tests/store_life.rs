@@ -4,65 +4,23 @@
 
 mod support;
 
+use support::Env;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
-use std::process::Output;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use hoist_testkit::images::{BuiltImage, Entry, ImageSpec, LayerSpec};
 use hoist_testkit::registry::Registry;
 use hoist_testkit::skopeo;
 use hoist_testkit::{require_peers, skip_test};
 use serde_json::Value;
-use tempfile::TempDir;
-
-struct Env {
-    dir: TempDir,
-    store: PathBuf,
-}
 
 impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("store");
-        Env { dir, store }
-    }
-
-    fn at(store: PathBuf) -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        Env { dir, store }
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = support::hoist(self.dir.path());
-        c.env("HOIST_STORE", &self.store);
-        c
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "hoist {args:?} failed:\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        serde_json::from_slice(&self.ok(args).stdout).unwrap()
-    }
-
     fn blob(&self, d: &str) -> PathBuf {
-        self.store
+        self.store()
             .join("blobs/sha256")
             .join(d.strip_prefix("sha256:").unwrap())
     }
@@ -80,9 +38,9 @@ impl Env {
             }
         }
         let mut out = BTreeMap::new();
-        walk(&self.store, &mut out);
+        walk(&self.store(), &mut out);
         // Lock files come and go with commands; they are not content.
-        out.retain(|p, _| !p.starts_with(self.store.join("hoist/locks")));
+        out.retain(|p, _| !p.starts_with(self.store().join("hoist/locks")));
         out
     }
 
@@ -247,7 +205,7 @@ fn fsck_finds_and_repairs_damage() {
     let orphan = b"nobody needs me".to_vec();
     let orphan_d = hoist_testkit::images::sha256_digest(&orphan);
     std::fs::write(env.blob(&orphan_d), &orphan).unwrap();
-    let temp = env.store.join("hoist/ingest/.sha256-x.1.2.3.tmp");
+    let temp = env.store().join("hoist/ingest/.sha256-x.1.2.3.tmp");
     std::fs::write(&temp, b"junk").unwrap();
     let old = std::fs::FileTimes::new()
         .set_modified(std::time::SystemTime::now() - Duration::from_secs(600));
@@ -259,7 +217,7 @@ fn fsck_finds_and_repairs_damage() {
         .unwrap();
     let partial_d = hoist_testkit::images::sha256_digest(b"some blob");
     let partial = env
-        .store
+        .store()
         .join(format!("hoist/ingest/partial-sha256-{}", &partial_d[7..]));
     std::fs::write(&partial, b"some").unwrap();
     let meta = format!(r#"{{"v":1,"digest":"{partial_d}","size":9,"offset":4}}"#);
@@ -414,7 +372,7 @@ fn eight_processes_pull_rmi_tag_rootfs_and_gc_at_once() {
     assert_eq!(t.ok + t.clear_failures, WORKERS * ROUNDS);
     // No index update lost: every tag made is in index.json (nobody removes local/*).
     let idx: Value =
-        serde_json::from_slice(&std::fs::read(env.store.join("index.json")).unwrap()).unwrap();
+        serde_json::from_slice(&std::fs::read(env.store().join("index.json")).unwrap()).unwrap();
     let listed: BTreeSet<String> = idx["manifests"]
         .as_array()
         .unwrap()
@@ -481,7 +439,7 @@ fn gc_in_a_loop_never_breaks_a_pull_and_cleans_up_after() {
     // The image is whole; one more gc leaves exactly its blobs.
     assert_eq!(env.fsck(&[]).0, 0);
     env.ok(&["gc"]);
-    let mut on_disk: Vec<String> = std::fs::read_dir(env.store.join("blobs/sha256"))
+    let mut on_disk: Vec<String> = std::fs::read_dir(env.store().join("blobs/sha256"))
         .unwrap()
         .map(|e| format!("sha256:{}", e.unwrap().file_name().to_string_lossy()))
         .collect();
@@ -498,7 +456,7 @@ fn gc_in_a_loop_never_breaks_a_pull_and_cleans_up_after() {
         "hoist/leases",
         "hoist/rootfs",
     ] {
-        let left: Vec<_> = std::fs::read_dir(env.store.join(sub))
+        let left: Vec<_> = std::fs::read_dir(env.store().join(sub))
             .map(|d| d.flatten().map(|e| e.file_name()).collect())
             .unwrap_or_default();
         assert!(left.is_empty(), "{sub}: {left:?}");
@@ -733,7 +691,7 @@ fn a_docker_v2s2_image_is_read_by_skopeo_and_umoci_and_pushed_byte_for_byte() {
     assert_eq!(env.fsck(&[]).0, 0, "{:#}", env.fsck(&[]).1);
 
     // index.json lists the OCI view, a blob over the same config and layers.
-    let (view, mt) = index_entry(&env.store, &r);
+    let (view, mt) = index_entry(&env.store(), &r);
     assert_eq!(mt, "application/vnd.oci.image.manifest.v1+json");
     assert_ne!(view, built.manifest.digest);
     let vm: Value = serde_json::from_slice(&std::fs::read(env.blob(&view)).unwrap()).unwrap();
@@ -751,7 +709,7 @@ fn a_docker_v2s2_image_is_read_by_skopeo_and_umoci_and_pushed_byte_for_byte() {
     assert_eq!(layers, built.layer_digests());
 
     // skopeo 1.9 inspects and copies it through `oci:STORE:NAME` (the full reference).
-    let oci_ref = format!("oci:{}:{r}", env.store.display());
+    let oci_ref = format!("oci:{}:{r}", env.store().display());
     let out = skopeo::run_skopeo(&["inspect".into(), oci_ref.clone()]).unwrap();
     let sk: Value = serde_json::from_slice(&out).unwrap();
     assert_eq!(sk["Digest"], view);
@@ -770,7 +728,7 @@ fn a_docker_v2s2_image_is_read_by_skopeo_and_umoci_and_pushed_byte_for_byte() {
     let bundle = env.dir.path().join("bundle");
     let unpack = std::process::Command::new("umoci")
         .args(["unpack", "--rootless", "--image"])
-        .arg(format!("{}:{r}", env.store.display()))
+        .arg(format!("{}:{r}", env.store().display()))
         .arg(&bundle)
         .output()
         .unwrap();

@@ -4,68 +4,17 @@
 
 mod support;
 
-use std::path::{Path, PathBuf};
-use std::process::Output;
+use support::Env;
+
+use std::path::Path;
 use std::time::{Duration, Instant};
 
-use assert_cmd::Command;
 use hoist_testkit::images::{self, BuiltImage, Entry, LayerSpec};
 use hoist_testkit::registry::Registry;
 use hoist_testkit::skopeo;
 use hoist_testkit::tree::{Compare, Tree};
 use hoist_testkit::{Need, require, require_peers};
 use serde_json::Value;
-use tempfile::TempDir;
-
-struct Env {
-    dir: TempDir,
-}
-
-impl Env {
-    fn new() -> Env {
-        Env {
-            dir: tempfile::tempdir().unwrap(),
-        }
-    }
-
-    fn path(&self, p: &str) -> PathBuf {
-        self.dir.path().join(p)
-    }
-
-    fn cmd(&self) -> Command {
-        let mut c = support::hoist(self.dir.path());
-        c.env("HOIST_STORE", self.path("store"));
-        c
-    }
-
-    fn output(&self, args: &[&str]) -> Output {
-        self.cmd().args(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.output(args);
-        assert!(
-            out.status.success(),
-            "hoist {args:?} failed:\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn fails(&self, args: &[&str]) -> String {
-        let out = self.output(args);
-        assert!(
-            !out.status.success(),
-            "hoist {args:?} succeeded but should fail"
-        );
-        String::from_utf8_lossy(&out.stderr).into_owned()
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        serde_json::from_slice(&self.ok(args).stdout).unwrap()
-    }
-}
 
 fn s(p: &Path) -> &str {
     p.to_str().unwrap()

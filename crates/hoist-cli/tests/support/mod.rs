@@ -238,3 +238,128 @@ pub fn assert_fsck_clean(dir: &Path, store: &Path) {
         ingest.display()
     );
 }
+
+/// A sandbox of its own (a temp dir, see the module docs) whose store is `DIR/store`
+/// unless made with [`Env::at`]: the helpers every CLI test file wants. A test file adds
+/// its own methods in an `impl Env` block of its own.
+pub struct Env {
+    /// The sandbox directory (`HOME`, `TMPDIR` and the default store live in it).
+    pub dir: tempfile::TempDir,
+    store: PathBuf,
+}
+
+impl Env {
+    /// A fresh sandbox with its store at `DIR/store`.
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(dir.path());
+        Env { dir, store }
+    }
+
+    /// A fresh sandbox whose commands use the store at `store` (shared with another
+    /// sandbox, or on another file system).
+    pub fn at(store: PathBuf) -> Env {
+        Env {
+            dir: tempfile::tempdir().unwrap(),
+            store,
+        }
+    }
+
+    /// `DIR/name`.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// The store its commands use.
+    pub fn store(&self) -> PathBuf {
+        self.store.clone()
+    }
+
+    /// `hoist` in the sandbox, on its store.
+    pub fn cmd(&self) -> assert_cmd::Command {
+        let mut c = hoist(self.dir.path());
+        c.env("HOIST_STORE", &self.store);
+        c
+    }
+
+    /// Runs `hoist ARGS`, whatever the outcome.
+    pub fn run(&self, args: &[&str]) -> std::process::Output {
+        self.cmd().args(args).output().unwrap()
+    }
+
+    /// Runs `hoist ARGS`, which must succeed.
+    pub fn ok(&self, args: &[&str]) -> std::process::Output {
+        let out = self.run(args);
+        assert!(
+            out.status.success(),
+            "hoist {args:?} failed:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        out
+    }
+
+    /// Runs `hoist ARGS`, which must succeed and print JSON.
+    pub fn json(&self, args: &[&str]) -> serde_json::Value {
+        let out = self.ok(args);
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "hoist {args:?} printed no JSON ({e}):\n{}",
+                String::from_utf8_lossy(&out.stdout)
+            )
+        })
+    }
+
+    /// Runs `hoist ARGS`, which must fail and leave the store as it was: the same images
+    /// (`hoist images`), the same `hoist fsck` findings (none, unless the test broke the
+    /// store itself: orphans after an `rmi`, a blob it corrupted), and nothing new in
+    /// `hoist/ingest/` but resumable partial downloads. Returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let before = self.state();
+        let err = self.fails_only(args);
+        assert_eq!(
+            self.state(),
+            before,
+            "hoist {args:?} failed but changed the store (images, fsck findings, leftovers)"
+        );
+        err
+    }
+
+    /// What a refused command must not change: `hoist images`, the problems `hoist fsck`
+    /// finds, and what `hoist/ingest/` holds besides resumable partial downloads.
+    fn state(
+        &self,
+    ) -> (
+        serde_json::Value,
+        serde_json::Value,
+        Vec<std::ffi::OsString>,
+    ) {
+        let images = self.json(&["images", "--format", "json"]);
+        let out = self.run(&["fsck", "--format", "json"]);
+        let fsck: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+            panic!(
+                "hoist fsck printed no JSON ({e}):\n{}",
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+        let mut left: Vec<_> = std::fs::read_dir(self.store.join("hoist/ingest"))
+            .map(|r| r.map(|e| e.unwrap().file_name()).collect())
+            .unwrap_or_default();
+        left.retain(|n| !n.to_string_lossy().starts_with("partial-"));
+        left.sort();
+        (images, fsck["problems"].clone(), left)
+    }
+
+    /// Runs `hoist ARGS`, which must fail; nothing is checked of the store (a test that
+    /// broke the store on purpose). Returns stderr.
+    pub fn fails_only(&self, args: &[&str]) -> String {
+        let out = self.run(args);
+        assert!(
+            !out.status.success(),
+            "hoist {args:?} succeeded but should fail:\nstdout: {}\nstderr: {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+}
