@@ -19,7 +19,7 @@ use super::{
     ManifestRef, ManifestTarget, RawManifest,
 };
 use crate::TransportError;
-use crate::pull::PullOptions;
+use crate::options::PullOptions;
 
 /// What opening a source or destination needs besides its reference.
 #[derive(Debug, Clone, Default)]
