@@ -10,57 +10,23 @@ mod support;
 use std::os::fd::AsRawFd as _;
 use std::os::unix::fs::MetadataExt as _;
 use std::path::{Path, PathBuf};
-use std::process::Output;
 
 use hoist_testkit::images::{Entry, ImageSpec, LayerSpec};
 use hoist_testkit::registry::Registry;
 use hoist_testkit::tree::{Compare, Tree};
 use hoist_testkit::{require_peers, skopeo};
 use serde_json::Value;
-use tempfile::TempDir;
+use support::Env;
 
-struct Env {
-    dir: TempDir,
-    store: PathBuf,
+/// The tar of `diff_id` in `env`'s store.
+fn tar(env: &Env, diff_id: &str) -> PathBuf {
+    env.store()
+        .join("blobs/sha256")
+        .join(diff_id.strip_prefix("sha256:").unwrap())
 }
 
-impl Env {
-    fn new() -> Env {
-        let dir = tempfile::tempdir().unwrap();
-        let store = dir.path().join("store");
-        Env { dir, store }
-    }
-
-    fn run(&self, args: &[&str]) -> Output {
-        let mut c = support::hoist(self.dir.path());
-        c.env("HOIST_STORE", &self.store);
-        c.args(args).output().unwrap()
-    }
-
-    fn ok(&self, args: &[&str]) -> Output {
-        let out = self.run(args);
-        assert!(
-            out.status.success(),
-            "hoist {args:?} failed:\nstdout: {}\nstderr: {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        out
-    }
-
-    fn json(&self, args: &[&str]) -> Value {
-        serde_json::from_slice(&self.ok(args).stdout).unwrap()
-    }
-
-    fn tar(&self, diff_id: &str) -> PathBuf {
-        self.store
-            .join("blobs/sha256")
-            .join(diff_id.strip_prefix("sha256:").unwrap())
-    }
-
-    fn fsck_clean(&self) {
-        support::assert_fsck_clean(self.dir.path(), &self.store);
-    }
+fn fsck_clean(env: &Env) {
+    support::assert_fsck_clean(env.dir.path(), &env.store());
 }
 
 fn base_layer() -> LayerSpec {
@@ -113,7 +79,7 @@ fn tar_index_tars_are_store_content_and_the_index_mounts() {
     let v = env.json(&["rootfs", &ra, "--format", "erofs", "--tar-index"]);
     assert_eq!(v["format"], "erofs", "{v:#}");
     assert_eq!(v["cached"], false);
-    let want: Vec<PathBuf> = a.diff_ids().iter().map(|d| env.tar(d)).collect();
+    let want: Vec<PathBuf> = a.diff_ids().iter().map(|d| tar(&env, d)).collect();
     let devs = devices(&v);
     assert_eq!(devs, want, "devices are the layer tars, base first");
     let opts = v["tar_index"]["options"].as_str().unwrap();
@@ -167,10 +133,10 @@ fn tar_index_tars_are_store_content_and_the_index_mounts() {
         stamps[0],
         "the shared tar was written again"
     );
-    assert_eq!(devs_b[1], env.tar(&b.diff_ids()[1]));
+    assert_eq!(devs_b[1], tar(&env, &b.diff_ids()[1]));
     let df = env.json(&["df", "--format", "json"]);
     assert_eq!(df["layer_tars"]["count"], 3, "{df:#}");
-    env.fsck_clean();
+    fsck_clean(&env);
 
     // Mounted (root), the index holds what `hoist unpack` writes.
     if hoist_unpack::is_root() && hoist_mkfs::erofs::tar_index::kernel_support(None).is_ok() {
@@ -231,7 +197,7 @@ fn tar_index_tars_are_store_content_and_the_index_mounts() {
         !index.exists(),
         "the repair removed the index that needs it"
     );
-    env.fsck_clean();
+    fsck_clean(&env);
     let again = env.json(&["rootfs", &ra, "--format", "erofs", "--tar-index"]);
     assert_eq!(again["cached"], false, "{again:#}");
     assert!(
@@ -256,7 +222,7 @@ fn tar_index_tars_are_store_content_and_the_index_mounts() {
         !devs[0].exists() && !devs_b[1].exists(),
         "every tar is gone"
     );
-    env.fsck_clean();
+    fsck_clean(&env);
 }
 
 #[test]
@@ -279,12 +245,11 @@ fn tar_index_refusals_are_clear_and_leave_the_store_clean() {
     ] {
         let mut all = vec!["rootfs", ra.as_str()];
         all.extend(args.iter().copied());
-        let out = env.run(&all);
-        let err = String::from_utf8_lossy(&out.stderr);
-        assert!(!out.status.success(), "{all:?} succeeded");
+        // Refused, with the store as it was.
+        let err = env.fails(&all);
         assert!(err.contains(want), "{all:?}: {err}");
         let df = env.json(&["df", "--format", "json"]);
         assert_eq!(df["layer_tars"]["count"], 0, "{df:#}");
-        env.fsck_clean();
+        fsck_clean(&env);
     }
 }
