@@ -72,19 +72,30 @@
 //!
 //! At most [`ServeOptions::max_requests`] requests run at once (a blob body keeps its
 //! permit until sent or abandoned); more wait. Blob bodies are read with `pread` in
-//! 256 KiB chunks on tokio's bounded blocking pool: no thread per request.
+//! 256 KiB chunks on tokio's bounded blocking pool, four reads ahead of the socket: no
+//! thread per request.
 //!
-//! **No `sendfile`**, on purpose. hyper 1.x (under axum) writes a body only from
-//! buffers it is handed (`Body` is a stream of `Bytes`); it has no file or `sendfile`
-//! body, so zero-copy would mean taking blob `GET`s on plain HTTP off hyper: a custom
-//! accept loop (or hyper's upgrade path) that parses the request, writes the headers and
-//! calls `sendfile(2)` on the raw socket, with its own keep-alive, HEAD, `Range`, error
-//! and graceful-shutdown handling beside hyper's, and only for plain HTTP (TLS needs
-//! kTLS). The figure is met without it: `bench/serve.py --runs 3 --clients 8`
-//! (2 cores, load 4–5) measured `skopeo copy` from `hoist serve` 1.20× faster than from
-//! Distribution one at a time and 1.11× with 8 at once (earlier runs: 1.26–1.31×); on
-//! loopback the copy from the page cache is not where the time goes (the clients' hashing
-//! and writing are).
+//! **No `sendfile`**, measured. hyper 1.x (under axum) writes a body only from buffers it
+//! is handed (`Body` is a stream of `Bytes`); it has no file or `sendfile` body, so
+//! zero-copy would mean taking blob `GET`s on plain HTTP off hyper: a custom accept loop
+//! (or hyper's upgrade path) that parses the request, writes the headers and calls
+//! `sendfile(2)` on the raw socket, with its own keep-alive, HEAD, `Range`, error and
+//! graceful-shutdown handling beside hyper's, and only for plain HTTP (TLS needs kTLS).
+//! What it would buy, on this machine kind (2 cores, loopback, 2026-12-04):
+//! - one client: one 78 MB layer of the bench's multi image fetched with curl, median of
+//!   15 alternating runs: `hoist serve` 1.45 GB/s (1.07 before the read-ahead), the
+//!   Distribution registry 1.09, a minimal Python server calling `sendfile(2)` 1.02. A
+//!   single stream is bound by the receiver's copy, not the server's;
+//! - 16 clients at once (16 `skopeo copy` of the multi image, 3.1 GB served): the server's
+//!   own CPU, which `sendfile` would cut, was 2.4–2.5 CPU-s for `hoist serve` and 2.2–2.4
+//!   for Distribution, out of about 18 CPU-s the run takes (the clients hash and write):
+//!   at most some 13% of the run, for a second HTTP implementation. Not done; revisit if
+//!   a mirror's profile shows the server's copies dominating. Avoiding the zeroing of the
+//!   read buffers (reading into spare capacity) changed nothing measurable either.
+//!
+//! `bench/run --only 's14-|s15-'` compares `skopeo copy` from `hoist serve`, and through
+//! it as a cold pull-through cache, with the same from Distribution (and its proxy mode).
+//!
 //! Each request is reported once, when its body is done, through
 //! [`Server::on_request`].
 //!
