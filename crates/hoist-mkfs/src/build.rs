@@ -795,15 +795,7 @@ impl Ctx<'_> {
                     let dest_str = dest.clone();
                     hoist_unpack::cache::remove_tree(&dest)?;
                     make_dir(&dest)?;
-                    let mut rootfs = Rootfs::open(&dest, &self.overlay_opts())?;
-                    hoist_unpack::apply_layers(
-                        self.store,
-                        self.image,
-                        i..i + 1,
-                        &mut rootfs,
-                        self.progress,
-                    )?;
-                    rootfs.finish()?;
+                    self.apply_overlay(i, &dest)?;
                     dest_str
                 }
                 (Some(dir), _) => {
@@ -827,11 +819,16 @@ impl Ctx<'_> {
         Ok((paths, total, all_cached))
     }
 
-    fn overlay_opts(&self) -> UnpackOptions {
-        UnpackOptions {
+    /// Applies layer `i` alone onto the directory `dir`, in overlayfs form (root mode).
+    fn apply_overlay(&self, i: usize, dir: &Path) -> Result<(), MkfsError> {
+        let opts = UnpackOptions {
             whiteouts: WhiteoutMode::Overlay,
             ..root_mode(&self.opts.unpack)
-        }
+        };
+        let mut rootfs = Rootfs::open(dir, &opts)?;
+        hoist_unpack::apply_layers(self.store, self.image, i..i + 1, &mut rootfs, self.progress)?;
+        rootfs.finish()?;
+        Ok(())
     }
 
     fn build_layer(
@@ -842,7 +839,6 @@ impl Ctx<'_> {
         diff_id: &Digest,
     ) -> Result<EntryRecord, MkfsError> {
         let n = self.image.layers.len();
-        let overlay = self.overlay_opts();
         let direct = match self.native_image(tmp, artifact, Some(i))? {
             Some(size) => Some(size),
             None => self.try_mounted(tmp, artifact, &|mnt: &Path| {
@@ -850,33 +846,14 @@ impl Ctx<'_> {
                     self.progress,
                     &format!("writing layer {}/{n} into the mounted ext4 image", i + 1),
                 );
-                let mut rootfs = Rootfs::open(mnt, &overlay)?;
-                hoist_unpack::apply_layers(
-                    self.store,
-                    self.image,
-                    i..i + 1,
-                    &mut rootfs,
-                    self.progress,
-                )?;
-                rootfs.finish()?;
-                Ok(())
+                self.apply_overlay(i, mnt)
             })?,
         };
         let vkey = verity_key(EntryKind::Layer, diff_id);
         if let Some(size) = direct {
             let size = self.seal(&tmp.join(artifact), &vkey, size)?;
             self.pull_settled()?;
-            return Ok(EntryRecord {
-                version: 1,
-                kind: EntryKind::Layer,
-                format: self.artifact_format(),
-                key: diff_id.clone(),
-                diff_ids: vec![diff_id.clone()],
-                chain_ids: Vec::new(),
-                artifact: artifact.to_string(),
-                size,
-                created: now_secs(),
-            });
+            return Ok(self.layer_record(diff_id, artifact, size));
         }
         let tree = if self.format == Format::Dir {
             tmp.join(artifact)
@@ -892,9 +869,7 @@ impl Ctx<'_> {
                 self.image.layers[i].digest.short()
             ),
         );
-        let mut rootfs = Rootfs::open(&tree, &self.overlay_opts())?;
-        hoist_unpack::apply_layers(self.store, self.image, i..i + 1, &mut rootfs, self.progress)?;
-        rootfs.finish()?;
+        self.apply_overlay(i, &tree)?;
         let size = if self.format == Format::Dir {
             tree_bytes(&tree)?
         } else {
@@ -910,7 +885,12 @@ impl Ctx<'_> {
             hoist_unpack::cache::remove_tree(&tree)?;
             self.seal(&tmp.join(artifact), &vkey, size)?
         };
-        Ok(EntryRecord {
+        Ok(self.layer_record(diff_id, artifact, size))
+    }
+
+    /// The cache record of a per-layer artifact.
+    fn layer_record(&self, diff_id: &Digest, artifact: &str, size: u64) -> EntryRecord {
+        EntryRecord {
             version: 1,
             kind: EntryKind::Layer,
             format: self.artifact_format(),
@@ -920,7 +900,7 @@ impl Ctx<'_> {
             artifact: artifact.to_string(),
             size,
             created: now_secs(),
-        })
+        }
     }
 }
 
