@@ -669,8 +669,14 @@ class Bench:
             h.cmd_fn = hsync
             p = Tool("skopeo sync", None, f"{empty} && {nobic}")
             p.cmd_fn = ssync
-            for t in (h, p):
-                t.check_fn = self.sync_check
+            # the destination registry's CPU time (user + system) at the end of each run
+            # (it restarts before each), read before the check, into the run's log directory
+            cpuf = os.path.join(self.a.logdir, "s12-empty-registry-cpu.txt")
+            pidf = os.path.join(os.path.dirname(self.sync_restart), "pid")
+            cpu = lambda side: (f"echo {side} $(awk '{{print ($14 + $15) / 100}}' /proc/$(cat {q(pidf)})/stat)"
+                                f" >> {q(cpuf)}")
+            h.check_fn = lambda: f"{cpu('hoist')} && {self.sync_check()}"
+            p.check_fn = lambda: f"{cpu('skopeo')} && {self.sync_check()}"
             out.append(Case(12, "apps3x4", h, p, variant="empty"))
             h2 = Tool("hoist sync (second run)", None, na=na)
             h2.cmd_fn = hsync
