@@ -53,13 +53,17 @@ impl Downloads {
     }
 
     /// The pull ended: `Ok` when it committed, else why it failed (readers still waiting
-    /// for a blob fail with this text).
+    /// for a blob fail with this text). The first call counts; later ones change nothing
+    /// (so a guard may call it with a failure when the pull's task goes away).
     pub fn finish(&self, result: Result<(), String>) {
         let (m, cv) = &*self.state;
-        *m.lock().unwrap_or_else(|p| p.into_inner()) = match result {
-            Ok(()) => State::Done,
-            Err(why) => State::Failed(why),
-        };
+        let mut state = m.lock().unwrap_or_else(|p| p.into_inner());
+        if *state == State::Running {
+            *state = match result {
+                Ok(()) => State::Done,
+                Err(why) => State::Failed(why),
+            };
+        }
         cv.notify_all();
     }
 
@@ -227,5 +231,79 @@ impl Read for Follower {
                 last_look = true;
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Reads blob `d` through `store` on a thread; the bytes or the error text.
+    fn read_on_thread(
+        store: &Store,
+        d: &Digest,
+        size: u64,
+    ) -> std::thread::JoinHandle<Result<Vec<u8>, String>> {
+        let (store, d) = (store.clone(), d.clone());
+        std::thread::spawn(move || {
+            let mut r = store.blob_reader(&d, size).map_err(|e| e.to_string())?;
+            let mut out = Vec::new();
+            r.read_to_end(&mut out).map_err(|e| e.to_string())?;
+            Ok(out)
+        })
+    }
+
+    #[test]
+    fn a_blob_is_read_as_it_downloads_and_ends_once_published() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path().join("s")).unwrap();
+        let data: Vec<u8> = (0..3u32 << 20).map(|i| (i % 251) as u8).collect();
+        let d = Digest::sha256_of(&data);
+        let downloads = Downloads::new();
+        let following = store.following(downloads.clone());
+        // Not stored and not followed: an error at once.
+        assert!(matches!(
+            store.blob_reader(&d, data.len() as u64),
+            Err(StoreError::BlobNotFound { .. })
+        ));
+        let _lock = store.lock_blob(&d).unwrap();
+        let mut p = store.open_partial(&d, data.len() as u64).unwrap();
+        p.append(&data[..2 << 20]).unwrap();
+        let reader = read_on_thread(&following, &d, data.len() as u64);
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(!reader.is_finished(), "it waits for the rest");
+        p.append(&data[2 << 20..]).unwrap();
+        std::thread::sleep(Duration::from_millis(50));
+        assert!(
+            !reader.is_finished(),
+            "every byte is there, but not yet published"
+        );
+        p.commit().unwrap();
+        assert_eq!(reader.join().unwrap().unwrap(), data);
+        downloads.finish(Ok(()));
+        assert!(downloads.wait().is_ok());
+    }
+
+    #[test]
+    fn a_failed_pull_fails_the_reader_and_counts_once() {
+        let t = tempfile::tempdir().unwrap();
+        let store = Store::open(t.path().join("s")).unwrap();
+        let data = vec![1u8; 2 << 20];
+        let d = Digest::sha256_of(&data);
+        let downloads = Downloads::new();
+        let following = store.following(downloads.clone());
+        let _lock = store.lock_blob(&d).unwrap();
+        let mut p = store.open_partial(&d, data.len() as u64).unwrap();
+        p.append(&data[..1 << 20]).unwrap();
+        let reader = read_on_thread(&following, &d, data.len() as u64);
+        std::thread::sleep(Duration::from_millis(30));
+        downloads.finish(Err("the registry went away".into()));
+        downloads.finish(Ok(()));
+        let e = reader.join().unwrap().unwrap_err();
+        assert!(e.contains("the registry went away"), "{e}");
+        assert!(matches!(
+            downloads.wait(),
+            Err(StoreError::PullFailed { .. })
+        ));
     }
 }

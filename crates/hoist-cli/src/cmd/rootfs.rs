@@ -202,6 +202,9 @@ fn pull_and_build(
         let (store, opts, progress) = (store.clone(), opts.clone(), progress.clone());
         let (downloads, want) = (downloads.clone(), image.manifest.digest.clone());
         rt.spawn(async move {
+            // Whatever ends the task (a panic, the runtime shutting down), the builder's
+            // readers stop waiting: they fail.
+            let _ended = Ended(downloads.clone());
             let r = pull_reported(&store, &pinned, &opts, progress.as_ref()).await;
             let r = r.and_then(|report| {
                 anyhow::ensure!(
@@ -245,6 +248,16 @@ fn pull_and_build(
                 &store.resolve(&report.image.manifest.digest.to_string())?,
             )
         }
+    }
+}
+
+/// Marks the followed pull failed when dropped before it finished.
+struct Ended(Downloads);
+
+impl Drop for Ended {
+    fn drop(&mut self) {
+        self.0
+            .finish(Err("the pull stopped before it finished".to_owned()));
     }
 }
 
