@@ -1,11 +1,11 @@
 //! The final tree of an image as a model, for filesystem writers (ext4, erofs) that build
 //! an image straight from the layer blobs, with no extracted directory.
 //!
-//! [`FsTree::flattened`] applies every layer with the rules of `hoist unpack` (the same
-//! model as [`crate::export`]: symlinks in parent paths resolve inside the root, whiteouts
-//! and opaque directories hide lower layers, hardlinks share an inode, each layer's diff
-//! ID checked). [`FsTree::layer`] takes one layer alone in overlayfs form, as the per-layer
-//! unpack does: `.wh.NAME` becomes a 0/0 character device, `.wh..wh..opq` (or a whiteout
+//! [`FsTree::flattened_spooled`] applies every layer with the rules of `hoist unpack` (the
+//! same model as [`crate::export`]: symlinks in parent paths resolve inside the root,
+//! whiteouts and opaque directories hide lower layers, hardlinks share an inode, each
+//! layer's diff ID checked). [`FsTree::layer_spooled`] takes one layer alone in overlayfs
+//! form, as the per-layer unpack does: `.wh.NAME` becomes a 0/0 character device, `.wh..wh..opq` (or a whiteout
 //! of something this layer writes below) the xattr `trusted.overlay.opaque=y` on the
 //! directory.
 //!
