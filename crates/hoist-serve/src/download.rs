@@ -216,17 +216,20 @@ impl Download {
                 }
                 _ => {}
             }
-            if !p.removed() {
-                return Ok(None);
+            if p.removed() {
+                // Discarded (a failed download): the next one writes a new file.
+                lock(&self.files).partial = None;
             }
-            // Discarded (a failed download): the next one writes a new file.
-            lock(&self.files).partial = None;
         }
-        // No partial download: the blob may be published.
+        // Nothing new in a partial download (or none): the blob may be published, by this
+        // download or by another (a partial left by an earlier, killed pull does not grow).
         match self.store.open_blob(&self.desc.digest) {
             Ok(f) => {
                 let f = Arc::new(f);
-                lock(&self.files).published = Some(f.clone());
+                let mut files = lock(&self.files);
+                files.published = Some(f.clone());
+                files.partial = None;
+                drop(files);
                 read_some(&f, pos, want).map(Some)
             }
             Err(hoist_store::StoreError::BlobNotFound { .. }) => Ok(None),
@@ -473,6 +476,31 @@ mod tests {
             hashed > size && hashed < 2 * size,
             "the second client hashed what left the ring only: {hashed} of {size}"
         );
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_stale_partial_does_not_hide_the_published_blob() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path()).unwrap();
+        let bytes = blob(1024 * 1024 + 3);
+        let desc = desc_of(&bytes);
+        // A partial left at half by a killed pull, then the blob published by another.
+        {
+            let _lock = store.lock_blob(&desc.digest).unwrap();
+            let mut p = store.open_partial(&desc.digest, desc.size).unwrap();
+            p.append(&bytes[..bytes.len() / 2]).unwrap();
+            p.checkpoint().unwrap();
+            std::mem::forget(p);
+        }
+        store.put_blob(&desc.digest, &bytes).unwrap();
+        let (tx, rx) = watch::channel(PullState::Running);
+        tx.send_replace(PullState::Done(Instant::now()));
+        let d = Arc::new(Download::new(store.clone(), desc.clone()));
+        let got = tokio::time::timeout(std::time::Duration::from_secs(10), body(d, rx))
+            .await
+            .expect("served from the published blob, not stuck on the partial");
+        assert!(got.1.is_none(), "{:?}", got.1);
+        assert!(got.0 == bytes);
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
