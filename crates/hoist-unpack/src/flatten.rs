@@ -471,8 +471,7 @@ pub fn export<W: Write>(
 /// (an index into the image's layers) from its first byte: a blob of the store, or one
 /// still downloading, followed as it grows. What it reads is checked against the layer's
 /// diff ID.
-pub type OpenBlob<'a> =
-    dyn Fn(usize) -> Result<Box<dyn Read + Send + 'a>, UnpackError> + Sync + 'a;
+pub type OpenBlob<'a> = dyn Fn(usize) -> Result<Box<dyn Read + Send + 'a>, UnpackError> + Sync + 'a;
 
 /// Layers `range` of `image`, opened from the store once (the passes read them through
 /// positioned readers, see [`read_at`]).
