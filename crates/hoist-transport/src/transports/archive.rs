@@ -14,9 +14,10 @@ use hoist_store::{ImageRecord, Store};
 use hoist_types::{Digest, Manifest, Platform, Progress, Reference};
 
 use super::any::{AnyDestination, AnySource};
-use super::docker_archive::{ArchiveTarget, DockerArchiveSource, DockerArchiveWriter};
+use super::docker_archive::{DockerArchiveSource, DockerArchiveWriter};
 use super::hoist::{HoistDestination, HoistSource};
 use super::oci_archive::{OciArchiveSource, OciArchiveWriter};
+use super::slot_archive::ArchiveTarget;
 use super::{ImageSource, ManifestRef};
 use crate::copy::{CopyOptions, StoreImage, copy, copy_images};
 use crate::{TransportError, blocking};

@@ -22,8 +22,6 @@
 
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use hoist_types::{Descriptor, Digest, MAX_MANIFEST_SIZE, Progress};
 
@@ -227,23 +225,16 @@ impl ImageDestination for DirDestination {
         desc: &Descriptor,
         _hints: &[BlobLocation],
     ) -> Result<bool, TransportError> {
-        let (path, size) = (self.staging.join(desc.digest.hex()), desc.size);
-        blocking(move || local::has_file(&path, size)).await?
+        local::has_blob_file(self.staging.join(desc.digest.hex()), desc.size).await
     }
 
     async fn put_blob(
         &self,
         desc: &Descriptor,
-        mut stream: BlobStream,
+        stream: BlobStream,
         progress: &dyn Progress,
     ) -> Result<(), TransportError> {
-        let path = self.staging.join(desc.digest.hex());
-        let done = Arc::new(AtomicU64::new(0));
-        let (d, counter) = (desc.clone(), done.clone());
-        local::with_progress(&desc.digest, progress, done, move || {
-            local::write_blob_file(&path, &d, &mut stream, &counter)
-        })
-        .await
+        local::put_blob_file(self.staging.join(desc.digest.hex()), desc, stream, progress).await
     }
 
     /// Resumable (within and across runs): the blob is fetched into a partial file in

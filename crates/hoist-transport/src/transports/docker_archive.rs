@@ -28,23 +28,23 @@
 //! writes every config once, `manifest.json` and `repositories`, then renames (or, for a
 //! stream, copies the complete tar to it).
 
-use std::collections::{HashMap, HashSet};
-use std::fs::File;
-use std::io::{Cursor, Read, Seek, Write};
+use std::collections::HashMap;
+use std::io::{Cursor, Read};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::sync::atomic::AtomicU64;
-use std::sync::{Arc, Mutex, MutexGuard};
 
+use hoist_archive::SlotWriter;
 use hoist_archive::docker::{
     ArchiveImage, Choice, DockerArchive, IndexedImage, finish, layer_entry,
 };
-use hoist_archive::{SlotWriter, TempOutput};
 use hoist_types::{
     Compression, Descriptor, Digest, ImageConfig, MAX_CONFIG_SIZE, Manifest, MediaType, Progress,
     Reference,
 };
 
 use super::local;
+use super::slot_archive::{ArchiveTarget, Entries, SlotArchive, put_slot};
 use super::{
     ArchiveSelector, BlobLocation, BlobStream, Committed, DestinationCaps, ImageDestination,
     ImageSource, ManifestFormat, ManifestRef, ManifestTarget, RawManifest, STREAM_CHUNK, Staged,
@@ -223,22 +223,15 @@ impl ImageSource for DockerArchiveSource {
     }
 }
 
-/// An archive being written: the temp file, its slots, and what is in it. Shared by
-/// the destinations of its images ([`DockerArchiveWriter::image`]).
-#[derive(Debug)]
-struct Writer {
-    file: PathBuf,
-    out: ArchiveOut,
-    slots: SlotWriter,
-    state: Mutex<Written>,
-}
+/// An archive being written, shared by the destinations of its images
+/// ([`DockerArchiveWriter::image`]).
+type Writer = SlotArchive<Written>;
 
-/// What a docker-archive being written holds: the layers in the tar, those being
-/// written, the configs (written at the end, each once) and the images committed.
+/// What a docker-archive being written holds: the layers in the tar or being written,
+/// the configs (written at the end, each once) and the images committed.
 #[derive(Debug, Default)]
 struct Written {
-    layers: HashSet<Digest>,
-    writing: HashSet<Digest>,
+    layers: Entries,
     configs: HashMap<Digest, Vec<u8>>,
     /// Committed images: config digest, diff IDs, tags.
     images: Vec<(Digest, Vec<Digest>, Vec<Reference>)>,
@@ -270,7 +263,7 @@ impl DockerArchiveWriter {
     /// Start writing an archive to `target`.
     pub async fn create(target: ArchiveTarget) -> Result<DockerArchiveWriter, TransportError> {
         Ok(DockerArchiveWriter {
-            writer: Arc::new(Writer::create(target).await?),
+            writer: Arc::new(Writer::create(target, |_| Ok(())).await?),
         })
     }
 
@@ -289,66 +282,43 @@ impl DockerArchiveWriter {
     /// commit order, and publish the archive. Refused when no image was committed or a
     /// destination of it is still alive.
     pub async fn finish(self) -> Result<(), TransportError> {
-        let writer = Arc::try_unwrap(self.writer).map_err(|w| TransportError::Task {
-            what: format!(
-                "finishing archive {} while an image is still being written into it",
-                w.file.display()
-            ),
-        })?;
-        blocking(move || writer.finish()).await?
+        Writer::finish(self.writer, still_writing, write_closing).await
     }
 }
 
-impl Writer {
-    async fn create(target: ArchiveTarget) -> Result<Writer, TransportError> {
-        let file = target.path();
-        let (out, slots) = blocking(move || open_slots(target)).await??;
-        Ok(Writer {
-            file,
-            out,
-            slots,
-            state: Mutex::default(),
-        })
-    }
+fn still_writing(file: &Path) -> String {
+    format!(
+        "finishing archive {} while an image is still being written into it",
+        file.display()
+    )
+}
 
-    fn state(&self) -> MutexGuard<'_, Written> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
+/// The closing entries of a docker-archive: every committed image's config (once),
+/// `manifest.json` and `repositories`, in commit order.
+fn write_closing(slots: &mut SlotWriter, st: Written, file: &Path) -> Result<(), TransportError> {
+    let Written {
+        configs, images, ..
+    } = st;
 
-    fn describe(&self) -> String {
-        describe(&self.file, None)
+    if images.is_empty() {
+        return Err(TransportError::NoImage {
+            location: describe(file, None),
+        });
     }
-
-    fn finish(self) -> Result<(), TransportError> {
-        let Writer {
-            file,
-            out,
-            mut slots,
-            state,
-        } = self;
-        let Written {
-            configs, images, ..
-        } = state.into_inner().unwrap_or_else(|p| p.into_inner());
-        if images.is_empty() {
-            return Err(TransportError::NoImage {
-                location: describe(&file, None),
-            });
-        }
-        let indexed: Vec<IndexedImage<'_>> = images
-            .iter()
-            .map(|(id, diff_ids, tags)| IndexedImage { id, diff_ids, tags })
-            .collect();
-        finish::<TransportError>(&mut slots, &indexed, |id| {
-            configs
-                .get(id)
-                .cloned()
-                .ok_or_else(|| TransportError::BlobNotFound {
-                    digest: id.clone(),
-                    location: describe(&file, None),
-                })
-        })?;
-        publish_slots(out, slots, &file)
-    }
+    let indexed: Vec<IndexedImage<'_>> = images
+        .iter()
+        .map(|(id, diff_ids, tags)| IndexedImage { id, diff_ids, tags })
+        .collect();
+    finish::<TransportError>(slots, &indexed, |id| {
+        configs
+            .get(id)
+            .cloned()
+            .ok_or_else(|| TransportError::BlobNotFound {
+                digest: id.clone(),
+                location: describe(file, None),
+            })
+    })?;
+    Ok(())
 }
 
 impl DockerArchiveDestination {
@@ -369,7 +339,7 @@ impl DockerArchiveDestination {
             }
         };
         Ok(DockerArchiveDestination {
-            writer: Arc::new(Writer::create(ArchiveTarget::Path(file)).await?),
+            writer: Arc::new(Writer::create(ArchiveTarget::Path(file), |_| Ok(())).await?),
             tags: tag.into_iter().collect(),
             whole: true,
             staged: Staged::new(),
@@ -377,138 +347,11 @@ impl DockerArchiveDestination {
     }
 }
 
-/// Where an archive being written goes: a file (a temp file beside it, renamed into
-/// place when complete), or a stream (an anonymous temp file copied to it when complete:
-/// entries are written at offsets, several at once).
-pub enum ArchiveTarget {
-    /// A file, replaced atomically.
-    Path(PathBuf),
-    /// A stream (stdout), written only once the archive is complete.
-    Stream(Box<dyn Write + Send + Sync>),
-}
-
-impl std::fmt::Debug for ArchiveTarget {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ArchiveTarget::Path(p) => f.debug_tuple("Path").field(p).finish(),
-            ArchiveTarget::Stream(_) => f.write_str("Stream"),
-        }
-    }
-}
-
-impl ArchiveTarget {
-    /// The path, as named in messages (`-` for a stream).
-    pub fn path(&self) -> PathBuf {
-        match self {
-            ArchiveTarget::Path(p) => p.clone(),
-            ArchiveTarget::Stream(_) => PathBuf::from("-"),
-        }
-    }
-
-    /// The directory temp files of a copy into this archive belong in (the target's, so
-    /// on its file system; the system temp directory for a stream).
-    pub fn temp_dir(&self) -> PathBuf {
-        match self {
-            ArchiveTarget::Path(p) => match p.parent() {
-                Some(d) if !d.as_os_str().is_empty() => d.to_owned(),
-                _ => PathBuf::from("."),
-            },
-            ArchiveTarget::Stream(_) => std::env::temp_dir(),
-        }
-    }
-}
-
-/// The file an archive is being written into.
-pub(crate) enum ArchiveOut {
-    Path(TempOutput),
-    Stream(File, Box<dyn Write + Send + Sync>),
-}
-
-impl std::fmt::Debug for ArchiveOut {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ArchiveOut::Path(t) => f.debug_tuple("Path").field(t).finish(),
-            ArchiveOut::Stream(..) => f.write_str("Stream"),
-        }
-    }
-}
-
-/// A temp file for `target` and a slot writer over it.
-pub(crate) fn open_slots(
-    target: ArchiveTarget,
-) -> Result<(ArchiveOut, SlotWriter), TransportError> {
-    match target {
-        ArchiveTarget::Path(file) => {
-            let out = TempOutput::beside(&file)?;
-            let slots = SlotWriter::new(out.try_clone()?);
-            Ok((ArchiveOut::Path(out), slots))
-        }
-        ArchiveTarget::Stream(w) => {
-            let dir = std::env::temp_dir();
-            let f = tempfile::tempfile_in(&dir).map_err(|source| TransportError::Io {
-                op: "create a temp file in",
-                path: Some(dir.to_path_buf()),
-                source,
-            })?;
-            let slots = SlotWriter::new(f.try_clone().map_err(|source| TransportError::Io {
-                op: "reopen the archive's temp file",
-                path: None,
-                source,
-            })?);
-            Ok((ArchiveOut::Stream(f, w), slots))
-        }
-    }
-}
-
-/// Finish the tar, then publish it over its path (or copy it to its stream).
-pub(crate) fn publish_slots(
-    out: ArchiveOut,
-    slots: SlotWriter,
-    file: &Path,
-) -> Result<(), TransportError> {
-    let io = |op: &'static str, path: Option<&Path>| {
-        let path = path.map(Path::to_path_buf);
-        move |source| TransportError::Io { op, path, source }
-    };
-    slots.finish().map_err(io("finish archive", Some(file)))?;
-    match out {
-        ArchiveOut::Path(t) => Ok(t.publish()?),
-        ArchiveOut::Stream(mut f, mut w) => {
-            f.rewind().map_err(io("read back the archive", None))?;
-            std::io::copy(&mut f, &mut w).map_err(io("write the archive", None))?;
-            w.flush().map_err(io("write the archive", None))
-        }
-    }
-}
-
-/// Stream a blob into a new slot `name` of `slots`, verified (size and digest) on the
-/// way; a failure leaves the slot unfinished, a hole the next try of the blob fills.
-pub(crate) async fn put_slot(
-    slots: &SlotWriter,
-    name: String,
-    desc: &Descriptor,
-    mut stream: BlobStream,
-    progress: &dyn Progress,
-) -> Result<(), TransportError> {
-    let done = Arc::new(AtomicU64::new(0));
-    let (slots, d, counter) = (slots.clone(), desc.clone(), done.clone());
-    local::with_progress(&desc.digest, progress, done, move || {
-        let io = |source| TransportError::Stream {
-            what: format!("writing {name} of the archive"),
-            source,
-        };
-        let mut slot = slots.reserve(&name, d.size).map_err(io)?;
-        local::copy_verified(&mut stream, &d, &mut slot as &mut dyn Write, &counter)?;
-        slot.finish().map_err(io)
-    })
-    .await
-}
-
 impl ImageDestination for DockerArchiveDestination {
     fn describe(&self) -> String {
         match self.tags.first() {
             Some(t) => describe(&self.writer.file, Some(&ArchiveSelector::Named(t.clone()))),
-            None => self.writer.describe(),
+            None => describe(&self.writer.file, None),
         }
     }
 
@@ -563,7 +406,7 @@ impl ImageDestination for DockerArchiveDestination {
         {
             // One entry per layer: a layer in the tar, or being written, is not again.
             let mut st = self.writer.state();
-            if st.layers.contains(&desc.digest) || !st.writing.insert(desc.digest.clone()) {
+            if !st.layers.claim(&desc.digest) {
                 return Ok(());
             }
         }
@@ -575,11 +418,7 @@ impl ImageDestination for DockerArchiveDestination {
             progress,
         )
         .await;
-        let mut st = self.writer.state();
-        st.writing.remove(&desc.digest);
-        if r.is_ok() {
-            st.layers.insert(desc.digest.clone());
-        }
+        self.writer.state().layers.settle(&desc.digest, r.is_ok());
         r
     }
 
@@ -632,10 +471,13 @@ impl ImageDestination for DockerArchiveDestination {
                 .push((config_desc.digest.clone(), diff_ids, self.tags));
         }
         if self.whole {
-            let writer = Arc::try_unwrap(self.writer).map_err(|_| TransportError::Task {
-                what: format!("{location}: the archive is still being written"),
-            })?;
-            blocking(move || writer.finish()).await??;
+            let busy = location.clone();
+            Writer::finish(
+                self.writer,
+                move |_| format!("{busy}: the archive is still being written"),
+                write_closing,
+            )
+            .await?;
         }
         Ok(Committed { digest, location })
     }

@@ -274,6 +274,30 @@ pub(crate) fn write_blob_file(
     result
 }
 
+/// A layout destination's `put_blob`: the blob written to `dest` as
+/// [`write_blob_file`] does (its directory created first), with progress events.
+pub(crate) async fn put_blob_file(
+    dest: PathBuf,
+    desc: &Descriptor,
+    mut stream: BlobStream,
+    progress: &dyn Progress,
+) -> Result<(), TransportError> {
+    let done = Arc::new(AtomicU64::new(0));
+    let (d, counter) = (desc.clone(), done.clone());
+    with_progress(&desc.digest, progress, done, move || {
+        if let Some(parent) = dest.parent() {
+            create_dir_all(parent)?;
+        }
+        write_blob_file(&dest, &d, &mut stream, &counter)
+    })
+    .await
+}
+
+/// A layout destination's `has_blob`: a regular file of the blob's size at `path`.
+pub(crate) async fn has_blob_file(path: PathBuf, size: u64) -> Result<bool, TransportError> {
+    crate::blocking(move || has_file(&path, size)).await?
+}
+
 /// Run `f` on a blocking thread while reporting `BlobProgress` for `digest` from the
 /// byte counter it updates.
 pub(crate) async fn with_progress<T: Send + 'static>(

@@ -42,13 +42,15 @@ pub mod oci;
 pub mod archive;
 pub mod docker_archive;
 pub mod oci_archive;
+pub(crate) mod slot_archive;
 
 pub use archive::{LoadedImage, SaveImage, load_archive, load_archive_trusted, save_images};
-pub use docker_archive::{ArchiveTarget, DockerArchiveWriter};
+pub use docker_archive::DockerArchiveWriter;
 pub use dyn_traits::{DynImageDestination, DynImageSource};
 pub use hoist_archive::{ArchiveFormat, ArchiveProblem};
 pub use oci_archive::OciArchiveWriter;
 pub use reference::{ArchiveSelector, ImageRef, Transport, check_ref_name};
+pub use slot_archive::ArchiveTarget;
 pub use stream::{AsyncBlobStream, BlobRead, BlobSender, BlobStream, STREAM_CHUNK};
 pub(crate) use traits::refuse_signatures;
 pub use traits::{

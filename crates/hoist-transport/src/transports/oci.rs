@@ -26,8 +26,6 @@
 //! [OCI image layout]: https://github.com/opencontainers/image-spec/blob/main/image-layout.md
 
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::atomic::AtomicU64;
 
 use hoist_types::{
     ANNOTATION_REF_NAME, Descriptor, Digest, ImageIndex, MAX_MANIFEST_SIZE, MediaType, Progress,
@@ -301,26 +299,16 @@ impl ImageDestination for OciDestination {
         desc: &Descriptor,
         _hints: &[BlobLocation],
     ) -> Result<bool, TransportError> {
-        let (path, size) = (blob_path(&self.dir, &desc.digest), desc.size);
-        blocking(move || local::has_file(&path, size)).await?
+        local::has_blob_file(blob_path(&self.dir, &desc.digest), desc.size).await
     }
 
     async fn put_blob(
         &self,
         desc: &Descriptor,
-        mut stream: BlobStream,
+        stream: BlobStream,
         progress: &dyn Progress,
     ) -> Result<(), TransportError> {
-        let path = blob_path(&self.dir, &desc.digest);
-        let done = Arc::new(AtomicU64::new(0));
-        let (d, counter) = (desc.clone(), done.clone());
-        local::with_progress(&desc.digest, progress, done, move || {
-            if let Some(parent) = path.parent() {
-                local::create_dir_all(parent)?;
-            }
-            local::write_blob_file(&path, &d, &mut stream, &counter)
-        })
-        .await
+        local::put_blob_file(blob_path(&self.dir, &desc.digest), desc, stream, progress).await
     }
 
     /// Resumable (within and across runs): the blob is fetched into

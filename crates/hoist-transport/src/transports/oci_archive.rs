@@ -27,7 +27,7 @@
 
 use std::collections::{BTreeMap, HashSet};
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::Arc;
 
 use hoist_archive::oci::{OciArchive, blob_entry};
 use hoist_archive::{ArchiveProblem, SlotWriter};
@@ -35,8 +35,8 @@ use hoist_types::{
     ANNOTATION_REF_NAME, Algorithm, Descriptor, Digest, ImageIndex, MediaType, Progress, Reference,
 };
 
-use super::docker_archive::{ArchiveOut, ArchiveTarget, open_slots, publish_slots, put_slot};
 use super::oci::{OCI_LAYOUT, updated_index};
+use super::slot_archive::{ArchiveTarget, Entries, SlotArchive, put_slot};
 use super::{
     BlobLocation, BlobStream, Committed, DestinationCaps, ImageDestination, ImageSource,
     ManifestFormat, ManifestRef, ManifestTarget, RawManifest, Staged, raw_manifest,
@@ -173,21 +173,15 @@ impl ImageSource for OciArchiveSource {
     }
 }
 
-/// An oci-archive being written, shared by the destinations of its images.
-#[derive(Debug)]
-struct Writer {
-    file: PathBuf,
-    out: ArchiveOut,
-    slots: SlotWriter,
-    state: Mutex<Written>,
-}
+/// An archive being written, shared by the destinations of its images
+/// ([`OciArchiveWriter::image`]).
+type Writer = SlotArchive<Written>;
 
 /// What an oci-archive being written holds.
 #[derive(Debug, Default)]
 struct Written {
     /// Blobs and manifests in the tar, and those being written.
-    blobs: HashSet<Digest>,
-    writing: HashSet<Digest>,
+    blobs: Entries,
     /// The `blobs/<alg>` directories written.
     dirs: HashSet<Algorithm>,
     /// `index.json` as the committed images made it.
@@ -222,7 +216,7 @@ impl OciArchiveWriter {
     /// Start writing an archive to `target`.
     pub async fn create(target: ArchiveTarget) -> Result<OciArchiveWriter, TransportError> {
         Ok(OciArchiveWriter {
-            writer: Arc::new(Writer::create(target).await?),
+            writer: Arc::new(Writer::create(target, preamble).await?),
         })
     }
 
@@ -250,51 +244,16 @@ impl OciArchiveWriter {
     /// Write `index.json` and publish the archive. Refused when no image was committed
     /// or a destination of it is still alive.
     pub async fn finish(self) -> Result<(), TransportError> {
-        let writer = Arc::try_unwrap(self.writer).map_err(|w| TransportError::Task {
-            what: format!(
-                "finishing archive {} while an image is still being written into it",
-                w.file.display()
-            ),
-        })?;
-        blocking(move || writer.finish()).await?
+        Writer::finish(self.writer, still_writing, write_index).await
     }
 }
 
 impl Writer {
-    async fn create(target: ArchiveTarget) -> Result<Writer, TransportError> {
-        let file = target.path();
-        let f = file.clone();
-        let (out, slots) = blocking(move || {
-            let (out, slots) = open_slots(target)?;
-            let io = |source| TransportError::Io {
-                op: "write archive",
-                path: Some(f.to_path_buf()),
-                source,
-            };
-            slots
-                .bytes("oci-layout", OCI_LAYOUT.as_bytes())
-                .map_err(io)?;
-            slots.dir("blobs").map_err(io)?;
-            Ok::<_, TransportError>((out, slots))
-        })
-        .await??;
-        Ok(Writer {
-            file,
-            out,
-            slots,
-            state: Mutex::default(),
-        })
-    }
-
-    fn state(&self) -> MutexGuard<'_, Written> {
-        self.state.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
     /// Claim the entry of `d` (false: in the tar or being written) and write its
     /// `blobs/<alg>` directory entry the first time.
     fn claim(&self, d: &Digest) -> Result<bool, TransportError> {
         let mut st = self.state();
-        if st.blobs.contains(d) || !st.writing.insert(d.clone()) {
+        if !st.blobs.claim(d) {
             return Ok(false);
         }
         if st.dirs.insert(d.algorithm()) {
@@ -311,34 +270,36 @@ impl Writer {
 
     /// The write of a claimed entry ended: visible only when it succeeded.
     fn settle(&self, d: &Digest, ok: bool) {
-        let mut st = self.state();
-        st.writing.remove(d);
-        if ok {
-            st.blobs.insert(d.clone());
-        }
+        self.state().blobs.settle(d, ok);
     }
+}
 
-    fn finish(self) -> Result<(), TransportError> {
-        let Writer {
-            file,
-            out,
-            slots,
-            state,
-        } = self;
-        let st = state.into_inner().unwrap_or_else(|p| p.into_inner());
-        let doc = st.index.ok_or_else(|| TransportError::NoImage {
-            location: describe(&file, None),
-        })?;
-        let bytes = serde_json::to_vec(&doc).expect("JSON values serialise");
-        slots
-            .bytes("index.json", &bytes)
-            .map_err(|source| TransportError::Io {
-                op: "write the index.json of",
-                path: Some(file.to_path_buf()),
-                source,
-            })?;
-        publish_slots(out, slots, &file)
-    }
+/// The first entries of an oci-archive: `oci-layout` and the `blobs` directory.
+fn preamble(slots: &SlotWriter) -> std::io::Result<()> {
+    slots.bytes("oci-layout", OCI_LAYOUT.as_bytes())?;
+    slots.dir("blobs")
+}
+
+fn still_writing(file: &Path) -> String {
+    format!(
+        "finishing archive {} while an image is still being written into it",
+        file.display()
+    )
+}
+
+/// The closing entry of an oci-archive: `index.json` as the committed images made it.
+fn write_index(slots: &mut SlotWriter, st: Written, file: &Path) -> Result<(), TransportError> {
+    let doc = st.index.ok_or_else(|| TransportError::NoImage {
+        location: describe(file, None),
+    })?;
+    let bytes = serde_json::to_vec(&doc).expect("JSON values serialise");
+    slots
+        .bytes("index.json", &bytes)
+        .map_err(|source| TransportError::Io {
+            op: "write the index.json of",
+            path: Some(file.to_path_buf()),
+            source,
+        })
 }
 
 impl OciArchiveDestination {
@@ -348,7 +309,7 @@ impl OciArchiveDestination {
         name: Option<String>,
     ) -> Result<OciArchiveDestination, TransportError> {
         Ok(OciArchiveDestination {
-            writer: Arc::new(Writer::create(ArchiveTarget::Path(file)).await?),
+            writer: Arc::new(Writer::create(ArchiveTarget::Path(file), preamble).await?),
             names: name.into_iter().collect(),
             entry: Descriptor::new(MediaType::OciManifest, Digest::sha256_of(b""), 0),
             whole: true,
@@ -461,10 +422,13 @@ impl ImageDestination for OciArchiveDestination {
             w.index = doc;
         }
         if self.whole {
-            let writer = Arc::try_unwrap(self.writer).map_err(|_| TransportError::Task {
-                what: format!("{location}: the archive is still being written"),
-            })?;
-            blocking(move || writer.finish()).await??;
+            let busy = location.clone();
+            Writer::finish(
+                self.writer,
+                move |_| format!("{busy}: the archive is still being written"),
+                write_index,
+            )
+            .await?;
         }
         Ok(Committed { digest, location })
     }
