@@ -78,6 +78,7 @@
 #![warn(missing_docs)]
 
 mod build;
+mod data;
 pub mod erofs;
 mod error;
 pub mod ext4;
@@ -91,6 +92,7 @@ pub mod verity;
 pub use build::{
     BuildOptions, BuildResult, ErofsWriter, Ext4Writer, Format, LayerResult, RunInfo, build_rootfs,
 };
+pub use data::{DataSink, SinkFactory};
 pub use error::MkfsError;
 pub use mkfs::{FsType, make_erofs, make_ext4};
 pub use size::{Size, Usage};

@@ -27,7 +27,7 @@ use hoist_store::{PartialReader, Store};
 use hoist_types::{Descriptor, Digest, Hasher};
 use tokio::sync::watch;
 
-use crate::pull_through::{COMMIT_WAIT, PullState, STREAM_IDLE, wait_pull};
+use crate::pull_state::{COMMIT_WAIT, PullState, STREAM_IDLE, wait_pull};
 
 /// Bytes read per `pread` while streaming.
 const CHUNK: u64 = 256 * 1024;
@@ -205,7 +205,7 @@ impl Download {
         if let Some(p) = &partial {
             match p.valid() {
                 Some((s, offset)) if s == size && offset > pos => {
-                    let got = crate::server::read_at(
+                    let got = crate::blocking::read_at(
                         p.data(),
                         pos,
                         (offset - pos).min(want as u64) as usize,
@@ -241,7 +241,7 @@ impl Download {
 /// `want` bytes of a published blob at `pos`; fewer is an error (it is shorter than its
 /// size).
 fn read_some(f: &File, pos: u64, want: usize) -> std::io::Result<Vec<u8>> {
-    let got = crate::server::read_at(f, pos, want)?;
+    let got = crate::blocking::read_at(f, pos, want)?;
     if got.len() < want {
         return Err(std::io::Error::new(
             std::io::ErrorKind::UnexpectedEof,

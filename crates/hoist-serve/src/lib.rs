@@ -134,9 +134,11 @@
 
 mod api;
 mod auth;
+mod blocking;
 mod containerd;
 mod download;
 mod error;
+mod pull_state;
 mod pull_through;
 mod push;
 mod server;

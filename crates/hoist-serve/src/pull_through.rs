@@ -72,6 +72,7 @@ use tokio::sync::watch;
 use crate::api::ManifestRef;
 use crate::download::{self, Download};
 use crate::error::ApiError;
+use crate::pull_state::{PullState, wait_pull};
 
 /// Manifests fetched upstream are kept this long for the requests that follow.
 pub(crate) const CACHE_TTL: Duration = Duration::from_secs(600);
@@ -82,10 +83,6 @@ const MAX_KNOWN_BLOBS: usize = 65_536;
 /// A background pull that failed is not started again for this long: requests in
 /// between get its error.
 const RETRY_AFTER: Duration = Duration::from_secs(5);
-/// A streamed blob whose download made no progress for this long ends in an error.
-pub(crate) const STREAM_IDLE: Duration = Duration::from_secs(120);
-/// The last chunk of a streamed blob waits at most this long for its pull to commit.
-pub(crate) const COMMIT_WAIT: Duration = Duration::from_secs(30);
 /// A request that needs a whole pull first waits at most this long for it.
 pub(crate) const PULL_WAIT: Duration = Duration::from_secs(3600);
 /// An upstream repository's source (and its registry client) is used this long, then
@@ -96,15 +93,6 @@ const MAX_SOURCES: usize = 256;
 
 type TagKey = (String, String, String);
 type DigestKey = (String, String, Digest);
-
-/// A background pull's state.
-#[derive(Debug, Clone)]
-pub(crate) enum PullState {
-    Running,
-    Done(Instant),
-    /// How it failed, as answered to a client (`Upstream`, or `Denied` by the policy).
-    Failed(ApiError, Instant),
-}
 
 /// A manifest fetched upstream, answered before its image is in the store.
 #[derive(Debug)]
@@ -571,31 +559,6 @@ impl PullThrough {
         }
         Ok(Bytes::from(buf))
     }
-}
-
-/// Wait for a pull to end, at most `limit`.
-pub(crate) async fn wait_pull(mut rx: watch::Receiver<PullState>, limit: Duration) -> PullState {
-    let wait = async {
-        loop {
-            let s = rx.borrow_and_update().clone();
-            if !matches!(s, PullState::Running) {
-                return s;
-            }
-            if rx.changed().await.is_err() {
-                let s = rx.borrow().clone();
-                return match s {
-                    PullState::Running => PullState::Failed(
-                        ApiError::Upstream("the pull ended without a result".into()),
-                        Instant::now(),
-                    ),
-                    s => s,
-                };
-            }
-        }
-    };
-    tokio::time::timeout(limit, wait)
-        .await
-        .unwrap_or(PullState::Running)
 }
 
 fn cached_in(manifests: &Manifests, registry: &str, name: &str, d: &Digest) -> Option<Arc<Cached>> {

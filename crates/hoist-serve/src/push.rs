@@ -37,8 +37,9 @@ use hoist_types::{
 };
 
 use crate::api::ManifestRef;
+use crate::blocking::blocking;
 use crate::error::ApiError;
-use crate::server::{Shared, blocking};
+use crate::view::ViewCache;
 
 /// Open upload sessions at most.
 pub const MAX_SESSIONS: usize = 1024;
@@ -338,8 +339,11 @@ pub(crate) fn push_registry(
 }
 
 /// Serve one write request of `registry/name`.
+#[allow(clippy::too_many_arguments)]
 pub(crate) async fn handle(
-    st: &Arc<Shared>,
+    uploads: &Uploads,
+    store: Store,
+    views: &ViewCache,
     registry: String,
     name: &str,
     w: WriteOp,
@@ -347,12 +351,6 @@ pub(crate) async fn handle(
     body: Body,
     blob_visible: impl FnOnce(&str, &Digest) -> bool,
 ) -> Result<Response, ApiError> {
-    let Some(uploads) = &st.uploads else {
-        return Err(ApiError::Unsupported {
-            what: "this server is read-only (start it with --allow-push to accept pushes)".into(),
-        });
-    };
-    let store = st.leases.get();
     let max = uploads.opts.max_blob_size;
     match (w, &parts.method) {
         (WriteOp::Start, &Method::POST) => {
@@ -458,7 +456,7 @@ pub(crate) async fn handle(
             }
         }
         (WriteOp::Manifest(reference), &Method::PUT) => {
-            put_manifest(st, store, &registry, name, reference, parts, body).await
+            put_manifest(views, store, &registry, name, reference, parts, body).await
         }
         (_, m) => Err(ApiError::Unsupported {
             what: format!("{m} on this route"),
@@ -482,7 +480,7 @@ async fn monolithic(
 }
 
 async fn put_manifest(
-    st: &Arc<Shared>,
+    views: &ViewCache,
     store: Store,
     registry: &str,
     name: &str,
@@ -589,7 +587,7 @@ async fn put_manifest(
         Ok(())
     })
     .await?;
-    st.views.invalidate();
+    views.invalidate();
     let mut r = answer(StatusCode::CREATED);
     location(&mut r, &format!("/v2/{name}/manifests/{digest}"));
     r.headers_mut().insert(

@@ -3,7 +3,6 @@
 //! pool.
 
 use std::fs::File;
-use std::os::unix::fs::FileExt;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -20,10 +19,10 @@ use hoist_types::{Descriptor, Digest, MAX_MANIFEST_SIZE, MediaType};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::api::{self, ManifestRef, Page, RangeAnswer, Route};
+use crate::blocking::{blocking, read_at};
 use crate::error::ApiError;
-use crate::pull_through::{
-    BlobAnswer, Cached, ManifestAnswer, PULL_WAIT, PullState, PullThrough, wait_pull,
-};
+use crate::pull_state::{PullState, wait_pull};
+use crate::pull_through::{BlobAnswer, Cached, ManifestAnswer, PULL_WAIT, PullThrough};
 use crate::view::{Repo, View, ViewCache, manifest_content_type};
 use crate::{LogFn, RequestLog, ServeOptions};
 
@@ -85,14 +84,6 @@ impl Leases {
             }
         }
     }
-}
-
-pub(crate) async fn blocking<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, ApiError> + Send + 'static,
-) -> Result<T, ApiError> {
-    tokio::task::spawn_blocking(f)
-        .await
-        .map_err(|e| ApiError::Internal(format!("blocking task failed: {e}")))?
 }
 
 /// The one handler: every request goes through it.
@@ -208,7 +199,7 @@ async fn dispatch(st: &Arc<Shared>, req: &Parts, body: Body) -> Result<Response,
     let q = Query::parse(req.uri.query());
     let method = &req.method;
     let read = method == Method::GET || method == Method::HEAD;
-    if st.uploads.is_some() {
+    if let Some(uploads) = &st.uploads {
         let write = match &route {
             Route::Upload { name } if method != Method::HEAD => {
                 match crate::push::upload_id(req.uri.path()) {
@@ -233,7 +224,11 @@ async fn dispatch(st: &Arc<Shared>, req: &Parts, body: Body) -> Result<Response,
             let visible = move |from: &str, d: &Digest| {
                 view.repo(&reg2, from).is_some_and(|r| r.blobs.contains(d))
             };
-            return crate::push::handle(st, registry, name, w, req, body, visible).await;
+            let store = st.leases.get();
+            return crate::push::handle(
+                uploads, store, &st.views, registry, name, w, req, body, visible,
+            )
+            .await;
         }
     }
     if !read {
@@ -781,20 +776,4 @@ async fn referrers(
         "application/vnd.oci.image.index.v1+json",
         head,
     ))
-}
-
-/// Up to `want` bytes of `f` from `pos` (fewer at its end), with positioned reads.
-pub(crate) fn read_at(f: &std::fs::File, pos: u64, want: usize) -> std::io::Result<Vec<u8>> {
-    let mut buf = vec![0u8; want];
-    let mut got = 0;
-    while got < want {
-        match FileExt::read_at(f, &mut buf[got..], pos + got as u64) {
-            Ok(0) => break,
-            Ok(n) => got += n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(got);
-    Ok(buf)
 }

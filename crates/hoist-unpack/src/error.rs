@@ -261,3 +261,29 @@ impl UnpackError {
         }
     }
 }
+
+/// The io::Error payload of a stream over its size cap.
+#[derive(Debug)]
+pub(crate) struct LimitExceeded(pub u64);
+
+impl std::fmt::Display for LimitExceeded {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "decompressed layer exceeds {} bytes", self.0)
+    }
+}
+
+impl std::error::Error for LimitExceeded {}
+
+/// Maps an error from reading a [`LayerStream`](crate::LayerStream) to the crate error, recognising the size
+/// cap.
+pub fn stream_error(e: io::Error) -> UnpackError {
+    if let Some(LimitExceeded(limit)) = e.get_ref().and_then(|x| x.downcast_ref::<LimitExceeded>())
+    {
+        return UnpackError::Limit {
+            what: "decompressed layer size",
+            limit: *limit,
+            entry: None,
+        };
+    }
+    UnpackError::Stream { source: e }
+}

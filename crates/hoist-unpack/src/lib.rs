@@ -105,11 +105,11 @@ mod writer;
 
 pub use apply::{LayerInput, LayerStats, OVERLAY_OPAQUE, Rootfs};
 pub use bundle::{BundleOptions, runtime_config, unpack_bundle};
-pub use error::UnpackError;
+pub use error::{UnpackError, stream_error};
 pub use flatten::{ExportReport, export, export_layers};
 pub use fsops::{ROOTLESS_XATTR, rootless_payload};
 pub use image::{UnpackReport, apply_layers, image_config, unpack_image, unpack_into};
 pub use limits::Limits;
 pub use options::{IdMap, UnpackOptions, WhiteoutMode, is_root, map_id};
-pub use stream::{Codec, LayerStream, XZ_MEMLIMIT, detect, sniff, stream_error};
+pub use stream::{Codec, LayerStream, XZ_MEMLIMIT, detect, sniff};
 pub use tar::{Entry, EntryKind, TarReader, Timestamp};

@@ -19,6 +19,7 @@ use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 
 use hoist_types::{Algorithm, Compression, Digest, Hasher, MediaType, Progress, ProgressEvent};
 
+use crate::error::{LimitExceeded, stream_error};
 use crate::tar::TarReader;
 use crate::{Limits, UnpackError};
 
@@ -592,32 +593,6 @@ impl<R: BufRead> Read for GzipMembers<R> {
             }
         }
     }
-}
-
-/// The io::Error payload of a stream over its size cap.
-#[derive(Debug)]
-pub(crate) struct LimitExceeded(pub u64);
-
-impl std::fmt::Display for LimitExceeded {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "decompressed layer exceeds {} bytes", self.0)
-    }
-}
-
-impl std::error::Error for LimitExceeded {}
-
-/// Maps an error from reading a [`LayerStream`] to the crate error, recognising the size
-/// cap.
-pub fn stream_error(e: io::Error) -> UnpackError {
-    if let Some(LimitExceeded(limit)) = e.get_ref().and_then(|x| x.downcast_ref::<LimitExceeded>())
-    {
-        return UnpackError::Limit {
-            what: "decompressed layer size",
-            limit: *limit,
-            entry: None,
-        };
-    }
-    UnpackError::Stream { source: e }
 }
 
 /// Chunks the decompression thread hands over.

@@ -336,7 +336,7 @@ impl<R: Read> TarReader<R> {
     }
 
     fn read_exact_counted(&mut self, buf: &mut [u8]) -> Result<bool, UnpackError> {
-        let n = read_full(&mut self.inner, buf).map_err(crate::stream::stream_error)?;
+        let n = read_full(&mut self.inner, buf).map_err(crate::error::stream_error)?;
         self.offset += n as u64;
         if n == 0 {
             return Ok(false);
@@ -400,7 +400,7 @@ impl<R: Read> TarReader<R> {
             match self.inner.read(&mut buf[..k]) {
                 Ok(n) => break n,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(crate::stream::stream_error(e)),
+                Err(e) => return Err(crate::error::stream_error(e)),
             }
         };
         if n == 0 {

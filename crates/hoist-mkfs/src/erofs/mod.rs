@@ -36,7 +36,7 @@ use hoist_unpack::tree::{FsTree, InodeId, InodeKind};
 use hoist_unpack::{Limits, UnpackError};
 
 use crate::MkfsError;
-use crate::ext4::{DataSink, SeqWriter, path_of};
+use crate::data::{DataSink, FlushOnDrop, SeqWriter, SinkFactory, path_of};
 use crate::verity::derive;
 use format::{B, BLOCK, InodeFields, SuperBlock, ft};
 
@@ -60,9 +60,6 @@ pub fn build_erofs(
         tree.stream_data(image, progress, threads, make_sink)
     })
 }
-
-/// A factory of data sinks, one per pass-2 thread.
-pub type SinkFactory<'s> = dyn Fn() -> Box<DataSink<'s>> + Sync + 's;
 
 /// Where one inode goes.
 #[derive(Debug, Clone, Default)]
@@ -558,21 +555,6 @@ fn uuid_from(key: &[u8]) -> [u8; 16] {
     u[6] = (u[6] & 0x0F) | 0x40;
     u[8] = (u[8] & 0x3F) | 0x80;
     u
-}
-
-/// A pass-2 thread's writer, flushed when its sink is dropped (the first error kept).
-pub(crate) struct FlushOnDrop<'a> {
-    pub(crate) w: SeqWriter<'a>,
-    pub(crate) error: &'a Mutex<Option<std::io::Error>>,
-}
-
-impl Drop for FlushOnDrop<'_> {
-    fn drop(&mut self) {
-        if let Err(e) = self.w.flush() {
-            let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());
-            slot.get_or_insert(e);
-        }
-    }
 }
 
 /// Writes `bytes` at `off` of file `id`: the whole blocks to its data run (through `w`),

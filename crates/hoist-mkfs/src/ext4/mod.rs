@@ -39,7 +39,7 @@ use hoist_unpack::tree::{FsTree, InodeId, InodeKind};
 use hoist_unpack::{Limits, Timestamp, UnpackError};
 
 use crate::MkfsError;
-use crate::erofs::{FlushOnDrop, SinkFactory};
+use crate::data::{DataSink, FlushOnDrop, SeqWriter, SinkFactory, path_of};
 use crate::size::Size;
 use dir::{DirEntry, ft};
 use inode::{FL_EXTENTS, FL_INDEX, InodeFields};
@@ -103,9 +103,6 @@ pub fn has_journal(path: &Path) -> Option<bool> {
     f.read_exact_at(&mut sb, 1024).ok()?;
     (sb[0x38..0x3A] == 0xEF53u16.to_le_bytes()).then_some(sb[0x5C] & 0x4 != 0)
 }
-
-/// A data sink: `(inode, offset, bytes)`.
-pub type DataSink<'a> = dyn FnMut(InodeId, u64, &[u8]) -> Result<(), UnpackError> + 'a;
 
 /// Per tree inode: where its blocks went.
 #[derive(Debug, Clone, Default)]
@@ -586,80 +583,4 @@ fn derive(what: &[u8], key: &[u8]) -> [u8; 16] {
         out[8] = (out[8] & 0x3F) | 0x80;
     }
     out
-}
-
-/// A path of `id` for messages (its first name, from the root).
-pub(crate) fn path_of(tree: &FsTree, id: InodeId) -> String {
-    if id == FsTree::ROOT {
-        return "/".into();
-    }
-    // Breadth-first search is fine for an error message.
-    let mut parent: HashMap<InodeId, (InodeId, &[u8])> = HashMap::new();
-    let mut queue = std::collections::VecDeque::from([FsTree::ROOT]);
-    while let Some(d) = queue.pop_front() {
-        if let InodeKind::Dir { entries } = &tree.inodes[d as usize].kind {
-            for (name, c) in entries {
-                parent.entry(*c).or_insert((d, name));
-                if matches!(tree.inodes[*c as usize].kind, InodeKind::Dir { .. }) {
-                    queue.push_back(*c);
-                }
-            }
-        }
-    }
-    let mut parts = Vec::new();
-    let mut cur = id;
-    while let Some((p, name)) = parent.get(&cur) {
-        parts.push(String::from_utf8_lossy(name).into_owned());
-        cur = *p;
-    }
-    parts.reverse();
-    format!("/{}", parts.join("/"))
-}
-
-/// Coalesces writes at increasing, adjacent offsets into large `pwrite`s.
-pub(crate) struct SeqWriter<'f> {
-    file: &'f File,
-    buf: Vec<u8>,
-    at: u64,
-}
-
-impl<'f> SeqWriter<'f> {
-    pub(crate) fn new(file: &'f File) -> Self {
-        SeqWriter {
-            file,
-            buf: Vec::with_capacity(4 << 20),
-            at: 0,
-        }
-    }
-
-    pub(crate) fn write_at(&mut self, at: u64, bytes: &[u8]) -> std::io::Result<()> {
-        let end = self.at + self.buf.len() as u64;
-        // The tail of the previous file's last block is a short gap: zeros bridge it.
-        if at > end
-            && at - end < B
-            && !self.buf.is_empty()
-            && self.buf.len() + bytes.len() <= 4 << 20
-        {
-            self.buf.resize(self.buf.len() + (at - end) as usize, 0);
-        } else if at != end || self.buf.len() + bytes.len() > 4 << 20 {
-            self.flush()?;
-            self.at = at;
-        }
-        if bytes.len() >= 4 << 20 {
-            self.file.write_all_at(bytes, at)?;
-            self.at = at + bytes.len() as u64;
-            return Ok(());
-        }
-        self.buf.extend_from_slice(bytes);
-        Ok(())
-    }
-
-    pub(crate) fn flush(&mut self) -> std::io::Result<()> {
-        if !self.buf.is_empty() {
-            self.file.write_all_at(&self.buf, self.at)?;
-            self.at += self.buf.len() as u64;
-            self.buf.clear();
-        }
-        Ok(())
-    }
 }
