@@ -69,6 +69,7 @@ pub mod fetch;
 pub mod inspect;
 mod options;
 pub mod pull;
+pub mod pull_for;
 mod resolve;
 mod schema1;
 mod sources;
@@ -84,6 +85,9 @@ pub use options::{
     PullOptions,
 };
 pub use pull::{PullReport, Resolved, pull, pull_from, resolve};
+pub use pull_for::{
+    PullBuildError, PullPolicy, PullTarget, TargetError, pull_and_build, pull_target,
+};
 
 use hoist_types::Digest;
 

@@ -15,7 +15,9 @@ use hoist_transport::transports::{
     ImageSource as _, LoadedImage, ManifestRef, SaveImage, Transport,
 };
 use hoist_transport::trust::TrustCheck;
-use hoist_transport::{DEFAULT_JOBS, Inspected, PullOptions, PullReport};
+use hoist_transport::{
+    DEFAULT_JOBS, Inspected, PullBuildError, PullOptions, PullReport, PullTarget, TargetError,
+};
 use hoist_trust::Policy;
 use hoist_types::{NoProgress, Platform, Progress, Reference};
 use hoist_unpack::{UnpackOptions, UnpackReport};
@@ -886,35 +888,27 @@ impl Client {
     /// The image `image` names under `policy`: from the store, or pulled (see
     /// [`PullPolicy`]). On a leased client the image is held either way.
     async fn resolve_or_pull(&self, image: &str, policy: PullPolicy) -> Result<ImageRecord> {
-        let registry_only = image.starts_with("docker://");
-        if registry_only && policy == PullPolicy::Never {
-            return Err(Error::InvalidArgument {
+        match self.pull_target(image, policy)? {
+            PullTarget::Stored(record) => Ok(*record),
+            PullTarget::Pull(reference) => Ok(self.pull(&reference.to_string()).await?.image),
+        }
+    }
+
+    /// What `image` names under `policy` ([`hoist_transport::pull_target`]), its
+    /// refusals as this crate's errors.
+    fn pull_target(&self, image: &str, policy: PullPolicy) -> Result<PullTarget> {
+        hoist_transport::pull_target(&self.inner.store, image, policy).map_err(|e| match e {
+            TargetError::RegistryOnly { .. } => Error::InvalidArgument {
                 what: "image",
-                reason: format!(
-                    "{image}: a docker:// reference always asks the registry, which \
-                     PullPolicy::Never forbids"
-                ),
-            });
-        }
-        if !registry_only && policy != PullPolicy::Always {
-            match self.image(image) {
-                Ok(record) => return Ok(record),
-                Err(e)
-                    if policy == PullPolicy::Missing && e.kind() == crate::ErrorKind::NotFound => {}
-                Err(e) => return Err(e),
-            }
-        }
-        // `sha256:…` would parse as the repository docker.io/library/sha256.
-        if ["sha256:", "sha512:"].iter().any(|p| image.starts_with(p)) {
-            return Err(Error::InvalidArgument {
+                reason: format!("{e}, which PullPolicy::Never forbids"),
+            },
+            TargetError::NotInStore { source, .. } | TargetError::Store(source) => (*source).into(),
+            TargetError::NotAReference { source, .. } => source.into(),
+            e => Error::InvalidArgument {
                 what: "image",
-                reason: format!(
-                    "{image} is not in the store, and an image ID cannot be pulled (pull a \
-                     reference: REGISTRY/REPO[:TAG][@DIGEST])"
-                ),
-            });
-        }
-        Ok(self.pull(image).await?.image)
+                reason: e.to_string(),
+            },
+        })
     }
 
     /// A root filesystem of `image` (directory, ext4 or erofs; flattened or per layer),
@@ -933,15 +927,41 @@ impl Client {
     /// ```
     pub async fn rootfs(&self, image: &str, options: &RootfsOptions) -> Result<BuildResult> {
         let held = self.leased()?;
-        let record = held.resolve_or_pull(image, options.pull_policy()).await?;
         let opts = options.build_options();
+        let reference = match held.pull_target(image, options.pull_policy())? {
+            PullTarget::Stored(record) => {
+                return held
+                    .blocking(move |store, progress| {
+                        Ok(hoist_mkfs::build_rootfs(
+                            &store,
+                            &record,
+                            &opts,
+                            progress.as_ref(),
+                        )?)
+                    })
+                    .await;
+            }
+            PullTarget::Pull(reference) => reference,
+        };
+        // The native ext4 and erofs writers build while the layers download; a directory,
+        // and a tar index (its tars come from the stored blobs), after the pull.
+        let stream = matches!(
+            opts.format,
+            Some(hoist_mkfs::Format::Ext4 | hoist_mkfs::Format::Erofs)
+        ) && !opts.tar_index;
+        let pull = held.pull_options();
         held.blocking(move |store, progress| {
-            Ok(hoist_mkfs::build_rootfs(
-                &store,
-                &record,
-                &opts,
-                progress.as_ref(),
-            )?)
+            let pulled: Arc<dyn Fn(&PullReport) + Send + Sync> = Arc::new(|_| {});
+            let build = |store: &Store, image: &ImageRecord| {
+                hoist_mkfs::build_rootfs(store, image, &opts, progress.as_ref())
+            };
+            hoist_transport::pull_and_build(
+                &store, &reference, &pull, &progress, stream, &pulled, &build,
+            )
+            .map_err(|e| match e {
+                PullBuildError::Pull(e) => e.into(),
+                PullBuildError::Build(e) => e.into(),
+            })
         })
         .await
     }

@@ -9,32 +9,7 @@ use hoist_transport::transports::ManifestFormat;
 use hoist_types::Compression;
 use hoist_unpack::UnpackOptions;
 
-/// When a call that needs an image asks the registry for it ([`RootfsOptions::pull`],
-/// [`crate::Client::unpack_with_pull`]), as `podman run --pull` and the `--pull` option of
-/// `hoist rootfs` and `hoist unpack`.
-///
-/// A `docker://REF` argument always asks the registry, whatever the policy but
-/// [`PullPolicy::Never`], which refuses it. Every pull enforces the client's trust policy
-/// before any blob is fetched: a refused image leaves the store as it was.
-///
-/// ```
-/// assert_eq!(hoist::PullPolicy::default(), hoist::PullPolicy::Missing);
-/// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub enum PullPolicy {
-    /// Use the image of the store the argument names (a name, normalized as
-    /// [`crate::Client::pull`] does, an ID, an ID prefix or a digest); pull it when there
-    /// is none.
-    #[default]
-    Missing,
-    /// Always ask the registry: a moved tag is followed; blobs already in the store are not
-    /// fetched again. The argument must be a reference.
-    Always,
-    /// Never ask the registry: an image absent from the store is an error of kind
-    /// [`crate::ErrorKind::NotFound`].
-    Never,
-}
+pub use hoist_transport::PullPolicy;
 
 /// How [`crate::Client::rootfs`] builds a root filesystem.
 ///

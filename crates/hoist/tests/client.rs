@@ -112,6 +112,21 @@ async fn rootfs_pulls_a_missing_image_then_builds_ext4() {
         client.image(&reg.image_ref("ns/zstd:v1")).unwrap().id,
         result.image
     );
+    // Built while the layers downloaded (hoist_transport::pull_and_build), the image is
+    // byte for byte the one built from the store after a separate pull.
+    let other = hoist::Client::builder()
+        .store(dir.path().join("other"))
+        .build()
+        .unwrap();
+    other.pull(&reg.image_ref("ns/zstd:v1")).await.unwrap();
+    let after = other
+        .rootfs(
+            &reg.image_ref("ns/zstd:v1"),
+            &opts.pull(hoist::PullPolicy::Never),
+        )
+        .await
+        .unwrap();
+    assert_eq!(std::fs::read(&after.rootfs_path).unwrap(), bytes);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

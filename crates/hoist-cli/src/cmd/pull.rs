@@ -7,9 +7,10 @@ use anyhow::Context as _;
 use bytesize::ByteSize;
 use clap::ValueEnum;
 use hoist_registry::{MirrorSources, SharedProgress};
-use hoist_store::{ImageRecord, Store, StoreError};
+use hoist_store::{ImageRecord, Store};
 use hoist_transport::{
-    DEFAULT_JOBS, DEFAULT_RANGE_CONNECTIONS, DEFAULT_RANGE_THRESHOLD, PullOptions,
+    DEFAULT_JOBS, DEFAULT_RANGE_CONNECTIONS, DEFAULT_RANGE_THRESHOLD, PullOptions, PullTarget,
+    TargetError,
 };
 use hoist_types::{Platform, Progress, ProgressEvent, Reference};
 
@@ -92,7 +93,7 @@ impl PullArgs {
 }
 
 /// When `hoist rootfs` and `hoist unpack` ask the registry (`--pull`, as `podman run
-/// --pull`).
+/// --pull`; [`hoist_transport::PullPolicy`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, ValueEnum)]
 pub enum PullPolicy {
     /// Use the image of the store the argument names (a name, normalized as `hoist pull`
@@ -104,6 +105,16 @@ pub enum PullPolicy {
     Always,
     /// Never ask the registry: the image must be in the store.
     Never,
+}
+
+impl From<PullPolicy> for hoist_transport::PullPolicy {
+    fn from(p: PullPolicy) -> Self {
+        match p {
+            PullPolicy::Missing => hoist_transport::PullPolicy::Missing,
+            PullPolicy::Always => hoist_transport::PullPolicy::Always,
+            PullPolicy::Never => hoist_transport::PullPolicy::Never,
+        }
+    }
 }
 
 /// The image `arg` names under `policy`, pulled first when the policy says so, on `store`
@@ -121,8 +132,8 @@ pub fn resolve_or_pull(
     progress: &Arc<dyn Progress>,
 ) -> anyhow::Result<ImageRecord> {
     let reference = match target(store, arg, policy)? {
-        Target::Stored(image) => return Ok(*image),
-        Target::Pull(reference) => reference,
+        PullTarget::Stored(image) => return Ok(*image),
+        PullTarget::Pull(reference) => reference,
     };
     let opts = pull.options(progress)?;
     let report = tokio::task::block_in_place(|| {
@@ -138,47 +149,20 @@ pub fn resolve_or_pull(
     Ok(store.resolve(&report.image.manifest.digest.to_string())?)
 }
 
-/// What `arg` names under `policy` (see [`resolve_or_pull`]).
-pub enum Target {
-    /// An image of the store.
-    Stored(Box<ImageRecord>),
-    /// A reference to pull.
-    Pull(Reference),
-}
-
-/// Whether `arg` under `policy` is an image of the store or a reference to pull (see
-/// [`resolve_or_pull`]); nothing is pulled.
-pub fn target(store: &Store, arg: &str, policy: PullPolicy) -> anyhow::Result<Target> {
-    let registry_only = arg.starts_with("docker://");
-    if registry_only && policy == PullPolicy::Never {
-        anyhow::bail!(
-            "{arg}: a docker:// reference always asks the registry, which --pull never forbids \
-             (name the image of the store without docker://)"
-        );
-    }
-    if !registry_only && policy != PullPolicy::Always {
-        match store.resolve(arg) {
-            Ok(image) => return Ok(Target::Stored(Box::new(image))),
-            Err(StoreError::ImageNotFound { .. }) if policy == PullPolicy::Missing => {}
-            Err(e @ StoreError::ImageNotFound { .. }) => {
-                return Err(anyhow::Error::new(e).context(format!(
-                    "{arg} is not in the store and --pull never forbids pulling it \
-                     (run `hoist pull {arg}` first, or use --pull missing)"
-                )));
-            }
-            Err(e) => return Err(e.into()),
-        }
-    }
-    anyhow::ensure!(
-        !names_an_id(arg),
-        "{arg} is not in the store, and an image ID cannot be pulled (pull a reference: \
-         REGISTRY/REPO[:TAG][@DIGEST])"
-    );
-    let reference =
-        Reference::parse(arg.strip_prefix("docker://").unwrap_or(arg)).with_context(|| {
-            format!("{arg} is not in the store, and not an image reference to pull")
-        })?;
-    Ok(Target::Pull(reference))
+/// Whether `arg` under `policy` is an image of the store or a reference to pull
+/// ([`hoist_transport::pull_target`]), its refusals in the words of `--pull`; nothing is
+/// pulled.
+pub fn target(store: &Store, arg: &str, policy: PullPolicy) -> anyhow::Result<PullTarget> {
+    hoist_transport::pull_target(store, arg, policy.into()).map_err(|e| match e {
+        TargetError::RegistryOnly { .. } => anyhow::anyhow!(
+            "{e}, which --pull never forbids (name the image of the store without docker://)"
+        ),
+        TargetError::NotInStore { arg, source } => anyhow::Error::new(*source).context(format!(
+            "{arg} is not in the store and --pull never forbids pulling it (run `hoist pull \
+             {arg}` first, or use --pull missing)"
+        )),
+        e => e.into(),
+    })
 }
 
 /// Pulls `reference` into `store` and reports how it went through `progress` (a status
@@ -193,8 +177,18 @@ pub async fn pull_reported(
     let report = hoist_transport::pull(store, reference, opts, progress)
         .await
         .with_context(|| format!("pulling {reference}"))?;
-    // Through the reporter (a line above the bars on a terminal; a JSON status event with
-    // --progress json; nothing with -q).
+    pulled_status(progress, reference, start, &report);
+    Ok(report)
+}
+
+/// The status line of a pull that started at `start` (a line above the bars on a
+/// terminal; a JSON status event with --progress json; nothing with -q).
+pub fn pulled_status(
+    progress: &dyn Progress,
+    reference: &Reference,
+    start: Instant,
+    report: &hoist_transport::PullReport,
+) {
     progress.event(&ProgressEvent::Status {
         message: &format!(
             "pulled {reference} in {:.2}s: {} blobs fetched ({}), {} already present",
@@ -204,13 +198,6 @@ pub async fn pull_reported(
             report.blobs_skipped
         ),
     });
-    Ok(report)
-}
-
-/// Whether `arg` names an image by ID (`sha256:…`, a full digest or a prefix), which
-/// [`Reference::parse`] would otherwise read as the repository `docker.io/library/sha256`.
-fn names_an_id(arg: &str) -> bool {
-    ["sha256:", "sha512:"].iter().any(|p| arg.starts_with(p))
 }
 
 /// Cap glibc's malloc arenas at one, for the commands that move blobs (`pull`, `copy`,

@@ -1,32 +1,24 @@
 //! `hoist rootfs`: a root filesystem (directory, ext4 or erofs; flattened or per layer) from
 //! an image, pulled first when missing (`--pull`), cached; prints the result as JSON.
 //!
-//! An ext4 or erofs image of an image being pulled is built while the layers download:
-//! the manifest and config are read first (the pull is then pinned to that manifest), the
-//! pull runs on the runtime, and the builder reads each layer from its partial download
-//! as it grows (`Store::following`; fetch → hash → decompress → apply in one pass). Each
-//! layer ends only once the pull has verified and published its blob, its diff ID is
-//! checked by the builder, and the image is put in the cache only once the pull has
-//! committed: a failed or corrupt download leaves no image, and the pull leaves the store
-//! as it was.
+//! An ext4 or erofs image of an image being pulled is built while the layers download
+//! ([`hoist_transport::pull_and_build`], which the library's `Client::rootfs` calls too):
+//! each layer is verified by the pull and its diff ID by the builder, and a failed or
+//! corrupt download leaves no image and the store as it was.
 
 use std::path::PathBuf;
 use std::sync::Arc;
+use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::ValueEnum;
-use hoist_mkfs::{BuildOptions, BuildResult, Ext4Writer, Format, Size};
-use hoist_store::{Downloads, ImageRecord, Store};
-use hoist_transport::PullOptions;
-use hoist_transport::transports::ImageSource as _;
-use hoist_transport::transports::docker::DockerSource;
-use hoist_types::{
-    Descriptor, Hasher, ImageConfig, MAX_CONFIG_SIZE, Manifest, Progress, Reference,
-};
+use hoist_mkfs::{BuildOptions, Ext4Writer, Format, Size};
+use hoist_store::{ImageRecord, Store};
+use hoist_transport::{PullBuildError, PullReport, PullTarget, pull_and_build};
 use hoist_unpack::UnpackOptions;
 
 use crate::cmd::print_json;
-use crate::cmd::pull::{PullArgs, PullPolicy, Target, pull_reported, target};
+use crate::cmd::pull::{PullArgs, PullPolicy, pulled_status, target};
 use crate::opts::GlobalArgs;
 use crate::progress::reporter;
 
@@ -122,11 +114,24 @@ pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
     // a tar index (its tars come from the stored blobs), after the pull.
     let stream = matches!(a.format, FormatArg::Ext4 | FormatArg::Erofs) && !a.tar_index;
     let result = match target(&store, &a.image, a.pull)? {
-        Target::Stored(image) => build(&store, &image)?,
-        Target::Pull(reference) => {
+        PullTarget::Stored(image) => build(&store, &image)?,
+        PullTarget::Pull(reference) => {
             let pull = a.pull_args.options(&progress)?;
+            let pulled: Arc<dyn Fn(&PullReport) + Send + Sync> = {
+                let (progress, reference, start) =
+                    (progress.clone(), reference.clone(), Instant::now());
+                Arc::new(move |report| pulled_status(progress.as_ref(), &reference, start, report))
+            };
             tokio::task::block_in_place(|| {
-                pull_and_build(&store, &reference, &pull, &progress, stream, &build)
+                pull_and_build(
+                    &store, &reference, &pull, &progress, stream, &pulled, &build,
+                )
+            })
+            .map_err(|e| match e {
+                PullBuildError::Pull(e) => {
+                    anyhow::Error::new(e).context(format!("pulling {reference}"))
+                }
+                PullBuildError::Build(e) => e,
             })?
         }
     };
@@ -170,155 +175,4 @@ fn build_options(a: &Args) -> BuildOptions {
         },
         ..BuildOptions::default()
     }
-}
-
-/// Pulls `reference` and builds its root filesystem: with `stream`, while the layers
-/// download (see the module docs); else, or when the manifest and config cannot be read
-/// ahead (a schema 1 manifest, say), after the pull.
-fn pull_and_build(
-    store: &Store,
-    reference: &Reference,
-    opts: &PullOptions,
-    progress: &Arc<dyn Progress>,
-    stream: bool,
-    build: &dyn Fn(&Store, &ImageRecord) -> anyhow::Result<BuildResult>,
-) -> anyhow::Result<BuildResult> {
-    let rt = tokio::runtime::Handle::current();
-    let pulled = |store: &Store| -> anyhow::Result<ImageRecord> {
-        let report = rt.block_on(pull_reported(store, reference, opts, progress.as_ref()))?;
-        Ok(store.resolve(&report.image.manifest.digest.to_string())?)
-    };
-    let ahead = if stream {
-        rt.block_on(read_ahead(reference, opts))
-    } else {
-        None
-    };
-    let Some((pinned, image)) = ahead else {
-        return build(store, &pulled(store)?);
-    };
-    // The pull, pinned to the manifest read ahead, on the runtime; the build here.
-    let downloads = Downloads::new();
-    let task = {
-        let (store, opts, progress) = (store.clone(), opts.clone(), progress.clone());
-        let (downloads, want) = (downloads.clone(), image.manifest.digest.clone());
-        rt.spawn(async move {
-            // Whatever ends the task (a panic, the runtime shutting down), the builder's
-            // readers stop waiting: they fail.
-            let _ended = Ended(downloads.clone());
-            let r = pull_reported(&store, &pinned, &opts, progress.as_ref()).await;
-            let r = r.and_then(|report| {
-                anyhow::ensure!(
-                    report.image.manifest.digest == want,
-                    "the pull chose manifest {}, not {want} read ahead",
-                    report.image.manifest.digest
-                );
-                Ok(report)
-            });
-            downloads.finish(r.as_ref().map(|_| ()).map_err(|e| format!("{e:#}")));
-            r
-        })
-    };
-    let built = build(&store.following(downloads.clone()), &image);
-    // On an early build error the pull goes on to its end (its blobs stay in the store,
-    // as after `hoist pull`).
-    let report = match rt.block_on(task).context("the pull task ended abnormally") {
-        Ok(Ok(report)) => report,
-        Ok(Err(e)) | Err(e) => {
-            // The builder's reads added the blobs published before the failure to this
-            // handle's lease, which the pull's own withdrawal leaves alone: withdraw them
-            // now, so the store is as it was.
-            drop(built);
-            store
-                .withdraw_unreached()
-                .context("withdrawing the blobs of the failed pull")?;
-            return Err(e);
-        }
-    };
-    match built {
-        Ok(result) => Ok(result),
-        // The pull committed, but the build from its downloads failed (a source that sent
-        // wrong bytes before another one sent the right ones, say): once more, from the
-        // store.
-        Err(e) => {
-            progress.event(&hoist_types::ProgressEvent::Status {
-                message: &format!("building while pulling failed ({e:#}); building from the store"),
-            });
-            build(
-                store,
-                &store.resolve(&report.image.manifest.digest.to_string())?,
-            )
-        }
-    }
-}
-
-/// Marks the followed pull failed when dropped before it finished.
-struct Ended(Downloads);
-
-impl Drop for Ended {
-    fn drop(&mut self) {
-        self.0
-            .finish(Err("the pull stopped before it finished".to_owned()));
-    }
-}
-
-/// The manifest and config of `reference` for the pull's platform, read before the pull:
-/// the reference pinned to the top manifest's digest (a tag kept, so the pull records it
-/// for what was read), and the image as the builder needs it (layers, diff IDs, chain
-/// IDs), the config checked against its digest. `None` when they cannot be read ahead
-/// (the pull then runs first, and says why if it fails too).
-async fn read_ahead(reference: &Reference, opts: &PullOptions) -> Option<(Reference, ImageRecord)> {
-    let src = DockerSource::new(reference.clone(), opts);
-    let client = src.registry_client().await.ok()?;
-    let resolved = hoist_transport::resolve(&client, reference, &opts.platform)
-        .await
-        .ok()?;
-    let Manifest::Image(m) = &resolved.image.manifest else {
-        return None;
-    };
-    if m.config.size > MAX_CONFIG_SIZE
-        || m.layers
-            .iter()
-            .any(|l| l.urls.as_ref().is_some_and(|u| !u.is_empty()))
-    {
-        return None;
-    }
-    let mut blob = src.get_blob(&m.config).await.ok()?.into_async();
-    let mut bytes = Vec::with_capacity(m.config.size as usize);
-    while let Some(chunk) = blob.next().await {
-        bytes.extend_from_slice(&chunk.ok()?);
-        if bytes.len() as u64 > m.config.size {
-            return None;
-        }
-    }
-    let mut h = Hasher::new(m.config.digest.algorithm());
-    h.update(&bytes);
-    if bytes.len() as u64 != m.config.size || h.finish() != m.config.digest {
-        return None;
-    }
-    let config = ImageConfig::parse(&bytes).ok()?;
-    config.check_layer_count(m.layers.len()).ok()?;
-    let pinned = reference.with_digest(resolved.top().digest.clone());
-    let image = ImageRecord {
-        id: m.config.digest.clone(),
-        names: Vec::new(),
-        repo_digests: Vec::new(),
-        manifest: resolved.image.descriptor(),
-        index: None,
-        config_media_type: m.config.media_type.clone(),
-        config_size: m.config.size,
-        layers: m.layers.clone(),
-        diff_ids: config.rootfs.diff_ids.clone(),
-        chain_ids: config.chain_ids(),
-        platform: opts.platform.clone(),
-        created: None,
-        size: m.config.size + m.layers.iter().map(|l: &Descriptor| l.size).sum::<u64>(),
-        added: String::new(),
-        source: None,
-        config_parent: None,
-        manifests: Vec::new(),
-        targets: Vec::new(),
-        digest_refs: Vec::new(),
-        oci_views: Default::default(),
-    };
-    Some((pinned, image))
 }
