@@ -314,38 +314,22 @@ pub fn write_ext4(
     let file = File::create(out).map_err(|e| MkfsError::io("create", out, e))?;
     file.set_len(geo.blocks * B)
         .map_err(|e| MkfsError::io("size", out, e))?;
-    let flush_error = Mutex::new(None);
-    {
-        let (places_ref, file_ref, flush_ref) = (&places, &file, &flush_error);
-        let make_sink = move || -> Box<DataSink<'_>> {
-            let mut w = FlushOnDrop {
-                w: SeqWriter::new(file_ref),
-                error: flush_ref,
-            };
-            Box::new(move |id: InodeId, off: u64, bytes: &[u8]| {
-                let p = &places_ref[id as usize];
-                if off + bytes.len() as u64 > p.blocks * B {
-                    return Err(UnpackError::Output {
-                        source: std::io::Error::other("file data past its planned size"),
-                    });
-                }
-                w.w.write_at(p.start * B + off, bytes)
-                    .map_err(|source| UnpackError::Output { source })
-            })
-        };
-        stream(&make_sink)?;
-    }
-    if let Some(e) = flush_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        return Err(MkfsError::io("write", out, e));
-    }
     let put = |at: u64, bytes: &[u8]| {
         file.write_all_at(bytes, at)
             .map_err(|e| MkfsError::io("write", out, e))
     };
 
-    // The metadata region: lost+found, directories, long symlinks, xattr and extent blocks.
-    let mut region = vec![0u8; ((region_end - region_start) * B) as usize];
-    let rel = |block: u64| ((block - region_start) * B) as usize;
+    // The metadata region (lost+found, directories, long symlinks, xattr and extent
+    // blocks), written before the data: in tree order, which is block order, through one
+    // coalescing writer instead of a copy of the whole region in memory, and each
+    // directory's blocks dropped once written.
+    debug_assert!(region_start <= region_end);
+    let mut region = SeqWriter::new(&file);
+    let mut region_put = |block: u64, bytes: &[u8]| {
+        region
+            .write_at(block * B, bytes)
+            .map_err(|e| MkfsError::io("write", out, e))
+    };
     let mut itable = vec![0u8; used_inodes as usize * inode::INODE_SIZE];
     let mut set_inode = |ino: u32, bytes: &[u8; inode::INODE_SIZE]| {
         let o = (ino as usize - 1) * inode::INODE_SIZE;
@@ -353,12 +337,12 @@ pub fn write_ext4(
     };
     if let Some(l) = lpf_ino {
         let (b, _) = dir::build(l, 2, &[], seed).expect("an empty directory");
-        let o = rel(lpf_start);
-        region[o..o + BLOCK].copy_from_slice(&b);
-        for k in 1..LPF_BLOCKS as usize {
-            // Empty blocks: one unused entry each.
-            region[o + k * BLOCK + 4..o + k * BLOCK + 6]
-                .copy_from_slice(&(BLOCK as u16).to_le_bytes());
+        region_put(lpf_start, &b)?;
+        // Empty blocks: one unused entry each.
+        let mut empty = vec![0u8; BLOCK];
+        empty[4..6].copy_from_slice(&(BLOCK as u16).to_le_bytes());
+        for k in 1..LPF_BLOCKS {
+            region_put(lpf_start + k, &empty)?;
         }
         let (iblock, _) = inode::extent_tree(&[(0, lpf_start, LPF_BLOCKS)], &[]);
         set_inode(
@@ -378,16 +362,17 @@ pub fn write_ext4(
             }),
         );
     }
-    let mut refcounts: HashMap<u64, u32> = HashMap::new();
+    let mut refcounts: HashMap<u64, (u32, &Vec<u8>)> = HashMap::new();
     for (i, node) in tree.inodes.iter().enumerate() {
         let p = &places[i];
         let mut sectors = p.blocks * 8 + p.leaf_count * 8;
         let mut flags = 0u32;
         let (type_bits, size, block) = match &node.kind {
             InodeKind::Dir { .. } => {
-                let b = &dir_blocks[&(i as InodeId)];
-                let o = rel(p.start);
-                region[o..o + b.len()].copy_from_slice(b);
+                let b = dir_blocks
+                    .remove(&(i as InodeId))
+                    .expect("every directory was laid out");
+                region_put(p.start, &b)?;
                 flags |= FL_EXTENTS | if p.htree { FL_INDEX } else { 0 };
                 let (ib, _) = inode::extent_tree(&[(0, p.start, p.blocks)], &[]);
                 (0o040000, p.blocks * B, ib)
@@ -402,14 +387,12 @@ pub fn write_ext4(
                 let leaves: Vec<u64> = (0..p.leaf_count).map(|k| p.leaves + k).collect();
                 let (ib, leaf_bytes) = inode::extent_tree(&runs, &leaves);
                 for (at, b) in leaf_bytes {
-                    let o = rel(at);
-                    region[o..o + BLOCK].copy_from_slice(&b);
+                    region_put(at, &b)?;
                 }
                 (0o100000, *size, ib)
             }
             InodeKind::Symlink(t) if p.blocks > 0 => {
-                let o = rel(p.start);
-                region[o..o + t.len()].copy_from_slice(t);
+                region_put(p.start, t)?;
                 flags |= FL_EXTENTS;
                 let (ib, _) = inode::extent_tree(&[(0, p.start, 1)], &[]);
                 (0o120000, t.len() as u64, ib)
@@ -427,15 +410,8 @@ pub fn write_ext4(
             Placement::Inode(a) => Some(a.clone()),
             Placement::Block(b) => {
                 sectors += 8;
-                let at = p.xattr_block;
-                match refcounts.entry(at) {
-                    std::collections::hash_map::Entry::Occupied(mut e) => *e.get_mut() += 1,
-                    std::collections::hash_map::Entry::Vacant(e) => {
-                        let o = rel(at);
-                        region[o..o + BLOCK].copy_from_slice(b);
-                        e.insert(1);
-                    }
-                }
+                // Written after the loop, with its reference count.
+                refcounts.entry(p.xattr_block).or_insert((0, b)).0 += 1;
                 None
             }
             Placement::None => None,
@@ -466,12 +442,13 @@ pub fn write_ext4(
             }),
         );
     }
-    for (at, count) in &refcounts {
-        let o = rel(*at);
-        region[o + 4..o + 8].copy_from_slice(&count.to_le_bytes());
+    region.flush().map_err(|e| MkfsError::io("write", out, e))?;
+    drop(dir_blocks);
+    for (at, (count, b)) in refcounts {
+        let mut block = b.clone();
+        block[4..8].copy_from_slice(&count.to_le_bytes());
+        put(at * B, &block)?;
     }
-    put(region_start * B, &region)?;
-    drop(region);
 
     // The journal.
     let journal = if journal_blocks > 0 {
@@ -502,6 +479,30 @@ pub fn write_ext4(
     };
     put(geo.inode_offset(1), &itable)?;
     drop(itable);
+    let flush_error = Mutex::new(None);
+    {
+        let (places_ref, file_ref, flush_ref) = (&places, &file, &flush_error);
+        let make_sink = move || -> Box<DataSink<'_>> {
+            let mut w = FlushOnDrop {
+                w: SeqWriter::new(file_ref),
+                error: flush_ref,
+            };
+            Box::new(move |id: InodeId, off: u64, bytes: &[u8]| {
+                let p = &places_ref[id as usize];
+                if off + bytes.len() as u64 > p.blocks * B {
+                    return Err(UnpackError::Output {
+                        source: std::io::Error::other("file data past its planned size"),
+                    });
+                }
+                w.w.write_at(p.start * B + off, bytes)
+                    .map_err(|source| UnpackError::Output { source })
+            })
+        };
+        stream(&make_sink)?;
+    }
+    if let Some(e) = flush_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
+        return Err(MkfsError::io("write", out, e));
+    }
     let info = SuperInfo {
         used_blocks,
         used_inodes,
