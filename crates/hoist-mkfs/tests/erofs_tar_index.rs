@@ -25,19 +25,17 @@ use hoist_mkfs::erofs::ErofsSource;
 use hoist_mkfs::erofs::tar_index::{self, TarIndex};
 use hoist_store::{FsckOptions, ImageRecord, Store};
 use hoist_testkit::images::{self, Entry, ImageSpec, LayerSpec};
-use hoist_testkit::tree::{Compare, Kind, Tree};
+use hoist_testkit::tree::{Compare, Tree};
 use hoist_testkit::{Need, require, this_test};
 use hoist_types::NoProgress;
 use hoist_unpack::{Limits, UnpackOptions};
-use support::xattr_image;
+use support::{
+    assert_owned_by_nobody, assert_same_tree, per_layer_dirs, run_child_as_nobody, unpacked,
+    xattr_image,
+};
 
 fn index(store: &Store, rec: &ImageRecord, source: ErofsSource, out: &Path) -> TarIndex {
     tar_index::build_tar_index(store, rec, source, out, &Limits::default(), &NoProgress).unwrap()
-}
-
-fn unpacked(store: &Store, rec: &ImageRecord, dir: &Path) -> Tree {
-    hoist_unpack::unpack_image(store, rec, dir, &UnpackOptions::default(), &NoProgress).unwrap();
-    Tree::scan(dir).unwrap()
 }
 
 /// Files of exact block sizes, around 512 and 4096, larger ones, big owners.
@@ -116,16 +114,6 @@ fn mounted(img: &Path, devices: &[PathBuf]) -> Tree {
     Tree::scan(Path::new(&format!("/proc/self/fd/{}/.", fd.as_raw_fd()))).unwrap()
 }
 
-fn same_tree(want: &Tree, got: &Tree, cmp: &Compare, what: &str) {
-    want.assert_same(got, cmp, what);
-    let leaves = |t: &Tree| t.filtered(|_, n| !matches!(n.kind, Kind::Dir));
-    let times = Compare {
-        mtime: true,
-        ..cmp.clone()
-    };
-    leaves(want).assert_same(&leaves(got), &times, &format!("{what} (mtimes)"));
-}
-
 #[test]
 fn mounted_indexes_hold_the_unpacked_tree() {
     require!(Need::Root);
@@ -173,7 +161,7 @@ fn mounted_indexes_hold_the_unpacked_tree() {
             );
         }
         let got = mounted(&img, &ix.devices);
-        same_tree(
+        assert_same_tree(
             &want,
             &got,
             &Compare::default(),
@@ -185,18 +173,8 @@ fn mounted_indexes_hold_the_unpacked_tree() {
         );
 
         // Per layer: each index holds the per-layer directory hoist builds.
-        let dirs = hoist_mkfs::build_rootfs(
-            &store,
-            &rec,
-            &hoist_mkfs::BuildOptions {
-                format: Some(hoist_mkfs::Format::Dir),
-                per_layer: true,
-                ..Default::default()
-            },
-            &NoProgress,
-        )
-        .unwrap();
-        for (i, dir) in dirs.lower_paths.iter().enumerate() {
+        let dirs = per_layer_dirs(&store, &rec);
+        for (i, dir) in dirs.iter().enumerate() {
             let img = t.path().join(format!("{tag}-l{i}.erofs"));
             let ix = index(&store, &rec, ErofsSource::Layer(i), &img);
             assert_eq!(ix.devices, vec![store.blob_path(&rec.diff_ids[i])]);
@@ -413,7 +391,7 @@ fn evil_layers_give_the_unpacked_tree_or_the_same_refusal() {
         match (unpack, ix) {
             (Ok(_), Ok(ix)) => {
                 let want = Tree::scan(&dir).unwrap();
-                same_tree(
+                assert_same_tree(
                     &want,
                     &mounted(&img, &ix.devices),
                     &Compare::default(),
@@ -440,14 +418,7 @@ fn evil_layers_give_the_unpacked_tree_or_the_same_refusal() {
 /// included, byte for byte (root only, to drop to that user).
 #[test]
 fn an_unprivileged_build_gives_the_same_index_and_tars() {
-    if !hoist_unpack::is_root() {
-        hoist_testkit::skip_or_fail(
-            this_test!(),
-            "the unprivileged build needs root to drop to uid 65534",
-        );
-        return;
-    }
-    require!(Need::Tool("setpriv"));
+    require!(Need::Root, Need::Tool("setpriv"));
     let t = tempfile::tempdir().unwrap();
     let built = layered_image().build().unwrap();
     let root_store = Store::open(t.path().join("root-store")).unwrap();
@@ -479,26 +450,13 @@ fn an_unprivileged_build_gives_the_same_index_and_tars() {
             .args(["-R", "65534:65534"])
             .arg(&theirs),
     );
-    let exe = std::env::current_exe().unwrap();
-    support::ok(
-        Command::new("setpriv")
-            .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-            .arg(&exe)
-            .args([
-                "--ignored",
-                "--exact",
-                "child_index_as_asked",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env("HOIST_TAR_INDEX_CHILD", &theirs),
+    run_child_as_nobody(
+        "child_index_as_asked",
+        "HOIST_TAR_INDEX_CHILD",
+        &theirs.display().to_string(),
     );
     let c = theirs.join("c.erofs");
-    assert_eq!(
-        std::fs::metadata(&c).unwrap().uid(),
-        65534,
-        "built by nobody"
-    );
+    assert_owned_by_nobody(&c);
     assert!(
         std::fs::read(&a).unwrap() == std::fs::read(&c).unwrap(),
         "the unprivileged index differs"

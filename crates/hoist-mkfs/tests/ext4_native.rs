@@ -27,7 +27,10 @@ use hoist_testkit::tree::{Compare, Tree, merge_overlay};
 use hoist_testkit::{Need, require, this_test};
 use hoist_types::NoProgress;
 use hoist_unpack::{Limits, UnpackOptions};
-use support::{evil_record, in_mount_ns, long_name, ok, wide_image, xattr_image};
+use support::{
+    assert_owned_by_nobody, assert_same_tree, evil_record, in_mount_ns, long_name, nobody_dir, ok,
+    per_layer_dirs, run_child_as_nobody, unpacked, wide_image, xattr_image,
+};
 
 fn e2fsck(img: &Path) {
     ok(Command::new("e2fsck").arg("-fn").arg(img));
@@ -133,23 +136,6 @@ fn no_lost_found(t: &Tree) -> Tree {
     t.filtered(|p, _| p != b"lost+found")
 }
 
-/// Compares everything, and the mtimes of everything but directories (an unpack gives
-/// implicitly created parents the time of the unpack).
-fn assert_same_tree(want: &Tree, got: &Tree, cmp: &Compare, what: &str) {
-    want.assert_same(got, cmp, what);
-    let leaves = |t: &Tree| t.filtered(|_, n| !matches!(n.kind, hoist_testkit::tree::Kind::Dir));
-    let times = Compare {
-        mtime: true,
-        ..cmp.clone()
-    };
-    leaves(want).assert_same(&leaves(got), &times, &format!("{what} (mtimes)"));
-}
-
-fn unpacked(store: &Store, rec: &ImageRecord, dir: &Path) -> Tree {
-    hoist_unpack::unpack_image(store, rec, dir, &UnpackOptions::default(), &NoProgress).unwrap();
-    Tree::scan(dir).unwrap()
-}
-
 #[test]
 fn mounted_images_hold_the_unpacked_tree() {
     require!(Need::Root, Need::Tool("unshare"), Need::Tool("e2fsck"));
@@ -184,20 +170,10 @@ fn mounted_images_hold_the_unpacked_tree() {
 
         // Per layer: each image holds the per-layer directory hoist builds, and the stack
         // of them as overlayfs lowers gives the flattened tree.
-        let dirs = hoist_mkfs::build_rootfs(
-            &store,
-            &rec,
-            &hoist_mkfs::BuildOptions {
-                format: Some(hoist_mkfs::Format::Dir),
-                per_layer: true,
-                ..Default::default()
-            },
-            &NoProgress,
-        )
-        .unwrap();
+        let dirs = per_layer_dirs(&store, &rec);
         let mut lowers = Vec::new();
         let mut layer_trees = Vec::new();
-        for (i, dir) in dirs.lower_paths.iter().enumerate() {
+        for (i, dir) in dirs.iter().enumerate() {
             let img = t.path().join(format!("{tag}-l{i}.ext4"));
             build(&store, &rec, Ext4Source::Layer(i), &img, &no_journal()).unwrap();
             let got = no_lost_found(&mounted_tree(
@@ -329,41 +305,16 @@ fn builds_are_deterministic_and_rootless_builds_are_identical() {
     let uuid = |p: &Path| std::fs::read(p).unwrap()[1024 + 0x68..1024 + 0x78].to_vec();
     assert_ne!(uuid(&a), uuid(&l0));
 
-    if !hoist_unpack::is_root() {
-        hoist_testkit::skip_or_fail(
-            this_test!(),
-            "the unprivileged build needs root to drop to uid 65534",
-        );
-        return;
-    }
-    require!(Need::Tool("setpriv"));
     // The child reads the store and writes its image as nobody.
-    ok(Command::new("chmod").args(["-R", "a+rX"]).arg(t.path()));
-    let out = t.path().join("nobody");
-    std::fs::create_dir(&out).unwrap();
-    ok(Command::new("chown").arg("65534:65534").arg(&out));
-    let exe = std::env::current_exe().unwrap();
-    ok(Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
-        .arg(&exe)
-        .args([
-            "--ignored",
-            "--exact",
-            "child_build_as_asked",
-            "--nocapture",
-            "--test-threads=1",
-        ])
-        .env(
-            "HOIST_EXT4_CHILD",
-            format!("{}\n{}", store_dir.display(), out.join("c.ext4").display()),
-        ));
+    require!(Need::Root, Need::Tool("setpriv"));
+    let out = nobody_dir(t.path());
     let c = out.join("c.ext4");
-    let m = std::fs::metadata(&c).unwrap();
-    assert_eq!(
-        std::os::unix::fs::MetadataExt::uid(&m),
-        65534,
-        "built by nobody"
+    run_child_as_nobody(
+        "child_build_as_asked",
+        "HOIST_EXT4_CHILD",
+        &format!("{}\n{}", store_dir.display(), c.display()),
     );
+    assert_owned_by_nobody(&c);
     assert!(
         std::fs::read(&a).unwrap() == std::fs::read(&c).unwrap(),
         "the unprivileged build differs"

@@ -3,10 +3,48 @@
 
 #![allow(dead_code)]
 
+use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use hoist_store::{ImageRecord, Store};
 use hoist_testkit::images::{self, Entry, ImageSpec, LayerSpec};
+use hoist_testkit::tree::{Compare, Kind, Tree};
+use hoist_types::NoProgress;
+use hoist_unpack::UnpackOptions;
+
+/// `hoist unpack` of `rec` into `dir`, scanned: what every image must read back as.
+pub fn unpacked(store: &Store, rec: &ImageRecord, dir: &Path) -> Tree {
+    hoist_unpack::unpack_image(store, rec, dir, &UnpackOptions::default(), &NoProgress).unwrap();
+    Tree::scan(dir).unwrap()
+}
+
+/// Compares everything, and the mtimes of everything but directories (an unpack gives
+/// implicitly created parents the time of the unpack).
+pub fn assert_same_tree(want: &Tree, got: &Tree, cmp: &Compare, what: &str) {
+    want.assert_same(got, cmp, what);
+    let leaves = |t: &Tree| t.filtered(|_, n| !matches!(n.kind, Kind::Dir));
+    let times = Compare {
+        mtime: true,
+        ..cmp.clone()
+    };
+    leaves(want).assert_same(&leaves(got), &times, &format!("{what} (mtimes)"));
+}
+
+/// The per-layer directories hoist builds for `rec` (overlayfs form), base first.
+pub fn per_layer_dirs(store: &Store, rec: &ImageRecord) -> Vec<PathBuf> {
+    hoist_mkfs::build_rootfs(
+        store,
+        rec,
+        &hoist_mkfs::BuildOptions {
+            format: Some(hoist_mkfs::Format::Dir),
+            per_layer: true,
+            ..Default::default()
+        },
+        &NoProgress,
+    )
+    .unwrap()
+    .lower_paths
+}
 
 /// Runs `cmd` and returns its stdout; panics with its output when it fails.
 pub fn ok(cmd: &mut Command) -> String {
@@ -149,4 +187,43 @@ pub fn evil_record(store: &Store, case: &hoist_testkit::evil::EvilCase, n: usize
             source: None,
         })
         .unwrap()
+}
+
+/// Runs the ignored test `child` of this test binary as nobody (uid and gid 65534, no
+/// groups) with `var` set to `value`; panics with its output when it fails. Needs root and
+/// `setpriv` (`require!(Need::Root, Need::Tool("setpriv"))`).
+pub fn run_child_as_nobody(child: &str, var: &str, value: &str) {
+    let exe = std::env::current_exe().unwrap();
+    ok(Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups"])
+        .arg(&exe)
+        .args([
+            "--ignored",
+            "--exact",
+            child,
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(var, value));
+}
+
+/// A directory under `dir` that nobody owns, for a child's output, with `dir` made
+/// readable to it.
+pub fn nobody_dir(dir: &Path) -> PathBuf {
+    ok(Command::new("chmod").args(["-R", "a+rX"]).arg(dir));
+    let out = dir.join("nobody");
+    std::fs::create_dir(&out).unwrap();
+    ok(Command::new("chown").arg("65534:65534").arg(&out));
+    out
+}
+
+/// Asserts `p` was written by nobody.
+pub fn assert_owned_by_nobody(p: &Path) {
+    let m = std::fs::metadata(p).unwrap();
+    assert_eq!(
+        std::os::unix::fs::MetadataExt::uid(&m),
+        65534,
+        "{} built by nobody",
+        p.display()
+    );
 }
