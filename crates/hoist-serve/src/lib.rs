@@ -72,8 +72,13 @@
 //!
 //! At most [`ServeOptions::max_requests`] requests run at once (a blob body keeps its
 //! permit until sent or abandoned); more wait. Blob bodies are read with `pread` in
-//! 256 KiB chunks on tokio's bounded blocking pool, four reads ahead of the socket: no
-//! thread per request.
+//! 256 KiB chunks, four reads ahead of the socket: on the request's own thread what the
+//! page cache holds (`preadv2` with `RWF_NOWAIT`, which never waits for a disk; on tmpfs a
+//! plain read), the rest on tokio's bounded blocking pool; no thread per request. Handing
+//! every chunk to the pool cost more CPU than the copies: 16 curl clients fetching the
+//! multi image's three large layers took 1.9–2.2 CPU-s of the server that way, 0.8–1.1
+//! now (the Distribution registry 1.4), and 1.0–1.1 s instead of 1.5–1.8 (Distribution
+//! 1.3–1.4).
 //!
 //! **No `sendfile`**, measured. hyper 1.x (under axum) writes a body only from buffers it
 //! is handed (`Body` is a stream of `Bytes`); it has no file or `sendfile` body, so
