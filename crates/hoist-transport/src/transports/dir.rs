@@ -256,11 +256,7 @@ impl ImageDestination for DirDestination {
             .unwrap_or_else(|| "dir".to_owned());
         let ingest = parent.join(format!(".{stem}.hoist-ingest"));
         let dest = self.staging.join(desc.digest.hex());
-        if !local::fetch_resumable(ingest, dest, desc, kind, fetcher, progress).await? {
-            // Another process is fetching it for this layout: stream our own copy.
-            let stream = fetcher.stream(desc, 0).await?;
-            self.put_blob(desc, stream, progress).await?;
-        }
+        local::fetch_resumable(ingest, dest, desc, kind, fetcher, progress).await?;
         Ok(true)
     }
 

@@ -340,9 +340,26 @@ fn partial_path(ingest: &Path, d: &Digest) -> PathBuf {
 /// partial file in `ingest` (created when needed), kept when the copy stops so the next
 /// run goes on from it, written in place by Range slices when the blob is large, and
 /// renamed onto `dest` only once size and digest match (then `ingest` is removed when
-/// empty). `false` when another process is writing that partial: the caller streams the
-/// blob instead.
+/// empty). When another process is writing that partial, our own copy is streamed into
+/// `dest` instead ([`put_blob_file`]).
 pub(crate) async fn fetch_resumable(
+    ingest: PathBuf,
+    dest: PathBuf,
+    desc: &Descriptor,
+    kind: hoist_types::BlobKind,
+    fetcher: &crate::fetch::BlobFetcher,
+    progress: &dyn Progress,
+) -> Result<(), TransportError> {
+    if !fetch_partial(ingest, dest.clone(), desc, kind, fetcher, progress).await? {
+        let stream = fetcher.stream(desc, 0).await?;
+        put_blob_file(dest, desc, stream, progress).await?;
+    }
+    Ok(())
+}
+
+/// [`fetch_resumable`]'s partial-file path: `false` when another process is writing the
+/// partial.
+async fn fetch_partial(
     ingest: PathBuf,
     dest: PathBuf,
     desc: &Descriptor,

@@ -325,11 +325,7 @@ impl ImageDestination for OciDestination {
             self.dir.join(".hoist-ingest"),
             blob_path(&self.dir, &desc.digest),
         );
-        if !local::fetch_resumable(ingest, dest, desc, kind, fetcher, progress).await? {
-            // Another process is fetching it into this layout: stream our own copy.
-            let stream = fetcher.stream(desc, 0).await?;
-            self.put_blob(desc, stream, progress).await?;
-        }
+        local::fetch_resumable(ingest, dest, desc, kind, fetcher, progress).await?;
         Ok(true)
     }
 
