@@ -1,6 +1,7 @@
 //! A cold `hoist rootfs REF --format ext4|erofs` builds while the layers download (issue
 //! 14): the image is byte for byte the one built after a separate pull, and a corrupt or
-//! failed download leaves no image, no cache entry, no output and a clean store.
+//! failed download leaves no image, no cache entry, no output and a clean store. A cold
+//! `hoist unpack REF DIR` unpacks the layers as they download, the same way.
 
 mod support;
 
@@ -9,6 +10,7 @@ use std::process::Output;
 
 use hoist_testkit::fake::{FakeRegistry, Fault};
 use hoist_testkit::images::sample_multi_layer;
+use hoist_testkit::tree::{Compare, Tree};
 use serde_json::Value;
 
 fn hoist(dir: &Path, store: &str, args: &[&str]) -> Output {
@@ -149,4 +151,79 @@ fn a_corrupt_download_leaves_no_image_and_a_clean_store() {
         assert_eq!(images, serde_json::json!([]), "{format}");
         support::assert_fsck_clean(dir, &dir.join("s"));
     }
+}
+
+#[test]
+fn unpacking_while_pulling_gives_the_tree_of_an_unpack_after_the_pull() {
+    let fake = FakeRegistry::start();
+    let img = sample_multi_layer().build().unwrap();
+    fake.push_image("ns/app", "1", &img);
+    // The base layer arrives slowly: the unpack starts on it while it downloads.
+    let base = &img.layers[0].blob.digest;
+    fake.inject(Fault::Throttle(64 << 10).on_blob(base).forever());
+    let r = fake.image_ref("ns/app:1");
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let cold = dir.join("cold-rootfs");
+    let o = hoist(
+        dir,
+        "cold",
+        &["--progress", "json", "unpack", &r, cold.to_str().unwrap()],
+    );
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{err}");
+    // The base layer was being unpacked before the pull ended (events in order, one per
+    // line).
+    let line = |what: &dyn Fn(&str) -> bool| err.lines().position(what);
+    let unpack_started = line(&|l: &str| {
+        l.contains(&format!(r#""digest":"{base}""#)) && l.contains(r#""endpoint":"unpack""#)
+    })
+    .unwrap_or_else(|| panic!("no unpack event:\n{err}"));
+    let pulled = line(&|l: &str| l.contains(&format!("pulled {r}")))
+        .unwrap_or_else(|| panic!("no pull status:\n{err}"));
+    assert!(unpack_started < pulled, "unpacked after the pull:\n{err}");
+    // The same tree as an unpack from the store after a separate pull.
+    ok(dir, "pulled", &["pull", &r]);
+    let want = dir.join("pulled-rootfs");
+    ok(
+        dir,
+        "pulled",
+        &["unpack", "--pull", "never", &r, want.to_str().unwrap()],
+    );
+    let (got, want) = (Tree::scan(&cold).unwrap(), Tree::scan(&want).unwrap());
+    want.assert_same(&got, &Compare::default(), "unpack while pulling");
+    let images = ok(dir, "cold", &["images", "--format", "json"]);
+    assert!(images.to_string().contains(&img.config.digest), "{images}");
+    support::assert_fsck_clean(dir, &dir.join("cold"));
+}
+
+#[test]
+fn a_corrupt_download_leaves_no_unpacked_directory() {
+    let fake = FakeRegistry::start();
+    let img = sample_multi_layer().build().unwrap();
+    fake.push_image("ns/app", "1", &img);
+    let bad = &img.layers.last().unwrap().blob.digest;
+    fake.inject(Fault::WrongBytes.on_blob(bad).forever());
+    let r = fake.image_ref("ns/app:1");
+    let t = tempfile::tempdir().unwrap();
+    let dir = t.path();
+    let target = dir.join("rootfs");
+    let o = hoist(
+        dir,
+        "s",
+        &["unpack", "--retry-times", "0", &r, target.to_str().unwrap()],
+    );
+    assert!(!o.status.success(), "a corrupt layer was accepted");
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains(bad), "{err}");
+    assert!(!target.exists(), "a directory was published");
+    let leftovers: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains("rootfs"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+    let images = ok(dir, "s", &["images", "--format", "json"]);
+    assert_eq!(images, serde_json::json!([]));
+    support::assert_fsck_clean(dir, &dir.join("s"));
 }

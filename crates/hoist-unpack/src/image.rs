@@ -67,8 +67,10 @@ pub fn apply_layers(
             diff_id: &image.diff_ids[i],
             size: desc.size,
         };
+        // A store handle that follows a pull ([`Store::following`]) reads a layer still
+        // downloading as it arrives; any other reads the stored blob.
         let blob = store
-            .open_blob(&desc.digest)
+            .blob_reader(&desc.digest, desc.size)
             .map_err(|e| UnpackError::from(e).in_layer(i + 1, &desc.digest))?;
         let stats = rootfs
             .apply_layer(blob, input, progress)
@@ -165,7 +167,10 @@ pub(crate) fn publish_dir<T>(
 
 /// Unpacks `image` into `target` (created; it must be absent or an empty directory): every
 /// layer is applied in order into a temp directory beside it, each checked against its diff
-/// ID, and the result is renamed into place only when all of them passed.
+/// ID, and the result is renamed into place only when all of them passed. On a store handle
+/// that follows a pull ([`Store::following`]), the layers are read as they download and the
+/// result is renamed into place only once that pull has committed (every blob verified by
+/// its digest); a failed pull leaves no `target`.
 pub fn unpack_image(
     store: &Store,
     image: &ImageRecord,
@@ -174,5 +179,11 @@ pub fn unpack_image(
     progress: &dyn Progress,
 ) -> Result<UnpackReport, UnpackError> {
     check_layers(image)?;
-    publish_dir(target, |tmp| unpack_into(store, image, tmp, opts, progress))
+    publish_dir(target, |tmp| {
+        let report = unpack_into(store, image, tmp, opts, progress)?;
+        if let Some(pull) = store.downloads() {
+            pull.wait()?;
+        }
+        Ok(report)
+    })
 }

@@ -871,27 +871,49 @@ impl Client {
         } else {
             self.leased()?
         };
-        let record = held.resolve_or_pull(image, pull).await?;
         let dir = dir.as_ref().to_owned();
-        held.blocking(move |store, progress| {
-            Ok(hoist_unpack::unpack_image(
-                &store,
-                &record,
-                &dir,
-                &options,
-                progress.as_ref(),
-            )?)
-        })
-        .await
+        let unpack = move |store: &Store, image: &ImageRecord, progress: &dyn Progress| {
+            hoist_unpack::unpack_image(store, image, &dir, &options, progress)
+        };
+        // The layers are unpacked as they download.
+        held.pull_and(image, pull, true, unpack).await
     }
 
-    /// The image `image` names under `policy`: from the store, or pulled (see
-    /// [`PullPolicy`]). On a leased client the image is held either way.
-    async fn resolve_or_pull(&self, image: &str, policy: PullPolicy) -> Result<ImageRecord> {
-        match self.pull_target(image, policy)? {
-            PullTarget::Stored(record) => Ok(*record),
-            PullTarget::Pull(reference) => Ok(self.pull(&reference.to_string()).await?.image),
-        }
+    /// `build` on the image `image` names under `policy`: from the store, or while the
+    /// pull downloads its layers with `stream` (else after it), on a blocking thread
+    /// ([`hoist_transport::pull_and_build`]). Call it on a leased client.
+    async fn pull_and<R: Send + 'static, E: Into<Error> + std::fmt::Display + 'static>(
+        &self,
+        image: &str,
+        policy: PullPolicy,
+        stream: bool,
+        build: impl Fn(&Store, &ImageRecord, &dyn Progress) -> std::result::Result<R, E>
+        + Send
+        + 'static,
+    ) -> Result<R> {
+        let reference = match self.pull_target(image, policy)? {
+            PullTarget::Stored(record) => {
+                return self
+                    .blocking(move |store, progress| {
+                        build(&store, &record, progress.as_ref()).map_err(Into::into)
+                    })
+                    .await;
+            }
+            PullTarget::Pull(reference) => reference,
+        };
+        let pull = self.pull_options();
+        self.blocking(move |store, progress| {
+            let pulled: Arc<dyn Fn(&PullReport) + Send + Sync> = Arc::new(|_| {});
+            let build = |store: &Store, image: &ImageRecord| build(store, image, progress.as_ref());
+            hoist_transport::pull_and_build(
+                &store, &reference, &pull, &progress, stream, &pulled, &build,
+            )
+            .map_err(|e| match e {
+                PullBuildError::Pull(e) => e.into(),
+                PullBuildError::Build(e) => e.into(),
+            })
+        })
+        .await
     }
 
     /// What `image` names under `policy` ([`hoist_transport::pull_target`]), its
@@ -928,42 +950,17 @@ impl Client {
     pub async fn rootfs(&self, image: &str, options: &RootfsOptions) -> Result<BuildResult> {
         let held = self.leased()?;
         let opts = options.build_options();
-        let reference = match held.pull_target(image, options.pull_policy())? {
-            PullTarget::Stored(record) => {
-                return held
-                    .blocking(move |store, progress| {
-                        Ok(hoist_mkfs::build_rootfs(
-                            &store,
-                            &record,
-                            &opts,
-                            progress.as_ref(),
-                        )?)
-                    })
-                    .await;
-            }
-            PullTarget::Pull(reference) => reference,
-        };
         // The native ext4 and erofs writers build while the layers download; a directory,
         // and a tar index (its tars come from the stored blobs), after the pull.
         let stream = matches!(
             opts.format,
             Some(hoist_mkfs::Format::Ext4 | hoist_mkfs::Format::Erofs)
         ) && !opts.tar_index;
-        let pull = held.pull_options();
-        held.blocking(move |store, progress| {
-            let pulled: Arc<dyn Fn(&PullReport) + Send + Sync> = Arc::new(|_| {});
-            let build = |store: &Store, image: &ImageRecord| {
-                hoist_mkfs::build_rootfs(store, image, &opts, progress.as_ref())
-            };
-            hoist_transport::pull_and_build(
-                &store, &reference, &pull, &progress, stream, &pulled, &build,
-            )
-            .map_err(|e| match e {
-                PullBuildError::Pull(e) => e.into(),
-                PullBuildError::Build(e) => e.into(),
-            })
-        })
-        .await
+        let build = move |store: &Store, image: &ImageRecord, progress: &dyn Progress| {
+            hoist_mkfs::build_rootfs(store, image, &opts, progress)
+        };
+        held.pull_and(image, options.pull_policy(), stream, build)
+            .await
     }
 
     /// Collects garbage: blobs no image, name or live lease needs, rootfs cache entries of

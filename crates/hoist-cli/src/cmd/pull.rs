@@ -9,8 +9,8 @@ use clap::ValueEnum;
 use hoist_registry::{MirrorSources, SharedProgress};
 use hoist_store::{ImageRecord, Store};
 use hoist_transport::{
-    DEFAULT_JOBS, DEFAULT_RANGE_CONNECTIONS, DEFAULT_RANGE_THRESHOLD, PullOptions, PullTarget,
-    TargetError,
+    DEFAULT_JOBS, DEFAULT_RANGE_CONNECTIONS, DEFAULT_RANGE_THRESHOLD, PullBuildError, PullOptions,
+    PullReport, PullTarget, TargetError, pull_and_build,
 };
 use hoist_types::{Platform, Progress, ProgressEvent, Reference};
 
@@ -117,38 +117,6 @@ impl From<PullPolicy> for hoist_transport::PullPolicy {
     }
 }
 
-/// The image `arg` names under `policy`, pulled first when the policy says so, on `store`
-/// (a leased handle keeps it for the caller). `arg` is `REF`, `docker://REF` (always asks
-/// the registry) or an image of the store. A pull enforces the trust policy before any
-/// blob is fetched, so a refused image leaves the store as it was.
-///
-/// Called from a command's synchronous body inside the runtime: the pull runs on the
-/// runtime while this thread waits (`block_in_place`).
-pub fn resolve_or_pull(
-    store: &Store,
-    arg: &str,
-    policy: PullPolicy,
-    pull: &PullArgs,
-    progress: &Arc<dyn Progress>,
-) -> anyhow::Result<ImageRecord> {
-    let reference = match target(store, arg, policy)? {
-        PullTarget::Stored(image) => return Ok(*image),
-        PullTarget::Pull(reference) => reference,
-    };
-    let opts = pull.options(progress)?;
-    let report = tokio::task::block_in_place(|| {
-        tokio::runtime::Handle::current().block_on(pull_reported(
-            store,
-            &reference,
-            &opts,
-            progress.as_ref(),
-        ))
-    })?;
-    // By the manifest pulled: resolving holds the image on a leased handle (the pull's
-    // own lease ended with it), and fails cleanly if it was removed meanwhile.
-    Ok(store.resolve(&report.image.manifest.digest.to_string())?)
-}
-
 /// Whether `arg` under `policy` is an image of the store or a reference to pull
 /// ([`hoist_transport::pull_target`]), its refusals in the words of `--pull`; nothing is
 /// pulled.
@@ -165,20 +133,31 @@ pub fn target(store: &Store, arg: &str, policy: PullPolicy) -> anyhow::Result<Pu
     })
 }
 
-/// Pulls `reference` into `store` and reports how it went through `progress` (a status
-/// line: time, blobs fetched and present).
-pub async fn pull_reported(
+/// Pulls `reference` into `store` and builds from it with `build`
+/// ([`hoist_transport::pull_and_build`]): while the layers download with `stream`, else
+/// after the pull. The pull's status line (time, blobs fetched and present) goes to
+/// `progress`. Called from a command's synchronous body inside the runtime: the pull runs
+/// on the runtime while this thread builds (`block_in_place`).
+pub fn pull_then<R>(
     store: &Store,
     reference: &Reference,
-    opts: &PullOptions,
-    progress: &dyn Progress,
-) -> anyhow::Result<hoist_transport::PullReport> {
-    let start = Instant::now();
-    let report = hoist_transport::pull(store, reference, opts, progress)
-        .await
-        .with_context(|| format!("pulling {reference}"))?;
-    pulled_status(progress, reference, start, &report);
-    Ok(report)
+    pull: &PullArgs,
+    progress: &Arc<dyn Progress>,
+    stream: bool,
+    build: &dyn Fn(&Store, &ImageRecord) -> anyhow::Result<R>,
+) -> anyhow::Result<R> {
+    let opts = pull.options(progress)?;
+    let pulled: Arc<dyn Fn(&PullReport) + Send + Sync> = {
+        let (progress, reference, start) = (progress.clone(), reference.clone(), Instant::now());
+        Arc::new(move |report| pulled_status(progress.as_ref(), &reference, start, report))
+    };
+    tokio::task::block_in_place(|| {
+        pull_and_build(store, reference, &opts, progress, stream, &pulled, build)
+    })
+    .map_err(|e| match e {
+        PullBuildError::Pull(e) => anyhow::Error::new(e).context(format!("pulling {reference}")),
+        PullBuildError::Build(e) => e,
+    })
 }
 
 /// The status line of a pull that started at `start` (a line above the bars on a
@@ -187,7 +166,7 @@ pub fn pulled_status(
     progress: &dyn Progress,
     reference: &Reference,
     start: Instant,
-    report: &hoist_transport::PullReport,
+    report: &PullReport,
 ) {
     progress.event(&ProgressEvent::Status {
         message: &format!(

@@ -8,17 +8,16 @@
 
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Instant;
 
 use anyhow::Context as _;
 use clap::ValueEnum;
 use hoist_mkfs::{BuildOptions, Ext4Writer, Format, Size};
 use hoist_store::{ImageRecord, Store};
-use hoist_transport::{PullBuildError, PullReport, PullTarget, pull_and_build};
+use hoist_transport::PullTarget;
 use hoist_unpack::UnpackOptions;
 
 use crate::cmd::print_json;
-use crate::cmd::pull::{PullArgs, PullPolicy, pulled_status, target};
+use crate::cmd::pull::{PullArgs, PullPolicy, pull_then, target};
 use crate::opts::GlobalArgs;
 use crate::progress::reporter;
 
@@ -116,23 +115,7 @@ pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
     let result = match target(&store, &a.image, a.pull)? {
         PullTarget::Stored(image) => build(&store, &image)?,
         PullTarget::Pull(reference) => {
-            let pull = a.pull_args.options(&progress)?;
-            let pulled: Arc<dyn Fn(&PullReport) + Send + Sync> = {
-                let (progress, reference, start) =
-                    (progress.clone(), reference.clone(), Instant::now());
-                Arc::new(move |report| pulled_status(progress.as_ref(), &reference, start, report))
-            };
-            tokio::task::block_in_place(|| {
-                pull_and_build(
-                    &store, &reference, &pull, &progress, stream, &pulled, &build,
-                )
-            })
-            .map_err(|e| match e {
-                PullBuildError::Pull(e) => {
-                    anyhow::Error::new(e).context(format!("pulling {reference}"))
-                }
-                PullBuildError::Build(e) => e,
-            })?
+            pull_then(&store, &reference, &a.pull_args, &progress, stream, &build)?
         }
     };
     drop(progress);

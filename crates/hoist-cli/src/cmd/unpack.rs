@@ -7,9 +7,11 @@ use std::time::Instant;
 
 use anyhow::Context as _;
 use bytesize::ByteSize;
+use hoist_store::{ImageRecord, Store};
+use hoist_transport::PullTarget;
 use hoist_unpack::{IdMap, UnpackOptions};
 
-use crate::cmd::pull::{PullArgs, PullPolicy, resolve_or_pull};
+use crate::cmd::pull::{PullArgs, PullPolicy, pull_then, target};
 use crate::opts::GlobalArgs;
 use crate::progress::reporter;
 
@@ -83,20 +85,35 @@ pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
     };
     let opts = a.owners.options()?;
     let progress: Arc<dyn hoist_types::Progress> = Arc::from(reporter(g.progress_mode()));
-    let image = resolve_or_pull(&store, &a.image, a.pull, &a.pull_args, &progress)?;
+    let unpack = |store: &Store, image: &ImageRecord| {
+        if a.bundle {
+            hoist_unpack::unpack_bundle(store, image, &a.dir, &opts, progress.as_ref())
+        } else {
+            hoist_unpack::unpack_image(store, image, &a.dir, &opts, progress.as_ref())
+        }
+        .map(|report| (report, image.id.clone()))
+        .with_context(|| format!("unpacking {} into {}", a.image, a.dir.display()))
+    };
     let start = Instant::now();
-    let report = if a.bundle {
-        hoist_unpack::unpack_bundle(&store, &image, &a.dir, &opts, progress.as_ref())
-    } else {
-        hoist_unpack::unpack_image(&store, &image, &a.dir, &opts, progress.as_ref())
-    }
-    .with_context(|| format!("unpacking {} into {}", a.image, a.dir.display()))?;
+    let (report, id) = match target(&store, &a.image, a.pull)? {
+        PullTarget::Stored(image) => unpack(&store, &image)?,
+        // The layers are unpacked as they download (a bundle, whose config.json comes
+        // from the image config, after the pull).
+        PullTarget::Pull(reference) => pull_then(
+            &store,
+            &reference,
+            &a.pull_args,
+            &progress,
+            !a.bundle,
+            &unpack,
+        )?,
+    };
     drop(progress);
     if !g.quiet {
         eprintln!(
             "unpacked {} ({}) into {}{} in {:.2}s: {} layers, {}{}",
             a.image,
-            image.id.short(),
+            id.short(),
             a.dir.display(),
             if a.bundle { " (bundle)" } else { "" },
             start.elapsed().as_secs_f64(),
