@@ -869,6 +869,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--hoist", required=True)
     ap.add_argument("--registry", required=True)
+    ap.add_argument("--registry-pid", default="", help="the bench registry's pid (scenario 14 logs its CPU)")
     ap.add_argument("--layout", required=True)
     ap.add_argument("--shm", required=True)
     ap.add_argument("--runs", type=int, default=5)

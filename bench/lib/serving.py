@@ -128,10 +128,24 @@ def cases(b, Tool, Case, images, repo_of, clean, O):
             return (f"mkdir -p {q(O)}; pids=(); for i in $(seq 1 {CLIENTS}); do {one} & pids+=($!); done; "
                     f"rc=0; for p in \"${{pids[@]}}\"; do wait $p || rc=1; done; exit $rc")
         many_check = q("python3", verify, "--manifest", want, *[f"dir:{O}/c{i}" for i in range(1, CLIENTS + 1)])
-        h = Tool(f"{CLIENTS}× skopeo copy from hoist serve", many(f"docker://{hoist_addr}/{repo}"), clean,
-                 check=many_check)
-        p = Tool(f"{CLIENTS}× skopeo copy from Distribution", many(f"docker://{b.reg}/{repo}"), clean,
-                 check=many_check)
+        # Each server's CPU time (user + system) during each run, into the run's log directory
+        # (s14-<img>-16clients-server-cpu.txt): read in the untimed prepare and check steps.
+        cpu_log = os.path.join(b.a.logdir, f"s14-{img}-{CLIENTS}clients-server-cpu.txt")
+        mark = os.path.join(scripts, f"cpu-mark-{img}")
+
+        def cpu_steps(side, pid_expr):
+            now = f"awk '{{print $14 + $15}}' /proc/{pid_expr}/stat"
+            spent = (f"awk -v a=\"$(cat {q(mark)})\" '{{printf \"%.2f\", ($14 + $15 - a) / 100}}' "
+                     f"/proc/{pid_expr}/stat")
+            return (f"{clean} && {now} > {q(mark)}",
+                    f"echo {q(side)} $({spent}) CPU-s >> {q(cpu_log)} && {many_check}")
+        hp, hc = cpu_steps("hoist serve", f"$(cat {q(os.path.join(scripts, f'serve-{img}') + '.pid')})")
+        h = Tool(f"{CLIENTS}× skopeo copy from hoist serve", many(f"docker://{hoist_addr}/{repo}"), hp, check=hc)
+        if b.a.registry_pid:
+            pp, pc = cpu_steps("Distribution", b.a.registry_pid)
+        else:
+            pp, pc = clean, many_check
+        p = Tool(f"{CLIENTS}× skopeo copy from Distribution", many(f"docker://{b.reg}/{repo}"), pp, check=pc)
         c = Case(14, img, h, p, variant=f"{CLIENTS}clients")
         c.setup = setup
         out.append(c)
