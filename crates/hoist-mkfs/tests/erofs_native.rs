@@ -29,8 +29,8 @@ use hoist_testkit::{Need, require, this_test};
 use hoist_types::NoProgress;
 use hoist_unpack::{Limits, UnpackOptions};
 use support::{
-    assert_owned_by_nobody, assert_same_tree, evil_record, in_mount_ns, long_name, nobody_dir, ok,
-    per_layer_dirs, run_child_as_nobody, unpacked, wide_image, xattr_image,
+    assert_owned_by_nobody, assert_same_tree, evil_record, in_mount_ns, linked_image, long_name,
+    nobody_dir, ok, per_layer_dirs, run_child_as_nobody, unpacked, wide_image, xattr_image,
 };
 
 fn fsck(img: &Path) {
@@ -390,6 +390,48 @@ fn a_20k_entry_directory_is_listed_and_looked_up() {
         out.split_whitespace().collect::<Vec<_>>(),
         ["20001", "12000", "0", "0", "12", "the", "last", "one"]
     );
+}
+
+/// erofs keeps a 32-bit link count (extended inodes): a group of 70001 names builds,
+/// fsck.erofs clean, and mounted every name is the same inode with that count.
+#[test]
+fn a_70k_link_group_builds() {
+    require!(Need::Tool("fsck.erofs"), Need::Tool("dump.erofs"));
+    let t = tempfile::tempdir().unwrap();
+    let store = Store::open(t.path().join("store")).unwrap();
+    let rec = common::load(
+        &store,
+        &linked_image(70_000).build().unwrap(),
+        "test/links:70k",
+    );
+    let img = t.path().join("links.erofs");
+    build(&store, &rec, ErofsSource::Flattened, &img);
+    fsck(&img);
+    let dump = ok(Command::new("dump.erofs")
+        .arg("--path=/links/l-069999")
+        .arg(&img));
+    // An extended inode (64 bytes): a compact one holds 16-bit link counts.
+    assert!(
+        dump.contains("Links: 70001") && dump.contains("Inode size: 64"),
+        "{dump}"
+    );
+    if !hoist_unpack::is_root() {
+        hoist_testkit::skip_or_fail(this_test!(), "mounting needs root");
+        return;
+    }
+    let m = t.path().join("m");
+    std::fs::create_dir(&m).unwrap();
+    let out = in_mount_ns(&format!(
+        "mount -t erofs -o loop,ro '{}' '{m}'\nstat -c '%i %h' '{m}/links/target' '{m}/links/l-000000' '{m}/links/l-069999'\nls '{m}/links' | wc -l\n",
+        img.display(),
+        m = m.display()
+    ))
+    .unwrap();
+    let lines: Vec<&str> = out.lines().collect();
+    assert_eq!(lines.len(), 4, "{out}");
+    assert!(lines[0].ends_with(" 70001"), "{out}");
+    assert!(lines[0] == lines[1] && lines[1] == lines[2], "{out}");
+    assert_eq!(lines[3], "70001", "{out}");
 }
 
 #[test]

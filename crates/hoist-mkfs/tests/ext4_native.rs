@@ -28,8 +28,8 @@ use hoist_testkit::{Need, require, this_test};
 use hoist_types::NoProgress;
 use hoist_unpack::{Limits, UnpackOptions};
 use support::{
-    assert_owned_by_nobody, assert_same_tree, evil_record, in_mount_ns, long_name, nobody_dir, ok,
-    per_layer_dirs, run_child_as_nobody, unpacked, wide_image, xattr_image,
+    assert_owned_by_nobody, assert_same_tree, evil_record, in_mount_ns, linked_image, long_name,
+    nobody_dir, ok, per_layer_dirs, run_child_as_nobody, unpacked, wide_image, xattr_image,
 };
 
 fn e2fsck(img: &Path) {
@@ -442,6 +442,54 @@ fn a_20k_entry_directory_is_an_htree() {
         out.split_whitespace().collect::<Vec<_>>(),
         ["20001", "12000", "0", "0"]
     );
+}
+
+/// ext4 counts at most 65000 links to a file: a group of 65000 names builds (e2fsck
+/// clean, every name the same inode), one of 70001 is refused before anything is written,
+/// naming the file.
+#[test]
+fn link_groups_up_to_ext4s_limit_build_and_larger_ones_are_refused() {
+    require!(Need::Tool("e2fsck"), Need::Tool("debugfs"));
+    let t = tempfile::tempdir().unwrap();
+    let store = Store::open(t.path().join("store")).unwrap();
+    let rec = common::load(
+        &store,
+        &linked_image(70_000).build().unwrap(),
+        "test/links:70k",
+    );
+    let img = t.path().join("links.ext4");
+    let err = build(
+        &store,
+        &rec,
+        Ext4Source::Flattened,
+        &img,
+        &Ext4Options::default(),
+    )
+    .unwrap_err();
+    let msg = hoist_types::error_chain(&err);
+    assert!(msg.contains("65000") && msg.contains("/links/"), "{msg}");
+    assert!(!img.exists(), "an image was left behind");
+
+    let rec = common::load(
+        &store,
+        &linked_image(64_999).build().unwrap(),
+        "test/links:65k",
+    );
+    build(
+        &store,
+        &rec,
+        Ext4Source::Flattened,
+        &img,
+        &Ext4Options::default(),
+    )
+    .unwrap();
+    e2fsck(&img);
+    let debugfs = |req: &str| ok(Command::new("debugfs").arg("-R").arg(req).arg(&img));
+    let target = debugfs("stat /links/target");
+    assert!(target.contains("Links: 65000"), "{target}");
+    let inode = |s: &str| s.split_whitespace().nth(1).map(str::to_owned);
+    let last = debugfs("stat /links/l-064998");
+    assert_eq!(inode(&last), inode(&target), "{last}");
 }
 
 #[test]

@@ -129,6 +129,16 @@ pub fn wide_image(n: usize, long: usize) -> ImageSpec {
     ImageSpec::oci().layer(LayerSpec::gzip(entries))
 }
 
+/// `links/target` and `n` hard links to it (`links/l-000000`…): a link group of `n + 1`.
+pub fn linked_image(n: usize) -> ImageSpec {
+    let mut entries = vec![
+        Entry::dir("links"),
+        Entry::file("links/target", "one inode, many names"),
+    ];
+    entries.extend((0..n).map(|i| Entry::hardlink(&format!("links/l-{i:06}"), "links/target")));
+    ImageSpec::oci().layer(LayerSpec::gzip(entries))
+}
+
 pub fn long_name(i: usize) -> String {
     format!("{i:06}-{}", "n".repeat(193))
 }
