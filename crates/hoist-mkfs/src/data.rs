@@ -1,14 +1,17 @@
-//! The data pass the native writers share: each pass-2 thread gets a sink that takes
-//! `(inode, offset, bytes)` and writes through a [`SeqWriter`], which coalesces adjacent
-//! writes into large `pwrite`s; [`path_of`] names an inode in messages.
+//! The data pass the native writers share ([`data_pass`]): each pass-2 thread gets a sink
+//! that takes `(inode, offset, bytes)` and writes through a [`SeqWriter`], which coalesces
+//! adjacent writes into large `pwrite`s; [`path_of`] names an inode in messages.
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt;
+use std::path::Path;
 use std::sync::Mutex;
 
 use hoist_unpack::UnpackError;
 use hoist_unpack::tree::{FsTree, InodeId, InodeKind};
+
+use crate::MkfsError;
 
 /// The block size of both native writers: a gap shorter than this between two writes is
 /// the tail of a file's last block, bridged with zeros.
@@ -20,13 +23,44 @@ pub type DataSink<'a> = dyn FnMut(InodeId, u64, &[u8]) -> Result<(), UnpackError
 /// A factory of data sinks, one per pass-2 thread.
 pub type SinkFactory<'s> = dyn Fn() -> Box<DataSink<'s>> + Sync + 's;
 
-/// A pass-2 thread's writer, flushed when its sink is dropped (the first error kept).
-pub(crate) struct FlushOnDrop<'a> {
-    pub(crate) w: SeqWriter<'a>,
-    pub(crate) error: &'a Mutex<Option<std::io::Error>>,
+/// Pass 2 into `file` (the image at `out`): `stream` gets a factory of sinks, one per
+/// thread, each writing through its own [`SeqWriter`] with `write(writer, inode, offset,
+/// bytes)` and flushed when dropped. A failed write ends the pass with its error; a failed
+/// flush is reported once the pass is over.
+pub(crate) fn data_pass<'f, W>(
+    file: &'f File,
+    out: &Path,
+    write: W,
+    stream: impl for<'s> FnOnce(&'s SinkFactory<'s>) -> Result<(), UnpackError>,
+) -> Result<(), MkfsError>
+where
+    W: Fn(&mut SeqWriter<'f>, InodeId, u64, &[u8]) -> Result<(), UnpackError> + Sync,
+{
+    let flush_error = Mutex::new(None);
+    {
+        let (write, flush_error) = (&write, &flush_error);
+        let make_sink = move || -> Box<DataSink<'_>> {
+            let mut w = FlushOnDrop {
+                w: SeqWriter::new(file),
+                error: flush_error,
+            };
+            Box::new(move |id, off, bytes| write(&mut w.w, id, off, bytes))
+        };
+        stream(&make_sink)?;
+    }
+    match flush_error.into_inner().unwrap_or_else(|p| p.into_inner()) {
+        Some(e) => Err(MkfsError::io("write", out, e)),
+        None => Ok(()),
+    }
 }
 
-impl Drop for FlushOnDrop<'_> {
+/// A pass-2 thread's writer, flushed when its sink is dropped (the first error kept).
+struct FlushOnDrop<'f, 'e> {
+    w: SeqWriter<'f>,
+    error: &'e Mutex<Option<std::io::Error>>,
+}
+
+impl Drop for FlushOnDrop<'_, '_> {
     fn drop(&mut self) {
         if let Err(e) = self.w.flush() {
             let mut slot = self.error.lock().unwrap_or_else(|p| p.into_inner());

@@ -28,7 +28,6 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
-use std::sync::Mutex;
 
 use hoist_store::{ImageRecord, Store};
 use hoist_types::Progress;
@@ -36,7 +35,7 @@ use hoist_unpack::tree::{FsTree, InodeId, InodeKind};
 use hoist_unpack::{Limits, UnpackError};
 
 use crate::MkfsError;
-use crate::data::{DataSink, FlushOnDrop, SeqWriter, SinkFactory, path_of};
+use crate::data::{SeqWriter, SinkFactory, data_pass, path_of};
 use crate::verity::derive;
 use format::{B, BLOCK, InodeFields, SuperBlock, ft};
 
@@ -378,22 +377,13 @@ pub(crate) fn write_image(
     let file = File::create(out).map_err(|e| MkfsError::io("create", out, e))?;
     file.set_len(blocks * bs)
         .map_err(|e| MkfsError::io("size", out, e))?;
-    let flush_error: Mutex<Option<std::io::Error>> = Mutex::new(None);
-    let (recs_ref, file_ref, flush_ref) = (&recs, &file, &flush_error);
-    let make_sink = move || -> Box<DataSink<'_>> {
-        let mut w = FlushOnDrop {
-            w: SeqWriter::new(file_ref),
-            error: flush_ref,
-        };
-        Box::new(move |id, off, bytes| {
-            sink_write(recs_ref, file_ref, &mut w.w, meta_start, id, off, bytes)
-        })
-    };
     if chunks.is_none() {
-        stream(&make_sink)?;
-    }
-    if let Some(e) = flush_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        return Err(MkfsError::io("write", out, e));
+        data_pass(
+            &file,
+            out,
+            |w, id, off, bytes| sink_write(&recs, &file, w, meta_start, id, off, bytes),
+            stream,
+        )?;
     }
     let put = |at: u64, bytes: &[u8]| {
         file.write_all_at(bytes, at)

@@ -31,7 +31,6 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
 use std::path::Path;
-use std::sync::Mutex;
 
 use hoist_store::{ImageRecord, Store};
 use hoist_types::{Digest, Progress};
@@ -39,7 +38,7 @@ use hoist_unpack::tree::{FsTree, InodeId, InodeKind};
 use hoist_unpack::{Limits, Timestamp, UnpackError};
 
 use crate::MkfsError;
-use crate::data::{DataSink, FlushOnDrop, SeqWriter, SinkFactory, path_of};
+use crate::data::{SeqWriter, SinkFactory, data_pass, path_of};
 use crate::size::Size;
 use dir::{DirEntry, ft};
 use inode::{FL_EXTENTS, FL_INDEX, InodeFields};
@@ -300,8 +299,6 @@ pub fn write_ext4(
             cursor += p.leaf_count;
         }
     }
-    let region_start = lpf_start;
-    let region_end = cursor;
     for id in tree.data_order() {
         let p = &mut places[id as usize];
         p.start = cursor;
@@ -323,7 +320,6 @@ pub fn write_ext4(
     // blocks), written before the data: in tree order, which is block order, through one
     // coalescing writer instead of a copy of the whole region in memory, and each
     // directory's blocks dropped once written.
-    debug_assert!(region_start <= region_end);
     let mut region = SeqWriter::new(&file);
     let mut region_put = |block: u64, bytes: &[u8]| {
         region
@@ -443,7 +439,6 @@ pub fn write_ext4(
         );
     }
     region.flush().map_err(|e| MkfsError::io("write", out, e))?;
-    drop(dir_blocks);
     for (at, (count, b)) in refcounts {
         let mut block = b.clone();
         block[4..8].copy_from_slice(&count.to_le_bytes());
@@ -479,30 +474,21 @@ pub fn write_ext4(
     };
     put(geo.inode_offset(1), &itable)?;
     drop(itable);
-    let flush_error = Mutex::new(None);
-    {
-        let (places_ref, file_ref, flush_ref) = (&places, &file, &flush_error);
-        let make_sink = move || -> Box<DataSink<'_>> {
-            let mut w = FlushOnDrop {
-                w: SeqWriter::new(file_ref),
-                error: flush_ref,
-            };
-            Box::new(move |id: InodeId, off: u64, bytes: &[u8]| {
-                let p = &places_ref[id as usize];
-                if off + bytes.len() as u64 > p.blocks * B {
-                    return Err(UnpackError::Output {
-                        source: std::io::Error::other("file data past its planned size"),
-                    });
-                }
-                w.w.write_at(p.start * B + off, bytes)
-                    .map_err(|source| UnpackError::Output { source })
-            })
-        };
-        stream(&make_sink)?;
-    }
-    if let Some(e) = flush_error.lock().unwrap_or_else(|p| p.into_inner()).take() {
-        return Err(MkfsError::io("write", out, e));
-    }
+    data_pass(
+        &file,
+        out,
+        |w, id, off, bytes| {
+            let p = &places[id as usize];
+            if off + bytes.len() as u64 > p.blocks * B {
+                return Err(UnpackError::Output {
+                    source: std::io::Error::other("file data past its planned size"),
+                });
+            }
+            w.write_at(p.start * B + off, bytes)
+                .map_err(|source| UnpackError::Output { source })
+        },
+        stream,
+    )?;
     let info = SuperInfo {
         used_blocks,
         used_inodes,
