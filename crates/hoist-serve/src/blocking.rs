@@ -49,43 +49,47 @@ pub(crate) enum CachedReads {
 }
 
 impl CachedReads {
-    /// What `f`'s filesystem allows.
+    /// What `f`'s filesystem allows: tmpfs is memory; elsewhere a one-byte read with
+    /// `RWF_NOWAIT` tells whether the kernel and filesystem take the flag.
     pub(crate) fn of(f: &std::fs::File) -> CachedReads {
         const TMPFS_MAGIC: u64 = 0x0102_1994;
-        match rustix::fs::fstatfs(f) {
-            Ok(s) if s.f_type as u64 == TMPFS_MAGIC => CachedReads::Memory,
-            _ => CachedReads::NoWait,
+        if rustix::fs::fstatfs(f).is_ok_and(|s| s.f_type as u64 == TMPFS_MAGIC) {
+            return CachedReads::Memory;
+        }
+        let mut probe = [0u8; 1];
+        match nowait(f, 0, &mut probe) {
+            Ok(_) | Err(rustix::io::Errno::AGAIN) => CachedReads::NoWait,
+            Err(_) => CachedReads::Never,
         }
     }
 
     /// Reads into `buf` from `pos` of `f` what can be read without waiting for a disk,
-    /// looping over short reads: the bytes read (0 when none are cached), `None` when the
-    /// filesystem refuses `RWF_NOWAIT` (read that file as [`CachedReads::Never`] from then
-    /// on). An async handler can call it on its own thread.
-    pub(crate) fn read(self, f: &std::fs::File, pos: u64, buf: &mut [u8]) -> Option<usize> {
-        use rustix::io::{Errno, ReadWriteFlags, preadv2};
+    /// looping over short reads: the bytes read (0 when none are cached; an error is left
+    /// for the blocking read to report). An async handler can call it on its own thread.
+    pub(crate) fn read(self, f: &std::fs::File, pos: u64, buf: &mut [u8]) -> usize {
         match self {
-            CachedReads::Never => Some(0),
-            CachedReads::Memory => Some(fill_at(f, pos, buf).unwrap_or(0)),
+            CachedReads::Never => 0,
+            CachedReads::Memory => fill_at(f, pos, buf).unwrap_or(0),
             CachedReads::NoWait => {
                 let mut got = 0;
                 while got < buf.len() {
-                    let mut iov = [std::io::IoSliceMut::new(&mut buf[got..])];
-                    match preadv2(f, &mut iov, pos + got as u64, ReadWriteFlags::NOWAIT) {
+                    match nowait(f, pos + got as u64, &mut buf[got..]) {
                         Ok(0) => break,
                         Ok(n) => got += n,
-                        Err(Errno::INTR) => {}
-                        Err(Errno::AGAIN) => break,
-                        // No RWF_NOWAIT on this kernel or filesystem (or another error,
-                        // which the blocking read will report).
-                        Err(_) if got == 0 => return None,
+                        Err(rustix::io::Errno::INTR) => {}
                         Err(_) => break,
                     }
                 }
-                Some(got)
+                got
             }
         }
     }
+}
+
+/// `preadv2(f, buf, pos, RWF_NOWAIT)`: only what the page cache holds.
+fn nowait(f: &std::fs::File, pos: u64, buf: &mut [u8]) -> rustix::io::Result<usize> {
+    let mut iov = [std::io::IoSliceMut::new(buf)];
+    rustix::io::preadv2(f, &mut iov, pos, rustix::io::ReadWriteFlags::NOWAIT)
 }
 
 #[cfg(test)]
@@ -106,7 +110,7 @@ mod tests {
         let mode = CachedReads::of(&f);
         for (pos, len) in [(0usize, 256 << 10), (12_345, 100_000), ((3 << 20) - 10, 10)] {
             let mut buf = vec![0u8; len];
-            let got = mode.read(&f, pos as u64, &mut buf).unwrap_or(0);
+            let got = mode.read(&f, pos as u64, &mut buf);
             assert!(got <= len);
             assert_eq!(buf[..got], bytes[pos..pos + got], "{mode:?} at {pos}");
             let rest = fill_at(&f, (pos + got) as u64, &mut buf[got..]).unwrap();
@@ -115,8 +119,8 @@ mod tests {
         }
         // Past the end: nothing, not an error.
         let mut buf = vec![0u8; 10];
-        assert_eq!(mode.read(&f, 3 << 20, &mut buf).unwrap_or(0), 0);
-        assert_eq!(CachedReads::Never.read(&f, 0, &mut buf), Some(0));
+        assert_eq!(mode.read(&f, 3 << 20, &mut buf), 0);
+        assert_eq!(CachedReads::Never.read(&f, 0, &mut buf), 0);
         mode
     }
 
@@ -130,7 +134,7 @@ mod tests {
             let p = shm.path().join("blob");
             let f = std::fs::File::open(&p).unwrap();
             let mut buf = vec![0u8; 1 << 20];
-            assert_eq!(CachedReads::Memory.read(&f, 0, &mut buf), Some(1 << 20));
+            assert_eq!(CachedReads::Memory.read(&f, 0, &mut buf), 1 << 20);
         }
     }
 }

@@ -338,12 +338,17 @@ pub(crate) fn push_registry(
     }
 }
 
+/// What a write request works with: the upload sessions, a leased store handle, and the
+/// views to refresh once a manifest is in.
+pub(crate) struct Writer<'a> {
+    pub(crate) uploads: &'a Uploads,
+    pub(crate) store: Store,
+    pub(crate) views: &'a ViewCache,
+}
+
 /// Serve one write request of `registry/name`.
-#[allow(clippy::too_many_arguments)]
 pub(crate) async fn handle(
-    uploads: &Uploads,
-    store: Store,
-    views: &ViewCache,
+    writer: Writer<'_>,
     registry: String,
     name: &str,
     w: WriteOp,
@@ -351,6 +356,11 @@ pub(crate) async fn handle(
     body: Body,
     blob_visible: impl FnOnce(&str, &Digest) -> bool,
 ) -> Result<Response, ApiError> {
+    let Writer {
+        uploads,
+        store,
+        views,
+    } = writer;
     let max = uploads.opts.max_blob_size;
     match (w, &parts.method) {
         (WriteOp::Start, &Method::POST) => {

@@ -5,7 +5,6 @@
 use std::fs::File;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
@@ -225,11 +224,12 @@ async fn dispatch(st: &Arc<Shared>, req: &Parts, body: Body) -> Result<Response,
             let visible = move |from: &str, d: &Digest| {
                 view.repo(&reg2, from).is_some_and(|r| r.blobs.contains(d))
             };
-            let store = st.leases.get();
-            return crate::push::handle(
-                uploads, store, &st.views, registry, name, w, req, body, visible,
-            )
-            .await;
+            let writer = crate::push::Writer {
+                uploads,
+                store: st.leases.get(),
+                views: &st.views,
+            };
+            return crate::push::handle(writer, registry, name, w, req, body, visible).await;
         }
     }
     if !read {
@@ -727,10 +727,9 @@ fn file_stream(
 ) -> impl Stream<Item = Result<Bytes, std::io::Error>> + Send {
     use futures_util::StreamExt as _;
     let cached_reads = CachedReads::of(&file);
-    let refused = Arc::new(AtomicBool::new(false));
     let file = Arc::new(file);
     let reads = futures_util::stream::iter((start..end).step_by(CHUNK)).map(move |pos| {
-        let (f, _lease, refused) = (file.clone(), lease.clone(), refused.clone());
+        let (f, _lease) = (file.clone(), lease.clone());
         async move {
             let want = (end - pos).min(CHUNK as u64) as usize;
             // From the page cache on this thread when it holds the chunk (a blob being
@@ -739,15 +738,7 @@ fn file_stream(
             // copies themselves (16 curl clients at once: 1.9-2.2 CPU-s, Distribution
             // 1.4, now 0.8-0.9).
             let mut b = vec![0u8; want];
-            let mode = if refused.load(Ordering::Relaxed) {
-                CachedReads::Never
-            } else {
-                cached_reads
-            };
-            let cached = mode.read(&f, pos, &mut b).unwrap_or_else(|| {
-                refused.store(true, Ordering::Relaxed);
-                0
-            });
+            let cached = cached_reads.read(&f, pos, &mut b);
             let b = if cached == want {
                 b
             } else {
