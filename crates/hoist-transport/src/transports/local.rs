@@ -350,25 +350,8 @@ pub(crate) async fn fetch_resumable(
     fetcher: &crate::fetch::BlobFetcher,
     progress: &dyn Progress,
 ) -> Result<(), TransportError> {
-    if !fetch_partial(ingest, dest.clone(), desc, kind, fetcher, progress).await? {
-        let stream = fetcher.stream(desc, 0).await?;
-        put_blob_file(dest, desc, stream, progress).await?;
-    }
-    Ok(())
-}
-
-/// [`fetch_resumable`]'s partial-file path: `false` when another process is writing the
-/// partial.
-async fn fetch_partial(
-    ingest: PathBuf,
-    dest: PathBuf,
-    desc: &Descriptor,
-    kind: hoist_types::BlobKind,
-    fetcher: &crate::fetch::BlobFetcher,
-    progress: &dyn Progress,
-) -> Result<bool, TransportError> {
     let (d, size) = (desc.digest.clone(), desc.size);
-    let ing = ingest.clone();
+    let (ing, dest_path) = (ingest.clone(), dest.clone());
     let open = move || -> Result<Option<hoist_store::PartialBlob>, TransportError> {
         create_dir_all(&ing)?;
         if let Some(parent) = dest.parent() {
@@ -385,7 +368,8 @@ async fn fetch_partial(
         }
     };
     let Some(partial) = crate::blocking(open.clone()).await?? else {
-        return Ok(false);
+        let stream = fetcher.stream(desc, 0).await?;
+        return put_blob_file(dest_path, desc, stream, progress).await;
     };
     let reopen = move || {
         open()?.ok_or_else(|| TransportError::Stream {
@@ -398,7 +382,7 @@ async fn fetch_partial(
         .await?;
     // Gone once nothing is in it (another blob's partial keeps it).
     let _ = crate::blocking(move || fs::remove_dir(&ingest)).await;
-    Ok(true)
+    Ok(())
 }
 
 /// Whether a regular file of `size` bytes is at `path` (a symlink is not).
