@@ -5,9 +5,9 @@
 //! same model as [`crate::export`]: symlinks in parent paths resolve inside the root,
 //! whiteouts and opaque directories hide lower layers, hardlinks share an inode, each
 //! layer's diff ID checked). [`FsTree::layer_spooled`] takes one layer alone in overlayfs
-//! form, as the per-layer unpack does: `.wh.NAME` becomes a 0/0 character device, `.wh..wh..opq` (or a whiteout
-//! of something this layer writes below) the xattr `trusted.overlay.opaque=y` on the
-//! directory.
+//! form, as the per-layer unpack does: `.wh.NAME` becomes a 0/0 character device,
+//! `.wh..wh..opq` (or a whiteout of something this layer writes below) the xattr
+//! `trusted.overlay.opaque=y` on the directory.
 //!
 //! The model holds metadata only (owners, modes, devices and xattrs come from the tar
 //! headers, never from the host, so it is the same for root and for an unprivileged
