@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use std::process::Output;
 
 use hoist_testkit::fake::{FakeRegistry, Fault};
-use hoist_testkit::images::sample_multi_layer;
+use hoist_testkit::images::{BuiltImage, sample_multi_layer};
 use hoist_testkit::tree::{Compare, Tree};
 use serde_json::Value;
 
@@ -44,11 +44,19 @@ fn cache_entries(store: &Path) -> Vec<PathBuf> {
     }
 }
 
-#[test]
-fn building_while_pulling_gives_the_image_of_a_build_after_the_pull() {
+/// The testkit's multi-layer image served as `ns/app:1` by a fake registry, and its
+/// reference.
+fn served() -> (FakeRegistry, BuiltImage, String) {
     let fake = FakeRegistry::start();
     let img = sample_multi_layer().build().unwrap();
     fake.push_image("ns/app", "1", &img);
+    let r = fake.image_ref("ns/app:1");
+    (fake, img, r)
+}
+
+#[test]
+fn building_while_pulling_gives_the_image_of_a_build_after_the_pull() {
+    let (fake, img, r) = served();
     // The largest layer arrives slowly, so the build reads it while it downloads.
     let big = img.layers.iter().max_by_key(|l| l.blob.size).unwrap();
     fake.inject(
@@ -56,7 +64,6 @@ fn building_while_pulling_gives_the_image_of_a_build_after_the_pull() {
             .on_blob(&big.blob.digest)
             .forever(),
     );
-    let r = fake.image_ref("ns/app:1");
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
     for format in ["ext4", "erofs"] {
@@ -114,13 +121,10 @@ fn building_while_pulling_gives_the_image_of_a_build_after_the_pull() {
 
 #[test]
 fn a_corrupt_download_leaves_no_image_and_a_clean_store() {
-    let fake = FakeRegistry::start();
-    let img = sample_multi_layer().build().unwrap();
-    fake.push_image("ns/app", "1", &img);
+    let (fake, img, r) = served();
     // The last layer is served with one byte changed, every time.
     let bad = &img.layers.last().unwrap().blob.digest;
     fake.inject(Fault::WrongBytes.on_blob(bad).forever());
-    let r = fake.image_ref("ns/app:1");
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
     for format in ["ext4", "erofs"] {
@@ -155,13 +159,10 @@ fn a_corrupt_download_leaves_no_image_and_a_clean_store() {
 
 #[test]
 fn unpacking_while_pulling_gives_the_tree_of_an_unpack_after_the_pull() {
-    let fake = FakeRegistry::start();
-    let img = sample_multi_layer().build().unwrap();
-    fake.push_image("ns/app", "1", &img);
+    let (fake, img, r) = served();
     // The base layer arrives slowly: the unpack starts on it while it downloads.
     let base = &img.layers[0].blob.digest;
     fake.inject(Fault::Throttle(64 << 10).on_blob(base).forever());
-    let r = fake.image_ref("ns/app:1");
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
     let cold = dir.join("cold-rootfs");
@@ -199,12 +200,9 @@ fn unpacking_while_pulling_gives_the_tree_of_an_unpack_after_the_pull() {
 
 #[test]
 fn a_corrupt_download_leaves_no_unpacked_directory() {
-    let fake = FakeRegistry::start();
-    let img = sample_multi_layer().build().unwrap();
-    fake.push_image("ns/app", "1", &img);
+    let (fake, img, r) = served();
     let bad = &img.layers.last().unwrap().blob.digest;
     fake.inject(Fault::WrongBytes.on_blob(bad).forever());
-    let r = fake.image_ref("ns/app:1");
     let t = tempfile::tempdir().unwrap();
     let dir = t.path();
     let target = dir.join("rootfs");

@@ -30,7 +30,7 @@ use hoist_types::NoProgress;
 use hoist_unpack::{Limits, UnpackOptions};
 use support::{
     assert_owned_by_nobody, assert_same_tree, evil_record, in_mount_ns, linked_image, long_name,
-    nobody_dir, ok, per_layer_dirs, run_child_as_nobody, unpacked, wide_image, xattr_image,
+    nobody_dir, ok, per_layer_dirs, run_child_as_nobody, stored, unpacked, wide_image, xattr_image,
 };
 
 fn fsck(img: &Path) {
@@ -352,12 +352,7 @@ fn child_build_as_asked() {
 fn a_20k_entry_directory_is_listed_and_looked_up() {
     require!(Need::Tool("fsck.erofs"), Need::Tool("dump.erofs"));
     let t = tempfile::tempdir().unwrap();
-    let store = Store::open(t.path().join("store")).unwrap();
-    let rec = common::load(
-        &store,
-        &wide_image(20_000, 12_000).build().unwrap(),
-        "test/wide:latest",
-    );
+    let (store, rec) = stored(t.path(), &wide_image(20_000, 12_000), "test/wide:latest");
     let img = t.path().join("wide.erofs");
     let started = std::time::Instant::now();
     build(&store, &rec, ErofsSource::Flattened, &img);
@@ -398,12 +393,7 @@ fn a_20k_entry_directory_is_listed_and_looked_up() {
 fn a_70k_link_group_builds() {
     require!(Need::Tool("fsck.erofs"), Need::Tool("dump.erofs"));
     let t = tempfile::tempdir().unwrap();
-    let store = Store::open(t.path().join("store")).unwrap();
-    let rec = common::load(
-        &store,
-        &linked_image(70_000).build().unwrap(),
-        "test/links:70k",
-    );
+    let (store, rec) = stored(t.path(), &linked_image(70_000), "test/links:70k");
     let img = t.path().join("links.erofs");
     build(&store, &rec, ErofsSource::Flattened, &img);
     fsck(&img);

@@ -30,8 +30,8 @@ use hoist_testkit::{Need, require, this_test};
 use hoist_types::NoProgress;
 use hoist_unpack::{Limits, UnpackOptions};
 use support::{
-    assert_owned_by_nobody, assert_same_tree, per_layer_dirs, run_child_as_nobody, unpacked,
-    xattr_image,
+    assert_owned_by_nobody, assert_same_tree, per_layer_dirs, run_child_as_nobody, stored,
+    unpacked, xattr_image,
 };
 
 fn index(store: &Store, rec: &ImageRecord, source: ErofsSource, out: &Path) -> TarIndex {
@@ -217,12 +217,7 @@ fn mounted_indexes_hold_the_unpacked_tree() {
 #[test]
 fn tars_are_written_once_and_indexes_are_deterministic() {
     let t = tempfile::tempdir().unwrap();
-    let store = Store::open(t.path().join("store")).unwrap();
-    let rec = common::load(
-        &store,
-        &layered_image().build().unwrap(),
-        "test/layered:latest",
-    );
+    let (store, rec) = stored(t.path(), &layered_image(), "test/layered:latest");
     // The uncompressed layer is its own tar; the others are not in the store yet.
     assert_eq!(rec.layers[1].digest, rec.diff_ids[1]);
     assert!(store.has_blob(&rec.diff_ids[0]).unwrap().is_none());
@@ -329,12 +324,7 @@ fn a_layer_that_is_not_its_diff_id_is_refused_and_leaves_no_tar() {
 fn fsck_erofs_reads_the_index_where_it_knows_512_byte_blocks() {
     require!(Need::Tool("fsck.erofs"));
     let t = tempfile::tempdir().unwrap();
-    let store = Store::open(t.path().join("store")).unwrap();
-    let rec = common::load(
-        &store,
-        &layered_image().build().unwrap(),
-        "test/layered:latest",
-    );
+    let (store, rec) = stored(t.path(), &layered_image(), "test/layered:latest");
     let img = t.path().join("i.erofs");
     let ix = index(&store, &rec, ErofsSource::Flattened, &img);
     let mut cmd = Command::new("fsck.erofs");

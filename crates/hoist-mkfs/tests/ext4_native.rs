@@ -29,7 +29,7 @@ use hoist_types::NoProgress;
 use hoist_unpack::{Limits, UnpackOptions};
 use support::{
     assert_owned_by_nobody, assert_same_tree, evil_record, in_mount_ns, linked_image, long_name,
-    nobody_dir, ok, per_layer_dirs, run_child_as_nobody, unpacked, wide_image, xattr_image,
+    nobody_dir, ok, per_layer_dirs, run_child_as_nobody, stored, unpacked, wide_image, xattr_image,
 };
 
 fn e2fsck(img: &Path) {
@@ -61,6 +61,17 @@ fn build(
         opts,
         &Limits::default(),
         &NoProgress,
+    )
+}
+
+/// [`build`] of the flattened image with the default options.
+fn build_flat(store: &Store, rec: &ImageRecord, out: &Path) -> Result<u64, MkfsError> {
+    build(
+        store,
+        rec,
+        Ext4Source::Flattened,
+        out,
+        &Ext4Options::default(),
     )
 }
 
@@ -149,14 +160,7 @@ fn mounted_images_hold_the_unpacked_tree() {
         );
         let want = unpacked(&store, &rec, &t.path().join(format!("{tag}-unpacked")));
         let img = t.path().join(format!("{tag}.ext4"));
-        build(
-            &store,
-            &rec,
-            Ext4Source::Flattened,
-            &img,
-            &Ext4Options::default(),
-        )
-        .unwrap();
+        build_flat(&store, &rec, &img).unwrap();
         let got = no_lost_found(&mounted_tree(
             std::slice::from_ref(&img),
             &t.path().join(format!("{tag}-mnt")),
@@ -229,13 +233,7 @@ fn evil_layers_give_the_unpacked_tree_or_the_same_refusal() {
         let unpack =
             hoist_unpack::unpack_image(&store, &rec, &dir, &UnpackOptions::default(), &NoProgress);
         let img = t.path().join(format!("case{n}.ext4"));
-        let native = build(
-            &store,
-            &rec,
-            Ext4Source::Flattened,
-            &img,
-            &Ext4Options::default(),
-        );
+        let native = build_flat(&store, &rec, &img);
         match (unpack, native) {
             (Ok(_), Ok(_)) => {
                 e2fsck(&img);
@@ -272,22 +270,8 @@ fn builds_are_deterministic_and_rootless_builds_are_identical() {
     );
     let a = t.path().join("a.ext4");
     let b = t.path().join("b.ext4");
-    build(
-        &store,
-        &rec,
-        Ext4Source::Flattened,
-        &a,
-        &Ext4Options::default(),
-    )
-    .unwrap();
-    build(
-        &store,
-        &rec,
-        Ext4Source::Flattened,
-        &b,
-        &Ext4Options::default(),
-    )
-    .unwrap();
+    build_flat(&store, &rec, &a).unwrap();
+    build_flat(&store, &rec, &b).unwrap();
     assert!(
         std::fs::read(&a).unwrap() == std::fs::read(&b).unwrap(),
         "two builds differ"
@@ -344,12 +328,7 @@ fn child_build_as_asked() {
 fn read_write_mounts_take_writes_and_stay_clean() {
     require!(Need::Root, Need::Tool("unshare"), Need::Tool("e2fsck"));
     let t = tempfile::tempdir().unwrap();
-    let store = Store::open(t.path().join("store")).unwrap();
-    let rec = common::load(
-        &store,
-        &xattr_image().build().unwrap(),
-        "test/xattrs:latest",
-    );
+    let (store, rec) = stored(t.path(), &xattr_image(), "test/xattrs:latest");
     let img = t.path().join("rw.ext4");
     build(
         &store,
@@ -392,22 +371,10 @@ fn read_write_mounts_take_writes_and_stay_clean() {
 fn a_20k_entry_directory_is_an_htree() {
     require!(Need::Tool("e2fsck"), Need::Tool("debugfs"));
     let t = tempfile::tempdir().unwrap();
-    let store = Store::open(t.path().join("store")).unwrap();
-    let rec = common::load(
-        &store,
-        &wide_image(20_000, 12_000).build().unwrap(),
-        "test/wide:latest",
-    );
+    let (store, rec) = stored(t.path(), &wide_image(20_000, 12_000), "test/wide:latest");
     let img = t.path().join("wide.ext4");
     let started = std::time::Instant::now();
-    build(
-        &store,
-        &rec,
-        Ext4Source::Flattened,
-        &img,
-        &Ext4Options::default(),
-    )
-    .unwrap();
+    build_flat(&store, &rec, &img).unwrap();
     let took = started.elapsed();
     e2fsck(&img);
     let debugfs = |req: &str| ok(Command::new("debugfs").arg("-R").arg(req).arg(&img));
@@ -451,38 +418,21 @@ fn a_20k_entry_directory_is_an_htree() {
 fn link_groups_up_to_ext4s_limit_build_and_larger_ones_are_refused() {
     require!(Need::Tool("e2fsck"), Need::Tool("debugfs"));
     let t = tempfile::tempdir().unwrap();
-    let store = Store::open(t.path().join("store")).unwrap();
-    let rec = common::load(
-        &store,
-        &linked_image(70_000).build().unwrap(),
-        "test/links:70k",
-    );
+    let (store, rec) = stored(t.path(), &linked_image(70_000), "test/links:70k");
     let img = t.path().join("links.ext4");
-    let err = build(
-        &store,
-        &rec,
-        Ext4Source::Flattened,
-        &img,
-        &Ext4Options::default(),
-    )
-    .unwrap_err();
+    let err = build_flat(&store, &rec, &img).unwrap_err();
     let msg = hoist_types::error_chain(&err);
     assert!(msg.contains("65000") && msg.contains("/links/"), "{msg}");
     assert!(!img.exists(), "an image was left behind");
+    let report = store.fsck(&hoist_store::FsckOptions::default()).unwrap();
+    assert!(report.is_clean(), "{report:?}");
 
     let rec = common::load(
         &store,
         &linked_image(64_999).build().unwrap(),
         "test/links:65k",
     );
-    build(
-        &store,
-        &rec,
-        Ext4Source::Flattened,
-        &img,
-        &Ext4Options::default(),
-    )
-    .unwrap();
+    build_flat(&store, &rec, &img).unwrap();
     e2fsck(&img);
     let debugfs = |req: &str| ok(Command::new("debugfs").arg("-R").arg(req).arg(&img));
     let target = debugfs("stat /links/target");
@@ -496,12 +446,7 @@ fn link_groups_up_to_ext4s_limit_build_and_larger_ones_are_refused() {
 fn exact_sizes_are_honoured_or_refused() {
     require!(Need::Tool("e2fsck"));
     let t = tempfile::tempdir().unwrap();
-    let store = Store::open(t.path().join("store")).unwrap();
-    let rec = common::load(
-        &store,
-        &xattr_image().build().unwrap(),
-        "test/xattrs:latest",
-    );
+    let (store, rec) = stored(t.path(), &xattr_image(), "test/xattrs:latest");
     let img = t.path().join("sized.ext4");
     let opts = Ext4Options {
         size: "300M".parse().unwrap(),
@@ -521,14 +466,7 @@ fn exact_sizes_are_honoured_or_refused() {
     assert!(matches!(e, MkfsError::TooSmall { .. }), "{e}");
     assert!(e.to_string().contains("cannot hold"), "{e}");
     // Asking for more free space gives a bigger image.
-    let auto = build(
-        &store,
-        &rec,
-        Ext4Source::Flattened,
-        &img,
-        &Ext4Options::default(),
-    )
-    .unwrap();
+    let auto = build_flat(&store, &rec, &img).unwrap();
     let more = Ext4Options {
         free: 100 << 20,
         ..Ext4Options::default()

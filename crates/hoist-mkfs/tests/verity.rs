@@ -18,7 +18,7 @@ use hoist_store::{ImageRecord, Store};
 use hoist_testkit::images;
 use hoist_testkit::{Need, require};
 use hoist_types::NoProgress;
-use support::{ok, xattr_image};
+use support::{ok, stored, xattr_image};
 
 fn build(
     store: &Store,
@@ -140,12 +140,7 @@ fn veritysetup_verifies_ext4_and_erofs_images() {
 #[test]
 fn verity_needs_an_image_format() {
     let t = tempfile::tempdir().unwrap();
-    let store = Store::open(t.path().join("store")).unwrap();
-    let rec = common::load(
-        &store,
-        &images::sample_multi_layer().build().unwrap(),
-        "test/multi:latest",
-    );
+    let (store, rec) = stored(t.path(), &images::sample_multi_layer(), "test/multi:latest");
     let e = build(&store, &rec, Format::Dir, false, true).unwrap_err();
     assert!(matches!(e, MkfsError::VerityNeedsImage), "{e}");
 }

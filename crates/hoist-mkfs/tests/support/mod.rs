@@ -12,6 +12,13 @@ use hoist_testkit::tree::{Compare, Kind, Tree};
 use hoist_types::NoProgress;
 use hoist_unpack::UnpackOptions;
 
+/// A store in `dir/store` holding the image `spec` under `name`, and its record.
+pub fn stored(dir: &Path, spec: &ImageSpec, name: &str) -> (Store, ImageRecord) {
+    let store = Store::open(dir.join("store")).unwrap();
+    let rec = crate::common::load(&store, &spec.build().unwrap(), name);
+    (store, rec)
+}
+
 /// `hoist unpack` of `rec` into `dir`, scanned: what every image must read back as.
 pub fn unpacked(store: &Store, rec: &ImageRecord, dir: &Path) -> Tree {
     hoist_unpack::unpack_image(store, rec, dir, &UnpackOptions::default(), &NoProgress).unwrap();
