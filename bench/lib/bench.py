@@ -82,6 +82,7 @@ VARIANTS = {  # (number, variant) -> the text after the scenario's, where the va
     (12, "second"): "second run, nothing to copy; peer: hoist's first run into an empty registry",
     (4, "vs-unpack"): "peer: hoist unpack of the same image",
     (5, "vs-unpack"): "peer: hoist unpack of the same image",
+    (2, "ref"): "one command, `hoist unpack REF DIR` into an empty store: the layers unpacked as they download",
     (13, "vs-pull"): "peer: `hoist pull REF` alone",
     (13, "vs-skopeo"): "peer: skopeo copy + umoci unpack + mke2fs -d",
     (14, "1client"): "one client",
@@ -511,6 +512,10 @@ class Bench:
                      f"{self.skopeo(img, f'oci:{O}:latest')} && umoci unpack --image {q(O + ':latest')} {q(B)}",
                      clean, check=osrel_p)
             out.append(Case(2, img, h, p))
+            h2 = Tool("hoist unpack REF", self.H(S, "unpack", self.ref(img), T), clean, check=osrel_h,
+                      na=None if c["unpack"] else na_cmd("unpack"))
+            p2 = Tool(p.label, p.cmd, clean, check=osrel_p)
+            out.append(Case(2, img, h2, p2, variant="ref"))
         # 3. unpack from the store / layout
         for img in (small if quick else ["debian", "multi", "multi-zstd"]):
             h = Tool("hoist unpack", self.H(S, "unpack", self.ref(img), T), copy_store(img), check=osrel_h,
