@@ -209,6 +209,47 @@ fn a_working_mirror_means_the_registry_is_never_touched() {
 }
 
 #[test]
+fn a_rootfs_built_while_pulling_reads_from_the_mirror_and_each_manifest_and_config_once() {
+    let upstream = FakeRegistry::start();
+    let mirror = FakeRegistry::start();
+    let img = image(&[(256 * 1024, 1), (MIB, 2)], "r");
+    upstream.push_image("ns/app", "v1", &img);
+    mirror.push_image("ns/app", "v1", &img);
+    let mut env = Env::new();
+    hoist_config(&mut env, &upstream, &[mirror.url()]);
+    let out = env.path("app.ext4");
+    let o = env.hoist(&[
+        "rootfs",
+        &upstream.image_ref("ns/app:v1"),
+        "--format",
+        "ext4",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(o.status.success());
+    env.assert_pulled(&img);
+    // What the build read ahead (the manifest, the config) came from the mirror, as the
+    // layers did, and the pull took it from there instead of asking again.
+    assert!(upstream.requests().is_empty(), "{:#?}", upstream.requests());
+    let gets = |path: &str| {
+        mirror
+            .requests()
+            .iter()
+            .filter(|r| r.path == path && r.method == "GET")
+            .count()
+    };
+    assert_eq!(gets("/v2/ns/app/manifests/v1"), 1);
+    assert_eq!(
+        gets(&format!("/v2/ns/app/manifests/{}", img.manifest.digest)),
+        0
+    );
+    assert_eq!(gets(&blob_path("ns/app", &img.config.digest)), 1);
+    for l in &img.layers {
+        assert_eq!(gets(&blob_path("ns/app", &l.blob.digest)), 1);
+    }
+}
+
+#[test]
 fn a_mirror_without_the_image_falls_back_to_the_registry() {
     let upstream = FakeRegistry::start();
     let mirror = FakeRegistry::start();

@@ -16,7 +16,7 @@
 //!   same way, and a pull of the image pinned to that digest (`repo:tag@digest`, so the
 //!   tag is recorded for what was served) starts in the background, one per reference.
 //!   The pull reads through the same source and takes its manifests from the cache
-//!   ([`Pinned`]): the engine does not fetch again what was just served.
+//!   ([`Prefetched`]): the engine does not fetch again what was just served.
 //!   A tag is re-validated upstream at most once per TTL; when the upstream cannot be
 //!   reached the stored tag is served.
 //! - **Blobs** of a manifest answered so: the config (small, kept in memory by the engine
@@ -55,14 +55,12 @@ use std::time::{Duration, Instant};
 use axum::body::Bytes;
 use futures_util::Stream;
 use hoist_store::Store;
-use hoist_transport::fetch::BlobFetcher;
 use hoist_transport::transports::any::AnySource;
 use hoist_transport::transports::docker::DockerSource;
-use hoist_transport::transports::{
-    BlobLocation, BlobStream, ImageRef, ImageSource, ManifestRef as SourceRef, RawManifest,
-};
+use hoist_transport::transports::prefetched::Prefetched;
+use hoist_transport::transports::{ImageRef, ImageSource, ManifestRef as SourceRef, RawManifest};
 use hoist_transport::trust::TrustCheck;
-use hoist_transport::{PullOptions, TransportError, pull, pull_from};
+use hoist_transport::{PullOptions, pull, pull_from};
 use hoist_types::{
     Descriptor, Digest, Hasher, MAX_CONFIG_SIZE, Manifest, MediaType, NoProgress, Reference,
     error_chain,
@@ -450,12 +448,14 @@ impl PullThrough {
             .and_then(|d| self.cached(r.registry(), r.repository(), d))
             .and_then(|top| {
                 let upstream = self.source(r.registry(), r.repository()).ok()?;
-                Some(AnySource::custom(Pinned {
-                    upstream,
-                    reference: r.clone(),
-                    top: top.raw(),
-                    manifests: self.manifests.clone(),
-                }))
+                let lookup = {
+                    let manifests = self.manifests.clone();
+                    let (registry, name) = (r.registry().to_owned(), r.repository().to_owned());
+                    move |d: &Digest| cached_in(&manifests, &registry, &name, d).map(|c| c.raw())
+                };
+                Some(AnySource::custom(
+                    Prefetched::new(upstream, top.raw()).with_manifests(lookup),
+                ))
             });
         tokio::spawn(async move {
             let pulled = match &pinned {
@@ -595,63 +595,5 @@ impl PullThrough {
             }
         };
         download::tail(download, pull)
-    }
-}
-
-/// The background pull's source: the repository's upstream source (its client, mirrors
-/// and resumable reader), with the top manifest the server answered (and judged) and the
-/// manifests it has fetched since taken from the cache instead of fetched again.
-struct Pinned {
-    upstream: Arc<AnySource>,
-    reference: Reference,
-    top: RawManifest,
-    manifests: Manifests,
-}
-
-impl ImageSource for Pinned {
-    fn describe(&self) -> String {
-        format!("docker://{}", self.reference)
-    }
-
-    async fn get_manifest(&self, which: &SourceRef) -> Result<RawManifest, TransportError> {
-        match which {
-            SourceRef::Top => Ok(self.top.clone()),
-            SourceRef::Digest(d) if *d == self.top.digest => Ok(self.top.clone()),
-            SourceRef::Digest(d) => {
-                let r = &self.reference;
-                match cached_in(&self.manifests, r.registry(), r.repository(), d) {
-                    Some(c) => Ok(c.raw()),
-                    None => self.upstream.get_manifest(which).await,
-                }
-            }
-            SourceRef::Tag(_) => self.upstream.get_manifest(which).await,
-        }
-    }
-
-    async fn get_blob(&self, desc: &Descriptor) -> Result<BlobStream, TransportError> {
-        self.upstream.get_blob(desc).await
-    }
-
-    async fn get_signatures(
-        &self,
-        instance: Option<&Digest>,
-    ) -> Result<Vec<Vec<u8>>, TransportError> {
-        self.upstream.get_signatures(instance).await
-    }
-
-    async fn tags(&self) -> Result<Vec<String>, TransportError> {
-        self.upstream.tags().await
-    }
-
-    async fn referrers(&self, subject: &Digest) -> Result<Vec<Descriptor>, TransportError> {
-        self.upstream.referrers(subject).await
-    }
-
-    fn blob_locations(&self) -> Vec<BlobLocation> {
-        self.upstream.blob_locations()
-    }
-
-    fn blob_fetcher(&self) -> Option<&BlobFetcher> {
-        self.upstream.blob_fetcher()
     }
 }

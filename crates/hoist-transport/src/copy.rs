@@ -616,10 +616,18 @@ impl Engine<'_> {
         if let Some(bytes) = self.dst.reuse(desc).await? {
             return Ok((bytes, None));
         }
-        if let Some(fetcher) = self.src.blob_fetcher() {
+        let read = match (self.src.read_before(desc), self.src.blob_fetcher()) {
+            // Read ahead by the source's owner (checked here all the same).
+            (Some(read), _) => Some(read),
             // A registry: read through its sources, to learn which one served it (the
             // engine announces the blob when it moves it).
-            let (bytes, fetched) = fetcher.read_small(desc, &hoist_types::NoProgress).await?;
+            (None, Some(fetcher)) => {
+                let (bytes, fetched) = fetcher.read_small(desc, &hoist_types::NoProgress).await?;
+                Some((bytes, fetched.endpoint))
+            }
+            (None, None) => None,
+        };
+        if let Some((bytes, endpoint)) = read {
             let mut h = hoist_types::Hasher::new(desc.digest.algorithm());
             h.update(&bytes);
             let actual = h.finish();
@@ -628,7 +636,7 @@ impl Engine<'_> {
                     what: format!(
                         "config {} from {} ({} bytes, {} declared)",
                         desc.digest,
-                        fetched.endpoint,
+                        endpoint,
                         bytes.len(),
                         desc.size
                     ),
@@ -636,7 +644,7 @@ impl Engine<'_> {
                     actual,
                 });
             }
-            return Ok((bytes, Some(fetched.endpoint)));
+            return Ok((bytes, Some(endpoint)));
         }
         let stream = self.src.get_blob(desc).await?;
         let d = desc.clone();

@@ -3,23 +3,27 @@
 //! ([`pull_target`]), and a pull whose layers a builder reads while they download
 //! ([`pull_and_build`]).
 //!
-//! While building, the manifest and config are read first (the pull is then pinned to
-//! that manifest), the pull runs on the runtime, and the builder reads each layer from
-//! its partial download as it grows ([`Store::following`]: fetch → hash → decompress →
-//! apply in one pass). A layer ends for the builder only once the pull has verified and
+//! While building, the manifest and config are read first, through the source the pull
+//! then reads from (mirrors first); the pull is pinned to that manifest and takes what was
+//! read from that source instead of fetching it again ([`Prefetched`]). The pull runs on
+//! the runtime, and the builder reads each layer from its partial download as it grows
+//! ([`Store::following`]: fetch → hash → decompress → apply in one pass). A layer ends for the builder only once the pull has verified and
 //! published its blob, and the builder checks each diff ID: a failed or corrupt download
 //! leaves no result, and the pull leaves the store as it was.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use hoist_store::{Downloads, ImageRecord, Store, StoreError};
 use hoist_types::{
-    Descriptor, Hasher, ImageConfig, MAX_CONFIG_SIZE, Manifest, Progress, ProgressEvent, Reference,
-    TypeError,
+    Descriptor, Digest, Hasher, ImageConfig, MAX_CONFIG_SIZE, Manifest, NoProgress, Progress,
+    ProgressEvent, Reference, TypeError,
 };
 
-use crate::transports::ImageSource as _;
+use crate::transports::any::AnySource;
 use crate::transports::docker::DockerSource;
+use crate::transports::prefetched::Prefetched;
+use crate::transports::{ImageSource as _, ManifestRef, RawManifest};
 use crate::{PullOptions, PullReport, TransportError};
 
 /// When a command that needs an image asks the registry for it, as `podman run --pull`
@@ -178,7 +182,7 @@ pub fn pull_and_build<R, E: std::fmt::Display>(
     } else {
         None
     };
-    let Some((pinned, image)) = ahead else {
+    let Some((pinned, image, src)) = ahead else {
         let report = rt
             .block_on(crate::pull(store, reference, opts, progress.as_ref()))
             .map_err(PullBuildError::Pull)?;
@@ -196,7 +200,8 @@ pub fn pull_and_build<R, E: std::fmt::Display>(
             // Whatever ends the task (a panic, the runtime shutting down), the builder's
             // readers stop waiting: they fail.
             let _ended = Ended(downloads.clone());
-            let r = crate::pull(&store, &pinned, &opts, progress.as_ref())
+            let src = AnySource::custom(src);
+            let r = crate::pull_from(&store, &pinned, &src, &opts, progress.as_ref())
                 .await
                 .and_then(|report| {
                     let got = &report.image.manifest.digest;
@@ -262,17 +267,37 @@ impl Drop for Ended {
     }
 }
 
-/// The manifest and config of `reference` for the pull's platform, read before the pull:
-/// the reference pinned to the top manifest's digest (a tag kept, so the pull records it
-/// for what was read), and the image as the builder needs it (layers, diff IDs, chain
-/// IDs), the config checked against its digest. `None` when they cannot be read ahead
-/// (the pull then runs first, and says why if it fails too).
-async fn read_ahead(reference: &Reference, opts: &PullOptions) -> Option<(Reference, ImageRecord)> {
-    let src = DockerSource::new(reference.clone(), opts);
-    let client = src.registry_client().await.ok()?;
-    let resolved = crate::resolve(&client, reference, &opts.platform)
+/// The manifest and config of `reference` for the pull's platform, read before the pull
+/// through the source the pull then reads from (mirrors first, as the pull would): the
+/// reference pinned to the top manifest's digest (a tag kept, so the pull records it for
+/// what was read), the image as the builder needs it (layers, diff IDs, chain IDs), the
+/// config checked against its digest, and the source holding what was read, so the pull
+/// does not read it again ([`Prefetched`]). `None` when they cannot be read ahead (the
+/// pull then runs first, and says why if it fails too).
+async fn read_ahead(
+    reference: &Reference,
+    opts: &PullOptions,
+) -> Option<(Reference, ImageRecord, Prefetched)> {
+    let upstream = Arc::new(AnySource::Docker(DockerSource::new(
+        reference.clone(),
+        opts,
+    )));
+    let top = upstream.get_manifest(&ManifestRef::Top).await.ok()?;
+    let resolved = {
+        let upstream = &upstream;
+        crate::resolve::walk(
+            top.clone(),
+            &reference.to_string(),
+            &opts.platform,
+            |entry| async move {
+                upstream
+                    .get_manifest(&ManifestRef::Digest(entry.digest))
+                    .await
+            },
+        )
         .await
-        .ok()?;
+        .ok()?
+    };
     let Manifest::Image(m) = &resolved.image.manifest else {
         return None;
     };
@@ -283,14 +308,11 @@ async fn read_ahead(reference: &Reference, opts: &PullOptions) -> Option<(Refere
     {
         return None;
     }
-    let mut blob = src.get_blob(&m.config).await.ok()?.into_async();
-    let mut bytes = Vec::with_capacity(m.config.size as usize);
-    while let Some(chunk) = blob.next().await {
-        bytes.extend_from_slice(&chunk.ok()?);
-        if bytes.len() as u64 > m.config.size {
-            return None;
-        }
-    }
+    let (bytes, fetched) = upstream
+        .blob_fetcher()?
+        .read_small(&m.config, &NoProgress)
+        .await
+        .ok()?;
     let mut h = Hasher::new(m.config.digest.algorithm());
     h.update(&bytes);
     if bytes.len() as u64 != m.config.size || h.finish() != m.config.digest {
@@ -321,5 +343,14 @@ async fn read_ahead(reference: &Reference, opts: &PullOptions) -> Option<(Refere
         digest_refs: Vec::new(),
         oci_views: Default::default(),
     };
-    Some((pinned, image))
+    let manifests: HashMap<Digest, RawManifest> = resolved
+        .indexes
+        .iter()
+        .chain([&resolved.image])
+        .map(|m| (m.digest.clone(), m.clone()))
+        .collect();
+    let src = Prefetched::new(upstream, top)
+        .with_manifests(move |d| manifests.get(d).cloned())
+        .with_blob(m.config.digest.clone(), bytes, fetched.endpoint);
+    Some((pinned, image, src))
 }

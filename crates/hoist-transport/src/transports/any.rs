@@ -216,6 +216,10 @@ impl ImageSource for AnySource {
         each!(self, s => s.blob_locations())
     }
 
+    fn read_before(&self, desc: &Descriptor) -> Option<(Vec<u8>, String)> {
+        each!(self, s => s.read_before(desc))
+    }
+
     fn blob_fetcher(&self) -> Option<&crate::fetch::BlobFetcher> {
         each!(self, s => s.blob_fetcher())
     }

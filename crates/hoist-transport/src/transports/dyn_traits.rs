@@ -103,6 +103,8 @@ pub trait DynImageSource: Send + Sync {
     ) -> BoxFuture<'a, Result<Vec<Descriptor>, TransportError>>;
     /// [`ImageSource::blob_locations`].
     fn blob_locations_dyn(&self) -> Vec<BlobLocation>;
+    /// [`ImageSource::read_before`].
+    fn read_before_dyn(&self, desc: &Descriptor) -> Option<(Vec<u8>, String)>;
     /// [`ImageSource::blob_fetcher`].
     fn blob_fetcher_dyn(&self) -> Option<&BlobFetcher>;
 }
@@ -141,6 +143,9 @@ impl<T: ImageSource> DynImageSource for T {
     fn blob_locations_dyn(&self) -> Vec<BlobLocation> {
         self.blob_locations()
     }
+    fn read_before_dyn(&self, desc: &Descriptor) -> Option<(Vec<u8>, String)> {
+        self.read_before(desc)
+    }
     fn blob_fetcher_dyn(&self) -> Option<&BlobFetcher> {
         self.blob_fetcher()
     }
@@ -178,6 +183,9 @@ impl ImageSource for Box<dyn DynImageSource> {
     }
     fn blob_locations(&self) -> Vec<BlobLocation> {
         (**self).blob_locations_dyn()
+    }
+    fn read_before(&self, desc: &Descriptor) -> Option<(Vec<u8>, String)> {
+        (**self).read_before_dyn(desc)
     }
     fn blob_fetcher(&self) -> Option<&BlobFetcher> {
         (**self).blob_fetcher_dyn()

@@ -38,6 +38,7 @@ pub mod dyn_traits;
 pub mod hoist;
 pub(crate) mod local;
 pub mod oci;
+pub mod prefetched;
 
 pub mod archive;
 pub mod docker_archive;

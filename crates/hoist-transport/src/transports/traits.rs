@@ -358,6 +358,15 @@ pub trait ImageSource: Send + Sync {
         Vec::new()
     }
 
+    /// A small blob (a config) the source read before the copy asked for it, with the
+    /// URL it came from: the engine takes these bytes (and verifies them) instead of
+    /// reading the blob again ([`Prefetched`](super::prefetched::Prefetched)). `None`
+    /// (the default): nothing was read ahead.
+    fn read_before(&self, desc: &Descriptor) -> Option<(Vec<u8>, String)> {
+        let _ = desc;
+        None
+    }
+
     /// The source's resumable blob reader, where it has one: a registry's (reads at an
     /// offset with `Range`, large blobs over several connections, retries, mirrors). The
     /// copy engine hands it to [`ImageDestination::put_blob_from`], so a destination that
