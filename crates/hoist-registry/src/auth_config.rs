@@ -786,15 +786,28 @@ mod tests {
         assert!(e.to_string().contains("explicit.json"), "{e}");
     }
 
+    /// Writes the helper from a child process: were it written here, a process another
+    /// test thread forks meanwhile could hold the file open for writing while this test
+    /// runs the helper, which then fails with ETXTBSY ("Text file busy").
     fn helper_script(f: &Fixture, name: &str, body: &str) {
-        use std::os::unix::fs::PermissionsExt;
+        use std::io::Write as _;
         let p = f
             .dir
             .path()
             .join("bin")
             .join(format!("docker-credential-{name}"));
-        std::fs::write(&p, format!("#!/bin/sh\n{body}\n")).unwrap();
-        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+        let mut child = std::process::Command::new("sh")
+            .args(["-c", "cat > \"$1\" && chmod 755 \"$1\"", "sh"])
+            .arg(&p)
+            .stdin(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut stdin = child.stdin.take().unwrap();
+        stdin
+            .write_all(format!("#!/bin/sh\n{body}\n").as_bytes())
+            .unwrap();
+        drop(stdin);
+        assert!(child.wait().unwrap().success());
     }
 
     #[test]
