@@ -104,6 +104,18 @@ pub struct RawTar {
     out: Vec<u8>,
 }
 
+/// The PAX forms of a GNU sparse file ([`RawTar::pax_sparse`]), named by GNU tar's
+/// `--sparse-version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PaxSparse {
+    /// 0.0: `GNU.sparse.offset` / `GNU.sparse.numbytes` records, one pair per segment.
+    V0_0,
+    /// 0.1: one `GNU.sparse.map` record.
+    V0_1,
+    /// 1.0: the map at the start of the data.
+    V1_0,
+}
+
 /// Tar type flags.
 pub mod flag {
     /// Regular file.
@@ -217,6 +229,126 @@ impl RawTar {
     /// A hard link with `mode` in its header.
     pub fn hardlink(&mut self, name: &[u8], target: &[u8], mode: u32) -> &mut RawTar {
         self.raw(name, flag::LINK, mode, 0, 0, 0, target, b"")
+    }
+
+    /// A sparse file as GNU tar writes it in its own format (type `S`): the `segments`
+    /// (offset in the file, bytes) stored one after the other, their map in the header (four
+    /// segments) and in extension blocks after it (21 each), `size` the file's real size.
+    /// Written as given, valid or not.
+    pub fn gnu_sparse(&mut self, name: &[u8], segments: &[(u64, &[u8])], size: u64) -> &mut RawTar {
+        // Octal, or base-256 (GNU's form) where 11 octal digits do not hold the number.
+        let octal = |v: u64| {
+            if v < 1 << 33 {
+                format!("{v:011o}\0").into_bytes()
+            } else {
+                let mut f = vec![0x80u8, 0, 0, 0];
+                f.extend_from_slice(&v.to_be_bytes());
+                f
+            }
+        };
+        let entry = |at: u64, len: usize| [octal(at), octal(len as u64)].concat();
+        let data: Vec<u8> = segments
+            .iter()
+            .flat_map(|(_, d)| d.iter().copied())
+            .collect();
+        let mut h = tar::Header::new_gnu();
+        h.as_old_mut().name[..name.len()].copy_from_slice(name);
+        h.set_mode(0o644);
+        h.set_mtime(crate::images::DEFAULT_MTIME);
+        h.set_size(data.len() as u64);
+        h.as_old_mut().linkflag = [b'S'];
+        let (head, rest) = segments.split_at(segments.len().min(4));
+        let raw = h.as_mut_bytes();
+        for (i, (at, d)) in head.iter().enumerate() {
+            raw[386 + i * 24..410 + i * 24].copy_from_slice(&entry(*at, d.len()));
+        }
+        raw[482] = u8::from(!rest.is_empty());
+        raw[483..495].copy_from_slice(&octal(size));
+        h.set_cksum();
+        self.out.extend_from_slice(h.as_bytes());
+        let blocks: Vec<_> = rest.chunks(21).collect();
+        for (k, chunk) in blocks.iter().enumerate() {
+            let mut block = [0u8; 512];
+            for (i, (at, d)) in chunk.iter().enumerate() {
+                block[i * 24..i * 24 + 24].copy_from_slice(&entry(*at, d.len()));
+            }
+            block[504] = u8::from(k + 1 < blocks.len());
+            self.out.extend_from_slice(&block);
+        }
+        self.out.extend_from_slice(&data);
+        self.out
+            .extend(std::iter::repeat_n(0u8, (512 - data.len() % 512) % 512));
+        self
+    }
+
+    /// A sparse file as GNU tar writes it with `--format=posix --sparse-version=V`: the
+    /// map in PAX records (0.0: `offset`/`numbytes` pairs; 0.1: `map`) or at the start of
+    /// the data (1.0, with the real name and size in PAX records and a made-up name in
+    /// the header). As [`gnu_sparse`](Self::gnu_sparse) otherwise.
+    pub fn pax_sparse(
+        &mut self,
+        version: PaxSparse,
+        name: &[u8],
+        segments: &[(u64, &[u8])],
+        size: u64,
+    ) -> &mut RawTar {
+        let mut data: Vec<u8> = segments
+            .iter()
+            .flat_map(|(_, d)| d.iter().copied())
+            .collect();
+        let n = segments.len().to_string();
+        let real = size.to_string();
+        let pairs: Vec<(String, String)> = segments
+            .iter()
+            .map(|(at, d)| (at.to_string(), d.len().to_string()))
+            .collect();
+        let mut records: Vec<(&str, Vec<u8>)> = Vec::new();
+        let mut header_name = name.to_vec();
+        match version {
+            PaxSparse::V0_0 => {
+                records.push(("GNU.sparse.size", real.clone().into_bytes()));
+                records.push(("GNU.sparse.numblocks", n.clone().into_bytes()));
+                for (at, len) in &pairs {
+                    records.push(("GNU.sparse.offset", at.clone().into_bytes()));
+                    records.push(("GNU.sparse.numbytes", len.clone().into_bytes()));
+                }
+            }
+            PaxSparse::V0_1 => {
+                let map: Vec<String> = pairs.iter().map(|(a, l)| format!("{a},{l}")).collect();
+                records.push(("GNU.sparse.size", real.clone().into_bytes()));
+                records.push(("GNU.sparse.numblocks", n.clone().into_bytes()));
+                records.push(("GNU.sparse.name", name.to_vec()));
+                records.push(("GNU.sparse.map", map.join(",").into_bytes()));
+                header_name = b"GNUSparseFile.0/f".to_vec();
+            }
+            PaxSparse::V1_0 => {
+                records.push(("GNU.sparse.major", b"1".to_vec()));
+                records.push(("GNU.sparse.minor", b"0".to_vec()));
+                records.push(("GNU.sparse.name", name.to_vec()));
+                records.push(("GNU.sparse.realsize", real.into_bytes()));
+                header_name = b"GNUSparseFile.0/f".to_vec();
+                let mut map = format!("{n}\n");
+                for (at, len) in &pairs {
+                    map.push_str(&format!("{at}\n{len}\n"));
+                }
+                let mut map = map.into_bytes();
+                map.resize(map.len().div_ceil(512) * 512, 0);
+                map.extend_from_slice(&data);
+                data = map;
+            }
+        }
+        let records: Vec<(&str, &[u8])> = records.iter().map(|(k, v)| (*k, &v[..])).collect();
+        self.pax(&records);
+        self.raw(
+            &header_name,
+            flag::FILE,
+            0o644,
+            0,
+            0,
+            data.len() as u64,
+            b"",
+            &data,
+        )
     }
 
     /// The archive, with its two end-of-archive blocks.
@@ -659,6 +791,58 @@ pub fn cases(sentinel: &Path) -> Vec<EvilCase> {
             checks: vec![],
             max_layer_size: Some(4 << 20),
         });
+    }
+    {
+        // GNU sparse files (GNU tar's `--sparse`) in its four forms, read as Go's reader (so
+        // containerd, Docker and umoci) reads them: the file, with zeros in its holes. Six
+        // segments, so the old format needs an extension block; a hole at the end.
+        let segs: [(u64, &[u8]); 6] = [
+            (0, b"head"),
+            (1024, b"one"),
+            (2048, b"two"),
+            (3000, b"three"),
+            (4096, b"four"),
+            (6000, b"tail!"),
+        ];
+        let mut want = vec![0u8; 8192];
+        for (at, d) in segs {
+            want[at as usize..][..d.len()].copy_from_slice(d);
+        }
+        let ok =
+            |name, t: &RawTar| one(name, t, Expect::Ok, vec![Check::File(b("s"), want.clone())]);
+        out.push(ok(
+            "sparse-gnu",
+            RawTar::new().gnu_sparse(b"s", &segs, 8192),
+        ));
+        for (name, v) in [
+            ("sparse-pax-0.0", PaxSparse::V0_0),
+            ("sparse-pax-0.1", PaxSparse::V0_1),
+            ("sparse-pax-1.0", PaxSparse::V1_0),
+        ] {
+            out.push(ok(name, RawTar::new().pax_sparse(v, b"s", &segs, 8192)));
+        }
+        let refused = |name, t: &RawTar| one(name, t, Expect::Error, vec![]);
+        out.push(refused(
+            "sparse-overlapping",
+            RawTar::new().gnu_sparse(b"s", &[(0, b"abcd"), (2, b"xy")], 16),
+        ));
+        out.push(refused(
+            "sparse-past-its-size",
+            RawTar::new().pax_sparse(PaxSparse::V0_1, b"s", &[(10, b"abcdef")], 12),
+        ));
+        out.push(refused(
+            "sparse-out-of-order",
+            RawTar::new().pax_sparse(PaxSparse::V1_0, b"s", &[(100, b"a"), (0, b"b")], 200),
+        ));
+        let mut t = RawTar::new();
+        t.pax(&[("GNU.sparse.size", b"100"), ("GNU.sparse.map", b"0,10")]);
+        t.file(b"s", b"abcd");
+        out.push(refused("sparse-map-not-the-data-stored", &t));
+        // 1 TiB of hole in a few hundred bytes: over the layer size limit (64 GiB).
+        out.push(refused(
+            "sparse-hole-bomb",
+            RawTar::new().gnu_sparse(b"s", &[((1 << 40) - 1, b"x")], 1 << 40),
+        ));
     }
     out.push(one(
         "dir-replaced-by-symlink-same-layer",

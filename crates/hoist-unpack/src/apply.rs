@@ -500,10 +500,22 @@ impl Rootfs {
         let mut file = std::fs::File::from(fd);
         let mut left = e.size;
         while left > 0 {
+            // A sparse file's holes stay holes: passed over, the size set at the end.
+            let hole = tar.skip_hole();
+            if hole > 0 {
+                std::io::Seek::seek(&mut file, std::io::SeekFrom::Current(hole as i64))
+                    .map_err(|err| UnpackError::entry_io(&e.path, "seek", err))?;
+                left -= hole;
+                continue;
+            }
             let n = tar.read_data(&mut self.buf)?;
             std::io::Write::write_all(&mut file, &self.buf[..n])
                 .map_err(|err| UnpackError::entry_io(&e.path, "write", err))?;
             left -= n as u64;
+        }
+        if tar.is_sparse() {
+            file.set_len(e.size)
+                .map_err(|err| UnpackError::entry_io(&e.path, "set the size", err))?;
         }
         let fd = OwnedFd::from(file);
         self.fd_meta(e, &fd, self.file_mode(e), st)?;

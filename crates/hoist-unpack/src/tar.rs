@@ -9,7 +9,14 @@
 //!   there for files over 8 GiB); anything else is refused.
 //! - Header-only types (links, directories, devices, fifos) must have size 0.
 //! - Two extension headers of one kind for one entry, or extension headers with no entry
-//!   after them, are refused; so are GNU sparse files and unknown entry types.
+//!   after them, are refused; so are unknown entry types.
+//! - GNU sparse files are read in the four forms GNU tar writes (the old GNU `S` type and
+//!   PAX formats 0.0, 0.1 and 1.0), as Go's reader (so containerd, Docker and umoci) does:
+//!   the entry is a regular file of its real size, whose data reads as its stored segments
+//!   with zeros in the holes. The map must be ascending, non-overlapping, within the real
+//!   size, and its segments must add up to the bytes stored; the holes count against
+//!   [`Limits::max_layer_size`] with the stream, so a small layer cannot expand without
+//!   bound.
 //! - After the end-of-archive block only zero bytes may follow (checked by the caller
 //!   through [`crate::LayerStream::finish`]).
 //! - uid and gid must fit in 32 bits and not be 4294967295 (which `chown` reads as "leave
@@ -96,6 +103,78 @@ struct Pax {
     gid: Option<u64>,
     mtime: Option<Timestamp>,
     xattrs: Vec<(Vec<u8>, Vec<u8>)>,
+    sparse: PaxSparse,
+}
+
+/// The `GNU.sparse.*` records of a PAX header.
+#[derive(Default)]
+struct PaxSparse {
+    /// Whether any was given.
+    any: bool,
+    /// `major`, `minor` (format 1.0: the map is at the start of the data).
+    version: (Option<u64>, Option<u64>),
+    /// `name`: the file's real name (the header's is made up).
+    name: Option<Vec<u8>>,
+    /// `realsize` (1.0) or `size` (0.x): the file's real size.
+    size: Option<u64>,
+    /// `map` (0.1) or the `offset`/`numbytes` pairs (0.0), in order.
+    map: Vec<(u64, Option<u64>)>,
+    /// Whether `map` (0.1) was given.
+    map_record: bool,
+    /// `numblocks` (0.x): the map's length.
+    count: Option<u64>,
+}
+
+/// How the data of a sparse entry is laid out: its segments (offset in the file, length),
+/// stored one after the other in the tar; zeros between them.
+#[derive(Debug)]
+struct Sparse {
+    map: Vec<(u64, u64)>,
+    /// The segment at or after `pos`.
+    next: usize,
+    /// Position in the file.
+    pos: u64,
+    /// The file's real size.
+    size: u64,
+}
+
+/// Most segments one sparse file may have.
+const MAX_SPARSE_SEGMENTS: usize = 1 << 20;
+
+impl Sparse {
+    /// The zeros from `pos` to the next segment (or the end of the file), past the
+    /// segments that end at or before `pos`.
+    fn hole_left(&mut self) -> u64 {
+        while let Some(&(at, len)) = self.map.get(self.next)
+            && at + len <= self.pos
+        {
+            self.next += 1;
+        }
+        match self.map.get(self.next) {
+            Some(&(at, _)) => at.saturating_sub(self.pos),
+            None => self.size - self.pos,
+        }
+    }
+}
+
+/// Checks a sparse map against the file's real size and the bytes stored: ascending,
+/// non-overlapping, within the file, adding up to what is stored.
+fn check_sparse_map(map: &[(u64, u64)], size: u64, stored: u64) -> Result<(), &'static str> {
+    let (mut end, mut total) = (0u64, 0u64);
+    for &(at, len) in map {
+        if at < end {
+            return Err("GNU sparse map out of order or overlapping");
+        }
+        end = at
+            .checked_add(len)
+            .filter(|e| *e <= size)
+            .ok_or("GNU sparse map reaches past the file's size")?;
+        total += len;
+    }
+    if total != stored {
+        return Err("GNU sparse map does not add up to the data stored");
+    }
+    Ok(())
 }
 
 /// Reads tar entries from a (decompressed) stream.
@@ -114,6 +193,10 @@ pub struct TarReader<R> {
     header_offset: u64,
     ended: bool,
     block: [u8; BLOCK],
+    /// The current entry's layout, when it is a sparse file.
+    sparse: Option<Sparse>,
+    /// Hole bytes of the sparse files read so far (they count as layer size).
+    holes: u64,
 }
 
 impl<R> std::fmt::Debug for TarReader<R> {
@@ -266,7 +349,51 @@ fn parse_pax(mut data: &[u8], limits: &Limits) -> Result<Pax, &'static str> {
             b"uid" => pax.uid = Some(pax_u64(value).ok_or("invalid PAX uid")?),
             b"gid" => pax.gid = Some(pax_u64(value).ok_or("invalid PAX gid")?),
             b"mtime" => pax.mtime = Some(pax_time(value).ok_or("invalid PAX mtime")?),
-            k if k.starts_with(b"GNU.sparse.") => return Err("GNU sparse files are not supported"),
+            k if k.starts_with(b"GNU.sparse.") => {
+                let sp = &mut pax.sparse;
+                sp.any = true;
+                let num = || pax_u64(value).ok_or("invalid GNU sparse number");
+                match &k[b"GNU.sparse.".len()..] {
+                    b"major" => sp.version.0 = Some(num()?),
+                    b"minor" => sp.version.1 = Some(num()?),
+                    b"name" => sp.name = Some(value.to_vec()),
+                    b"realsize" | b"size" => sp.size = Some(num()?),
+                    b"numblocks" => sp.count = Some(num()?),
+                    b"map" => {
+                        if sp.map_record || !sp.map.is_empty() {
+                            return Err("two GNU sparse maps for one entry");
+                        }
+                        sp.map_record = true;
+                        let nums: Vec<u64> = if value.is_empty() {
+                            Vec::new()
+                        } else {
+                            value
+                                .split(|b| *b == b',')
+                                .map(pax_u64)
+                                .collect::<Option<_>>()
+                                .ok_or("invalid GNU sparse map")?
+                        };
+                        if !nums.len().is_multiple_of(2) || nums.len() / 2 > MAX_SPARSE_SEGMENTS {
+                            return Err("invalid GNU sparse map");
+                        }
+                        sp.map = nums.chunks(2).map(|c| (c[0], Some(c[1]))).collect();
+                    }
+                    b"offset" => {
+                        if sp.map_record || sp.map.last().is_some_and(|(_, n)| n.is_none()) {
+                            return Err("invalid GNU sparse map");
+                        }
+                        if sp.map.len() >= MAX_SPARSE_SEGMENTS {
+                            return Err("invalid GNU sparse map");
+                        }
+                        sp.map.push((num()?, None));
+                    }
+                    b"numbytes" => match sp.map.last_mut() {
+                        Some((_, n @ None)) => *n = Some(num()?),
+                        _ => return Err("invalid GNU sparse map"),
+                    },
+                    _ => return Err("unknown GNU sparse record"),
+                }
+            }
             k if k.starts_with(b"SCHILY.xattr.") => {
                 let name = &k[b"SCHILY.xattr.".len()..];
                 if name.is_empty() || name.contains(&0) {
@@ -310,6 +437,8 @@ impl<R: Read> TarReader<R> {
             header_offset: 0,
             ended: false,
             block: [0; BLOCK],
+            sparse: None,
+            holes: 0,
         }
     }
 
@@ -390,12 +519,45 @@ impl<R: Read> TarReader<R> {
         Ok(data)
     }
 
+    /// Whether the current entry is a sparse file: its data in the stream is its segments,
+    /// not its contents byte for byte (what [`read_data`](Self::read_data) returns is).
+    pub fn is_sparse(&self) -> bool {
+        self.sparse.is_some()
+    }
+
+    /// Passes over the hole at the current position of a sparse file (the data read next
+    /// is what follows it) and returns its length: 0 when not in a hole, or for any other
+    /// entry. A writer that seeks over it instead of writing zeros keeps the file sparse.
+    pub fn skip_hole(&mut self) -> u64 {
+        match &mut self.sparse {
+            Some(sp) => {
+                let n = sp.hole_left();
+                sp.pos += n;
+                n
+            }
+            None => 0,
+        }
+    }
+
     /// Reads data of the current entry (a regular file); `Ok(0)` at its end.
     pub fn read_data(&mut self, buf: &mut [u8]) -> Result<usize, UnpackError> {
-        if self.remaining == 0 {
+        let mut k = (buf.len() as u64).min(self.remaining) as usize;
+        if let Some(sp) = &mut self.sparse {
+            let hole = sp.hole_left();
+            if hole > 0 {
+                let n = (buf.len() as u64).min(hole) as usize;
+                buf[..n].fill(0);
+                sp.pos += n as u64;
+                return Ok(n);
+            }
+            let Some(&(at, len)) = sp.map.get(sp.next) else {
+                return Ok(0); // the end of the file
+            };
+            k = (k as u64).min(at + len - sp.pos) as usize;
+        }
+        if k == 0 {
             return Ok(0);
         }
-        let k = (buf.len() as u64).min(self.remaining) as usize;
         let n = loop {
             match self.inner.read(&mut buf[..k]) {
                 Ok(n) => break n,
@@ -411,6 +573,9 @@ impl<R: Read> TarReader<R> {
         }
         self.offset += n as u64;
         self.remaining -= n as u64;
+        if let Some(sp) = &mut self.sparse {
+            sp.pos += n as u64;
+        }
         Ok(n)
     }
 
@@ -420,6 +585,7 @@ impl<R: Read> TarReader<R> {
         if self.ended {
             return Ok(None);
         }
+        self.sparse = None;
         self.skip_rest()?;
         let mut pax: Option<Pax> = None;
         let mut long_name: Option<Vec<u8>> = None;
@@ -494,6 +660,91 @@ impl<R: Read> TarReader<R> {
         }
     }
 
+    /// The map and real size of an old-GNU sparse entry (type `S`): four segments in the
+    /// header, then 21 per extension block while the "extended" flag is set.
+    fn gnu_sparse_map(
+        &mut self,
+        b: &[u8; BLOCK],
+        path: &[u8],
+    ) -> Result<(Vec<(u64, u64)>, u64), UnpackError> {
+        let bad = |r| UnpackError::bad(path, r);
+        let field = |f: &[u8]| numeric(f, false).map(|v| v as u64).map_err(bad);
+        let real = field(&b[483..495])?;
+        let mut map = Vec::new();
+        let read = |entries: &[u8], n: usize, map: &mut Vec<(u64, u64)>| {
+            for i in 0..n {
+                let e = &entries[i * 24..i * 24 + 24];
+                if e[0] == 0 {
+                    break;
+                }
+                map.push((field(&e[..12])?, field(&e[12..])?));
+            }
+            Ok::<_, UnpackError>(())
+        };
+        read(&b[386..482], 4, &mut map)?;
+        let mut extended = b[482] != 0;
+        let mut bytes = 0u64;
+        while extended {
+            bytes += BLOCK as u64;
+            if bytes > self.limits.max_extension_size {
+                return Err(UnpackError::Limit {
+                    what: "GNU sparse map size",
+                    limit: self.limits.max_extension_size,
+                    entry: Some(show(&path[..path.len().min(200)])),
+                });
+            }
+            let mut block = [0u8; BLOCK];
+            if !self.read_exact_counted(&mut block)? {
+                return Err(self.invalid("truncated GNU sparse map"));
+            }
+            read(&block[..504], 21, &mut map)?;
+            extended = block[504] != 0;
+        }
+        Ok((map, real))
+    }
+
+    /// The map of a PAX 1.0 sparse file, read from the start of its data: decimal numbers,
+    /// one per line (the count, then offset and length of each segment), padded to a block.
+    fn sparse_map_in_data(&mut self, path: &[u8]) -> Result<Vec<(u64, u64)>, UnpackError> {
+        let bad = |r| UnpackError::bad(path, r);
+        let mut text: Vec<u8> = Vec::new();
+        let mut nums: Vec<u64> = Vec::new();
+        let mut at = 0usize;
+        let mut want = usize::MAX;
+        while nums.len() < want {
+            if self.remaining < BLOCK as u64 {
+                return Err(bad("truncated GNU sparse map"));
+            }
+            if (text.len() + BLOCK) as u64 > self.limits.max_extension_size {
+                return Err(UnpackError::Limit {
+                    what: "GNU sparse map size",
+                    limit: self.limits.max_extension_size,
+                    entry: Some(show(&path[..path.len().min(200)])),
+                });
+            }
+            let mut block = [0u8; BLOCK];
+            if !self.read_exact_counted(&mut block)? {
+                return Err(bad("truncated GNU sparse map"));
+            }
+            self.remaining -= BLOCK as u64;
+            text.extend_from_slice(&block);
+            while nums.len() < want
+                && let Some(nl) = text[at..].iter().position(|c| *c == b'\n')
+            {
+                let v = pax_u64(&text[at..at + nl]).ok_or_else(|| bad("invalid GNU sparse map"))?;
+                at += nl + 1;
+                if want == usize::MAX {
+                    if v > MAX_SPARSE_SEGMENTS as u64 {
+                        return Err(bad("invalid GNU sparse map"));
+                    }
+                    want = 1 + 2 * v as usize;
+                }
+                nums.push(v);
+            }
+        }
+        Ok(nums[1..].chunks(2).map(|c| (c[0], c[1])).collect())
+    }
+
     fn bad_pax(&self, reason: &'static str) -> UnpackError {
         match reason {
             XATTR_VALUE_LIMIT => UnpackError::Limit {
@@ -536,7 +787,9 @@ impl<R: Read> TarReader<R> {
     ) -> Result<Entry, UnpackError> {
         let b = self.block;
         let header = tar::Header::from_byte_slice(&b);
-        let raw_path: Vec<u8> = match (pax.path, long_name) {
+        let mut pax = pax;
+        // A sparse file's real name (GNU tar makes up the header's name for format 1.0).
+        let raw_path: Vec<u8> = match (pax.sparse.name.take().or(pax.path), long_name) {
             (Some(p), _) => p,
             (None, Some(p)) => p,
             (None, None) => match header.as_ustar() {
@@ -669,19 +922,68 @@ impl<R: Read> TarReader<R> {
                 minor: dev(&b[337..345])?,
             })?,
             b'6' => header_only(EntryKind::Fifo)?,
-            b'S' => {
-                return Err(UnpackError::bad(
-                    &raw_path,
-                    "GNU sparse files are not supported",
-                ));
-            }
+            b'S' if !pax.sparse.any => EntryKind::File,
             _ => {
                 return Err(UnpackError::bad(&raw_path, "unsupported tar entry type"));
             }
         };
+        if pax.sparse.any && kind != EntryKind::File {
+            return Err(UnpackError::bad(
+                &raw_path,
+                "GNU sparse records on an entry that is not a regular file",
+            ));
+        }
+        // The old GNU format's extension blocks come before the data.
+        let gnu_map = match typeflag {
+            b'S' => Some(self.gnu_sparse_map(&b, &raw_path)?),
+            _ => None,
+        };
         self.padding = pad(size);
-        let file_size = if kind == EntryKind::File { size } else { 0 };
         self.remaining = size;
+        let mut file_size = if kind == EntryKind::File { size } else { 0 };
+        if gnu_map.is_some() || pax.sparse.any {
+            let bad = |r| UnpackError::bad(&raw_path, r);
+            let (map, real) = match gnu_map {
+                Some(m) => m,
+                None => {
+                    let sp = &pax.sparse;
+                    let real = sp
+                        .size
+                        .ok_or_else(|| bad("GNU sparse file without its real size"))?;
+                    let map = match sp.version {
+                        (Some(1), Some(0)) => self.sparse_map_in_data(&raw_path)?,
+                        (None | Some(0), None | Some(0 | 1))
+                            if !sp.map.is_empty() || sp.map_record =>
+                        {
+                            sp.map
+                                .iter()
+                                .map(|&(at, len)| len.map(|l| (at, l)))
+                                .collect::<Option<Vec<_>>>()
+                                .filter(|m| sp.count.is_none_or(|n| n == m.len() as u64))
+                                .ok_or_else(|| bad("invalid GNU sparse map"))?
+                        }
+                        _ => return Err(bad("unsupported GNU sparse format")),
+                    };
+                    (map, real)
+                }
+            };
+            check_sparse_map(&map, real, self.remaining).map_err(bad)?;
+            self.holes += real - self.remaining;
+            if self.offset.saturating_add(self.holes) > self.limits.max_layer_size {
+                return Err(UnpackError::Limit {
+                    what: "layer size, sparse files' holes included",
+                    limit: self.limits.max_layer_size,
+                    entry: Some(show(&raw_path[..raw_path.len().min(200)])),
+                });
+            }
+            file_size = real;
+            self.sparse = Some(Sparse {
+                map,
+                next: 0,
+                pos: 0,
+                size: real,
+            });
+        }
         Ok(Entry {
             path,
             kind,
@@ -768,7 +1070,7 @@ mod tests {
             })
         );
         assert!(parse_pax(b"9 path=ab\n", &Limits::default()).is_err());
-        assert!(parse_pax(b"12 GNU.sparse.major=1\n", &Limits::default()).is_err());
+        assert!(parse_pax(b"22 GNU.sparse.major=x\n", &Limits::default()).is_err());
     }
 
     #[test]
@@ -800,6 +1102,73 @@ mod tests {
         assert_eq!(es[4].1, b"long");
         assert_eq!(es[5].0.kind, EntryKind::Char { major: 1, minor: 3 });
         assert_eq!(es[6].0.kind, EntryKind::Fifo);
+    }
+
+    #[test]
+    fn sparse_files_read_as_their_contents() {
+        use hoist_testkit::evil::{PaxSparse, RawTar};
+        let segs: [(u64, &[u8]); 3] = [(512, b"abc"), (2000, b"z"), (4096, b"")];
+        let mut want = vec![0u8; 4096];
+        want[512..515].copy_from_slice(b"abc");
+        want[2000] = b'z';
+        let tars = [
+            RawTar::new().gnu_sparse(b"s", &segs, 4096).finish(),
+            RawTar::new()
+                .pax_sparse(PaxSparse::V0_0, b"s", &segs, 4096)
+                .finish(),
+            RawTar::new()
+                .pax_sparse(PaxSparse::V0_1, b"s", &segs, 4096)
+                .finish(),
+            RawTar::new()
+                .pax_sparse(PaxSparse::V1_0, b"s", &segs, 4096)
+                .finish(),
+        ];
+        for (i, t) in tars.iter().enumerate() {
+            let mut with_next = t[..t.len() - 1024].to_vec();
+            with_next.extend(RawTar::new().file(b"next", b"after").finish());
+            let es = entries(&with_next).unwrap_or_else(|e| panic!("form {i}: {e}"));
+            assert_eq!(es.len(), 2, "form {i}");
+            assert_eq!(
+                (&es[0].0.path[..], es[0].0.size),
+                (&b"s"[..], 4096),
+                "form {i}"
+            );
+            assert!(es[0].1 == want, "form {i}: contents");
+            assert_eq!(es[1].1, b"after", "form {i}: the next entry");
+            // Holes can be passed over instead of read.
+            let mut r = TarReader::new(&t[..], &Limits::default());
+            r.next_entry().unwrap().unwrap();
+            assert!(r.is_sparse());
+            assert_eq!(r.skip_hole(), 512);
+            let mut buf = [0u8; 64];
+            assert_eq!(r.read_data(&mut buf).unwrap(), 3);
+            assert_eq!(&buf[..3], b"abc");
+            assert_eq!(r.skip_hole(), 2000 - 515);
+            assert_eq!(r.read_data(&mut buf).unwrap(), 1);
+            assert_eq!(r.skip_hole(), 4096 - 2001);
+            assert_eq!(r.read_data(&mut buf).unwrap(), 0);
+            assert!(r.next_entry().unwrap().is_none());
+            assert!(!r.is_sparse());
+        }
+        let err = |t: &RawTar| entries(&t.finish()).unwrap_err().to_string();
+        let e = err(RawTar::new().gnu_sparse(b"s", &[(0, b"abcd"), (2, b"xy")], 16));
+        assert!(e.contains("out of order or overlapping"), "{e}");
+        let e = err(RawTar::new().pax_sparse(PaxSparse::V0_1, b"s", &[(10, b"abcdef")], 12));
+        assert!(e.contains("past the file's size"), "{e}");
+        let e = err(RawTar::new().gnu_sparse(b"s", &[((1 << 40) - 1, b"x")], 1 << 40));
+        assert!(e.contains("sparse files' holes included"), "{e}");
+        let mut t = RawTar::new();
+        t.pax(&[("GNU.sparse.size", b"100"), ("GNU.sparse.map", b"0,10")]);
+        t.file(b"s", b"abcd");
+        assert!(err(&t).contains("does not add up"), "{}", err(&t));
+        let mut t = RawTar::new();
+        t.pax(&[("GNU.sparse.major", b"2"), ("GNU.sparse.realsize", b"1")]);
+        t.file(b"s", b"");
+        assert!(err(&t).contains("unsupported GNU sparse format"));
+        let mut t = RawTar::new();
+        t.pax(&[("GNU.sparse.size", b"4"), ("GNU.sparse.map", b"0,4")]);
+        t.dir(b"d", 0o755);
+        assert!(err(&t).contains("not a regular file"));
     }
 
     #[test]

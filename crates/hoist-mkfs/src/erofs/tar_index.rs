@@ -275,6 +275,13 @@ fn find_offsets(
                         "the layer tar changed while it was indexed (file size differs)",
                     ));
                 }
+                if tar.is_sparse() {
+                    return Err(bad(
+                        &e.path,
+                        "a sparse file: its tar holds its segments, not its bytes in order, \
+                         so a tar index cannot point at them (a full erofs build can)",
+                    ));
+                }
                 let off = tar.offset();
                 if !off.is_multiple_of(512) {
                     return Err(bad(&e.path, "file data not 512-aligned in its tar"));

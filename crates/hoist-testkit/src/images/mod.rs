@@ -212,6 +212,8 @@ pub struct LayerSpec {
     /// Media type of the blob instead of the format's for `compression` (e.g. a
     /// non-distributable layer type).
     pub media_type: Option<String>,
+    /// The layer's tar as another tool wrote it, instead of one generated from `entries`.
+    pub tar: Option<Vec<u8>>,
 }
 
 impl LayerSpec {
@@ -222,6 +224,15 @@ impl LayerSpec {
             compression,
             created_by: None,
             media_type: None,
+            tar: None,
+        }
+    }
+    /// A layer of these tar bytes (written by another tool), compressed with
+    /// `compression`.
+    pub fn from_tar(compression: Compression, tar: Vec<u8>) -> LayerSpec {
+        LayerSpec {
+            tar: Some(tar),
+            ..LayerSpec::new(compression)
         }
     }
     /// A gzip layer with `entries`.
@@ -421,7 +432,10 @@ impl ImageSpec {
                     ))
                 })?,
             };
-            let tar = tar_bytes(&l.entries)?;
+            let tar = match &l.tar {
+                Some(t) => t.clone(),
+                None => tar_bytes(&l.entries)?,
+            };
             let blob = compress(&tar, l.compression)?;
             let info = BlobInfo::of(mt, &blob);
             blobs.insert(info.digest.clone(), blob);
