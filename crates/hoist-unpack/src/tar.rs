@@ -968,7 +968,7 @@ impl<R: Read> TarReader<R> {
                 }
             };
             check_sparse_map(&map, real, self.remaining).map_err(bad)?;
-            self.holes += real - self.remaining;
+            self.holes = self.holes.saturating_add(real - self.remaining);
             if self.offset.saturating_add(self.holes) > self.limits.max_layer_size {
                 return Err(UnpackError::Limit {
                     what: "layer size, sparse files' holes included",
