@@ -123,6 +123,77 @@ pub struct RegistryArgs {
     pub retry_delay: Duration,
 }
 
+/// Settings for one side of a copy between two registries, as skopeo's `--src-*` and
+/// `--dest-*` options: each, when given, overrides the shared option for its side only.
+#[derive(Debug, Args, Clone, Default)]
+pub struct SideArgs {
+    /// Credentials for the source registry, `USER:PASSWORD`.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub src_creds: Option<String>,
+    /// Credentials for the destination registry, `USER:PASSWORD`.
+    #[arg(long, value_name = "USER:PASSWORD")]
+    pub dest_creds: Option<String>,
+    /// TLS verification for the source registry.
+    #[arg(long, action = ArgAction::Set, value_name = "BOOL")]
+    pub src_tls_verify: Option<bool>,
+    /// TLS verification for the destination registry.
+    #[arg(long, action = ArgAction::Set, value_name = "BOOL")]
+    pub dest_tls_verify: Option<bool>,
+    /// CA certificates (*.crt) and client.cert/client.key for the source registry.
+    #[arg(long, value_name = "DIR")]
+    pub src_cert_dir: Option<PathBuf>,
+    /// CA certificates (*.crt) and client.cert/client.key for the destination registry.
+    #[arg(long, value_name = "DIR")]
+    pub dest_cert_dir: Option<PathBuf>,
+    /// The credentials file for the source registry.
+    #[arg(long, value_name = "FILE")]
+    pub src_authfile: Option<PathBuf>,
+    /// The credentials file for the destination registry.
+    #[arg(long, value_name = "FILE")]
+    pub dest_authfile: Option<PathBuf>,
+}
+
+impl SideArgs {
+    /// The client options of the source and of the destination: `base` with each side's
+    /// overrides.
+    pub fn split(&self, base: &ClientOptions) -> anyhow::Result<(ClientOptions, ClientOptions)> {
+        let side = |creds: &Option<String>,
+                    tls: Option<bool>,
+                    certs: &Option<PathBuf>,
+                    auth: &Option<PathBuf>|
+         -> anyhow::Result<ClientOptions> {
+            let mut o = base.clone();
+            if let Some(c) = creds {
+                o.credentials = Some(parse_creds(c)?);
+            }
+            if let Some(v) = tls {
+                o.tls_verify = v;
+            }
+            if let Some(d) = certs {
+                o.cert_dir = Some(d.clone());
+            }
+            if let Some(f) = auth {
+                o.auth_file = Some(f.clone());
+            }
+            Ok(o)
+        };
+        Ok((
+            side(
+                &self.src_creds,
+                self.src_tls_verify,
+                &self.src_cert_dir,
+                &self.src_authfile,
+            )?,
+            side(
+                &self.dest_creds,
+                self.dest_tls_verify,
+                &self.dest_cert_dir,
+                &self.dest_authfile,
+            )?,
+        ))
+    }
+}
+
 /// A duration: a number of seconds, or a humantime span (`500ms`, `2s`, `1m`).
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();

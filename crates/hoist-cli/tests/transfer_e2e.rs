@@ -435,3 +435,59 @@ fn foreign_layers_are_off_by_default_and_never_get_credentials() {
     assert!(log[0].authorization.is_none());
     assert!(env.blobs().contains_key(&fl));
 }
+
+#[test]
+fn a_copy_between_registries_gives_each_side_its_own_settings_and_writes_the_digestfile() {
+    use base64::Engine as _;
+    let src = FakeRegistry::start();
+    let dst = FakeRegistry::start();
+    dst.accept_pushes(true);
+    let img = image(&[(64 * 1024, 1)], "sides");
+    src.push_image("ns/app", "v1", &img);
+    for r in [&src, &dst] {
+        r.require_token(Some(TokenAuth {
+            uses_per_token: None,
+            reject_all: false,
+        }));
+    }
+    let env = Env::new();
+    let digestfile = env.path("digest");
+    let out = env.hoist(&[
+        "-q",
+        "copy",
+        "--src-creds",
+        "reader:one",
+        "--dest-creds",
+        "writer:two",
+        "--digestfile",
+        digestfile.to_str().unwrap(),
+        &format!("docker://{}", src.image_ref("ns/app:v1")),
+        &format!("docker://{}", dst.image_ref("ns/mirror:v1")),
+    ]);
+    assert!(out.status.success());
+    // Each registry's token was asked for with that side's credentials, and only those.
+    let basic = |c: &str| {
+        format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(c)
+        )
+    };
+    for (r, want) in [(&src, basic("reader:one")), (&dst, basic("writer:two"))] {
+        let asked: Vec<_> = r
+            .requests()
+            .into_iter()
+            .filter(|q| q.path == "/token")
+            .map(|q| q.authorization)
+            .collect();
+        assert!(!asked.is_empty());
+        assert!(
+            asked.iter().all(|a| a.as_deref() == Some(&want[..])),
+            "{asked:?}"
+        );
+    }
+    // The digest file holds the digest written, as printed, without a newline.
+    let printed = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    assert_eq!(std::fs::read_to_string(&digestfile).unwrap(), printed);
+    assert_eq!(printed, img.manifest.digest);
+    assert!(dst.blob("ns/mirror", &img.layers[0].blob.digest).is_some());
+}

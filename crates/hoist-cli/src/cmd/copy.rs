@@ -14,7 +14,7 @@ use hoist_transport::transports::{
 };
 use hoist_types::{Compression, Platform, Progress};
 
-use crate::opts::{GlobalArgs, RegistryArgs};
+use crate::opts::{GlobalArgs, RegistryArgs, SideArgs};
 use crate::progress::reporter;
 
 /// Layer compressions `--dest-compress-format` takes.
@@ -47,6 +47,10 @@ pub struct CopyFlags {
     /// How many blobs move at once.
     #[arg(short = 'j', long, default_value_t = DEFAULT_JOBS)]
     pub jobs: usize,
+    /// Write the digest of the manifest written to FILE (as skopeo's `--digestfile`: the
+    /// digest alone, no newline), once the copy has committed.
+    #[arg(long, value_name = "FILE")]
+    pub digestfile: Option<std::path::PathBuf>,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
@@ -66,20 +70,24 @@ pub struct Args {
     pub destination: String,
     #[command(flatten)]
     pub flags: CopyFlags,
+    #[command(flatten)]
+    pub sides: SideArgs,
 }
 
 /// Run it.
 pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
     let src = ImageRef::parse(&a.source)?;
     let dst = ImageRef::parse(&a.destination)?;
-    copy_refs(&src, &dst, &a.flags, g).await
+    copy_refs(&src, &dst, &a.flags, &a.sides, g).await
 }
 
-/// Copy `src` to `dst` with `flags`, printing the summary (shared with `hoist push`).
+/// Copy `src` to `dst` with `flags` (and `sides`: the registry settings of each side),
+/// printing the summary (shared with `hoist push`).
 pub async fn copy_refs(
     src: &ImageRef,
     dst: &ImageRef,
     flags: &CopyFlags,
+    sides: &SideArgs,
     g: &GlobalArgs,
 ) -> anyhow::Result<()> {
     anyhow::ensure!(flags.jobs >= 1, "-j must be at least 1");
@@ -103,13 +111,18 @@ pub async fn copy_refs(
     let progress: Arc<dyn Progress> = Arc::from(reporter(g.progress_mode()));
     let mut registry = flags.registry.client_options()?;
     registry.progress = Some(SharedProgress(progress.clone()));
+    let (src_registry, dst_registry) = sides.split(&registry)?;
     let mut open = OpenOptions::default();
     open.store = store;
     open.pull.platform = platform.clone();
     open.pull.jobs = flags.jobs;
-    open.pull.registry = registry;
+    open.pull.registry = src_registry;
     open.pull.mirrors = mirrors;
     open.source_label = Some(src.to_string());
+    // The destination's: its own registry settings, no mirrors (they are for reading).
+    let mut open_dst = open.clone();
+    open_dst.pull.registry = dst_registry;
+    open_dst.pull.mirrors = hoist_registry::MirrorConfig::empty();
     let mut opts = CopyOptions::default();
     opts.all = flags.all;
     opts.platform = platform;
@@ -134,15 +147,19 @@ pub async fn copy_refs(
             let top = source.get_manifest(&ManifestRef::Top).await?;
             trust.enforce(&source, &top).await?;
         }
-        let dest = AnyDestination::open(dst, &open)
+        let dest = AnyDestination::open(dst, &open_dst)
             .await
             .with_context(|| format!("opening {dst}"))?;
         Ok(hoist_transport::copy::copy(&source, dest, &opts, progress.as_ref()).await?)
     }
     .await;
-    drop(open);
+    drop((open, open_dst));
     drop(progress);
     let report = result.with_context(|| format!("copying {src} to {dst}"))?;
+    if let (Some(file), Some(d)) = (&flags.digestfile, &report.digest) {
+        std::fs::write(file, d.to_string())
+            .with_context(|| format!("writing the digest to {}", file.display()))?;
+    }
     if !g.quiet {
         let recompressed = if report.recompressed > 0 {
             format!(", {} layers recompressed", report.recompressed)

@@ -4,7 +4,7 @@ use hoist_transport::transports::ImageRef;
 use hoist_types::Reference;
 
 use crate::cmd::copy::{CopyFlags, copy_refs};
-use crate::opts::GlobalArgs;
+use crate::opts::{GlobalArgs, SideArgs};
 
 /// Arguments of `hoist push`.
 #[derive(Debug, clap::Args)]
@@ -39,5 +39,5 @@ pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
         }
     };
     let dst = ImageRef::parse(&format!("docker://{dest}"))?;
-    copy_refs(&src, &dst, &a.flags, g).await
+    copy_refs(&src, &dst, &a.flags, &SideArgs::default(), g).await
 }

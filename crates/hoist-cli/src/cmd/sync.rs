@@ -14,7 +14,7 @@ use hoist_transport::transports::ManifestFormat;
 use hoist_types::{Platform, Progress};
 
 use crate::cmd::print_json;
-use crate::opts::{GlobalArgs, RegistryArgs, parse_creds};
+use crate::opts::{GlobalArgs, RegistryArgs, SideArgs};
 use crate::progress::reporter;
 
 /// Source kinds (`--src`).
@@ -92,19 +92,10 @@ pub struct Args {
     /// Blobs moved at once within each image.
     #[arg(short = 'j', long, default_value_t = DEFAULT_JOBS)]
     pub jobs: usize,
-    /// Credentials for the source registries, `USER:PASSWORD` (the file's `credentials`
-    /// win for their registry).
-    #[arg(long, value_name = "USER:PASSWORD")]
-    pub src_creds: Option<String>,
-    /// Credentials for the destination registry, `USER:PASSWORD`.
-    #[arg(long, value_name = "USER:PASSWORD")]
-    pub dest_creds: Option<String>,
-    /// TLS verification for the source registries (the file's `tls-verify` wins).
-    #[arg(long, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub src_tls_verify: Option<bool>,
-    /// TLS verification for the destination registry.
-    #[arg(long, action = clap::ArgAction::Set, value_name = "BOOL")]
-    pub dest_tls_verify: Option<bool>,
+    /// Per-side settings (a sync file's `credentials`, `tls-verify` and `cert-dir` win for
+    /// their registry).
+    #[command(flatten)]
+    pub sides: SideArgs,
     #[command(flatten)]
     pub registry: RegistryArgs,
     #[command(flatten)]
@@ -145,20 +136,7 @@ pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
     };
     let progress: Arc<dyn Progress> = Arc::from(reporter(g.progress_mode()));
     let base = a.registry.client_options()?;
-    let mut src_opts = base.clone();
-    if let Some(v) = a.src_tls_verify {
-        src_opts.tls_verify = v;
-    }
-    if let Some(c) = &a.src_creds {
-        src_opts.credentials = Some(parse_creds(c)?);
-    }
-    let mut dest_opts = base;
-    if let Some(v) = a.dest_tls_verify {
-        dest_opts.tls_verify = v;
-    }
-    if let Some(c) = &a.dest_creds {
-        dest_opts.credentials = Some(parse_creds(c)?);
-    }
+    let (mut src_opts, mut dest_opts) = a.sides.split(&base)?;
     src_opts.progress = Some(SharedProgress(progress.clone()));
     dest_opts.progress = Some(SharedProgress(progress.clone()));
     let store = if kind == DestKind::Hoist {
