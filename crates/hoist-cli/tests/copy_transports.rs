@@ -954,3 +954,67 @@ fn preserve_signatures_carries_the_cosign_sig_tag_between_registries() {
     );
     assert_eq!(registry_tags(&reg, "conv/app"), Vec::<String>::new());
 }
+
+/// `--preserve-digests`: a Docker schema 2 image copied to an `oci:` layout keeps its
+/// manifest byte for byte (as skopeo 1.9 writes it with the same flag) instead of being
+/// converted to OCI; a conversion or recompression asked for with it is refused before
+/// any blob moves (skopeo 1.9 silently ignores `--format`/`--dest-compress-format` there).
+#[test]
+fn preserve_digests_keeps_every_manifest_as_skopeo_does_and_refuses_changes() {
+    require_peers!(Peer::Registry, Peer::Skopeo);
+    let reg = Registry::plain();
+    let spec = images::sample_multi_layer().format(images::ImageFormat::DockerV2S2);
+    let built = skopeo::push_spec(&spec, &reg, "ns/keep:v1").unwrap();
+    let env = Env::new();
+    let src = format!("docker://{}", reg.image_ref("ns/keep:v1"));
+
+    let (h, s) = (env.path("h"), env.path("s"));
+    let printed = env.copy(&["--preserve-digests"], &src, &oci(&h, "t"));
+    assert_eq!(printed, built.manifest.digest);
+    assert_eq!(layout_digest(&h, "t"), built.manifest.digest);
+    assert_eq!(oci_blob(&h, &built.manifest.digest), built.manifest_bytes);
+    assert_layout_has(&h, &built);
+    skopeo::skopeo_copy(
+        &reg.image_ref("ns/keep:v1"),
+        &oci(&s, "t"),
+        Some(&SkopeoOpts::for_registry(&reg).preserve_digests(true)),
+        None,
+        false,
+    )
+    .unwrap();
+    assert_eq!(
+        std::fs::read(h.join("index.json")).unwrap(),
+        std::fs::read(s.join("index.json")).unwrap(),
+        "the same index.json as skopeo's"
+    );
+    // Without it, an oci: layout gets the image converted to OCI.
+    let converted = env.copy(&[], &src, &oci(&env.path("c"), "t"));
+    assert_ne!(converted, built.manifest.digest);
+
+    for (extra, why) in [
+        (&["--format", "oci"][..], "it would be written as oci"),
+        (
+            &["--dest-compress-format", "zstd"][..],
+            "its layers would be recompressed",
+        ),
+    ] {
+        let dir = env.path(&format!("refused-{}", extra[0].trim_start_matches('-')));
+        let mut args = vec!["copy", "--preserve-digests"];
+        args.extend_from_slice(extra);
+        let dst = oci(&dir, "t");
+        args.extend([src.as_str(), dst.as_str()]);
+        let out = env.run(&args);
+        assert!(!out.status.success(), "{extra:?}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains("its digest is to be preserved") && err.contains(why),
+            "{err}"
+        );
+        // Nothing moved: no blob, no name.
+        assert!(!dir.join("blobs").exists(), "{extra:?}: blobs written");
+        assert!(
+            !dir.join("index.json").exists(),
+            "{extra:?}: a name written"
+        );
+    }
+}

@@ -88,6 +88,12 @@ pub struct CopyOptions {
     /// claimed while it moves, and a blob another copy has put is mounted from its
     /// repository ([`crate::sync::BlobClaims`]; `hoist sync` sets it).
     pub blob_claims: Option<crate::sync::DestinationClaims>,
+    /// Write every manifest with the bytes (so the digest) it has in the source, as
+    /// skopeo's `--preserve-digests`: a copy that would convert a manifest (a format the
+    /// destination requires or was asked for, schema 1) or recompress a layer is refused
+    /// before any blob moves, and a destination's default format (an `oci:` layout's OCI)
+    /// is not applied. One platform chosen from an index keeps its own digest.
+    pub preserve_digests: bool,
 }
 
 impl Default for CopyOptions {
@@ -103,6 +109,7 @@ impl Default for CopyOptions {
             trust: None,
             sign: None,
             blob_claims: None,
+            preserve_digests: false,
         }
     }
 }
@@ -456,6 +463,15 @@ impl Engine<'_> {
                 limit: MAX_INSTANCES,
             });
         }
+        if let Some(f) = self
+            .format
+            .filter(|f| ManifestFormat::of(&top.media_type) != Some(*f))
+        {
+            self.keep_digest(
+                &top.digest,
+                &format!("it would be written as {}", f.as_str()),
+            )?;
+        }
         let mut entries = Vec::with_capacity(idx.manifests.len());
         let mut changed = false;
         for entry in &idx.manifests {
@@ -502,6 +518,18 @@ impl Engine<'_> {
         }
         let bytes = convert::index_bytes(idx, format, &entries);
         Ok(raw_manifest(bytes, None, None)?)
+    }
+
+    /// Refuses `why`, a change to the manifest `digest`, when digests are preserved
+    /// ([`CopyOptions::preserve_digests`]).
+    fn keep_digest(&self, digest: &Digest, why: &str) -> Result<(), TransportError> {
+        if !self.opts.preserve_digests {
+            return Ok(());
+        }
+        Err(TransportError::ConversionRefused {
+            digest: digest.clone(),
+            reason: format!("its digest is to be preserved, but {why}"),
+        })
     }
 
     /// Copy one image's blobs; returns the manifest to write (converted or as it was).
@@ -567,6 +595,12 @@ impl Engine<'_> {
             return Err(TransportError::ZstdInDockerSchema2 {
                 manifest: Some(m.digest.clone()),
             });
+        }
+        if let Some(f) = format {
+            self.keep_digest(&m.digest, &format!("it would be written as {}", f.as_str()))?;
+        }
+        if plan.iter().any(|(_, r, _)| r.is_some()) {
+            self.keep_digest(&m.digest, "its layers would be recompressed")?;
         }
         // The config first (small; a store keeps it staged until the commit), then the
         // layers in parallel.
@@ -844,6 +878,7 @@ impl Engine<'_> {
         m: &RawManifest,
         s1: &Schema1Manifest,
     ) -> Result<RawManifest, TransportError> {
+        self.keep_digest(&m.digest, "a schema 1 manifest is converted to schema 2")?;
         let unsupported = |why: &str| TransportError::ConversionRefused {
             digest: m.digest.clone(),
             reason: format!("schema 1 manifest of {}: {why}", self.how.label),
@@ -1254,8 +1289,9 @@ fn fit_caps(
             asked: format!("{} layers", name(want)),
         });
     }
+    let default_format = caps.default_format.filter(|_| !opts.preserve_digests);
     Ok((
-        caps.format.or(opts.format).or(caps.default_format),
+        caps.format.or(opts.format).or(default_format),
         caps.layer_compression.or(opts.compression),
     ))
 }

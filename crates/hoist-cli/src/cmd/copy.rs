@@ -44,6 +44,11 @@ pub struct CopyFlags {
     /// Carry simple-signing signatures (`dir:`), cosign `.sig` tags and referrers along.
     #[arg(long)]
     pub preserve_signatures: bool,
+    /// Write every manifest as the source has it, so its digest stays: refuse, before any
+    /// blob moves, a copy that would convert a manifest or recompress a layer (`oci:`
+    /// layouts then keep Docker media types instead of being converted to OCI).
+    #[arg(long)]
+    pub preserve_digests: bool,
     /// How many blobs move at once.
     #[arg(short = 'j', long, default_value_t = DEFAULT_JOBS)]
     pub jobs: usize,
@@ -132,6 +137,7 @@ pub async fn copy_refs(
         CompressArg::Zstd => Compression::Zstd,
     });
     opts.preserve_signatures = flags.preserve_signatures;
+    opts.preserve_digests = flags.preserve_digests;
     opts.jobs = flags.jobs;
     opts.temp_dir = None;
     opts.trust = flags.trust.check_for(src)?;

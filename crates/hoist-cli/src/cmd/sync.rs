@@ -83,6 +83,10 @@ pub struct Args {
     /// List and compare, say what would be copied, write nothing.
     #[arg(long)]
     pub dry_run: bool,
+    /// Write every manifest as the source has it, so its digest stays (a copy that would
+    /// convert a manifest or recompress a layer fails, as `hoist copy --preserve-digests`).
+    #[arg(long)]
+    pub preserve_digests: bool,
     /// The summary: text on stderr, or the JSON report (every image) on stdout.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub format: OutputFormat,
@@ -158,6 +162,7 @@ pub async fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
     opts.copy.platform = platform.clone();
     opts.copy.format = a.manifest_format;
     opts.copy.jobs = a.jobs;
+    opts.copy.preserve_digests = a.preserve_digests;
     opts.image_jobs = a.jobs_images;
     opts.dry_run = a.dry_run;
     opts.pull.platform = platform;
