@@ -69,16 +69,7 @@ fn layout_manifest(dir: &Path, tag: &str) -> Value {
 }
 
 fn run_ok(program: &str, args: &[&str]) -> Vec<u8> {
-    let out = std::process::Command::new(program)
-        .args(args)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
+    support::run_ok(std::process::Command::new(program).args(args))
 }
 
 fn skopeo_json(args: &[&str]) -> Value {

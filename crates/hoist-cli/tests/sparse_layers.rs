@@ -33,28 +33,13 @@ fn sparse_source(dir: &Path) -> Vec<u8> {
 }
 
 fn gnu_tar(src: &Path, args: &[&str]) -> Vec<u8> {
-    let out = Command::new("tar")
-        .args(args)
-        .args(["--sparse", "--owner=0", "--group=0", "-cf", "-", "-C"])
-        .arg(src)
-        .args(["disk.img", "plain.txt"])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    out.stdout
-}
-
-fn run(cmd: &mut Command) {
-    let out = cmd.output().unwrap();
-    assert!(
-        out.status.success(),
-        "{cmd:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    support::run_ok(
+        Command::new("tar")
+            .args(args)
+            .args(["--sparse", "--owner=0", "--group=0", "-cf", "-", "-C"])
+            .arg(src)
+            .args(["disk.img", "plain.txt"]),
+    )
 }
 
 #[test]
@@ -107,10 +92,12 @@ fn sparse_layers_from_gnu_tar_unpack_as_umoci_unpacks_them_and_build() {
         // umoci (Go's tar reader) gives the same file from the PAX forms.
         if tag != "gnu" {
             let bundle = env.path(&format!("umoci-{tag}"));
-            run(Command::new("umoci")
-                .args(["unpack", "--rootless", "--image"])
-                .arg(format!("{}:{tag}", layout.display()))
-                .arg(&bundle));
+            support::run_ok(
+                Command::new("umoci")
+                    .args(["unpack", "--rootless", "--image"])
+                    .arg(format!("{}:{tag}", layout.display()))
+                    .arg(&bundle),
+            );
             assert!(
                 std::fs::read(bundle.join("rootfs/disk.img")).unwrap() == want,
                 "{tag}: umoci's file differs"
@@ -129,10 +116,12 @@ fn sparse_layers_from_gnu_tar_unpack_as_umoci_unpacks_them_and_build() {
             img.to_str().unwrap(),
         ]);
         let dumped = env.path(&format!("{tag}-dumped"));
-        run(Command::new("debugfs")
-            .arg("-R")
-            .arg(format!("dump /disk.img {}", dumped.display()))
-            .arg(&img));
+        support::run_ok(
+            Command::new("debugfs")
+                .arg("-R")
+                .arg(format!("dump /disk.img {}", dumped.display()))
+                .arg(&img),
+        );
         assert!(
             std::fs::read(&dumped).unwrap() == want,
             "{tag}: ext4 contents"

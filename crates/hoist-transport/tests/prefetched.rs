@@ -35,6 +35,24 @@ async fn served() -> (FakeRegistry, BuiltImage, Reference, Prefetched) {
     (fake, img, r, Prefetched::new(upstream, top))
 }
 
+/// Pulls `r` into a new store at `dir` from `src`.
+async fn pull(
+    dir: &std::path::Path,
+    r: &Reference,
+    src: Prefetched,
+) -> (Store, Result<hoist_transport::PullReport, TransportError>) {
+    let store = Store::open(dir).unwrap();
+    let pulled = pull_from(
+        &store,
+        r,
+        &AnySource::custom(src),
+        &PullOptions::default(),
+        &NoProgress,
+    )
+    .await;
+    (store, pulled)
+}
+
 fn gets(fake: &FakeRegistry, path: &str) -> usize {
     fake.requests()
         .iter()
@@ -48,16 +66,8 @@ async fn what_was_read_ahead_is_not_fetched_again() {
     let config = img.config.digest.parse().unwrap();
     let src = src.with_blob(config, img.config_bytes.clone(), "ahead".into());
     let t = tempfile::tempdir().unwrap();
-    let store = Store::open(t.path()).unwrap();
-    let report = pull_from(
-        &store,
-        &r,
-        &AnySource::custom(src),
-        &PullOptions::default(),
-        &NoProgress,
-    )
-    .await
-    .unwrap();
+    let (store, report) = pull(t.path(), &r, src).await;
+    let report = report.unwrap();
     assert_eq!(report.image.id.to_string(), img.config.digest);
     assert_eq!(gets(&fake, "/v2/ns/app/manifests/v1"), 0);
     let blob = |d: &str| format!("/v2/ns/app/blobs/{d}");
@@ -80,16 +90,8 @@ async fn a_config_handed_over_is_checked_against_its_digest() {
     wrong[last] ^= 1;
     let src = src.with_blob(img.config.digest.parse().unwrap(), wrong, "ahead".into());
     let t = tempfile::tempdir().unwrap();
-    let store = Store::open(t.path()).unwrap();
-    let err = pull_from(
-        &store,
-        &r,
-        &AnySource::custom(src),
-        &PullOptions::default(),
-        &NoProgress,
-    )
-    .await
-    .unwrap_err();
+    let (store, pulled) = pull(t.path(), &r, src).await;
+    let err = pulled.unwrap_err();
     assert!(
         matches!(err, TransportError::DigestMismatch { .. }),
         "{err:?}"

@@ -687,11 +687,7 @@ impl<R: Read> TarReader<R> {
         while extended {
             bytes += BLOCK as u64;
             if bytes > self.limits.max_extension_size {
-                return Err(UnpackError::Limit {
-                    what: "GNU sparse map size",
-                    limit: self.limits.max_extension_size,
-                    entry: Some(show(&path[..path.len().min(200)])),
-                });
+                return Err(self.sparse_map_too_large(path));
             }
             let mut block = [0u8; BLOCK];
             if !self.read_exact_counted(&mut block)? {
@@ -701,6 +697,14 @@ impl<R: Read> TarReader<R> {
             extended = block[504] != 0;
         }
         Ok((map, real))
+    }
+
+    fn sparse_map_too_large(&self, path: &[u8]) -> UnpackError {
+        UnpackError::Limit {
+            what: "GNU sparse map size",
+            limit: self.limits.max_extension_size,
+            entry: Some(show(&path[..path.len().min(200)])),
+        }
     }
 
     /// The map of a PAX 1.0 sparse file, read from the start of its data: decimal numbers,
@@ -716,11 +720,7 @@ impl<R: Read> TarReader<R> {
                 return Err(bad("truncated GNU sparse map"));
             }
             if (text.len() + BLOCK) as u64 > self.limits.max_extension_size {
-                return Err(UnpackError::Limit {
-                    what: "GNU sparse map size",
-                    limit: self.limits.max_extension_size,
-                    entry: Some(show(&path[..path.len().min(200)])),
-                });
+                return Err(self.sparse_map_too_large(path));
             }
             let mut block = [0u8; BLOCK];
             if !self.read_exact_counted(&mut block)? {

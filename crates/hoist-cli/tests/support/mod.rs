@@ -208,6 +208,18 @@ pub fn hoist(dir: &Path) -> assert_cmd::Command {
     cmd
 }
 
+/// Runs `cmd` (a peer or a tool), which must succeed (else the test fails with its
+/// stderr); returns its stdout.
+pub fn run_ok(cmd: &mut std::process::Command) -> Vec<u8> {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
+    assert!(
+        out.status.success(),
+        "{cmd:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.stdout
+}
+
 /// Asserts that `hoist fsck` of `store` exits 0 (no orphan or corrupt blob, no stray temp
 /// file, nothing broken) and that `hoist/ingest/` holds nothing but resumable partial
 /// downloads (`partial-*`, kept on purpose). Call it after every refused input: a failed
