@@ -397,6 +397,51 @@ fn all_copies_every_platform_and_default_picks_one() {
     for id in &ids {
         env.ok(&["inspect", id]);
     }
+    // And out again with --all: the index as it was, every platform with it (before, the
+    // named image alone went out).
+    let back = env.path("back");
+    let d = env.copy(&["--all"], "hoist:local/idx:1", &oci(&back, "i"));
+    assert_eq!(d, built.index.digest);
+    assert_eq!(oci_blob(&back, &built.index.digest), built.index_bytes);
+    for img in &built.images {
+        assert_layout_has(&back, img);
+    }
+    env.ok(&[
+        "-q",
+        "push",
+        "--all",
+        "local/idx:1",
+        &reg.image_ref("ns/pushed:v1"),
+    ]);
+    let raw = skopeo::run_skopeo(&[
+        "inspect".into(),
+        "--raw".into(),
+        "--tls-verify=false".into(),
+        format!("docker://{}", reg.image_ref("ns/pushed:v1")),
+    ])
+    .unwrap();
+    assert_eq!(raw, built.index_bytes, "pushed: the index byte for byte");
+
+    // A store holding one platform of the index refuses --all before anything moves.
+    let partial = Env::new();
+    partial.ok(&["-q", "pull", &reg.image_ref("ns/idx:v1")]);
+    let refused = partial.path("refused");
+    let out = partial.run(&[
+        "copy",
+        "--all",
+        &reg.image_ref("ns/idx:v1"),
+        &oci(&refused, "i"),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains(&format!("manifests index {} lists", built.index.digest)),
+        "{err}"
+    );
+    assert!(!refused.join("blobs").exists(), "blobs moved");
+    // Without --all it is the image it was.
+    let d = partial.copy(&[], &reg.image_ref("ns/idx:v1"), &oci(&refused, "i"));
+    assert!(built.images.iter().any(|i| i.manifest.digest == d), "{d}");
 }
 
 #[test]

@@ -367,7 +367,14 @@ async fn transfer(
         report: Mutex::new(CopyReport::default()),
         done,
     };
-    let top = src.get_manifest(&ManifestRef::Top).await?;
+    let mut top = src.get_manifest(&ManifestRef::Top).await?;
+    // Every platform: the index the top image was chosen from, where the source keeps it.
+    if opts.all
+        && matches!(top.manifest, Manifest::Image(_))
+        && let Some(index) = src.index_of_top()?
+    {
+        top = index;
+    }
     // Trust first: a refused image leaves the destination untouched.
     if let Some(trust) = &opts.trust {
         trust.enforce(src, &top).await?;

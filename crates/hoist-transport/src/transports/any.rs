@@ -216,6 +216,10 @@ impl ImageSource for AnySource {
         each!(self, s => s.blob_locations())
     }
 
+    fn index_of_top(&self) -> Result<Option<RawManifest>, TransportError> {
+        each!(self, s => s.index_of_top())
+    }
+
     fn read_before(&self, desc: &Descriptor) -> Option<(Vec<u8>, String)> {
         each!(self, s => s.read_before(desc))
     }

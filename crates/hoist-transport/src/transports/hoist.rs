@@ -59,6 +59,9 @@ pub struct HoistSource {
     store: Store,
     name: String,
     top: RawManifest,
+    /// The index `top` was chosen from, when the store has it, and the manifests it lists
+    /// that the store lacks (platforms not copied into it).
+    index: Option<Box<(RawManifest, Vec<Digest>)>>,
     locations: Vec<BlobLocation>,
     repo: Option<Reference>,
 }
@@ -73,6 +76,13 @@ fn location_of(s: &str) -> Option<BlobLocation> {
     })
 }
 
+fn index_len(m: &RawManifest) -> usize {
+    match &m.manifest {
+        Manifest::Index(idx) => idx.manifests.len(),
+        _ => 0,
+    }
+}
+
 fn read_manifest(store: &Store, desc: &Descriptor) -> Result<RawManifest, TransportError> {
     let bytes = store.read_blob(&desc.digest, MAX_MANIFEST_SIZE)?;
     let declared = desc.media_type.is_manifest().then_some(&desc.media_type);
@@ -85,6 +95,21 @@ impl HoistSource {
         blocking(move || {
             let rec = store.resolve(&name)?;
             let top = read_manifest(&store, &rec.manifest)?;
+            let index = match &rec.index {
+                Some(d) if store.has_blob(&d.digest)?.is_some() => {
+                    let index = read_manifest(&store, d)?;
+                    let mut missing = Vec::new();
+                    if let Manifest::Index(idx) = &index.manifest {
+                        for e in &idx.manifests {
+                            if store.has_blob(&e.digest)?.is_none() {
+                                missing.push(e.digest.clone());
+                            }
+                        }
+                    }
+                    Some(Box::new((index, missing)))
+                }
+                _ => None,
+            };
             let mut locations: Vec<BlobLocation> = rec
                 .source
                 .iter()
@@ -102,6 +127,7 @@ impl HoistSource {
                 store,
                 name,
                 top,
+                index,
                 locations,
                 repo,
             })
@@ -142,6 +168,24 @@ impl ImageSource for HoistSource {
                 })
                 .await?
             }
+        }
+    }
+
+    fn index_of_top(&self) -> Result<Option<RawManifest>, TransportError> {
+        match self.index.as_deref() {
+            Some((index, missing)) if !missing.is_empty() => Err(TransportError::NotSupportedBy {
+                location: self.describe(),
+                reason: format!(
+                    "the store holds {} of the {} manifests index {} lists (not {}): a \
+                         copy of every platform into the store brings them",
+                    index_len(index) - missing.len(),
+                    index_len(index),
+                    index.digest,
+                    missing[0]
+                ),
+            }),
+            Some((index, _)) => Ok(Some(index.clone())),
+            None => Ok(None),
         }
     }
 

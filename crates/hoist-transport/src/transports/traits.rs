@@ -358,6 +358,16 @@ pub trait ImageSource: Send + Sync {
         Vec::new()
     }
 
+    /// The index the top manifest was chosen from, where the source keeps it (the store,
+    /// for an image pulled or copied from an index): a copy of every platform
+    /// ([`CopyOptions::all`](crate::copy::CopyOptions::all)) copies this index, and the
+    /// instances it lists, instead of the top image alone. `None` (the default): the top
+    /// is all there is. An error when the source keeps the index but not every manifest it
+    /// lists: such a copy is refused before anything moves.
+    fn index_of_top(&self) -> Result<Option<RawManifest>, TransportError> {
+        Ok(None)
+    }
+
     /// A small blob (a config) the source read before the copy asked for it, with the
     /// URL it came from: the engine takes these bytes (and verifies them) instead of
     /// reading the blob again ([`Prefetched`](super::prefetched::Prefetched)). `None`
