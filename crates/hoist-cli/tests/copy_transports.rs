@@ -397,6 +397,19 @@ fn all_copies_every_platform_and_default_picks_one() {
     for id in &ids {
         env.ok(&["inspect", id]);
     }
+    // `hoist images` lists the name; the other platforms are part of it, listed with -a.
+    let listed = |extra: &[&str]| -> Vec<Value> {
+        let mut args = vec!["images", "--format", "json"];
+        args.extend_from_slice(extra);
+        let v: Value = serde_json::from_slice(&env.ok(&args).stdout).unwrap();
+        v.as_array().unwrap().clone()
+    };
+    let rows = listed(&[]);
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["Digest"], built.index.digest);
+    let rows = listed(&["-a"]);
+    assert_eq!(rows.len(), built.images.len(), "{rows:?}");
+    assert!(rows.iter().all(|r| r["Digest"] == built.index.digest));
     // And out again with --all: the index as it was, every platform with it (before, the
     // named image alone went out).
     let back = env.path("back");

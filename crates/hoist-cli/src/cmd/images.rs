@@ -28,6 +28,11 @@ pub struct ImagesArgs {
     /// Show images as a tree of parent/child links (shared base layers).
     #[arg(long)]
     pub tree: bool,
+    /// Also list the unnamed images that belong to a named multi-platform image (its
+    /// other platforms and attestations, copied in with `--all`), which are hidden by
+    /// default as Docker hides them.
+    #[arg(short, long)]
+    pub all: bool,
 }
 
 /// Arguments of `hoist tag`.
@@ -72,15 +77,30 @@ pub fn ago(created: Option<&str>) -> String {
 }
 
 /// One row per name (or one `<none>` row for an unnamed image), each seen through the
-/// manifest its name points at (its size and digest are that manifest's).
+/// manifest its name points at (its size and digest are that manifest's). Unnamed images
+/// listed by the index of a named one are part of it, and left out unless `all`.
 fn rows(
     images: &[ImageRecord],
     filter: Option<&Reference>,
+    all: bool,
 ) -> Vec<(Option<Reference>, ImageRecord)> {
+    let indexes_of = |img: &ImageRecord| -> Vec<Digest> {
+        img.index
+            .iter()
+            .chain(img.manifests.iter().filter_map(|m| m.index.as_ref()))
+            .map(|d| d.digest.clone())
+            .collect()
+    };
+    let named: std::collections::BTreeSet<Digest> = images
+        .iter()
+        .filter(|i| !i.names.is_empty())
+        .flat_map(indexes_of)
+        .collect();
     let mut out = Vec::new();
     for img in images {
         if img.names.is_empty() {
-            if filter.is_none() {
+            let part_of_named = indexes_of(img).iter().any(|d| named.contains(d));
+            if filter.is_none() && (all || !part_of_named) {
                 out.push((None, img.clone()));
             }
             continue;
@@ -117,7 +137,7 @@ pub fn images(a: ImagesArgs, g: &GlobalArgs) -> anyhow::Result<()> {
         let parents = store.parents()?;
         return print_tree(&images, &parents, &a);
     }
-    let rows = rows(&images, filter.as_ref());
+    let rows = rows(&images, filter.as_ref(), a.all);
     if a.format == Format::Json {
         let v: Vec<_> = rows
             .iter()
