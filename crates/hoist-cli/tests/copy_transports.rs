@@ -435,6 +435,36 @@ fn all_copies_every_platform_and_default_picks_one() {
     .unwrap();
     assert_eq!(raw, built.index_bytes, "pushed: the index byte for byte");
 
+    // hoist save --all: the index in an oci-archive, every platform with it, which a copy
+    // --all takes back into another store whole.
+    let saved = env.path("all.tar");
+    env.ok(&[
+        "-q",
+        "save",
+        "--all",
+        "--format",
+        "oci-archive",
+        "-o",
+        saved.to_str().unwrap(),
+        "local/idx:1",
+    ]);
+    let other = Env::new();
+    let d = other.copy(
+        &["--all"],
+        &format!("oci-archive:{}", saved.display()),
+        "hoist:again/idx:1",
+    );
+    assert_eq!(d, built.index.digest);
+    let d = other.copy(&["--all"], "hoist:again/idx:1", &oci(&other.path("o"), "i"));
+    assert_eq!(d, built.index.digest);
+    let out = env.run(&["save", "--all", "-o", "x.tar", "local/idx:1"]);
+    assert!(!out.status.success(), "--all into a docker-archive");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("--all needs --format oci-archive"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
     // A store holding one platform of the index refuses --all before anything moves.
     let partial = Env::new();
     partial.ok(&["-q", "pull", &reg.image_ref("ns/idx:v1")]);

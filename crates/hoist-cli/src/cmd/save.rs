@@ -33,6 +33,13 @@ pub struct Args {
     /// The archive format.
     #[arg(long, value_enum, default_value_t)]
     pub format: SaveFormat,
+    /// Every platform of a multi-platform image: the index it came in with and every
+    /// manifest it lists (copied into the store with `copy --all`), as `docker save`
+    /// writes them; oci-archive only (a docker-archive holds images, not indexes). `hoist
+    /// copy --all oci-archive:FILE hoist:NAME` takes them all back (`load` takes the
+    /// platform's image).
+    #[arg(short, long)]
+    pub all: bool,
 }
 
 /// Run it: each image is copied by the copy engine from the store into one archive.
@@ -55,7 +62,13 @@ pub fn run(a: Args, g: &GlobalArgs) -> anyhow::Result<()> {
     let progress = reporter(g.progress_mode());
     let start = Instant::now();
     let what = || format!("saving {} as {}", a.images.join(" "), format.as_str());
-    let opts = CopyOptions::default();
+    anyhow::ensure!(
+        !a.all || format == ArchiveFormat::OciArchive,
+        "--all needs --format oci-archive: a docker-archive holds images, not the index \
+         that lists every platform"
+    );
+    let mut opts = CopyOptions::default();
+    opts.all = a.all;
     // The command runs inside the CLI's multi-threaded runtime.
     tokio::task::block_in_place(|| {
         tokio::runtime::Handle::current().block_on(save_images(

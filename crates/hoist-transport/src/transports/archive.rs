@@ -245,11 +245,9 @@ pub async fn save_images(
                 if let [name] = names.as_slice() {
                     annotations.insert(ANNOTATION_IMAGE_NAME.to_owned(), name.clone());
                 }
-                let dst = AnyDestination::OciArchive(archive.image(
-                    names,
-                    Some(img.record.platform.clone()),
-                    annotations,
-                ));
+                // An index saved whole (`all`) has no one platform.
+                let platform = (!opts.all).then(|| img.record.platform.clone());
+                let dst = AnyDestination::OciArchive(archive.image(names, platform, annotations));
                 copy(&src, dst, &opts, progress).await?;
             }
             archive.finish().await
