@@ -7,9 +7,10 @@
 //! then reads from (mirrors first); the pull is pinned to that manifest and takes what was
 //! read from that source instead of fetching it again ([`Prefetched`]). The pull runs on
 //! the runtime, and the builder reads each layer from its partial download as it grows
-//! ([`Store::following`]: fetch → hash → decompress → apply in one pass). A layer ends for the builder only once the pull has verified and
-//! published its blob, and the builder checks each diff ID: a failed or corrupt download
-//! leaves no result, and the pull leaves the store as it was.
+//! ([`Store::following`]: fetch → hash → decompress → apply in one pass). A layer ends for
+//! the builder only once the pull has verified and published its blob, and the builder
+//! checks each diff ID: a failed or corrupt download leaves no result, and the pull leaves
+//! the store as it was.
 
 use std::collections::HashMap;
 use std::sync::Arc;
