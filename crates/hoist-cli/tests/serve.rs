@@ -1405,7 +1405,10 @@ fn allow_push_an_index_with_skopeo_all_and_copy_it_back_byte_identical() {
     let dir = env.dir.path();
     let srv = env.serve(&["--allow-push"]);
     let layout = dir.join("layout");
+    // Two platforms and an attestation manifest, as buildkit writes them.
     let built = images::sample_index()
+        .image(images::ImageSpec::oci().platform("unknown", "unknown", None))
+        .entry_annotation("vnd.docker.reference.type", "attestation-manifest")
         .write_layout(&layout, "multi")
         .unwrap();
     let plain = SkopeoOpts::default().tls_verify(false);
@@ -1423,6 +1426,21 @@ fn allow_push_an_index_with_skopeo_all_and_copy_it_back_byte_identical() {
         images.contains(&format!("{}/ns/multi", srv.addr)),
         "{images}"
     );
+    // The other platform and the attestation, pushed by digest before the index, are
+    // part of the named image: no <none> row for them unless -a.
+    let rows = |extra: &[&str]| -> Vec<serde_json::Value> {
+        let mut args = vec!["images", "--format", "json"];
+        args.extend_from_slice(extra);
+        let v: serde_json::Value = serde_json::from_slice(&env.ok(&args)).unwrap();
+        v.as_array().unwrap().clone()
+    };
+    let named = rows(&[]);
+    assert!(
+        named.iter().all(|r| !r["Repository"].is_null()),
+        "{named:?}"
+    );
+    let every = rows(&["-a"]);
+    assert_eq!(every.len(), built.images.len(), "{every:?}");
     let out = dir.join("back");
     skopeo::skopeo_copy(
         &format!("docker://{}/ns/multi:1", srv.addr),

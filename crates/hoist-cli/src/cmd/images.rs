@@ -1,11 +1,11 @@
 //! `hoist images`, `hoist tag`, `hoist rmi`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::time::SystemTime;
 
 use bytesize::ByteSize;
-use hoist_store::ImageRecord;
-use hoist_types::{Digest, Reference};
+use hoist_store::{ImageRecord, Store};
+use hoist_types::{Digest, MAX_MANIFEST_SIZE, Manifest, Reference};
 use serde_json::json;
 
 use crate::cmd::print_json;
@@ -76,31 +76,50 @@ pub fn ago(created: Option<&str>) -> String {
     format!("{n} {unit}{} ago", if n == 1 { "" } else { "s" })
 }
 
+/// The indexes of named images and the manifests they list: an unnamed image among them
+/// (another platform, an attestation, copied or pushed in with the index) is part of a
+/// named image.
+fn named_members(store: &Store, images: &[ImageRecord]) -> BTreeSet<Digest> {
+    let mut out = BTreeSet::new();
+    for img in images.iter().filter(|i| !i.names.is_empty()) {
+        for d in indexes_of(img) {
+            if let Ok(bytes) = store.read_blob(&d, MAX_MANIFEST_SIZE)
+                && let Ok((Manifest::Index(idx), _)) = Manifest::parse(&bytes, None)
+            {
+                out.extend(idx.manifests.iter().map(|e| e.digest.clone()));
+            }
+            out.insert(d);
+        }
+    }
+    out
+}
+
+fn indexes_of(img: &ImageRecord) -> Vec<Digest> {
+    img.index
+        .iter()
+        .chain(img.manifests.iter().filter_map(|m| m.index.as_ref()))
+        .map(|d| d.digest.clone())
+        .collect()
+}
+
 /// One row per name (or one `<none>` row for an unnamed image), each seen through the
 /// manifest its name points at (its size and digest are that manifest's). Unnamed images
-/// listed by the index of a named one are part of it, and left out unless `all`.
+/// among `members` (see [`named_members`]) are part of a named one, and left out unless
+/// `all`.
 fn rows(
     images: &[ImageRecord],
     filter: Option<&Reference>,
-    all: bool,
+    members: Option<&BTreeSet<Digest>>,
 ) -> Vec<(Option<Reference>, ImageRecord)> {
-    let indexes_of = |img: &ImageRecord| -> Vec<Digest> {
-        img.index
-            .iter()
-            .chain(img.manifests.iter().filter_map(|m| m.index.as_ref()))
-            .map(|d| d.digest.clone())
-            .collect()
-    };
-    let named: std::collections::BTreeSet<Digest> = images
-        .iter()
-        .filter(|i| !i.names.is_empty())
-        .flat_map(indexes_of)
-        .collect();
     let mut out = Vec::new();
     for img in images {
         if img.names.is_empty() {
-            let part_of_named = indexes_of(img).iter().any(|d| named.contains(d));
-            if filter.is_none() && (all || !part_of_named) {
+            let part_of_named = members.is_some_and(|m| {
+                m.contains(&img.manifest.digest)
+                    || img.manifests.iter().any(|v| m.contains(&v.manifest.digest))
+                    || indexes_of(img).iter().any(|d| m.contains(d))
+            });
+            if filter.is_none() && !part_of_named {
                 out.push((None, img.clone()));
             }
             continue;
@@ -137,7 +156,8 @@ pub fn images(a: ImagesArgs, g: &GlobalArgs) -> anyhow::Result<()> {
         let parents = store.parents()?;
         return print_tree(&images, &parents, &a);
     }
-    let rows = rows(&images, filter.as_ref(), a.all);
+    let members = (!a.all).then(|| named_members(&store, &images));
+    let rows = rows(&images, filter.as_ref(), members.as_ref());
     if a.format == Format::Json {
         let v: Vec<_> = rows
             .iter()
