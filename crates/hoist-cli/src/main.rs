@@ -46,6 +46,8 @@ enum Command {
     Tags(cmd::tags::TagsArgs),
     /// List the repositories of a registry (`/v2/_catalog`).
     Catalog(cmd::tags::CatalogArgs),
+    /// Delete an image's manifest from a registry (skopeo delete's job).
+    Delete(cmd::tags::DeleteArgs),
     /// Store credentials for a registry.
     Login(cmd::login::LoginArgs),
     /// Remove stored credentials for a registry.
@@ -121,6 +123,7 @@ fn run(command: Command, g: &GlobalArgs) -> anyhow::Result<()> {
             Command::Inspect(a) => cmd::inspect::run(a, g).await,
             Command::Tags(a) => cmd::tags::tags(a, g).await,
             Command::Catalog(a) => cmd::tags::catalog(a, g).await,
+            Command::Delete(a) => cmd::tags::delete(a, g).await,
             Command::Login(a) => cmd::login::login(a, g).await,
             Command::Logout(a) => cmd::login::logout(a),
             Command::Unpack(a) => cmd::unpack::run(a, g),

@@ -60,6 +60,13 @@ fn hint(cause: &(dyn StdError + 'static)) -> Option<&'static str> {
             RegistryError::Tls { .. } => Some(
                 "trust the registry's CA with --cert-dir or /etc/containers/certs.d/HOST/, or skip verification with --tls-verify=false",
             ),
+            RegistryError::PushRejected {
+                method: "DELETE",
+                status: 405,
+                ..
+            } => Some(
+                "the registry does not allow deletes (the Distribution registry allows them with storage.delete.enabled: true, or REGISTRY_STORAGE_DELETE_ENABLED=true)",
+            ),
             _ => None,
         };
     }

@@ -492,3 +492,84 @@ fn tag_rmi_and_reference_normalisation() {
     let err = env.fails(&["rmi", "nothing-here"]);
     assert!(err.contains("nothing-here"), "{err}");
 }
+
+/// `hoist delete docker://REF`, skopeo delete's job, against Distribution: a tag is
+/// resolved to its digest and that manifest deleted (every tag naming it goes with it), a
+/// digest is deleted as given; a registry without deletes (`storage.delete.enabled:
+/// false`) refuses with 405 and keeps the image; a store reference is refused.
+#[test]
+fn delete_removes_a_manifest_from_the_registry_where_deletes_are_allowed() {
+    require_peers!(Peer::Registry, Peer::Skopeo);
+    let spec = ImageSpec::oci().layer(LayerSpec::gzip([Entry::file("f", b"x\n".to_vec())]));
+    let layout = tempfile::tempdir().unwrap();
+    let built = spec.write_layout(layout.path(), "t").unwrap();
+    let reg = Registry::plain();
+    let opts = SkopeoOpts::for_registry(&reg);
+    for tag in ["a", "b"] {
+        skopeo::push_with_skopeo(
+            layout.path(),
+            "t",
+            &reg.image_ref(&format!("del/app:{tag}")),
+            &opts,
+        )
+        .unwrap();
+    }
+    let env = Env::new();
+    let exists = |tag: &str| {
+        skopeo::run_skopeo(&[
+            "inspect".into(),
+            "--raw".into(),
+            "--tls-verify=false".into(),
+            format!("docker://{}", reg.image_ref(&format!("del/app:{tag}"))),
+        ])
+        .is_ok()
+    };
+    assert!(exists("a") && exists("b"));
+    let out = env.ok(&[
+        "-q",
+        "delete",
+        &format!("docker://{}", reg.image_ref("del/app:a")),
+    ]);
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        built.manifest.digest
+    );
+    assert!(!exists("a") && !exists("b"), "both tags named the manifest");
+    // Gone: a second delete says so.
+    let out = env.run(&[
+        "delete",
+        &format!(
+            "docker://{}",
+            reg.image_ref(&format!("del/app@{}", built.manifest.digest))
+        ),
+    ]);
+    assert!(!out.status.success());
+
+    // Deletes off: refused, the image kept.
+    let off = Registry::builder().delete_enabled(false).start();
+    let opts = SkopeoOpts::for_registry(&off);
+    skopeo::push_with_skopeo(layout.path(), "t", &off.image_ref("del/app:a"), &opts).unwrap();
+    let out = env.run(&[
+        "delete",
+        &format!("docker://{}", off.image_ref("del/app:a")),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("405") && err.contains("storage.delete.enabled"),
+        "{err}"
+    );
+    assert!(
+        skopeo::run_skopeo(&[
+            "inspect".into(),
+            "--raw".into(),
+            "--tls-verify=false".into(),
+            format!("docker://{}", off.image_ref("del/app:a")),
+        ])
+        .is_ok()
+    );
+    // Not a registry reference.
+    let out = env.run(&["delete", "del/app:a"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("hoist rmi"));
+}

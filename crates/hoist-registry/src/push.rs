@@ -7,6 +7,9 @@
 //!   `Content-Type`, under the push scope. A digest reference must be the digest of the
 //!   bytes (checked before sending); the registry's `Docker-Content-Digest` must be too.
 //!   Manifests and indexes alike; at most 4 MiB, the limit registries apply.
+//! - `DELETE /v2/REPO/manifests/DIGEST` under a delete scope (`repository:REPO:delete`):
+//!   202 (or 200/204) deleted. By digest only, as the Distribution API defines it; a
+//!   registry that does not allow deletes answers 405 `UNSUPPORTED`.
 //! - `GET /v2/REPO/referrers/DIGEST[?artifactType=T]` (OCI Distribution 1.1): the index of
 //!   the manifests whose `subject` is DIGEST. A registry without the API answers 404 (or
 //!   400/405/501): [`RegistryError::Unsupported`]. When the registry does not say it
@@ -138,6 +141,31 @@ impl RegistryClient {
         })
         .await?;
         Ok(by_digest.unwrap_or(digest))
+    }
+
+    /// Delete manifest `digest` from `repo` (`DELETE`): every tag that names it goes
+    /// with it, and the registry's own garbage collection frees the blobs later. A
+    /// registry that does not allow deletes refuses with 405 ([`RegistryError::PushRejected`]);
+    /// one that does not have the manifest with 404.
+    pub async fn delete_manifest(&self, repo: &str, digest: &Digest) -> Result<(), RegistryError> {
+        validate_repo(repo)?;
+        let url = self.url(&format!("v2/{repo}/manifests/{digest}")).await?;
+        let what = format!("manifest {repo}@{digest}");
+        self.retrying(url.as_str(), || async {
+            let resp = self
+                .execute(Req {
+                    method: Method::DELETE,
+                    url: url.clone(),
+                    scope: Some(format!("repository:{repo}:delete")),
+                    headers: HeaderMap::new(),
+                })
+                .await?;
+            if !resp.status().is_success() {
+                return Err(self.push_error(resp, &Method::DELETE, what.clone()).await);
+            }
+            Ok(())
+        })
+        .await
     }
 
     /// The referrers of `digest` in `repo`, optionally only those of `artifact_type`.

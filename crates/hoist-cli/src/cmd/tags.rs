@@ -1,4 +1,4 @@
-//! `hoist tags` and `hoist catalog`.
+//! `hoist tags`, `hoist catalog` and `hoist delete`: a registry's repositories.
 
 use hoist_registry::RegistryClient;
 use hoist_types::Reference;
@@ -29,6 +29,47 @@ pub struct CatalogArgs {
     pub format: Format,
     #[command(flatten)]
     pub registry: RegistryArgs,
+}
+
+/// Arguments of `hoist delete`.
+#[derive(Debug, clap::Args)]
+pub struct DeleteArgs {
+    /// The image in a registry, `docker://HOST/REPO:TAG` or `docker://HOST/REPO@DIGEST`.
+    /// A tag is resolved to its manifest's digest, which is deleted (as skopeo delete
+    /// does): every tag naming that manifest goes with it. (`hoist rmi` removes images
+    /// from the store.)
+    pub image: String,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// `hoist delete`.
+pub async fn delete(a: DeleteArgs, g: &GlobalArgs) -> anyhow::Result<()> {
+    let Some(rest) = a.image.strip_prefix("docker://") else {
+        anyhow::bail!(
+            "{}: hoist delete deletes from a registry and takes docker://REF \
+             (hoist rmi removes images from the store)",
+            a.image
+        );
+    };
+    let r = Reference::parse(rest)?;
+    let client = RegistryClient::new(r.registry(), a.registry.client_options()?)?;
+    let digest = match r.digest() {
+        Some(d) => d.clone(),
+        None => {
+            client
+                .head_manifest(r.repository(), &r.manifest_reference())
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("{r}: no such manifest in the registry"))?
+                .digest
+        }
+    };
+    client.delete_manifest(r.repository(), &digest).await?;
+    if !g.quiet {
+        eprintln!("deleted {}@{digest}", r.name());
+    }
+    println!("{digest}");
+    Ok(())
 }
 
 /// `hoist tags`.
