@@ -143,6 +143,28 @@ impl RegistryClient {
         Ok(by_digest.unwrap_or(digest))
     }
 
+    /// Delete the manifest `reference` (a tag or a digest) names in `repo`, as skopeo
+    /// delete does: a tag is resolved to its manifest's digest first (`HEAD`), and that
+    /// manifest is deleted ([`delete_manifest`](Self::delete_manifest)), so every tag
+    /// naming it goes with it. Returns the digest deleted; [`RegistryError::NotFound`]
+    /// when there is no such manifest.
+    pub async fn delete(&self, repo: &str, reference: &str) -> Result<Digest, RegistryError> {
+        let digest = match validate_reference(reference)? {
+            Some(d) => d,
+            None => {
+                self.head_manifest(repo, reference)
+                    .await?
+                    .ok_or_else(|| RegistryError::NotFound {
+                        url: format!("{}/v2/{repo}/manifests/{reference}", self.base_url()),
+                        what: format!("manifest {repo}:{reference}"),
+                    })?
+                    .digest
+            }
+        };
+        self.delete_manifest(repo, &digest).await?;
+        Ok(digest)
+    }
+
     /// Delete manifest `digest` from `repo` (`DELETE`): every tag that names it goes
     /// with it, and the registry's own garbage collection frees the blobs later. A
     /// registry that does not allow deletes refuses with 405 ([`RegistryError::PushRejected`]);

@@ -725,6 +725,26 @@ impl Client {
         Ok(client.list_tags(r.repository()).await?)
     }
 
+    /// Deletes the manifest `reference` names from its registry (skopeo delete's job): a
+    /// tag is resolved to its manifest's digest, which is deleted, so every tag naming it
+    /// goes with it. Returns the digest deleted. The store is not touched (see
+    /// [`remove`](Self::remove)).
+    ///
+    /// ```no_run
+    /// # async fn f() -> hoist::Result<()> {
+    /// let client = hoist::Client::builder().build()?;
+    /// let gone = client.delete_from_registry("127.0.0.1:5000/app:old").await?;
+    /// println!("deleted {gone}");
+    /// # Ok(()) }
+    /// ```
+    pub async fn delete_from_registry(&self, reference: &str) -> Result<hoist_types::Digest> {
+        let r = Reference::parse(reference.strip_prefix("docker://").unwrap_or(reference))?;
+        let client = RegistryClient::new(r.registry(), self.inner.registry.clone())?;
+        Ok(client
+            .delete(r.repository(), &r.manifest_reference())
+            .await?)
+    }
+
     /// Loads every image and tag of a docker-archive or oci-archive (compressed or not,
     /// as `docker load` reads them) into the store.
     ///

@@ -47,6 +47,22 @@ async fn push_tags_inspect_save_and_load_round_trip() {
         .await
         .unwrap();
     assert_eq!(remote.raw_manifest, built.manifest_bytes);
+    // Deleted from the registry by tag: the digest it named is gone, the store keeps it.
+    let gone = client
+        .delete_from_registry(&reg.image_ref("dst/app:v2"))
+        .await
+        .unwrap();
+    assert_eq!(gone.to_string(), built.manifest.digest);
+    let err = client
+        .inspect(&format!("docker://{}", reg.image_ref("dst/app:v2")))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
+    let err = client
+        .delete_from_registry(&reg.image_ref("dst/app:v2"))
+        .await
+        .unwrap_err();
+    assert_eq!(err.kind(), ErrorKind::NotFound, "{err}");
     let local = client.inspect(&reg.image_ref("src/app:v1")).await.unwrap();
     assert_eq!(local.raw_manifest, built.manifest_bytes);
     assert_eq!(local.raw_config.as_deref(), Some(&built.config_bytes[..]));

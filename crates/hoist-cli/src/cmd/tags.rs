@@ -54,17 +54,9 @@ pub async fn delete(a: DeleteArgs, g: &GlobalArgs) -> anyhow::Result<()> {
     };
     let r = Reference::parse(rest)?;
     let client = RegistryClient::new(r.registry(), a.registry.client_options()?)?;
-    let digest = match r.digest() {
-        Some(d) => d.clone(),
-        None => {
-            client
-                .head_manifest(r.repository(), &r.manifest_reference())
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("{r}: no such manifest in the registry"))?
-                .digest
-        }
-    };
-    client.delete_manifest(r.repository(), &digest).await?;
+    let digest = client
+        .delete(r.repository(), &r.manifest_reference())
+        .await?;
     if !g.quiet {
         eprintln!("deleted {}@{digest}", r.name());
     }
