@@ -41,8 +41,8 @@ use std::sync::{Arc, Mutex};
 
 use hoist_store::{BlobLock, BlobWriter, ImageCommit, ImageRecord, Store};
 use hoist_types::{
-    Descriptor, Digest, ImageConfig, MAX_CONFIG_SIZE, MAX_MANIFEST_SIZE, Manifest, Platform,
-    Progress, Reference,
+    Descriptor, Digest, ImageConfig, MAX_CONFIG_SIZE, MAX_INDEX_DEPTH, MAX_MANIFEST_SIZE, Manifest,
+    Platform, Progress, Reference,
 };
 
 use super::local;
@@ -76,6 +76,33 @@ fn location_of(s: &str) -> Option<BlobLocation> {
     })
 }
 
+/// The manifests `index` lists, through nested indexes (to [`MAX_INDEX_DEPTH`] levels),
+/// that the store lacks.
+fn missing_under(store: &Store, index: &RawManifest) -> Result<Vec<Digest>, TransportError> {
+    let mut missing = Vec::new();
+    let mut level = vec![index.clone()];
+    for _ in 0..MAX_INDEX_DEPTH {
+        let mut next = Vec::new();
+        for m in &level {
+            let Manifest::Index(idx) = &m.manifest else {
+                continue;
+            };
+            for e in &idx.manifests {
+                if store.has_blob(&e.digest)?.is_none() {
+                    missing.push(e.digest.clone());
+                } else if e.media_type.is_index() {
+                    next.push(read_manifest(store, e)?);
+                }
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        level = next;
+    }
+    Ok(missing)
+}
+
 fn index_len(m: &RawManifest) -> usize {
     match &m.manifest {
         Manifest::Index(idx) => idx.manifests.len(),
@@ -98,14 +125,7 @@ impl HoistSource {
             let index = match &rec.index {
                 Some(d) if store.has_blob(&d.digest)?.is_some() => {
                     let index = read_manifest(&store, d)?;
-                    let mut missing = Vec::new();
-                    if let Manifest::Index(idx) = &index.manifest {
-                        for e in &idx.manifests {
-                            if store.has_blob(&e.digest)?.is_none() {
-                                missing.push(e.digest.clone());
-                            }
-                        }
-                    }
+                    let missing = missing_under(&store, &index)?;
                     Some(Box::new((index, missing)))
                 }
                 _ => None,
@@ -878,6 +898,44 @@ mod tests {
         );
         assert_eq!(b.source.as_deref(), Some("archive"));
         assert_ne!(a.id, b.id);
+    }
+
+    /// A manifest missing under a nested index is found before a copy of every platform.
+    #[test]
+    fn missing_manifests_are_found_through_nested_indexes() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(dir.path().join("s")).unwrap();
+        let (.., present) = image("a", 1);
+        let (.., absent) = image("b", 1);
+        store.put_blob(&present.digest, &present.bytes).unwrap();
+        let index_of = |ms: &[&RawManifest], mt: &str| {
+            let entries: Vec<String> = ms
+                .iter()
+                .map(|m| {
+                    format!(
+                        r#"{{"mediaType":"{}","digest":"{}","size":{}}}"#,
+                        m.media_type.as_str(),
+                        m.digest,
+                        m.bytes.len()
+                    )
+                })
+                .collect();
+            let bytes = format!(
+                r#"{{"schemaVersion":2,"mediaType":"{mt}","manifests":[{}]}}"#,
+                entries.join(",")
+            );
+            raw_manifest(bytes.into_bytes(), None, None).unwrap()
+        };
+        let oci_index = "application/vnd.oci.image.index.v1+json";
+        let inner = index_of(&[&present, &absent], oci_index);
+        store.put_blob(&inner.digest, &inner.bytes).unwrap();
+        let outer = index_of(&[&present, &inner], oci_index);
+        assert_eq!(
+            missing_under(&store, &outer).unwrap(),
+            vec![absent.digest.clone()]
+        );
+        store.put_blob(&absent.digest, &absent.bytes).unwrap();
+        assert!(missing_under(&store, &outer).unwrap().is_empty());
     }
 
     #[test]
