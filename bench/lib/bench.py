@@ -73,6 +73,9 @@ SCENARIOS = {
     13: "cold `hoist rootfs REF --format ext4` (empty store)",
     14: "skopeo copy from hoist serve (peer: from the Distribution registry)",
     15: "skopeo copy through a pull-through cache, cold (peer: Distribution's proxy mode)",
+    16: "unpack a layer GNU tar wrote with --sparse (a 512 MiB disk image, 8 MiB of data)",
+    17: "copy between two repositories of the registry with --preserve-digests (a mirror)",
+    18: "delete a tag from the registry",
 }
 VARIANTS = {  # (number, variant) -> the text after the scenario's, where the variant needs words
     (11, "gpg-skopeo"): "signedBy (GPG simple signing, lookaside store); peer: skopeo copy under the same policy",
@@ -194,7 +197,7 @@ class Bench:
             return r.stdout if r.returncode == 0 else None
 
         caps = {c: help_of(c) is not None
-                for c in ["pull", "unpack", "rootfs", "copy", "save", "export", "load", "sync"]}
+                for c in ["pull", "unpack", "rootfs", "copy", "save", "export", "load", "sync", "delete"]}
         rh = help_of("rootfs") or ""
         caps["policy"] = "--policy" in (help_of("pull") or "")
         caps["rootfs-formats"] = {f for f in ("dir", "ext4", "erofs") if re.search(rf"\b{f}\b", rh)}
@@ -240,6 +243,54 @@ class Bench:
             f = self.d(f"seed-{image}.docker.tar")
             sh(f"rm -f {q(f)} && {self.skopeo(image, 'docker-archive:' + f + ':' + IMAGES[image])}")
             self.seeds[key] = f
+        return self.seeds[key]
+
+    def seed_sparse(self):
+        """An OCI layout (`:latest`) of one gzip layer that GNU tar wrote with `--sparse
+        --format=posix` (PAX 1.0, the form umoci reads too): `disk.img`, 512 MiB with 8
+        MiB of data in 1 MiB pieces, and `etc/os-release`. Written once."""
+        key = ("sparse",)
+        if key not in self.seeds:
+            import gzip
+            import hashlib
+            w = self.d("seed-sparse-src")
+            o = self.d("seed-oci-sparse")
+            sh(f"rm -rf {q(w)} {q(o)} && mkdir -p {q(w + '/etc')} {q(o + '/blobs/sha256')}")
+            with open(f"{w}/etc/os-release", "w") as f:
+                f.write("ID=sparse\n")
+            with open(f"{w}/disk.img", "wb") as f:
+                for i in range(8):
+                    f.seek(i * 64 << 20)
+                    f.write(os.urandom(1 << 20))
+                f.truncate(512 << 20)
+            tar = subprocess.run(["tar", "--sparse", "--format=posix", "--owner=0", "--group=0", "-C", w,
+                                  "-cf", "-", "etc", "disk.img"], capture_output=True, check=True).stdout
+            blob = gzip.compress(tar, compresslevel=1, mtime=0)
+
+            def put(b):
+                d = hashlib.sha256(b).hexdigest()
+                with open(f"{o}/blobs/sha256/{d}", "wb") as f:
+                    f.write(b)
+                return {"digest": f"sha256:{d}", "size": len(b)}
+
+            cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
+                              "rootfs": {"type": "layers",
+                                         "diff_ids": ["sha256:" + hashlib.sha256(tar).hexdigest()]}}).encode()
+            m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
+                            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **put(cfg)},
+                            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
+                                        **put(blob)}]}).encode()
+            with open(f"{o}/index.json", "w") as f:
+                json.dump({"schemaVersion": 2, "manifests": [
+                    {"mediaType": "application/vnd.oci.image.manifest.v1+json", **put(m),
+                     "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}, f)
+            with open(f"{o}/oci-layout", "w") as f:
+                f.write('{"imageLayoutVersion":"1.0.0"}')
+            st = self.d("seed-store-sparse")
+            sh(f"rm -rf {q(st)} && {self.H(st, 'copy', 'oci:' + o + ':latest', 'hoist:bench/sparse:latest')}"
+               " >/dev/null")
+            shutil.rmtree(w)
+            self.seeds[key] = (o, st)
         return self.seeds[key]
 
     def ext4_size(self, image):
@@ -691,6 +742,38 @@ class Bench:
             for t in (h2, p2):
                 t.check_fn = self.sync_check
             out.append(Case(12, "apps3x4", h2, p2, variant="second"))
+        # 16. a layer with a sparse file (GNU tar --sparse), unpacked: hoist keeps the holes
+        #     as holes, umoci writes them out as zeros
+        sparse_ok = (f"test $(stat -c %s {q(T + '/disk.img')}) -eq {512 << 20}",
+                     f"test $(stat -c %s {q(B + '/rootfs/disk.img')}) -eq {512 << 20}")
+        h = Tool("hoist unpack", self.H(S, "unpack", "bench/sparse:latest", T), None, check=sparse_ok[0],
+                 na=None if c["unpack"] else na_cmd("unpack"))
+        h.prepare_fn = lambda: f"{clean} && cp -a {q(self.seed_sparse()[1])} {q(S)}"
+        p = Tool("umoci unpack", None, clean, check=sparse_ok[1])
+        p.cmd_fn = lambda: f"umoci unpack --image {q(self.seed_sparse()[0] + ':latest')} {q(B)}"
+        out.append(Case(16, "sparse", h, p))
+        # 17. a mirror's copy: one repository of the registry into a new one each run, digests
+        #     preserved, each side's TLS setting given on its own
+        for img in main:
+            new_repo = lambda side: f"docker://{self.reg}/bench/mirror-{side}-$(date +%s%N):latest"
+            opts = ["--preserve-digests", "--src-tls-verify=false", "--dest-tls-verify=false"]
+            hc = f"{q(self.hoist, '--store', S, '-q', 'copy', *opts, 'docker://' + self.ref(img))} {new_repo('hoist')}"
+            pc = f"{q('skopeo', 'copy', '-q', *opts, 'docker://' + self.ref(img))} {new_repo('skopeo')}"
+            out.append(Case(17, img, Tool("hoist copy docker:// docker://", hc, clean,
+                                          na=None if c["copy"] else na_cmd("copy")),
+                            Tool("skopeo copy docker:// docker://", pc, clean)))
+        # 18. delete a tag: each run first tags the image anew (untimed: a mount and a
+        #     manifest put), then deletes it
+        img = small[0]
+        tag_ref = lambda side: f"{self.reg}/bench/delete-{side}:latest"
+        retag = lambda side: q("skopeo", "copy", "-q", "--src-tls-verify=false", "--dest-tls-verify=false",
+                               f"docker://{self.ref(img)}", f"docker://{tag_ref(side)}")
+        gone = lambda side: f"! skopeo inspect --raw --tls-verify=false {q('docker://' + tag_ref(side))} >/dev/null 2>&1"
+        h = Tool("hoist delete", self.H(S, "delete", f"docker://{tag_ref('hoist')}"), retag("hoist"),
+                 check=gone("hoist"), na=None if c.get("delete") else na_cmd("delete"))
+        p = Tool("skopeo delete", q("skopeo", "delete", "--tls-verify=false", f"docker://{tag_ref('skopeo')}"),
+                 retag("skopeo"), check=gone("skopeo"))
+        out.append(Case(18, img, h, p))
         # 14, 15. hoist serve against the Distribution registry, read by skopeo copy: the
         #     store served (one client; 16 at once), and a cold pull-through cache against
         #     Distribution's proxy mode (lib/serving.py)
