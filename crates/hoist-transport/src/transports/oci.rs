@@ -201,6 +201,30 @@ pub struct OciDestination {
     dir: PathBuf,
     name: Option<String>,
     staged: Staged,
+    /// What `open` created: the `oci-layout` file (and the directory, when `true`), taken
+    /// away again if the copy ends having written nothing else ([`Drop`]).
+    created: Option<bool>,
+}
+
+impl Drop for OciDestination {
+    /// A copy refused or failed before it wrote anything leaves the place as it found it:
+    /// the `oci-layout` file `open` wrote (and the directory it made) is removed when it
+    /// is all there is. Anything else (blobs a later copy resumes from, a committed name)
+    /// stays.
+    fn drop(&mut self) {
+        let Some(made_dir) = self.created else {
+            return;
+        };
+        let only_layout = std::fs::read_dir(&self.dir).is_ok_and(|entries| {
+            entries
+                .map(|e| e.map(|e| e.file_name()))
+                .collect::<Result<Vec<_>, _>>()
+                .is_ok_and(|names| names.len() == 1 && names[0] == "oci-layout")
+        });
+        if only_layout && std::fs::remove_file(self.dir.join("oci-layout")).is_ok() && made_dir {
+            let _ = std::fs::remove_dir(&self.dir);
+        }
+    }
 }
 
 impl OciDestination {
@@ -213,32 +237,36 @@ impl OciDestination {
         name: Option<String>,
     ) -> Result<OciDestination, TransportError> {
         let d = dir.clone();
-        blocking(move || {
+        let created = blocking(move || {
             // Empty, or holding only temp files of a copy killed before its `oci-layout`
             // was in place.
+            // Some(true): the directory made here; Some(false): an empty one found.
             let fresh = match std::fs::read_dir(&d) {
-                Ok(mut it) => it.all(|e| {
-                    e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".hoist-tmp"))
-                }),
+                Ok(mut it) => it
+                    .all(|e| {
+                        e.is_ok_and(|e| e.file_name().to_string_lossy().ends_with(".hoist-tmp"))
+                    })
+                    .then_some(false),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
                     local::create_dir_all(&d)?;
-                    true
+                    Some(true)
                 }
                 Err(e) => return Err(local::io_err("read directory", &d)(e)),
             };
-            if fresh {
+            if fresh.is_some() {
                 local::write_atomic(&d.join("oci-layout"), OCI_LAYOUT.as_bytes())?;
             } else {
                 check_layout_file(&d)?;
                 read_index(&d)?;
             }
-            Ok(())
+            Ok(fresh)
         })
         .await??;
         Ok(OciDestination {
             dir,
             name,
             staged: Staged::new(),
+            created,
         })
     }
 }
@@ -358,7 +386,7 @@ impl ImageDestination for OciDestination {
         let location = self.describe();
         let mut st = self.staged.take();
         let top = st.take_top(&location)?.descriptor();
-        let (dir, name, digest) = (self.dir, self.name, top.digest.clone());
+        let (dir, name, digest) = (self.dir.clone(), self.name.clone(), top.digest.clone());
         blocking(move || {
             let layout = dir.join("oci-layout");
             if std::fs::symlink_metadata(&layout).is_err() {
