@@ -371,7 +371,7 @@ async fn transfer(
     // Every platform: the index the top image was chosen from, where the source keeps it.
     if opts.all
         && matches!(top.manifest, Manifest::Image(_))
-        && let Some(index) = src.index_of_top()?
+        && let Some(index) = src.index_of_top().await?
     {
         top = index;
     }
@@ -470,10 +470,10 @@ impl Engine<'_> {
                 limit: MAX_INSTANCES,
             });
         }
-        if let Some(f) = self
+        let want = self
             .format
-            .filter(|f| ManifestFormat::of(&top.media_type) != Some(*f))
-        {
+            .filter(|f| ManifestFormat::of(&top.media_type) != Some(*f));
+        if let Some(f) = want {
             self.keep_digest(
                 &top.digest,
                 &format!("it would be written as {}", f.as_str()),
@@ -505,9 +505,6 @@ impl Engine<'_> {
             }
             entries.push(e);
         }
-        let want = self
-            .format
-            .filter(|f| ManifestFormat::of(&top.media_type) != Some(*f));
         if !changed && want.is_none() {
             return Ok(top.clone());
         }

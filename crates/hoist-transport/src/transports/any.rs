@@ -216,8 +216,8 @@ impl ImageSource for AnySource {
         each!(self, s => s.blob_locations())
     }
 
-    fn index_of_top(&self) -> Result<Option<RawManifest>, TransportError> {
-        each!(self, s => s.index_of_top())
+    async fn index_of_top(&self) -> Result<Option<RawManifest>, TransportError> {
+        each!(self, s => s.index_of_top().await)
     }
 
     fn read_before(&self, desc: &Descriptor) -> Option<(Vec<u8>, String)> {

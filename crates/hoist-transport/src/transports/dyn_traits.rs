@@ -104,7 +104,7 @@ pub trait DynImageSource: Send + Sync {
     /// [`ImageSource::blob_locations`].
     fn blob_locations_dyn(&self) -> Vec<BlobLocation>;
     /// [`ImageSource::index_of_top`].
-    fn index_of_top_dyn(&self) -> Result<Option<RawManifest>, TransportError>;
+    fn index_of_top_dyn(&self) -> BoxFuture<'_, Result<Option<RawManifest>, TransportError>>;
     /// [`ImageSource::read_before`].
     fn read_before_dyn(&self, desc: &Descriptor) -> Option<(Vec<u8>, String)>;
     /// [`ImageSource::blob_fetcher`].
@@ -145,8 +145,8 @@ impl<T: ImageSource> DynImageSource for T {
     fn blob_locations_dyn(&self) -> Vec<BlobLocation> {
         self.blob_locations()
     }
-    fn index_of_top_dyn(&self) -> Result<Option<RawManifest>, TransportError> {
-        self.index_of_top()
+    fn index_of_top_dyn(&self) -> BoxFuture<'_, Result<Option<RawManifest>, TransportError>> {
+        Box::pin(self.index_of_top())
     }
     fn read_before_dyn(&self, desc: &Descriptor) -> Option<(Vec<u8>, String)> {
         self.read_before(desc)
@@ -189,8 +189,8 @@ impl ImageSource for Box<dyn DynImageSource> {
     fn blob_locations(&self) -> Vec<BlobLocation> {
         (**self).blob_locations_dyn()
     }
-    fn index_of_top(&self) -> Result<Option<RawManifest>, TransportError> {
-        (**self).index_of_top_dyn()
+    async fn index_of_top(&self) -> Result<Option<RawManifest>, TransportError> {
+        (**self).index_of_top_dyn().await
     }
     fn read_before(&self, desc: &Descriptor) -> Option<(Vec<u8>, String)> {
         (**self).read_before_dyn(desc)

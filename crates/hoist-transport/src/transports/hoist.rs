@@ -59,9 +59,9 @@ pub struct HoistSource {
     store: Store,
     name: String,
     top: RawManifest,
-    /// The index `top` was chosen from, when the store has it, and the manifests it lists
-    /// that the store lacks (platforms not copied into it).
-    index: Option<Box<(RawManifest, Vec<Digest>)>>,
+    /// The index `top` was chosen from, if any (read, with what it lists, only for a copy
+    /// of every platform: [`ImageSource::index_of_top`]).
+    index: Option<Box<Descriptor>>,
     locations: Vec<BlobLocation>,
     repo: Option<Reference>,
 }
@@ -103,13 +103,6 @@ fn missing_under(store: &Store, index: &RawManifest) -> Result<Vec<Digest>, Tran
     Ok(missing)
 }
 
-fn index_len(m: &RawManifest) -> usize {
-    match &m.manifest {
-        Manifest::Index(idx) => idx.manifests.len(),
-        _ => 0,
-    }
-}
-
 fn read_manifest(store: &Store, desc: &Descriptor) -> Result<RawManifest, TransportError> {
     let bytes = store.read_blob(&desc.digest, MAX_MANIFEST_SIZE)?;
     let declared = desc.media_type.is_manifest().then_some(&desc.media_type);
@@ -122,14 +115,7 @@ impl HoistSource {
         blocking(move || {
             let rec = store.resolve(&name)?;
             let top = read_manifest(&store, &rec.manifest)?;
-            let index = match &rec.index {
-                Some(d) if store.has_blob(&d.digest)?.is_some() => {
-                    let index = read_manifest(&store, d)?;
-                    let missing = missing_under(&store, &index)?;
-                    Some(Box::new((index, missing)))
-                }
-                _ => None,
-            };
+            let index = rec.index.clone().map(Box::new);
             let mut locations: Vec<BlobLocation> = rec
                 .source
                 .iter()
@@ -191,22 +177,31 @@ impl ImageSource for HoistSource {
         }
     }
 
-    fn index_of_top(&self) -> Result<Option<RawManifest>, TransportError> {
-        match self.index.as_deref() {
-            Some((index, missing)) if !missing.is_empty() => Err(TransportError::NotSupportedBy {
-                location: self.describe(),
-                reason: format!(
-                    "the store holds {} of the {} manifests index {} lists (not {}): a \
-                         copy of every platform into the store brings them",
-                    index_len(index) - missing.len(),
-                    index_len(index),
-                    index.digest,
-                    missing[0]
-                ),
-            }),
-            Some((index, _)) => Ok(Some(index.clone())),
-            None => Ok(None),
-        }
+    async fn index_of_top(&self) -> Result<Option<RawManifest>, TransportError> {
+        let Some(d) = self.index.as_deref().cloned() else {
+            return Ok(None);
+        };
+        let (store, location) = (self.store.clone(), self.describe());
+        blocking(move || {
+            if store.has_blob(&d.digest)?.is_none() {
+                return Ok(None);
+            }
+            let index = read_manifest(&store, &d)?;
+            let missing = missing_under(&store, &index)?;
+            match missing.first() {
+                Some(absent) => Err(TransportError::NotSupportedBy {
+                    location,
+                    reason: format!(
+                        "the store lacks {} of the manifests index {} lists ({absent} among \
+                         them): a copy of every platform into the store brings them",
+                        missing.len(),
+                        index.digest,
+                    ),
+                }),
+                None => Ok(Some(index)),
+            }
+        })
+        .await?
     }
 
     async fn get_blob(&self, desc: &Descriptor) -> Result<BlobStream, TransportError> {

@@ -364,8 +364,10 @@ pub trait ImageSource: Send + Sync {
     /// instances it lists, instead of the top image alone. `None` (the default): the top
     /// is all there is. An error when the source keeps the index but not every manifest it
     /// lists: such a copy is refused before anything moves.
-    fn index_of_top(&self) -> Result<Option<RawManifest>, TransportError> {
-        Ok(None)
+    fn index_of_top(
+        &self,
+    ) -> impl Future<Output = Result<Option<RawManifest>, TransportError>> + Send {
+        async { Ok(None) }
     }
 
     /// A small blob (a config) the source read before the copy asked for it, with the
