@@ -23,6 +23,7 @@ import subprocess
 import sys
 import time
 
+import images
 import serving
 
 IMAGES = {  # layout tag -> registry repository:tag
@@ -255,7 +256,7 @@ class Bench:
             import hashlib
             w = self.d("seed-sparse-src")
             o = self.d("seed-oci-sparse")
-            sh(f"rm -rf {q(w)} {q(o)} && mkdir -p {q(w + '/etc')} {q(o + '/blobs/sha256')}")
+            sh(f"rm -rf {q(w)} {q(o)} && mkdir -p {q(w + '/etc')}")
             with open(f"{w}/etc/os-release", "w") as f:
                 f.write("ID=sparse\n")
             with open(f"{w}/disk.img", "wb") as f:
@@ -265,27 +266,11 @@ class Bench:
                 f.truncate(512 << 20)
             tar = subprocess.run(["tar", "--sparse", "--format=posix", "--owner=0", "--group=0", "-C", w,
                                   "-cf", "-", "etc", "disk.img"], capture_output=True, check=True).stdout
-            blob = gzip.compress(tar, compresslevel=1, mtime=0)
-
-            def put(b):
-                d = hashlib.sha256(b).hexdigest()
-                with open(f"{o}/blobs/sha256/{d}", "wb") as f:
-                    f.write(b)
-                return {"digest": f"sha256:{d}", "size": len(b)}
-
-            cfg = json.dumps({"architecture": "amd64", "os": "linux", "config": {},
-                              "rootfs": {"type": "layers",
-                                         "diff_ids": ["sha256:" + hashlib.sha256(tar).hexdigest()]}}).encode()
-            m = json.dumps({"schemaVersion": 2, "mediaType": "application/vnd.oci.image.manifest.v1+json",
-                            "config": {"mediaType": "application/vnd.oci.image.config.v1+json", **put(cfg)},
-                            "layers": [{"mediaType": "application/vnd.oci.image.layer.v1.tar+gzip",
-                                        **put(blob)}]}).encode()
-            with open(f"{o}/index.json", "w") as f:
-                json.dump({"schemaVersion": 2, "manifests": [
-                    {"mediaType": "application/vnd.oci.image.manifest.v1+json", **put(m),
-                     "annotations": {"org.opencontainers.image.ref.name": "latest"}}]}, f)
-            with open(f"{o}/oci-layout", "w") as f:
-                f.write('{"imageLayoutVersion":"1.0.0"}')
+            layout = images.Layout(o)
+            digest, size = layout.put_bytes(gzip.compress(tar, compresslevel=1, mtime=0))
+            images.write_image(layout, "latest", [{
+                "digest": digest, "size": size, "media_type": images.GZIP,
+                "diff_id": "sha256:" + hashlib.sha256(tar).hexdigest()}], ["tar --sparse --format=posix"])
             st = self.d("seed-store-sparse")
             sh(f"rm -rf {q(st)} && {self.H(st, 'copy', 'oci:' + o + ':latest', 'hoist:bench/sparse:latest')}"
                " >/dev/null")
